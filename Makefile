@@ -1,0 +1,72 @@
+# cowstore — every target works from nothing on a fresh machine: it installs the
+# Debian packages it needs (when root), makes .venv, and builds the extension.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CC     ?= gcc
+CORE_SRC := $(sort $(wildcard csrc/core/*.c))
+CORE_HDR := $(wildcard csrc/include/cowstore/*.h)
+CTESTS   := $(patsubst tests/c/%.c,tests/c/bin/%,$(sort $(wildcard tests/c/test_*.c)))
+# The C core's tests always run instrumented: they are small, and ASan/UBSan/LSan
+# turn a silent memory bug into a failing test.
+CTEST_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Wno-unused-parameter -Icsrc/include \
+               -DCOW_DEBUG=1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               -fno-omit-frame-pointer
+HYPOTHESIS_PROFILE ?= ci
+
+.PHONY: all deps venv build demo test ctest pytest test-sanitize bench clean
+
+all: build
+
+deps:
+	@if [ ! -f /usr/include/lmdb.h ] || [ ! -f /usr/include/criterion/criterion.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblmdb-dev libcriterion-dev; \
+	  else echo "need liblmdb-dev libcriterion-dev (run as root or install them)"; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+demo: build
+	$(PY) bench/demo.py
+
+tests/c/bin/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | deps
+	@mkdir -p tests/c/bin
+	$(CC) $(CTEST_FLAGS) -o $@ $< $(CORE_SRC) -lcriterion -llmdb -lm
+
+ctest: $(CTESTS)
+	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t --jobs 2; done
+
+pytest: build
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest -q -p no:cacheprovider tests/python
+
+test: ctest pytest
+
+# The extension and the whole pytest suite under ASan + UBSan.  CPython itself is
+# not instrumented, so libasan is preloaded and leak reports (CPython's own
+# interned objects at exit) are off; the refcount/tracemalloc leak tests cover leaks.
+ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_LIB = $(shell $(CC) -print-file-name=libubsan.so)
+test-sanitize: venv
+	rm -rf build/asan && mkdir -p build/asan/cowstore
+	COWSTORE_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan --build-temp build/asan-tmp --force
+	cp cowstore/*.py cowstore/*.pyi cowstore/py.typed build/asan/cowstore/
+	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=build/asan \
+	  HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q -p no:cacheprovider tests/python
+
+bench: build
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build tests/c/bin cowstore/*.so *.egg-info

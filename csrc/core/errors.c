@@ -1,0 +1,18 @@
+/* The strerror table for cow_err (see cowstore/errors.h). */
+#include "cowstore/errors.h"
+
+const char *
+cow_strerror(int code)
+{
+    switch (code) {
+    case COW_OK: return "success";
+    case COW_ENOMEM: return "out of memory";
+    case COW_EINDEX: return "index out of range";
+    case COW_EKEY: return "key not found";
+    case COW_EINVAL: return "invalid argument";
+    case COW_EOVERFLOW: return "size overflow";
+    case COW_ECORRUPT: return "corrupt stored data";
+    case COW_ETYPE: return "wrong value type";
+    }
+    return "unknown cowstore error";
+}

@@ -1,0 +1,59 @@
+/* Stable 64-bit hashing (see cowstore/hash.h).
+ *
+ * Bytes are consumed 8 at a time as little-endian words, each folded in with a
+ * multiply-xorshift round; the tail is padded with its length so "a" and "a\0"
+ * differ.  Not cryptographic: collisions an attacker builds are absorbed by the
+ * maps' sorted collision buckets. */
+#include <string.h>
+
+#include "cowstore/hash.h"
+
+/* 64-bit multipliers from the splitmix64 / murmur3 finalisers. */
+#define MIX_MUL1 0xbf58476d1ce4e5b9ULL
+#define MIX_MUL2 0x94d049bb133111ebULL
+#define ROUND_MUL 0x9fb21c651e98df25ULL
+
+uint64_t
+cow_hash_mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= MIX_MUL1;
+    x ^= x >> 27;
+    x *= MIX_MUL2;
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t
+load_le64(const unsigned char *p)
+{
+    uint64_t w = 0;
+    for (int i = 7; i >= 0; i--)
+        w = (w << 8) | p[i];
+    return w;
+}
+
+uint64_t
+cow_hash_bytes(const void *data, size_t len, uint64_t seed)
+{
+    const unsigned char *p = data;
+    uint64_t h = seed ^ ((uint64_t)len * ROUND_MUL);
+    while (len >= 8) {
+        h = (h ^ load_le64(p)) * ROUND_MUL;
+        h ^= h >> 32;
+        p += 8;
+        len -= 8;
+    }
+    if (len) {
+        unsigned char last[8] = {0};
+        memcpy(last, p, len);
+        h = (h ^ load_le64(last)) * ROUND_MUL;
+    }
+    return cow_hash_mix64(h);
+}
+
+uint64_t
+cow_hash_combine(uint64_t acc, uint64_t h)
+{
+    return cow_hash_mix64(acc * ROUND_MUL + h);
+}

@@ -1,0 +1,747 @@
+/* Persistent insertion-ordered hash map.
+ *
+ * Why this shape: a dict must iterate in insertion order, keep a re-assigned
+ * key in its place, and pop the last item; a HAMT alone has no order.  So, as
+ * CPython's compact dict splits "indices" from "entries", a cow_map is
+ *
+ *   log    a persistent vector (vec.c) of entries in insertion order: entry i
+ *          is the key at log[2i] and the value at log[2i+1]; a deleted entry
+ *          keeps its slot with key = HOLE until the log is compacted;
+ *   index  a CHAMP-style hash array mapped trie from a key's 32-bit hash to
+ *          its entry number, path-copied like the log.  Maps of at most
+ *          COW_MAP_LINEAR_MAX entries have no index and are scanned.
+ *
+ * Lookup: hash the key (stable, hash.c), walk the index 5 bits per level, then
+ * compare the probe with the key in the log at the entry the leaf names.
+ * Iteration walks the log and skips holes.
+ *
+ * Worked example: hash32 = 0x2C5 = 0b..._10110_00101.  Level 0 uses bits 0..4
+ * (5): bit 5 of the root's datamap says "a leaf is here" and the leaf's rank
+ * among set bits (popcount of lower bits) is its position; if bit 5 of the
+ * nodemap is set instead, descend into the child and use bits 5..9 (22).
+ *
+ * Index node bytes (16-byte header, then leaves, then child pointers):
+ *
+ *   +--------+------+-------+---------+---------+----------------------+-----------+
+ *   | refcnt | kind | count | datamap | nodemap | {hash32, entry} x d  | kid * x k |
+ *   |  u32   | u16  |  u16  |   u32   |   u32   | 8 bytes each         | 8 bytes   |
+ *   +--------+------+-------+---------+---------+----------------------+-----------+
+ *   bitmap node: d = popcount(datamap), k = popcount(nodemap), count unused.
+ *   collision node: d = count leaves with one hash32, sorted by key; k = 0.
+ *
+ * Depth bound: 32 hash bits at 5 per level fill levels 0..6 (shifts 0..30,
+ * the last taking 2 bits); keys whose whole hash32 collides sit in a collision
+ * node at level 7.  Max depth therefore 8 nodes.
+ *
+ * Invariants (cow_map_check):
+ *  H1  index != NULL iff the log holds more than COW_MAP_LINEAR_MAX entries.
+ *  H2  live == number of entries whose key is not a HOLE; the last entry of
+ *      the log is never a HOLE (trailing holes are popped at once).
+ *  H3  with an index, every live entry appears in it exactly once, under the
+ *      hash32 of its key; no hole appears.
+ *  H4  a collision node's leaves are ordered by cow_val_order of their keys;
+ *      lookups binary-search to the first key not below the probe and scan the
+ *      run that compares equal (a run longer than one only for map/set keys).
+ *  H5  canonical shape: a non-root bitmap node holds >= 2 leaves or >= 1
+ *      child; a collision node (never the root) holds >= 2 leaves.  So equal
+ *      maps built in any order have the same index shape.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cowstore/hash.h"
+#include "cowstore/map.h"
+
+enum { HN_BITMAP = 0, HN_COLLISION = 1 };
+/* Bits of the hash consumed per level, and the shift at which they run out. */
+#define HN_BITS 5
+#define HN_HASH_BITS 32
+
+typedef struct cow_hleaf {
+    uint32_t hash;
+    uint32_t entry;
+} cow_hleaf;
+
+struct cow_hnode {
+    uint32_t refcnt;
+    uint16_t kind;
+    uint16_t count;
+    uint32_t datamap;
+    uint32_t nodemap;
+};
+
+static long live_hnodes;
+long cow_map_live_nodes(void) { return live_hnodes; }
+
+static uint32_t hash32(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
+static unsigned popc(uint32_t x) { return (unsigned)__builtin_popcount(x); }
+static uint32_t bit_at(uint32_t h, unsigned shift) { return 1u << ((h >> shift) & 31u); }
+
+static unsigned
+hn_nleaves(const cow_hnode *n)
+{
+    return n->kind == HN_COLLISION ? n->count : popc(n->datamap);
+}
+
+static cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(n + 1); }
+static cow_hnode **hn_kids(const cow_hnode *n) { return (cow_hnode **)(hn_leaves(n) + hn_nleaves(n)); }
+
+static cow_hnode *
+hn_new(int kind, unsigned nleaves, unsigned nkids)
+{
+    cow_hnode *n = malloc(sizeof(cow_hnode) + nleaves * sizeof(cow_hleaf)
+                          + nkids * sizeof(cow_hnode *));
+    if (n == NULL)
+        return NULL;
+    n->refcnt = 1;
+    n->kind = (uint16_t)kind;
+    n->count = (uint16_t)(kind == HN_COLLISION ? nleaves : 0);
+    n->datamap = n->nodemap = 0;
+    live_hnodes++;
+    return n;
+}
+
+static void
+hn_release(cow_hnode *n)
+{
+    if (n == NULL || --n->refcnt > 0)
+        return;
+    if (n->kind == HN_BITMAP)
+        for (unsigned i = 0; i < popc(n->nodemap); i++)
+            hn_release(hn_kids(n)[i]);
+    live_hnodes--;
+    free(n);
+}
+
+static void
+retain_kids(cow_hnode *n)
+{
+    if (n->kind == HN_BITMAP)
+        for (unsigned i = 0; i < popc(n->nodemap); i++)
+            hn_kids(n)[i]->refcnt++;
+}
+
+/* Makes *slot exclusively owned (same shape), copying a shared node. */
+static int
+hn_own(cow_hnode **slot)
+{
+    cow_hnode *n = *slot, *c;
+    size_t size;
+    if (n->refcnt == 1)
+        return COW_OK;
+    size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
+           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_hnode *);
+    if ((c = malloc(size)) == NULL)
+        return COW_ENOMEM;
+    memcpy(c, n, size);
+    c->refcnt = 1;
+    live_hnodes++;
+    retain_kids(c);
+    hn_release(n);
+    *slot = c;
+    return COW_OK;
+}
+
+/* ---- keys through the log ----------------------------------------------- */
+
+static const cow_val *
+entry_key(const cow_map *m, uint32_t entry)
+{
+    return cow_vb_get(&m->log, 2 * (size_t)entry);
+}
+
+/* Position of the first leaf whose key is not ordered below probe (H4). */
+static unsigned
+coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
+{
+    unsigned lo = 0, hi = n->count;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (cow_val_order(entry_key(m, hn_leaves(n)[mid].entry), probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int
+coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entry)
+{
+    for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
+        const cow_val *k = entry_key(m, hn_leaves(n)[i].entry);
+        if (cow_val_order(k, key) != 0)
+            break;
+        if (cow_val_equal(k, key)) {
+            *entry = hn_leaves(n)[i].entry;
+            return COW_FOUND;
+        }
+    }
+    return COW_NOT_FOUND;
+}
+
+static int
+index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry)
+{
+    const cow_hnode *n = m->index;
+    for (unsigned shift = 0;; shift += HN_BITS) {
+        uint32_t bit;
+        if (n->kind == HN_COLLISION)
+            return n->count && hn_leaves(n)[0].hash == h ? coll_find(m, n, key, entry)
+                                                         : COW_NOT_FOUND;
+        bit = bit_at(h, shift);
+        if (n->datamap & bit) {
+            const cow_hleaf *lf = &hn_leaves(n)[popc(n->datamap & (bit - 1))];
+            if (lf->hash != h || !cow_val_equal(entry_key(m, lf->entry), key))
+                return COW_NOT_FOUND;
+            *entry = lf->entry;
+            return COW_FOUND;
+        }
+        if (!(n->nodemap & bit))
+            return COW_NOT_FOUND;
+        n = hn_kids(n)[popc(n->nodemap & (bit - 1))];
+    }
+}
+
+static size_t
+nentries(const cow_map *m)
+{
+    return m->log.len / 2;
+}
+
+int
+cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
+{
+    if (m->index)
+        return index_find(m, key, hash32(hash), entry);
+    for (size_t e = 0; e < nentries(m); e++)
+        if (cow_val_equal(entry_key(m, (uint32_t)e), key)) {
+            *entry = e;
+            return COW_FOUND;
+        }
+    return COW_NOT_FOUND;
+}
+
+/* ---- index insertion ---------------------------------------------------- */
+
+/* A subtree at `shift` holding two leaves with distinct entries. */
+static cow_hnode *
+hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
+{
+    cow_hnode *n, *kid;
+    if (shift >= HN_HASH_BITS) {
+        if ((n = hn_new(HN_COLLISION, 2, 0)) == NULL)
+            return NULL;
+        if (cow_val_order(entry_key(m, b.entry), entry_key(m, a.entry)) < 0) {
+            cow_hleaf t = a;
+            a = b;
+            b = t;
+        }
+        hn_leaves(n)[0] = a;
+        hn_leaves(n)[1] = b;
+        return n;
+    }
+    uint32_t ba = bit_at(a.hash, shift), bb = bit_at(b.hash, shift);
+    if (ba != bb) {
+        if ((n = hn_new(HN_BITMAP, 2, 0)) == NULL)
+            return NULL;
+        n->datamap = ba | bb;
+        hn_leaves(n)[ba < bb ? 0 : 1] = a;
+        hn_leaves(n)[ba < bb ? 1 : 0] = b;
+        return n;
+    }
+    if ((kid = hn_pair(m, shift + HN_BITS, a, b)) == NULL)
+        return NULL;
+    if ((n = hn_new(HN_BITMAP, 0, 1)) == NULL) {
+        hn_release(kid);
+        return NULL;
+    }
+    n->nodemap = ba;
+    hn_kids(n)[0] = kid;
+    return n;
+}
+
+/* A copy of bitmap node n with leaf position `drop` removed (or none if
+ * drop < 0), leaf `add` inserted at position `addpos` (if addpos >= 0), and
+ * child `kid` inserted at child position `kidpos` (if kidpos >= 0). */
+static cow_hnode *
+hn_rebuild(const cow_hnode *n, uint32_t datamap, uint32_t nodemap, int drop,
+           int addpos, cow_hleaf add, int dropkid, int kidpos, cow_hnode *kid)
+{
+    cow_hnode *c = hn_new(HN_BITMAP, popc(datamap), popc(nodemap));
+    unsigned w = 0;
+    if (c == NULL)
+        return NULL;
+    c->datamap = datamap;
+    c->nodemap = nodemap;
+    for (unsigned r = 0; r <= hn_nleaves(n); r++) {
+        if ((int)r == addpos)
+            hn_leaves(c)[w++] = add;
+        if (r < hn_nleaves(n) && (int)r != drop)
+            hn_leaves(c)[w++] = hn_leaves(n)[r];
+    }
+    w = 0;
+    for (unsigned r = 0; r <= popc(n->nodemap); r++) {
+        if ((int)r == kidpos)
+            hn_kids(c)[w++] = kid;
+        if (r < popc(n->nodemap) && (int)r != dropkid) {
+            hn_kids(c)[w] = hn_kids(n)[r];
+            hn_kids(c)[w++]->refcnt++;
+        }
+    }
+    return c;
+}
+
+static int
+replace(cow_hnode **slot, cow_hnode *c)
+{
+    if (c == NULL)
+        return COW_ENOMEM;
+    hn_release(*slot);
+    *slot = c;
+    return COW_OK;
+}
+
+static int
+coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
+{
+    cow_hnode *n = *slot;
+    unsigned pos = coll_lower_bound(m, n, entry_key(m, leaf.entry));
+    cow_hnode *c = hn_new(HN_COLLISION, n->count + 1u, 0);
+    if (c == NULL)
+        return COW_ENOMEM;
+    memcpy(hn_leaves(c), hn_leaves(n), pos * sizeof(cow_hleaf));
+    hn_leaves(c)[pos] = leaf;
+    memcpy(hn_leaves(c) + pos + 1, hn_leaves(n) + pos, (n->count - pos) * sizeof(cow_hleaf));
+    return replace(slot, c);
+}
+
+static int
+hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
+{
+    cow_hnode *n = *slot, *sub;
+    uint32_t bit;
+    int rc;
+    if (n->kind == HN_COLLISION)
+        return coll_insert(m, slot, leaf);
+    bit = bit_at(leaf.hash, shift);
+    if (n->nodemap & bit) {
+        if ((rc = hn_own(slot)) < 0)
+            return rc;
+        return hn_insert(m, &hn_kids(*slot)[popc((*slot)->nodemap & (bit - 1))],
+                         shift + HN_BITS, leaf);
+    }
+    if (n->datamap & bit) {       /* two leaves share this slot: push both down */
+        int pos = (int)popc(n->datamap & (bit - 1));
+        if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], leaf)) == NULL)
+            return COW_ENOMEM;
+        cow_hnode *c = hn_rebuild(n, n->datamap & ~bit, n->nodemap | bit, pos, -1, leaf,
+                                  -1, (int)popc(n->nodemap & (bit - 1)), sub);
+        if (c == NULL)
+            hn_release(sub);
+        return replace(slot, c);
+    }
+    return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap, -1,
+                                    (int)popc(n->datamap & (bit - 1)), leaf, -1, -1, NULL));
+}
+
+/* ---- index deletion ----------------------------------------------------- */
+
+/* The single leaf of a node that H5 says must be inlined into its parent. */
+static int
+sole_leaf(const cow_hnode *n, cow_hleaf *out)
+{
+    if (hn_nleaves(n) != 1 || (n->kind == HN_BITMAP && n->nodemap))
+        return 0;
+    *out = hn_leaves(n)[0];
+    return 1;
+}
+
+static int
+coll_delete(cow_hnode **slot, uint32_t entry)
+{
+    cow_hnode *n = *slot, *c;
+    unsigned pos = 0;
+    while (pos < n->count && hn_leaves(n)[pos].entry != entry)
+        pos++;
+    if (pos == n->count)
+        return COW_EKEY;
+    if ((c = hn_new(HN_COLLISION, n->count - 1u, 0)) == NULL)
+        return COW_ENOMEM;
+    memcpy(hn_leaves(c), hn_leaves(n), pos * sizeof(cow_hleaf));
+    memcpy(hn_leaves(c) + pos, hn_leaves(n) + pos + 1,
+           (n->count - pos - 1) * sizeof(cow_hleaf));
+    return replace(slot, c);
+}
+
+static int
+hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
+{
+    cow_hnode *n = *slot, *kid;
+    uint32_t bit;
+    cow_hleaf up = {0, 0};
+    int rc, kpos;
+    if (n->kind == HN_COLLISION)
+        return coll_delete(slot, entry);
+    bit = bit_at(h, shift);
+    if (n->datamap & bit) {
+        int pos = (int)popc(n->datamap & (bit - 1));
+        if (hn_leaves(n)[pos].entry != entry)
+            return COW_EKEY;
+        return replace(slot, hn_rebuild(n, n->datamap & ~bit, n->nodemap, pos, -1, up,
+                                        -1, -1, NULL));
+    }
+    if (!(n->nodemap & bit))
+        return COW_EKEY;
+    if ((rc = hn_own(slot)) < 0)
+        return rc;
+    n = *slot;
+    kpos = (int)popc(n->nodemap & (bit - 1));
+    if ((rc = hn_delete(&hn_kids(n)[kpos], shift + HN_BITS, h, entry)) < 0)
+        return rc;
+    kid = hn_kids(n)[kpos];
+    if (!sole_leaf(kid, &up))
+        return COW_OK;
+    /* H5: the child shrank to one leaf; move it up into this node. */
+    return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap & ~bit, -1,
+                                    (int)popc(n->datamap & (bit - 1)), up, kpos, -1, NULL));
+}
+
+/* ---- the map ------------------------------------------------------------ */
+
+cow_map *
+cow_map_new(void)
+{
+    cow_map *m = calloc(1, sizeof *m);
+    if (m)
+        m->refcnt = 1;
+    return m;
+}
+
+void cow_map_retain(cow_map *m) { m->refcnt++; }
+size_t cow_map_len(const cow_map *m) { return m->live; }
+size_t cow_map_entries(const cow_map *m) { return nentries(m); }
+const cow_val *cow_map_entry_key(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e); }
+const cow_val *cow_map_entry_val(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e + 1); }
+
+void
+cow_map_clear(cow_map *m)
+{
+    cow_vb_clear(&m->log);
+    hn_release(m->index);
+    m->index = NULL;
+    m->live = 0;
+}
+
+void
+cow_map_release(cow_map *m)
+{
+    if (m == NULL || --m->refcnt > 0)
+        return;
+    cow_map_clear(m);
+    free(m);
+}
+
+int
+cow_map_own(cow_map **m)
+{
+    cow_map *c;
+    if ((*m)->refcnt == 1)
+        return COW_OK;
+    if ((c = cow_map_new()) == NULL)
+        return COW_ENOMEM;
+    c->live = (*m)->live;
+    cow_vb_dup(&c->log, &(*m)->log);
+    c->index = (*m)->index;
+    if (c->index)
+        c->index->refcnt++;
+    cow_map_release(*m);
+    *m = c;
+    return COW_OK;
+}
+
+int
+cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val)
+{
+    size_t e;
+    int rc = cow_map_find(m, key, hash, &e);
+    if (rc == COW_FOUND)
+        *val = cow_map_entry_val(m, e);
+    return rc;
+}
+
+static int
+key_hash32(const cow_val *key, uint32_t *h)
+{
+    uint64_t full;
+    int rc = cow_val_hash(key, &full);
+    *h = hash32(full);
+    return rc;
+}
+
+/* Builds a fresh index over every live entry (H1, H3). */
+static int
+index_build(cow_map *m, cow_hnode **out)
+{
+    cow_hnode *root = hn_new(HN_BITMAP, 0, 0);
+    int rc = COW_OK;
+    if (root == NULL)
+        return COW_ENOMEM;
+    for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
+        cow_hleaf leaf = {0, (uint32_t)e};
+        const cow_val *k = entry_key(m, (uint32_t)e);
+        if (k->tag == COW_T_HOLE)
+            continue;
+        if ((rc = key_hash32(k, &leaf.hash)) == COW_OK)
+            rc = hn_insert(m, &root, 0, leaf);
+    }
+    if (rc < 0) {
+        hn_release(root);
+        return rc;
+    }
+    *out = root;
+    return COW_OK;
+}
+
+int
+cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val)
+{
+    size_t e, n = nentries(m);
+    cow_val undo;
+    int rc = cow_map_find(m, &key, hash, &e);
+    if (rc == COW_FOUND) {
+        cow_val_release(&key);
+        return cow_vb_set(&m->log, 2 * e + 1, val);
+    }
+    if (rc < 0 || n >= COW_MAP_MAX_ENTRIES) {
+        rc = rc < 0 ? rc : COW_EOVERFLOW;
+        goto fail;
+    }
+    if ((rc = cow_vb_push(&m->log, key)) < 0) {
+        cow_val_release(&val);
+        return rc;
+    }
+    if ((rc = cow_vb_push(&m->log, val)) < 0)
+        goto undo_key;
+    if (m->index) {
+        cow_hleaf leaf = {hash32(hash), (uint32_t)n};
+        rc = hn_insert(m, &m->index, 0, leaf);
+    }
+    else if (n + 1 > COW_MAP_LINEAR_MAX)
+        rc = index_build(m, &m->index);
+    if (rc < 0) {
+        cow_vb_pop(&m->log, &undo);
+        cow_val_release(&undo);
+        goto undo_key;
+    }
+    m->live++;
+    return COW_OK;
+undo_key:
+    cow_vb_pop(&m->log, &undo);
+    cow_val_release(&undo);
+    return rc;
+fail:
+    cow_val_release(&key);
+    cow_val_release(&val);
+    return rc;
+}
+
+/* Rewrites the log without holes and rebuilds the index (amortised O(1)). */
+static int
+compact(cow_map *m)
+{
+    cow_map fresh = {0};
+    int rc = COW_OK;
+    for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
+        cow_val k = *entry_key(m, (uint32_t)e), v = *cow_map_entry_val(m, e);
+        if (k.tag == COW_T_HOLE)
+            continue;
+        cow_val_retain(&k);
+        cow_val_retain(&v);
+        if ((rc = cow_vb_push(&fresh.log, k)) == COW_OK)
+            rc = cow_vb_push(&fresh.log, v);
+        else
+            cow_val_release(&v);
+    }
+    if (rc == COW_OK && nentries(&fresh) > COW_MAP_LINEAR_MAX)
+        rc = index_build(&fresh, &fresh.index);
+    if (rc < 0) {
+        cow_map_clear(&fresh);
+        return rc;
+    }
+    fresh.live = m->live;
+    cow_map_clear(m);
+    m->log = fresh.log;
+    m->index = fresh.index;
+    m->live = fresh.live;
+    return COW_OK;
+}
+
+/* After a removal: pop trailing holes (H2), drop a no longer needed index
+ * (H1), and compact when holes dominate. */
+static int
+settle(cow_map *m)
+{
+    cow_val dead;
+    while (nentries(m) > 0 && entry_key(m, (uint32_t)(nentries(m) - 1))->tag == COW_T_HOLE) {
+        int rc = cow_vb_pop(&m->log, &dead);
+        if (rc == COW_OK)
+            rc = cow_vb_pop(&m->log, &dead);
+        if (rc < 0)
+            return rc;
+    }
+    if (m->index && nentries(m) <= COW_MAP_LINEAR_MAX) {
+        hn_release(m->index);
+        m->index = NULL;
+    }
+    size_t holes = nentries(m) - m->live;
+    if (holes > m->live && holes >= COW_MAP_COMPACT_MIN)
+        return compact(m);
+    return COW_OK;
+}
+
+int
+cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
+{
+    size_t e;
+    cow_val val;
+    int rc = cow_map_find(m, key, hash, &e);
+    if (rc != COW_FOUND)
+        return rc;
+    val = *cow_map_entry_val(m, e);
+    cow_val_retain(&val);
+    /* Key and value share one leaf, so after the first set owns the path the
+     * second cannot fail. */
+    if ((rc = cow_vb_set(&m->log, 2 * e + 1, cow_val_none())) < 0
+        || (rc = cow_vb_set(&m->log, 2 * e, cow_val_hole())) < 0)
+        goto fail;
+    if (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0)
+        goto fail;
+    m->live--;
+    if ((rc = settle(m)) < 0)
+        goto fail;
+    if (out)
+        *out = val;
+    else
+        cow_val_release(&val);
+    return COW_FOUND;
+fail:
+    cow_val_release(&val);
+    return rc;
+}
+
+int
+cow_map_popitem(cow_map *m, cow_val *key, cow_val *val)
+{
+    size_t e = nentries(m);
+    uint32_t h;
+    int rc;
+    if (m->live == 0)
+        return COW_EKEY;
+    e--;                                     /* H2: the last entry is live */
+    if (m->index) {
+        if ((rc = key_hash32(entry_key(m, (uint32_t)e), &h)) < 0
+            || (rc = hn_delete(&m->index, 0, h, (uint32_t)e)) < 0)
+            return rc;
+    }
+    if ((rc = cow_vb_pop(&m->log, val)) < 0)
+        return rc;
+    if ((rc = cow_vb_pop(&m->log, key)) < 0) {
+        cow_val_release(val);
+        return rc;
+    }
+    m->live--;
+    return settle(m);
+}
+
+/* ---- whole-map operations ----------------------------------------------- */
+
+int
+cow_map_equal(const cow_map *a, const cow_map *b)
+{
+    if (a == b || (cow_vb_same(&a->log, &b->log) && a->live == b->live))
+        return 1;
+    if (a->live != b->live)
+        return 0;
+    for (size_t e = 0; e < nentries(a); e++) {
+        const cow_val *k = entry_key(a, (uint32_t)e), *vb;
+        uint64_t h;
+        if (k->tag == COW_T_HOLE)
+            continue;
+        if (cow_val_hash(k, &h) < 0 || cow_map_get(b, k, h, &vb) != COW_FOUND
+            || !cow_val_equal(cow_map_entry_val(a, e), vb))
+            return 0;
+    }
+    return 1;
+}
+
+int
+cow_map_hash(const cow_map *m, int is_set, uint64_t *out)
+{
+    uint64_t acc = 0, hk, hv = 0;
+    int rc;
+    for (size_t e = 0; e < nentries(m); e++) {
+        const cow_val *k = entry_key(m, (uint32_t)e);
+        if (k->tag == COW_T_HOLE)
+            continue;
+        if ((rc = cow_val_hash(k, &hk)) < 0)
+            return rc;
+        if (!is_set && (rc = cow_val_hash(cow_map_entry_val(m, e), &hv)) < 0)
+            return rc;
+        acc += cow_hash_mix64(hk ^ cow_hash_mix64(hv));   /* order-insensitive */
+    }
+    *out = cow_hash_combine(is_set ? COW_SEED_SET : COW_SEED_MAP, acc + m->live);
+    return COW_OK;
+}
+
+/* ---- validation (H1..H5) ------------------------------------------------ */
+
+static int
+check_node(const cow_map *m, const cow_hnode *n, unsigned shift, int is_root,
+           size_t *seen)
+{
+    if (n->kind == HN_COLLISION) {
+        if (shift < HN_HASH_BITS || n->count < 2)
+            return COW_EINVAL;                                      /* H5 */
+        for (unsigned i = 0; i < n->count; i++) {
+            if (hn_leaves(n)[i].hash != hn_leaves(n)[0].hash)
+                return COW_EINVAL;
+            if (i && cow_val_order(entry_key(m, hn_leaves(n)[i - 1].entry),
+                                   entry_key(m, hn_leaves(n)[i].entry)) > 0)
+                return COW_EINVAL;                                  /* H4 */
+        }
+    }
+    else if (shift >= HN_HASH_BITS || (n->datamap & n->nodemap)
+             || (!is_root && popc(n->nodemap) == 0 && popc(n->datamap) < 2))
+        return COW_EINVAL;                                          /* H5 */
+    for (unsigned i = 0; i < hn_nleaves(n); i++) {
+        const cow_hleaf *lf = &hn_leaves(n)[i];
+        uint32_t h;
+        if (lf->entry >= nentries(m) || entry_key(m, lf->entry)->tag == COW_T_HOLE
+            || key_hash32(entry_key(m, lf->entry), &h) < 0 || h != lf->hash)
+            return COW_EINVAL;                                      /* H3 */
+        (*seen)++;
+    }
+    if (n->kind == HN_BITMAP)
+        for (unsigned i = 0; i < popc(n->nodemap); i++)
+            if (check_node(m, hn_kids(n)[i], shift + HN_BITS, 0, seen) < 0)
+                return COW_EINVAL;
+    return COW_OK;
+}
+
+int
+cow_map_check(const cow_map *m)
+{
+    size_t live = 0, seen = 0;
+    if (m->log.len % 2 || cow_vec_check(&m->log) < 0)
+        return COW_EINVAL;
+    for (size_t e = 0; e < nentries(m); e++)
+        live += entry_key(m, (uint32_t)e)->tag != COW_T_HOLE;
+    if (live != m->live || (nentries(m) && entry_key(m, (uint32_t)(nentries(m) - 1))->tag == COW_T_HOLE))
+        return COW_EINVAL;                                          /* H2 */
+    if ((m->index != NULL) != (nentries(m) > COW_MAP_LINEAR_MAX))
+        return COW_EINVAL;                                          /* H1 */
+    if (m->index && (check_node(m, m->index, 0, 1, &seen) < 0 || seen != live))
+        return COW_EINVAL;                                          /* H3 */
+    return COW_OK;
+}

@@ -1,0 +1,455 @@
+/* cow_val: constructors, reference counting, hashing, equality, ordering.
+ * Layout and invariants V1..V6 are in cowstore/value.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cowstore/hash.h"
+#include "cowstore/map.h"
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+static int
+blob_new(cow_val *out, cow_tag tag, const void *data, size_t len)
+{
+    cow_blob *b = malloc(sizeof(cow_blob) + len);
+    if (b == NULL)
+        return COW_ENOMEM;
+    b->refcnt = 1;
+    b->hash_ok = 0;
+    b->hash = 0;
+    b->len = len;
+    if (len)
+        memcpy(b->data, data, len);
+    memset(out, 0, sizeof *out);
+    out->tag = (uint8_t)tag;
+    out->u.blob = b;
+    return COW_OK;
+}
+
+static int
+small_or_blob(cow_val *out, cow_tag small, cow_tag big, const void *data, size_t len)
+{
+    if (len > COW_INLINE_MAX)
+        return blob_new(out, big, data, len);
+    memset(out, 0, sizeof *out);
+    out->tag = (uint8_t)small;
+    out->slen = (uint8_t)len;
+    if (len)
+        memcpy((char *)out + COW_INLINE_OFFSET, data, len);
+    return COW_OK;
+}
+
+int
+cow_val_str(cow_val *out, const char *utf8, size_t len)
+{
+    return small_or_blob(out, COW_T_SSTR, COW_T_STR, utf8, len);
+}
+
+int
+cow_val_bytes(cow_val *out, const void *data, size_t len)
+{
+    return small_or_blob(out, COW_T_SBYTES, COW_T_BYTES, data, len);
+}
+
+int
+cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len)
+{
+    return blob_new(out, COW_T_BIGINT, le_twos, len);
+}
+
+static cow_val
+view(cow_tag tag, const char *data, size_t len)
+{
+    cow_val v = {0};
+    v.tag = (uint8_t)tag;
+    v.aux = (uint32_t)len;
+    v.u.ref = data;
+    return v;
+}
+
+cow_val cow_val_str_view(const char *utf8, size_t len) { return view(COW_T_STR_VIEW, utf8, len); }
+cow_val cow_val_bytes_view(const void *data, size_t len) { return view(COW_T_BYTES_VIEW, data, len); }
+
+cow_val
+cow_val_vec(cow_tag tag, cow_vec *vec)
+{
+    cow_val v = {0};
+    v.tag = (uint8_t)tag;
+    v.u.vec = vec;
+    return v;
+}
+
+cow_val
+cow_val_map(cow_tag tag, cow_map *map)
+{
+    cow_val v = {0};
+    v.tag = (uint8_t)tag;
+    v.u.map = map;
+    return v;
+}
+
+static int
+has_blob(int tag)
+{
+    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES;
+}
+
+void
+cow_val_retain(const cow_val *v)
+{
+    if (has_blob(v->tag))
+        v->u.blob->refcnt++;
+    else if (cow_tag_is_vec(v->tag))
+        cow_vec_retain(v->u.vec);
+    else if (cow_tag_is_map(v->tag))
+        cow_map_retain(v->u.map);
+}
+
+void
+cow_val_release(cow_val *v)
+{
+    if (has_blob(v->tag)) {
+        if (--v->u.blob->refcnt == 0)
+            free(v->u.blob);
+    }
+    else if (cow_tag_is_vec(v->tag))
+        cow_vec_release(v->u.vec);
+    else if (cow_tag_is_map(v->tag))
+        cow_map_release(v->u.map);
+    *v = cow_val_none();
+}
+
+void
+cow_val_span(const cow_val *v, const char **data, size_t *len)
+{
+    switch (v->tag) {
+    case COW_T_SSTR:
+    case COW_T_SBYTES:
+        *data = (const char *)v + COW_INLINE_OFFSET;
+        *len = v->slen;
+        return;
+    case COW_T_STR_VIEW:
+    case COW_T_BYTES_VIEW:
+        *data = v->u.ref;
+        *len = v->aux;
+        return;
+    case COW_T_STR:
+    case COW_T_BYTES:
+    case COW_T_BIGINT:
+        *data = v->u.blob->data;
+        *len = v->u.blob->len;
+        return;
+    default:
+        *data = NULL;
+        *len = 0;
+    }
+}
+
+/* ---- canonical numbers (V3) ----------------------------------------------
+ * Every number maps to one of: an int64 (INT, BOOL, integral floats in range),
+ * a bigint byte string (BIGINT, integral floats beyond int64) or a
+ * non-integral float.  Equal numbers have equal canonical forms. */
+
+enum { NUM_INT, NUM_BIG, NUM_FLT };
+/* A double is below 2^1024: 128 magnitude bytes plus a sign byte. */
+#define NUM_BUF_BYTES 130
+/* 2^63 as a double: integral doubles at or beyond it do not fit int64. */
+#define TWO_POW_63 9223372036854775808.0
+
+typedef struct cow_num {
+    int kind;
+    int64_t i;
+    double f;
+    const uint8_t *big;
+    size_t nbig;
+    uint8_t buf[NUM_BUF_BYTES];
+} cow_num;
+
+size_t
+cow_bigint_minimal_len(const uint8_t *le, size_t len)
+{
+    while (len > 1) {
+        uint8_t top = le[len - 1], next = le[len - 2];
+        if ((top == 0x00 && !(next & 0x80)) || (top == 0xff && (next & 0x80)))
+            len--;
+        else
+            break;
+    }
+    return len;
+}
+
+/* Two's-complement bytes of an integral double with |f| >= 2^63. */
+static void
+num_from_big_double(cow_num *n, double f)
+{
+    int exp;
+    double mant = frexp(fabs(f), &exp);          /* |f| = mant * 2^exp */
+    uint64_t m = (uint64_t)ldexp(mant, 53);      /* 53 significant bits */
+    int shift = exp - 53;                        /* >= 11 since |f| >= 2^63 */
+    memset(n->buf, 0, sizeof n->buf);
+    for (int bit = 0; bit < 53; bit++)
+        if (m >> bit & 1) {
+            int pos = bit + shift;
+            n->buf[pos / 8] |= (uint8_t)(1u << (pos % 8));
+        }
+    if (f < 0) {                                 /* negate: invert, add one */
+        int carry = 1;
+        for (size_t k = 0; k < sizeof n->buf; k++) {
+            int x = (uint8_t)~n->buf[k] + carry;
+            n->buf[k] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    n->kind = NUM_BIG;
+    n->big = n->buf;
+    n->nbig = cow_bigint_minimal_len(n->buf, sizeof n->buf);
+}
+
+static void
+num_canon(const cow_val *v, cow_num *n)
+{
+    double f;
+    switch (v->tag) {
+    case COW_T_BOOL:
+    case COW_T_INT:
+        n->kind = NUM_INT;
+        n->i = v->u.i;
+        return;
+    case COW_T_BIGINT:
+        n->kind = NUM_BIG;
+        n->big = (const uint8_t *)v->u.blob->data;
+        n->nbig = v->u.blob->len;
+        return;
+    default:
+        f = v->u.f;
+        if (isfinite(f) && floor(f) == f) {
+            if (f >= -TWO_POW_63 && f < TWO_POW_63) {
+                n->kind = NUM_INT;
+                n->i = (int64_t)f;
+            }
+            else
+                num_from_big_double(n, f);
+            return;
+        }
+        n->kind = NUM_FLT;
+        n->f = f;
+    }
+}
+
+static uint64_t
+num_hash(const cow_val *v)
+{
+    cow_num n;
+    uint64_t bits;
+    num_canon(v, &n);
+    if (n.kind == NUM_INT)
+        return cow_hash_mix64((uint64_t)n.i);
+    if (n.kind == NUM_BIG)
+        return cow_hash_bytes(n.big, n.nbig, COW_SEED_BIGINT);
+    memcpy(&bits, &n.f, sizeof bits);
+    return cow_hash_mix64(bits ^ COW_SEED_FLOAT);
+}
+
+static int
+cmp_u64(uint64_t a, uint64_t b)
+{
+    return (a > b) - (a < b);
+}
+
+static int
+num_order(const cow_val *a, const cow_val *b)
+{
+    cow_num x, y;
+    num_canon(a, &x);
+    num_canon(b, &y);
+    if (x.kind != y.kind)
+        return x.kind < y.kind ? -1 : 1;
+    if (x.kind == NUM_INT)
+        return (x.i > y.i) - (x.i < y.i);
+    if (x.kind == NUM_BIG) {
+        if (x.nbig != y.nbig)
+            return x.nbig < y.nbig ? -1 : 1;
+        return memcmp(x.big, y.big, x.nbig);
+    }
+    if (x.f == y.f)
+        return 0;
+    uint64_t bx, by;
+    memcpy(&bx, &x.f, sizeof bx);
+    memcpy(&by, &y.f, sizeof by);
+    return cmp_u64(bx, by) ? cmp_u64(bx, by) : 1;   /* NaN never equals */
+}
+
+/* ---- hashing ------------------------------------------------------------ */
+
+static uint64_t
+span_hash(const cow_val *v, uint64_t seed)
+{
+    const char *p;
+    size_t n;
+    if (v->tag == COW_T_STR || v->tag == COW_T_BYTES) {
+        cow_blob *b = v->u.blob;
+        if (!b->hash_ok) {
+            b->hash = cow_hash_bytes(b->data, b->len, seed);
+            b->hash_ok = 1;
+        }
+        return b->hash;
+    }
+    cow_val_span(v, &p, &n);
+    return cow_hash_bytes(p, n, seed);
+}
+
+static int
+vec_hash(const cow_vec *vec, uint64_t seed, uint64_t *out)
+{
+    cow_vec_iter it;
+    const cow_val *e;
+    uint64_t acc = seed, h;
+    cow_vec_iter_init(&it, &vec->b, 0);
+    while ((e = cow_vec_iter_next(&it)) != NULL) {
+        int rc = cow_val_hash(e, &h);
+        if (rc < 0)
+            return rc;
+        acc = cow_hash_combine(acc, h);
+    }
+    *out = cow_hash_combine(acc, vec->b.len);
+    return COW_OK;
+}
+
+int
+cow_val_hash(const cow_val *v, uint64_t *out)
+{
+    int t = v->tag;
+    if (cow_tag_is_number(t)) {
+        *out = num_hash(v);
+        return COW_OK;
+    }
+    if (cow_tag_is_str(t)) {
+        *out = span_hash(v, COW_SEED_STR);
+        return COW_OK;
+    }
+    if (cow_tag_is_bytes(t)) {
+        *out = span_hash(v, COW_SEED_BYTES);
+        return COW_OK;
+    }
+    switch (t) {
+    case COW_T_NONE:
+        *out = COW_HASH_NONE;
+        return COW_OK;
+    case COW_T_TUPLE:
+        return vec_hash(v->u.vec, COW_SEED_TUPLE, out);
+    case COW_T_FLIST:
+        return vec_hash(v->u.vec, COW_SEED_TUPLE ^ COW_SEED_MAP, out);
+    case COW_T_FDICT:
+        return cow_map_hash(v->u.map, 0, out);
+    case COW_T_FSET:
+        return cow_map_hash(v->u.map, 1, out);
+    }
+    return COW_ETYPE;
+}
+
+/* ---- equality and order ------------------------------------------------- */
+
+static int
+span_order(const cow_val *a, const cow_val *b)
+{
+    const char *pa, *pb;
+    size_t na, nb;
+    cow_val_span(a, &pa, &na);
+    cow_val_span(b, &pb, &nb);
+    if (na != nb)
+        return na < nb ? -1 : 1;
+    return na ? memcmp(pa, pb, na) : 0;
+}
+
+static int
+vec_equal(const cow_vec *a, const cow_vec *b)
+{
+    cow_vec_iter ia, ib;
+    const cow_val *x, *y;
+    if (a == b || cow_vb_same(&a->b, &b->b))
+        return 1;
+    if (a->b.len != b->b.len)
+        return 0;
+    cow_vec_iter_init(&ia, &a->b, 0);
+    cow_vec_iter_init(&ib, &b->b, 0);
+    while ((x = cow_vec_iter_next(&ia)) != NULL) {
+        y = cow_vec_iter_next(&ib);
+        if (!cow_val_equal(x, y))
+            return 0;
+    }
+    return 1;
+}
+
+/* Kinds that can be equal to each other share a rank. */
+static int
+rank(int t)
+{
+    if (cow_tag_is_number(t)) return 1;
+    if (cow_tag_is_str(t)) return 2;
+    if (cow_tag_is_bytes(t)) return 3;
+    switch (t) {
+    case COW_T_NONE: return 0;
+    case COW_T_TUPLE: return 4;
+    case COW_T_LIST:
+    case COW_T_FLIST: return 5;
+    case COW_T_DICT:
+    case COW_T_FDICT: return 6;
+    case COW_T_SET:
+    case COW_T_FSET: return 7;
+    }
+    return 8;
+}
+
+int
+cow_val_equal(const cow_val *a, const cow_val *b)
+{
+    int ra = rank(a->tag);
+    if (ra != rank(b->tag))
+        return 0;
+    switch (ra) {
+    case 0: return 1;
+    case 1: return num_order(a, b) == 0;
+    case 2:
+    case 3: return span_order(a, b) == 0;
+    case 4:
+    case 5: return vec_equal(a->u.vec, b->u.vec);
+    case 6:
+    case 7: return cow_map_equal(a->u.map, b->u.map);
+    }
+    return 0;
+}
+
+static int
+vec_order(const cow_vec *a, const cow_vec *b)
+{
+    cow_vec_iter ia, ib;
+    const cow_val *x, *y;
+    if (a->b.len != b->b.len)
+        return a->b.len < b->b.len ? -1 : 1;
+    cow_vec_iter_init(&ia, &a->b, 0);
+    cow_vec_iter_init(&ib, &b->b, 0);
+    while ((x = cow_vec_iter_next(&ia)) != NULL) {
+        y = cow_vec_iter_next(&ib);
+        int c = cow_val_order(x, y);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+int
+cow_val_order(const cow_val *a, const cow_val *b)
+{
+    int ra = rank(a->tag), rb = rank(b->tag);
+    if (ra != rb)
+        return ra < rb ? -1 : 1;
+    switch (ra) {
+    case 1: return num_order(a, b);
+    case 2:
+    case 3: return span_order(a, b);
+    case 4:
+    case 5: return vec_order(a->u.vec, b->u.vec);
+    }
+    return 0;
+}

@@ -1,0 +1,61 @@
+/* Persistent insertion-ordered hash map (see map.c). */
+#ifndef COWSTORE_MAP_H
+#define COWSTORE_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+/* Maps of at most this many log entries keep no hash index: a linear scan of
+ * 8 entries beats 2 trie hops and saves the index's memory for small records. */
+#define COW_MAP_LINEAR_MAX 8
+/* The entry log is compacted once it holds more holes than live entries and at
+ * least this many (amortised O(1) per delete). */
+#define COW_MAP_COMPACT_MIN 16
+/* Entry indices are 32-bit in the index leaves. */
+#define COW_MAP_MAX_ENTRIES UINT32_MAX
+
+typedef struct cow_hnode cow_hnode;
+
+typedef struct cow_map {
+    uint32_t refcnt;
+    uint32_t pad;
+    size_t live;            /* entries whose key is not a HOLE */
+    cow_vecbody log;        /* entry i: key at 2i, value at 2i+1 */
+    cow_hnode *index;       /* (hash, entry) trie; NULL iff entries <= COW_MAP_LINEAR_MAX */
+} cow_map;
+
+cow_map *cow_map_new(void);
+void cow_map_retain(cow_map *m);
+void cow_map_release(cow_map *m);
+int cow_map_own(cow_map **m);         /* copy the header if shared */
+size_t cow_map_len(const cow_map *m);
+
+/* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */
+int cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry);
+int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val);
+/* Inserts or replaces: steals key and val.  A replaced key keeps its place. */
+int cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val);
+/* Removes key; its value is moved to *out (new reference) when out != NULL,
+ * else released.  Returns COW_FOUND / COW_NOT_FOUND / error. */
+int cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out);
+/* Removes the last entry in order: new references in *key and *val. */
+int cow_map_popitem(cow_map *m, cow_val *key, cow_val *val);
+void cow_map_clear(cow_map *m);
+
+/* Entry access by log position (holes have key tag COW_T_HOLE). */
+size_t cow_map_entries(const cow_map *m);
+const cow_val *cow_map_entry_key(const cow_map *m, size_t entry);
+const cow_val *cow_map_entry_val(const cow_map *m, size_t entry);
+
+/* Order-insensitive equality (dict ==); shares short-cut to 1. */
+int cow_map_equal(const cow_map *a, const cow_map *b);
+/* Order-insensitive hash of a frozen map or set. */
+int cow_map_hash(const cow_map *m, int is_set, uint64_t *out);
+
+int cow_map_check(const cow_map *m);   /* invariants H1..H5; COW_OK or COW_EINVAL */
+long cow_map_live_nodes(void);          /* live index nodes, for leak tests */
+
+#endif

@@ -1,0 +1,136 @@
+/* cow_val: one 16-byte tagged value, the element of every vector and map.
+ *
+ * Why: nodes must hold no Python objects (so they need no cyclic GC, can be
+ * shared by copies without touching Python refcounts, and can later be written
+ * to pages), and small values must cost nothing beyond their 16 bytes.
+ *
+ *   byte  0      1        2..3     4..7     8..15
+ *        +------+--------+--------+--------+----------------------------+
+ *        | tag  | slen   |   inline UTF-8 / bytes (slen <= 14)           |  SSTR, SBYTES
+ *        | tag  |   -    |   -    |  aux   | u: i64 / f64 / pointer     |  everything else
+ *        +------+--------+--------+--------+----------------------------+
+ *
+ * Invariants (cited as V1.. by tests and validators):
+ *  V1  A str or bytes of at most COW_INLINE_MAX bytes is always inline
+ *      (SSTR/SBYTES); a longer one is always a blob (STR/BYTES).  So equal
+ *      strings have equal tags and byte-equality is string equality.
+ *  V2  INT holds every integer that fits int64; BIGINT only those that do not,
+ *      as minimal two's-complement little-endian bytes.
+ *  V3  Numbers that compare equal (1, 1.0, True) hash equal: hashing goes
+ *      through one canonical numeric form (cow_num).
+ *  V4  *_VIEW values borrow memory owned elsewhere; they are probe keys for
+ *      lookups and are never stored in a node.
+ *  V5  A value owns one reference to its blob, vector or map; cow_val_retain /
+ *      cow_val_release are the only ways to copy or drop one.
+ *  V6  HOLE appears only as the key of a deleted entry in a map's entry log.
+ */
+#ifndef COWSTORE_VALUE_H
+#define COWSTORE_VALUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/errors.h"
+
+typedef enum cow_tag {
+    COW_T_HOLE = 0,     /* deleted map entry (V6) */
+    COW_T_NONE,
+    COW_T_BOOL,         /* u.i is 0 or 1 */
+    COW_T_INT,          /* u.i */
+    COW_T_BIGINT,       /* u.blob, V2 */
+    COW_T_FLOAT,        /* u.f */
+    COW_T_SSTR,         /* inline UTF-8 (V1) */
+    COW_T_STR,          /* u.blob UTF-8 */
+    COW_T_SBYTES,       /* inline bytes */
+    COW_T_BYTES,        /* u.blob */
+    COW_T_STR_VIEW,     /* u.ref + aux length, borrowed (V4) */
+    COW_T_BYTES_VIEW,   /* u.ref + aux length, borrowed (V4) */
+    COW_T_TUPLE,        /* u.vec, immutable */
+    COW_T_LIST,         /* u.vec */
+    COW_T_FLIST,        /* u.vec, frozen list */
+    COW_T_DICT,         /* u.map */
+    COW_T_FDICT,        /* u.map, frozen */
+    COW_T_SET,          /* u.map whose values are all None */
+    COW_T_FSET,         /* u.map, frozen set */
+    COW_T__COUNT
+} cow_tag;
+
+/* Longest str/bytes stored inline: 16 bytes less the tag and length bytes. */
+#define COW_INLINE_MAX 14
+/* Where inline bytes start inside a cow_val. */
+#define COW_INLINE_OFFSET 2
+
+struct cow_blob;
+struct cow_vec;
+struct cow_map;
+
+typedef struct cow_val {
+    uint8_t tag;        /* enum cow_tag */
+    uint8_t slen;       /* inline length for SSTR/SBYTES */
+    uint8_t inl[2];     /* first inline bytes; the rest overlay aux and u */
+    uint32_t aux;       /* length of a *_VIEW */
+    union {
+        int64_t i;
+        double f;
+        struct cow_blob *blob;
+        struct cow_vec *vec;
+        struct cow_map *map;
+        const char *ref;
+    } u;
+} cow_val;
+
+/* A refcounted immutable byte string (long str, bytes, bigint). */
+typedef struct cow_blob {
+    uint32_t refcnt;
+    uint32_t hash_ok;   /* 1 once hash holds the cached hash */
+    uint64_t hash;
+    size_t len;
+    char data[];
+} cow_blob;
+
+static inline cow_val cow_val_none(void) { cow_val v = {0}; v.tag = COW_T_NONE; return v; }
+static inline cow_val cow_val_hole(void) { cow_val v = {0}; v.tag = COW_T_HOLE; return v; }
+static inline cow_val cow_val_bool(int b) { cow_val v = {0}; v.tag = COW_T_BOOL; v.u.i = !!b; return v; }
+static inline cow_val cow_val_int(int64_t i) { cow_val v = {0}; v.tag = COW_T_INT; v.u.i = i; return v; }
+static inline cow_val cow_val_float(double f) { cow_val v = {0}; v.tag = COW_T_FLOAT; v.u.f = f; return v; }
+
+/* Owned str/bytes/bigint values; a blob is allocated only past COW_INLINE_MAX
+ * (bigints always use one).  Return COW_OK or COW_ENOMEM. */
+int cow_val_str(cow_val *out, const char *utf8, size_t len);
+int cow_val_bytes(cow_val *out, const void *data, size_t len);
+int cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len);
+/* A borrowed probe key (V4); len must fit 32 bits (else make an owned value). */
+cow_val cow_val_str_view(const char *utf8, size_t len);
+cow_val cow_val_bytes_view(const void *data, size_t len);
+/* Wraps a container: steals the caller's reference to vec/map. */
+cow_val cow_val_vec(cow_tag tag, struct cow_vec *vec);
+cow_val cow_val_map(cow_tag tag, struct cow_map *map);
+
+void cow_val_retain(const cow_val *v);
+void cow_val_release(cow_val *v);   /* leaves *v as NONE */
+
+/* Length of the minimal two's-complement form of a little-endian integer (V2). */
+size_t cow_bigint_minimal_len(const uint8_t *le, size_t len);
+
+/* Pointer and length of a str/bytes/bigint value (any representation). */
+void cow_val_span(const cow_val *v, const char **data, size_t *len);
+
+static inline int cow_tag_is_str(int t) { return t == COW_T_SSTR || t == COW_T_STR || t == COW_T_STR_VIEW; }
+static inline int cow_tag_is_bytes(int t) { return t == COW_T_SBYTES || t == COW_T_BYTES || t == COW_T_BYTES_VIEW; }
+static inline int cow_tag_is_number(int t) { return t >= COW_T_BOOL && t <= COW_T_FLOAT; }
+static inline int cow_tag_is_vec(int t) { return t == COW_T_TUPLE || t == COW_T_LIST || t == COW_T_FLIST; }
+static inline int cow_tag_is_map(int t) { return t >= COW_T_DICT && t <= COW_T_FSET; }
+static inline int cow_tag_is_set(int t) { return t == COW_T_SET || t == COW_T_FSET; }
+
+/* Stable hash (same in every process and version).  COW_ETYPE for mutable
+ * containers (LIST, DICT, SET), which are unhashable as in Python. */
+int cow_val_hash(const cow_val *v, uint64_t *out);
+/* Python equality: 1 == 1.0 == True, str != bytes, dict == frozen dict,
+ * list != tuple, set == frozenset.  No errors: both values are well formed. */
+int cow_val_equal(const cow_val *a, const cow_val *b);
+/* Ordering for collision buckets: consistent with cow_val_equal (equal values
+ * compare 0); maps and sets of one kind compare 0 to each other, so a bucket
+ * scans such a run linearly (see map.c, invariant H4). */
+int cow_val_order(const cow_val *a, const cow_val *b);
+
+#endif

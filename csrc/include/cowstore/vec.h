@@ -1,0 +1,73 @@
+/* Persistent vector: a 32-way bit-partitioned trie with a tail (see vec.c). */
+#ifndef COWSTORE_VEC_H
+#define COWSTORE_VEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/value.h"
+
+/* Fan-out of every trie node: 5 index bits per level. */
+#define COW_VEC_BITS 5
+#define COW_VEC_WIDTH (1u << COW_VEC_BITS)
+#define COW_VEC_MASK (COW_VEC_WIDTH - 1u)
+
+typedef struct cow_vnode cow_vnode;
+
+/* The shape of a vector, embedded by value in cow_vec and cow_map (whose
+ * entry log is a vector): copying it means retaining root and tail. */
+typedef struct cow_vecbody {
+    size_t len;
+    uint32_t shift;     /* index bits below the root: COW_VEC_BITS * (levels - 1) */
+    cow_vnode *root;    /* full leaves only; NULL while len <= COW_VEC_WIDTH */
+    cow_vnode *tail;    /* last 1..32 values; NULL when len == 0 */
+} cow_vecbody;
+
+/* A refcounted vector (list, frozen list or tuple payload). */
+typedef struct cow_vec {
+    uint32_t refcnt;
+    uint32_t pad;
+    cow_vecbody b;
+} cow_vec;
+
+/* Body operations: the caller owns the body (it is not shared); nodes are
+ * shared between bodies and path-copied on write when their refcnt > 1. */
+void cow_vb_init(cow_vecbody *b);
+void cow_vb_clear(cow_vecbody *b);
+void cow_vb_dup(cow_vecbody *dst, const cow_vecbody *src);
+const cow_val *cow_vb_get(const cow_vecbody *b, size_t i);   /* borrowed; i < len */
+int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
+int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
+int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
+int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equal */
+
+/* Sequential reader: amortised O(1) per step. */
+typedef struct cow_vec_iter {
+    const cow_vecbody *b;
+    size_t i;
+    const cow_val *leaf;    /* current leaf values */
+    size_t leaf_base;       /* index of leaf[0] */
+} cow_vec_iter;
+void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
+const cow_val *cow_vec_iter_next(cow_vec_iter *it);            /* NULL at end */
+
+/* Calls visit(ctx, index) for the first index of every leaf-sized block whose
+ * nodes differ between a and b (shared subtrees skipped), then for every
+ * position in [min(len), max(len)).  Cost O(changed blocks * log n). */
+typedef int (*cow_vec_visit)(void *ctx, size_t index);
+int cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
+                       cow_vec_visit visit, void *ctx);
+
+cow_vec *cow_vec_new(void);
+void cow_vec_retain(cow_vec *v);
+void cow_vec_release(cow_vec *v);
+/* Makes *v exclusively owned (copies the header if shared). */
+int cow_vec_own(cow_vec **v);
+size_t cow_vec_len(const cow_vec *v);
+
+/* Debug validator: checks invariants VEC1..VEC4; returns COW_OK or COW_EINVAL. */
+int cow_vec_check(const cow_vecbody *b);
+/* Number of live vector nodes in this process (for leak tests). */
+long cow_vec_live_nodes(void);
+
+#endif

@@ -1,0 +1,37 @@
+"""Declares the C extension; metadata lives in setup.cfg.
+
+Build switches (environment):
+  COWSTORE_SANITIZE=1  ASan + UBSan instrumented build (run with libasan preloaded)
+  COWSTORE_DEBUG=1     -O0 -g and the core's invariant validators (COW_DEBUG)
+"""
+import glob
+import os
+
+from setuptools import Extension, setup
+
+compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers"]
+link_args = []
+macros = []
+if os.environ.get("COWSTORE_DEBUG") == "1":
+    compile_args += ["-O0", "-g"]
+    macros.append(("COW_DEBUG", "1"))
+else:
+    compile_args += ["-O2"]
+if os.environ.get("COWSTORE_SANITIZE") == "1":
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-fno-omit-frame-pointer", "-g"]
+    compile_args += san
+    link_args += san
+
+sources = sorted(glob.glob("csrc/core/*.c")) + sorted(glob.glob("csrc/python/*.c"))
+
+setup(ext_modules=[Extension(
+    "cowstore._cowstore",
+    sources=sources,
+    include_dirs=["csrc/include"],
+    define_macros=macros,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+    depends=glob.glob("csrc/include/cowstore/*.h") + glob.glob("csrc/python/*.h"),
+)])
