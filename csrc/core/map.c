@@ -413,8 +413,10 @@ cow_map *
 cow_map_new(void)
 {
     cow_map *m = calloc(1, sizeof *m);
-    if (m)
+    if (m) {
         m->refcnt = 1;
+        m->ident = cow_next_ident();
+    }
     return m;
 }
 
@@ -442,19 +444,29 @@ cow_map_release(cow_map *m)
     free(m);
 }
 
+cow_map *
+cow_map_clone(const cow_map *m)
+{
+    cow_map *c = cow_map_new();
+    if (c == NULL)
+        return NULL;
+    c->live = m->live;
+    cow_vb_dup(&c->log, &m->log);
+    c->index = m->index;
+    if (c->index)
+        c->index->refcnt++;
+    return c;
+}
+
 int
 cow_map_own(cow_map **m)
 {
     cow_map *c;
     if ((*m)->refcnt == 1)
         return COW_OK;
-    if ((c = cow_map_new()) == NULL)
+    if ((c = cow_map_clone(*m)) == NULL)
         return COW_ENOMEM;
-    c->live = (*m)->live;
-    cow_vb_dup(&c->log, &(*m)->log);
-    c->index = (*m)->index;
-    if (c->index)
-        c->index->refcnt++;
+    c->ident = (*m)->ident;
     cow_map_release(*m);
     *m = c;
     return COW_OK;
@@ -686,7 +698,7 @@ cow_map_hash(const cow_map *m, int is_set, uint64_t *out)
             continue;
         if ((rc = cow_val_hash(k, &hk)) < 0)
             return rc;
-        if (!is_set && (rc = cow_val_hash(cow_map_entry_val(m, e), &hv)) < 0)
+        if (!is_set && (rc = cow_val_hash_content(cow_map_entry_val(m, e), &hv)) < 0)
             return rc;
         acc += cow_hash_mix64(hk ^ cow_hash_mix64(hv));   /* order-insensitive */
     }

@@ -89,6 +89,14 @@ cow_val_map(cow_tag tag, cow_map *map)
     return v;
 }
 
+static uint32_t ident_counter;
+
+uint32_t
+cow_next_ident(void)
+{
+    return ++ident_counter;
+}
+
 static int
 has_blob(int tag)
 {
@@ -299,15 +307,17 @@ span_hash(const cow_val *v, uint64_t seed)
     return cow_hash_bytes(p, n, seed);
 }
 
+static int hash_impl(const cow_val *v, int frozen, uint64_t *out);
+
 static int
-vec_hash(const cow_vec *vec, uint64_t seed, uint64_t *out)
+vec_hash(const cow_vec *vec, uint64_t seed, int frozen, uint64_t *out)
 {
     cow_vec_iter it;
     const cow_val *e;
     uint64_t acc = seed, h;
     cow_vec_iter_init(&it, &vec->b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL) {
-        int rc = cow_val_hash(e, &h);
+        int rc = hash_impl(e, frozen, &h);
         if (rc < 0)
             return rc;
         acc = cow_hash_combine(acc, h);
@@ -316,8 +326,10 @@ vec_hash(const cow_vec *vec, uint64_t seed, uint64_t *out)
     return COW_OK;
 }
 
-int
-cow_val_hash(const cow_val *v, uint64_t *out)
+/* frozen: inside a frozen container, whose nested containers are read back
+ * frozen, so mutable tags hash by content there. */
+static int
+hash_impl(const cow_val *v, int frozen, uint64_t *out)
 {
     int t = v->tag;
     if (cow_tag_is_number(t)) {
@@ -337,15 +349,36 @@ cow_val_hash(const cow_val *v, uint64_t *out)
         *out = COW_HASH_NONE;
         return COW_OK;
     case COW_T_TUPLE:
-        return vec_hash(v->u.vec, COW_SEED_TUPLE, out);
+        return vec_hash(v->u.vec, COW_SEED_TUPLE, frozen, out);
+    case COW_T_LIST:
     case COW_T_FLIST:
-        return vec_hash(v->u.vec, COW_SEED_TUPLE ^ COW_SEED_MAP, out);
+        if (!frozen && t == COW_T_LIST)
+            break;
+        return vec_hash(v->u.vec, COW_SEED_TUPLE ^ COW_SEED_MAP, 1, out);
+    case COW_T_DICT:
     case COW_T_FDICT:
+        if (!frozen && t == COW_T_DICT)
+            break;
         return cow_map_hash(v->u.map, 0, out);
+    case COW_T_SET:
     case COW_T_FSET:
+        if (!frozen && t == COW_T_SET)
+            break;
         return cow_map_hash(v->u.map, 1, out);
     }
     return COW_ETYPE;
+}
+
+int
+cow_val_hash(const cow_val *v, uint64_t *out)
+{
+    return hash_impl(v, 0, out);
+}
+
+int
+cow_val_hash_content(const cow_val *v, uint64_t *out)
+{
+    return hash_impl(v, 1, out);
 }
 
 /* ---- equality and order ------------------------------------------------- */

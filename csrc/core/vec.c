@@ -469,8 +469,10 @@ cow_vec *
 cow_vec_new(void)
 {
     cow_vec *v = calloc(1, sizeof *v);
-    if (v)
+    if (v) {
         v->refcnt = 1;
+        v->ident = cow_next_ident();
+    }
     return v;
 }
 
@@ -486,15 +488,24 @@ cow_vec_release(cow_vec *v)
     free(v);
 }
 
+cow_vec *
+cow_vec_clone(const cow_vec *v)
+{
+    cow_vec *c = cow_vec_new();
+    if (c)
+        cow_vb_dup(&c->b, &v->b);
+    return c;
+}
+
 int
 cow_vec_own(cow_vec **v)
 {
     cow_vec *c;
     if ((*v)->refcnt == 1)
         return COW_OK;
-    if ((c = cow_vec_new()) == NULL)
+    if ((c = cow_vec_clone(*v)) == NULL)
         return COW_ENOMEM;
-    cow_vb_dup(&c->b, &(*v)->b);
+    c->ident = (*v)->ident;
     cow_vec_release(*v);
     *v = c;
     return COW_OK;

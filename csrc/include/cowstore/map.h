@@ -21,7 +21,8 @@ typedef struct cow_hnode cow_hnode;
 
 typedef struct cow_map {
     uint32_t refcnt;
-    uint32_t pad;
+    uint32_t ident;         /* identity as the user sees it: kept by path
+                             * copies (cow_map_own), new for each new map */
     size_t live;            /* entries whose key is not a HOLE */
     cow_vecbody log;        /* entry i: key at 2i, value at 2i+1 */
     cow_hnode *index;       /* (hash, entry) trie; NULL iff entries <= COW_MAP_LINEAR_MAX */
@@ -31,6 +32,7 @@ cow_map *cow_map_new(void);
 void cow_map_retain(cow_map *m);
 void cow_map_release(cow_map *m);
 int cow_map_own(cow_map **m);         /* copy the header if shared */
+cow_map *cow_map_clone(const cow_map *m); /* new identity, shares all nodes, O(1) */
 size_t cow_map_len(const cow_map *m);
 
 /* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */

@@ -106,6 +106,10 @@ cow_val cow_val_bytes_view(const void *data, size_t len);
 cow_val cow_val_vec(cow_tag tag, struct cow_vec *vec);
 cow_val cow_val_map(cow_tag tag, struct cow_map *map);
 
+/* A fresh container identity (cow_vec.ident, cow_map.ident); wraps at 2^32,
+ * harmless since identities are only compared along one path. */
+uint32_t cow_next_ident(void);
+
 void cow_val_retain(const cow_val *v);
 void cow_val_release(cow_val *v);   /* leaves *v as NONE */
 
@@ -125,6 +129,9 @@ static inline int cow_tag_is_set(int t) { return t == COW_T_SET || t == COW_T_FS
 /* Stable hash (same in every process and version).  COW_ETYPE for mutable
  * containers (LIST, DICT, SET), which are unhashable as in Python. */
 int cow_val_hash(const cow_val *v, uint64_t *out);
+/* The hash a frozen container gives its contents: like cow_val_hash, but
+ * nested mutable containers hash by content (they read back frozen). */
+int cow_val_hash_content(const cow_val *v, uint64_t *out);
 /* Python equality: 1 == 1.0 == True, str != bytes, dict == frozen dict,
  * list != tuple, set == frozenset.  No errors: both values are well formed. */
 int cow_val_equal(const cow_val *a, const cow_val *b);

@@ -26,7 +26,8 @@ typedef struct cow_vecbody {
 /* A refcounted vector (list, frozen list or tuple payload). */
 typedef struct cow_vec {
     uint32_t refcnt;
-    uint32_t pad;
+    uint32_t ident;         /* identity as the user sees it: kept by path
+                             * copies (cow_vec_own), new for each new vec */
     cow_vecbody b;
 } cow_vec;
 
@@ -61,6 +62,8 @@ int cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
 cow_vec *cow_vec_new(void);
 void cow_vec_retain(cow_vec *v);
 void cow_vec_release(cow_vec *v);
+/* A new vector with a new identity sharing every node of v (O(1)). */
+cow_vec *cow_vec_clone(const cow_vec *v);
 /* Makes *v exclusively owned (copies the header if shared). */
 int cow_vec_own(cow_vec **v);
 size_t cow_vec_len(const cow_vec *v);

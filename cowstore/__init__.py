@@ -1,0 +1,41 @@
+"""cowstore: persistent copy-on-write containers for Python.
+
+``CowDict``, ``CowList`` and ``CowSet`` behave like dict, list and set, but
+``copy()``, ``copy.copy`` and ``copy.deepcopy`` are O(1): copies share
+structure and a mutation copies only the nodes on its path.  ``freeze``
+converts plain nested data in one pass; ``thaw`` converts back; ``diff``
+lists what changed between two versions, skipping shared parts.
+"""
+from . import _cowstore
+from ._cowstore import (
+    CorruptStoreError,
+    CowMemoryError,
+    CowOverflowError,
+    CowstoreError,
+    CowValueError,
+    CycleError,
+    FrozenError,
+    UnsupportedTypeError,
+)
+from ._diff import MISSING, Change, diff
+from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
+from ._list import CowList, FrozenList
+from ._set import CowSet, FrozenSet
+
+freeze = _cowstore.freeze
+thaw = _cowstore.thaw
+
+for _kind, _cls in (("dict", CowDict), ("frozendict", FrozenDict), ("list", CowList),
+                    ("frozenlist", FrozenList), ("set", CowSet), ("frozenset", FrozenSet)):
+    _cowstore._register(_kind, _cls)
+del _kind, _cls
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",
+    "CowKeysView", "CowValuesView", "CowItemsView",
+    "freeze", "thaw", "diff", "Change", "MISSING",
+    "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
+    "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
+]

@@ -1,0 +1,189 @@
+"""CowDict and FrozenDict: the Python half of the dict API.
+
+The C base (``_cowstore.DictBase``) implements the hot paths; this module adds
+construction, views, ``update``, ``|``, comparisons, ``repr`` and pickling.
+"""
+from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
+from types import GenericAlias
+
+from . import _cowstore
+
+_KEYS, _VALUES, _ITEMS = 0, 1, 2
+
+
+class CowKeysView(KeysView):
+    """Live, set-like view of a CowDict's keys (like ``dict_keys``)."""
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_KEYS)
+
+    def __reversed__(self):
+        return self._mapping._iter(_KEYS, True)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({list(self)!r})"
+
+    @property
+    def mapping(self):
+        return self._mapping
+
+
+class CowValuesView(ValuesView):
+    """Live view of a CowDict's values (like ``dict_values``)."""
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_VALUES)
+
+    def __reversed__(self):
+        return self._mapping._iter(_VALUES, True)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({list(self)!r})"
+
+    @property
+    def mapping(self):
+        return self._mapping
+
+
+class CowItemsView(ItemsView):
+    """Live, set-like view of a CowDict's items (like ``dict_items``)."""
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_ITEMS)
+
+    def __reversed__(self):
+        return self._mapping._iter(_ITEMS, True)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({list(self)!r})"
+
+    @property
+    def mapping(self):
+        return self._mapping
+
+
+def _as_plain_dict(args, kwargs, name):
+    if len(args) > 1:
+        raise TypeError(f"{name} expected at most 1 argument, got {len(args)}")
+    src = args[0] if args else {}
+    if isinstance(src, (dict, _cowstore.DictBase)) and not kwargs:
+        return src
+    plain = dict(src)
+    plain.update(kwargs)
+    return plain
+
+
+class _DictReads(_cowstore.DictBase):
+    """Read-side methods shared by CowDict and FrozenDict."""
+    __slots__ = ()
+
+    def __init__(self, *args, **kwargs):
+        self._init(_as_plain_dict(args, kwargs, type(self).__name__))
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None):
+        return cls(dict.fromkeys(iterable, value))
+
+    def keys(self):
+        return CowKeysView(self)
+
+    def values(self):
+        return CowValuesView(self)
+
+    def items(self):
+        return CowItemsView(self)
+
+    def __reversed__(self):
+        return self._iter(_KEYS, True)
+
+    def __eq__(self, other):
+        if isinstance(other, _cowstore.DictBase):
+            return self._equal(other)
+        if isinstance(other, dict):
+            if len(self) != len(other):
+                return False
+            missing = object()
+            for key, value in other.items():
+                mine = self.get(key, missing)
+                if mine is missing or not (mine == value):
+                    return False
+            return True
+        return NotImplemented
+
+    def __or__(self, other):
+        if not isinstance(other, (dict, _cowstore.DictBase)):
+            return NotImplemented
+        merged = CowDict(self)
+        merged._merge(other)
+        return type(self)(merged) if type(self) is not CowDict else merged
+
+    def __ror__(self, other):
+        if not isinstance(other, (dict, _cowstore.DictBase)):
+            return NotImplemented
+        merged = CowDict(other)
+        merged._merge(self)
+        return type(self)(merged) if type(self) is not CowDict else merged
+
+    def __repr__(self):
+        if not len(self):
+            return f"{type(self).__name__}()"
+        body = ", ".join(f"{k!r}: {v!r}" for k, v in self._iter(_ITEMS))
+        return f"{type(self).__name__}({{{body}}})"
+
+    def __reduce__(self):
+        return (type(self), (self._thaw(),))
+
+    __class_getitem__ = classmethod(GenericAlias)
+
+
+class CowDict(_DictReads):
+    """A dict with O(1) copy: copies share structure until one is mutated.
+
+    Behaves like ``dict`` (insertion order, views, ``|``, comparisons).
+    Nested dicts/lists/sets are stored by value and read back as live views:
+    ``d["a"]["b"] = 1`` changes ``d``.  See docs/semantics.md.
+    """
+    __slots__ = ()
+    __hash__ = None
+
+    def update(self, other=(), /, **kwargs):
+        if isinstance(other, (dict, _cowstore.DictBase)):
+            self._merge(other)
+        elif hasattr(other, "keys"):
+            for key in other.keys():
+                self[key] = other[key]
+        else:
+            for pair in other:
+                key, value = pair
+                self[key] = value
+        if kwargs:
+            self._merge(kwargs)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+
+class FrozenDict(_DictReads):
+    """An immutable CowDict; hashable when its contents are.
+
+    Values read from it are frozen too (FrozenDict, FrozenList, FrozenSet).
+    Mutating methods raise ``cowstore.FrozenError``.
+    """
+    __slots__ = ()
+
+    def __hash__(self):
+        return self._hash()
+
+    def update(self, *args, **kwargs):
+        raise _cowstore.FrozenError("'FrozenDict' object is immutable")
+
+    def __ior__(self, other):
+        raise _cowstore.FrozenError("'FrozenDict' object is immutable")
+
+
+MutableMapping.register(CowDict)
+Mapping.register(FrozenDict)

@@ -1,0 +1,130 @@
+"""CowList and FrozenList: the Python half of the list API.
+
+The C base (``_cowstore.ListBase``) implements indexing, slicing, append,
+pop, insert, extend, remove, index, count, reverse and copy; this module adds
+construction, comparisons, ``+``, ``*``, ``sort``, ``repr`` and pickling.
+"""
+from collections.abc import MutableSequence, Sequence
+from types import GenericAlias
+
+from . import _cowstore
+
+
+def _as_sequence(iterable):
+    if isinstance(iterable, (list, tuple, _cowstore.ListBase)):
+        return iterable
+    return list(iterable)
+
+
+def _compare(a, b, op):
+    """Lexicographic comparison as list does it: first unequal pair decides."""
+    for x, y in zip(a, b):
+        if not (x == y):
+            return op(x, y)
+    return op(len(a), len(b))
+
+
+class _ListReads(_cowstore.ListBase):
+    """Read-side methods shared by CowList and FrozenList."""
+    __slots__ = ()
+
+    def __init__(self, iterable=(), /):
+        self._init(_as_sequence(iterable))
+
+    def _comparable(self, other):
+        return isinstance(other, (list, _cowstore.ListBase))
+
+    def __eq__(self, other):
+        if isinstance(other, _cowstore.ListBase):
+            return self._equal(other)
+        if isinstance(other, list):
+            return len(self) == len(other) and _compare(self, other, lambda x, y: x == y)
+        return NotImplemented
+
+    def __lt__(self, other):
+        return _compare(self, other, lambda x, y: x < y) if self._comparable(other) else NotImplemented
+
+    def __le__(self, other):
+        return _compare(self, other, lambda x, y: x <= y) if self._comparable(other) else NotImplemented
+
+    def __gt__(self, other):
+        return _compare(self, other, lambda x, y: x > y) if self._comparable(other) else NotImplemented
+
+    def __ge__(self, other):
+        return _compare(self, other, lambda x, y: x >= y) if self._comparable(other) else NotImplemented
+
+    def __add__(self, other):
+        if not self._comparable(other):
+            return NotImplemented
+        joined = CowList(self)
+        joined.extend(other)
+        return type(self)(joined) if type(self) is not CowList else joined
+
+    def __radd__(self, other):
+        if not self._comparable(other):
+            return NotImplemented
+        joined = CowList(other)
+        joined.extend(self)
+        return type(self)(joined) if type(self) is not CowList else joined
+
+    def __mul__(self, count):
+        try:
+            count = count.__index__()
+        except AttributeError:
+            return NotImplemented
+        repeated = CowList()
+        for _ in range(max(count, 0)):
+            repeated.extend(self)
+        return type(self)(repeated) if type(self) is not CowList else repeated
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        return f"{type(self).__name__}([{', '.join(map(repr, self))}])"
+
+    def __reduce__(self):
+        return (type(self), (self._thaw(),))
+
+    __class_getitem__ = classmethod(GenericAlias)
+
+
+class CowList(_ListReads):
+    """A list with O(1) copy: copies share structure until one is mutated.
+
+    Index, append and pop at the end are O(log32 n); insert/delete in the
+    middle and slice assignment are O(n) (like list).  Nested containers are
+    stored by value and read back as live views.  See docs/semantics.md.
+    """
+    __slots__ = ()
+    __hash__ = None
+
+    def sort(self, *, key=None, reverse=False):
+        items = list(self)
+        items.sort(key=key, reverse=reverse)
+        self[:] = items
+
+    def __iadd__(self, other):
+        self.extend(other)
+        return self
+
+    def __imul__(self, count):
+        count = count.__index__()
+        if count <= 0:
+            self.clear()
+        else:
+            snapshot = self.copy()
+            for _ in range(count - 1):
+                self.extend(snapshot)
+        return self
+
+
+class FrozenList(_ListReads):
+    """An immutable CowList; hashable when its contents are."""
+    __slots__ = ()
+
+    def __hash__(self):
+        return self._hash()
+
+
+MutableSequence.register(CowList)
+Sequence.register(FrozenList)

@@ -1,0 +1,506 @@
+/* Python objects <-> cow_val.
+ *
+ * Storing copies a plain structure in (value semantics); our own containers
+ * are taken in O(1) by retaining their root.  Only exact builtin types are
+ * accepted (None, bool, int, float, str, bytes, tuple, dict, list, set,
+ * frozenset and their cowstore counterparts); anything else raises
+ * UnsupportedTypeError naming the type and where it was found, e.g.
+ * "cannot store a value of type 'Decimal' (at root['prices'][3])".  A
+ * structure that contains itself raises CycleError.  Nothing is half-stored:
+ * a failed conversion releases what it built. */
+#include "cowpy.h"
+
+/* One level of the conversion in progress, for cycle checks and error paths. */
+typedef struct conv_frame {
+    const struct conv_frame *up;
+    PyObject *container;        /* borrowed */
+    PyObject *key;              /* borrowed key, or NULL for an index */
+    Py_ssize_t index;
+} conv_frame;
+
+typedef struct conv_ctx {
+    cowpy_state *st;
+} conv_ctx;
+
+static int conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out);
+
+/* "root['a'][3]" for the frame chain (new reference, or NULL). */
+static PyObject *
+path_repr(const conv_frame *at)
+{
+    PyObject *parts = PyList_New(0), *res = NULL, *sep = NULL;
+    if (parts == NULL)
+        return NULL;
+    for (; at; at = at->up) {
+        PyObject *s = at->key ? PyUnicode_FromFormat("[%R]", at->key)
+                              : PyUnicode_FromFormat("[%zd]", at->index);
+        if (s == NULL || PyList_Insert(parts, 0, s) < 0) {
+            Py_XDECREF(s);
+            goto done;
+        }
+        Py_DECREF(s);
+    }
+    if ((sep = PyUnicode_FromString("")) == NULL)
+        goto done;
+    PyObject *joined = PyUnicode_Join(sep, parts);
+    if (joined) {
+        res = PyUnicode_FromFormat("root%U", joined);
+        Py_DECREF(joined);
+    }
+done:
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    return res;
+}
+
+static int
+raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj)
+{
+    PyObject *path = path_repr(at);
+    if (path == NULL)
+        return -1;
+    PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U)", what,
+                 Py_TYPE(obj)->tp_name, path);
+    Py_DECREF(path);
+    return -1;
+}
+
+static int
+conv_int(conv_ctx *cx, PyObject *obj, cow_val *out)
+{
+    int overflow, rc;
+    long long x = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    unsigned char *buf;
+    size_t n;
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow) {
+        *out = cow_val_int(x);
+        return 0;
+    }
+    n = _PyLong_NumBits(obj) / 8 + 1;      /* magnitude bits plus a sign bit */
+    if ((buf = PyMem_Malloc(n)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (_PyLong_AsByteArray((PyLongObject *)obj, buf, n, 1, 1) < 0) {
+        PyMem_Free(buf);
+        return -1;
+    }
+    rc = cow_val_bigint(out, buf, cow_bigint_minimal_len(buf, n));
+    PyMem_Free(buf);
+    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+}
+
+static int
+conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+    int rc;
+    if (s == NULL)
+        return -1;
+    rc = cow_val_str(out, s, (size_t)n);
+    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+}
+
+/* Refuses a container already being converted further up (a cycle). */
+static int
+check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
+{
+    for (const conv_frame *f = at; f; f = f->up)
+        if (f->container == obj)
+            return raise_at(cx->st->CycleError, at, "a self-referencing structure", obj);
+    return 0;
+}
+
+/* tuple and list elements -> a vector. */
+static int
+conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val *out)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+    PyObject **items = PySequence_Fast_ITEMS(obj);
+    cow_vec *vec = cow_vec_new();
+    cow_val e;
+    int rc;
+    if (vec == NULL)
+        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        conv_frame here = {at, obj, NULL, i};
+        if (conv(cx, items[i], &here, &e) < 0)
+            goto fail;
+        if ((rc = cow_vb_push(&vec->b, e)) < 0) {
+            cowpy_raise(cx->st, rc);
+            goto fail;
+        }
+    }
+    *out = cow_val_vec(tag, vec);
+    return 0;
+fail:
+    cow_vec_release(vec);
+    return -1;
+}
+
+static int
+key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t *hash)
+{
+    int rc;
+    if (conv(cx, key, at, out) < 0)
+        return -1;
+    if (out->tag == COW_T_FLOAT && out->u.f != out->u.f) {
+        cow_val_release(out);
+        PyErr_SetString(cx->st->CowValueError,
+                        "cowstore cannot use NaN as a key (NaN is not equal to itself)");
+        return -1;
+    }
+    if ((rc = cow_val_hash(out, hash)) < 0) {
+        cow_val_release(out);
+        PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Inserts (key, value) into map; steals both on every path. */
+static int
+map_put(conv_ctx *cx, cow_map *map, cow_val k, uint64_t h, cow_val v)
+{
+    int rc = cow_map_set(map, k, h, v);
+    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+}
+
+static int
+conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    cow_map *map = cow_map_new();
+    cow_val k, v;
+    uint64_t h;
+    if (map == NULL)
+        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    while (PyDict_Next(obj, &pos, &key, &value)) {
+        conv_frame here = {at, obj, key, 0};
+        if (key_of(cx, key, &here, &k, &h) < 0)
+            goto fail;
+        if (conv(cx, value, &here, &v) < 0) {
+            cow_val_release(&k);
+            goto fail;
+        }
+        if (map_put(cx, map, k, h, v) < 0)
+            goto fail;
+    }
+    *out = cow_val_map(COW_T_DICT, map);
+    return 0;
+fail:
+    cow_map_release(map);
+    return -1;
+}
+
+static int
+conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    Py_hash_t pyhash;
+    cow_map *map = cow_map_new();
+    cow_val k;
+    uint64_t h;
+    if (map == NULL)
+        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    while (_PySet_NextEntry(obj, &pos, &key, &pyhash)) {
+        if (key_of(cx, key, at, &k, &h) < 0 || map_put(cx, map, k, h, cow_val_none()) < 0)
+            goto fail;
+    }
+    *out = cow_val_map(PyFrozenSet_CheckExact(obj) ? COW_T_FSET : COW_T_SET, map);
+    return 0;
+fail:
+    cow_map_release(map);
+    return -1;
+}
+
+static int
+is_ours(cowpy_state *st, PyObject *obj)
+{
+    return PyObject_TypeCheck(obj, st->dict_base) || PyObject_TypeCheck(obj, st->list_base)
+           || PyObject_TypeCheck(obj, st->set_base);
+}
+
+static int
+conv_container(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+{
+    int rc;
+    if (check_cycle(cx, obj, at) < 0)
+        return -1;
+    if (Py_EnterRecursiveCall(" while converting to cowstore"))
+        return -1;
+    if (PyTuple_CheckExact(obj))
+        rc = conv_seq(cx, obj, at, COW_T_TUPLE, out);
+    else if (PyList_Check(obj))
+        rc = conv_seq(cx, obj, at, COW_T_LIST, out);
+    else if (PyDict_Check(obj))
+        rc = conv_dict(cx, obj, at, out);
+    else
+        rc = conv_set(cx, obj, at, out);
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static int
+conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    int rc;
+    if (tp == &PyUnicode_Type)
+        return conv_str(cx, obj, out);
+    if (tp == &PyLong_Type)
+        return conv_int(cx, obj, out);
+    if (obj == Py_None) {
+        *out = cow_val_none();
+        return 0;
+    }
+    if (tp == &PyBool_Type) {
+        *out = cow_val_bool(obj == Py_True);
+        return 0;
+    }
+    if (tp == &PyFloat_Type) {
+        *out = cow_val_float(PyFloat_AS_DOUBLE(obj));
+        return 0;
+    }
+    if (tp == &PyBytes_Type) {
+        rc = cow_val_bytes(out, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
+        return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+    }
+    if (is_ours(cx->st, obj)) {
+        CowObject *c = (CowObject *)obj;
+        if (cowpy_resolve(c) < 0)
+            return -1;
+        *out = c->root;
+        cow_val_retain(out);
+        return 0;
+    }
+    if (tp == &PyTuple_Type || PyList_Check(obj) || PyDict_Check(obj)
+        || PySet_CheckExact(obj) || PyFrozenSet_CheckExact(obj))
+        return conv_container(cx, obj, at, out);
+    return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
+}
+
+int
+cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
+{
+    conv_ctx cx = {st};
+    return conv(&cx, obj, NULL, out);
+}
+
+int
+cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
+{
+    conv_ctx cx = {st};
+    return key_of(&cx, obj, NULL, out, hash);
+}
+
+int
+cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned)
+{
+    Py_ssize_t n;
+    const char *s;
+    if (Py_TYPE(obj) == &PyUnicode_Type) {
+        if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
+            return -1;
+        if ((size_t)n <= UINT32_MAX) {
+            *out = cow_val_str_view(s, (size_t)n);
+            *owned = 0;
+            cow_val_hash(out, hash);
+            return 1;
+        }
+    }
+    if (!is_ours(st, obj) && PyObject_Hash(obj) == -1)
+        return -1;                            /* unhashable: TypeError as dict */
+    if (cowpy_store_key(st, obj, out, hash) < 0) {
+        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
+            && !PyErr_ExceptionMatches(st->CowValueError))
+            return -1;
+        PyErr_Clear();                        /* a type we never store: absent */
+        return 0;
+    }
+    *owned = 1;
+    return 1;
+}
+
+/* ---- cow_val -> Python --------------------------------------------------- */
+
+PyObject *
+cowpy_wrap(cowpy_state *st, cow_val v)
+{
+    PyTypeObject *cls = (PyTypeObject *)st->cls[v.tag];
+    CowObject *obj;
+    if (cls == NULL) {
+        cow_val_release(&v);
+        PyErr_SetString(PyExc_RuntimeError, "cowstore container classes not registered");
+        return NULL;
+    }
+    if ((obj = (CowObject *)cls->tp_alloc(cls, 0)) == NULL) {
+        cow_val_release(&v);
+        return NULL;
+    }
+    obj->root = v;
+    obj->pkey = cow_val_none();
+    return (PyObject *)obj;
+}
+
+static PyObject *
+tuple_of(cowpy_state *st, const cow_vec *vec, int thaw)
+{
+    PyObject *t = PyTuple_New((Py_ssize_t)vec->b.len), *item;
+    cow_vec_iter it;
+    const cow_val *e;
+    Py_ssize_t i = 0;
+    if (t == NULL)
+        return NULL;
+    cow_vec_iter_init(&it, &vec->b, 0);
+    while ((e = cow_vec_iter_next(&it)) != NULL) {
+        item = thaw ? cowpy_thaw(st, e) : cowpy_to_object(st, e, NULL, NULL, 0, 0);
+        if (item == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i++, item);
+    }
+    return t;
+}
+
+static PyObject *
+scalar_to_object(cowpy_state *st, const cow_val *v)
+{
+    const char *p;
+    size_t n;
+    switch (v->tag) {
+    case COW_T_NONE: Py_RETURN_NONE;
+    case COW_T_BOOL: return PyBool_FromLong((long)v->u.i);
+    case COW_T_INT: return PyLong_FromLongLong(v->u.i);
+    case COW_T_FLOAT: return PyFloat_FromDouble(v->u.f);
+    }
+    cow_val_span(v, &p, &n);
+    if (cow_tag_is_str(v->tag))
+        return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
+    if (cow_tag_is_bytes(v->tag))
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    if (v->tag == COW_T_BIGINT)
+        return _PyLong_FromByteArray((const unsigned char *)p, n, 1, 1);
+    return cowpy_raise(st, COW_ECORRUPT);
+}
+
+/* The frozen counterpart of a mutable container tag (values read out of a
+ * frozen container are frozen too). */
+static int
+frozen_tag(int tag)
+{
+    switch (tag) {
+    case COW_T_DICT: return COW_T_FDICT;
+    case COW_T_LIST: return COW_T_FLIST;
+    case COW_T_SET: return COW_T_FSET;
+    }
+    return tag;
+}
+
+PyObject *
+cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                const cow_val *key, uint64_t hash, size_t idx)
+{
+    CowObject *obj;
+    cow_val own = *v;
+    if (v->tag == COW_T_TUPLE)
+        return tuple_of(st, v->u.vec, 0);
+    if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
+        return scalar_to_object(st, v);
+    if (parent && cowpy_is_frozen(parent)) {
+        own.tag = (uint8_t)frozen_tag(own.tag);
+        parent = NULL;
+    }
+    cow_val_retain(&own);
+    if ((obj = (CowObject *)cowpy_wrap(st, own)) == NULL)
+        return NULL;
+    if (parent && own.tag == frozen_tag(own.tag))
+        parent = NULL;                   /* frozen values need no write-back */
+    if (parent) {
+        Py_INCREF(parent);
+        obj->parent = parent;
+        obj->seen = parent->mut;
+        obj->pidx = idx;
+        obj->phash = hash;
+        if (key) {
+            obj->pkey = *key;
+            cow_val_retain(&obj->pkey);
+        }
+    }
+    return (PyObject *)obj;
+}
+
+static PyObject *
+thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
+{
+    PyObject *res = as_set ? (frozen ? PyFrozenSet_New(NULL) : PySet_New(NULL)) : PyDict_New();
+    if (res == NULL)
+        return NULL;
+    for (size_t e = 0; e < cow_map_entries(m); e++) {
+        const cow_val *k = cow_map_entry_key(m, e);
+        PyObject *pk, *pv = NULL;
+        int rc;
+        if (k->tag == COW_T_HOLE)
+            continue;
+        /* Keys stay hashable: frozen maps and lists come back as ours. */
+        pk = (k->tag == COW_T_FDICT || k->tag == COW_T_FLIST)
+                 ? cowpy_to_object(st, k, NULL, NULL, 0, 0) : cowpy_thaw(st, k);
+        if (pk && !as_set)
+            pv = cowpy_thaw(st, cow_map_entry_val(m, e));
+        rc = pk == NULL || (!as_set && pv == NULL) ? -1
+             : as_set ? PySet_Add(res, pk) : PyDict_SetItem(res, pk, pv);
+        Py_XDECREF(pk);
+        Py_XDECREF(pv);
+        if (rc < 0) {
+            Py_DECREF(res);
+            return NULL;
+        }
+    }
+    return res;
+}
+
+static PyObject *
+thaw_list(cowpy_state *st, const cow_vec *vec)
+{
+    PyObject *res = PyList_New((Py_ssize_t)vec->b.len), *item;
+    cow_vec_iter it;
+    const cow_val *e;
+    Py_ssize_t i = 0;
+    if (res == NULL)
+        return NULL;
+    cow_vec_iter_init(&it, &vec->b, 0);
+    while ((e = cow_vec_iter_next(&it)) != NULL) {
+        if ((item = cowpy_thaw(st, e)) == NULL) {
+            Py_DECREF(res);
+            return NULL;
+        }
+        PyList_SET_ITEM(res, i++, item);
+    }
+    return res;
+}
+
+PyObject *
+cowpy_thaw(cowpy_state *st, const cow_val *v)
+{
+    PyObject *res;
+    if (Py_EnterRecursiveCall(" while thawing"))
+        return NULL;
+    switch (v->tag) {
+    case COW_T_TUPLE: res = tuple_of(st, v->u.vec, 1); break;
+    case COW_T_LIST:
+    case COW_T_FLIST: res = thaw_list(st, v->u.vec); break;
+    case COW_T_DICT:
+    case COW_T_FDICT: res = thaw_map(st, v->u.map, 0, 0); break;
+    case COW_T_SET: res = thaw_map(st, v->u.map, 1, 0); break;
+    case COW_T_FSET: res = thaw_map(st, v->u.map, 1, 1); break;
+    default: res = scalar_to_object(st, v);
+    }
+    Py_LeaveRecursiveCall();
+    return res;
+}

@@ -1,0 +1,97 @@
+/* The CPython binding's shared declarations.
+ *
+ * One object struct (CowObject) backs every container type: the C base types
+ * DictBase, ListBase and SetBase (dict.c, list.c, set.c) hold the hot paths;
+ * the Python package subclasses them (CowDict, FrozenDict, ...) for the long
+ * tail of the API.  Nodes hold no Python objects, so these objects hold at
+ * most one Python reference (their parent) and form no cycles.
+ *
+ * Views: a container read out of another (d["a"]) is a CowObject whose
+ * `parent` is the container it came from and whose (pkey, pidx) say where.
+ * Reads first resync the view from its parent (cowpy_resolve); writes go to
+ * the view, then are written back into the parent (cowpy_end_write), so
+ * d["a"]["b"] = 1 changes d.  A view whose slot in the parent now holds a
+ * different container (different ident) detaches and lives on alone.
+ */
+#ifndef COWPY_H
+#define COWPY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "cowstore/errors.h"
+#include "cowstore/hash.h"
+#include "cowstore/map.h"
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+typedef struct CowObject {
+    PyObject_HEAD
+    cow_val root;               /* DICT/FDICT/SET/FSET (u.map) or LIST/FLIST (u.vec); owned */
+    struct CowObject *parent;   /* strong reference; NULL when detached */
+    cow_val pkey;               /* key in a parent map (owned), else NONE */
+    uint64_t phash;             /* hash of pkey */
+    size_t pidx;                /* index in a parent list */
+    uint64_t mut;               /* bumped whenever root changes */
+    uint64_t seen;              /* parent->mut when root was last synced */
+} CowObject;
+
+/* Module state: the types the package registers and our exceptions. */
+typedef struct cowpy_state {
+    PyTypeObject *dict_base, *list_base, *set_base, *iter_type;
+    PyObject *cls[COW_T__COUNT];    /* Python class for each container tag */
+    PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
+    PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
+} cowpy_state;
+
+cowpy_state *cowpy_state_of_type(PyTypeObject *tp);
+cowpy_state *cowpy_state_of(PyObject *obj);
+
+/* errors.c: raises the exception for a core code; returns NULL. */
+PyObject *cowpy_raise(cowpy_state *st, int code);
+int cowpy_raise_int(cowpy_state *st, int code);   /* same, returns -1 */
+
+/* convert.c */
+/* Python -> owned cow_val; on error raises (naming type and path) and
+ * returns -1.  Containers of ours are taken by value in O(1). */
+int cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
+/* A key for lookups: *owned says whether *out must be released.  Returns 1 on
+ * success, 0 if the key is hashable but of a type we never store (so it is
+ * absent), -1 with an exception set (unhashable). */
+int cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned);
+/* An owned key to store (hashable, not NaN); returns -1 with exception. */
+int cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash);
+/* cow_val -> new reference.  Mutable containers become views attached to
+ * parent at (key, idx) when parent is not NULL. */
+PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                          const cow_val *key, uint64_t hash, size_t idx);
+/* Deep conversion to plain dict/list/set/tuple values (new reference). */
+PyObject *cowpy_thaw(cowpy_state *st, const cow_val *v);
+/* A new detached wrapper of the registered class for v's tag; steals v. */
+PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
+
+/* wrapper.c */
+int cowpy_resolve(CowObject *self);
+int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
+int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */
+void cowpy_detach(CowObject *self);
+void cowpy_object_dealloc(PyObject *self);
+int cowpy_is_frozen(const CowObject *self);
+PyObject *cowpy_copy(PyObject *self, PyObject *unused);
+PyObject *cowpy_deepcopy(PyObject *self, PyObject *memo);
+PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
+PyObject *cowpy_same_method(PyObject *self, PyObject *other);
+PyObject *cowpy_ident_method(PyObject *self, PyObject *unused);
+
+/* diff.c: module function _changed(a, b). */
+PyObject *cowpy_changed(PyObject *mod, PyObject *args);
+
+/* iter.c: iterator over a snapshot; kind selects what each step yields. */
+enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
+PyObject *cowpy_iter_new(CowObject *owner, int kind, int reverse);
+
+extern PyType_Spec cowpy_dict_spec, cowpy_list_spec, cowpy_set_spec, cowpy_iter_spec;
+
+#endif

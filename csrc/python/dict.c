@@ -1,0 +1,374 @@
+/* DictBase: the C half of CowDict and FrozenDict (cowstore/_dict.py adds the
+ * rest of the dict API).  Hot paths live here: d[k], d[k] = v, del d[k],
+ * k in d, len, iteration, get, pop, setdefault, copy. */
+#include "cowpy.h"
+
+#define SELF ((CowObject *)op)
+
+static cow_map *
+map_of(PyObject *op)
+{
+    return SELF->root.u.map;
+}
+
+static Py_ssize_t
+dict_len(PyObject *op)
+{
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    return (Py_ssize_t)cow_map_len(map_of(op));
+}
+
+/* Looks key up: 1 found (*entry set), 0 absent, -1 error. */
+static int
+dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val probe;
+    int owned = 0, rc;
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    if ((rc = cowpy_probe_key(st, key, &probe, hash, &owned)) <= 0)
+        return rc;
+    rc = cow_map_find(map_of(op), &probe, *hash, entry);
+    if (owned)
+        cow_val_release(&probe);
+    return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
+}
+
+/* The value at entry as a Python object (a view for nested containers). */
+static PyObject *
+value_at(PyObject *op, size_t entry, uint64_t hash)
+{
+    cow_map *m = map_of(op);
+    return cowpy_to_object(cowpy_state_of(op), cow_map_entry_val(m, entry),
+                           SELF, cow_map_entry_key(m, entry), hash, 0);
+}
+
+static PyObject *
+dict_subscript(PyObject *op, PyObject *key)
+{
+    size_t entry;
+    uint64_t hash;
+    int rc = dict_lookup(op, key, &entry, &hash);
+    if (rc == 1)
+        return value_at(op, entry, hash);
+    if (rc == 0)
+        _PyErr_SetKeyError(key);
+    return NULL;
+}
+
+static int
+dict_set(PyObject *op, PyObject *key, PyObject *value)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val k, v;
+    uint64_t h;
+    int rc;
+    if (cowpy_store_key(st, key, &k, &h) < 0)
+        return -1;
+    if (cowpy_from_object(st, value, &v) < 0) {
+        cow_val_release(&k);
+        return -1;
+    }
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&k);
+        cow_val_release(&v);
+        return -1;
+    }
+    if ((rc = cow_map_set(map_of(op), k, h, v)) < 0)
+        return cowpy_raise_int(st, rc);
+    return cowpy_end_write(SELF);
+}
+
+/* Removes key: 1 removed (value in *out if out), 0 absent, -1 error. */
+static int
+dict_remove(PyObject *op, PyObject *key, cow_val *out)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val probe;
+    uint64_t h;
+    int owned = 0, rc;
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    if (cowpy_is_frozen(SELF))
+        return cowpy_begin_write(SELF);        /* raises FrozenError */
+    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+        return rc;
+    if ((rc = cowpy_begin_write(SELF)) == 0)
+        rc = cow_map_del(map_of(op), &probe, h, out);
+    if (owned)
+        cow_val_release(&probe);
+    if (rc < 0)
+        return PyErr_Occurred() ? -1 : cowpy_raise_int(st, rc);
+    if (rc == COW_NOT_FOUND)
+        return 0;
+    return cowpy_end_write(SELF) < 0 ? -1 : 1;
+}
+
+static int
+dict_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    int rc;
+    if (value)
+        return dict_set(op, key, value);
+    if ((rc = dict_remove(op, key, NULL)) == 0)
+        _PyErr_SetKeyError(key);
+    return rc > 0 ? 0 : -1;
+}
+
+static int
+dict_contains(PyObject *op, PyObject *key)
+{
+    size_t entry;
+    uint64_t hash;
+    return dict_lookup(op, key, &entry, &hash);
+}
+
+static PyObject *
+dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    size_t entry;
+    uint64_t hash;
+    int rc;
+    if (!_PyArg_CheckPositional("get", nargs, 1, 2))
+        return NULL;
+    if ((rc = dict_lookup(op, args[0], &entry, &hash)) < 0)
+        return NULL;
+    if (rc)
+        return value_at(op, entry, hash);
+    return Py_NewRef(nargs > 1 ? args[1] : Py_None);
+}
+
+/* pop(key[, default]) */
+static PyObject *
+dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    cow_val out;
+    PyObject *res;
+    int rc;
+    if (!_PyArg_CheckPositional("pop", nargs, 1, 2))
+        return NULL;
+    if ((rc = dict_remove(op, args[0], &out)) < 0)
+        return NULL;
+    if (rc == 0) {
+        if (nargs > 1)
+            return Py_NewRef(args[1]);
+        _PyErr_SetKeyError(args[0]);
+        return NULL;
+    }
+    res = cowpy_to_object(cowpy_state_of(op), &out, NULL, NULL, 0, 0);
+    cow_val_release(&out);
+    return res;
+}
+
+static PyObject *
+dict_popitem(PyObject *op, PyObject *unused)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val k, v;
+    PyObject *pk, *pv;
+    int rc;
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    if (cow_map_len(map_of(op)) == 0) {
+        PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
+        return NULL;
+    }
+    if ((rc = cow_map_popitem(map_of(op), &k, &v)) < 0)
+        return cowpy_raise(st, rc);
+    pk = cowpy_to_object(st, &k, NULL, NULL, 0, 0);
+    pv = cowpy_to_object(st, &v, NULL, NULL, 0, 0);
+    cow_val_release(&k);
+    cow_val_release(&v);
+    if (cowpy_end_write(SELF) < 0 || pk == NULL || pv == NULL) {
+        Py_XDECREF(pk);
+        Py_XDECREF(pv);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", pk, pv);
+}
+
+/* setdefault(key, default=None) */
+static PyObject *
+dict_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    size_t entry;
+    uint64_t hash;
+    int rc;
+    if (!_PyArg_CheckPositional("setdefault", nargs, 1, 2))
+        return NULL;
+    if ((rc = dict_lookup(op, args[0], &entry, &hash)) < 0)
+        return NULL;
+    if (rc == 0) {
+        if (dict_set(op, args[0], nargs > 1 ? args[1] : Py_None) < 0)
+            return NULL;
+        if ((rc = dict_lookup(op, args[0], &entry, &hash)) <= 0)
+            return NULL;
+    }
+    return value_at(op, entry, hash);
+}
+
+static PyObject *
+dict_clear(PyObject *op, PyObject *unused)
+{
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    cow_map_clear(map_of(op));
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* _iter(kind, reverse): iterator over keys (0), values (1) or items (2). */
+static PyObject *
+dict_iter_kind(PyObject *op, PyObject *args)
+{
+    int kind, reverse = 0;
+    if (!PyArg_ParseTuple(args, "i|p:_iter", &kind, &reverse))
+        return NULL;
+    if (kind < COWPY_IT_KEYS || kind > COWPY_IT_ITEMS) {
+        PyErr_SetString(PyExc_ValueError, "bad iterator kind");
+        return NULL;
+    }
+    return cowpy_iter_new(SELF, kind, reverse);
+}
+
+static PyObject *
+dict_iter(PyObject *op)
+{
+    return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
+}
+
+/* _merge(src): insert every pair of a dict or cowstore dict, one write. */
+static PyObject *
+dict_merge(PyObject *op, PyObject *src)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val other, k, v;
+    uint64_t h;
+    cow_map *om;
+    int rc = 0;
+    if (cowpy_from_object(st, src, &other) < 0)
+        return NULL;
+    if (other.tag != COW_T_DICT && other.tag != COW_T_FDICT) {
+        cow_val_release(&other);
+        PyErr_SetString(PyExc_TypeError, "_merge needs a mapping");
+        return NULL;
+    }
+    om = other.u.map;
+    if (cowpy_begin_write(SELF) < 0)
+        goto fail;
+    for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
+        k = *cow_map_entry_key(om, e);
+        if (k.tag == COW_T_HOLE)
+            continue;
+        v = *cow_map_entry_val(om, e);
+        cow_val_retain(&k);
+        cow_val_retain(&v);
+        cow_val_hash(&k, &h);
+        rc = cow_map_set(map_of(op), k, h, v);
+    }
+    cow_val_release(&other);
+    if (rc < 0)
+        return cowpy_raise(st, rc);
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+fail:
+    cow_val_release(&other);
+    return NULL;
+}
+
+/* _init(src): fill a new container from a dict or a cowstore dict, in O(1)
+ * for the latter.  Allowed once, on an empty, never written container, so
+ * frozen dicts can be built. */
+static PyObject *
+dict_init_from(PyObject *op, PyObject *src)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val v;
+    if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
+        PyErr_SetString(PyExc_TypeError, "container already initialised");
+        return NULL;
+    }
+    if (cowpy_from_object(st, src, &v) < 0)
+        return NULL;
+    if (!cow_tag_is_map(v.tag) || cow_tag_is_set(v.tag)) {
+        cow_val_release(&v);
+        PyErr_SetString(PyExc_TypeError, "_init needs a mapping");
+        return NULL;
+    }
+    v.tag = SELF->root.tag;
+    if (v.u.map->refcnt > 1) {           /* taken from a container: new identity */
+        cow_map *c = cow_map_clone(v.u.map);
+        cow_map_release(v.u.map);
+        if ((v.u.map = c) == NULL)
+            return cowpy_raise(st, COW_ENOMEM);
+    }
+    cow_val_release(&SELF->root);
+    SELF->root = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dict_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    cowpy_state *st = cowpy_state_of_type(type);
+    PyObject *frozen_cls = st ? st->cls[COW_T_FDICT] : NULL;
+    cow_map *m;
+    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
+    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if ((m = cow_map_new()) == NULL) {
+        Py_DECREF(self);
+        return cowpy_raise(st, COW_ENOMEM);
+    }
+    self->root = cow_val_map(frozen ? COW_T_FDICT : COW_T_DICT, m);
+    self->pkey = cow_val_none();
+    return (PyObject *)self;
+}
+
+static PyMethodDef dict_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))dict_get, METH_FASTCALL,
+     "D.get(k[,d]) -> D[k] if k in D, else d (default None)."},
+    {"pop", (PyCFunction)(void (*)(void))dict_pop, METH_FASTCALL,
+     "D.pop(k[,d]) -> remove k and return its value, else d or KeyError."},
+    {"popitem", dict_popitem, METH_NOARGS, "Remove and return the last (key, value) pair."},
+    {"setdefault", (PyCFunction)(void (*)(void))dict_setdefault, METH_FASTCALL,
+     "D.setdefault(k[,d]) -> D.get(k,d), also set D[k]=d if k not in D."},
+    {"clear", dict_clear, METH_NOARGS, "Remove all items."},
+    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
+    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
+    {"_iter", dict_iter_kind, METH_VARARGS, NULL},
+    {"_merge", dict_merge, METH_O, NULL},
+    {"_init", dict_init_from, METH_O, NULL},
+    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
+    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
+    {"_equal", cowpy_equal_method, METH_O, NULL},
+    {"_shares", cowpy_same_method, METH_O, NULL},
+    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot dict_slots[] = {
+    {Py_tp_new, dict_new},
+    {Py_tp_dealloc, cowpy_object_dealloc},
+    {Py_tp_iter, dict_iter},
+    {Py_tp_methods, dict_methods},
+    {Py_mp_length, dict_len},
+    {Py_mp_subscript, dict_subscript},
+    {Py_mp_ass_subscript, dict_ass_subscript},
+    {Py_sq_contains, dict_contains},
+    {Py_tp_doc, "C base of CowDict and FrozenDict."},
+    {0, NULL},
+};
+
+PyType_Spec cowpy_dict_spec = {
+    .name = "cowstore._cowstore.DictBase",
+    .basicsize = sizeof(CowObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = dict_slots,
+};

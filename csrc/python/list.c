@@ -1,0 +1,608 @@
+/* ListBase: the C half of CowList and FrozenList (cowstore/_list.py adds the
+ * rest of the list API).  Index, append and pop at the end are O(log32 n);
+ * insert, delete and slice assignment away from the end rebuild the vector,
+ * O(n) like list's memmove (documented in docs/semantics.md). */
+#include "cowpy.h"
+
+#define SELF ((CowObject *)op)
+
+static cow_vecbody *
+body_of(PyObject *op)
+{
+    return &SELF->root.u.vec->b;
+}
+
+static Py_ssize_t
+list_len(PyObject *op)
+{
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    return (Py_ssize_t)body_of(op)->len;
+}
+
+static PyObject *
+item_at(PyObject *op, size_t i)
+{
+    return cowpy_to_object(cowpy_state_of(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
+}
+
+static PyObject *
+list_item(PyObject *op, Py_ssize_t i)
+{
+    if (cowpy_resolve(SELF) < 0)
+        return NULL;
+    if (i < 0 || (size_t)i >= body_of(op)->len) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return NULL;
+    }
+    return item_at(op, (size_t)i);
+}
+
+/* ---- converting incoming items ------------------------------------------ */
+
+typedef struct {
+    cow_val *vals;
+    size_t n;
+} val_array;
+
+static void
+vals_release(val_array *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        cow_val_release(&a->vals[i]);
+    PyMem_Free(a->vals);
+    a->vals = NULL;
+    a->n = 0;
+}
+
+/* Converts every item of an iterable (read fully before anything changes). */
+static int
+vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out)
+{
+    PyObject *seq = PySequence_Fast(iterable, "can only assign an iterable");
+    Py_ssize_t n;
+    out->vals = NULL;
+    out->n = 0;
+    if (seq == NULL)
+        return -1;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if ((out->vals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(cow_val))) == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (cowpy_from_object(st, PySequence_Fast_ITEMS(seq)[i], &out->vals[i]) < 0) {
+            Py_DECREF(seq);
+            vals_release(out);
+            return -1;
+        }
+        out->n++;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* ---- splicing ------------------------------------------------------------ */
+
+static int
+push_copy(cow_vecbody *dst, const cow_val *v)
+{
+    cow_val c = *v;
+    cow_val_retain(&c);
+    return cow_vb_push(dst, c);
+}
+
+/* Replaces [start, stop) with ins (whose values are taken over), in one
+ * write.  Appends at the end push in place; anything else rebuilds. */
+static int
+list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_vecbody fresh, *b;
+    cow_vec_iter it;
+    const cow_val *e;
+    int rc = COW_OK;
+    if (cowpy_begin_write(SELF) < 0)
+        goto fail;
+    b = body_of(op);
+    if (start == b->len && stop == b->len) {
+        for (size_t i = 0; i < ins->n && rc == COW_OK; i++)
+            rc = push_copy(b, &ins->vals[i]);
+    }
+    else {
+        cow_vb_init(&fresh);
+        cow_vec_iter_init(&it, b, 0);
+        for (size_t i = 0; i < start && rc == COW_OK; i++)
+            rc = push_copy(&fresh, cow_vec_iter_next(&it));
+        for (size_t i = 0; i < ins->n && rc == COW_OK; i++)
+            rc = push_copy(&fresh, &ins->vals[i]);
+        cow_vec_iter_init(&it, b, stop);
+        while (rc == COW_OK && (e = cow_vec_iter_next(&it)) != NULL)
+            rc = push_copy(&fresh, e);
+        if (rc == COW_OK) {
+            cow_vb_clear(b);
+            *b = fresh;
+        }
+        else
+            cow_vb_clear(&fresh);
+    }
+    vals_release(ins);
+    if (rc < 0)
+        return cowpy_raise_int(st, rc);
+    return cowpy_end_write(SELF);
+fail:
+    vals_release(ins);
+    return -1;
+}
+
+/* Extended-slice assignment or deletion, done the way list does it on a
+ * plain list of our items, then stored back. */
+static int
+list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
+{
+    PyObject *plain = PySequence_List(op);
+    val_array all;
+    int rc;
+    if (plain == NULL)
+        return -1;
+    rc = value ? PyObject_SetItem(plain, slice, value) : PyObject_DelItem(plain, slice);
+    if (rc == 0)
+        rc = vals_from_iterable(cowpy_state_of(op), plain, &all);
+    Py_DECREF(plain);
+    if (rc < 0)
+        return -1;
+    return list_splice(op, 0, body_of(op)->len, &all);
+}
+
+static int
+list_set_index(PyObject *op, Py_ssize_t i, PyObject *value)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    val_array none = {NULL, 0};
+    cow_val v;
+    int rc;
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    if (i < 0)
+        i += (Py_ssize_t)body_of(op)->len;
+    if (i < 0 || (size_t)i >= body_of(op)->len) {
+        PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+        return -1;
+    }
+    if (value == NULL)
+        return list_splice(op, (size_t)i, (size_t)i + 1, &none);
+    if (cowpy_from_object(st, value, &v) < 0)
+        return -1;
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&v);
+        return -1;
+    }
+    if ((rc = cow_vb_set(body_of(op), (size_t)i, v)) < 0)
+        return cowpy_raise_int(st, rc);
+    return cowpy_end_write(SELF);
+}
+
+static int
+list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
+{
+    Py_ssize_t start, stop, step, len;
+    val_array ins = {NULL, 0};
+    if (PyIndex_Check(item)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return -1;
+        return list_set_index(op, i, value);
+    }
+    if (!PySlice_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
+                     Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len(op)) < 0)
+        return -1;
+    PySlice_AdjustIndices(len, &start, &stop, step);
+    if (step != 1)
+        return list_assign_extended(op, item, value);
+    if (value && vals_from_iterable(cowpy_state_of(op), value, &ins) < 0)
+        return -1;
+    if (stop < start)
+        stop = start;
+    return list_splice(op, (size_t)start, (size_t)stop, &ins);
+}
+
+static int
+list_ass_item(PyObject *op, Py_ssize_t i, PyObject *value)
+{
+    return list_set_index(op, i, value);
+}
+
+/* A new container of our type holding the elements of a slice. */
+static PyObject *
+list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_vec *vec = cow_vec_new();
+    int rc = COW_OK;
+    PyObject *res;
+    if (vec == NULL)
+        return cowpy_raise(st, COW_ENOMEM);
+    for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++)
+        rc = push_copy(&vec->b, cow_vb_get(body_of(op), (size_t)(start + k * step)));
+    if (rc < 0) {
+        cow_vec_release(vec);
+        return cowpy_raise(st, rc);
+    }
+    res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
+    if (res == NULL) {
+        cow_vec_release(vec);
+        return NULL;
+    }
+    ((CowObject *)res)->root = cow_val_vec(SELF->root.tag, vec);
+    ((CowObject *)res)->pkey = cow_val_none();
+    return res;
+}
+
+static PyObject *
+list_subscript(PyObject *op, PyObject *item)
+{
+    Py_ssize_t start, stop, step, len;
+    if (PyIndex_Check(item)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        if (i < 0 && (len = list_len(op)) >= 0)
+            i += len;
+        return list_item(op, i);
+    }
+    if (!PySlice_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
+                     Py_TYPE(item)->tp_name);
+        return NULL;
+    }
+    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len(op)) < 0)
+        return NULL;
+    return list_slice(op, start, step, PySlice_AdjustIndices(len, &start, &stop, step));
+}
+
+/* ---- searching ------------------------------------------------------------ */
+
+/* Converts a probe for ==; 0 if it can equal nothing we store. */
+static int
+probe_value(PyObject *op, PyObject *x, cow_val *out)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    if (cowpy_from_object(st, x, out) == 0)
+        return 1;
+    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* First index in [start, stop) equal to probe, or -1. */
+static Py_ssize_t
+find_from(PyObject *op, const cow_val *probe, size_t start, size_t stop)
+{
+    cow_vec_iter it;
+    const cow_val *e;
+    cow_vec_iter_init(&it, body_of(op), start);
+    for (size_t i = start; i < stop && (e = cow_vec_iter_next(&it)) != NULL; i++)
+        if (cow_val_equal(e, probe))
+            return (Py_ssize_t)i;
+    return -1;
+}
+
+static int
+list_contains(PyObject *op, PyObject *x)
+{
+    cow_val probe;
+    int rc = probe_value(op, x, &probe);
+    if (rc <= 0)
+        return rc;
+    rc = find_from(op, &probe, 0, body_of(op)->len) >= 0;
+    cow_val_release(&probe);
+    return rc;
+}
+
+static Py_ssize_t
+clamp_index(Py_ssize_t i, Py_ssize_t len)
+{
+    if (i < 0)
+        i = i + len < 0 ? 0 : i + len;
+    return i > len ? len : i;
+}
+
+/* index(x[, start[, stop]]) */
+static PyObject *
+list_index(PyObject *op, PyObject *args)
+{
+    PyObject *x;
+    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found = -1;
+    cow_val probe;
+    int rc;
+    if (!PyArg_ParseTuple(args, "O|O&O&:index", &x, _PyEval_SliceIndexNotNone, &start,
+                          _PyEval_SliceIndexNotNone, &stop))
+        return NULL;
+    if ((rc = probe_value(op, x, &probe)) < 0)
+        return NULL;
+    len = (Py_ssize_t)body_of(op)->len;
+    start = clamp_index(start, len);
+    stop = clamp_index(stop, len);
+    if (rc && start < stop) {
+        found = find_from(op, &probe, (size_t)start, (size_t)stop);
+    }
+    if (rc)
+        cow_val_release(&probe);
+    if (found < 0) {
+        PyErr_Format(PyExc_ValueError, "%R is not in list", x);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(found);
+}
+
+static PyObject *
+list_count(PyObject *op, PyObject *x)
+{
+    cow_vec_iter it;
+    const cow_val *e;
+    cow_val probe;
+    Py_ssize_t n = 0;
+    int rc = probe_value(op, x, &probe);
+    if (rc <= 0)
+        return rc < 0 ? NULL : PyLong_FromLong(0);
+    cow_vec_iter_init(&it, body_of(op), 0);
+    while ((e = cow_vec_iter_next(&it)) != NULL)
+        n += cow_val_equal(e, &probe);
+    cow_val_release(&probe);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *
+list_remove(PyObject *op, PyObject *x)
+{
+    val_array none = {NULL, 0};
+    Py_ssize_t i = -1;
+    cow_val probe;
+    int rc = probe_value(op, x, &probe);
+    if (rc < 0)
+        return NULL;
+    if (rc) {
+        i = find_from(op, &probe, 0, body_of(op)->len);
+        cow_val_release(&probe);
+    }
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "list.remove(x): x not in list");
+        return NULL;
+    }
+    if (list_splice(op, (size_t)i, (size_t)i + 1, &none) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- mutation at the ends ------------------------------------------------- */
+
+static PyObject *
+list_append(PyObject *op, PyObject *x)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val v;
+    int rc;
+    if (cowpy_from_object(st, x, &v) < 0)
+        return NULL;
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&v);
+        return NULL;
+    }
+    if ((rc = cow_vb_push(body_of(op), v)) < 0)
+        return cowpy_raise(st, rc);
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_extend(PyObject *op, PyObject *iterable)
+{
+    val_array ins;
+    Py_ssize_t len;
+    if (vals_from_iterable(cowpy_state_of(op), iterable, &ins) < 0)
+        return NULL;
+    if ((len = list_len(op)) < 0) {
+        vals_release(&ins);
+        return NULL;
+    }
+    if (list_splice(op, (size_t)len, (size_t)len, &ins) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_insert(PyObject *op, PyObject *args)
+{
+    Py_ssize_t i, len;
+    PyObject *x, *one;
+    val_array ins;
+    if (!PyArg_ParseTuple(args, "nO:insert", &i, &x) || (len = list_len(op)) < 0)
+        return NULL;
+    i = clamp_index(i, len);
+    if ((one = PyTuple_Pack(1, x)) == NULL)
+        return NULL;
+    int rc = vals_from_iterable(cowpy_state_of(op), one, &ins);
+    Py_DECREF(one);
+    if (rc < 0 || list_splice(op, (size_t)i, (size_t)i, &ins) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_pop(PyObject *op, PyObject *args)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    Py_ssize_t i = -1, len;
+    val_array none = {NULL, 0};
+    cow_val v;
+    PyObject *res;
+    int rc;
+    if (!PyArg_ParseTuple(args, "|n:pop", &i) || (len = list_len(op)) < 0)
+        return NULL;
+    if (len == 0 || (i < 0 ? i + len < 0 : i >= len)) {
+        PyErr_SetString(PyExc_IndexError, len ? "pop index out of range" : "pop from empty list");
+        return NULL;
+    }
+    if (i < 0)
+        i += len;
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    if (i == len - 1) {
+        if ((rc = cow_vb_pop(body_of(op), &v)) < 0)
+            return cowpy_raise(st, rc);
+        rc = cowpy_end_write(SELF);
+    }
+    else {
+        v = *cow_vb_get(body_of(op), (size_t)i);
+        cow_val_retain(&v);
+        rc = list_splice(op, (size_t)i, (size_t)i + 1, &none);
+    }
+    res = rc < 0 ? NULL : cowpy_to_object(st, &v, NULL, NULL, 0, 0);
+    cow_val_release(&v);
+    return res;
+}
+
+static PyObject *
+list_clear(PyObject *op, PyObject *unused)
+{
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    cow_vb_clear(body_of(op));
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_reverse(PyObject *op, PyObject *unused)
+{
+    val_array all;
+    size_t n;
+    if (cowpy_resolve(SELF) < 0)
+        return NULL;
+    n = body_of(op)->len;
+    if ((all.vals = PyMem_Malloc((n ? n : 1) * sizeof(cow_val))) == NULL)
+        return PyErr_NoMemory();
+    for (all.n = 0; all.n < n; all.n++) {
+        all.vals[all.n] = *cow_vb_get(body_of(op), n - 1 - all.n);
+        cow_val_retain(&all.vals[all.n]);
+    }
+    if (list_splice(op, 0, n, &all) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_iter(PyObject *op)
+{
+    return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 0);
+}
+
+static PyObject *
+list_reversed(PyObject *op, PyObject *unused)
+{
+    return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 1);
+}
+
+/* _init(src): fill a new list from a list/tuple or a cowstore list (O(1)). */
+static PyObject *
+list_init_from(PyObject *op, PyObject *src)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val v;
+    if (SELF->mut != 0 || body_of(op)->len != 0) {
+        PyErr_SetString(PyExc_TypeError, "container already initialised");
+        return NULL;
+    }
+    if (cowpy_from_object(st, src, &v) < 0)
+        return NULL;
+    if (!cow_tag_is_vec(v.tag)) {
+        cow_val_release(&v);
+        PyErr_SetString(PyExc_TypeError, "_init needs a sequence");
+        return NULL;
+    }
+    v.tag = SELF->root.tag;
+    if (v.u.vec->refcnt > 1) {
+        cow_vec *c = cow_vec_clone(v.u.vec);
+        cow_vec_release(v.u.vec);
+        if ((v.u.vec = c) == NULL)
+            return cowpy_raise(st, COW_ENOMEM);
+    }
+    cow_val_release(&SELF->root);
+    SELF->root = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    cowpy_state *st = cowpy_state_of_type(type);
+    PyObject *frozen_cls = st ? st->cls[COW_T_FLIST] : NULL;
+    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
+    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
+    cow_vec *v;
+    if (self == NULL)
+        return NULL;
+    if ((v = cow_vec_new()) == NULL) {
+        Py_DECREF(self);
+        return cowpy_raise(st, COW_ENOMEM);
+    }
+    self->root = cow_val_vec(frozen ? COW_T_FLIST : COW_T_LIST, v);
+    self->pkey = cow_val_none();
+    return (PyObject *)self;
+}
+
+static PyMethodDef list_methods[] = {
+    {"append", list_append, METH_O, "Append object to the end of the list."},
+    {"extend", list_extend, METH_O, "Extend list by appending elements from the iterable."},
+    {"insert", list_insert, METH_VARARGS, "Insert object before index."},
+    {"pop", list_pop, METH_VARARGS, "Remove and return item at index (default last)."},
+    {"remove", list_remove, METH_O, "Remove first occurrence of value."},
+    {"index", list_index, METH_VARARGS, "Return first index of value."},
+    {"count", list_count, METH_O, "Return number of occurrences of value."},
+    {"clear", list_clear, METH_NOARGS, "Remove all items from list."},
+    {"reverse", list_reverse, METH_NOARGS, "Reverse *IN PLACE*."},
+    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
+    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
+    {"__reversed__", list_reversed, METH_NOARGS, NULL},
+    {"_init", list_init_from, METH_O, NULL},
+    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
+    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
+    {"_equal", cowpy_equal_method, METH_O, NULL},
+    {"_shares", cowpy_same_method, METH_O, NULL},
+    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot list_slots[] = {
+    {Py_tp_new, list_new},
+    {Py_tp_dealloc, cowpy_object_dealloc},
+    {Py_tp_iter, list_iter},
+    {Py_tp_methods, list_methods},
+    {Py_sq_length, list_len},
+    {Py_sq_item, list_item},
+    {Py_sq_ass_item, list_ass_item},
+    {Py_sq_contains, list_contains},
+    {Py_mp_length, list_len},
+    {Py_mp_subscript, list_subscript},
+    {Py_mp_ass_subscript, list_ass_subscript},
+    {Py_tp_doc, "C base of CowList and FrozenList."},
+    {0, NULL},
+};
+
+PyType_Spec cowpy_list_spec = {
+    .name = "cowstore._cowstore.ListBase",
+    .basicsize = sizeof(CowObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_SEQUENCE,
+    .slots = list_slots,
+};

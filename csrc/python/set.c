@@ -1,0 +1,202 @@
+/* SetBase: the C half of CowSet and FrozenSet, a map whose values are all
+ * None (cowstore/_set.py adds the set algebra). */
+#include "cowpy.h"
+
+#define SELF ((CowObject *)op)
+
+static cow_map *
+map_of(PyObject *op)
+{
+    return SELF->root.u.map;
+}
+
+static Py_ssize_t
+set_len(PyObject *op)
+{
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    return (Py_ssize_t)cow_map_len(map_of(op));
+}
+
+static int
+set_contains(PyObject *op, PyObject *key)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val probe;
+    uint64_t h;
+    size_t e;
+    int owned = 0, rc;
+    if (cowpy_resolve(SELF) < 0)
+        return -1;
+    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+        return rc;
+    rc = cow_map_find(map_of(op), &probe, h, &e);
+    if (owned)
+        cow_val_release(&probe);
+    return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
+}
+
+static PyObject *
+set_add(PyObject *op, PyObject *key)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val k;
+    uint64_t h;
+    int rc;
+    if (cowpy_store_key(st, key, &k, &h) < 0)
+        return NULL;
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&k);
+        return NULL;
+    }
+    if ((rc = cow_map_set(map_of(op), k, h, cow_val_none())) < 0)
+        return cowpy_raise(st, rc);
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* _discard(x) -> True if x was present and is now removed. */
+static PyObject *
+set_discard_flag(PyObject *op, PyObject *key)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val probe;
+    uint64_t h;
+    int owned = 0, rc;
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+        return rc < 0 ? NULL : Py_NewRef(Py_False);
+    rc = cow_map_del(map_of(op), &probe, h, NULL);
+    if (owned)
+        cow_val_release(&probe);
+    if (rc < 0)
+        return cowpy_raise(st, rc);
+    if (rc == COW_FOUND && cowpy_end_write(SELF) < 0)
+        return NULL;
+    return PyBool_FromLong(rc == COW_FOUND);
+}
+
+static PyObject *
+set_pop(PyObject *op, PyObject *unused)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val k, v;
+    PyObject *res;
+    int rc;
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    if (cow_map_len(map_of(op)) == 0) {
+        PyErr_SetString(PyExc_KeyError, "pop from an empty set");
+        return NULL;
+    }
+    if ((rc = cow_map_popitem(map_of(op), &k, &v)) < 0)
+        return cowpy_raise(st, rc);
+    cow_val_release(&v);
+    res = cowpy_to_object(st, &k, NULL, NULL, 0, 0);
+    cow_val_release(&k);
+    if (cowpy_end_write(SELF) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
+static PyObject *
+set_clear(PyObject *op, PyObject *unused)
+{
+    if (cowpy_begin_write(SELF) < 0)
+        return NULL;
+    cow_map_clear(map_of(op));
+    if (cowpy_end_write(SELF) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_iter(PyObject *op)
+{
+    return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
+}
+
+/* _init(src): fill a new set from a set/frozenset or a cowstore set (O(1)). */
+static PyObject *
+set_init_from(PyObject *op, PyObject *src)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    cow_val v;
+    if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
+        PyErr_SetString(PyExc_TypeError, "container already initialised");
+        return NULL;
+    }
+    if (cowpy_from_object(st, src, &v) < 0)
+        return NULL;
+    if (!cow_tag_is_set(v.tag)) {
+        cow_val_release(&v);
+        PyErr_SetString(PyExc_TypeError, "_init needs a set");
+        return NULL;
+    }
+    v.tag = SELF->root.tag;
+    if (v.u.map->refcnt > 1) {
+        cow_map *c = cow_map_clone(v.u.map);
+        cow_map_release(v.u.map);
+        if ((v.u.map = c) == NULL)
+            return cowpy_raise(st, COW_ENOMEM);
+    }
+    cow_val_release(&SELF->root);
+    SELF->root = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    cowpy_state *st = cowpy_state_of_type(type);
+    PyObject *frozen_cls = st ? st->cls[COW_T_FSET] : NULL;
+    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
+    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
+    cow_map *m;
+    if (self == NULL)
+        return NULL;
+    if ((m = cow_map_new()) == NULL) {
+        Py_DECREF(self);
+        return cowpy_raise(st, COW_ENOMEM);
+    }
+    self->root = cow_val_map(frozen ? COW_T_FSET : COW_T_SET, m);
+    self->pkey = cow_val_none();
+    return (PyObject *)self;
+}
+
+static PyMethodDef set_methods[] = {
+    {"add", set_add, METH_O, "Add an element to a set."},
+    {"pop", set_pop, METH_NOARGS, "Remove and return the most recently added element."},
+    {"clear", set_clear, METH_NOARGS, "Remove all elements from this set."},
+    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
+    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
+    {"_discard", set_discard_flag, METH_O, NULL},
+    {"_init", set_init_from, METH_O, NULL},
+    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
+    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
+    {"_equal", cowpy_equal_method, METH_O, NULL},
+    {"_shares", cowpy_same_method, METH_O, NULL},
+    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot set_slots[] = {
+    {Py_tp_new, set_new},
+    {Py_tp_dealloc, cowpy_object_dealloc},
+    {Py_tp_iter, set_iter},
+    {Py_tp_methods, set_methods},
+    {Py_sq_length, set_len},
+    {Py_sq_contains, set_contains},
+    {Py_tp_doc, "C base of CowSet and FrozenSet."},
+    {0, NULL},
+};
+
+PyType_Spec cowpy_set_spec = {
+    .name = "cowstore._cowstore.SetBase",
+    .basicsize = sizeof(CowObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = set_slots,
+};

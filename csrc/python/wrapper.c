@@ -1,0 +1,225 @@
+/* What every container object shares: view resync, write-back, copy, thaw.
+ * See the view protocol in cowpy.h. */
+#include "cowpy.h"
+
+int
+cowpy_is_frozen(const CowObject *self)
+{
+    int t = self->root.tag;
+    return t == COW_T_FDICT || t == COW_T_FLIST || t == COW_T_FSET;
+}
+
+static uint32_t
+ident_of(const cow_val *v)
+{
+    return cow_tag_is_map(v->tag) ? v->u.map->ident : v->u.vec->ident;
+}
+
+static const void *
+node_of(const cow_val *v)
+{
+    return cow_tag_is_map(v->tag) ? (const void *)v->u.map : (const void *)v->u.vec;
+}
+
+void
+cowpy_detach(CowObject *self)
+{
+    Py_CLEAR(self->parent);
+    cow_val_release(&self->pkey);
+}
+
+/* The value now in our slot of the parent, or NULL if the slot is gone. */
+static const cow_val *
+slot_in_parent(CowObject *self)
+{
+    const cow_val *cur = NULL;
+    const cow_val *proot = &self->parent->root;
+    if (cow_tag_is_map(proot->tag)) {
+        if (cow_map_get(proot->u.map, &self->pkey, self->phash, &cur) != COW_FOUND)
+            return NULL;
+        return cur;
+    }
+    return self->pidx < proot->u.vec->b.len ? cow_vb_get(&proot->u.vec->b, self->pidx) : NULL;
+}
+
+int
+cowpy_resolve(CowObject *self)
+{
+    const cow_val *cur;
+    if (self->parent == NULL)
+        return 0;
+    if (cowpy_resolve(self->parent) < 0)
+        return -1;
+    if (self->parent == NULL || self->parent->mut == self->seen)
+        return 0;
+    self->seen = self->parent->mut;
+    cur = slot_in_parent(self);
+    if (cur == NULL || cur->tag != self->root.tag || ident_of(cur) != ident_of(&self->root)) {
+        cowpy_detach(self);          /* the container at our slot was replaced */
+        return 0;
+    }
+    if (node_of(cur) != node_of(&self->root)) {
+        cow_val fresh = *cur;
+        cow_val_retain(&fresh);
+        cow_val_release(&self->root);
+        self->root = fresh;
+        self->mut++;
+    }
+    return 0;
+}
+
+int
+cowpy_begin_write(CowObject *self)
+{
+    int rc;
+    if (cowpy_resolve(self) < 0)
+        return -1;
+    if (cowpy_is_frozen(self)) {
+        PyErr_Format(cowpy_state_of((PyObject *)self)->FrozenError,
+                     "'%.200s' object is immutable", Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.map)
+                                        : cow_vec_own(&self->root.u.vec);
+    return rc < 0 ? cowpy_raise_int(cowpy_state_of((PyObject *)self), rc) : 0;
+}
+
+int
+cowpy_end_write(CowObject *self)
+{
+    CowObject *parent = self->parent;
+    cow_val child = self->root, key;
+    int rc;
+    self->mut++;
+    if (parent == NULL)
+        return 0;
+    cow_val_retain(&child);
+    if (cowpy_begin_write(parent) < 0) {
+        cow_val_release(&child);
+        return -1;
+    }
+    if (cow_tag_is_map(parent->root.tag)) {
+        key = self->pkey;
+        cow_val_retain(&key);
+        rc = cow_map_set(parent->root.u.map, key, self->phash, child);
+    }
+    else
+        rc = cow_vb_set(&parent->root.u.vec->b, self->pidx, child);
+    if (rc < 0)
+        return cowpy_raise_int(cowpy_state_of((PyObject *)self), rc);
+    if (cowpy_end_write(parent) < 0)
+        return -1;
+    self->seen = parent->mut;
+    return 0;
+}
+
+void
+cowpy_object_dealloc(PyObject *op)
+{
+    CowObject *self = (CowObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    cow_val_release(&self->root);
+    cowpy_detach(self);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* copy() / __copy__: a new, detached container sharing every node: O(1). */
+PyObject *
+cowpy_copy(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    cow_val v;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    v = self->root;
+    if (cow_tag_is_map(v.tag) ? (v.u.map = cow_map_clone(v.u.map)) == NULL
+                              : (v.u.vec = cow_vec_clone(v.u.vec)) == NULL)
+        return cowpy_raise(cowpy_state_of(op), COW_ENOMEM);
+    PyObject *res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
+    if (res == NULL) {
+        cow_val_release(&v);
+        return NULL;
+    }
+    ((CowObject *)res)->root = v;
+    ((CowObject *)res)->pkey = cow_val_none();
+    return res;
+}
+
+/* __deepcopy__: values are immutable or copied on write, so a deep copy is
+ * the same O(1) copy. */
+PyObject *
+cowpy_deepcopy(PyObject *self, PyObject *memo)
+{
+    return cowpy_copy(self, NULL);
+}
+
+PyObject *
+cowpy_thaw_method(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    return cowpy_thaw(cowpy_state_of(op), &self->root);
+}
+
+/* _hash(): content hash of a frozen container (stable across processes). */
+PyObject *
+cowpy_hash_method(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    uint64_t h;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    if (cow_val_hash(&self->root, &h) < 0) {
+        PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(op)->tp_name);
+        return NULL;
+    }
+    return PyLong_FromSsize_t((Py_ssize_t)(h >> 2));   /* never -1 */
+}
+
+static int
+is_ours(PyObject *op)
+{
+    cowpy_state *st = cowpy_state_of(op);
+    return st && (PyObject_TypeCheck(op, st->dict_base) || PyObject_TypeCheck(op, st->list_base)
+                  || PyObject_TypeCheck(op, st->set_base));
+}
+
+/* _equal(other): structural equality with another cowstore container. */
+PyObject *
+cowpy_equal_method(PyObject *op, PyObject *other)
+{
+    CowObject *a = (CowObject *)op, *b = (CowObject *)other;
+    if (!is_ours(other))
+        Py_RETURN_NOTIMPLEMENTED;
+    if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
+        return NULL;
+    return PyBool_FromLong(cow_val_equal(&a->root, &b->root));
+}
+
+/* _shares(other): True when both hold the very same nodes (diff short-cut). */
+PyObject *
+cowpy_same_method(PyObject *op, PyObject *other)
+{
+    CowObject *a = (CowObject *)op, *b = (CowObject *)other;
+    if (!is_ours(other))
+        Py_RETURN_FALSE;
+    if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
+        return NULL;
+    if (cow_tag_is_map(a->root.tag) && cow_tag_is_map(b->root.tag))
+        return PyBool_FromLong(cow_vb_same(&a->root.u.map->log, &b->root.u.map->log));
+    if (cow_tag_is_vec(a->root.tag) && cow_tag_is_vec(b->root.tag))
+        return PyBool_FromLong(cow_vb_same(&a->root.u.vec->b, &b->root.u.vec->b));
+    Py_RETURN_FALSE;
+}
+
+/* _attached(): whether writes still reach a parent container (for tests). */
+PyObject *
+cowpy_ident_method(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    return PyBool_FromLong(self->parent != NULL);
+}
