@@ -74,7 +74,16 @@ static long live_hnodes;
 long cow_map_live_nodes(void) { return live_hnodes; }
 
 static uint32_t hash32(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
-static unsigned popc(uint32_t x) { return (unsigned)__builtin_popcount(x); }
+/* Portable SWAR popcount: the baseline x86-64 target has no POPCNT
+ * instruction and __builtin_popcount would call into libgcc. */
+static unsigned
+popc(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0fu;
+    return (x * 0x01010101u) >> 24;
+}
 static uint32_t bit_at(uint32_t h, unsigned shift) { return 1u << ((h >> shift) & 31u); }
 
 static unsigned
@@ -316,6 +325,27 @@ coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
     return replace(slot, c);
 }
 
+/* The common insert into an unshared node: grow it where it lies instead of
+ * building a copy (children shift up by one leaf). */
+static int
+hn_add_leaf_in_place(cow_hnode **slot, uint32_t bit, cow_hleaf leaf)
+{
+    cow_hnode *n = *slot;
+    unsigned nleaves = popc(n->datamap), nkids = popc(n->nodemap);
+    unsigned pos = popc(n->datamap & (bit - 1));
+    cow_hnode *g = realloc(n, sizeof(cow_hnode) + (nleaves + 1) * sizeof(cow_hleaf)
+                              + nkids * sizeof(cow_hnode *));
+    if (g == NULL)
+        return COW_ENOMEM;
+    memmove((char *)(hn_leaves(g) + nleaves + 1), (char *)(hn_leaves(g) + nleaves),
+            nkids * sizeof(cow_hnode *));
+    memmove(hn_leaves(g) + pos + 1, hn_leaves(g) + pos, (nleaves - pos) * sizeof(cow_hleaf));
+    hn_leaves(g)[pos] = leaf;
+    g->datamap |= bit;
+    *slot = g;
+    return COW_OK;
+}
+
 static int
 hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
 {
@@ -341,6 +371,8 @@ hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
             hn_release(sub);
         return replace(slot, c);
     }
+    if (n->refcnt == 1)
+        return hn_add_leaf_in_place(slot, bit, leaf);
     return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap, -1,
                                     (int)popc(n->datamap & (bit - 1)), leaf, -1, -1, NULL));
 }

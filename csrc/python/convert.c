@@ -343,6 +343,7 @@ cowpy_wrap(cowpy_state *st, cow_val v)
         cow_val_release(&v);
         return NULL;
     }
+    obj->st = st;
     obj->root = v;
     obj->pkey = cow_val_none();
     return (PyObject *)obj;

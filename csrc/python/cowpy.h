@@ -25,8 +25,11 @@
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
+struct cowpy_state;
+
 typedef struct CowObject {
     PyObject_HEAD
+    struct cowpy_state *st;     /* module state, cached: hot paths need it */
     cow_val root;               /* DICT/FDICT/SET/FSET (u.map) or LIST/FLIST (u.vec); owned */
     struct CowObject *parent;   /* strong reference; NULL when detached */
     cow_val pkey;               /* key in a parent map (owned), else NONE */
@@ -45,6 +48,8 @@ typedef struct cowpy_state {
 } cowpy_state;
 
 cowpy_state *cowpy_state_of_type(PyTypeObject *tp);
+/* The module state of one of our container objects (cached in it). */
+#define COWPY_ST(op) (((CowObject *)(op))->st)
 cowpy_state *cowpy_state_of(PyObject *obj);
 
 /* errors.c: raises the exception for a core code; returns NULL. */

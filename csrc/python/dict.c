@@ -23,7 +23,7 @@ dict_len(PyObject *op)
 static int
 dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val probe;
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
@@ -41,7 +41,7 @@ static PyObject *
 value_at(PyObject *op, size_t entry, uint64_t hash)
 {
     cow_map *m = map_of(op);
-    return cowpy_to_object(cowpy_state_of(op), cow_map_entry_val(m, entry),
+    return cowpy_to_object(COWPY_ST(op), cow_map_entry_val(m, entry),
                            SELF, cow_map_entry_key(m, entry), hash, 0);
 }
 
@@ -61,7 +61,7 @@ dict_subscript(PyObject *op, PyObject *key)
 static int
 dict_set(PyObject *op, PyObject *key, PyObject *value)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
     uint64_t h;
     int rc;
@@ -85,7 +85,7 @@ dict_set(PyObject *op, PyObject *key, PyObject *value)
 static int
 dict_remove(PyObject *op, PyObject *key, cow_val *out)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val probe;
     uint64_t h;
     int owned = 0, rc;
@@ -157,7 +157,7 @@ dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         _PyErr_SetKeyError(args[0]);
         return NULL;
     }
-    res = cowpy_to_object(cowpy_state_of(op), &out, NULL, NULL, 0, 0);
+    res = cowpy_to_object(COWPY_ST(op), &out, NULL, NULL, 0, 0);
     cow_val_release(&out);
     return res;
 }
@@ -165,7 +165,7 @@ dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 dict_popitem(PyObject *op, PyObject *unused)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
     PyObject *pk, *pv;
     int rc;
@@ -244,7 +244,7 @@ dict_iter(PyObject *op)
 static PyObject *
 dict_merge(PyObject *op, PyObject *src)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val other, k, v;
     uint64_t h;
     cow_map *om;
@@ -286,7 +286,7 @@ fail:
 static PyObject *
 dict_init_from(PyObject *op, PyObject *src)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val v;
     if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
         PyErr_SetString(PyExc_TypeError, "container already initialised");
@@ -325,6 +325,7 @@ dict_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return cowpy_raise(st, COW_ENOMEM);
     }
+    self->st = st;
     self->root = cow_val_map(frozen ? COW_T_FDICT : COW_T_DICT, m);
     self->pkey = cow_val_none();
     return (PyObject *)self;

@@ -11,12 +11,14 @@ typedef struct {
     size_t pos;             /* next entry / element; counts down when reverse */
     int kind;
     int reverse;
+    cow_vec_iter fwd;       /* forward reads: amortised O(1) per step */
+    PyObject *last_item;    /* items() result tuple, reused when unshared */
 } CowIter;
 
 PyObject *
 cowpy_iter_new(CowObject *owner, int kind, int reverse)
 {
-    cowpy_state *st = cowpy_state_of((PyObject *)owner);
+    cowpy_state *st = COWPY_ST(owner);
     CowIter *it;
     if (cowpy_resolve(owner) < 0)
         return NULL;
@@ -32,6 +34,9 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
                                            : it->snap.u.vec->b.len;
     if (!reverse)
         it->pos = 0;
+    cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &it->snap.u.map->log
+                                                             : &it->snap.u.vec->b, 0);
+    it->last_item = NULL;
     return (PyObject *)it;
 }
 
@@ -42,22 +47,57 @@ iter_dealloc(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     cow_val_release(&it->snap);
     Py_DECREF(it->owner);
+    Py_XDECREF(it->last_item);
     PyObject_Free(op);
     Py_DECREF(tp);
 }
 
-/* Next position to yield, or -1 at the end; holes are skipped. */
+/* Next position to yield (its key and value, or element, in *a and *b), or
+ * -1 at the end; holes are skipped. */
 static Py_ssize_t
-next_pos(CowIter *it)
+next_pos(CowIter *it, const cow_val **a, const cow_val **b)
 {
     int is_map = cow_tag_is_map(it->snap.tag);
     size_t n = is_map ? cow_map_entries(it->snap.u.map) : it->snap.u.vec->b.len;
     while (it->reverse ? it->pos > 0 : it->pos < n) {
         size_t p = it->reverse ? --it->pos : it->pos++;
-        if (!is_map || cow_map_entry_key(it->snap.u.map, p)->tag != COW_T_HOLE)
+        if (!is_map) {
+            *a = it->reverse ? cow_vb_get(&it->snap.u.vec->b, p) : cow_vec_iter_next(&it->fwd);
+            return (Py_ssize_t)p;
+        }
+        if (it->reverse) {
+            *a = cow_map_entry_key(it->snap.u.map, p);
+            *b = cow_map_entry_val(it->snap.u.map, p);
+        }
+        else {
+            *a = cow_vec_iter_next(&it->fwd);
+            *b = cow_vec_iter_next(&it->fwd);
+        }
+        if ((*a)->tag != COW_T_HOLE)
             return (Py_ssize_t)p;
     }
     return -1;
+}
+
+/* The (key, value) tuple, reusing the previous one if nobody kept it. */
+static PyObject *
+pair_of(CowIter *it, PyObject *pk, PyObject *pv)
+{
+    PyObject *t = it->last_item;
+    if (t && Py_REFCNT(t) == 1) {
+        Py_SETREF(((PyTupleObject *)t)->ob_item[0], pk);
+        Py_SETREF(((PyTupleObject *)t)->ob_item[1], pv);
+        return Py_NewRef(t);
+    }
+    if ((t = PyTuple_New(2)) == NULL) {
+        Py_DECREF(pk);
+        Py_DECREF(pv);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, pk);
+    PyTuple_SET_ITEM(t, 1, pv);
+    Py_XSETREF(it->last_item, Py_NewRef(t));
+    return t;
 }
 
 /* A value of the snapshot, attached to the owner.  If the owner has moved on
@@ -67,6 +107,8 @@ view_of(CowIter *it, cowpy_state *st, const cow_val *v, const cow_val *k, uint64
         size_t idx)
 {
     PyObject *res = cowpy_to_object(st, v, it->owner, k, h, idx);
+    if (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET)
+        return res;
     if (res && cowpy_resolve(it->owner) == 0 && (cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))
         && it->owner->root.u.map != it->snap.u.map && ((CowObject *)res)->parent)
         ((CowObject *)res)->seen = UINT64_MAX;
@@ -74,10 +116,8 @@ view_of(CowIter *it, cowpy_state *st, const cow_val *v, const cow_val *k, uint64
 }
 
 static PyObject *
-map_step(CowIter *it, cowpy_state *st, size_t e)
+map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val *v)
 {
-    const cow_map *m = it->snap.u.map;
-    const cow_val *k = cow_map_entry_key(m, e), *v = cow_map_entry_val(m, e);
     PyObject *pk = NULL, *pv = NULL;
     uint64_t h = 0;
     if (it->kind != COWPY_IT_VALUES && (pk = cowpy_to_object(st, k, NULL, NULL, 0, 0)) == NULL)
@@ -90,20 +130,21 @@ map_step(CowIter *it, cowpy_state *st, size_t e)
         Py_XDECREF(pk);
         return NULL;
     }
-    return it->kind == COWPY_IT_VALUES ? pv : Py_BuildValue("(NN)", pk, pv);
+    return it->kind == COWPY_IT_VALUES ? pv : pair_of(it, pk, pv);
 }
 
 static PyObject *
 iter_next(PyObject *op)
 {
     CowIter *it = (CowIter *)op;
-    cowpy_state *st = cowpy_state_of((PyObject *)it->owner);
-    Py_ssize_t p = next_pos(it);
+    cowpy_state *st = COWPY_ST(it->owner);
+    const cow_val *a = NULL, *b = NULL;
+    Py_ssize_t p = next_pos(it, &a, &b);
     if (p < 0)
         return NULL;
     if (cow_tag_is_map(it->snap.tag))
-        return map_step(it, st, (size_t)p);
-    return view_of(it, st, cow_vb_get(&it->snap.u.vec->b, (size_t)p), NULL, 0, (size_t)p);
+        return map_step(it, st, (size_t)p, a, b);
+    return view_of(it, st, a, NULL, 0, (size_t)p);
 }
 
 /* __length_hint__: entries left (an upper bound for maps with holes). */

@@ -23,7 +23,7 @@ list_len(PyObject *op)
 static PyObject *
 item_at(PyObject *op, size_t i)
 {
-    return cowpy_to_object(cowpy_state_of(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
+    return cowpy_to_object(COWPY_ST(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
 }
 
 static PyObject *
@@ -98,7 +98,7 @@ push_copy(cow_vecbody *dst, const cow_val *v)
 static int
 list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_vecbody fresh, *b;
     cow_vec_iter it;
     const cow_val *e;
@@ -148,7 +148,7 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
         return -1;
     rc = value ? PyObject_SetItem(plain, slice, value) : PyObject_DelItem(plain, slice);
     if (rc == 0)
-        rc = vals_from_iterable(cowpy_state_of(op), plain, &all);
+        rc = vals_from_iterable(COWPY_ST(op), plain, &all);
     Py_DECREF(plain);
     if (rc < 0)
         return -1;
@@ -158,7 +158,7 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
 static int
 list_set_index(PyObject *op, Py_ssize_t i, PyObject *value)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     val_array none = {NULL, 0};
     cow_val v;
     int rc;
@@ -204,7 +204,7 @@ list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
     PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
         return list_assign_extended(op, item, value);
-    if (value && vals_from_iterable(cowpy_state_of(op), value, &ins) < 0)
+    if (value && vals_from_iterable(COWPY_ST(op), value, &ins) < 0)
         return -1;
     if (stop < start)
         stop = start;
@@ -221,7 +221,7 @@ list_ass_item(PyObject *op, Py_ssize_t i, PyObject *value)
 static PyObject *
 list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_vec *vec = cow_vec_new();
     int rc = COW_OK;
     PyObject *res;
@@ -238,6 +238,7 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
         cow_vec_release(vec);
         return NULL;
     }
+    ((CowObject *)res)->st = st;
     ((CowObject *)res)->root = cow_val_vec(SELF->root.tag, vec);
     ((CowObject *)res)->pkey = cow_val_none();
     return res;
@@ -271,7 +272,7 @@ list_subscript(PyObject *op, PyObject *item)
 static int
 probe_value(PyObject *op, PyObject *x, cow_val *out)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     if (cowpy_resolve(SELF) < 0)
         return -1;
     if (cowpy_from_object(st, x, out) == 0)
@@ -387,7 +388,7 @@ list_remove(PyObject *op, PyObject *x)
 static PyObject *
 list_append(PyObject *op, PyObject *x)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val v;
     int rc;
     if (cowpy_from_object(st, x, &v) < 0)
@@ -408,7 +409,7 @@ list_extend(PyObject *op, PyObject *iterable)
 {
     val_array ins;
     Py_ssize_t len;
-    if (vals_from_iterable(cowpy_state_of(op), iterable, &ins) < 0)
+    if (vals_from_iterable(COWPY_ST(op), iterable, &ins) < 0)
         return NULL;
     if ((len = list_len(op)) < 0) {
         vals_release(&ins);
@@ -430,7 +431,7 @@ list_insert(PyObject *op, PyObject *args)
     i = clamp_index(i, len);
     if ((one = PyTuple_Pack(1, x)) == NULL)
         return NULL;
-    int rc = vals_from_iterable(cowpy_state_of(op), one, &ins);
+    int rc = vals_from_iterable(COWPY_ST(op), one, &ins);
     Py_DECREF(one);
     if (rc < 0 || list_splice(op, (size_t)i, (size_t)i, &ins) < 0)
         return NULL;
@@ -440,7 +441,7 @@ list_insert(PyObject *op, PyObject *args)
 static PyObject *
 list_pop(PyObject *op, PyObject *args)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     Py_ssize_t i = -1, len;
     val_array none = {NULL, 0};
     cow_val v;
@@ -517,7 +518,7 @@ list_reversed(PyObject *op, PyObject *unused)
 static PyObject *
 list_init_from(PyObject *op, PyObject *src)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val v;
     if (SELF->mut != 0 || body_of(op)->len != 0) {
         PyErr_SetString(PyExc_TypeError, "container already initialised");
@@ -556,6 +557,7 @@ list_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return cowpy_raise(st, COW_ENOMEM);
     }
+    self->st = st;
     self->root = cow_val_vec(frozen ? COW_T_FLIST : COW_T_LIST, v);
     self->pkey = cow_val_none();
     return (PyObject *)self;

@@ -21,7 +21,7 @@ set_len(PyObject *op)
 static int
 set_contains(PyObject *op, PyObject *key)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val probe;
     uint64_t h;
     size_t e;
@@ -39,7 +39,7 @@ set_contains(PyObject *op, PyObject *key)
 static PyObject *
 set_add(PyObject *op, PyObject *key)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val k;
     uint64_t h;
     int rc;
@@ -60,7 +60,7 @@ set_add(PyObject *op, PyObject *key)
 static PyObject *
 set_discard_flag(PyObject *op, PyObject *key)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val probe;
     uint64_t h;
     int owned = 0, rc;
@@ -81,7 +81,7 @@ set_discard_flag(PyObject *op, PyObject *key)
 static PyObject *
 set_pop(PyObject *op, PyObject *unused)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
     PyObject *res;
     int rc;
@@ -122,7 +122,7 @@ set_iter(PyObject *op)
 static PyObject *
 set_init_from(PyObject *op, PyObject *src)
 {
-    cowpy_state *st = cowpy_state_of(op);
+    cowpy_state *st = COWPY_ST(op);
     cow_val v;
     if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
         PyErr_SetString(PyExc_TypeError, "container already initialised");
@@ -161,6 +161,7 @@ set_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return cowpy_raise(st, COW_ENOMEM);
     }
+    self->st = st;
     self->root = cow_val_map(frozen ? COW_T_FSET : COW_T_SET, m);
     self->pkey = cow_val_none();
     return (PyObject *)self;

@@ -75,13 +75,13 @@ cowpy_begin_write(CowObject *self)
     if (cowpy_resolve(self) < 0)
         return -1;
     if (cowpy_is_frozen(self)) {
-        PyErr_Format(cowpy_state_of((PyObject *)self)->FrozenError,
+        PyErr_Format(COWPY_ST(self)->FrozenError,
                      "'%.200s' object is immutable", Py_TYPE(self)->tp_name);
         return -1;
     }
     rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.map)
                                         : cow_vec_own(&self->root.u.vec);
-    return rc < 0 ? cowpy_raise_int(cowpy_state_of((PyObject *)self), rc) : 0;
+    return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
 }
 
 int
@@ -106,7 +106,7 @@ cowpy_end_write(CowObject *self)
     else
         rc = cow_vb_set(&parent->root.u.vec->b, self->pidx, child);
     if (rc < 0)
-        return cowpy_raise_int(cowpy_state_of((PyObject *)self), rc);
+        return cowpy_raise_int(COWPY_ST(self), rc);
     if (cowpy_end_write(parent) < 0)
         return -1;
     self->seen = parent->mut;
@@ -135,12 +135,13 @@ cowpy_copy(PyObject *op, PyObject *unused)
     v = self->root;
     if (cow_tag_is_map(v.tag) ? (v.u.map = cow_map_clone(v.u.map)) == NULL
                               : (v.u.vec = cow_vec_clone(v.u.vec)) == NULL)
-        return cowpy_raise(cowpy_state_of(op), COW_ENOMEM);
+        return cowpy_raise(COWPY_ST(op), COW_ENOMEM);
     PyObject *res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
     if (res == NULL) {
         cow_val_release(&v);
         return NULL;
     }
+    ((CowObject *)res)->st = COWPY_ST(op);
     ((CowObject *)res)->root = v;
     ((CowObject *)res)->pkey = cow_val_none();
     return res;
@@ -160,7 +161,7 @@ cowpy_thaw_method(PyObject *op, PyObject *unused)
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
         return NULL;
-    return cowpy_thaw(cowpy_state_of(op), &self->root);
+    return cowpy_thaw(COWPY_ST(op), &self->root);
 }
 
 /* _hash(): content hash of a frozen container (stable across processes). */
@@ -179,11 +180,10 @@ cowpy_hash_method(PyObject *op, PyObject *unused)
 }
 
 static int
-is_ours(PyObject *op)
+is_ours(cowpy_state *st, PyObject *op)
 {
-    cowpy_state *st = cowpy_state_of(op);
-    return st && (PyObject_TypeCheck(op, st->dict_base) || PyObject_TypeCheck(op, st->list_base)
-                  || PyObject_TypeCheck(op, st->set_base));
+    return PyObject_TypeCheck(op, st->dict_base) || PyObject_TypeCheck(op, st->list_base)
+           || PyObject_TypeCheck(op, st->set_base);
 }
 
 /* _equal(other): structural equality with another cowstore container. */
@@ -191,7 +191,7 @@ PyObject *
 cowpy_equal_method(PyObject *op, PyObject *other)
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
-    if (!is_ours(other))
+    if (!is_ours(COWPY_ST(op), other))
         Py_RETURN_NOTIMPLEMENTED;
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;
@@ -203,7 +203,7 @@ PyObject *
 cowpy_same_method(PyObject *op, PyObject *other)
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
-    if (!is_ours(other))
+    if (!is_ours(COWPY_ST(op), other))
         Py_RETURN_FALSE;
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;

@@ -1,0 +1,278 @@
+"""Behaviour of the public API that a dict/list/set user relies on, and the
+documented places where cowstore differs."""
+import collections.abc as abc
+import copy
+import pickle
+
+import pytest
+
+import cowstore
+from cowstore import (CowDict, CowList, CowSet, FrozenDict, FrozenList, FrozenSet,
+                      freeze, thaw)
+
+
+class Opaque:
+    pass
+
+
+# ---- dict behaviour ---------------------------------------------------------
+
+def test_dict_order_follows_dict_semantics():
+    d, plain = CowDict(), {}
+    for target in (d, plain):
+        for k in "abcde":
+            target[k] = ord(k)
+        target["b"] = 0          # re-assignment keeps its place
+        del target["c"]
+        target["c"] = 1          # re-insertion moves to the end
+    assert list(d.items()) == list(plain.items())
+    assert list(reversed(d)) == list(reversed(plain))
+    assert d.popitem() == plain.popitem() == ("c", 1)
+
+
+def test_numeric_keys_unify_like_dict():
+    d = CowDict()
+    d[1] = "int"
+    d[1.0] = "float"
+    d[True] = "bool"
+    assert len(d) == 1 and d[1] == "bool"
+    assert type(next(iter(d))) is int      # the first key object's type is kept
+    d[2 ** 70] = "big"
+    assert d[float(2 ** 70)] == "big"
+    d[-0.0] = "zero"
+    assert d[0] == "zero"
+
+
+def test_missing_key_and_unhashable_key_errors_match_dict():
+    d = CowDict(a=1)
+    with pytest.raises(KeyError) as info:
+        d["nope"]
+    assert info.value.args == ("nope",)
+    with pytest.raises(TypeError, match="unhashable"):
+        d[["list"]] = 1
+    with pytest.raises(TypeError, match="unhashable"):
+        d[["list"]]
+    assert d.get(Opaque()) is None          # hashable but never stored: absent
+    assert Opaque() not in d
+
+
+def test_dict_api_surface():
+    d = CowDict.fromkeys("ab", 0)
+    assert d == {"a": 0, "b": 0}
+    assert d.setdefault("c", []) == [] and isinstance(d["c"], CowList)
+    d.update({"x": 1}, y=2)
+    d.update([("z", 3)])
+    assert d.pop("z") == 3 and d.pop("z", "dflt") == "dflt"
+    assert (d | {"q": 9})["q"] == 9 and "q" not in d
+    assert ({"q": 9} | d)["a"] == 0
+    d |= {"w": 5}
+    assert d["w"] == 5
+    assert set(d.keys()) & {"a", "w"} == {"a", "w"}
+    assert ("a", 0) in d.items()
+    assert 5 in d.values()
+    d.clear()
+    assert len(d) == 0 and d == {}
+    with pytest.raises(KeyError):
+        d.popitem()
+    assert isinstance(d, abc.MutableMapping)
+    assert CowDict[str, int] is not None
+
+
+def test_nested_views_write_through_and_detach():
+    d = CowDict({"a": {"b": 1}, "l": [1, {"deep": []}]})
+    d["a"]["b"] = 2
+    d["l"][1]["deep"].append("x")
+    assert thaw(d) == {"a": {"b": 2}, "l": [1, {"deep": ["x"]}]}
+    x = d["a"]
+    y = d["a"]
+    y["c"] = 3                      # a second view of the same slot
+    assert x == {"b": 2, "c": 3}    # ...is seen by the first
+    d["a"] = {}                     # the slot now holds another container
+    x["after"] = 1
+    assert d["a"] == {} and x["after"] == 1
+
+
+def test_storing_copies_in_value_semantics():
+    inner = {"k": 1}
+    d = CowDict(a=inner)
+    inner["k"] = 2
+    assert d["a"]["k"] == 1
+
+
+# ---- copies -------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [copy.copy, copy.deepcopy, lambda c: c.copy()])
+def test_copies_are_independent_both_ways(make):
+    d = freeze({"a": {"b": [1, 2]}, "n": 1})
+    c = make(d)
+    c["a"]["b"].append(3)
+    d["n"] = 2
+    assert thaw(d) == {"a": {"b": [1, 2]}, "n": 2}
+    assert thaw(c) == {"a": {"b": [1, 2, 3]}, "n": 1}
+
+
+def test_view_of_copied_container_detaches_from_old_slot():
+    d = CowDict(a={"x": 1})
+    x = d["a"]
+    d["a"] = x.copy()               # a new container in the slot
+    x["x"] = 99
+    assert d["a"]["x"] == 1
+
+
+# ---- list behaviour -----------------------------------------------------------
+
+def test_list_api_surface():
+    l = CowList(range(5))
+    l.append(5)
+    l.extend([6, 7])
+    l.insert(0, -1)
+    l.insert(-1, 6.5)
+    l.insert(100, 8)
+    plain = list(range(5)) + [5, 6, 7]
+    plain.insert(0, -1)
+    plain.insert(-1, 6.5)
+    plain.insert(100, 8)
+    assert l == plain
+    assert l.pop() == plain.pop() and l.pop(0) == plain.pop(0)
+    l.remove(6.5)
+    plain.remove(6.5)
+    assert l == plain and l.index(3) == plain.index(3) and l.count(3) == 1
+    l[1:3] = ["a", "b", "c"]
+    plain[1:3] = ["a", "b", "c"]
+    l[::2] = range(len(l[::2]))
+    plain[::2] = range(len(plain[::2]))
+    del l[-2:]
+    del plain[-2:]
+    assert l == plain and l[::-1] == plain[::-1]
+    assert isinstance(l[1:], CowList)
+    with pytest.raises(ValueError):
+        l[::2] = [1]
+    with pytest.raises(IndexError, match="out of range"):
+        l[100]
+    with pytest.raises(IndexError, match="empty"):
+        CowList().pop()
+    with pytest.raises(ValueError):
+        l.index("absent")
+    assert isinstance(l, abc.MutableSequence)
+
+
+def test_list_operators_and_sort():
+    l = CowList([3, 1, 2])
+    assert l + [4] == [3, 1, 2, 4] and [0] + l == [0, 3, 1, 2]
+    assert l * 2 == [3, 1, 2] * 2 and 2 * l == [3, 1, 2] * 2
+    l.sort()
+    assert l == [1, 2, 3]
+    l.sort(key=lambda v: -v, reverse=True)
+    assert l == [1, 2, 3]
+    l.reverse()
+    assert l == [3, 2, 1]
+    assert l > [3, 2] and l < [4] and l >= CowList([3, 2, 1])
+    l += [0]
+    l *= 2
+    assert l == [3, 2, 1, 0] * 2
+    assert (l == (3, 2, 1, 0, 3, 2, 1, 0)) is False
+
+
+def test_big_list_crosses_trie_levels():
+    n = 40000
+    l = CowList(range(n))
+    c = l.copy()
+    for i in range(0, n, 997):
+        c[i] = -i
+    assert l[n - 1] == n - 1 and c[997] == -997 and l[997] == 997
+    while len(c) > 10:
+        c.pop()
+    assert c == [0] + list(range(1, 10)) and len(l) == n
+
+
+# ---- sets -------------------------------------------------------------------------
+
+def test_set_api_surface():
+    s = CowSet([1, 2, 3])
+    assert s | {4} == {1, 2, 3, 4} and s & {2, 9} == {2} and s - {1} == {2, 3}
+    assert s ^ {3, 4} == {1, 2, 4} and s <= {1, 2, 3, 4} and s < {1, 2, 3, 4}
+    s.add(4)
+    s.discard(99)
+    s.remove(4)
+    with pytest.raises(KeyError):
+        s.remove(4)
+    assert s.pop() == 3 and s == {1, 2}
+    assert isinstance(s, abc.MutableSet)
+    assert freeze({"s": frozenset({1})})["s"] == FrozenSet({1})
+    assert isinstance(freeze({"s": {1}})["s"], CowSet)
+
+
+# ---- frozen -------------------------------------------------------------------
+
+def test_frozen_variants_are_immutable_and_hashable():
+    fd = FrozenDict(a={"b": [1]})
+    assert hash(fd) == hash(FrozenDict(a={"b": [1]}))
+    assert isinstance(fd["a"], FrozenDict) and isinstance(fd["a"]["b"], FrozenList)
+    with pytest.raises(cowstore.FrozenError):
+        fd["x"] = 1
+    with pytest.raises(TypeError):       # FrozenError is a TypeError too
+        fd["a"]["b"].append(2)
+    fl = FrozenList([1, (2, 3)])
+    assert {fl: 1}[FrozenList([1, (2, 3)])] == 1
+    assert hash(FrozenSet({1, 2})) == hash(FrozenSet({2, 1}))
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(CowDict())
+    d = CowDict()
+    d[fd] = "frozen key"
+    assert d[FrozenDict(a={"b": [1]})] == "frozen key"
+
+
+# ---- conversion errors ------------------------------------------------------
+
+def test_unsupported_type_names_type_and_path():
+    with pytest.raises(cowstore.UnsupportedTypeError,
+                       match=r"'Opaque' \(at root\['a'\]\[1\]\)"):
+        freeze({"a": [1, Opaque()]})
+    assert issubclass(cowstore.UnsupportedTypeError, TypeError)
+    assert issubclass(cowstore.UnsupportedTypeError, cowstore.CowstoreError)
+
+
+def test_cycle_is_refused():
+    loop = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(cowstore.CycleError, match=r"root\['a'\]\[0\]"):
+        freeze(loop)
+    assert issubclass(cowstore.CycleError, ValueError)
+
+
+def test_failed_insert_leaves_container_unchanged():
+    d = CowDict(a=1)
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        d["b"] = {"ok": 1, "bad": Opaque()}
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        d.update({"c": 1, "d": Opaque()})
+    l = CowList([1])
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        l.extend([2, Opaque()])
+    assert d == {"a": 1} and l == [1]
+
+
+def test_nan_key_is_refused_with_reason():
+    with pytest.raises(cowstore.CowValueError, match="NaN"):
+        CowDict()[float("nan")] = 1
+
+
+# ---- pickling and freeze/thaw -------------------------------------------------
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_pickle_round_trip(protocol):
+    data = {"a": [1, 2.5, "s", b"b", None, True, (1, 2)], "n": {"x": {1, 2}},
+            "f": frozenset({3}), "big": 2 ** 100, "neg": -(2 ** 90)}
+    for obj in (freeze(data), FrozenDict(data), CowList([data]), CowSet({1, 2}),
+                FrozenList([1]), FrozenSet({1})):
+        back = pickle.loads(pickle.dumps(obj, protocol))
+        assert type(back) is type(obj) and back == obj
+
+
+def test_freeze_thaw_round_trip_keeps_types():
+    data = {"t": (1, [2]), "s": {1}, "fs": frozenset({2}), "l": [{"d": 1}], "i": 2 ** 64,
+            "long": "x" * 100, "b": b"\x00" * 20, "u": "h\u00e9llo \U0001f600"}
+    back = thaw(freeze(data))
+    assert back == data
+    assert type(back["fs"]) is frozenset and type(back["t"]) is tuple
+    assert freeze(5) == 5 and freeze("x") == "x"
