@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 
@@ -98,7 +99,7 @@ static cow_hnode **hn_kids(const cow_hnode *n) { return (cow_hnode **)(hn_leaves
 static cow_hnode *
 hn_new(int kind, unsigned nleaves, unsigned nkids)
 {
-    cow_hnode *n = malloc(sizeof(cow_hnode) + nleaves * sizeof(cow_hleaf)
+    cow_hnode *n = cow_malloc(sizeof(cow_hnode) + nleaves * sizeof(cow_hleaf)
                           + nkids * sizeof(cow_hnode *));
     if (n == NULL)
         return NULL;
@@ -119,7 +120,7 @@ hn_release(cow_hnode *n)
         for (unsigned i = 0; i < popc(n->nodemap); i++)
             hn_release(hn_kids(n)[i]);
     live_hnodes--;
-    free(n);
+    cow_free(n);
 }
 
 static void
@@ -140,7 +141,7 @@ hn_own(cow_hnode **slot)
         return COW_OK;
     size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
            + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_hnode *);
-    if ((c = malloc(size)) == NULL)
+    if ((c = cow_malloc(size)) == NULL)
         return COW_ENOMEM;
     memcpy(c, n, size);
     c->refcnt = 1;
@@ -333,7 +334,7 @@ hn_add_leaf_in_place(cow_hnode **slot, uint32_t bit, cow_hleaf leaf)
     cow_hnode *n = *slot;
     unsigned nleaves = popc(n->datamap), nkids = popc(n->nodemap);
     unsigned pos = popc(n->datamap & (bit - 1));
-    cow_hnode *g = realloc(n, sizeof(cow_hnode) + (nleaves + 1) * sizeof(cow_hleaf)
+    cow_hnode *g = cow_realloc(n, sizeof(cow_hnode) + (nleaves + 1) * sizeof(cow_hleaf)
                               + nkids * sizeof(cow_hnode *));
     if (g == NULL)
         return COW_ENOMEM;
@@ -444,7 +445,7 @@ hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
 cow_map *
 cow_map_new(void)
 {
-    cow_map *m = calloc(1, sizeof *m);
+    cow_map *m = cow_calloc(1, sizeof *m);
     if (m) {
         m->refcnt = 1;
         m->ident = cow_next_ident();
@@ -473,7 +474,7 @@ cow_map_release(cow_map *m)
     if (m == NULL || --m->refcnt > 0)
         return;
     cow_map_clear(m);
-    free(m);
+    cow_free(m);
 }
 
 cow_map *

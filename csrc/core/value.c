@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/value.h"
@@ -12,7 +13,7 @@
 static int
 blob_new(cow_val *out, cow_tag tag, const void *data, size_t len)
 {
-    cow_blob *b = malloc(sizeof(cow_blob) + len);
+    cow_blob *b = cow_malloc(sizeof(cow_blob) + len);
     if (b == NULL)
         return COW_ENOMEM;
     b->refcnt = 1;
@@ -119,7 +120,7 @@ cow_val_release(cow_val *v)
 {
     if (has_blob(v->tag)) {
         if (--v->u.blob->refcnt == 0)
-            free(v->u.blob);
+            cow_free(v->u.blob);
     }
     else if (cow_tag_is_vec(v->tag))
         cow_vec_release(v->u.vec);

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cowstore/alloc.h"
 #include "cowstore/vec.h"
 
 struct cow_vnode {
@@ -65,7 +66,7 @@ tailoff(size_t len)
 static cow_vnode *
 vn_leaf_new(unsigned cap)
 {
-    cow_vnode *n = malloc(sizeof(cow_vnode) + cap * sizeof(cow_val));
+    cow_vnode *n = cow_malloc(sizeof(cow_vnode) + cap * sizeof(cow_val));
     if (n == NULL)
         return NULL;
     n->refcnt = 1;
@@ -80,7 +81,7 @@ vn_leaf_new(unsigned cap)
 static cow_vnode *
 vn_inner_new(void)
 {
-    cow_vnode *n = calloc(1, sizeof(cow_vnode) + COW_VEC_WIDTH * sizeof(cow_vnode *));
+    cow_vnode *n = cow_calloc(1, sizeof(cow_vnode) + COW_VEC_WIDTH * sizeof(cow_vnode *));
     if (n == NULL)
         return NULL;
     n->refcnt = 1;
@@ -102,7 +103,7 @@ vn_release(cow_vnode *n)
             vn_release(vn_kids(n)[i]);
     }
     live_nodes--;
-    free(n);
+    cow_free(n);
 }
 
 /* Makes *slot exclusively owned with room for `cap` values (leaves); a shared
@@ -468,7 +469,7 @@ cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
 cow_vec *
 cow_vec_new(void)
 {
-    cow_vec *v = calloc(1, sizeof *v);
+    cow_vec *v = cow_calloc(1, sizeof *v);
     if (v) {
         v->refcnt = 1;
         v->ident = cow_next_ident();
@@ -485,7 +486,7 @@ cow_vec_release(cow_vec *v)
     if (v == NULL || --v->refcnt > 0)
         return;
     cow_vb_clear(&v->b);
-    free(v);
+    cow_free(v);
 }
 
 cow_vec *

@@ -1,5 +1,6 @@
 /* cowstore._cowstore: module init (multi-phase), module state, functions. */
 #include "cowpy.h"
+#include "cowstore/alloc.h"
 
 static struct PyModuleDef cowpy_module;
 
@@ -146,10 +147,16 @@ add_type(PyObject *mod, PyTypeObject **slot, PyType_Spec *spec)
     return PyModule_AddType(mod, *slot);
 }
 
+/* Core memory comes from CPython's raw allocator, so tracemalloc sees it. */
+static const cow_allocator python_raw_allocator = {
+    PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree,
+};
+
 static int
 cowpy_exec(PyObject *mod)
 {
     cowpy_state *st = state_of_module(mod);
+    cow_set_allocator(&python_raw_allocator);
     if (add_type(mod, &st->dict_base, &cowpy_dict_spec) < 0
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0
