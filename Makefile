@@ -54,15 +54,17 @@ test: ctest pytest
 # The extension and the whole pytest suite under ASan + UBSan.  CPython itself is
 # not instrumented, so libasan is preloaded and leak reports (CPython's own
 # interned objects at exit) are off; the refcount/tracemalloc leak tests cover leaks.
+# The instrumented module replaces the in-place one for the run (the editable
+# install would shadow any other location) and the normal build is restored.
 ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
 UBSAN_LIB = $(shell $(CC) -print-file-name=libubsan.so)
+SANITIZED_RUN = LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 test-sanitize: venv
-	rm -rf build/asan && mkdir -p build/asan/cowstore
-	COWSTORE_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan --build-temp build/asan-tmp --force
-	cp cowstore/*.py cowstore/*.pyi cowstore/py.typed build/asan/cowstore/
-	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=build/asan \
-	  HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q -p no:cacheprovider tests/python
+	COWSTORE_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force --build-temp build/asan-tmp
+	@nm -D cowstore/_cowstore*.so | grep -q __asan_report || { echo "extension is not instrumented"; exit 1; }
+	@set +e; $(SANITIZED_RUN) HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q -p no:cacheprovider tests/python; \
+	  rc=$$?; $(PY) setup.py -q build_ext --inplace --force; exit $$rc
 
 bench: build
 	$(PY) -m pip install -q -e '.[bench]'
