@@ -41,7 +41,8 @@
  *      hash32 of its key; no hole appears.
  *  H4  a collision node's leaves are ordered by cow_val_order of their keys;
  *      lookups binary-search to the first key not below the probe and scan the
- *      run that compares equal (a run longer than one only for map/set keys).
+ *      run that compares equal (a run longer than one only for map/set keys
+ *      and NaNs).
  *  H5  canonical shape: a non-root bitmap node holds >= 2 leaves or >= 1
  *      child; a collision node (never the root) holds >= 2 leaves.  So equal
  *      maps built in any order have the same index shape.

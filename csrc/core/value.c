@@ -286,7 +286,15 @@ num_order(const cow_val *a, const cow_val *b)
     uint64_t bx, by;
     memcpy(&bx, &x.f, sizeof bx);
     memcpy(&by, &y.f, sizeof by);
-    return cmp_u64(bx, by) ? cmp_u64(bx, by) : 1;   /* NaN never equals */
+    return cmp_u64(bx, by);     /* NaNs by their bits: see num_is_nan */
+}
+
+/* A NaN orders as its bit pattern, so a collision bucket can sort NaN keys
+ * (H4 needs an antisymmetric order), yet it equals nothing, itself included. */
+static int
+num_is_nan(const cow_val *v)
+{
+    return v->tag == COW_T_FLOAT && isnan(v->u.f);
 }
 
 /* ---- hashing ------------------------------------------------------------ */
@@ -443,7 +451,7 @@ cow_val_equal(const cow_val *a, const cow_val *b)
         return 0;
     switch (ra) {
     case 0: return 1;
-    case 1: return num_order(a, b) == 0;
+    case 1: return num_order(a, b) == 0 && !num_is_nan(a);
     case 2:
     case 3: return span_order(a, b) == 0;
     case 4:

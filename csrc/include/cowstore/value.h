@@ -136,8 +136,9 @@ int cow_val_hash_content(const cow_val *v, uint64_t *out);
  * list != tuple, set == frozenset.  No errors: both values are well formed. */
 int cow_val_equal(const cow_val *a, const cow_val *b);
 /* Ordering for collision buckets: consistent with cow_val_equal (equal values
- * compare 0); maps and sets of one kind compare 0 to each other, so a bucket
- * scans such a run linearly (see map.c, invariant H4). */
+ * compare 0); maps and sets of one kind compare 0 to each other, as do NaNs of
+ * one bit pattern (never equal), so a bucket scans such a run linearly (see
+ * map.c, invariant H4). */
 int cow_val_order(const cow_val *a, const cow_val *b);
 
 #endif
