@@ -316,10 +316,12 @@ replace(cow_hnode **slot, cow_hnode *c)
 static int
 coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
 {
-    cow_hnode *n = *slot;
-    unsigned pos = coll_lower_bound(m, n, entry_key(m, leaf.entry));
-    cow_hnode *c = hn_new(HN_COLLISION, n->count + 1u, 0);
-    if (c == NULL)
+    cow_hnode *n = *slot, *c;
+    unsigned pos;
+    if (n->count == COW_MAP_MAX_COLLISIONS)
+        return COW_EOVERFLOW;           /* count would wrap: refuse, never lose the bucket */
+    pos = coll_lower_bound(m, n, entry_key(m, leaf.entry));
+    if ((c = hn_new(HN_COLLISION, n->count + 1u, 0)) == NULL)
         return COW_ENOMEM;
     memcpy(hn_leaves(c), hn_leaves(n), pos * sizeof(cow_hleaf));
     hn_leaves(c)[pos] = leaf;

@@ -16,6 +16,8 @@
 #define COW_MAP_COMPACT_MIN 16
 /* Entry indices are 32-bit in the index leaves. */
 #define COW_MAP_MAX_ENTRIES UINT32_MAX
+/* Keys sharing one 32-bit index hash: a collision node counts them in 16 bits. */
+#define COW_MAP_MAX_COLLISIONS UINT16_MAX
 
 typedef struct cow_hnode cow_hnode;
 
@@ -38,7 +40,9 @@ size_t cow_map_len(const cow_map *m);
 /* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */
 int cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry);
 int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val);
-/* Inserts or replaces: steals key and val.  A replaced key keeps its place. */
+/* Inserts or replaces: steals key and val.  A replaced key keeps its place.
+ * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
+ * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */
 int cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val);
 /* Removes key; its value is moved to *out (new reference) when out != NULL,
  * else released.  Returns COW_FOUND / COW_NOT_FOUND / error. */
