@@ -1,0 +1,581 @@
+/* Criterion tests for csrc/core/vec.c: the persistent vector against a plain
+ * C array model, with cow_vec_check (VEC1..VEC5) along the way, path copying
+ * between copies, node accounting, iteration and the structural diff.
+ *
+ * Sizes are chosen to cross the shape changes: the tail filling (32), the root
+ * leaf becoming an inner node (33 + 32), each trie level filling (1024 + 32,
+ * 32768 + 32) and the same boundaries again on the way down. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+#include "cowtest.h"
+
+TestSuite(vec, .fini = tu_leak_check);
+
+/* Past the third trie level: len 32800 + 32 is the first with shift 15. */
+#define BIG 33000
+
+/* ---- the model ------------------------------------------------------------
+ * An element is named by an id.  Every seventh id is stored as a blob string so
+ * that copies and releases move real reference counts; the rest are ints. */
+
+static cow_val
+val_for(int64_t id)
+{
+    if (id % 7 == 0)
+        return tu_str("vector element %lld, long enough for a blob", (long long)id);
+    return cow_val_int(id);
+}
+
+static int
+val_is(const cow_val *v, int64_t id)
+{
+    char buf[96];
+    const char *p;
+    size_t n;
+    int len;
+    if (id % 7 != 0)
+        return v->tag == COW_T_INT && v->u.i == id;
+    len = snprintf(buf, sizeof buf, "vector element %lld, long enough for a blob", (long long)id);
+    cow_val_span(v, &p, &n);
+    return v->tag == COW_T_STR && n == (size_t)len && memcmp(p, buf, n) == 0;
+}
+
+typedef struct model {
+    int64_t *ids;
+    size_t len, cap;
+} model;
+
+static void
+model_push(model *m, int64_t id)
+{
+    if (m->len == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 64;
+        m->ids = realloc(m->ids, m->cap * sizeof *m->ids);
+        cr_assert_not_null(m->ids);
+    }
+    m->ids[m->len++] = id;
+}
+
+static void
+model_copy(model *dst, const model *src)
+{
+    dst->len = dst->cap = src->len;
+    dst->ids = malloc((src->len ? src->len : 1) * sizeof *dst->ids);
+    cr_assert_not_null(dst->ids);
+    if (src->len)
+        memcpy(dst->ids, src->ids, src->len * sizeof *dst->ids);
+}
+
+static void
+vb_push_id(cow_vecbody *b, model *m, int64_t id)
+{
+    cr_assert_eq(cow_vb_push(b, val_for(id)), COW_OK, "push at len %zu", b->len);
+    model_push(m, id);
+}
+
+static void
+vb_pop_id(cow_vecbody *b, model *m)
+{
+    cow_val out;
+    cr_assert_eq(cow_vb_pop(b, &out), COW_OK, "pop at len %zu", b->len);
+    cr_assert(val_is(&out, m->ids[m->len - 1]), "pop at len %zu returned the wrong value",
+              b->len + 1);
+    cow_val_release(&out);
+    m->len--;
+}
+
+static void
+vb_set_id(cow_vecbody *b, model *m, size_t i, int64_t id)
+{
+    cr_assert_eq(cow_vb_set(b, i, val_for(id)), COW_OK, "set %zu of %zu", i, b->len);
+    m->ids[i] = id;
+}
+
+/* The body holds exactly the model's values, and is well formed. */
+static void
+assert_matches(const cow_vecbody *b, const model *m, const char *what)
+{
+    cr_assert_eq(cow_vec_check(b), COW_OK, "%s: cow_vec_check failed at len %zu", what, b->len);
+    cr_assert_eq(b->len, m->len, "%s: length", what);
+    for (size_t i = 0; i < m->len; i++)
+        cr_assert(val_is(cow_vb_get(b, i), m->ids[i]), "%s: element %zu of %zu", what, i,
+                  m->len);
+}
+
+/* Lengths at which the shape changes, give or take one. */
+static int
+near_boundary(size_t len)
+{
+    static const size_t edges[] = {32, 64, 1024, 1056, 32768, 32800};
+    for (size_t k = 0; k < sizeof edges / sizeof *edges; k++)
+        if (len + 1 >= edges[k] && len <= edges[k] + 1)
+            return 1;
+    return 0;
+}
+
+/* ---- push, get, set, pop -------------------------------------------------- */
+
+Test(vec, push_then_pop_across_every_level)
+{
+    long start = cow_vec_live_nodes();
+    cow_vecbody b;
+    model m = {0};
+    cow_vb_init(&b);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    for (int64_t id = 1; id <= BIG; id++) {
+        vb_push_id(&b, &m, id);
+        if (b.len < 2200 || b.len % 61 == 0 || near_boundary(b.len))
+            cr_assert_eq(cow_vec_check(&b), COW_OK, "check after push, len %zu", b.len);
+        if (near_boundary(b.len))
+            assert_matches(&b, &m, "growing");
+    }
+    assert_matches(&b, &m, "full");
+    while (b.len > 0) {
+        vb_pop_id(&b, &m);
+        if (b.len < 2200 || b.len % 61 == 0 || near_boundary(b.len))
+            cr_assert_eq(cow_vec_check(&b), COW_OK, "check after pop, len %zu", b.len);
+        if (near_boundary(b.len))
+            assert_matches(&b, &m, "shrinking");
+    }
+    cr_assert_null(b.tail);
+    cr_assert_null(b.root);
+    cr_assert_eq(cow_vec_live_nodes(), start, "nodes left after popping everything");
+    free(m.ids);
+}
+
+Test(vec, set_every_index_at_each_shape)
+{
+    static const size_t sizes[] = {1, 31, 32, 33, 64, 65, 1024, 1056, 1057, 1100, 32801};
+    long start = cow_vec_live_nodes();
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        cow_vecbody b;
+        model m = {0};
+        cow_vb_init(&b);
+        for (size_t i = 0; i < sizes[s]; i++)
+            vb_push_id(&b, &m, (int64_t)i);
+        for (size_t i = 0; i < sizes[s]; i++)
+            vb_set_id(&b, &m, i, (int64_t)(sizes[s] + 3 * i));
+        assert_matches(&b, &m, "after setting every index");
+        cow_vb_clear(&b);
+        cr_assert_eq(b.len, 0);
+        cr_assert_eq(cow_vec_check(&b), COW_OK);
+        cr_assert_eq(cow_vec_live_nodes(), start, "size %zu leaked nodes", sizes[s]);
+        free(m.ids);
+    }
+}
+
+Test(vec, random_operations_against_model)
+{
+    long start = cow_vec_live_nodes();
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        uint64_t rng = seed;
+        cow_vecbody b;
+        model m = {0};
+        cow_vb_init(&b);
+        for (int step = 0; step < 12000; step++) {
+            /* Alternate growing and shrinking phases to cross 1024 both ways. */
+            int grow = (step / 3000) % 2 == 0;
+            size_t r = tu_below(&rng, 100);
+            if (b.len == 0 || r < (grow ? 55u : 15u))
+                vb_push_id(&b, &m, (int64_t)tu_below(&rng, 1000000));
+            else if (r < 70)
+                vb_pop_id(&b, &m);
+            else
+                vb_set_id(&b, &m, tu_below(&rng, b.len), (int64_t)tu_below(&rng, 1000000));
+            cr_assert_eq(cow_vec_check(&b), COW_OK, "seed %llu step %d", (unsigned long long)seed,
+                         step);
+            if (b.len) {
+                size_t i = tu_below(&rng, b.len);
+                cr_assert(val_is(cow_vb_get(&b, i), m.ids[i]), "seed %llu step %d index %zu",
+                          (unsigned long long)seed, step, i);
+            }
+            if (step % 1000 == 999)
+                assert_matches(&b, &m, "random");
+        }
+        assert_matches(&b, &m, "random, final");
+        cow_vb_clear(&b);
+        free(m.ids);
+    }
+    cr_assert_eq(cow_vec_live_nodes(), start);
+}
+
+Test(vec, out_of_range_and_empty)
+{
+    long start = cow_vec_live_nodes();
+    cow_vecbody b;
+    cow_val out = cow_val_int(42);
+    cow_vb_init(&b);
+    cr_assert_eq(cow_vb_pop(&b, &out), COW_EINDEX);
+    cr_assert(out.tag == COW_T_INT && out.u.i == 42, "a failed pop must not touch *out");
+    /* set steals its value even when it fails: the blob must be released. */
+    cr_assert_eq(cow_vb_set(&b, 0, tu_str("a blob that set must release")), COW_EINDEX);
+    cr_assert_eq(cow_vb_push(&b, cow_val_int(1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&b, 1, tu_str("another blob that set must release")), COW_EINDEX);
+    cr_assert_eq(cow_vb_set(&b, (size_t)-1, cow_val_int(0)), COW_EINDEX);
+    cr_assert_eq(b.len, 1);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    cow_vb_clear(&b);
+    cr_assert_eq(cow_vec_live_nodes(), start);
+}
+
+/* ---- copies ----------------------------------------------------------------- */
+
+/* Mutates b (and its model) by sets, pushes and pops in a seeded pattern. */
+static void
+scramble(cow_vecbody *b, model *m, uint64_t seed, int64_t id_base)
+{
+    uint64_t rng = seed;
+    for (size_t i = 0; i < b->len; i += 97)
+        vb_set_id(b, m, i, id_base + (int64_t)i);
+    for (int k = 0; k < 40; k++)
+        vb_push_id(b, m, id_base + 1000000 + k);
+    for (int k = 0; k < 70 && b->len; k++)
+        vb_pop_id(b, m);
+    for (int k = 0; k < 20 && b->len; k++)
+        vb_set_id(b, m, tu_below(&rng, b->len), id_base + 2000000 + k);
+}
+
+Test(vec, copies_are_isolated_both_ways)
+{
+    static const size_t sizes[] = {0, 5, 20, 33, 100, 1057, 1100, BIG};
+    long start = cow_vec_live_nodes();
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        cow_vecbody a, c;
+        model ma = {0}, mc;
+        cow_vb_init(&a);
+        for (size_t i = 0; i < sizes[s]; i++)
+            vb_push_id(&a, &ma, (int64_t)i);
+        cow_vb_dup(&c, &a);
+        model_copy(&mc, &ma);
+        cr_assert(cow_vb_same(&a, &c));
+
+        scramble(&c, &mc, 7 + s, 10000000);          /* the copy moves */
+        assert_matches(&a, &ma, "original after mutating the copy");
+        assert_matches(&c, &mc, "copy after mutating it");
+
+        scramble(&a, &ma, 11 + s, 20000000);         /* the original moves */
+        assert_matches(&c, &mc, "copy after mutating the original");
+        assert_matches(&a, &ma, "original after mutating it");
+
+        cow_vb_clear(&a);
+        assert_matches(&c, &mc, "copy after clearing the original");
+        cow_vb_clear(&c);
+        cr_assert_eq(cow_vec_live_nodes(), start, "size %zu leaked nodes", sizes[s]);
+        free(ma.ids);
+        free(mc.ids);
+    }
+}
+
+Test(vec, set_on_copy_copies_only_the_path)
+{
+    /* BIG has four levels (shift 15): a set in the trie copies root, two inner
+     * nodes and the leaf; a set in the tail copies the tail alone. */
+    long start = cow_vec_live_nodes(), before;
+    cow_vecbody a, c;
+    model m = {0};
+    cow_vb_init(&a);
+    for (int64_t i = 0; i < BIG; i++)
+        vb_push_id(&a, &m, i);
+    cr_assert_eq(a.shift, 15);
+    cow_vb_dup(&c, &a);
+    before = cow_vec_live_nodes();
+    cr_assert_eq(cow_vb_set(&c, 12345, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vec_live_nodes() - before, 4, "a trie set must copy exactly its path");
+    before = cow_vec_live_nodes();
+    cr_assert_eq(cow_vb_set(&c, 12346, cow_val_int(-2)), COW_OK);
+    cr_assert_eq(cow_vec_live_nodes(), before, "the path is now owned: no more copies");
+    cr_assert_eq(cow_vb_set(&c, BIG - 1, cow_val_int(-3)), COW_OK);
+    cr_assert_eq(cow_vec_live_nodes() - before, 1, "a tail set copies the tail only");
+    cr_assert(val_is(cow_vb_get(&a, 12345), 12345));
+    cr_assert(val_is(cow_vb_get(&a, BIG - 1), BIG - 1));
+    cr_assert_eq(cow_vb_get(&c, 12345)->u.i, -1);
+    cr_assert_eq(cow_vec_check(&a), COW_OK);
+    cr_assert_eq(cow_vec_check(&c), COW_OK);
+    cow_vb_clear(&a);
+    cow_vb_clear(&c);
+    cr_assert_eq(cow_vec_live_nodes(), start);
+    free(m.ids);
+}
+
+Test(vec, refcounted_holder_own)
+{
+    long start = cow_vec_live_nodes();
+    cow_vec *v = cow_vec_new(), *alias;
+    cr_assert_not_null(v);
+    for (int64_t i = 0; i < 100; i++)
+        cr_assert_eq(cow_vb_push(&v->b, val_for(i)), COW_OK);
+    alias = v;
+    cr_assert_eq(cow_vec_own(&alias), COW_OK);
+    cr_assert_eq(alias, v, "an unshared vector is owned already");
+    cow_vec_retain(v);
+    cr_assert_eq(cow_vec_own(&alias), COW_OK);
+    cr_assert_neq(alias, v, "a shared vector gets a new header");
+    cr_assert_eq(v->refcnt, 1);
+    cr_assert_eq(cow_vec_len(alias), 100);
+    cr_assert_eq(cow_vb_set(&alias->b, 50, cow_val_int(-50)), COW_OK);
+    cr_assert(val_is(cow_vb_get(&v->b, 50), 50), "the original keeps its element");
+    cr_assert_eq(cow_vb_get(&alias->b, 50)->u.i, -50);
+    cow_vec_release(v);
+    cow_vec_release(alias);
+    cr_assert_eq(cow_vec_live_nodes(), start);
+}
+
+/* ---- iteration -------------------------------------------------------------- */
+
+Test(vec, iterator_from_any_start)
+{
+    static const size_t sizes[] = {0, 1, 32, 33, 1057, 32801};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t len = sizes[s];
+        size_t starts[] = {0, 1, 31, 32, 33, 63, 64, 500, 1023, 1024, 1055, 1056,
+                           len ? len - 1 : 0, len, len + 5};
+        cow_vecbody b;
+        model m = {0};
+        cow_vb_init(&b);
+        for (size_t i = 0; i < len; i++)
+            vb_push_id(&b, &m, (int64_t)(i * 3 + 1));
+        for (size_t k = 0; k < sizeof starts / sizeof *starts; k++) {
+            cow_vec_iter it;
+            const cow_val *e;
+            size_t i = starts[k];
+            cow_vec_iter_init(&it, &b, starts[k]);
+            while ((e = cow_vec_iter_next(&it)) != NULL) {
+                cr_assert_lt(i, len, "iterator ran past the end (start %zu)", starts[k]);
+                cr_assert(val_is(e, m.ids[i]), "len %zu start %zu: element %zu", len,
+                          starts[k], i);
+                i++;
+            }
+            cr_assert_eq(i, starts[k] < len ? len : starts[k],
+                         "len %zu start %zu: iterator stopped early", len, starts[k]);
+            cr_assert_null(cow_vec_iter_next(&it), "an exhausted iterator stays exhausted");
+        }
+        cow_vb_clear(&b);
+        free(m.ids);
+    }
+}
+
+/* ---- structural diff -------------------------------------------------------- */
+
+typedef struct visits {
+    size_t idx[4096];
+    size_t n;
+} visits;
+
+static int
+record_visit(void *ctx, size_t index)
+{
+    visits *v = ctx;
+    cr_assert_lt(v->n, sizeof v->idx / sizeof *v->idx);
+    v->idx[v->n++] = index;
+    return COW_OK;
+}
+
+static int
+cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Runs the diff both ways and checks it visits exactly want[0..n). */
+static void
+assert_diff(const cow_vecbody *a, const cow_vecbody *b, const size_t *want, size_t n,
+            const char *what)
+{
+    for (int dir = 0; dir < 2; dir++) {
+        visits *v = calloc(1, sizeof *v);
+        cr_assert_not_null(v);
+        cr_assert_eq(cow_vb_diff_blocks(dir ? b : a, dir ? a : b, record_visit, v), COW_OK);
+        qsort(v->idx, v->n, sizeof *v->idx, cmp_size);
+        cr_assert_eq(v->n, n, "%s (dir %d): %zu blocks visited, want %zu", what, dir, v->n, n);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(v->idx[i], want[i], "%s (dir %d): visit %zu is %zu, want %zu", what,
+                         dir, i, v->idx[i], want[i]);
+        free(v);
+    }
+}
+
+static void
+build(cow_vecbody *b, size_t len)
+{
+    cow_vb_init(b);
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(cow_vb_push(b, cow_val_int((int64_t)i)), COW_OK);
+}
+
+Test(vec, diff_of_a_fresh_copy_is_empty)
+{
+    static const size_t sizes[] = {0, 10, 32, 33, 1100, BIG};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        cow_vecbody a, c;
+        build(&a, sizes[s]);
+        cow_vb_dup(&c, &a);
+        assert_diff(&a, &c, NULL, 0, "fresh copy");
+        cow_vb_clear(&a);
+        cow_vb_clear(&c);
+    }
+}
+
+Test(vec, diff_visits_exactly_the_blocks_set)
+{
+    cow_vecbody a, c;
+    /* tailoff(5000) = 4992: index 4999 is in the tail. */
+    static const size_t want[] = {0, 672, 4000, 4992};
+    build(&a, 5000);
+    cow_vb_dup(&c, &a);
+    cr_assert_eq(cow_vb_set(&c, 5, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 700, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 701, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 4000, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 4999, cow_val_int(-1)), COW_OK);
+    assert_diff(&a, &c, want, 4, "five sets in four blocks");
+    cow_vb_clear(&a);
+    cow_vb_clear(&c);
+}
+
+Test(vec, diff_across_three_levels)
+{
+    cow_vecbody a, c;
+    static const size_t want[] = {0, 1024, 32736, 32768};
+    build(&a, 32832);            /* shift 15, tail 32800..32831 */
+    cow_vb_dup(&c, &a);
+    cr_assert_eq(cow_vb_set(&c, 31, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 1024, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 32767, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_set(&c, 32768, cow_val_int(-1)), COW_OK);
+    assert_diff(&a, &c, want, 4, "sets at level boundaries");
+    cow_vb_clear(&a);
+    cow_vb_clear(&c);
+}
+
+Test(vec, diff_after_push_and_pop)
+{
+    cow_vecbody a, grown, shrunk, tiny;
+    cow_val out;
+    static const size_t want_grown[] = {4992, 5024, 5056, 5088};
+    /* Popping 40 of 5000 leaves the trie leaf 4928..4959 (shared with a) as the
+     * tail: only the blocks a has and the copy lost differ. */
+    static const size_t want_shrunk[] = {4960, 4992};
+    size_t want_tiny[5000 / 32], nt = 0;
+    long start = cow_vec_live_nodes();
+    build(&a, 5000);
+
+    cow_vb_dup(&grown, &a);
+    for (int k = 0; k < 100; k++)
+        cr_assert_eq(cow_vb_push(&grown, cow_val_int(-k)), COW_OK);
+    assert_diff(&a, &grown, want_grown, 4, "copy grown by 100");
+
+    cow_vb_dup(&shrunk, &a);
+    for (int k = 0; k < 40; k++) {
+        cr_assert_eq(cow_vb_pop(&shrunk, &out), COW_OK);
+        cow_val_release(&out);
+    }
+    assert_diff(&a, &shrunk, want_shrunk, 2, "copy shrunk by 40");
+
+    /* Different trie heights: the shallower trie is compared with the deeper
+     * one's leftmost subtree.  len 40 keeps leaf 0 shared; its tail is a copy. */
+    cow_vb_dup(&tiny, &a);
+    while (tiny.len > 40) {
+        cr_assert_eq(cow_vb_pop(&tiny, &out), COW_OK);
+        cow_val_release(&out);
+    }
+    cr_assert_eq(cow_vec_check(&tiny), COW_OK);
+    for (size_t k = 32; k < 5000; k += 32)
+        want_tiny[nt++] = k;
+    assert_diff(&a, &tiny, want_tiny, nt, "copy shrunk to 40");
+
+    cow_vb_clear(&a);
+    cow_vb_clear(&grown);
+    cow_vb_clear(&shrunk);
+    cow_vb_clear(&tiny);
+    cr_assert_eq(cow_vec_live_nodes(), start);
+}
+
+Test(vec, diff_random_edits_are_sound)
+{
+    /* Random edits on a copy: every block the diff skips must be equal in
+     * both, and every block it visits must have been touched by an edit. */
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t rng = seed * 1000003;
+        cow_vecbody a, c;
+        size_t len = 100 + tu_below(&rng, 3000);
+        size_t nblocks = (len + 200) / 32 + 2;
+        unsigned char *touched = calloc(nblocks, 1), *seen = calloc(nblocks, 1);
+        visits *v = calloc(1, sizeof *v);
+        cr_assert(touched && seen && v);
+        build(&a, len);
+        cow_vb_dup(&c, &a);
+        for (int k = 0; k < 30; k++) {
+            size_t r = tu_below(&rng, 10), i;
+            cow_val out;
+            if (r < 6) {
+                i = tu_below(&rng, c.len);
+                cr_assert_eq(cow_vb_set(&c, i, cow_val_int(-(int64_t)i)), COW_OK);
+                touched[i / 32] = 1;
+            }
+            else if (r < 8 && c.len < len + 150) {
+                touched[c.len / 32] = 1;
+                cr_assert_eq(cow_vb_push(&c, cow_val_int(-1)), COW_OK);
+            }
+            else {
+                cr_assert_eq(cow_vb_pop(&c, &out), COW_OK);
+                cow_val_release(&out);
+                touched[c.len / 32] = 1;
+            }
+        }
+        cr_assert_eq(cow_vb_diff_blocks(&a, &c, record_visit, v), COW_OK);
+        for (size_t k = 0; k < v->n; k++) {
+            cr_assert_eq(v->idx[k] % 32, 0, "seed %llu: visit %zu is not a block start",
+                         (unsigned long long)seed, v->idx[k]);
+            cr_assert(touched[v->idx[k] / 32], "seed %llu: untouched block %zu visited",
+                      (unsigned long long)seed, v->idx[k]);
+            cr_assert_not(seen[v->idx[k] / 32], "seed %llu: block %zu visited twice",
+                          (unsigned long long)seed, v->idx[k]);
+            seen[v->idx[k] / 32] = 1;
+        }
+        size_t maxlen = a.len > c.len ? a.len : c.len;
+        for (size_t i = 0; i < maxlen; i++) {
+            if (seen[i / 32])
+                continue;
+            cr_assert(i < a.len && i < c.len, "seed %llu: skipped block %zu differs in length",
+                      (unsigned long long)seed, i / 32 * 32);
+            cr_assert(cow_val_equal(cow_vb_get(&a, i), cow_vb_get(&c, i)),
+                      "seed %llu: skipped block holds a changed index %zu",
+                      (unsigned long long)seed, i);
+        }
+        cow_vb_clear(&a);
+        cow_vb_clear(&c);
+        free(touched);
+        free(seen);
+        free(v);
+    }
+}
+
+static int
+stop_at_second(void *ctx, size_t index)
+{
+    int *calls = ctx;
+    return ++*calls == 2 ? COW_EINVAL : COW_OK;
+}
+
+Test(vec, diff_stops_at_visitor_error)
+{
+    cow_vecbody a, c;
+    int calls = 0;
+    build(&a, 2000);
+    cow_vb_dup(&c, &a);
+    for (size_t i = 0; i < 2000; i += 100)
+        cr_assert_eq(cow_vb_set(&c, i, cow_val_int(-1)), COW_OK);
+    cr_assert_eq(cow_vb_diff_blocks(&a, &c, stop_at_second, &calls), COW_EINVAL);
+    cr_assert_eq(calls, 2, "the walk must stop at the first error");
+    cow_vb_clear(&a);
+    cow_vb_clear(&c);
+}
