@@ -383,14 +383,23 @@ hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
 
 /* ---- index deletion ----------------------------------------------------- */
 
-/* The single leaf of a node that H5 says must be inlined into its parent. */
+/* When the subtree under n holds exactly two leaves (by H5: a chain of
+ * single-child nodes down to one node holding both), deleting `entry` must
+ * lift the other into n's parent.  Returns 1 and sets *other then, 0 when
+ * the subtree is larger, COW_EKEY when entry is not one of the two. */
 static int
-sole_leaf(const cow_hnode *n, cow_hleaf *out)
+pair_other(const cow_hnode *n, uint32_t entry, cow_hleaf *other)
 {
-    if (hn_nleaves(n) != 1 || (n->kind == HN_BITMAP && n->nodemap))
+    while (n->kind == HN_BITMAP && n->datamap == 0 && popc(n->nodemap) == 1)
+        n = hn_kids(n)[0];
+    if (hn_nleaves(n) != 2 || (n->kind == HN_BITMAP && n->nodemap))
         return 0;
-    *out = hn_leaves(n)[0];
-    return 1;
+    for (unsigned i = 0; i < 2; i++)
+        if (hn_leaves(n)[i].entry == entry) {
+            *other = hn_leaves(n)[1 - i];
+            return 1;
+        }
+    return COW_EKEY;
 }
 
 static int
@@ -410,10 +419,13 @@ coll_delete(cow_hnode **slot, uint32_t entry)
     return replace(slot, c);
 }
 
+/* Atomic: the one node it changes is rebuilt last, in one allocation, so on
+ * error the index is as before (path copies by hn_own are equal to their
+ * originals). */
 static int
 hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
 {
-    cow_hnode *n = *slot, *kid;
+    cow_hnode *n = *slot;
     uint32_t bit;
     cow_hleaf up = {0, 0};
     int rc, kpos;
@@ -429,18 +441,16 @@ hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
     }
     if (!(n->nodemap & bit))
         return COW_EKEY;
+    kpos = (int)popc(n->nodemap & (bit - 1));
+    if ((rc = pair_other(hn_kids(n)[kpos], entry, &up)) < 0)
+        return rc;
+    if (rc)     /* H5: the child's subtree shrinks to one leaf; lift it here */
+        return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap & ~bit, -1,
+                                        (int)popc(n->datamap & (bit - 1)), up, kpos, -1, NULL));
+    /* The child keeps two leaves or more, so it stays a node of its own. */
     if ((rc = hn_own(slot)) < 0)
         return rc;
-    n = *slot;
-    kpos = (int)popc(n->nodemap & (bit - 1));
-    if ((rc = hn_delete(&hn_kids(n)[kpos], shift + HN_BITS, h, entry)) < 0)
-        return rc;
-    kid = hn_kids(n)[kpos];
-    if (!sole_leaf(kid, &up))
-        return COW_OK;
-    /* H5: the child shrank to one leaf; move it up into this node. */
-    return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap & ~bit, -1,
-                                    (int)popc(n->datamap & (bit - 1)), up, kpos, -1, NULL));
+    return hn_delete(&hn_kids(*slot)[kpos], shift + HN_BITS, h, entry);
 }
 
 /* ---- the map ------------------------------------------------------------ */
@@ -625,18 +635,40 @@ compact(cow_map *m)
     return COW_OK;
 }
 
-/* After a removal: pop trailing holes (H2), drop a no longer needed index
- * (H1), and compact when holes dominate. */
+/* The start of the run of holes that ends just before entry `end`: once the
+ * entries from `end` on are gone, the log is cut there (H2). */
+static size_t
+trailing_start(const cow_map *m, size_t end)
+{
+    while (end > 0 && entry_key(m, (uint32_t)(end - 1))->tag == COW_T_HOLE)
+        end--;
+    return end;
+}
+
+/* Owns the log nodes that removing entry e writes: e's leaf or, when e is the
+ * last entry, every leaf from the one that becomes the log's tail. */
 static int
+own_for_removal(cow_map *m, size_t e)
+{
+    size_t keep;
+    if (e + 1 < nentries(m))
+        return cow_vb_own(&m->log, 2 * e, 2 * e + 2);
+    keep = trailing_start(m, e);
+    return cow_vb_own(&m->log, keep ? 2 * keep - 1 : 0, m->log.len);
+}
+
+/* After a removal whose log nodes own_for_removal owned: pop trailing holes
+ * (H2; cannot fail), drop a no longer needed index (H1), and compact when
+ * holes dominate -- best effort: a failed compaction leaves a valid map, and
+ * the next removal tries again. */
+static void
 settle(cow_map *m)
 {
     cow_val dead;
-    while (nentries(m) > 0 && entry_key(m, (uint32_t)(nentries(m) - 1))->tag == COW_T_HOLE) {
-        int rc = cow_vb_pop(&m->log, &dead);
-        if (rc == COW_OK)
-            rc = cow_vb_pop(&m->log, &dead);
-        if (rc < 0)
-            return rc;
+    size_t keep = trailing_start(m, nentries(m));
+    while (nentries(m) > keep) {
+        cow_vb_pop(&m->log, &dead);     /* a NONE value, then a HOLE key */
+        cow_vb_pop(&m->log, &dead);
     }
     if (m->index && nentries(m) <= COW_MAP_LINEAR_MAX) {
         hn_release(m->index);
@@ -644,10 +676,12 @@ settle(cow_map *m)
     }
     size_t holes = nentries(m) - m->live;
     if (holes > m->live && holes >= COW_MAP_COMPACT_MIN)
-        return compact(m);
-    return COW_OK;
+        compact(m);
 }
 
+/* Removals do everything that can fail first -- owning the log nodes they
+ * write, then the atomic index deletion -- so an error leaves the map as it
+ * was, and the updates after them cannot fail. */
 int
 cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
 {
@@ -656,26 +690,20 @@ cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
     int rc = cow_map_find(m, key, hash, &e);
     if (rc != COW_FOUND)
         return rc;
+    if ((rc = own_for_removal(m, e)) < 0
+        || (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0))
+        return rc;
     val = *cow_map_entry_val(m, e);
     cow_val_retain(&val);
-    /* Key and value share one leaf, so after the first set owns the path the
-     * second cannot fail. */
-    if ((rc = cow_vb_set(&m->log, 2 * e + 1, cow_val_none())) < 0
-        || (rc = cow_vb_set(&m->log, 2 * e, cow_val_hole())) < 0)
-        goto fail;
-    if (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0)
-        goto fail;
+    cow_vb_set(&m->log, 2 * e + 1, cow_val_none());
+    cow_vb_set(&m->log, 2 * e, cow_val_hole());
     m->live--;
-    if ((rc = settle(m)) < 0)
-        goto fail;
+    settle(m);
     if (out)
         *out = val;
     else
         cow_val_release(&val);
     return COW_FOUND;
-fail:
-    cow_val_release(&val);
-    return rc;
 }
 
 int
@@ -687,19 +715,18 @@ cow_map_popitem(cow_map *m, cow_val *key, cow_val *val)
     if (m->live == 0)
         return COW_EKEY;
     e--;                                     /* H2: the last entry is live */
+    if ((rc = own_for_removal(m, e)) < 0)
+        return rc;
     if (m->index) {
         if ((rc = key_hash32(entry_key(m, (uint32_t)e), &h)) < 0
             || (rc = hn_delete(&m->index, 0, h, (uint32_t)e)) < 0)
             return rc;
     }
-    if ((rc = cow_vb_pop(&m->log, val)) < 0)
-        return rc;
-    if ((rc = cow_vb_pop(&m->log, key)) < 0) {
-        cow_val_release(val);
-        return rc;
-    }
+    cow_vb_pop(&m->log, val);
+    cow_vb_pop(&m->log, key);
     m->live--;
-    return settle(m);
+    settle(m);
+    return COW_OK;
 }
 
 /* ---- whole-map operations ----------------------------------------------- */

@@ -185,33 +185,50 @@ cow_vb_get(const cow_vecbody *b, size_t i)
     return &vn_vals(leaf_for(b, i))[i & COW_VEC_MASK];
 }
 
-int
-cow_vb_set(cow_vecbody *b, size_t i, cow_val v)
+/* Owns the leaf holding index i (< len) and every node above it; *leaf
+ * receives it.  Copies hold equal values, so an error changes nothing. */
+static int
+own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf)
 {
-    cow_vnode **slot;
+    cow_vnode **slot = &b->tail;
     int rc;
-    if (i >= b->len) {
-        cow_val_release(&v);
-        return COW_EINDEX;
-    }
-    if (i >= tailoff(b->len))
-        slot = &b->tail;
-    else {
+    if (i < tailoff(b->len)) {
         slot = &b->root;
         for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS) {
             if ((rc = vn_own(slot, 0)) < 0)
-                goto fail;
+                return rc;
             slot = &vn_kids(*slot)[(i >> level) & COW_VEC_MASK];
         }
     }
     if ((rc = vn_own(slot, (*slot)->cap)) < 0)
-        goto fail;
-    cow_val_release(&vn_vals(*slot)[i & COW_VEC_MASK]);
-    vn_vals(*slot)[i & COW_VEC_MASK] = v;
+        return rc;
+    *leaf = *slot;
     return COW_OK;
-fail:
-    cow_val_release(&v);
-    return rc;
+}
+
+int
+cow_vb_set(cow_vecbody *b, size_t i, cow_val v)
+{
+    cow_vnode *leaf;
+    int rc = i < b->len ? own_leaf(b, i, &leaf) : COW_EINDEX;
+    if (rc < 0) {
+        cow_val_release(&v);
+        return rc;
+    }
+    cow_val_release(&vn_vals(leaf)[i & COW_VEC_MASK]);
+    vn_vals(leaf)[i & COW_VEC_MASK] = v;
+    return COW_OK;
+}
+
+int
+cow_vb_own(cow_vecbody *b, size_t from, size_t to)
+{
+    cow_vnode *leaf;
+    int rc;
+    for (size_t i = from; i < to && i < b->len; i = (i | COW_VEC_MASK) + 1)
+        if ((rc = own_leaf(b, i, &leaf)) < 0)
+            return rc;
+    return COW_OK;
 }
 
 /* A chain of inner nodes from `level` down to `leaf`. */

@@ -41,6 +41,12 @@ int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
 int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equal */
+/* Owns the leaves holding indices [from, to) and the nodes above them,
+ * copying shared ones, without changing a value: on error the body reads as
+ * before.  Afterwards cow_vb_set in that range cannot fail, nor cow_vb_pop
+ * while to == len and it removes an index above from (or the only value).
+ * Lets a caller do its fallible work before an update it cannot undo. */
+int cow_vb_own(cow_vecbody *b, size_t from, size_t to);
 
 /* Sequential reader: amortised O(1) per step. */
 typedef struct cow_vec_iter {
