@@ -12,7 +12,11 @@
  * collisions use a fake hash passed to set/find/del; since the map recomputes
  * real hashes when it builds an index (crossing COW_MAP_LINEAR_MAX, compacting)
  * and in popitem, those tests first insert fillers under their real hashes,
- * never pop, and stay below the compaction threshold. */
+ * never pop, and stay below the compaction threshold.
+ *
+ * Allocation failure: with the counting allocator of cowtest.h installed,
+ * each operation is run with 0, 1, 2... allocations allowed; every COW_ENOMEM
+ * must leave the map (and any copy sharing its nodes) valid and unchanged. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -353,22 +357,40 @@ h_verify(const harness *h)
                  live, h->live);
 }
 
-/* A copy of h sharing its map's nodes (cow_map_own on a retained map). */
+/* A copy of h sharing its map's nodes: cow_map_own on a retained map (the
+ * same object, as the binding sees it) or cow_map_clone (a new one). */
 static void
-h_copy(harness *dst, harness *src, const char *what)
+h_copy_by(harness *dst, harness *src, int clone, const char *what)
 {
+    long hnodes = cow_map_live_nodes(), vnodes = cow_vec_live_nodes();
     *dst = *src;
     dst->what = what;
-    cow_map_retain(src->m);
-    cr_assert_eq(cow_map_own(&dst->m), COW_OK);
-    cr_assert_neq(dst->m, src->m, "own on a shared map must give a new header");
+    if (clone) {
+        dst->m = cow_map_clone(src->m);
+        cr_assert_not_null(dst->m);
+        cr_assert_neq(dst->m->ident, src->m->ident, "a clone is a new object");
+    }
+    else {
+        cow_map_retain(src->m);
+        cr_assert_eq(cow_map_own(&dst->m), COW_OK);
+        cr_assert_eq(dst->m->ident, src->m->ident, "own keeps the identity");
+    }
+    cr_assert_neq(dst->m, src->m, "a copy must have its own header");
     cr_assert_eq(src->m->refcnt, 1);
+    cr_assert_eq(cow_map_live_nodes(), hnodes, "copying a map copies no index node");
+    cr_assert_eq(cow_vec_live_nodes(), vnodes, "copying a map copies no log node");
     dst->log = malloc((src->caplog ? src->caplog : 1) * sizeof *dst->log);
     dst->pos = malloc((size_t)src->maxkey * sizeof *dst->pos);
     cr_assert(dst->log && dst->pos);
     if (src->nlog)
         memcpy(dst->log, src->log, src->nlog * sizeof *dst->log);
     memcpy(dst->pos, src->pos, (size_t)src->maxkey * sizeof *dst->pos);
+}
+
+static void
+h_copy(harness *dst, harness *src, const char *what)
+{
+    h_copy_by(dst, src, 0, what);
 }
 
 /* One random step: set 50%, del 25%, popitem 5% (when allowed), find 20%. */
@@ -624,7 +646,7 @@ Test(map, compaction_threshold)
 /* ---- copies ------------------------------------------------------------------------ */
 
 static void
-copies_isolated(int kind, int64_t n, uint64_t seed)
+copies_isolated(int kind, int64_t n, uint64_t seed, int clone)
 {
     long vstart = cow_vec_live_nodes(), hstart = cow_map_live_nodes();
     uint64_t rng = seed;
@@ -632,7 +654,7 @@ copies_isolated(int kind, int64_t n, uint64_t seed)
     h_init(&a, kind, 4 * n + 8, NULL, 1, "original");
     for (int64_t i = 0; i < n; i++)
         h_set(&a, i, i);
-    h_copy(&b, &a, "copy");
+    h_copy_by(&b, &a, clone, clone ? "clone" : "copy");
     cr_assert(cow_map_equal(a.m, b.m));
     for (int step = 0; step < 300; step++)     /* the copy moves */
         h_random_step(&b, &rng, 1000 + step, 1, 0);
@@ -655,10 +677,12 @@ copies_isolated(int kind, int64_t n, uint64_t seed)
 
 Test(map, copies_are_isolated_both_ways)
 {
-    copies_isolated(K_INT, 5, 1);
-    copies_isolated(K_STR, 9, 2);
-    copies_isolated(K_MIX, 60, 3);
-    copies_isolated(K_MIX, 1500, 4);
+    for (int clone = 0; clone < 2; clone++) {
+        copies_isolated(K_INT, 5, 1, clone);
+        copies_isolated(K_STR, 9, 2, clone);
+        copies_isolated(K_MIX, 60, 3, clone);
+        copies_isolated(K_MIX, 1500, 4, clone);
+    }
 }
 
 Test(map, shared_map_survives_release_of_copy)
@@ -1189,12 +1213,12 @@ Test(map, collision_bucket_limit, .timeout = 120)
      * and invertible, so hostile input can make any number of keys share one
      * 32-bit hash; past the limit the map must refuse the key (COW_EOVERFLOW)
      * rather than lose the bucket.  Quadratic copying makes this slow under
-     * ASan (~20 s), so it runs only with COWSTORE_SLOW_TESTS=1. */
+     * ASan (~30 s), so it runs only with COWSTORE_SLOW_TESTS=1. */
     enum { LIMIT = UINT16_MAX };
     cow_map *m;
     size_t e;
     if (getenv("COWSTORE_SLOW_TESTS") == NULL)
-        cr_skip_test("set COWSTORE_SLOW_TESTS=1 to run (about 20 s under ASan)");
+        cr_skip_test("set COWSTORE_SLOW_TESTS=1 to run (about 30 s under ASan)");
     m = cow_map_new();
     for (int i = 0; i < FILLERS; i++) {
         cow_val k = cow_val_int(-1 - i);
@@ -1215,4 +1239,194 @@ Test(map, collision_bucket_limit, .timeout = 120)
     }
     cow_map_release(m);
     cr_assert_eq(cow_map_live_nodes(), 0);
+}
+/* ---- allocation failure --------------------------------------------------------------- */
+
+enum { OP_SET_NEW, OP_SET_OLD, OP_DEL, OP_DEL_LAST, OP_POP };
+
+typedef struct fault_case {
+    const char *what;
+    int kind;
+    int64_t n;          /* keys 0..n-1 are inserted first */
+    int64_t predel;     /* then keys 0..predel-1 deleted */
+    int shared;         /* a copy shares every node while the operation runs */
+    int op;
+    int64_t gap;        /* and keys n-1-gap..n-2, the ones before the last */
+} fault_case;
+
+static int
+run_op(harness *h, const fault_case *fc)
+{
+    switch (fc->op) {
+    case OP_SET_NEW: return h_try_set(h, fc->n + 5, 1000);
+    case OP_SET_OLD: return h_try_set(h, fc->n - 1, 1000);
+    case OP_DEL: return h_try_del(h, fc->predel + (fc->n - fc->predel) / 2);
+    case OP_DEL_LAST: return h_try_del(h, fc->n - 1);
+    default: return h_try_popitem(h);
+    }
+}
+
+/* Runs the operation with 0, 1, 2... allocations allowed until it succeeds.
+ * Each failure must report COW_ENOMEM and leave the map (and its copy)
+ * valid and unchanged, and usable: the same operation then succeeds. */
+static void
+fault_run(const fault_case *fc)
+{
+    long failures = 0;
+    for (long budget = 0;; budget++) {
+        harness h, copy;
+        int rc;
+        h_init(&h, fc->kind, fc->n + 8, NULL, 1, fc->what);
+        for (int64_t i = 0; i < fc->n; i++)
+            h_set(&h, i, i);
+        for (int64_t i = 0; i < fc->predel; i++)
+            h_del(&h, i);
+        for (int64_t i = fc->n - 1 - fc->gap; i < fc->n - 1; i++)
+            h_del(&h, i);
+        if (fc->shared)
+            h_copy(&copy, &h, "copy");
+        h_budget = budget;
+        rc = run_op(&h, fc);
+        h_budget = -1;
+        if (rc == COW_ENOMEM) {
+            failures++;
+            cr_assert_eq(cow_map_check(h.m), COW_OK, "%s: invalid after failing with %ld "
+                         "allocations", fc->what, budget);
+            h_verify(&h);                   /* the model did not move */
+            cr_assert_geq(run_op(&h, fc), 0, "%s: retry after failure", fc->what);
+            cr_assert_eq(cow_map_check(h.m), COW_OK);
+            h_verify(&h);
+        }
+        else {
+            cr_assert_geq(rc, 0, "%s: rc %d with %ld allocations", fc->what, rc, budget);
+            h_after(&h, fc->what, budget);
+            h_verify(&h);
+        }
+        if (fc->shared) {
+            cr_assert_eq(cow_map_check(copy.m), COW_OK);
+            h_verify(&copy);
+            h_free(&copy);
+        }
+        h_free(&h);
+        cr_assert_eq(tu_alloc.blocks, 0, "%s: %ld blocks leaked after failing at %ld",
+                     fc->what, tu_alloc.blocks, budget);
+        if (rc != COW_ENOMEM)
+            break;
+    }
+    cr_assert_gt(failures, 0, "%s: the operation never allocated", fc->what);
+}
+
+Test(map, allocation_failure_leaves_map_intact, .timeout = 20)
+{
+    static const fault_case cases[] = {
+        {"set new, linear", K_STR, 4, 0, 0, OP_SET_NEW, 0},
+        {"set new, builds the index", K_STR, 8, 0, 0, OP_SET_NEW, 0},
+        {"set new, indexed", K_MIX, 40, 0, 0, OP_SET_NEW, 0},
+        {"set new, indexed, shared", K_MIX, 40, 0, 1, OP_SET_NEW, 0},
+        {"set new, log tail into trie, shared", K_INT, 16, 0, 1, OP_SET_NEW, 0},
+        {"replace, shared", K_MIX, 40, 0, 1, OP_SET_OLD, 0},
+        {"del, indexed", K_MIX, 40, 0, 0, OP_DEL, 0},
+        {"del, indexed, shared", K_MIX, 40, 0, 1, OP_DEL, 0},
+        {"del, compacts", K_STR, 40, 20, 0, OP_DEL, 0},
+        {"del, compacts, shared", K_STR, 40, 20, 1, OP_DEL, 0},
+        {"del last, shared", K_MIX, 40, 0, 1, OP_DEL_LAST, 0},
+        {"del last, drops the index, shared", K_INT, 9, 0, 1, OP_DEL_LAST, 0},
+        {"del last after holes, shared", K_STR, 40, 10, 1, OP_DEL_LAST, 0},
+        {"popitem, shared", K_MIX, 40, 0, 1, OP_POP, 0},
+        {"popitem, linear, shared", K_INT, 5, 0, 1, OP_POP, 0},
+        {"popitem after holes, shared", K_STR, 40, 10, 1, OP_POP, 0},
+        /* The trailing holes these expose span three log leaves. */
+        {"del last behind holes, shared", K_STR, 40, 0, 1, OP_DEL_LAST, 19},
+        {"popitem behind holes, shared", K_MIX, 40, 0, 1, OP_POP, 19},
+        {"del last behind holes, unshared", K_INT, 40, 0, 0, OP_DEL_LAST, 19},
+    };
+    tu_alloc_install();
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        fault_run(&cases[i]);
+}
+
+Test(map, allocation_failure_random, .timeout = 20)
+{
+    /* Random maps and operations, each failed at a random allocation. */
+    tu_alloc_install();
+    for (uint64_t seed = 1; seed <= 300; seed++) {
+        uint64_t rng = seed;
+        int64_t n = 1 + (int64_t)tu_below(&rng, 120);
+        fault_case fc = {"random", (int)tu_below(&rng, 3), n, 0, (int)tu_below(&rng, 2),
+                         (int)tu_below(&rng, 5), 0};
+        harness h, copy;
+        int rc;
+        h_init(&h, fc.kind, 4 * n + 8, NULL, 1, "random fault");
+        for (int step = 0; step < 3 * n; step++)
+            h_random_step(&h, &rng, step, 1, (int)tu_below(&rng, 30));
+        if (fc.shared)
+            h_copy(&copy, &h, "copy");
+        h_budget = (long)tu_below(&rng, 6);
+        switch (fc.op) {
+        case OP_SET_NEW:
+        case OP_SET_OLD: rc = h_try_set(&h, (int64_t)tu_below(&rng, (size_t)h.maxkey), 1000); break;
+        case OP_POP: rc = h_try_popitem(&h); break;
+        default: rc = h_try_del(&h, (int64_t)tu_below(&rng, (size_t)h.maxkey)); break;
+        }
+        h_budget = -1;
+        cr_assert(rc >= 0 || rc == COW_ENOMEM || rc == COW_EKEY, "seed %llu: rc %d",
+                  (unsigned long long)seed, rc);
+        cr_assert_eq(cow_map_check(h.m), COW_OK, "seed %llu: invalid after rc %d",
+                     (unsigned long long)seed, rc);
+        h_verify(&h);               /* unchanged on failure, updated on success */
+        if (fc.shared) {
+            cr_assert_eq(cow_map_check(copy.m), COW_OK);
+            h_verify(&copy);
+            h_free(&copy);
+        }
+        h_free(&h);
+        cr_assert_eq(tu_alloc.blocks, 0, "seed %llu: blocks leaked", (unsigned long long)seed);
+    }
+    cr_assert_gt(tu_alloc.failures, 0, "no allocation was ever refused");
+}
+
+Test(map, allocation_failure_in_collision_buckets, .timeout = 20)
+{
+    /* Deleting colliding keys walks collision nodes and lifts the last two
+     * of a bucket into their parent (H5): each step must fail cleanly. */
+    tu_alloc_install();
+    for (int victim = 0; victim < NCOLL; victim++)
+        for (int shared = 0; shared < 2; shared++)
+            for (long budget = 0;; budget++) {
+                cow_map *m = cow_map_new(), *copy = NULL;
+                const cow_val *got;
+                cow_val k;
+                int rc;
+                for (int i = 0; i < 10; i++) {
+                    k = cow_val_int(-1 - i);
+                    cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_none()), COW_OK);
+                }
+                for (int i = 0; i < NCOLL; i++)
+                    set_coll(m, i, i);
+                if (shared) {
+                    copy = m;
+                    cow_map_retain(m);
+                    cr_assert_eq(cow_map_own(&m), COW_OK);
+                }
+                k = coll_key(victim);
+                uint64_t hk = tu_hash(&k);
+                tu_fail_after(budget);
+                rc = cow_map_del(m, &k, hk, NULL);
+                tu_fail_after(-1);
+                cow_val_release(&k);
+                cr_assert(rc == COW_FOUND || rc == COW_ENOMEM, "victim %d: rc %d", victim, rc);
+                cr_assert_eq(cow_map_check(m), COW_OK, "victim %d budget %ld", victim, budget);
+                for (int i = 0; i < NCOLL; i++) {
+                    int want = i == victim && rc == COW_FOUND ? COW_NOT_FOUND : COW_FOUND;
+                    cr_assert_eq(find_coll(m, i, &got), want, "victim %d budget %ld key %d",
+                                 victim, budget, i);
+                    if (copy)
+                        cr_assert_eq(find_coll(copy, i, &got), COW_FOUND);
+                }
+                cow_map_release(m);
+                cow_map_release(copy);
+                cr_assert_eq(tu_alloc.blocks, 0);
+                if (rc == COW_FOUND)
+                    break;
+            }
 }

@@ -519,3 +519,97 @@ Test(value, maps_order_zero_but_compare_by_content)
     cow_val_release(&va);
     cow_val_release(&vb);
 }
+
+/* ---- contents of frozen containers ---------------------------------------- */
+
+/* A one-entry map {key: val} wrapped as tag (steals val). */
+static cow_val
+map1(cow_tag tag, int64_t key, cow_val val)
+{
+    cow_map *m = cow_map_new();
+    cow_val k = cow_val_int(key);
+    cr_assert_not_null(m);
+    cr_assert_eq(cow_map_set(m, k, tu_hash(&k), val), COW_OK);
+    return cow_val_map(tag, m);
+}
+
+/* cow_val_hash_content of a value that must have one. */
+static uint64_t
+content_hash(const cow_val *v)
+{
+    uint64_t h = 0;
+    cr_assert_eq(cow_val_hash_content(v, &h), COW_OK, "tag %d has no content hash", v->tag);
+    return h;
+}
+
+Test(value, hash_content_reads_mutables_as_frozen)
+{
+    cow_val li[] = {cow_val_int(1), tu_str("a str long enough for a blob")};
+    cow_val fi[] = {cow_val_float(1.0), tu_str("a str long enough for a blob")};
+    cow_val list = seq_of(COW_T_LIST, 2, li), flist = seq_of(COW_T_FLIST, 2, fi);
+    cow_val dict = map1(COW_T_DICT, 1, cow_val_int(2)), fdict = map1(COW_T_FDICT, 1, cow_val_int(2));
+    cow_val set = map1(COW_T_SET, 1, cow_val_none()), fset = map1(COW_T_FSET, 1, cow_val_none());
+    uint64_t h;
+    /* Mutable containers: no hash of their own, their frozen twin's as content. */
+    cr_assert_eq(cow_val_hash(&list, &h), COW_ETYPE);
+    cr_assert_eq(content_hash(&list), tu_hash(&flist));
+    cr_assert_eq(cow_val_hash(&dict, &h), COW_ETYPE);
+    cr_assert_eq(content_hash(&dict), tu_hash(&fdict));
+    cr_assert_eq(cow_val_hash(&set, &h), COW_ETYPE);
+    cr_assert_eq(content_hash(&set), tu_hash(&fset));
+    /* Everything else: the content hash is the hash. */
+    cow_val scalars[] = {cow_val_none(), cow_val_int(-3), cow_val_float(0.25), flist, fset};
+    for (size_t i = 0; i < sizeof scalars / sizeof *scalars; i++)
+        cr_assert_eq(content_hash(&scalars[i]), tu_hash(&scalars[i]), "value %zu", i);
+    cow_val_release(&list);
+    cow_val_release(&flist);
+    cow_val_release(&dict);
+    cow_val_release(&fdict);
+    cow_val_release(&set);
+    cow_val_release(&fset);
+}
+
+Test(value, frozen_containers_hash_nested_mutables_by_content)
+{
+    /* A tuple is hashable only if its items are, as in Python; a frozen list
+     * or frozen dict reads its nested containers back frozen, so they hash
+     * by content there, equal to the same value built frozen. */
+    cow_val a1[] = {cow_val_int(5)}, a2[] = {cow_val_int(5)};
+    cow_val inner_list = seq_of(COW_T_LIST, 1, a1), inner_flist = seq_of(COW_T_FLIST, 1, a2);
+    cow_val t_items[] = {inner_list};
+    cow_val tuple = seq_of(COW_T_TUPLE, 1, t_items);
+    uint64_t h;
+    cr_assert_eq(cow_val_hash(&tuple, &h), COW_ETYPE, "(list,) is unhashable");
+    cr_assert_eq(cow_val_hash_content(&tuple, &h), COW_OK);
+
+    cow_val b1[] = {cow_val_int(5)}, b2[] = {cow_val_float(5.0)};
+    cow_val fl_of_list_items[] = {seq_of(COW_T_LIST, 1, b1)};
+    cow_val fl_of_flist_items[] = {seq_of(COW_T_FLIST, 1, b2)};
+    cow_val fl_of_list = seq_of(COW_T_FLIST, 1, fl_of_list_items);
+    cow_val fl_of_flist = seq_of(COW_T_FLIST, 1, fl_of_flist_items);
+    cr_assert(cow_val_equal(&fl_of_list, &fl_of_flist));
+    cr_assert_eq(tu_hash(&fl_of_list), tu_hash(&fl_of_flist));
+
+    cow_val fd_list = map1(COW_T_FDICT, 7, inner_flist);
+    cow_val c1[] = {cow_val_int(5)};
+    cow_val fd_mut = map1(COW_T_FDICT, 7, seq_of(COW_T_LIST, 1, c1));
+    cr_assert(cow_val_equal(&fd_list, &fd_mut));
+    cr_assert_eq(tu_hash(&fd_list), tu_hash(&fd_mut), "{7: [5]} frozen hashes as {7: (5,) frozen}");
+
+    cow_val_release(&tuple);
+    cow_val_release(&fl_of_list);
+    cow_val_release(&fl_of_flist);
+    cow_val_release(&fd_list);
+    cow_val_release(&fd_mut);
+}
+
+Test(value, identities_are_fresh)
+{
+    uint32_t a = cow_next_ident(), b = cow_next_ident();
+    cow_vec *v = cow_vec_new();
+    cow_map *m = cow_map_new();
+    cr_assert_neq(a, b);
+    cr_assert(v->ident != a && v->ident != b && m->ident != v->ident && m->ident != b);
+    cow_vec_release(v);
+    cow_map_release(m);
+}

@@ -328,6 +328,37 @@ Test(vec, refcounted_holder_own)
     cr_assert_eq(cow_vec_live_nodes(), start);
 }
 
+Test(vec, clone_shares_nodes_under_a_new_identity)
+{
+    long start = cow_vec_live_nodes(), nodes;
+    cow_vec *v = cow_vec_new(), *c, *o;
+    cr_assert_not_null(v);
+    for (int64_t i = 0; i < 1100; i++)
+        cr_assert_eq(cow_vb_push(&v->b, val_for(i)), COW_OK);
+    nodes = cow_vec_live_nodes();
+    c = cow_vec_clone(v);
+    cr_assert_not_null(c);
+    cr_assert_eq(cow_vec_live_nodes(), nodes, "a clone copies no node");
+    cr_assert(cow_vb_same(&c->b, &v->b));
+    cr_assert_neq(c->ident, v->ident, "a clone is a new object");
+    cr_assert_eq(v->refcnt, 1, "the original stays unshared as a header");
+    cr_assert_eq(cow_vb_set(&c->b, 5, cow_val_int(-5)), COW_OK);
+    cr_assert_eq(cow_vb_set(&v->b, 6, cow_val_int(-6)), COW_OK);
+    cr_assert(val_is(cow_vb_get(&v->b, 5), 5) && val_is(cow_vb_get(&c->b, 6), 6),
+              "clone and original are isolated both ways");
+    o = v;
+    cow_vec_retain(v);
+    cr_assert_eq(cow_vec_own(&o), COW_OK);
+    cr_assert_neq(o, v);
+    cr_assert_eq(o->ident, v->ident, "own keeps the identity: same object, new header");
+    cr_assert_eq(cow_vec_check(&c->b), COW_OK);
+    cr_assert_eq(cow_vec_check(&o->b), COW_OK);
+    cow_vec_release(v);
+    cow_vec_release(c);
+    cow_vec_release(o);
+    cr_assert_eq(cow_vec_live_nodes(), start);
+}
+
 /* ---- iteration -------------------------------------------------------------- */
 
 Test(vec, iterator_from_any_start)
@@ -578,4 +609,127 @@ Test(vec, diff_stops_at_visitor_error)
     cr_assert_eq(calls, 2, "the walk must stop at the first error");
     cow_vb_clear(&a);
     cow_vb_clear(&c);
+}
+
+/* ---- allocation failure ------------------------------------------------------- */
+
+enum { VOP_PUSH, VOP_POP, VOP_SET_FIRST, VOP_SET_LAST, VOP_COUNT };
+
+/* One operation on b (and its model) with `budget` allocations allowed. */
+static int
+try_op(cow_vecbody *b, model *m, int op, long budget)
+{
+    cow_val v = val_for(7 * 1000003), out = cow_val_none();
+    int rc;
+    tu_fail_after(budget);
+    switch (op) {
+    case VOP_PUSH: rc = cow_vb_push(b, v); break;
+    case VOP_POP: rc = cow_vb_pop(b, &out); break;
+    case VOP_SET_FIRST: rc = cow_vb_set(b, 0, v); break;
+    default: rc = cow_vb_set(b, b->len - 1, v); break;
+    }
+    tu_fail_after(-1);
+    if (op == VOP_POP)
+        cow_val_release(&v);        /* pop took nothing */
+    if (rc < 0)
+        return rc;
+    switch (op) {
+    case VOP_PUSH: model_push(m, 7 * 1000003); break;
+    case VOP_POP:
+        cr_assert(val_is(&out, m->ids[--m->len]), "pop returned the wrong value");
+        cow_val_release(&out);
+        break;
+    case VOP_SET_FIRST: m->ids[0] = 7 * 1000003; break;
+    default: m->ids[m->len - 1] = 7 * 1000003; break;
+    }
+    return rc;
+}
+
+Test(vec, allocation_failure_changes_nothing, .timeout = 20)
+{
+    /* Push, pop and set on a body whose nodes a copy shares (so every write
+     * path-copies), failed at each allocation in turn: on COW_ENOMEM the body
+     * and its copy read as before, and nothing leaks (set and push steal). */
+    static const size_t sizes[] = {1, 4, 32, 33, 64, 65, 1056, 1057, 1100};
+    long failures = 0;
+    tu_alloc_install();
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
+        for (int op = 0; op < VOP_COUNT; op++)
+            for (long budget = 0;; budget++) {
+                cow_vecbody b, copy;
+                model m = {0}, mc;
+                int rc;
+                cow_vb_init(&b);
+                for (size_t i = 0; i < sizes[s]; i++)
+                    vb_push_id(&b, &m, (int64_t)i);
+                cow_vb_dup(&copy, &b);
+                model_copy(&mc, &m);
+                rc = try_op(&b, &m, op, budget);
+                cr_assert(rc == COW_OK || rc == COW_ENOMEM, "size %zu op %d: rc %d", sizes[s],
+                          op, rc);
+                failures += rc == COW_ENOMEM;
+                assert_matches(&b, &m, rc ? "after a failed operation" : "after the operation");
+                assert_matches(&copy, &mc, "the copy");
+                cow_vb_clear(&b);
+                cow_vb_clear(&copy);
+                free(m.ids);
+                free(mc.ids);
+                cr_assert_eq(tu_alloc.blocks, 0, "size %zu op %d budget %ld: leak", sizes[s],
+                             op, budget);
+                if (rc == COW_OK)
+                    break;
+            }
+    cr_assert_gt(failures, 20, "too few operations failed to test anything");
+}
+
+Test(vec, own_makes_later_writes_infallible, .timeout = 20)
+{
+    /* cow_vb_own's contract: once the range is owned, sets in it and pops
+     * down to just above its start allocate nothing, even on a shared body. */
+    static const size_t froms[] = {0, 1, 31, 32, 500, 1023, 1024, 1099};
+    tu_alloc_install();
+    for (size_t f = 0; f < sizeof froms / sizeof *froms; f++) {
+        cow_vecbody b, copy;
+        model m = {0}, mc;
+        size_t from = froms[f];
+        cow_vb_init(&b);
+        for (size_t i = 0; i < 1100; i++)
+            vb_push_id(&b, &m, (int64_t)i);
+        cow_vb_dup(&copy, &b);
+        model_copy(&mc, &m);
+        for (long budget = 0;; budget++) {                    /* own itself may fail */
+            tu_fail_after(budget);
+            int rc = cow_vb_own(&b, from, b.len);
+            tu_fail_after(-1);
+            if (rc == COW_OK)
+                break;
+            cr_assert_eq(rc, COW_ENOMEM);
+            assert_matches(&b, &m, "after a failed own");       /* reads as before */
+        }
+        long refused = tu_alloc.failures;
+        for (size_t i = from; i < b.len; i += 7)
+            vb_set_id(&b, &m, i, -(int64_t)i);                  /* ints: no allocation */
+        tu_fail_after(0);
+        for (size_t i = from; i < b.len; i += 7) {
+            int64_t id = 7 * (int64_t)i + 1;                    /* an int (val_for) */
+            cr_assert_eq(cow_vb_set(&b, i, cow_val_int(id)), COW_OK, "set %zu", i);
+            m.ids[i] = id;
+        }
+        while (b.len > from + 1 || (from == 0 && b.len > 0)) {
+            cow_val out;
+            cr_assert_eq(cow_vb_pop(&b, &out), COW_OK, "from %zu: pop at len %zu", from, b.len);
+            m.len--;
+            cr_assert(val_is(&out, m.ids[m.len]), "from %zu: pop at len %zu", from, b.len + 1);
+            cow_val_release(&out);
+        }
+        tu_fail_after(-1);
+        cr_assert_eq(tu_alloc.failures, refused, "from %zu: an owned write allocated", from);
+        assert_matches(&b, &m, "after owned writes");
+        assert_matches(&copy, &mc, "the copy");
+        cow_vb_clear(&b);
+        cow_vb_clear(&copy);
+        free(m.ids);
+        free(mc.ids);
+        cr_assert_eq(tu_alloc.blocks, 0);
+    }
 }
