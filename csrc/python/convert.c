@@ -220,13 +220,6 @@ fail:
 }
 
 static int
-is_ours(cowpy_state *st, PyObject *obj)
-{
-    return PyObject_TypeCheck(obj, st->dict_base) || PyObject_TypeCheck(obj, st->list_base)
-           || PyObject_TypeCheck(obj, st->set_base);
-}
-
-static int
 conv_container(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
     int rc;
@@ -271,7 +264,7 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         rc = cow_val_bytes(out, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
         return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
     }
-    if (is_ours(cx->st, obj)) {
+    if (cowpy_is_ours(cx->st, obj)) {
         CowObject *c = (CowObject *)obj;
         if (cowpy_resolve(c) < 0)
             return -1;
@@ -314,7 +307,7 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
             return 1;
         }
     }
-    if (!is_ours(st, obj) && PyObject_Hash(obj) == -1)
+    if (!cowpy_is_ours(st, obj) && PyObject_Hash(obj) == -1)
         return -1;                            /* unhashable: TypeError as dict */
     if (cowpy_store_key(st, obj, out, hash) < 0) {
         if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)

@@ -76,6 +76,7 @@ PyObject *cowpy_thaw(cowpy_state *st, const cow_val *v);
 PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
 
 /* wrapper.c */
+int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
 int cowpy_resolve(CowObject *self);
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */

@@ -62,17 +62,16 @@ cowpy_changed(PyObject *mod, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO:_changed", &a, &b))
         return NULL;
     cx.st = PyModule_GetState(mod);
-    if (!PyObject_TypeCheck(a, cx.st->dict_base) && !PyObject_TypeCheck(a, cx.st->list_base)
-        && !PyObject_TypeCheck(a, cx.st->set_base)) {
+    if (!cowpy_is_ours(cx.st, (PyObject *)a) || !cowpy_is_ours(cx.st, (PyObject *)b)) {
         PyErr_SetString(PyExc_TypeError, "_changed needs cowstore containers");
-        return NULL;
-    }
-    if (Py_TYPE(a)->tp_base != Py_TYPE(b)->tp_base && !PyObject_TypeCheck(b, Py_TYPE(a)->tp_base)) {
-        PyErr_SetString(PyExc_TypeError, "_changed needs two containers of one kind");
         return NULL;
     }
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;
+    if (cow_tag_is_map(a->root.tag) != cow_tag_is_map(b->root.tag)) {
+        PyErr_SetString(PyExc_TypeError, "_changed needs two containers of one kind");
+        return NULL;
+    }
     if (cow_tag_is_map(a->root.tag)) {
         cx.maps[0] = a->root.u.map;
         cx.maps[1] = b->root.u.map;

@@ -147,16 +147,18 @@ add_type(PyObject *mod, PyTypeObject **slot, PyType_Spec *spec)
     return PyModule_AddType(mod, *slot);
 }
 
-/* Core memory comes from CPython's raw allocator, so tracemalloc sees it. */
-static const cow_allocator python_raw_allocator = {
-    PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree,
+/* Core memory comes from CPython's allocator, so tracemalloc sees it; small
+ * nodes then come from pymalloc's pools, with no per-block header.  The core
+ * is only ever called with the GIL held, as PyMem_Malloc requires. */
+static const cow_allocator python_allocator = {
+    PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free,
 };
 
 static int
 cowpy_exec(PyObject *mod)
 {
     cowpy_state *st = state_of_module(mod);
-    cow_set_allocator(&python_raw_allocator);
+    cow_set_allocator(&python_allocator);
     if (add_type(mod, &st->dict_base, &cowpy_dict_spec) < 0
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0

@@ -179,8 +179,8 @@ cowpy_hash_method(PyObject *op, PyObject *unused)
     return PyLong_FromSsize_t((Py_ssize_t)(h >> 2));   /* never -1 */
 }
 
-static int
-is_ours(cowpy_state *st, PyObject *op)
+int
+cowpy_is_ours(cowpy_state *st, PyObject *op)
 {
     return PyObject_TypeCheck(op, st->dict_base) || PyObject_TypeCheck(op, st->list_base)
            || PyObject_TypeCheck(op, st->set_base);
@@ -191,7 +191,7 @@ PyObject *
 cowpy_equal_method(PyObject *op, PyObject *other)
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
-    if (!is_ours(COWPY_ST(op), other))
+    if (!cowpy_is_ours(COWPY_ST(op), other))
         Py_RETURN_NOTIMPLEMENTED;
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;
@@ -203,7 +203,7 @@ PyObject *
 cowpy_same_method(PyObject *op, PyObject *other)
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
-    if (!is_ours(COWPY_ST(op), other))
+    if (!cowpy_is_ours(COWPY_ST(op), other))
         Py_RETURN_FALSE;
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;

@@ -1,8 +1,8 @@
 /* The core's allocator: every node, blob and header comes from here.
  *
- * The default is the C library's; the Python binding installs CPython's raw
- * allocator (PyMem_RawMalloc and friends) so tracemalloc and memory
- * debuggers see the core's memory.  Set it once, before anything is
+ * The default is the C library's; the Python binding installs CPython's
+ * allocator (PyMem_Malloc and friends) so tracemalloc sees the core's memory
+ * and small nodes come from pymalloc's pools.  Set it once, before anything is
  * allocated: memory must be freed by the allocator that made it. */
 #ifndef COWSTORE_ALLOC_H
 #define COWSTORE_ALLOC_H

@@ -58,9 +58,10 @@ typedef struct cow_vec_iter {
 void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
 const cow_val *cow_vec_iter_next(cow_vec_iter *it);            /* NULL at end */
 
-/* Calls visit(ctx, index) for the first index of every leaf-sized block whose
- * nodes differ between a and b (shared subtrees skipped), then for every
- * position in [min(len), max(len)).  Cost O(changed blocks * log n). */
+/* Calls visit(ctx, start) for the first index of every 32-value block that
+ * may differ between a and b: blocks held in different nodes, and every block
+ * reaching past the shorter trie (shared subtrees are skipped).  Cost
+ * O(changed blocks * log n). */
 typedef int (*cow_vec_visit)(void *ctx, size_t index);
 int cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
                        cow_vec_visit visit, void *ctx);
