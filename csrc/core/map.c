@@ -321,6 +321,16 @@ coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
     if (n->count == COW_MAP_MAX_COLLISIONS)
         return COW_EOVERFLOW;           /* count would wrap: refuse, never lose the bucket */
     pos = coll_lower_bound(m, n, entry_key(m, leaf.entry));
+    if (n->refcnt == 1) {              /* unshared: grow in place, one memmove */
+        c = cow_realloc(n, sizeof(cow_hnode) + (n->count + 1u) * sizeof(cow_hleaf));
+        if (c == NULL)
+            return COW_ENOMEM;
+        memmove(hn_leaves(c) + pos + 1, hn_leaves(c) + pos, (c->count - pos) * sizeof(cow_hleaf));
+        hn_leaves(c)[pos] = leaf;
+        c->count++;
+        *slot = c;
+        return COW_OK;
+    }
     if ((c = hn_new(HN_COLLISION, n->count + 1u, 0)) == NULL)
         return COW_ENOMEM;
     memcpy(hn_leaves(c), hn_leaves(n), pos * sizeof(cow_hleaf));

@@ -1,7 +1,9 @@
 /* Stable hashing: the same bytes give the same 64-bit hash in every process,
  * platform and Python version (no per-process seed), because maps are shared
  * across processes and persisted.  Hostile inputs can still collide: maps keep
- * colliding keys in sorted buckets so they cost O(log k), not O(k). */
+ * colliding keys in sorted buckets, so a lookup among k of them costs
+ * O(log k) comparisons; an insert adds one memmove of the bucket (8k bytes),
+ * and a bucket is capped at COW_MAP_MAX_COLLISIONS keys. */
 #ifndef COWSTORE_HASH_H
 #define COWSTORE_HASH_H
 
