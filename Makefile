@@ -14,6 +14,8 @@ CTEST_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Wno-unused-parameter -Icsrc/includ
                -fno-omit-frame-pointer
 HYPOTHESIS_PROFILE ?= ci
 
+SHELL := /bin/bash
+
 .PHONY: all deps venv build demo test ctest pytest test-sanitize bench clean
 
 all: build
@@ -44,12 +46,18 @@ tests/c/bin/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | deps
 	$(CC) $(CTEST_FLAGS) -o $@ $< $(CORE_SRC) -lcriterion -llmdb -lm
 
 ctest: $(CTESTS)
-	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t --jobs 2; done
+	@mkdir -p build
+	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t --jobs 2; done 2>&1 \
+	  | tee build/ctest.log; exit $${PIPESTATUS[0]}
 
 pytest: build
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest -q -p no:cacheprovider tests/python
+	@mkdir -p build
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest -q -p no:cacheprovider \
+	  --junitxml=build/pytest.xml tests/python
 
+# Runs both suites, then closes with their counts added up.
 test: ctest pytest
+	@$(PY) tests/summary.py build/ctest.log build/pytest.xml
 
 # The extension and the whole pytest suite under ASan + UBSan.  CPython itself is
 # not instrumented, so libasan is preloaded and leak reports (CPython's own
