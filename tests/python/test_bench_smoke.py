@@ -1,0 +1,39 @@
+"""The benchmark suite still runs: bench/run_all.py in quick mode into a temporary
+directory produces benchmarks.md with every section (and the plots when
+matplotlib is installed).  Competitor packages are optional, so this runs with
+the test extras alone."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import cowstore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SECTIONS = ["## Machine", "## Goals at a glance", "## 1. Copy cost", "## 2. Lookup: d[k]",
+            "## 3. Iteration: for k, v in d.items()", "## 4. Setitem: d[k] = v",
+            "## 5. Memory", "## 6. freeze / thaw", "## 7. GC pauses"]
+
+
+def test_run_all_quick_writes_every_section(tmp_path):
+    env = dict(os.environ, COWSTORE_BENCH_QUICK="1")
+    # The benchmarks must measure the cowstore this test imported.
+    here = os.path.dirname(os.path.dirname(cowstore.__file__))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run_all.py"),
+                           "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = (tmp_path / "benchmarks.md").read_text()
+    for title in SECTIONS:
+        assert title in text, title
+    assert "FAILED" not in text
+    assert "Quick mode" in text
+    # Every section states its goals with a verdict.
+    assert len(re.findall(r"\| \*\*(?:met|not met)\*\* \||\| n/a \|", text)) >= 7
+    if importlib.util.find_spec("matplotlib") is not None:
+        for name in ("copy", "lookup", "iteration", "setitem", "memory", "freeze_thaw", "gc"):
+            png = f"bench_{name}.png"
+            assert (tmp_path / png).stat().st_size > 0, png
+            assert f"]({png})" in text, png
