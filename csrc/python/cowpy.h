@@ -84,6 +84,14 @@ void cowpy_detach(CowObject *self);
 void cowpy_object_dealloc(PyObject *self);
 int cowpy_is_frozen(const CowObject *self);
 PyObject *cowpy_copy(PyObject *self, PyObject *unused);
+/* A new detached container of op's type holding v (stolen). */
+PyObject *cowpy_new_like(PyObject *op, cow_val v);
+/* tp_new of the bases: an empty `tag` container, or `frozen_tag` when type
+ * subclasses the registered frozen class. */
+PyObject *cowpy_new_empty(PyTypeObject *type, cow_tag tag, cow_tag frozen_tag);
+/* _init(src): fill a new, never written container from a plain or cowstore
+ * container of the same kind (O(1) for ours).  Lets frozen ones be built. */
+PyObject *cowpy_init_from(PyObject *op, PyObject *src);
 PyObject *cowpy_deepcopy(PyObject *self, PyObject *memo);
 PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);

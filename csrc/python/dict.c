@@ -280,55 +280,10 @@ fail:
     return NULL;
 }
 
-/* _init(src): fill a new container from a dict or a cowstore dict, in O(1)
- * for the latter.  Allowed once, on an empty, never written container, so
- * frozen dicts can be built. */
-static PyObject *
-dict_init_from(PyObject *op, PyObject *src)
-{
-    cowpy_state *st = COWPY_ST(op);
-    cow_val v;
-    if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
-        PyErr_SetString(PyExc_TypeError, "container already initialised");
-        return NULL;
-    }
-    if (cowpy_from_object(st, src, &v) < 0)
-        return NULL;
-    if (!cow_tag_is_map(v.tag) || cow_tag_is_set(v.tag)) {
-        cow_val_release(&v);
-        PyErr_SetString(PyExc_TypeError, "_init needs a mapping");
-        return NULL;
-    }
-    v.tag = SELF->root.tag;
-    if (v.u.map->refcnt > 1) {           /* taken from a container: new identity */
-        cow_map *c = cow_map_clone(v.u.map);
-        cow_map_release(v.u.map);
-        if ((v.u.map = c) == NULL)
-            return cowpy_raise(st, COW_ENOMEM);
-    }
-    cow_val_release(&SELF->root);
-    SELF->root = v;
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 dict_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    cowpy_state *st = cowpy_state_of_type(type);
-    PyObject *frozen_cls = st ? st->cls[COW_T_FDICT] : NULL;
-    cow_map *m;
-    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
-    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    if ((m = cow_map_new()) == NULL) {
-        Py_DECREF(self);
-        return cowpy_raise(st, COW_ENOMEM);
-    }
-    self->st = st;
-    self->root = cow_val_map(frozen ? COW_T_FDICT : COW_T_DICT, m);
-    self->pkey = cow_val_none();
-    return (PyObject *)self;
+    return cowpy_new_empty(type, COW_T_DICT, COW_T_FDICT);
 }
 
 static PyMethodDef dict_methods[] = {
@@ -345,7 +300,7 @@ static PyMethodDef dict_methods[] = {
     {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"_iter", dict_iter_kind, METH_VARARGS, NULL},
     {"_merge", dict_merge, METH_O, NULL},
-    {"_init", dict_init_from, METH_O, NULL},
+    {"_init", cowpy_init_from, METH_O, NULL},
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
     {"_equal", cowpy_equal_method, METH_O, NULL},

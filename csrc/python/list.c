@@ -224,7 +224,6 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
     cowpy_state *st = COWPY_ST(op);
     cow_vec *vec = cow_vec_new();
     int rc = COW_OK;
-    PyObject *res;
     if (vec == NULL)
         return cowpy_raise(st, COW_ENOMEM);
     for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++)
@@ -233,15 +232,7 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
         cow_vec_release(vec);
         return cowpy_raise(st, rc);
     }
-    res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
-    if (res == NULL) {
-        cow_vec_release(vec);
-        return NULL;
-    }
-    ((CowObject *)res)->st = st;
-    ((CowObject *)res)->root = cow_val_vec(SELF->root.tag, vec);
-    ((CowObject *)res)->pkey = cow_val_none();
-    return res;
+    return cowpy_new_like(op, cow_val_vec(SELF->root.tag, vec));
 }
 
 static PyObject *
@@ -514,53 +505,10 @@ list_reversed(PyObject *op, PyObject *unused)
     return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 1);
 }
 
-/* _init(src): fill a new list from a list/tuple or a cowstore list (O(1)). */
-static PyObject *
-list_init_from(PyObject *op, PyObject *src)
-{
-    cowpy_state *st = COWPY_ST(op);
-    cow_val v;
-    if (SELF->mut != 0 || body_of(op)->len != 0) {
-        PyErr_SetString(PyExc_TypeError, "container already initialised");
-        return NULL;
-    }
-    if (cowpy_from_object(st, src, &v) < 0)
-        return NULL;
-    if (!cow_tag_is_vec(v.tag)) {
-        cow_val_release(&v);
-        PyErr_SetString(PyExc_TypeError, "_init needs a sequence");
-        return NULL;
-    }
-    v.tag = SELF->root.tag;
-    if (v.u.vec->refcnt > 1) {
-        cow_vec *c = cow_vec_clone(v.u.vec);
-        cow_vec_release(v.u.vec);
-        if ((v.u.vec = c) == NULL)
-            return cowpy_raise(st, COW_ENOMEM);
-    }
-    cow_val_release(&SELF->root);
-    SELF->root = v;
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 list_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    cowpy_state *st = cowpy_state_of_type(type);
-    PyObject *frozen_cls = st ? st->cls[COW_T_FLIST] : NULL;
-    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
-    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
-    cow_vec *v;
-    if (self == NULL)
-        return NULL;
-    if ((v = cow_vec_new()) == NULL) {
-        Py_DECREF(self);
-        return cowpy_raise(st, COW_ENOMEM);
-    }
-    self->st = st;
-    self->root = cow_val_vec(frozen ? COW_T_FLIST : COW_T_LIST, v);
-    self->pkey = cow_val_none();
-    return (PyObject *)self;
+    return cowpy_new_empty(type, COW_T_LIST, COW_T_FLIST);
 }
 
 static PyMethodDef list_methods[] = {
@@ -577,7 +525,7 @@ static PyMethodDef list_methods[] = {
     {"__copy__", cowpy_copy, METH_NOARGS, NULL},
     {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"__reversed__", list_reversed, METH_NOARGS, NULL},
-    {"_init", list_init_from, METH_O, NULL},
+    {"_init", cowpy_init_from, METH_O, NULL},
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
     {"_equal", cowpy_equal_method, METH_O, NULL},

@@ -124,18 +124,19 @@ cowpy_object_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
-/* copy() / __copy__: a new, detached container sharing every node: O(1). */
-PyObject *
-cowpy_copy(PyObject *op, PyObject *unused)
+/* Gives *v a new identity: a header of its own sharing every node (O(1)). */
+static int
+clone_root(cowpy_state *st, cow_val *v)
 {
-    CowObject *self = (CowObject *)op;
-    cow_val v;
-    if (cowpy_resolve(self) < 0)
-        return NULL;
-    v = self->root;
-    if (cow_tag_is_map(v.tag) ? (v.u.map = cow_map_clone(v.u.map)) == NULL
-                              : (v.u.vec = cow_vec_clone(v.u.vec)) == NULL)
-        return cowpy_raise(COWPY_ST(op), COW_ENOMEM);
+    if (cow_tag_is_map(v->tag) ? (v->u.map = cow_map_clone(v->u.map)) == NULL
+                               : (v->u.vec = cow_vec_clone(v->u.vec)) == NULL)
+        return cowpy_raise_int(st, COW_ENOMEM);
+    return 0;
+}
+
+PyObject *
+cowpy_new_like(PyObject *op, cow_val v)
+{
     PyObject *res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
     if (res == NULL) {
         cow_val_release(&v);
@@ -145,6 +146,85 @@ cowpy_copy(PyObject *op, PyObject *unused)
     ((CowObject *)res)->root = v;
     ((CowObject *)res)->pkey = cow_val_none();
     return res;
+}
+
+/* copy() / __copy__: a new, detached container sharing every node: O(1). */
+PyObject *
+cowpy_copy(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    cow_val v;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    v = self->root;
+    if (clone_root(COWPY_ST(op), &v) < 0)
+        return NULL;
+    return cowpy_new_like(op, v);
+}
+
+PyObject *
+cowpy_new_empty(PyTypeObject *type, cow_tag tag, cow_tag frozen_tag)
+{
+    cowpy_state *st = cowpy_state_of_type(type);
+    PyObject *frozen_cls = st ? st->cls[frozen_tag] : NULL;
+    CowObject *self;
+    cow_val root;
+    if (st == NULL)
+        return NULL;
+    if (frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls))
+        tag = frozen_tag;
+    root = cow_tag_is_map(tag) ? cow_val_map(tag, cow_map_new()) : cow_val_vec(tag, cow_vec_new());
+    if (root.u.map == NULL)
+        return cowpy_raise(st, COW_ENOMEM);
+    if ((self = (CowObject *)type->tp_alloc(type, 0)) == NULL) {
+        cow_val_release(&root);
+        return NULL;
+    }
+    self->st = st;
+    self->root = root;
+    self->pkey = cow_val_none();
+    return (PyObject *)self;
+}
+
+static int
+same_kind(int a, int b)
+{
+    if (cow_tag_is_vec(a) || cow_tag_is_vec(b))
+        return cow_tag_is_vec(a) && cow_tag_is_vec(b);
+    return cow_tag_is_set(a) == cow_tag_is_set(b);
+}
+
+static size_t
+root_len(const cow_val *root)
+{
+    return cow_tag_is_map(root->tag) ? cow_map_len(root->u.map) : cow_vec_len(root->u.vec);
+}
+
+PyObject *
+cowpy_init_from(PyObject *op, PyObject *src)
+{
+    CowObject *self = (CowObject *)op;
+    cowpy_state *st = COWPY_ST(op);
+    cow_val v;
+    if (self->mut != 0 || root_len(&self->root) != 0) {
+        PyErr_SetString(PyExc_TypeError, "container already initialised");
+        return NULL;
+    }
+    if (cowpy_from_object(st, src, &v) < 0)
+        return NULL;
+    if (!same_kind(v.tag, self->root.tag)) {
+        cow_val_release(&v);
+        PyErr_Format(PyExc_TypeError, "cannot initialise a %.200s from a %.200s",
+                     Py_TYPE(op)->tp_name, Py_TYPE(src)->tp_name);
+        return NULL;
+    }
+    v.tag = self->root.tag;
+    if ((cow_tag_is_map(v.tag) ? v.u.map->refcnt : v.u.vec->refcnt) > 1
+        && clone_root(st, &v) < 0)     /* taken from a container: new identity */
+        return NULL;
+    cow_val_release(&self->root);
+    self->root = v;
+    Py_RETURN_NONE;
 }
 
 /* __deepcopy__: values are immutable or copied on write, so a deep copy is
