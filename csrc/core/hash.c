@@ -24,12 +24,15 @@ cow_hash_mix64(uint64_t x)
     return x;
 }
 
+/* An unaligned little-endian 64-bit load: one instruction on LE hosts. */
 static uint64_t
 load_le64(const unsigned char *p)
 {
-    uint64_t w = 0;
-    for (int i = 7; i >= 0; i--)
-        w = (w << 8) | p[i];
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
     return w;
 }
 

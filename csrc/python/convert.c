@@ -300,10 +300,10 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
     if (Py_TYPE(obj) == &PyUnicode_Type) {
         if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
             return -1;
-        if ((size_t)n <= UINT32_MAX) {
+        if ((size_t)n <= UINT32_MAX) {         /* the hot path: no copy, no dispatch */
             *out = cow_val_str_view(s, (size_t)n);
             *owned = 0;
-            cow_val_hash(out, hash);
+            *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
             return 1;
         }
     }
