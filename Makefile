@@ -16,7 +16,7 @@ HYPOTHESIS_PROFILE ?= ci
 
 SHELL := /bin/bash
 
-.PHONY: all deps venv build demo test ctest pytest test-sanitize bench clean
+.PHONY: all deps venv build demo test ctest pytest test-sanitize test-debug bench clean
 
 all: build
 
@@ -72,6 +72,13 @@ test-sanitize: venv
 	COWSTORE_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force --build-temp build/asan-tmp
 	@nm -D cowstore/_cowstore*.so | grep -q __asan_report || { echo "extension is not instrumented"; exit 1; }
 	@set +e; $(SANITIZED_RUN) HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q -p no:cacheprovider tests/python; \
+	  rc=$$?; $(PY) setup.py -q build_ext --inplace --force; exit $$rc
+
+# The suite against a -O0 build whose every write re-validates the core's
+# invariants (COW_DEBUG): a broken invariant fails the write with SystemError.
+test-debug: venv
+	COWSTORE_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force --build-temp build/debug-tmp
+	@set +e; HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q -p no:cacheprovider tests/python; \
 	  rc=$$?; $(PY) setup.py -q build_ext --inplace --force; exit $$rc
 
 bench: build

@@ -84,6 +84,22 @@ cowpy_begin_write(CowObject *self)
     return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
 }
 
+#ifdef COW_DEBUG
+/* Debug builds (COWSTORE_DEBUG=1) validate the core's invariants after every
+ * write, so the whole Python suite doubles as an invariant test. */
+static int
+check_root(CowObject *self)
+{
+    const cow_val *r = &self->root;
+    int rc = cow_tag_is_map(r->tag) ? cow_map_check(r->u.map) : cow_vec_check(&r->u.vec->b);
+    if (rc < 0)
+        PyErr_SetString(PyExc_SystemError, "cowstore core invariant violated");
+    return rc < 0 ? -1 : 0;
+}
+#else
+static int check_root(CowObject *self) { return 0; }
+#endif
+
 int
 cowpy_end_write(CowObject *self)
 {
@@ -91,6 +107,8 @@ cowpy_end_write(CowObject *self)
     cow_val child = self->root, key;
     int rc;
     self->mut++;
+    if (check_root(self) < 0)
+        return -1;
     if (parent == NULL)
         return 0;
     cow_val_retain(&child);
