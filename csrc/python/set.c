@@ -18,6 +18,23 @@ set_len(PyObject *op)
     return (Py_ssize_t)cow_map_len(map_of(op));
 }
 
+/* cowpy_probe_key for an element, except that a set stands for the
+ * frozenset of its elements, as in set's `in`, remove and discard. */
+static int
+probe_element(cowpy_state *st, PyObject *key, cow_val *out, uint64_t *hash, int *owned)
+{
+    PyObject *frozen;
+    int rc = cowpy_probe_key(st, key, out, hash, owned);
+    if (rc >= 0 || !PySet_Check(key) || !PyErr_ExceptionMatches(PyExc_TypeError))
+        return rc;
+    PyErr_Clear();
+    if ((frozen = PyFrozenSet_New(key)) == NULL)
+        return -1;
+    rc = cowpy_probe_key(st, frozen, out, hash, owned);      /* *out owns its bytes */
+    Py_DECREF(frozen);
+    return rc;
+}
+
 static int
 set_contains(PyObject *op, PyObject *key)
 {
@@ -28,7 +45,7 @@ set_contains(PyObject *op, PyObject *key)
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+    if ((rc = probe_element(st, key, &probe, &h, &owned)) <= 0)
         return rc;
     rc = cow_map_find(map_of(op), &probe, h, &e);
     if (owned)
@@ -66,7 +83,7 @@ set_discard_flag(PyObject *op, PyObject *key)
     int owned = 0, rc;
     if (cowpy_begin_write(SELF) < 0)
         return NULL;
-    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+    if ((rc = probe_element(st, key, &probe, &h, &owned)) <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_False);
     rc = cow_map_del(map_of(op), &probe, h, NULL);
     if (owned)
