@@ -177,7 +177,9 @@ class FrozenSet(_SetReads):
     __slots__ = ()
 
     def __hash__(self):
-        return self._hash()
+        # It equals the frozenset of its elements, so it must hash like one:
+        # a stored frozenset key read back must still find its twin in a set.
+        return hash(frozenset(self))
 
 
 MutableSet.register(CowSet)
