@@ -78,7 +78,10 @@ class _SetReads(_cowstore.SetBase):
     def __rsub__(self, other):
         return self._build(CowSet(other).difference(self)) if _is_set(other) else NotImplemented
 
-    __ror__ = __or__
+    def __ror__(self, other):
+        # other's elements first, so of two equal ones (1, 1.0) other's is kept, as set does
+        return self._build(CowSet(other).union(self)) if _is_set(other) else NotImplemented
+
     __rand__ = __and__
     __rxor__ = __xor__
 
