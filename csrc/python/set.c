@@ -135,53 +135,10 @@ set_iter(PyObject *op)
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }
 
-/* _init(src): fill a new set from a set/frozenset or a cowstore set (O(1)). */
-static PyObject *
-set_init_from(PyObject *op, PyObject *src)
-{
-    cowpy_state *st = COWPY_ST(op);
-    cow_val v;
-    if (SELF->mut != 0 || cow_map_len(map_of(op)) != 0) {
-        PyErr_SetString(PyExc_TypeError, "container already initialised");
-        return NULL;
-    }
-    if (cowpy_from_object(st, src, &v) < 0)
-        return NULL;
-    if (!cow_tag_is_set(v.tag)) {
-        cow_val_release(&v);
-        PyErr_SetString(PyExc_TypeError, "_init needs a set");
-        return NULL;
-    }
-    v.tag = SELF->root.tag;
-    if (v.u.map->refcnt > 1) {
-        cow_map *c = cow_map_clone(v.u.map);
-        cow_map_release(v.u.map);
-        if ((v.u.map = c) == NULL)
-            return cowpy_raise(st, COW_ENOMEM);
-    }
-    cow_val_release(&SELF->root);
-    SELF->root = v;
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 set_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    cowpy_state *st = cowpy_state_of_type(type);
-    PyObject *frozen_cls = st ? st->cls[COW_T_FSET] : NULL;
-    int frozen = frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls);
-    CowObject *self = (CowObject *)type->tp_alloc(type, 0);
-    cow_map *m;
-    if (self == NULL)
-        return NULL;
-    if ((m = cow_map_new()) == NULL) {
-        Py_DECREF(self);
-        return cowpy_raise(st, COW_ENOMEM);
-    }
-    self->st = st;
-    self->root = cow_val_map(frozen ? COW_T_FSET : COW_T_SET, m);
-    self->pkey = cow_val_none();
-    return (PyObject *)self;
+    return cowpy_new_empty(type, COW_T_SET, COW_T_FSET);
 }
 
 static PyMethodDef set_methods[] = {
@@ -192,7 +149,7 @@ static PyMethodDef set_methods[] = {
     {"__copy__", cowpy_copy, METH_NOARGS, NULL},
     {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"_discard", set_discard_flag, METH_O, NULL},
-    {"_init", set_init_from, METH_O, NULL},
+    {"_init", cowpy_init_from, METH_O, NULL},
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
     {"_equal", cowpy_equal_method, METH_O, NULL},
