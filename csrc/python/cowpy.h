@@ -77,7 +77,14 @@ PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
-int cowpy_resolve(CowObject *self);
+int cowpy_resolve_view(CowObject *self);
+/* Brings a view up to date with its parent (a no-op for a detached container,
+ * the common case, so it is inlined). */
+static inline int
+cowpy_resolve(CowObject *self)
+{
+    return self->parent ? cowpy_resolve_view(self) : 0;
+}
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */
 void cowpy_detach(CowObject *self);

@@ -43,11 +43,9 @@ slot_in_parent(CowObject *self)
 }
 
 int
-cowpy_resolve(CowObject *self)
+cowpy_resolve_view(CowObject *self)
 {
     const cow_val *cur;
-    if (self->parent == NULL)
-        return 0;
     if (cowpy_resolve(self->parent) < 0)
         return -1;
     if (self->parent == NULL || self->parent->mut == self->seen)
