@@ -298,8 +298,12 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
     Py_ssize_t n;
     const char *s;
     if (Py_TYPE(obj) == &PyUnicode_Type) {
-        if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
-            return -1;
+        if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();                    /* lone surrogates: never stored, so absent */
+            return 0;
+        }
         if ((size_t)n <= UINT32_MAX) {         /* the hot path: no copy, no dispatch */
             *out = cow_val_str_view(s, (size_t)n);
             *owned = 0;

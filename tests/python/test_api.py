@@ -276,3 +276,15 @@ def test_freeze_thaw_round_trip_keeps_types():
     assert back == data
     assert type(back["fs"]) is frozenset and type(back["t"]) is tuple
     assert freeze(5) == 5 and freeze("x") == "x"
+
+
+def test_documented_edges_of_keys_and_tuples():
+    d = CowDict(a=1, t=({"x": 1},))
+    assert "\ud800" not in d and d.get("\ud800") is None   # unstorable key: absent
+    with pytest.raises(UnicodeEncodeError):
+        d["\ud800"] = 1
+    d["t"][0]["x"] = 2                 # a container inside a tuple is a detached copy
+    assert d["t"][0]["x"] == 1
+    from decimal import Decimal
+    assert Decimal(1) not in CowList([1])         # other numeric types: never stored, so absent
+    assert Decimal(1) not in CowDict({1: "one"})
