@@ -104,7 +104,19 @@ PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
 PyObject *cowpy_same_method(PyObject *self, PyObject *other);
-PyObject *cowpy_ident_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
+
+/* The method-table entries every container base shares. */
+#define COWPY_COMMON_METHODS \
+    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."}, \
+    {"__copy__", cowpy_copy, METH_NOARGS, NULL}, \
+    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL}, \
+    {"_init", cowpy_init_from, METH_O, NULL}, \
+    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL}, \
+    {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
+    {"_equal", cowpy_equal_method, METH_O, NULL}, \
+    {"_shares", cowpy_same_method, METH_O, NULL}, \
+    {"_attached", cowpy_attached_method, METH_NOARGS, NULL},
 
 /* diff.c: module function _changed(a, b). */
 PyObject *cowpy_changed(PyObject *mod, PyObject *args);

@@ -295,17 +295,9 @@ static PyMethodDef dict_methods[] = {
     {"setdefault", (PyCFunction)(void (*)(void))dict_setdefault, METH_FASTCALL,
      "D.setdefault(k[,d]) -> D.get(k,d), also set D[k]=d if k not in D."},
     {"clear", dict_clear, METH_NOARGS, "Remove all items."},
-    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
-    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
-    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"_iter", dict_iter_kind, METH_VARARGS, NULL},
     {"_merge", dict_merge, METH_O, NULL},
-    {"_init", cowpy_init_from, METH_O, NULL},
-    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
-    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
-    {"_equal", cowpy_equal_method, METH_O, NULL},
-    {"_shares", cowpy_same_method, METH_O, NULL},
-    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };
 

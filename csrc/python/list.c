@@ -521,16 +521,8 @@ static PyMethodDef list_methods[] = {
     {"count", list_count, METH_O, "Return number of occurrences of value."},
     {"clear", list_clear, METH_NOARGS, "Remove all items from list."},
     {"reverse", list_reverse, METH_NOARGS, "Reverse *IN PLACE*."},
-    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
-    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
-    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"__reversed__", list_reversed, METH_NOARGS, NULL},
-    {"_init", cowpy_init_from, METH_O, NULL},
-    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
-    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
-    {"_equal", cowpy_equal_method, METH_O, NULL},
-    {"_shares", cowpy_same_method, METH_O, NULL},
-    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };
 

@@ -145,16 +145,8 @@ static PyMethodDef set_methods[] = {
     {"add", set_add, METH_O, "Add an element to a set."},
     {"pop", set_pop, METH_NOARGS, "Remove and return the most recently added element."},
     {"clear", set_clear, METH_NOARGS, "Remove all elements from this set."},
-    {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."},
-    {"__copy__", cowpy_copy, METH_NOARGS, NULL},
-    {"__deepcopy__", cowpy_deepcopy, METH_O, NULL},
     {"_discard", set_discard_flag, METH_O, NULL},
-    {"_init", cowpy_init_from, METH_O, NULL},
-    {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL},
-    {"_hash", cowpy_hash_method, METH_NOARGS, NULL},
-    {"_equal", cowpy_equal_method, METH_O, NULL},
-    {"_shares", cowpy_same_method, METH_O, NULL},
-    {"_attached", cowpy_ident_method, METH_NOARGS, NULL},
+    COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };
 

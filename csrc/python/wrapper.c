@@ -312,7 +312,7 @@ cowpy_same_method(PyObject *op, PyObject *other)
 
 /* _attached(): whether writes still reach a parent container (for tests). */
 PyObject *
-cowpy_ident_method(PyObject *op, PyObject *unused)
+cowpy_attached_method(PyObject *op, PyObject *unused)
 {
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
