@@ -167,6 +167,19 @@ cow_vb_same(const cow_vecbody *a, const cow_vecbody *b)
     return a->len == b->len && a->root == b->root && a->tail == b->tail;
 }
 
+void
+cow_vb_trim(cow_vecbody *b)
+{
+    cow_vnode *t = b->tail, *small;
+    if (t == NULL || t->refcnt != 1 || t->cap == t->count)
+        return;
+    small = cow_realloc(t, sizeof(cow_vnode) + t->count * sizeof(cow_val));
+    if (small == NULL)
+        return;                      /* keeping the spare slots is harmless */
+    small->cap = small->count;
+    b->tail = small;
+}
+
 static cow_vnode *
 leaf_for(const cow_vecbody *b, size_t i)
 {
@@ -306,7 +319,7 @@ cow_vb_push(cow_vecbody *b, cow_val v)
     else if (tl < COW_VEC_WIDTH) {
         unsigned cap = b->tail->cap;
         if (tl == cap)
-            cap *= 2;
+            cap = cap * 2 < COW_VEC_WIDTH ? cap * 2 : COW_VEC_WIDTH;
         if ((rc = vn_own(&b->tail, cap)) < 0)
             goto fail;
     }

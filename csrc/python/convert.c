@@ -134,6 +134,7 @@ conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val
             goto fail;
         }
     }
+    cow_vb_trim(&vec->b);
     *out = cow_val_vec(tag, vec);
     return 0;
 fail:
@@ -190,6 +191,7 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         if (map_put(cx, map, k, h, v) < 0)
             goto fail;
     }
+    cow_vb_trim(&map->log);
     *out = cow_val_map(COW_T_DICT, map);
     return 0;
 fail:
@@ -212,6 +214,7 @@ conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         if (key_of(cx, key, at, &k, &h) < 0 || map_put(cx, map, k, h, cow_val_none()) < 0)
             goto fail;
     }
+    cow_vb_trim(&map->log);
     *out = cow_val_map(PyFrozenSet_CheckExact(obj) ? COW_T_FSET : COW_T_SET, map);
     return 0;
 fail:

@@ -733,3 +733,25 @@ Test(vec, own_makes_later_writes_infallible, .timeout = 20)
         cr_assert_eq(tu_alloc.blocks, 0);
     }
 }
+
+/* cow_vb_trim gives spare tail slots back without changing any value, and
+ * leaves a shared tail alone. */
+Test(vec, trim_keeps_values_and_shared_tails)
+{
+    cow_vecbody b, c;
+    cow_vb_init(&b);
+    for (int i = 0; i < 37; i++)
+        cr_assert_eq(cow_vb_push(&b, cow_val_int(i)), COW_OK);
+    cow_vb_dup(&c, &b);
+    cow_vb_trim(&b);                       /* shared with c: untouched */
+    cr_assert_eq(b.tail, c.tail);
+    cow_vb_clear(&c);
+    cow_vb_trim(&b);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    for (int i = 0; i < 37; i++)
+        cr_assert_eq(cow_vb_get(&b, (size_t)i)->u.i, i);
+    cr_assert_eq(cow_vb_push(&b, cow_val_int(37)), COW_OK);   /* grows again */
+    cr_assert_eq(cow_vb_get(&b, 37)->u.i, 37);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    cow_vb_clear(&b);
+}

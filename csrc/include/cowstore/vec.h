@@ -41,6 +41,9 @@ int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
 int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equal */
+/* Gives an unshared tail's unused slots back (a vector built to its final
+ * size keeps no spare capacity); a shared tail is left alone. */
+void cow_vb_trim(cow_vecbody *b);
 /* Owns the leaves holding indices [from, to) and the nodes above them,
  * copying shared ones, without changing a value: on error the body reads as
  * before.  Afterwards cow_vb_set in that range cannot fail, nor cow_vb_pop
