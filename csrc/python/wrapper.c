@@ -66,6 +66,37 @@ cowpy_resolve_view(CowObject *self)
     return 0;
 }
 
+static uint32_t
+refcnt_of(const cow_val *v)
+{
+    return cow_tag_is_map(v->tag) ? v->u.map->refcnt : v->u.vec->refcnt;
+}
+
+/* Makes every node from the root down to our slot in the parent exclusively
+ * owned (copying shared ones; no value changes).  Afterwards, if only that
+ * slot and this view hold our container, nothing else can see it, and it may
+ * be written in place: nested writes then cost no copies. */
+static int
+own_path_to_slot(CowObject *self)
+{
+    CowObject *parent = self->parent;
+    cow_val *proot;
+    size_t e;
+    int rc;
+    if (cowpy_begin_write(parent) < 0)
+        return -1;
+    proot = &parent->root;
+    if (cow_tag_is_vec(proot->tag))
+        rc = cow_vb_own(&proot->u.vec->b, self->pidx, self->pidx + 1);
+    else if ((rc = cow_map_find(proot->u.map, &self->pkey, self->phash, &e)) == COW_FOUND)
+        rc = cow_vb_own(&proot->u.map->log, 2 * e + 1, 2 * e + 2);
+    return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
+}
+
+/* A view's container is held by its slot in the parent and by the view:
+ * two references, both "ours" once the parent's path is owned. */
+enum { VIEW_EXCLUSIVE_REFS = 2 };
+
 int
 cowpy_begin_write(CowObject *self)
 {
@@ -76,6 +107,12 @@ cowpy_begin_write(CowObject *self)
         PyErr_Format(COWPY_ST(self)->FrozenError,
                      "'%.200s' object is immutable", Py_TYPE(self)->tp_name);
         return -1;
+    }
+    if (self->parent && refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS) {
+        if (own_path_to_slot(self) < 0)
+            return -1;
+        if (refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS)
+            return 0;                /* only the parent's slot and we see it */
     }
     rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.map)
                                         : cow_vec_own(&self->root.u.vec);

@@ -288,3 +288,20 @@ def test_documented_edges_of_keys_and_tuples():
     from decimal import Decimal
     assert Decimal(1) not in CowList([1])         # other numeric types: never stored, so absent
     assert Decimal(1) not in CowDict({1: "one"})
+
+
+def test_in_place_view_writes_never_reach_copies_or_snapshots():
+    d = freeze({"a": {"n": 0}, "l": [[0]]})
+    x = d["a"]
+    c = d.copy()                     # shares d's nodes, x's container included
+    x["n"] = 1                       # x's slot is exclusive only after path copy
+    d["l"][0].append(1)
+    assert thaw(c) == {"a": {"n": 0}, "l": [[0]]}
+    it = iter(d.items())             # a snapshot of d
+    d["a"]["n"] = 2
+    assert dict(it)["a"]["n"] == 2   # views out of a snapshot resync to d
+    e = d.copy()
+    y = e["a"]
+    y["n"] = 3
+    y["n"] = 4                       # second write: in place, still private to e
+    assert d["a"]["n"] == 2 and e["a"]["n"] == 4 and c["a"]["n"] == 0
