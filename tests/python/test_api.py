@@ -305,3 +305,29 @@ def test_in_place_view_writes_never_reach_copies_or_snapshots():
     y["n"] = 3
     y["n"] = 4                       # second write: in place, still private to e
     assert d["a"]["n"] == 2 and e["a"]["n"] == 4 and c["a"]["n"] == 0
+
+
+def test_wrong_argument_types_raise_like_the_builtins():
+    with pytest.raises(TypeError):
+        CowDict(1)
+    with pytest.raises(TypeError):
+        CowDict({}, {})
+    with pytest.raises(ValueError):
+        CowDict([(1, 2, 3)])            # dict's own message for a bad pair
+    with pytest.raises(TypeError):
+        CowList(5)
+    with pytest.raises(TypeError):
+        CowSet(None)
+    l = CowList([1, 2])
+    with pytest.raises(TypeError, match="integers or slices"):
+        l["x"]
+    with pytest.raises(TypeError, match="integers or slices"):
+        l["x"] = 1
+    with pytest.raises(TypeError):
+        l.extend(5)
+    with pytest.raises(TypeError):
+        l.insert("a", 1)
+    with pytest.raises(TypeError):
+        CowDict().update(5)
+    assert [c.path for c in cowstore.diff(CowDict(), 5)] == [()]   # a whole-value change
+    assert l == [1, 2]
