@@ -106,6 +106,10 @@ PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
 PyObject *cowpy_same_method(PyObject *self, PyObject *other);
 PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
 
+/* len() and clear() shared by the map-backed bases (DictBase, SetBase). */
+Py_ssize_t cowpy_map_len(PyObject *op);
+PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
+
 /* The method-table entries every container base shares. */
 #define COWPY_COMMON_METHODS \
     {"copy", cowpy_copy, METH_NOARGS, "An O(1) copy sharing structure."}, \

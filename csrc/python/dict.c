@@ -11,14 +11,6 @@ map_of(PyObject *op)
     return SELF->root.u.map;
 }
 
-static Py_ssize_t
-dict_len(PyObject *op)
-{
-    if (cowpy_resolve(SELF) < 0)
-        return -1;
-    return (Py_ssize_t)cow_map_len(map_of(op));
-}
-
 /* Looks key up: 1 found (*entry set), 0 absent, -1 error. */
 static int
 dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
@@ -209,17 +201,6 @@ dict_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return value_at(op, entry, hash);
 }
 
-static PyObject *
-dict_clear(PyObject *op, PyObject *unused)
-{
-    if (cowpy_begin_write(SELF) < 0)
-        return NULL;
-    cow_map_clear(map_of(op));
-    if (cowpy_end_write(SELF) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* _iter(kind, reverse): iterator over keys (0), values (1) or items (2). */
 static PyObject *
 dict_iter_kind(PyObject *op, PyObject *args)
@@ -294,7 +275,7 @@ static PyMethodDef dict_methods[] = {
     {"popitem", dict_popitem, METH_NOARGS, "Remove and return the last (key, value) pair."},
     {"setdefault", (PyCFunction)(void (*)(void))dict_setdefault, METH_FASTCALL,
      "D.setdefault(k[,d]) -> D.get(k,d), also set D[k]=d if k not in D."},
-    {"clear", dict_clear, METH_NOARGS, "Remove all items."},
+    {"clear", cowpy_map_clear, METH_NOARGS, "Remove all items."},
     {"_iter", dict_iter_kind, METH_VARARGS, NULL},
     {"_merge", dict_merge, METH_O, NULL},
     COWPY_COMMON_METHODS
@@ -306,7 +287,7 @@ static PyType_Slot dict_slots[] = {
     {Py_tp_dealloc, cowpy_object_dealloc},
     {Py_tp_iter, dict_iter},
     {Py_tp_methods, dict_methods},
-    {Py_mp_length, dict_len},
+    {Py_mp_length, cowpy_map_len},
     {Py_mp_subscript, dict_subscript},
     {Py_mp_ass_subscript, dict_ass_subscript},
     {Py_sq_contains, dict_contains},

@@ -10,14 +10,6 @@ map_of(PyObject *op)
     return SELF->root.u.map;
 }
 
-static Py_ssize_t
-set_len(PyObject *op)
-{
-    if (cowpy_resolve(SELF) < 0)
-        return -1;
-    return (Py_ssize_t)cow_map_len(map_of(op));
-}
-
 /* cowpy_probe_key for an element, except that a set stands for the
  * frozenset of its elements, as in set's `in`, remove and discard. */
 static int
@@ -119,17 +111,6 @@ set_pop(PyObject *op, PyObject *unused)
 }
 
 static PyObject *
-set_clear(PyObject *op, PyObject *unused)
-{
-    if (cowpy_begin_write(SELF) < 0)
-        return NULL;
-    cow_map_clear(map_of(op));
-    if (cowpy_end_write(SELF) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 set_iter(PyObject *op)
 {
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
@@ -144,7 +125,7 @@ set_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyMethodDef set_methods[] = {
     {"add", set_add, METH_O, "Add an element to a set."},
     {"pop", set_pop, METH_NOARGS, "Remove and return the most recently added element."},
-    {"clear", set_clear, METH_NOARGS, "Remove all elements from this set."},
+    {"clear", cowpy_map_clear, METH_NOARGS, "Remove all elements from this set."},
     {"_discard", set_discard_flag, METH_O, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
@@ -155,7 +136,7 @@ static PyType_Slot set_slots[] = {
     {Py_tp_dealloc, cowpy_object_dealloc},
     {Py_tp_iter, set_iter},
     {Py_tp_methods, set_methods},
-    {Py_sq_length, set_len},
+    {Py_sq_length, cowpy_map_len},
     {Py_sq_contains, set_contains},
     {Py_tp_doc, "C base of CowSet and FrozenSet."},
     {0, NULL},

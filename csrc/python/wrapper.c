@@ -356,3 +356,26 @@ cowpy_attached_method(PyObject *op, PyObject *unused)
         return NULL;
     return PyBool_FromLong(self->parent != NULL);
 }
+
+/* len() of the map-backed bases (dict and set). */
+Py_ssize_t
+cowpy_map_len(PyObject *op)
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_resolve(self) < 0)
+        return -1;
+    return (Py_ssize_t)cow_map_len(self->root.u.map);
+}
+
+/* clear() of the map-backed bases. */
+PyObject *
+cowpy_map_clear(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_begin_write(self) < 0)
+        return NULL;
+    cow_map_clear(self->root.u.map);
+    if (cowpy_end_write(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
