@@ -46,6 +46,9 @@
  *  H5  canonical shape: a non-root bitmap node holds >= 2 leaves or >= 1
  *      child; a collision node (never the root) holds >= 2 leaves.  So equal
  *      maps built in any order have the same index shape.
+ *  H6  child words follow ref.h (as VEC6 in vec.c): a stored node is never
+ *      written; lookups check an index leaf's entry number against the log
+ *      before reading it, so a lying stored index cannot read out of bounds.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/ref.h"
 
 enum { HN_BITMAP = 0, HN_COLLISION = 1 };
 /* Bits of the hash consumed per level, and the shift at which they run out. */
@@ -95,7 +99,73 @@ hn_nleaves(const cow_hnode *n)
 }
 
 static cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(n + 1); }
-static cow_hnode **hn_kids(const cow_hnode *n) { return (cow_hnode **)(hn_leaves(n) + hn_nleaves(n)); }
+static cow_word *hn_kids(const cow_hnode *n) { return (cow_word *)(hn_leaves(n) + hn_nleaves(n)); }
+
+/* The node *wp names where one must exist; NULL (corrupt pages) is poison. */
+static cow_hnode *
+hn_at(const cow_word *wp)
+{
+    cow_hnode *n = cow_ref_get(wp, COW_NK_HNODE);
+    if (n == NULL) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return cow_map_poison(COW_NK_HNODE);
+    }
+    return n;
+}
+
+static void hn_release(cow_hnode *n);
+
+/* A new reference to the node *wp names, as a word valid anywhere (H6). */
+static cow_word
+hw_share(const cow_word *wp)
+{
+    cow_word w = cow_ref_export(wp);
+    if (cow_word_stored(w))
+        cow_ref_pin(w, +1);
+    else if (w)
+        ((cow_hnode *)w)->refcnt++;
+    return w;
+}
+
+static void
+hw_release(cow_word w)
+{
+    if (cow_word_stored(w))
+        cow_ref_pin(w, -1);
+    else
+        hn_release((cow_hnode *)w);
+}
+
+/* ---- stored nodes -------------------------------------------------------- */
+
+static cow_hnode poison_hnode = {COW_REFCNT_STORED, HN_BITMAP, 0, 0, 0};
+static cow_map poison_map = {COW_REFCNT_STORED, 0, 0, {0, 0, 0, 0}, 0};
+
+void *
+cow_map_poison(int kind)
+{
+    return kind == COW_NK_MAP ? (void *)&poison_map : (void *)&poison_hnode;
+}
+
+size_t
+cow_map_stored_size(const void *p, size_t avail, int kind)
+{
+    size_t size;
+    if (kind == COW_NK_MAP) {
+        const cow_map *m = p;
+        size = sizeof(cow_map);
+        if (avail < size || m->refcnt != COW_REFCNT_STORED || m->log.len % 2
+            || m->live > m->log.len / 2)
+            return 0;
+        return cow_vec_stored_size(p, avail, COW_NK_VEC) ? size : 0;  /* same body checks */
+    }
+    const cow_hnode *n = p;
+    if (avail < sizeof(cow_hnode) || n->refcnt != COW_REFCNT_STORED || n->kind > HN_COLLISION)
+        return 0;
+    size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
+           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
+    return size <= avail ? size : 0;
+}
 
 static cow_hnode *
 hn_new(int kind, unsigned nleaves, unsigned nkids)
@@ -119,45 +189,49 @@ hn_release(cow_hnode *n)
         return;
     if (n->kind == HN_BITMAP)
         for (unsigned i = 0; i < popc(n->nodemap); i++)
-            hn_release(hn_kids(n)[i]);
+            hw_release(hn_kids(n)[i]);
     live_hnodes--;
     cow_free(n);
 }
 
-static void
-retain_kids(cow_hnode *n)
-{
-    if (n->kind == HN_BITMAP)
-        for (unsigned i = 0; i < popc(n->nodemap); i++)
-            hn_kids(n)[i]->refcnt++;
-}
-
-/* Makes *slot exclusively owned (same shape), copying a shared node. */
+/* Makes *slot exclusively owned (same shape), copying a shared or stored
+ * node; the copy holds its own references to the children (H6). */
 static int
-hn_own(cow_hnode **slot)
+hn_own(cow_word *slot)
 {
-    cow_hnode *n = *slot, *c;
+    cow_hnode *n = hn_at(slot), *c;
     size_t size;
     if (n->refcnt == 1)
         return COW_OK;
     size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
-           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_hnode *);
+           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
     if ((c = cow_malloc(size)) == NULL)
         return COW_ENOMEM;
     memcpy(c, n, size);
     c->refcnt = 1;
     live_hnodes++;
-    retain_kids(c);
-    hn_release(n);
-    *slot = c;
+    if (n->kind == HN_BITMAP)
+        for (unsigned i = 0; i < popc(n->nodemap); i++)
+            hn_kids(c)[i] = hw_share(&hn_kids(n)[i]);
+    hw_release(*slot);
+    *slot = cow_word_of(c);
     return COW_OK;
 }
 
 /* ---- keys through the log ----------------------------------------------- */
 
+static size_t nentries(const cow_map *m);
+
+/* Key of an entry named by an index leaf; a number past the log (only from
+ * a corrupt stored index, H6) reads as a HOLE, which equals no probe. */
 static const cow_val *
 entry_key(const cow_map *m, uint32_t entry)
 {
+    static const cow_val hole;
+    if (entry >= nentries(m)) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return &hole;
+    }
     return cow_vb_get(&m->log, 2 * (size_t)entry);
 }
 
@@ -194,8 +268,8 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
 static int
 index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry)
 {
-    const cow_hnode *n = m->index;
-    for (unsigned shift = 0;; shift += HN_BITS) {
+    const cow_hnode *n = hn_at(&m->index);
+    for (unsigned shift = 0; shift <= HN_HASH_BITS + HN_BITS; shift += HN_BITS) {
         uint32_t bit;
         if (n->kind == HN_COLLISION)
             return n->count && hn_leaves(n)[0].hash == h ? coll_find(m, n, key, entry)
@@ -210,8 +284,10 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry)
         }
         if (!(n->nodemap & bit))
             return COW_NOT_FOUND;
-        n = hn_kids(n)[popc(n->nodemap & (bit - 1))];
+        n = hn_at(&hn_kids(n)[popc(n->nodemap & (bit - 1))]);
     }
+    cow_ref_set_error(COW_ECORRUPT);    /* deeper than H5 allows: corrupt pages */
+    return COW_NOT_FOUND;
 }
 
 static size_t
@@ -240,6 +316,7 @@ static cow_hnode *
 hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
 {
     cow_hnode *n, *kid;
+    uint32_t ba, bb;
     if (shift >= HN_HASH_BITS) {
         if ((n = hn_new(HN_COLLISION, 2, 0)) == NULL)
             return NULL;
@@ -252,7 +329,8 @@ hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
         hn_leaves(n)[1] = b;
         return n;
     }
-    uint32_t ba = bit_at(a.hash, shift), bb = bit_at(b.hash, shift);
+    ba = bit_at(a.hash, shift);
+    bb = bit_at(b.hash, shift);
     if (ba != bb) {
         if ((n = hn_new(HN_BITMAP, 2, 0)) == NULL)
             return NULL;
@@ -268,7 +346,7 @@ hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
         return NULL;
     }
     n->nodemap = ba;
-    hn_kids(n)[0] = kid;
+    hn_kids(n)[0] = cow_word_of(kid);
     return n;
 }
 
@@ -294,29 +372,27 @@ hn_rebuild(const cow_hnode *n, uint32_t datamap, uint32_t nodemap, int drop,
     w = 0;
     for (unsigned r = 0; r <= popc(n->nodemap); r++) {
         if ((int)r == kidpos)
-            hn_kids(c)[w++] = kid;
-        if (r < popc(n->nodemap) && (int)r != dropkid) {
-            hn_kids(c)[w] = hn_kids(n)[r];
-            hn_kids(c)[w++]->refcnt++;
-        }
+            hn_kids(c)[w++] = cow_word_of(kid);
+        if (r < popc(n->nodemap) && (int)r != dropkid)
+            hn_kids(c)[w++] = hw_share(&hn_kids(n)[r]);
     }
     return c;
 }
 
 static int
-replace(cow_hnode **slot, cow_hnode *c)
+replace(cow_word *slot, cow_hnode *c)
 {
     if (c == NULL)
         return COW_ENOMEM;
-    hn_release(*slot);
-    *slot = c;
+    hw_release(*slot);
+    *slot = cow_word_of(c);
     return COW_OK;
 }
 
 static int
-coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
+coll_insert(const cow_map *m, cow_word *slot, cow_hleaf leaf)
 {
-    cow_hnode *n = *slot, *c;
+    cow_hnode *n = hn_at(slot), *c;
     unsigned pos;
     if (n->count == COW_MAP_MAX_COLLISIONS)
         return COW_EOVERFLOW;           /* count would wrap: refuse, never lose the bucket */
@@ -328,7 +404,7 @@ coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
         memmove(hn_leaves(c) + pos + 1, hn_leaves(c) + pos, (c->count - pos) * sizeof(cow_hleaf));
         hn_leaves(c)[pos] = leaf;
         c->count++;
-        *slot = c;
+        *slot = cow_word_of(c);
         return COW_OK;
     }
     if ((c = hn_new(HN_COLLISION, n->count + 1u, 0)) == NULL)
@@ -342,28 +418,28 @@ coll_insert(const cow_map *m, cow_hnode **slot, cow_hleaf leaf)
 /* The common insert into an unshared node: grow it where it lies instead of
  * building a copy (children shift up by one leaf). */
 static int
-hn_add_leaf_in_place(cow_hnode **slot, uint32_t bit, cow_hleaf leaf)
+hn_add_leaf_in_place(cow_word *slot, uint32_t bit, cow_hleaf leaf)
 {
-    cow_hnode *n = *slot;
+    cow_hnode *n = (cow_hnode *)*slot;
     unsigned nleaves = popc(n->datamap), nkids = popc(n->nodemap);
     unsigned pos = popc(n->datamap & (bit - 1));
     cow_hnode *g = cow_realloc(n, sizeof(cow_hnode) + (nleaves + 1) * sizeof(cow_hleaf)
-                              + nkids * sizeof(cow_hnode *));
+                              + nkids * sizeof(cow_word));
     if (g == NULL)
         return COW_ENOMEM;
     memmove((char *)(hn_leaves(g) + nleaves + 1), (char *)(hn_leaves(g) + nleaves),
-            nkids * sizeof(cow_hnode *));
+            nkids * sizeof(cow_word));
     memmove(hn_leaves(g) + pos + 1, hn_leaves(g) + pos, (nleaves - pos) * sizeof(cow_hleaf));
     hn_leaves(g)[pos] = leaf;
     g->datamap |= bit;
-    *slot = g;
+    *slot = cow_word_of(g);
     return COW_OK;
 }
 
 static int
-hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
+hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf)
 {
-    cow_hnode *n = *slot, *sub;
+    cow_hnode *n = hn_at(slot), *sub;
     uint32_t bit;
     int rc;
     if (n->kind == HN_COLLISION)
@@ -372,8 +448,10 @@ hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
     if (n->nodemap & bit) {
         if ((rc = hn_own(slot)) < 0)
             return rc;
-        return hn_insert(m, &hn_kids(*slot)[popc((*slot)->nodemap & (bit - 1))],
-                         shift + HN_BITS, leaf);
+        n = (cow_hnode *)*slot;
+        if (shift >= HN_HASH_BITS)
+            return COW_ECORRUPT;          /* a bitmap node below level 6: bad pages */
+        return hn_insert(m, &hn_kids(n)[popc(n->nodemap & (bit - 1))], shift + HN_BITS, leaf);
     }
     if (n->datamap & bit) {       /* two leaves share this slot: push both down */
         int pos = (int)popc(n->datamap & (bit - 1));
@@ -400,8 +478,12 @@ hn_insert(const cow_map *m, cow_hnode **slot, unsigned shift, cow_hleaf leaf)
 static int
 pair_other(const cow_hnode *n, uint32_t entry, cow_hleaf *other)
 {
-    while (n->kind == HN_BITMAP && n->datamap == 0 && popc(n->nodemap) == 1)
-        n = hn_kids(n)[0];
+    for (unsigned depth = 0; n->kind == HN_BITMAP && n->datamap == 0 && popc(n->nodemap) == 1;
+         depth++) {
+        if (depth > HN_HASH_BITS / HN_BITS + 1)
+            return COW_ECORRUPT;          /* deeper than H5 allows */
+        n = hn_at(&hn_kids(n)[0]);
+    }
     if (hn_nleaves(n) != 2 || (n->kind == HN_BITMAP && n->nodemap))
         return 0;
     for (unsigned i = 0; i < 2; i++)
@@ -413,9 +495,9 @@ pair_other(const cow_hnode *n, uint32_t entry, cow_hleaf *other)
 }
 
 static int
-coll_delete(cow_hnode **slot, uint32_t entry)
+coll_delete(cow_word *slot, uint32_t entry)
 {
-    cow_hnode *n = *slot, *c;
+    cow_hnode *n = hn_at(slot), *c;
     unsigned pos = 0;
     while (pos < n->count && hn_leaves(n)[pos].entry != entry)
         pos++;
@@ -433,9 +515,9 @@ coll_delete(cow_hnode **slot, uint32_t entry)
  * error the index is as before (path copies by hn_own are equal to their
  * originals). */
 static int
-hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
+hn_delete(cow_word *slot, unsigned shift, uint32_t h, uint32_t entry)
 {
-    cow_hnode *n = *slot;
+    cow_hnode *n = hn_at(slot);
     uint32_t bit;
     cow_hleaf up = {0, 0};
     int rc, kpos;
@@ -452,15 +534,17 @@ hn_delete(cow_hnode **slot, unsigned shift, uint32_t h, uint32_t entry)
     if (!(n->nodemap & bit))
         return COW_EKEY;
     kpos = (int)popc(n->nodemap & (bit - 1));
-    if ((rc = pair_other(hn_kids(n)[kpos], entry, &up)) < 0)
+    if ((rc = pair_other(hn_at(&hn_kids(n)[kpos]), entry, &up)) < 0)
         return rc;
     if (rc)     /* H5: the child's subtree shrinks to one leaf; lift it here */
         return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap & ~bit, -1,
                                         (int)popc(n->datamap & (bit - 1)), up, kpos, -1, NULL));
     /* The child keeps two leaves or more, so it stays a node of its own. */
+    if (shift >= HN_HASH_BITS)
+        return COW_ECORRUPT;
     if ((rc = hn_own(slot)) < 0)
         return rc;
-    return hn_delete(&hn_kids(*slot)[kpos], shift + HN_BITS, h, entry);
+    return hn_delete(&hn_kids((cow_hnode *)*slot)[kpos], shift + HN_BITS, h, entry);
 }
 
 /* ---- the map ------------------------------------------------------------ */
@@ -476,7 +560,7 @@ cow_map_new(void)
     return m;
 }
 
-void cow_map_retain(cow_map *m) { m->refcnt++; }
+void cow_map_retain(cow_map *m) { m->refcnt++; }   /* heap only: see cow_val_copy */
 size_t cow_map_len(const cow_map *m) { return m->live; }
 size_t cow_map_entries(const cow_map *m) { return nentries(m); }
 const cow_val *cow_map_entry_key(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e); }
@@ -486,8 +570,8 @@ void
 cow_map_clear(cow_map *m)
 {
     cow_vb_clear(&m->log);
-    hn_release(m->index);
-    m->index = NULL;
+    hw_release(m->index);
+    m->index = 0;
     m->live = 0;
 }
 
@@ -508,23 +592,24 @@ cow_map_clone(const cow_map *m)
         return NULL;
     c->live = m->live;
     cow_vb_dup(&c->log, &m->log);
-    c->index = m->index;
-    if (c->index)
-        c->index->refcnt++;
+    c->index = hw_share(&m->index);
     return c;
 }
 
 int
-cow_map_own(cow_map **m)
+cow_map_own(cow_word *w)
 {
-    cow_map *c;
-    if ((*m)->refcnt == 1)
+    cow_map *m = cow_ref_get(w, COW_NK_MAP), *c;
+    if (m->refcnt == 1)
         return COW_OK;
-    if ((c = cow_map_clone(*m)) == NULL)
+    if ((c = cow_map_clone(m)) == NULL)
         return COW_ENOMEM;
-    c->ident = (*m)->ident;
-    cow_map_release(*m);
-    *m = c;
+    c->ident = m->ident;
+    if (cow_word_stored(*w))
+        cow_ref_pin(*w, -1);
+    else
+        cow_map_release(m);
+    *w = cow_word_of(c);
     return COW_OK;
 }
 
@@ -549,11 +634,12 @@ key_hash32(const cow_val *key, uint32_t *h)
 
 /* Builds a fresh index over every live entry (H1, H3). */
 static int
-index_build(cow_map *m, cow_hnode **out)
+index_build(cow_map *m, cow_word *out)
 {
-    cow_hnode *root = hn_new(HN_BITMAP, 0, 0);
+    cow_hnode *rootn = hn_new(HN_BITMAP, 0, 0);
+    cow_word root = cow_word_of(rootn);
     int rc = COW_OK;
-    if (root == NULL)
+    if (rootn == NULL)
         return COW_ENOMEM;
     for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
         cow_hleaf leaf = {0, (uint32_t)e};
@@ -564,7 +650,7 @@ index_build(cow_map *m, cow_hnode **out)
             rc = hn_insert(m, &root, 0, leaf);
     }
     if (rc < 0) {
-        hn_release(root);
+        hw_release(root);
         return rc;
     }
     *out = root;
@@ -621,11 +707,11 @@ compact(cow_map *m)
     cow_map fresh = {0};
     int rc = COW_OK;
     for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
-        cow_val k = *entry_key(m, (uint32_t)e), v = *cow_map_entry_val(m, e);
-        if (k.tag == COW_T_HOLE)
+        cow_val k, v;
+        if (entry_key(m, (uint32_t)e)->tag == COW_T_HOLE)
             continue;
-        cow_val_retain(&k);
-        cow_val_retain(&v);
+        cow_val_copy(&k, entry_key(m, (uint32_t)e));
+        cow_val_copy(&v, cow_map_entry_val(m, e));
         if ((rc = cow_vb_push(&fresh.log, k)) == COW_OK)
             rc = cow_vb_push(&fresh.log, v);
         else
@@ -681,8 +767,8 @@ settle(cow_map *m)
         cow_vb_pop(&m->log, &dead);
     }
     if (m->index && nentries(m) <= COW_MAP_LINEAR_MAX) {
-        hn_release(m->index);
-        m->index = NULL;
+        hw_release(m->index);
+        m->index = 0;
     }
     size_t holes = nentries(m) - m->live;
     if (holes > m->live && holes >= COW_MAP_COMPACT_MIN)
@@ -703,8 +789,7 @@ cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
     if ((rc = own_for_removal(m, e)) < 0
         || (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0))
         return rc;
-    val = *cow_map_entry_val(m, e);
-    cow_val_retain(&val);
+    cow_val_copy(&val, cow_map_entry_val(m, e));
     cow_vb_set(&m->log, 2 * e + 1, cow_val_none());
     cow_vb_set(&m->log, 2 * e, cow_val_hole());
     m->live--;
@@ -809,7 +894,7 @@ check_node(const cow_map *m, const cow_hnode *n, unsigned shift, int is_root,
     }
     if (n->kind == HN_BITMAP)
         for (unsigned i = 0; i < popc(n->nodemap); i++)
-            if (check_node(m, hn_kids(n)[i], shift + HN_BITS, 0, seen) < 0)
+            if (check_node(m, hn_at(&hn_kids(n)[i]), shift + HN_BITS, 0, seen) < 0)
                 return COW_EINVAL;
     return COW_OK;
 }
@@ -824,9 +909,9 @@ cow_map_check(const cow_map *m)
         live += entry_key(m, (uint32_t)e)->tag != COW_T_HOLE;
     if (live != m->live || (nentries(m) && entry_key(m, (uint32_t)(nentries(m) - 1))->tag == COW_T_HOLE))
         return COW_EINVAL;                                          /* H2 */
-    if ((m->index != NULL) != (nentries(m) > COW_MAP_LINEAR_MAX))
+    if ((m->index != 0) != (nentries(m) > COW_MAP_LINEAR_MAX))
         return COW_EINVAL;                                          /* H1 */
-    if (m->index && (check_node(m, m->index, 0, 1, &seen) < 0 || seen != live))
+    if (m->index && (check_node(m, hn_at(&m->index), 0, 1, &seen) < 0 || seen != live))
         return COW_EINVAL;                                          /* H3 */
     return COW_OK;
 }

@@ -24,7 +24,7 @@ blob_new(cow_val *out, cow_tag tag, const void *data, size_t len)
         memcpy(b->data, data, len);
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)tag;
-    out->u.blob = b;
+    out->u.w = cow_word_of(b);
     return COW_OK;
 }
 
@@ -77,7 +77,7 @@ cow_val_vec(cow_tag tag, cow_vec *vec)
 {
     cow_val v = {0};
     v.tag = (uint8_t)tag;
-    v.u.vec = vec;
+    v.u.w = cow_word_of(vec);
     return v;
 }
 
@@ -86,7 +86,7 @@ cow_val_map(cow_tag tag, cow_map *map)
 {
     cow_val v = {0};
     v.tag = (uint8_t)tag;
-    v.u.map = map;
+    v.u.w = cow_word_of(map);
     return v;
 }
 
@@ -104,29 +104,85 @@ has_blob(int tag)
     return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES;
 }
 
+int
+cow_tag_has_word(int tag)
+{
+    return has_blob(tag) || cow_tag_is_vec(tag) || cow_tag_is_map(tag);
+}
+
 void
 cow_val_retain(const cow_val *v)
 {
-    if (has_blob(v->tag))
-        v->u.blob->refcnt++;
+    if (!cow_tag_has_word(v->tag))
+        return;
+    if (cow_word_stored(v->u.w))
+        cow_ref_pin(v->u.w, +1);
+    else if (has_blob(v->tag))
+        ((cow_blob *)v->u.w)->refcnt++;
     else if (cow_tag_is_vec(v->tag))
-        cow_vec_retain(v->u.vec);
-    else if (cow_tag_is_map(v->tag))
-        cow_map_retain(v->u.map);
+        cow_vec_retain((cow_vec *)v->u.w);
+    else
+        cow_map_retain((cow_map *)v->u.w);
+}
+
+void
+cow_val_copy(cow_val *dst, const cow_val *src)
+{
+    *dst = *src;
+    if (cow_tag_has_word(src->tag)) {
+        dst->u.w = cow_ref_export(&src->u.w);
+        cow_val_retain(dst);
+    }
 }
 
 void
 cow_val_release(cow_val *v)
 {
-    if (has_blob(v->tag)) {
-        if (--v->u.blob->refcnt == 0)
-            cow_free(v->u.blob);
+    if (!cow_tag_has_word(v->tag))
+        ;
+    else if (cow_word_stored(v->u.w))
+        cow_ref_pin(v->u.w, -1);
+    else if (has_blob(v->tag)) {
+        cow_blob *b = (cow_blob *)v->u.w;
+        if (--b->refcnt == 0)
+            cow_free(b);
     }
     else if (cow_tag_is_vec(v->tag))
-        cow_vec_release(v->u.vec);
-    else if (cow_tag_is_map(v->tag))
-        cow_map_release(v->u.map);
+        cow_vec_release((cow_vec *)v->u.w);
+    else
+        cow_map_release((cow_map *)v->u.w);
     *v = cow_val_none();
+}
+
+int
+cow_val_stored(const cow_val *v)
+{
+    return cow_tag_has_word(v->tag) && cow_word_stored(v->u.w);
+}
+
+int
+cow_val_check_stored(const cow_val *v)
+{
+    if (v->tag >= COW_T__COUNT || v->tag == COW_T_STR_VIEW || v->tag == COW_T_BYTES_VIEW)
+        return COW_ECORRUPT;
+    if ((v->tag == COW_T_SSTR || v->tag == COW_T_SBYTES) && v->slen > COW_INLINE_MAX)
+        return COW_ECORRUPT;
+    return COW_OK;
+}
+
+/* ---- stored blobs --------------------------------------------------------- */
+
+static cow_blob poison_blob = {COW_REFCNT_STORED, 1, 0, 0};
+
+void *cow_blob_poison(void) { return &poison_blob; }
+
+size_t
+cow_blob_stored_size(const void *p, size_t avail)
+{
+    const cow_blob *b = p;
+    if (avail < sizeof(cow_blob) || b->refcnt != COW_REFCNT_STORED)
+        return 0;
+    return b->len <= avail - sizeof(cow_blob) ? sizeof(cow_blob) + b->len : 0;
 }
 
 void
@@ -136,7 +192,7 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     case COW_T_SSTR:
     case COW_T_SBYTES:
         *data = (const char *)v + COW_INLINE_OFFSET;
-        *len = v->slen;
+        *len = v->slen <= COW_INLINE_MAX ? v->slen : 0;   /* V1; pages may lie */
         return;
     case COW_T_STR_VIEW:
     case COW_T_BYTES_VIEW:
@@ -146,8 +202,8 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     case COW_T_STR:
     case COW_T_BYTES:
     case COW_T_BIGINT:
-        *data = v->u.blob->data;
-        *len = v->u.blob->len;
+        *data = cow_val_getblob(v)->data;
+        *len = cow_val_getblob(v)->len;
         return;
     default:
         *data = NULL;
@@ -227,8 +283,8 @@ num_canon(const cow_val *v, cow_num *n)
         return;
     case COW_T_BIGINT:
         n->kind = NUM_BIG;
-        n->big = (const uint8_t *)v->u.blob->data;
-        n->nbig = v->u.blob->len;
+        n->big = (const uint8_t *)cow_val_getblob(v)->data;
+        n->nbig = cow_val_getblob(v)->len;
         return;
     default:
         f = v->u.f;
@@ -305,8 +361,10 @@ span_hash(const cow_val *v, uint64_t seed)
     const char *p;
     size_t n;
     if (v->tag == COW_T_STR || v->tag == COW_T_BYTES) {
-        cow_blob *b = v->u.blob;
+        cow_blob *b = cow_val_getblob(v);
         if (!b->hash_ok) {
+            if (b->refcnt == COW_REFCNT_STORED)   /* pages are read-only */
+                return cow_hash_bytes(b->data, b->len, seed);
             b->hash = cow_hash_bytes(b->data, b->len, seed);
             b->hash_ok = 1;
         }
@@ -358,22 +416,22 @@ hash_impl(const cow_val *v, int frozen, uint64_t *out)
         *out = COW_HASH_NONE;
         return COW_OK;
     case COW_T_TUPLE:
-        return vec_hash(v->u.vec, COW_SEED_TUPLE, frozen, out);
+        return vec_hash(cow_val_getvec(v), COW_SEED_TUPLE, frozen, out);
     case COW_T_LIST:
     case COW_T_FLIST:
         if (!frozen && t == COW_T_LIST)
             break;
-        return vec_hash(v->u.vec, COW_SEED_TUPLE ^ COW_SEED_MAP, 1, out);
+        return vec_hash(cow_val_getvec(v), COW_SEED_TUPLE ^ COW_SEED_MAP, 1, out);
     case COW_T_DICT:
     case COW_T_FDICT:
         if (!frozen && t == COW_T_DICT)
             break;
-        return cow_map_hash(v->u.map, 0, out);
+        return cow_map_hash(cow_val_getmap(v), 0, out);
     case COW_T_SET:
     case COW_T_FSET:
         if (!frozen && t == COW_T_SET)
             break;
-        return cow_map_hash(v->u.map, 1, out);
+        return cow_map_hash(cow_val_getmap(v), 1, out);
     }
     return COW_ETYPE;
 }
@@ -455,9 +513,9 @@ cow_val_equal(const cow_val *a, const cow_val *b)
     case 2:
     case 3: return span_order(a, b) == 0;
     case 4:
-    case 5: return vec_equal(a->u.vec, b->u.vec);
+    case 5: return vec_equal(cow_val_getvec(a), cow_val_getvec(b));
     case 6:
-    case 7: return cow_map_equal(a->u.map, b->u.map);
+    case 7: return cow_map_equal(cow_val_getmap(a), cow_val_getmap(b));
     }
     return 0;
 }
@@ -491,7 +549,7 @@ cow_val_order(const cow_val *a, const cow_val *b)
     case 2:
     case 3: return span_order(a, b);
     case 4:
-    case 5: return vec_order(a->u.vec, b->u.vec);
+    case 5: return vec_order(cow_val_getvec(a), cow_val_getvec(b));
     }
     return 0;
 }

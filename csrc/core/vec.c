@@ -31,11 +31,19 @@
  *        32 << (shift - 5) when shift > 0; kids past the last index are NULL.
  *  VEC5  refcnt >= 1 for every reachable node; a node with refcnt > 1 is never
  *        written.
+ *  VEC6  child words follow ref.h: a stored child (bit 0 set) is never
+ *        written; a write copies it to the heap (vn_own) with every word it
+ *        holds exported, and the walk that reads a stored node checks its
+ *        kind (leaf or inner) and, at a leaf, that the index is below count.
+ *
+ * Stored node bytes are the heap bytes with refcnt = COW_REFCNT_STORED, child
+ * words in page form and leaves trimmed to cap == count.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/ref.h"
 #include "cowstore/vec.h"
 
 struct cow_vnode {
@@ -55,7 +63,96 @@ static long live_nodes;
 long cow_vec_live_nodes(void) { return live_nodes; }
 
 static cow_val *vn_vals(cow_vnode *n) { return (cow_val *)(n + 1); }
-static cow_vnode **vn_kids(cow_vnode *n) { return (cow_vnode **)(n + 1); }
+static cow_word *vn_kids(cow_vnode *n) { return (cow_word *)(n + 1); }
+
+/* The node *wp names where one must exist (a walk): NULL -- possible only in
+ * a corrupt stored node -- reads as poison. */
+static cow_vnode *
+vn_at(const cow_word *wp, int kind)
+{
+    cow_vnode *n = cow_ref_get(wp, kind);
+    if (n == NULL) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return cow_vec_poison(kind);
+    }
+    return n;
+}
+
+/* A new reference to the node *wp names, as a word valid anywhere (VEC6). */
+static cow_word
+vw_share(const cow_word *wp)
+{
+    cow_word w = cow_ref_export(wp);
+    if (cow_word_stored(w))
+        cow_ref_pin(w, +1);
+    else if (w)
+        ((cow_vnode *)w)->refcnt++;
+    return w;
+}
+
+static void vn_release(cow_vnode *n);
+
+static void
+vw_release(cow_word w)
+{
+    if (cow_word_stored(w))
+        cow_ref_pin(w, -1);
+    else
+        vn_release((cow_vnode *)w);
+}
+
+/* ---- stored nodes -------------------------------------------------------- */
+
+static struct {
+    cow_vnode h;
+    cow_word words[2 * COW_VEC_WIDTH];  /* read as 32 NONE values or 32 kids */
+} poison_leaf, poison_inner;
+static cow_vec poison_vec;
+
+/* Every poison word is 1: as a kid, a stored word outside every mapping
+ * (resolves to poison again); as a value, NONE. */
+static void
+poison_init(void)
+{
+    if (poison_leaf.h.refcnt == COW_REFCNT_STORED)
+        return;
+    for (size_t i = 0; i < 2 * COW_VEC_WIDTH; i++)
+        poison_leaf.words[i] = poison_inner.words[i] = COW_REF_STORED;
+    poison_leaf.h = (cow_vnode){COW_REFCNT_STORED, 1, COW_VEC_WIDTH, COW_VEC_WIDTH, 0};
+    poison_inner.h = (cow_vnode){COW_REFCNT_STORED, 0, 0, 0, 0};
+    poison_vec.refcnt = COW_REFCNT_STORED;
+}
+
+void *
+cow_vec_poison(int kind)
+{
+    poison_init();
+    if (kind == COW_NK_VEC)
+        return &poison_vec;
+    return kind == COW_NK_VINNER ? (void *)&poison_inner : (void *)&poison_leaf;
+}
+
+size_t
+cow_vec_stored_size(const void *p, size_t avail, int kind)
+{
+    const cow_vnode *n = p;
+    size_t size;
+    if (n->refcnt != COW_REFCNT_STORED)
+        return 0;
+    if (kind == COW_NK_VEC) {
+        const cow_vec *v = p;
+        size = sizeof(cow_vec);
+        if (avail < size || v->b.shift % COW_VEC_BITS || v->b.shift > 60)
+            return 0;
+        return size;
+    }
+    if (n->leaf > 1 || (kind == COW_NK_VLEAF && !n->leaf) || (kind == COW_NK_VINNER && n->leaf))
+        return 0;
+    if (n->leaf && (n->cap > COW_VEC_WIDTH || n->count > n->cap))
+        return 0;
+    size = sizeof(cow_vnode) + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
+    return size <= avail ? size : 0;
+}
 
 static size_t
 tailoff(size_t len)
@@ -100,18 +197,19 @@ vn_release(cow_vnode *n)
     }
     else {
         for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-            vn_release(vn_kids(n)[i]);
+            vw_release(vn_kids(n)[i]);
     }
     live_nodes--;
     cow_free(n);
 }
 
 /* Makes *slot exclusively owned with room for `cap` values (leaves); a shared
- * node is copied and the copy retains its children (VEC5). */
+ * or stored node is copied and the copy retains its children (VEC5, VEC6).
+ * `kind` is what the walk expects there (COW_NK_VLEAF / VINNER). */
 static int
-vn_own(cow_vnode **slot, unsigned cap)
+vn_own(cow_word *slot, unsigned cap, int kind)
 {
-    cow_vnode *n = *slot, *c;
+    cow_vnode *n = vn_at(slot, kind), *c;
     if (n->refcnt == 1 && (!n->leaf || n->cap >= cap))
         return COW_OK;
     if (n->leaf) {
@@ -119,21 +217,18 @@ vn_own(cow_vnode **slot, unsigned cap)
         if (c == NULL)
             return COW_ENOMEM;
         c->count = n->count;
-        memcpy(vn_vals(c), vn_vals(n), n->count * sizeof(cow_val));
         for (unsigned i = 0; i < n->count; i++)
-            cow_val_retain(&vn_vals(c)[i]);
+            cow_val_copy(&vn_vals(c)[i], &vn_vals(n)[i]);
     }
     else {
         c = vn_inner_new();
         if (c == NULL)
             return COW_ENOMEM;
-        memcpy(vn_kids(c), vn_kids(n), COW_VEC_WIDTH * sizeof(cow_vnode *));
         for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-            if (vn_kids(c)[i])
-                vn_kids(c)[i]->refcnt++;
+            vn_kids(c)[i] = vw_share(&vn_kids(n)[i]);
     }
-    vn_release(n);
-    *slot = c;
+    vw_release(*slot);
+    *slot = cow_word_of(c);
     return COW_OK;
 }
 
@@ -146,49 +241,58 @@ cow_vb_init(cow_vecbody *b)
 void
 cow_vb_clear(cow_vecbody *b)
 {
-    vn_release(b->root);
-    vn_release(b->tail);
+    vw_release(b->root);
+    vw_release(b->tail);
     cow_vb_init(b);
 }
 
 void
 cow_vb_dup(cow_vecbody *dst, const cow_vecbody *src)
 {
-    *dst = *src;
-    if (dst->root)
-        dst->root->refcnt++;
-    if (dst->tail)
-        dst->tail->refcnt++;
+    dst->len = src->len;
+    dst->shift = src->shift;
+    dst->root = vw_share(&src->root);
+    dst->tail = vw_share(&src->tail);
 }
 
 int
 cow_vb_same(const cow_vecbody *a, const cow_vecbody *b)
 {
-    return a->len == b->len && a->root == b->root && a->tail == b->tail;
+    return a->len == b->len && cow_ref_export(&a->root) == cow_ref_export(&b->root)
+           && cow_ref_export(&a->tail) == cow_ref_export(&b->tail);
 }
 
 void
 cow_vb_trim(cow_vecbody *b)
 {
-    cow_vnode *t = b->tail, *small;
-    if (t == NULL || t->refcnt != 1 || t->cap == t->count)
+    cow_vnode *t = (cow_vnode *)b->tail, *small;
+    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->cap == t->count)
         return;
     small = cow_realloc(t, sizeof(cow_vnode) + t->count * sizeof(cow_val));
     if (small == NULL)
         return;                      /* keeping the spare slots is harmless */
     small->cap = small->count;
-    b->tail = small;
+    b->tail = cow_word_of(small);
 }
 
+/* The leaf holding index i < len; checks a stored one holds it (VEC6). */
 static cow_vnode *
 leaf_for(const cow_vecbody *b, size_t i)
 {
     cow_vnode *n;
-    if (i >= tailoff(b->len))
-        return b->tail;
-    n = b->root;
-    for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS)
-        n = vn_kids(n)[(i >> level) & COW_VEC_MASK];
+    if (i >= tailoff(b->len)) {
+        n = vn_at(&b->tail, COW_NK_VLEAF);
+    }
+    else {
+        const cow_word *wp = &b->root;
+        for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS)
+            wp = &vn_kids(vn_at(wp, COW_NK_VINNER))[(i >> level) & COW_VEC_MASK];
+        n = vn_at(wp, COW_NK_VLEAF);
+    }
+    if ((i & COW_VEC_MASK) >= n->count) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return cow_vec_poison(COW_NK_VLEAF);
+    }
     return n;
 }
 
@@ -203,19 +307,23 @@ cow_vb_get(const cow_vecbody *b, size_t i)
 static int
 own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf)
 {
-    cow_vnode **slot = &b->tail;
+    cow_word *slot = &b->tail;
     int rc;
     if (i < tailoff(b->len)) {
         slot = &b->root;
         for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS) {
-            if ((rc = vn_own(slot, 0)) < 0)
+            if ((rc = vn_own(slot, 0, COW_NK_VINNER)) < 0)
                 return rc;
-            slot = &vn_kids(*slot)[(i >> level) & COW_VEC_MASK];
+            slot = &vn_kids((cow_vnode *)*slot)[(i >> level) & COW_VEC_MASK];
         }
     }
-    if ((rc = vn_own(slot, (*slot)->cap)) < 0)
+    if ((rc = vn_own(slot, 0, COW_NK_VLEAF)) < 0)
         return rc;
-    *leaf = *slot;
+    *leaf = (cow_vnode *)*slot;
+    if ((i & COW_VEC_MASK) >= (*leaf)->count) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return COW_ECORRUPT;
+    }
     return COW_OK;
 }
 
@@ -244,39 +352,41 @@ cow_vb_own(cow_vecbody *b, size_t from, size_t to)
     return COW_OK;
 }
 
-/* A chain of inner nodes from `level` down to `leaf`. */
-static cow_vnode *
-new_path(uint32_t level, cow_vnode *leaf)
+/* A chain of inner nodes from `level` down to `leaf` (a word the caller
+ * keeps owning if this fails); 0 when out of memory. */
+static cow_word
+new_path(uint32_t level, cow_word leaf)
 {
-    cow_vnode *n, *kid;
+    cow_vnode *n;
+    cow_word kid;
     if (level == 0)
         return leaf;
-    if ((kid = new_path(level - COW_VEC_BITS, leaf)) == NULL)
-        return NULL;
+    if ((kid = new_path(level - COW_VEC_BITS, leaf)) == 0)
+        return 0;
     if ((n = vn_inner_new()) == NULL) {
         if (kid != leaf) {
-            vn_kids(kid)[0] = NULL;   /* the leaf stays the caller's */
-            vn_release(kid);
+            vn_kids((cow_vnode *)kid)[0] = 0;
+            vn_release((cow_vnode *)kid);
         }
-        return NULL;
+        return 0;
     }
     vn_kids(n)[0] = kid;
-    return n;
+    return cow_word_of(n);
 }
 
 static int
-push_into(cow_vnode **slot, uint32_t level, size_t t0, cow_vnode *leaf)
+push_into(cow_word *slot, uint32_t level, size_t t0, cow_word leaf)
 {
-    int rc = vn_own(slot, 0);
-    cow_vnode **kid;
+    int rc = vn_own(slot, 0, COW_NK_VINNER);
+    cow_word *kid;
     if (rc < 0)
         return rc;
-    kid = &vn_kids(*slot)[(t0 >> level) & COW_VEC_MASK];
+    kid = &vn_kids((cow_vnode *)*slot)[(t0 >> level) & COW_VEC_MASK];
     if (level == COW_VEC_BITS) {
         *kid = leaf;
         return COW_OK;
     }
-    if (*kid == NULL)
+    if (*kid == 0)
         return (*kid = new_path(level - COW_VEC_BITS, leaf)) ? COW_OK : COW_ENOMEM;
     return push_into(kid, level - COW_VEC_BITS, t0, leaf);
 }
@@ -285,8 +395,9 @@ push_into(cow_vnode **slot, uint32_t level, size_t t0, cow_vnode *leaf)
 static int
 push_tail_into_trie(cow_vecbody *b, size_t t0)
 {
-    cow_vnode *top, *path;
-    if (b->root == NULL) {
+    cow_vnode *top;
+    cow_word path;
+    if (b->root == 0) {
         b->root = b->tail;
         b->shift = 0;
         return COW_OK;
@@ -294,13 +405,13 @@ push_tail_into_trie(cow_vecbody *b, size_t t0)
     if (t0 == (size_t)1 << (b->shift + COW_VEC_BITS)) {     /* root is full */
         if ((top = vn_inner_new()) == NULL)
             return COW_ENOMEM;
-        if ((path = new_path(b->shift, b->tail)) == NULL) {
+        if ((path = new_path(b->shift, b->tail)) == 0) {
             vn_release(top);
             return COW_ENOMEM;
         }
         vn_kids(top)[0] = b->root;
         vn_kids(top)[1] = path;
-        b->root = top;
+        b->root = cow_word_of(top);
         b->shift += COW_VEC_BITS;
         return COW_OK;
     }
@@ -312,15 +423,17 @@ cow_vb_push(cow_vecbody *b, cow_val v)
 {
     size_t tl = b->len - tailoff(b->len);
     int rc;
+    cow_vnode *tail;
     if (b->len == 0) {
-        if ((b->tail = vn_leaf_new(COW_VEC_TAIL_MIN)) == NULL)
+        if ((tail = vn_leaf_new(COW_VEC_TAIL_MIN)) == NULL)
             goto nomem;
+        b->tail = cow_word_of(tail);
     }
     else if (tl < COW_VEC_WIDTH) {
-        unsigned cap = b->tail->cap;
-        if (tl == cap)
-            cap = cap * 2 < COW_VEC_WIDTH ? cap * 2 : COW_VEC_WIDTH;
-        if ((rc = vn_own(&b->tail, cap)) < 0)
+        unsigned cap = vn_at(&b->tail, COW_NK_VLEAF)->cap;
+        if (tl >= cap)
+            cap = tl * 2 < COW_VEC_WIDTH ? (unsigned)tl * 2 : COW_VEC_WIDTH;
+        if ((rc = vn_own(&b->tail, cap, COW_NK_VLEAF)) < 0)
             goto fail;
     }
     else {
@@ -331,9 +444,15 @@ cow_vb_push(cow_vecbody *b, cow_val v)
             vn_release(fresh);
             goto fail;
         }
-        b->tail = fresh;
+        b->tail = cow_word_of(fresh);
     }
-    vn_vals(b->tail)[b->tail->count++] = v;
+    tail = (cow_vnode *)b->tail;
+    if (tail->count != (b->len & COW_VEC_MASK) || tail->cap <= tail->count) {
+        /* only a corrupt stored tail gets here */
+        rc = COW_ECORRUPT;
+        goto fail;
+    }
+    vn_vals(tail)[tail->count++] = v;
     b->len++;
     return COW_OK;
 nomem:
@@ -346,66 +465,69 @@ fail:
 /* Detaches the last leaf of the trie (first index t0), freeing inner nodes
  * it leaves empty.  The caller receives the trie's reference to the leaf. */
 static int
-take_last_leaf(cow_vnode **slot, uint32_t level, size_t t0, cow_vnode **leaf)
+take_last_leaf(cow_word *slot, uint32_t level, size_t t0, cow_word *leaf)
 {
     int rc;
     size_t idx;
+    cow_word *kids;
     if (level == 0) {
         *leaf = *slot;
-        *slot = NULL;
+        *slot = 0;
         return COW_OK;
     }
-    if ((rc = vn_own(slot, 0)) < 0)
+    if ((rc = vn_own(slot, 0, COW_NK_VINNER)) < 0)
         return rc;
     idx = (t0 >> level) & COW_VEC_MASK;
-    if ((rc = take_last_leaf(&vn_kids(*slot)[idx], level - COW_VEC_BITS, t0, leaf)) < 0)
+    kids = vn_kids((cow_vnode *)*slot);
+    if ((rc = take_last_leaf(&kids[idx], level - COW_VEC_BITS, t0, leaf)) < 0)
         return rc;
-    if (idx == 0 && vn_kids(*slot)[0] == NULL) {
-        vn_release(*slot);
-        *slot = NULL;
+    if (idx == 0 && kids[0] == 0) {
+        vn_release((cow_vnode *)*slot);
+        *slot = 0;
     }
     return COW_OK;
 }
 
-/* Restores VEC4 after the trie lost its last leaf. */
+/* Restores VEC4 after the trie lost its last leaf (the root is owned). */
 static void
 collapse_root(cow_vecbody *b)
 {
-    while (b->root && b->shift > 0 && vn_kids(b->root)[1] == NULL) {
-        cow_vnode *only = vn_kids(b->root)[0];
-        only->refcnt++;
-        vn_release(b->root);
+    while (b->root && b->shift > 0 && vn_kids((cow_vnode *)b->root)[1] == 0) {
+        cow_word only = vw_share(&vn_kids((cow_vnode *)b->root)[0]);
+        vw_release(b->root);
         b->root = only;
         b->shift -= COW_VEC_BITS;
     }
-    if (b->root == NULL)
+    if (b->root == 0)
         b->shift = 0;
 }
 
 int
 cow_vb_pop(cow_vecbody *b, cow_val *out)
 {
-    cow_vnode *leaf = NULL;
+    cow_word leaf = 0;
+    cow_vnode *tail;
     cow_val v;
     int rc;
     if (b->len == 0)
         return COW_EINDEX;
-    v = vn_vals(b->tail)[b->tail->count - 1];
-    cow_val_retain(&v);
-    if (b->tail->count == 1) {
+    tail = leaf_for(b, b->len - 1);
+    cow_val_copy(&v, &vn_vals(tail)[(b->len - 1) & COW_VEC_MASK]);
+    if (b->len - tailoff(b->len) == 1) {
         if (b->len > 1) {
             rc = take_last_leaf(&b->root, b->shift, b->len - 1 - COW_VEC_WIDTH, &leaf);
             if (rc < 0)
                 goto fail;
             collapse_root(b);
         }
-        vn_release(b->tail);
+        vw_release(b->tail);
         b->tail = leaf;
     }
     else {
-        if ((rc = vn_own(&b->tail, b->tail->cap)) < 0)
+        if ((rc = vn_own(&b->tail, 0, COW_NK_VLEAF)) < 0)
             goto fail;
-        cow_val_release(&vn_vals(b->tail)[--b->tail->count]);
+        tail = (cow_vnode *)b->tail;
+        cow_val_release(&vn_vals(tail)[--tail->count]);
     }
     b->len--;
     *out = v;
@@ -440,6 +562,15 @@ cow_vec_iter_next(cow_vec_iter *it)
 
 /* ---- structural diff ---------------------------------------------------- */
 
+/* Kid k of inner node n (NULL for no node), resolved for a walk at level. */
+static cow_vnode *
+kid_or_null(cow_vnode *n, size_t k, uint32_t level)
+{
+    if (n == NULL || vn_kids(n)[k] == 0)
+        return NULL;
+    return vn_at(&vn_kids(n)[k], level > COW_VEC_BITS ? COW_NK_VINNER : COW_NK_VLEAF);
+}
+
 static int
 diff_walk(cow_vnode *a, cow_vnode *b, uint32_t level, size_t base, size_t limit,
           cow_vec_visit visit, void *ctx)
@@ -450,7 +581,7 @@ diff_walk(cow_vnode *a, cow_vnode *b, uint32_t level, size_t base, size_t limit,
     if (level == 0)
         return visit(ctx, base);
     for (size_t k = 0; k < COW_VEC_WIDTH; k++) {
-        cow_vnode *ka = a ? vn_kids(a)[k] : NULL, *kb = b ? vn_kids(b)[k] : NULL;
+        cow_vnode *ka = kid_or_null(a, k, level), *kb = kid_or_null(b, k, level);
         size_t kbase = base + (k << level);
         if ((rc = diff_walk(ka, kb, level - COW_VEC_BITS, kbase, limit, visit, ctx)) < 0)
             return rc;
@@ -462,9 +593,12 @@ diff_walk(cow_vnode *a, cow_vnode *b, uint32_t level, size_t base, size_t limit,
 static cow_vnode *
 descend_to(const cow_vecbody *b, uint32_t shift)
 {
-    cow_vnode *n = b->root;
+    cow_vnode *n;
+    if (b->root == 0)
+        return NULL;
+    n = vn_at(&b->root, b->shift ? COW_NK_VINNER : COW_NK_VLEAF);
     for (uint32_t s = b->shift; n && s > shift; s -= COW_VEC_BITS)
-        n = vn_kids(n)[0];
+        n = kid_or_null(n, 0, s);
     return n;
 }
 
@@ -507,7 +641,7 @@ cow_vec_new(void)
     return v;
 }
 
-void cow_vec_retain(cow_vec *v) { v->refcnt++; }
+void cow_vec_retain(cow_vec *v) { v->refcnt++; }   /* heap only: see cow_val_copy */
 size_t cow_vec_len(const cow_vec *v) { return v->b.len; }
 
 void
@@ -529,16 +663,19 @@ cow_vec_clone(const cow_vec *v)
 }
 
 int
-cow_vec_own(cow_vec **v)
+cow_vec_own(cow_word *w)
 {
-    cow_vec *c;
-    if ((*v)->refcnt == 1)
+    cow_vec *v = cow_ref_get(w, COW_NK_VEC), *c;
+    if (v->refcnt == 1)
         return COW_OK;
-    if ((c = cow_vec_clone(*v)) == NULL)
+    if ((c = cow_vec_clone(v)) == NULL)
         return COW_ENOMEM;
-    c->ident = (*v)->ident;
-    cow_vec_release(*v);
-    *v = c;
+    c->ident = v->ident;
+    if (cow_word_stored(*w))
+        cow_ref_pin(*w, -1);
+    else
+        cow_vec_release(v);
+    *w = cow_word_of(c);
     return COW_OK;
 }
 
@@ -547,7 +684,7 @@ cow_vec_own(cow_vec **v)
 static int
 check_node(const cow_vnode *n, uint32_t level, size_t base, size_t limit)
 {
-    if (n == NULL || n->refcnt < 1)
+    if (n == NULL || n->refcnt < 1 || cow_ref_take_error() != COW_OK)
         return COW_EINVAL;                                    /* VEC5 */
     if (level == 0)
         return n->leaf && n->count == COW_VEC_WIDTH ? COW_OK : COW_EINVAL;  /* VEC3 */
@@ -555,7 +692,7 @@ check_node(const cow_vnode *n, uint32_t level, size_t base, size_t limit)
         return COW_EINVAL;
     for (size_t k = 0; k < COW_VEC_WIDTH; k++) {
         size_t kbase = base + (k << level);
-        const cow_vnode *kid = vn_kids((cow_vnode *)n)[k];
+        const cow_vnode *kid = cow_ref_get(&vn_kids((cow_vnode *)n)[k], COW_NK_VANY);
         if ((kbase < limit) != (kid != NULL))
             return COW_EINVAL;                                /* VEC4 */
         if (kid && check_node(kid, level - COW_VEC_BITS, kbase, limit) < 0)
@@ -568,17 +705,18 @@ int
 cow_vec_check(const cow_vecbody *b)
 {
     size_t to = tailoff(b->len);
-    if ((b->len == 0) != (b->tail == NULL))
+    const cow_vnode *tail = cow_ref_get(&b->tail, COW_NK_VLEAF);
+    if ((b->len == 0) != (tail == NULL))
         return COW_EINVAL;                                    /* VEC1 */
-    if (b->tail && (b->tail->count != b->len - to || b->tail->count > b->tail->cap
-                    || !b->tail->leaf || b->tail->refcnt < 1))
+    if (tail && (tail->count != b->len - to || tail->count > tail->cap
+                 || !tail->leaf || tail->refcnt < 1))
         return COW_EINVAL;                                    /* VEC2 */
-    if ((to == 0) != (b->root == NULL))
+    if ((to == 0) != (b->root == 0))
         return COW_EINVAL;                                    /* VEC3 */
-    if (b->root == NULL)
+    if (b->root == 0)
         return b->shift == 0 ? COW_OK : COW_EINVAL;
     if ((size_t)COW_VEC_WIDTH << b->shift < to
         || (b->shift > 0 && to <= (size_t)COW_VEC_WIDTH << (b->shift - COW_VEC_BITS)))
         return COW_EINVAL;                                    /* VEC4 */
-    return check_node(b->root, b->shift, 0, to);
+    return check_node(cow_ref_get(&b->root, COW_NK_VANY), b->shift, 0, to);
 }

@@ -271,8 +271,7 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         CowObject *c = (CowObject *)obj;
         if (cowpy_resolve(c) < 0)
             return -1;
-        *out = c->root;
-        cow_val_retain(out);
+        cow_val_copy(out, &c->root);
         return 0;
     }
     if (tp == &PyTuple_Type || PyList_Check(obj) || PyDict_Check(obj)
@@ -409,16 +408,16 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                 const cow_val *key, uint64_t hash, size_t idx)
 {
     CowObject *obj;
-    cow_val own = *v;
+    cow_val own;
     if (v->tag == COW_T_TUPLE)
-        return tuple_of(st, v->u.vec, 0);
+        return tuple_of(st, cow_val_getvec(v), 0);
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
         return scalar_to_object(st, v);
+    cow_val_copy(&own, v);
     if (parent && cowpy_is_frozen(parent)) {
         own.tag = (uint8_t)frozen_tag(own.tag);
         parent = NULL;
     }
-    cow_val_retain(&own);
     if ((obj = (CowObject *)cowpy_wrap(st, own)) == NULL)
         return NULL;
     if (parent && own.tag == frozen_tag(own.tag))
@@ -430,8 +429,7 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         obj->pidx = idx;
         obj->phash = hash;
         if (key) {
-            obj->pkey = *key;
-            cow_val_retain(&obj->pkey);
+            cow_val_copy(&obj->pkey, key);
         }
     }
     return (PyObject *)obj;
@@ -493,13 +491,13 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     if (Py_EnterRecursiveCall(" while thawing"))
         return NULL;
     switch (v->tag) {
-    case COW_T_TUPLE: res = tuple_of(st, v->u.vec, 1); break;
+    case COW_T_TUPLE: res = tuple_of(st, cow_val_getvec(v), 1); break;
     case COW_T_LIST:
-    case COW_T_FLIST: res = thaw_list(st, v->u.vec); break;
+    case COW_T_FLIST: res = thaw_list(st, cow_val_getvec(v)); break;
     case COW_T_DICT:
-    case COW_T_FDICT: res = thaw_map(st, v->u.map, 0, 0); break;
-    case COW_T_SET: res = thaw_map(st, v->u.map, 1, 0); break;
-    case COW_T_FSET: res = thaw_map(st, v->u.map, 1, 1); break;
+    case COW_T_FDICT: res = thaw_map(st, cow_val_getmap(v), 0, 0); break;
+    case COW_T_SET: res = thaw_map(st, cow_val_getmap(v), 1, 0); break;
+    case COW_T_FSET: res = thaw_map(st, cow_val_getmap(v), 1, 1); break;
     default: res = scalar_to_object(st, v);
     }
     Py_LeaveRecursiveCall();

@@ -8,7 +8,7 @@
 static cow_map *
 map_of(PyObject *op)
 {
-    return SELF->root.u.map;
+    return cow_val_getmap(&SELF->root);
 }
 
 /* Looks key up: 1 found (*entry set), 0 absent, -1 error. */
@@ -237,16 +237,14 @@ dict_merge(PyObject *op, PyObject *src)
         PyErr_SetString(PyExc_TypeError, "_merge needs a mapping");
         return NULL;
     }
-    om = other.u.map;
+    om = cow_val_getmap(&other);
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
     for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
-        k = *cow_map_entry_key(om, e);
-        if (k.tag == COW_T_HOLE)
+        if (cow_map_entry_key(om, e)->tag == COW_T_HOLE)
             continue;
-        v = *cow_map_entry_val(om, e);
-        cow_val_retain(&k);
-        cow_val_retain(&v);
+        cow_val_copy(&k, cow_map_entry_key(om, e));
+        cow_val_copy(&v, cow_map_entry_val(om, e));
         cow_val_hash(&k, &h);
         rc = cow_map_set(map_of(op), k, h, v);
     }

@@ -73,14 +73,14 @@ cowpy_changed(PyObject *mod, PyObject *args)
         return NULL;
     }
     if (cow_tag_is_map(a->root.tag)) {
-        cx.maps[0] = a->root.u.map;
-        cx.maps[1] = b->root.u.map;
+        cx.maps[0] = cow_val_getmap(&a->root);
+        cx.maps[1] = cow_val_getmap(&b->root);
         cx.sides[0] = &cx.maps[0]->log;
         cx.sides[1] = &cx.maps[1]->log;
     }
     else {
-        cx.sides[0] = &a->root.u.vec->b;
-        cx.sides[1] = &b->root.u.vec->b;
+        cx.sides[0] = &cow_val_getvec(&a->root)->b;
+        cx.sides[1] = &cow_val_getvec(&b->root)->b;
     }
     if ((cx.out = PyList_New(0)) == NULL)
         return NULL;

@@ -26,16 +26,15 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
         return NULL;
     Py_INCREF(owner);
     it->owner = owner;
-    it->snap = owner->root;
-    cow_val_retain(&it->snap);
+    cow_val_copy(&it->snap, &owner->root);
     it->kind = kind;
     it->reverse = reverse;
-    it->pos = cow_tag_is_map(it->snap.tag) ? cow_map_entries(it->snap.u.map)
-                                           : it->snap.u.vec->b.len;
+    it->pos = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
+                                           : cow_val_getvec(&it->snap)->b.len;
     if (!reverse)
         it->pos = 0;
-    cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &it->snap.u.map->log
-                                                             : &it->snap.u.vec->b, 0);
+    cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &cow_val_getmap(&it->snap)->log
+                                                             : &cow_val_getvec(&it->snap)->b, 0);
     it->last_item = NULL;
     return (PyObject *)it;
 }
@@ -58,16 +57,16 @@ static Py_ssize_t
 next_pos(CowIter *it, const cow_val **a, const cow_val **b)
 {
     int is_map = cow_tag_is_map(it->snap.tag);
-    size_t n = is_map ? cow_map_entries(it->snap.u.map) : it->snap.u.vec->b.len;
+    size_t n = is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
     while (it->reverse ? it->pos > 0 : it->pos < n) {
         size_t p = it->reverse ? --it->pos : it->pos++;
         if (!is_map) {
-            *a = it->reverse ? cow_vb_get(&it->snap.u.vec->b, p) : cow_vec_iter_next(&it->fwd);
+            *a = it->reverse ? cow_vb_get(&cow_val_getvec(&it->snap)->b, p) : cow_vec_iter_next(&it->fwd);
             return (Py_ssize_t)p;
         }
         if (it->reverse) {
-            *a = cow_map_entry_key(it->snap.u.map, p);
-            *b = cow_map_entry_val(it->snap.u.map, p);
+            *a = cow_map_entry_key(cow_val_getmap(&it->snap), p);
+            *b = cow_map_entry_val(cow_val_getmap(&it->snap), p);
         }
         else {
             *a = cow_vec_iter_next(&it->fwd);
@@ -110,7 +109,7 @@ view_of(CowIter *it, cowpy_state *st, const cow_val *v, const cow_val *k, uint64
     if (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET)
         return res;
     if (res && cowpy_resolve(it->owner) == 0 && (cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))
-        && it->owner->root.u.map != it->snap.u.map && ((CowObject *)res)->parent)
+        && cow_val_getmap(&it->owner->root) != cow_val_getmap(&it->snap) && ((CowObject *)res)->parent)
         ((CowObject *)res)->seen = UINT64_MAX;
     return res;
 }
@@ -152,8 +151,8 @@ static PyObject *
 iter_length_hint(PyObject *op, PyObject *unused)
 {
     CowIter *it = (CowIter *)op;
-    size_t n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(it->snap.u.map)
-                                            : it->snap.u.vec->b.len;
+    size_t n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
+                                            : cow_val_getvec(&it->snap)->b.len;
     return PyLong_FromSize_t(it->reverse ? it->pos : n - it->pos);
 }
 

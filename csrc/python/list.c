@@ -9,7 +9,7 @@
 static cow_vecbody *
 body_of(PyObject *op)
 {
-    return &SELF->root.u.vec->b;
+    return &cow_val_getvec(&SELF->root)->b;
 }
 
 static Py_ssize_t
@@ -88,8 +88,8 @@ vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out)
 static int
 push_copy(cow_vecbody *dst, const cow_val *v)
 {
-    cow_val c = *v;
-    cow_val_retain(&c);
+    cow_val c;
+    cow_val_copy(&c, v);
     return cow_vb_push(dst, c);
 }
 
@@ -454,8 +454,7 @@ list_pop(PyObject *op, PyObject *args)
         rc = cowpy_end_write(SELF);
     }
     else {
-        v = *cow_vb_get(body_of(op), (size_t)i);
-        cow_val_retain(&v);
+        cow_val_copy(&v, cow_vb_get(body_of(op), (size_t)i));
         rc = list_splice(op, (size_t)i, (size_t)i + 1, &none);
     }
     res = rc < 0 ? NULL : cowpy_to_object(st, &v, NULL, NULL, 0, 0);
@@ -485,8 +484,7 @@ list_reverse(PyObject *op, PyObject *unused)
     if ((all.vals = PyMem_Malloc((n ? n : 1) * sizeof(cow_val))) == NULL)
         return PyErr_NoMemory();
     for (all.n = 0; all.n < n; all.n++) {
-        all.vals[all.n] = *cow_vb_get(body_of(op), n - 1 - all.n);
-        cow_val_retain(&all.vals[all.n]);
+        cow_val_copy(&all.vals[all.n], cow_vb_get(body_of(op), n - 1 - all.n));
     }
     if (list_splice(op, 0, n, &all) < 0)
         return NULL;

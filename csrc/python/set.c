@@ -7,7 +7,7 @@
 static cow_map *
 map_of(PyObject *op)
 {
-    return SELF->root.u.map;
+    return cow_val_getmap(&SELF->root);
 }
 
 /* cowpy_probe_key for an element, except that a set stands for the

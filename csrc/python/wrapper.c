@@ -12,13 +12,13 @@ cowpy_is_frozen(const CowObject *self)
 static uint32_t
 ident_of(const cow_val *v)
 {
-    return cow_tag_is_map(v->tag) ? v->u.map->ident : v->u.vec->ident;
+    return cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
 }
 
 static const void *
 node_of(const cow_val *v)
 {
-    return cow_tag_is_map(v->tag) ? (const void *)v->u.map : (const void *)v->u.vec;
+    return cow_tag_is_map(v->tag) ? (const void *)cow_val_getmap(v) : (const void *)cow_val_getvec(v);
 }
 
 void
@@ -35,11 +35,12 @@ slot_in_parent(CowObject *self)
     const cow_val *cur = NULL;
     const cow_val *proot = &self->parent->root;
     if (cow_tag_is_map(proot->tag)) {
-        if (cow_map_get(proot->u.map, &self->pkey, self->phash, &cur) != COW_FOUND)
+        if (cow_map_get(cow_val_getmap(proot), &self->pkey, self->phash, &cur) != COW_FOUND)
             return NULL;
         return cur;
     }
-    return self->pidx < proot->u.vec->b.len ? cow_vb_get(&proot->u.vec->b, self->pidx) : NULL;
+    const cow_vecbody *b = &cow_val_getvec(proot)->b;
+    return self->pidx < b->len ? cow_vb_get(b, self->pidx) : NULL;
 }
 
 int
@@ -57,8 +58,8 @@ cowpy_resolve_view(CowObject *self)
         return 0;
     }
     if (node_of(cur) != node_of(&self->root)) {
-        cow_val fresh = *cur;
-        cow_val_retain(&fresh);
+        cow_val fresh;
+        cow_val_copy(&fresh, cur);
         cow_val_release(&self->root);
         self->root = fresh;
         self->mut++;
@@ -69,7 +70,7 @@ cowpy_resolve_view(CowObject *self)
 static uint32_t
 refcnt_of(const cow_val *v)
 {
-    return cow_tag_is_map(v->tag) ? v->u.map->refcnt : v->u.vec->refcnt;
+    return cow_tag_is_map(v->tag) ? cow_val_getmap(v)->refcnt : cow_val_getvec(v)->refcnt;
 }
 
 /* Makes every node from the root down to our slot in the parent exclusively
@@ -87,9 +88,9 @@ own_path_to_slot(CowObject *self)
         return -1;
     proot = &parent->root;
     if (cow_tag_is_vec(proot->tag))
-        rc = cow_vb_own(&proot->u.vec->b, self->pidx, self->pidx + 1);
-    else if ((rc = cow_map_find(proot->u.map, &self->pkey, self->phash, &e)) == COW_FOUND)
-        rc = cow_vb_own(&proot->u.map->log, 2 * e + 1, 2 * e + 2);
+        rc = cow_vb_own(&cow_val_getvec(proot)->b, self->pidx, self->pidx + 1);
+    else if ((rc = cow_map_find(cow_val_getmap(proot), &self->pkey, self->phash, &e)) == COW_FOUND)
+        rc = cow_vb_own(&cow_val_getmap(proot)->log, 2 * e + 1, 2 * e + 2);
     return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
 }
 
@@ -114,8 +115,8 @@ cowpy_begin_write(CowObject *self)
         if (refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS)
             return 0;                /* only the parent's slot and we see it */
     }
-    rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.map)
-                                        : cow_vec_own(&self->root.u.vec);
+    rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.w)
+                                        : cow_vec_own(&self->root.u.w);
     return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
 }
 
@@ -126,7 +127,8 @@ static int
 check_root(CowObject *self)
 {
     const cow_val *r = &self->root;
-    int rc = cow_tag_is_map(r->tag) ? cow_map_check(r->u.map) : cow_vec_check(&r->u.vec->b);
+    int rc = cow_tag_is_map(r->tag) ? cow_map_check(cow_val_getmap(r))
+                                    : cow_vec_check(&cow_val_getvec(r)->b);
     if (rc < 0)
         PyErr_SetString(PyExc_SystemError, "cowstore core invariant violated");
     return rc < 0 ? -1 : 0;
@@ -139,25 +141,24 @@ int
 cowpy_end_write(CowObject *self)
 {
     CowObject *parent = self->parent;
-    cow_val child = self->root, key;
+    cow_val child, key;
     int rc;
     self->mut++;
     if (check_root(self) < 0)
         return -1;
     if (parent == NULL)
         return 0;
-    cow_val_retain(&child);
+    cow_val_copy(&child, &self->root);
     if (cowpy_begin_write(parent) < 0) {
         cow_val_release(&child);
         return -1;
     }
     if (cow_tag_is_map(parent->root.tag)) {
-        key = self->pkey;
-        cow_val_retain(&key);
-        rc = cow_map_set(parent->root.u.map, key, self->phash, child);
+        cow_val_copy(&key, &self->pkey);
+        rc = cow_map_set(cow_val_getmap(&parent->root), key, self->phash, child);
     }
     else
-        rc = cow_vb_set(&parent->root.u.vec->b, self->pidx, child);
+        rc = cow_vb_set(&cow_val_getvec(&parent->root)->b, self->pidx, child);
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(self), rc);
     if (cowpy_end_write(parent) < 0)
@@ -181,9 +182,11 @@ cowpy_object_dealloc(PyObject *op)
 static int
 clone_root(cowpy_state *st, cow_val *v)
 {
-    if (cow_tag_is_map(v->tag) ? (v->u.map = cow_map_clone(v->u.map)) == NULL
-                               : (v->u.vec = cow_vec_clone(v->u.vec)) == NULL)
+    void *c = cow_tag_is_map(v->tag) ? (void *)cow_map_clone(cow_val_getmap(v))
+                                     : (void *)cow_vec_clone(cow_val_getvec(v));
+    if (c == NULL)
         return cowpy_raise_int(st, COW_ENOMEM);
+    v->u.w = cow_word_of(c);
     return 0;
 }
 
@@ -227,7 +230,7 @@ cowpy_new_empty(PyTypeObject *type, cow_tag tag, cow_tag frozen_tag)
     if (frozen_cls && PyType_IsSubtype(type, (PyTypeObject *)frozen_cls))
         tag = frozen_tag;
     root = cow_tag_is_map(tag) ? cow_val_map(tag, cow_map_new()) : cow_val_vec(tag, cow_vec_new());
-    if (root.u.map == NULL)
+    if (root.u.w == 0)
         return cowpy_raise(st, COW_ENOMEM);
     if ((self = (CowObject *)type->tp_alloc(type, 0)) == NULL) {
         cow_val_release(&root);
@@ -250,7 +253,8 @@ same_kind(int a, int b)
 static size_t
 root_len(const cow_val *root)
 {
-    return cow_tag_is_map(root->tag) ? cow_map_len(root->u.map) : cow_vec_len(root->u.vec);
+    return cow_tag_is_map(root->tag) ? cow_map_len(cow_val_getmap(root))
+                                     : cow_vec_len(cow_val_getvec(root));
 }
 
 PyObject *
@@ -272,7 +276,7 @@ cowpy_init_from(PyObject *op, PyObject *src)
         return NULL;
     }
     v.tag = self->root.tag;
-    if ((cow_tag_is_map(v.tag) ? v.u.map->refcnt : v.u.vec->refcnt) > 1
+    if (refcnt_of(&v) > 1
         && clone_root(st, &v) < 0)     /* taken from a container: new identity */
         return NULL;
     cow_val_release(&self->root);
@@ -341,9 +345,11 @@ cowpy_same_method(PyObject *op, PyObject *other)
     if (cowpy_resolve(a) < 0 || cowpy_resolve(b) < 0)
         return NULL;
     if (cow_tag_is_map(a->root.tag) && cow_tag_is_map(b->root.tag))
-        return PyBool_FromLong(cow_vb_same(&a->root.u.map->log, &b->root.u.map->log));
+        return PyBool_FromLong(cow_vb_same(&cow_val_getmap(&a->root)->log,
+                                           &cow_val_getmap(&b->root)->log));
     if (cow_tag_is_vec(a->root.tag) && cow_tag_is_vec(b->root.tag))
-        return PyBool_FromLong(cow_vb_same(&a->root.u.vec->b, &b->root.u.vec->b));
+        return PyBool_FromLong(cow_vb_same(&cow_val_getvec(&a->root)->b,
+                                           &cow_val_getvec(&b->root)->b));
     Py_RETURN_FALSE;
 }
 
@@ -364,7 +370,7 @@ cowpy_map_len(PyObject *op)
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
         return -1;
-    return (Py_ssize_t)cow_map_len(self->root.u.map);
+    return (Py_ssize_t)cow_map_len(cow_val_getmap(&self->root));
 }
 
 /* clear() of the map-backed bases. */
@@ -374,7 +380,7 @@ cowpy_map_clear(PyObject *op, PyObject *unused)
     CowObject *self = (CowObject *)op;
     if (cowpy_begin_write(self) < 0)
         return NULL;
-    cow_map_clear(self->root.u.map);
+    cow_map_clear(cow_val_getmap(&self->root));
     if (cowpy_end_write(self) < 0)
         return NULL;
     Py_RETURN_NONE;

@@ -22,7 +22,9 @@
 #include <criterion/criterion.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/map.h"
 #include "cowstore/value.h"
+#include "cowstore/vec.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -178,6 +180,25 @@ tu_hash(const cow_val *v)
     uint64_t h = 0;
     cr_assert_eq(cow_val_hash(v, &h), COW_OK, "value of tag %d is unhashable", v->tag);
     return h;
+}
+
+/* cow_map_own / cow_vec_own on a plain heap pointer (they take a word). */
+static inline int
+tu_map_own(cow_map **m)
+{
+    cow_word w = cow_word_of(*m);
+    int rc = cow_map_own(&w);
+    *m = (cow_map *)w;
+    return rc;
+}
+
+static inline int
+tu_vec_own(cow_vec **v)
+{
+    cow_word w = cow_word_of(*v);
+    int rc = cow_vec_own(&w);
+    *v = (cow_vec *)w;
+    return rc;
 }
 
 #endif

@@ -372,7 +372,7 @@ h_copy_by(harness *dst, harness *src, int clone, const char *what)
     }
     else {
         cow_map_retain(src->m);
-        cr_assert_eq(cow_map_own(&dst->m), COW_OK);
+        cr_assert_eq(tu_map_own(&dst->m), COW_OK);
         cr_assert_eq(dst->m->ident, src->m->ident, "own keeps the identity");
     }
     cr_assert_neq(dst->m, src->m, "a copy must have its own header");
@@ -466,7 +466,7 @@ Test(map, replaced_and_deleted_values_are_released)
 {
     cow_map *m = cow_map_new();
     cow_val k = cow_val_int(7), v = tu_str("a value long enough for a blob"), out;
-    cow_blob *blob = v.u.blob;
+    cow_blob *blob = cow_val_getblob(&v);
     uint64_t hk = tu_hash(&k);
     cow_val_retain(&v);             /* keep one reference to watch the count */
     cr_assert_eq(cow_map_set(m, k, hk, v), COW_OK);
@@ -479,7 +479,7 @@ Test(map, replaced_and_deleted_values_are_released)
     cr_assert_eq(blob->refcnt, 1);
     cow_val_retain(&v);
     cr_assert_eq(cow_map_del(m, &k, hk, &out), COW_FOUND);
-    cr_assert_eq(out.u.blob, blob, "del hands the value over");
+    cr_assert_eq(cow_val_getblob(&out), blob, "del hands the value over");
     cr_assert_eq(blob->refcnt, 2);
     cow_val_release(&out);
     cr_assert_eq(blob->refcnt, 1);
@@ -852,7 +852,7 @@ Test(map, real_collisions_in_copies)
         set_coll(a, i, i);
     b = a;
     cow_map_retain(a);
-    cr_assert_eq(cow_map_own(&b), COW_OK);
+    cr_assert_eq(tu_map_own(&b), COW_OK);
     for (int i = 0; i < NCOLL; i += 3) {          /* delete from the copy */
         cow_val k = coll_key(i);
         cr_assert_eq(cow_map_del(b, &k, tu_hash(&k), NULL), COW_FOUND);
@@ -1164,7 +1164,7 @@ Test(map, copy_equals_original_until_changed)
         ids[i] = i;
     cow_map *a = map_of(K_STR, ids, 50, 1), *b = a;
     cow_map_retain(a);
-    cr_assert_eq(cow_map_own(&b), COW_OK);
+    cr_assert_eq(tu_map_own(&b), COW_OK);
     cr_assert(cow_map_equal(a, b));
     cr_assert_eq(map_hash(a, 0), map_hash(b, 0));
     cow_val k = key_for(K_STR, 7);
@@ -1406,7 +1406,7 @@ Test(map, allocation_failure_in_collision_buckets, .timeout = 20)
                 if (shared) {
                     copy = m;
                     cow_map_retain(m);
-                    cr_assert_eq(cow_map_own(&m), COW_OK);
+                    cr_assert_eq(tu_map_own(&m), COW_OK);
                 }
                 k = coll_key(victim);
                 uint64_t hk = tu_hash(&k);

@@ -105,8 +105,8 @@ Test(value, inline_boundary_str_and_bytes)
         else {
             cr_assert_eq(s.tag, COW_T_STR, "str of %zu bytes must be a blob", len);
             cr_assert_eq(b.tag, COW_T_BYTES, "bytes of %zu bytes must be a blob", len);
-            cr_assert_eq(s.u.blob->refcnt, 1);
-            cr_assert_eq(s.u.blob->len, len);
+            cr_assert_eq(cow_val_getblob(&s)->refcnt, 1);
+            cr_assert_eq(cow_val_getblob(&s)->len, len);
         }
         cow_val_span(&s, &p, &n);
         cr_assert_eq(n, len);
@@ -160,7 +160,7 @@ Test(value, views_equal_and_hash_like_owned)
 Test(value, retain_release_balance_blob)
 {
     cow_val s = tu_str("%s", "a string well past fourteen bytes"), copy;
-    cow_blob *blob = s.u.blob;
+    cow_blob *blob = cow_val_getblob(&s);
     cr_assert_eq(blob->refcnt, 1);
     copy = s;
     cow_val_retain(&copy);
@@ -186,7 +186,7 @@ Test(value, retain_release_balance_containers)
     for (int i = 0; i < 40; i++)
         items[i] = tu_str("element number %d of the tuple", i);
     t = seq_of(COW_T_TUPLE, 40, items);
-    cr_assert_eq(t.u.vec->refcnt, 1);
+    cr_assert_eq(cow_val_getvec(&t)->refcnt, 1);
     for (int i = 0; i < 20; i++) {
         cow_val k = cow_val_int(i);
         cr_assert_eq(cow_map_set(map, k, tu_hash(&k), cow_val_int(-i)), COW_OK);
@@ -197,9 +197,9 @@ Test(value, retain_release_balance_containers)
 
     alias = t;
     cow_val_retain(&alias);
-    cr_assert_eq(t.u.vec->refcnt, 2);
+    cr_assert_eq(cow_val_getvec(&t)->refcnt, 2);
     cow_val_release(&alias);
-    cr_assert_eq(t.u.vec->refcnt, 1);
+    cr_assert_eq(cow_val_getvec(&t)->refcnt, 1);
     alias = m;
     cow_val_retain(&alias);
     cr_assert_eq(map->refcnt, 2);

@@ -313,10 +313,10 @@ Test(vec, refcounted_holder_own)
     for (int64_t i = 0; i < 100; i++)
         cr_assert_eq(cow_vb_push(&v->b, val_for(i)), COW_OK);
     alias = v;
-    cr_assert_eq(cow_vec_own(&alias), COW_OK);
+    cr_assert_eq(tu_vec_own(&alias), COW_OK);
     cr_assert_eq(alias, v, "an unshared vector is owned already");
     cow_vec_retain(v);
-    cr_assert_eq(cow_vec_own(&alias), COW_OK);
+    cr_assert_eq(tu_vec_own(&alias), COW_OK);
     cr_assert_neq(alias, v, "a shared vector gets a new header");
     cr_assert_eq(v->refcnt, 1);
     cr_assert_eq(cow_vec_len(alias), 100);
@@ -348,7 +348,7 @@ Test(vec, clone_shares_nodes_under_a_new_identity)
               "clone and original are isolated both ways");
     o = v;
     cow_vec_retain(v);
-    cr_assert_eq(cow_vec_own(&o), COW_OK);
+    cr_assert_eq(tu_vec_own(&o), COW_OK);
     cr_assert_neq(o, v);
     cr_assert_eq(o->ident, v->ident, "own keeps the identity: same object, new header");
     cr_assert_eq(cow_vec_check(&c->b), COW_OK);

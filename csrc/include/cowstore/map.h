@@ -27,13 +27,15 @@ typedef struct cow_map {
                              * copies (cow_map_own), new for each new map */
     size_t live;            /* entries whose key is not a HOLE */
     cow_vecbody log;        /* entry i: key at 2i, value at 2i+1 */
-    cow_hnode *index;       /* (hash, entry) trie; NULL iff entries <= COW_MAP_LINEAR_MAX */
+    cow_word index;         /* (hash, entry) trie; 0 iff entries <= COW_MAP_LINEAR_MAX */
 } cow_map;
 
 cow_map *cow_map_new(void);
 void cow_map_retain(cow_map *m);
 void cow_map_release(cow_map *m);
-int cow_map_own(cow_map **m);         /* copy the header if shared */
+/* Makes the map *w names exclusively owned and on the heap (copies the
+ * header if shared or stored, keeping its identity). */
+int cow_map_own(cow_word *w);
 cow_map *cow_map_clone(const cow_map *m); /* new identity, shares all nodes, O(1) */
 size_t cow_map_len(const cow_map *m);
 

@@ -23,6 +23,9 @@
  *  V5  A value owns one reference to its blob, vector or map; cow_val_retain /
  *      cow_val_release are the only ways to copy or drop one.
  *  V6  HOLE appears only as the key of a deleted entry in a map's entry log.
+ *  V7  the blob, vector or map of a value is a cow_word (ref.h): read it with
+ *      cow_val_getblob / getvec / getmap; copy a value that may lie in pages
+ *      with cow_val_copy, never by assignment (the word must be exported).
  */
 #ifndef COWSTORE_VALUE_H
 #define COWSTORE_VALUE_H
@@ -31,6 +34,7 @@
 #include <stdint.h>
 
 #include "cowstore/errors.h"
+#include "cowstore/ref.h"
 
 typedef enum cow_tag {
     COW_T_HOLE = 0,     /* deleted map entry (V6) */
@@ -72,10 +76,8 @@ typedef struct cow_val {
     union {
         int64_t i;
         double f;
-        struct cow_blob *blob;
-        struct cow_vec *vec;
-        struct cow_map *map;
-        const char *ref;
+        cow_word w;         /* blob, vector or map (V7) */
+        const char *ref;    /* *_VIEW bytes */
     } u;
 } cow_val;
 
@@ -110,8 +112,22 @@ cow_val cow_val_map(cow_tag tag, struct cow_map *map);
  * harmless since identities are only compared along one path. */
 uint32_t cow_next_ident(void);
 
+/* Takes one more reference to what a heap-form value holds (V5). */
 void cow_val_retain(const cow_val *v);
 void cow_val_release(cow_val *v);   /* leaves *v as NONE */
+/* *dst = a new reference to *src, which may lie in a stored node (V7). */
+void cow_val_copy(cow_val *dst, const cow_val *src);
+
+/* Borrowed: what a BIGINT/STR/BYTES, vector-tagged or map-tagged value holds. */
+static inline struct cow_blob *cow_val_getblob(const cow_val *v) { return (struct cow_blob *)cow_ref_get(&v->u.w, COW_NK_BLOB); }
+static inline struct cow_vec *cow_val_getvec(const cow_val *v) { return (struct cow_vec *)cow_ref_get(&v->u.w, COW_NK_VEC); }
+static inline struct cow_map *cow_val_getmap(const cow_val *v) { return (struct cow_map *)cow_ref_get(&v->u.w, COW_NK_MAP); }
+/* 1 when the value's blob/vector/map is in a store's pages. */
+int cow_val_stored(const cow_val *v);
+/* 1 when a value of this tag holds a cow_word. */
+int cow_tag_has_word(int tag);
+/* Checks a value read from pages: a storable tag, a sane inline length. */
+int cow_val_check_stored(const cow_val *v);
 
 /* Length of the minimal two's-complement form of a little-endian integer (V2). */
 size_t cow_bigint_minimal_len(const uint8_t *le, size_t len);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cowstore/ref.h"
 #include "cowstore/value.h"
 
 /* Fan-out of every trie node: 5 index bits per level. */
@@ -19,8 +20,8 @@ typedef struct cow_vnode cow_vnode;
 typedef struct cow_vecbody {
     size_t len;
     uint32_t shift;     /* index bits below the root: COW_VEC_BITS * (levels - 1) */
-    cow_vnode *root;    /* full leaves only; NULL while len <= COW_VEC_WIDTH */
-    cow_vnode *tail;    /* last 1..32 values; NULL when len == 0 */
+    cow_word root;      /* full leaves only; 0 while len <= COW_VEC_WIDTH */
+    cow_word tail;      /* last 1..32 values; 0 when len == 0 */
 } cow_vecbody;
 
 /* A refcounted vector (list, frozen list or tuple payload). */
@@ -74,8 +75,9 @@ void cow_vec_retain(cow_vec *v);
 void cow_vec_release(cow_vec *v);
 /* A new vector with a new identity sharing every node of v (O(1)). */
 cow_vec *cow_vec_clone(const cow_vec *v);
-/* Makes *v exclusively owned (copies the header if shared). */
-int cow_vec_own(cow_vec **v);
+/* Makes the vector *w names exclusively owned and on the heap (copies the
+ * header if shared or stored, keeping its identity). */
+int cow_vec_own(cow_word *w);
 size_t cow_vec_len(const cow_vec *v);
 
 /* Debug validator: checks invariants VEC1..VEC4; returns COW_OK or COW_EINVAL. */

@@ -1,0 +1,229 @@
+/* Child words and stored references: resolution, pins, the env table.
+ *
+ * See cowstore/ref.h for the word layout.  This file knows no node layout:
+ * each module answers "how big is this stored node, and is its header sane"
+ * (cow_*_stored_size) and supplies a poison node; this file only checks that
+ * the answer lies inside the segment the word names.
+ *
+ * Invariants:
+ *  R1  a registered env's segment cache holds, for each cached id, the offset
+ *      and length LMDB reported for that segment; ids are never reused, so an
+ *      entry stays right for as long as any pinned word can name it.
+ *  R2  cow_ref_resolve returns either a node whose bytes [p, p + size) lie in
+ *      [base + off, base + off + len) of its segment, or a poison node and
+ *      COW_ECORRUPT recorded.
+ *  R3  a heap-form stored word (slot != 0) accounts for exactly one pin of
+ *      its env while it is owned by heap memory.
+ *
+ * Not thread-safe, like the rest of the core: the binding holds the GIL.
+ */
+#include <string.h>
+
+#include "cowstore/alloc.h"
+#include "cowstore/errors.h"
+#include "cowstore/ref.h"
+
+static cow_ref_env *envs[COW_REF_MAX_ENVS];
+static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
+static unsigned nactive;
+static int pending_error;
+
+int
+cow_ref_take_error(void)
+{
+    int e = pending_error;
+    pending_error = COW_OK;
+    return e;
+}
+
+void
+cow_ref_set_error(int err)
+{
+    if (pending_error == COW_OK)
+        pending_error = err;
+}
+
+int
+cow_ref_env_add(cow_ref_env *env)
+{
+    for (unsigned slot = 1; slot < COW_REF_MAX_ENVS; slot++) {
+        if (envs[slot] == NULL) {
+            envs[slot] = env;
+            active[nactive++] = slot;
+            return (int)slot;
+        }
+    }
+    return COW_EOVERFLOW;
+}
+
+void
+cow_ref_env_remove(unsigned slot)
+{
+    if (slot == 0 || slot >= COW_REF_MAX_ENVS || envs[slot] == NULL)
+        return;
+    cow_ref_env_forget(envs[slot]);
+    envs[slot] = NULL;
+    for (unsigned i = 0; i < nactive; i++) {
+        if (active[i] == slot) {
+            active[i] = active[--nactive];
+            break;
+        }
+    }
+}
+
+cow_ref_env *
+cow_ref_env_at(unsigned slot)
+{
+    return slot < COW_REF_MAX_ENVS ? envs[slot] : NULL;
+}
+
+void
+cow_ref_env_forget(cow_ref_env *env)
+{
+    cow_free(env->seg_off);
+    cow_free(env->seg_len);
+    env->seg_off = NULL;
+    env->seg_len = NULL;
+    env->nsegs = 0;
+}
+
+/* The slot of the env whose mapping holds address p, or 0. */
+static unsigned
+slot_containing(const void *p)
+{
+    for (unsigned i = 0; i < nactive; i++) {
+        cow_ref_env *e = envs[active[i]];
+        if ((uintptr_t)p - (uintptr_t)e->base < e->size)
+            return active[i];
+    }
+    return 0;
+}
+
+/* Grows the segment cache so that id `seg` has a cell. */
+static int
+cache_reserve(cow_ref_env *env, uint32_t seg)
+{
+    size_t n = env->nsegs ? env->nsegs : 64;
+    uint64_t *off;
+    uint32_t *len;
+    if (seg < env->nsegs)
+        return COW_OK;
+    while (n <= seg)
+        n *= 2;
+    if ((off = cow_realloc(env->seg_off, n * sizeof *off)) == NULL)
+        return COW_ENOMEM;
+    env->seg_off = off;
+    if ((len = cow_realloc(env->seg_len, n * sizeof *len)) == NULL)
+        return COW_ENOMEM;
+    env->seg_len = len;
+    memset(len + env->nsegs, 0, (n - env->nsegs) * sizeof *len);
+    env->nsegs = n;
+    return COW_OK;
+}
+
+/* Where segment seg of env lies: [*start, *start + *len). */
+static int
+segment_span(cow_ref_env *env, uint32_t seg, const char **start, size_t *len)
+{
+    size_t off, n;
+    int rc;
+    if (seg < env->nsegs && env->seg_len[seg] != 0) {
+        *start = env->base + env->seg_off[seg];
+        *len = env->seg_len[seg];
+        return COW_OK;
+    }
+    if (env->lookup == NULL || (rc = env->lookup(env->ctx, seg, &off, &n)) < 0)
+        return COW_ECORRUPT;
+    if (off > env->size || n > env->size - off || n == 0 || n > UINT32_MAX)
+        return COW_ECORRUPT;
+    if ((rc = cache_reserve(env, seg)) < 0)
+        return rc;
+    env->seg_off[seg] = off;
+    env->seg_len[seg] = (uint32_t)n;
+    *start = env->base + off;
+    *len = n;
+    return COW_OK;
+}
+
+static void *
+poison(int kind, int err)
+{
+    cow_ref_set_error(err);
+    switch (kind) {
+    case COW_NK_HNODE:
+    case COW_NK_MAP:
+        return cow_map_poison(kind);
+    case COW_NK_BLOB:
+        return cow_blob_poison();
+    default:
+        return cow_vec_poison(kind);
+    }
+}
+
+static size_t
+stored_size(const void *p, size_t avail, int kind)
+{
+    switch (kind) {
+    case COW_NK_HNODE:
+    case COW_NK_MAP:
+        return cow_map_stored_size(p, avail, kind);
+    case COW_NK_BLOB:
+        return cow_blob_stored_size(p, avail);
+    default:
+        return cow_vec_stored_size(p, avail, kind);
+    }
+}
+
+/* The env a stored word names, or NULL. */
+static cow_ref_env *
+env_of(const cow_word *wp, cow_word w)
+{
+    unsigned slot = cow_word_slot(w);
+    if (slot == 0)
+        slot = slot_containing(wp);
+    return slot ? envs[slot] : NULL;
+}
+
+void *
+cow_ref_resolve(const cow_word *wp, int kind)
+{
+    cow_word w = *wp;
+    cow_ref_env *env = env_of(wp, w);
+    const char *start, *p;
+    size_t len, off = cow_word_off(w);
+    int rc;
+    if (env == NULL)
+        return poison(kind, COW_ECORRUPT);
+    if ((rc = segment_span(env, cow_word_seg(w), &start, &len)) < 0)
+        return poison(kind, rc);
+    if (off >= len || len - off < COW_REF_UNIT)
+        return poison(kind, COW_ECORRUPT);
+    p = start + off;
+    if (stored_size(p, len - off, kind) == 0)
+        return poison(kind, COW_ECORRUPT);
+    return (void *)p;
+}
+
+cow_word
+cow_ref_export(const cow_word *wp)
+{
+    cow_word w = *wp;
+    unsigned slot;
+    if (!cow_word_stored(w) || cow_word_slot(w) != 0)
+        return w;
+    slot = slot_containing(wp);
+    /* A word outside every mapping (a poison node's) stays slot 0 and
+     * resolves to poison again wherever it is copied. */
+    return w | ((cow_word)slot << COW_REF_SLOT_SHIFT);
+}
+
+void
+cow_ref_pin(cow_word w, int delta)
+{
+    cow_ref_env *env = envs[cow_word_slot(w)];
+    if (env == NULL)
+        return;
+    env->pins += delta;
+    if (env->pins == 0 && env->unpinned)
+        env->unpinned(env);
+}

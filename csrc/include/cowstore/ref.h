@@ -1,0 +1,151 @@
+/* Child words: one 8-byte slot that names a node on the heap or in a store.
+ *
+ * Every pointer from a node or value to another node (vector and index
+ * children, a vector body's root and tail, a map's index, a value's blob,
+ * vector or map) is a cow_word.  Heap nodes are at least 8-byte aligned, so
+ * bit 0 tells the two kinds apart:
+ *
+ *   bit 0 = 0   a heap pointer (0 is NULL)
+ *   bit 0 = 1   a stored reference:
+ *
+ *    63 ................ 32 | 31 ............. 8 | 7 ....... 1 | 0
+ *   |      segment id       | offset / 8 in seg  | env slot    | 1 |
+ *
+ * A segment is one LMDB value holding many packed nodes (store.c).  Inside
+ * pages the slot bits are 0: "the store these pages belong to", found from
+ * the address of the word itself (the mapping that contains it).  A word
+ * copied out of pages into the heap gets the slot filled in (cow_word_share),
+ * so a heap word always names its store without context.  Offsets are from
+ * the segment start and segments never move, so a word stays valid when the
+ * map is remapped at another address (only the env's base changes).
+ *
+ * Stored nodes are never written: their refcnt field holds COW_REFCNT_STORED,
+ * which is never 1, so every write path-copies them to the heap first, as it
+ * does a shared heap node.  Retaining or releasing a stored word counts a pin
+ * on its env instead: the store keeps every read transaction it opened alive
+ * while pins remain, so the pages under a pinned word are never reused.
+ *
+ * Reading stored bytes is bounds-checked: cow_ref_resolve returns a node only
+ * if its header and whole body lie inside its segment and the header is sane;
+ * otherwise it returns an empty poison node of the requested kind and records
+ * COW_ECORRUPT for cow_ref_take_error().  Walks therefore never fault on a
+ * hostile file; the binding turns the recorded error into CorruptStoreError.
+ */
+#ifndef COWSTORE_REF_H
+#define COWSTORE_REF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uintptr_t cow_word;
+
+_Static_assert(sizeof(cow_word) == 8, "cowstore needs 64-bit pointers");
+
+/* Bit 0 set: a stored reference. */
+#define COW_REF_STORED ((cow_word)1)
+/* Env slot bits 1..7; slot 0 means "the env containing this word". */
+#define COW_REF_SLOT_SHIFT 1
+#define COW_REF_SLOT_MASK ((cow_word)0x7f)
+#define COW_REF_MAX_ENVS 128
+/* Offset within the segment in 8-byte units, bits 8..31: segments up to 128 MiB. */
+#define COW_REF_OFF_SHIFT 8
+#define COW_REF_OFF_MASK ((cow_word)0xffffff)
+#define COW_REF_UNIT 8
+#define COW_REF_MAX_SEGMENT ((size_t)(COW_REF_OFF_MASK + 1) * COW_REF_UNIT)
+/* Segment id, bits 32..63. */
+#define COW_REF_SEG_SHIFT 32
+
+/* The refcnt of every node written to pages: never 1, never changed. */
+#define COW_REFCNT_STORED UINT32_MAX
+
+/* What a resolved word must be; decides the validation and the poison. */
+typedef enum cow_node_kind {
+    COW_NK_VLEAF,       /* vector leaf (vec.c) */
+    COW_NK_VINNER,      /* vector inner node */
+    COW_NK_VANY,        /* either: the caller checks the leaf flag */
+    COW_NK_HNODE,       /* hash index node (map.c) */
+    COW_NK_VEC,         /* cow_vec header */
+    COW_NK_MAP,         /* cow_map header */
+    COW_NK_BLOB,        /* cow_blob */
+    COW_NK__COUNT
+} cow_node_kind;
+
+static inline int cow_word_stored(cow_word w) { return (int)(w & COW_REF_STORED); }
+static inline unsigned cow_word_slot(cow_word w) { return (unsigned)((w >> COW_REF_SLOT_SHIFT) & COW_REF_SLOT_MASK); }
+static inline uint32_t cow_word_seg(cow_word w) { return (uint32_t)(w >> COW_REF_SEG_SHIFT); }
+static inline size_t cow_word_off(cow_word w) { return (size_t)((w >> COW_REF_OFF_SHIFT) & COW_REF_OFF_MASK) * COW_REF_UNIT; }
+static inline cow_word
+cow_word_make(uint32_t seg, size_t off, unsigned slot)
+{
+    return ((cow_word)seg << COW_REF_SEG_SHIFT) | ((cow_word)(off / COW_REF_UNIT) << COW_REF_OFF_SHIFT)
+           | ((cow_word)slot << COW_REF_SLOT_SHIFT) | COW_REF_STORED;
+}
+static inline cow_word cow_word_of(const void *p) { return (cow_word)p; }
+
+/* Out of line: the stored case of cow_ref_get (never NULL, see above). */
+void *cow_ref_resolve(const cow_word *wp, int kind);
+
+/* The node *wp names (borrowed): a heap pointer as is (possibly NULL), a
+ * stored reference resolved and checked. */
+static inline void *
+cow_ref_get(const cow_word *wp, int kind)
+{
+    cow_word w = *wp;
+    return cow_word_stored(w) ? cow_ref_resolve(wp, kind) : (void *)w;
+}
+
+/* *wp as a word that is valid anywhere (the slot filled in), without taking
+ * a reference. */
+cow_word cow_ref_export(const cow_word *wp);
+/* A stored word in heap form: count one pin on its env (+1) or drop one (-1). */
+void cow_ref_pin(cow_word w, int delta);
+
+/* The first error recorded by resolution since the last call (COW_OK if
+ * none); clears it. */
+int cow_ref_take_error(void);
+/* Records a decoding error found outside the resolver (a bad entry number,
+ * a value tag that cannot be stored). */
+void cow_ref_set_error(int err);
+
+/* ---- layout hooks: each module checks its own stored nodes ------------- */
+
+/* Bytes of the stored node of `kind` at p (its header readable: avail bytes
+ * lie inside its segment, at least 8), or 0 when the header is not sane or
+ * the body would pass avail.  Also checks refcnt == COW_REFCNT_STORED. */
+size_t cow_vec_stored_size(const void *p, size_t avail, int kind);   /* VLEAF, VINNER, VANY, VEC */
+size_t cow_map_stored_size(const void *p, size_t avail, int kind);   /* HNODE, MAP */
+size_t cow_blob_stored_size(const void *p, size_t avail);            /* BLOB */
+/* An empty, never-written node of `kind`, returned for a bad reference. */
+void *cow_vec_poison(int kind);
+void *cow_map_poison(int kind);
+void *cow_blob_poison(void);
+
+/* ---- the env table (filled by store.c; tests may install fakes) ---------- */
+
+/* Where segment `seg` lives: its bytes are base + *off .. + *len.  Returns
+ * COW_OK or an error when the segment does not exist. */
+typedef int (*cow_ref_seg_lookup)(void *ctx, uint32_t seg, size_t *off, size_t *len);
+
+typedef struct cow_ref_env {
+    const char *base;           /* current address of the mapping */
+    size_t size;                /* bytes mapped */
+    cow_ref_seg_lookup lookup;  /* fills the segment cache on a miss */
+    void *ctx;
+    long pins;                  /* heap-form words naming this env */
+    /* Called when pins drops to 0 (the store may now close what it kept
+     * open for them); may be NULL. */
+    void (*unpinned)(struct cow_ref_env *env);
+    size_t nsegs;               /* segment cache: seg id -> (off, len); len 0 = unknown */
+    uint64_t *seg_off;
+    uint32_t *seg_len;
+} cow_ref_env;
+
+/* Registers env in a free slot (1..127); returns the slot or a negative error. */
+int cow_ref_env_add(cow_ref_env *env);
+void cow_ref_env_remove(unsigned slot);
+cow_ref_env *cow_ref_env_at(unsigned slot);
+/* Forgets the cached segment addresses (after a segment was deleted by
+ * this process it must be looked up again if ever named). */
+void cow_ref_env_forget(cow_ref_env *env);
+
+#endif
