@@ -10,7 +10,8 @@ import os
 from setuptools import Extension, setup
 
 compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                "-Wno-missing-field-initializers"]
+                "-Wno-missing-field-initializers", "-Werror=implicit-function-declaration",
+                "-Werror=int-conversion", "-Werror=incompatible-pointer-types"]
 link_args = []
 macros = []
 if os.environ.get("COWSTORE_DEBUG") == "1":
@@ -30,6 +31,7 @@ setup(ext_modules=[Extension(
     "cowstore._cowstore",
     sources=sources,
     include_dirs=["csrc/include"],
+    libraries=["lmdb"],
     define_macros=macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,

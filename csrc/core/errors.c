@@ -13,6 +13,10 @@ cow_strerror(int code)
     case COW_EOVERFLOW: return "size overflow";
     case COW_ECORRUPT: return "corrupt stored data";
     case COW_ETYPE: return "wrong value type";
+    case COW_ESTORE: return "store error";
+    case COW_EREADONLY: return "store is readonly";
+    case COW_ECLOSED: return "store is closed";
+    case COW_ECONFLICT: return "transaction conflict";
     }
     return "unknown cowstore error";
 }

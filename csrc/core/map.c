@@ -57,6 +57,7 @@
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/ref.h"
+#include "cowstore/segment.h"
 
 enum { HN_BITMAP = 0, HN_COLLISION = 1 };
 /* Bits of the hash consumed per level, and the shift at which they run out. */
@@ -155,9 +156,9 @@ cow_map_stored_size(const void *p, size_t avail, int kind)
         const cow_map *m = p;
         size = sizeof(cow_map);
         if (avail < size || m->refcnt != COW_REFCNT_STORED || m->log.len % 2
-            || m->live > m->log.len / 2)
+            || m->live > m->log.len / 2 || !cow_vb_stored_ok(&m->log))
             return 0;
-        return cow_vec_stored_size(p, avail, COW_NK_VEC) ? size : 0;  /* same body checks */
+        return size;
     }
     const cow_hnode *n = p;
     if (avail < sizeof(cow_hnode) || n->refcnt != COW_REFCNT_STORED || n->kind > HN_COLLISION)
@@ -862,6 +863,42 @@ cow_map_hash(const cow_map *m, int is_set, uint64_t *out)
     }
     *out = cow_hash_combine(is_set ? COW_SEED_SET : COW_SEED_MAP, acc + m->live);
     return COW_OK;
+}
+
+/* ---- writing to a segment ------------------------------------------------ */
+
+/* Stored index nodes and map headers are the heap bytes with refcnt
+ * COW_REFCNT_STORED and page words. */
+cow_word
+cow_map_write_node(cow_segw *w, const void *node, int kind)
+{
+    cow_word kids[COW_SEGW_MAX_KIDS];
+    if (kind == COW_NK_MAP) {
+        const cow_map *m = node;
+        cow_map out = {COW_REFCNT_STORED, m->ident, m->live, {0, 0, 0, 0}, 0};
+        cow_vb_write(w, &m->log, &out.log);
+        out.index = cow_segw_ref(w, &m->index, COW_NK_HNODE);
+        kids[0] = out.log.root;
+        kids[1] = out.log.tail;
+        kids[2] = out.index;
+        return cow_segw_emit(w, &out, sizeof out, NULL, 0, kids, 3);
+    }
+    const cow_hnode *n = node;
+    cow_hnode head = *n;
+    size_t nkids = n->kind == HN_BITMAP ? popc(n->nodemap) : 0;
+    head.refcnt = COW_REFCNT_STORED;
+    if (nkids == 0)         /* a collision node may hold far more than 32 leaves */
+        return cow_segw_emit(w, &head, sizeof head, hn_leaves(n),
+                             hn_nleaves(n) * sizeof(cow_hleaf), NULL, 0);
+    for (size_t i = 0; i < nkids; i++)
+        kids[i] = cow_segw_ref(w, &hn_kids(n)[i], COW_NK_HNODE);
+    /* leaves then kids, as one body */
+    struct { cow_hleaf l[COW_SEGW_MAX_KIDS]; cow_word k[COW_SEGW_MAX_KIDS]; } body;
+    size_t nl = hn_nleaves(n);
+    memcpy(body.l, hn_leaves(n), nl * sizeof(cow_hleaf));
+    memcpy((char *)body.l + nl * sizeof(cow_hleaf), kids, nkids * sizeof(cow_word));
+    return cow_segw_emit(w, &head, sizeof head, &body,
+                         nl * sizeof(cow_hleaf) + nkids * sizeof(cow_word), kids, nkids);
 }
 
 /* ---- validation (H1..H5) ------------------------------------------------ */

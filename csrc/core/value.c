@@ -7,6 +7,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/segment.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
@@ -171,6 +172,17 @@ cow_val_check_stored(const cow_val *v)
 }
 
 /* ---- stored blobs --------------------------------------------------------- */
+
+/* A stored blob: the heap header with refcnt COW_REFCNT_STORED and no cached
+ * hash (hash_ok 0: pages are never written, so it is recomputed), then the
+ * bytes. */
+cow_word
+cow_blob_write_node(cow_segw *w, const void *node)
+{
+    const cow_blob *b = node;
+    cow_blob head = {COW_REFCNT_STORED, 0, 0, b->len};
+    return cow_segw_emit(w, &head, sizeof head, b->data, b->len, NULL, 0);
+}
 
 static cow_blob poison_blob = {COW_REFCNT_STORED, 1, 0, 0};
 

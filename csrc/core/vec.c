@@ -44,6 +44,7 @@
 
 #include "cowstore/alloc.h"
 #include "cowstore/ref.h"
+#include "cowstore/segment.h"
 #include "cowstore/vec.h"
 
 struct cow_vnode {
@@ -61,6 +62,12 @@ struct cow_vnode {
 static long live_nodes;
 
 long cow_vec_live_nodes(void) { return live_nodes; }
+
+static size_t
+tailoff(size_t len)
+{
+    return len == 0 ? 0 : ((len - 1) >> COW_VEC_BITS) << COW_VEC_BITS;
+}
 
 static cow_val *vn_vals(cow_vnode *n) { return (cow_val *)(n + 1); }
 static cow_word *vn_kids(cow_vnode *n) { return (cow_word *)(n + 1); }
@@ -132,6 +139,20 @@ cow_vec_poison(int kind)
     return kind == COW_NK_VINNER ? (void *)&poison_inner : (void *)&poison_leaf;
 }
 
+/* The shape of a stored body is consistent: a walk of len values takes
+ * shift / 5 inner levels (VEC4), so it meets a leaf exactly at level 0. */
+int
+cow_vb_stored_ok(const cow_vecbody *b)
+{
+    size_t trie = tailoff(b->len);
+    if (b->shift % COW_VEC_BITS || b->shift > COW_VEC_MAX_SHIFT)
+        return 0;
+    if (trie == 0)
+        return b->shift == 0;
+    return ((size_t)COW_VEC_WIDTH << b->shift) >= trie
+           && (b->shift == 0 || trie > (size_t)COW_VEC_WIDTH << (b->shift - COW_VEC_BITS));
+}
+
 size_t
 cow_vec_stored_size(const void *p, size_t avail, int kind)
 {
@@ -140,11 +161,8 @@ cow_vec_stored_size(const void *p, size_t avail, int kind)
     if (n->refcnt != COW_REFCNT_STORED)
         return 0;
     if (kind == COW_NK_VEC) {
-        const cow_vec *v = p;
         size = sizeof(cow_vec);
-        if (avail < size || v->b.shift % COW_VEC_BITS || v->b.shift > 60)
-            return 0;
-        return size;
+        return avail >= size && cow_vb_stored_ok(&((const cow_vec *)p)->b) ? size : 0;
     }
     if (n->leaf > 1 || (kind == COW_NK_VLEAF && !n->leaf) || (kind == COW_NK_VINNER && n->leaf))
         return 0;
@@ -152,12 +170,6 @@ cow_vec_stored_size(const void *p, size_t avail, int kind)
         return 0;
     size = sizeof(cow_vnode) + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
     return size <= avail ? size : 0;
-}
-
-static size_t
-tailoff(size_t len)
-{
-    return len == 0 ? 0 : ((len - 1) >> COW_VEC_BITS) << COW_VEC_BITS;
 }
 
 static cow_vnode *
@@ -626,6 +638,50 @@ cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
             return rc;
     }
     return COW_OK;
+}
+
+/* ---- writing to a segment ------------------------------------------------ */
+
+void
+cow_vb_write(cow_segw *w, const cow_vecbody *src, cow_vecbody *dst)
+{
+    dst->len = src->len;
+    dst->shift = src->shift;
+    dst->root = cow_segw_ref(w, &src->root, src->shift ? COW_NK_VINNER : COW_NK_VLEAF);
+    dst->tail = cow_segw_ref(w, &src->tail, COW_NK_VLEAF);
+}
+
+/* Stored vnodes are the heap bytes with refcnt COW_REFCNT_STORED and page
+ * words; a leaf keeps only its used slots (cap == count). */
+cow_word
+cow_vec_write_node(cow_segw *w, const void *node, int kind)
+{
+    cow_word kids[COW_VEC_WIDTH];
+    size_t nkids = 0;
+    if (kind == COW_NK_VEC) {
+        const cow_vec *v = node;
+        cow_vec out = {COW_REFCNT_STORED, v->ident, {0, 0, 0, 0}};
+        cow_vb_write(w, &v->b, &out.b);
+        kids[0] = out.b.root;
+        kids[1] = out.b.tail;
+        return cow_segw_emit(w, &out, sizeof out, NULL, 0, kids, 2);
+    }
+    cow_vnode *n = (cow_vnode *)node;
+    if (n->leaf) {
+        cow_val vals[COW_VEC_WIDTH];
+        cow_vnode head = {COW_REFCNT_STORED, 1, n->count, n->count, 0};
+        for (unsigned i = 0; i < n->count; i++) {
+            cow_segw_value(w, &vn_vals(n)[i], &vals[i]);
+            if (cow_tag_has_word(vals[i].tag))
+                kids[nkids++] = vals[i].u.w;
+        }
+        return cow_segw_emit(w, &head, sizeof head, vals, n->count * sizeof(cow_val),
+                             kids, nkids);
+    }
+    cow_vnode head = {COW_REFCNT_STORED, 0, 0, 0, 0};
+    for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
+        kids[i] = cow_segw_ref(w, &vn_kids(n)[i], COW_NK_VANY);
+    return cow_segw_emit(w, &head, sizeof head, kids, sizeof kids, kids, COW_VEC_WIDTH);
 }
 
 /* ---- the refcounted holder ---------------------------------------------- */

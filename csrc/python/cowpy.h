@@ -37,6 +37,7 @@ typedef struct CowObject {
     size_t pidx;                /* index in a parent list */
     uint64_t mut;               /* bumped whenever root changes */
     uint64_t seen;              /* parent->mut when root was last synced */
+    PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
 } CowObject;
 
 /* Module state: the types the package registers and our exceptions. */
@@ -45,6 +46,8 @@ typedef struct cowpy_state {
     PyObject *cls[COW_T__COUNT];    /* Python class for each container tag */
     PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
     PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
+    PyObject *StoreError, *ReadonlyStoreError, *ConflictError;
+    PyTypeObject *store_type;
 } cowpy_state;
 
 cowpy_state *cowpy_state_of_type(PyTypeObject *tp);
@@ -105,6 +108,9 @@ PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
 PyObject *cowpy_same_method(PyObject *self, PyObject *other);
 PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
+/* store.c: where a store-backed container came from (pickling by reference). */
+PyObject *cowpy_origin_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_set_origin_method(PyObject *self, PyObject *origin);
 
 /* len() and clear() shared by the map-backed bases (DictBase, SetBase). */
 Py_ssize_t cowpy_map_len(PyObject *op);
@@ -120,7 +126,9 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
     {"_equal", cowpy_equal_method, METH_O, NULL}, \
     {"_shares", cowpy_same_method, METH_O, NULL}, \
-    {"_attached", cowpy_attached_method, METH_NOARGS, NULL},
+    {"_attached", cowpy_attached_method, METH_NOARGS, NULL}, \
+    {"_origin", cowpy_origin_method, METH_NOARGS, NULL}, \
+    {"_set_origin", cowpy_set_origin_method, METH_O, NULL},
 
 /* diff.c: module function _changed(a, b). */
 PyObject *cowpy_changed(PyObject *mod, PyObject *args);
@@ -130,5 +138,6 @@ enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
 PyObject *cowpy_iter_new(CowObject *owner, int kind, int reverse);
 
 extern PyType_Spec cowpy_dict_spec, cowpy_list_spec, cowpy_set_spec, cowpy_iter_spec;
+extern PyType_Spec cowpy_store_spec;
 
 #endif

@@ -122,14 +122,23 @@ add_exceptions(PyObject *mod, cowpy_state *st)
         {&st->CowValueError, "CowValueError", PyExc_ValueError, "An invalid value."},
         {&st->CowOverflowError, "CowOverflowError", PyExc_OverflowError,
          "A size beyond cowstore's limits."},
+        {&st->StoreError, "StoreError", PyExc_OSError,
+         "A store operation failed (the message is LMDB's or cowstore's)."},
         {&st->CorruptStoreError, "CorruptStoreError", PyExc_ValueError,
          "Stored bytes that fail validation."},
+        {&st->ReadonlyStoreError, "ReadonlyStoreError", PyExc_PermissionError,
+         "A write to a store opened readonly."},
+        {&st->ConflictError, "ConflictError", PyExc_RuntimeError,
+         "A transaction had to restart because another process wrote meanwhile."},
     };
     if (add_exception(mod, &st->CowstoreError, "CowstoreError", NULL,
                       "Base class of every cowstore exception.") < 0)
         return -1;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        PyObject *bases = PyTuple_Pack(2, st->CowstoreError, table[i].builtin);
+        /* store errors after StoreError derive from it */
+        PyObject *base = st->StoreError && table[i].slot != &st->StoreError
+                         ? st->StoreError : st->CowstoreError;
+        PyObject *bases = PyTuple_Pack(2, base, table[i].builtin);
         int rc = bases ? add_exception(mod, table[i].slot, table[i].name, bases, table[i].doc) : -1;
         Py_XDECREF(bases);
         if (rc < 0)
@@ -162,7 +171,8 @@ cowpy_exec(PyObject *mod)
     if (add_type(mod, &st->dict_base, &cowpy_dict_spec) < 0
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0
-        || add_type(mod, &st->iter_type, &cowpy_iter_spec) < 0)
+        || add_type(mod, &st->iter_type, &cowpy_iter_spec) < 0
+        || add_type(mod, &st->store_type, &cowpy_store_spec) < 0)
         return -1;
     return add_exceptions(mod, st);
 }
@@ -175,6 +185,7 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->list_base);
     Py_VISIT(st->set_base);
     Py_VISIT(st->iter_type);
+    Py_VISIT(st->store_type);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_VISIT(st->cls[t]);
     return 0;
@@ -188,6 +199,7 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->list_base);
     Py_CLEAR(st->set_base);
     Py_CLEAR(st->iter_type);
+    Py_CLEAR(st->store_type);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_CLEAR(st->cls[t]);
     Py_CLEAR(st->CowstoreError);
@@ -198,6 +210,9 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->CowValueError);
     Py_CLEAR(st->CowOverflowError);
     Py_CLEAR(st->CorruptStoreError);
+    Py_CLEAR(st->StoreError);
+    Py_CLEAR(st->ReadonlyStoreError);
+    Py_CLEAR(st->ConflictError);
     return 0;
 }
 

@@ -174,6 +174,7 @@ cowpy_object_dealloc(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     cow_val_release(&self->root);
     cowpy_detach(self);
+    Py_CLEAR(self->origin);
     tp->tp_free(op);
     Py_DECREF(tp);
 }

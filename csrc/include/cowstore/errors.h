@@ -18,6 +18,10 @@ typedef enum cow_err {
     COW_EOVERFLOW = -5,  /* a size or count would not fit its field */
     COW_ECORRUPT = -6,   /* stored bytes fail validation */
     COW_ETYPE = -7,      /* a value of the wrong kind for the operation */
+    COW_ESTORE = -8,     /* LMDB reported an error (its text: cow_store_errmsg) */
+    COW_EREADONLY = -9,  /* a write to a store opened readonly */
+    COW_ECLOSED = -10,   /* an operation on a closed store */
+    COW_ECONFLICT = -11, /* a transaction must restart: another writer interleaved */
 } cow_err;
 
 /* Lookup outcome: errors are negative cow_err values. */

@@ -80,6 +80,13 @@ cow_vec *cow_vec_clone(const cow_vec *v);
 int cow_vec_own(cow_word *w);
 size_t cow_vec_len(const cow_vec *v);
 
+/* Deepest trie: 64-bit indices at 5 bits per level, so at most 12 inner
+ * levels above the leaves (shift 60 covers bits 60..64). */
+#define COW_VEC_MAX_SHIFT 60
+/* 1 when a stored body's len and shift agree (VEC4), so walks of it end at
+ * leaves; checked before a stored vector or map header is used. */
+int cow_vb_stored_ok(const cow_vecbody *b);
+
 /* Debug validator: checks invariants VEC1..VEC4; returns COW_OK or COW_EINVAL. */
 int cow_vec_check(const cow_vecbody *b);
 /* Number of live vector nodes in this process (for leak tests). */

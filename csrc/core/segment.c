@@ -1,0 +1,220 @@
+/* The segment writer: turns heap nodes into packed, position-independent
+ * page bytes.
+ *
+ * Why segments: a lookup hops through ~8 nodes; one LMDB search per hop
+ * would cost ~0.7 us each.  Instead a commit packs every node it writes into
+ * a few large LMDB values ("segments", stored by LMDB as contiguous overflow
+ * pages that never move), and a child word names (segment, offset): a hop is
+ * pointer arithmetic inside the map (ref.h).
+ *
+ * Order: children first (post-order), so a node is complete when appended
+ * and a full segment can be put at any node boundary; the node writers in
+ * vec.c, map.c and value.c call cow_segw_ref on each child, then
+ * cow_segw_emit.  Words that already name a node of the target store are
+ * kept as they are -- that is the structural sharing on disk: a commit of a
+ * container derived from a stored one writes only its heap nodes, the
+ * changed paths.  The memo writes a node shared by several parents (copies
+ * on the heap, or one stored subtree during compaction) once.
+ *
+ * Segment bytes: nodes back to back, each 8-byte aligned (offsets are in
+ * 8-byte units, ref.h), no header -- the segment's metadata (its references
+ * to other segments, for reclaiming space) lives in its own record, so a
+ * segment is written once and never rewritten.
+ *
+ * Invariants:
+ *  S1  every page word emitted names a node appended earlier (in this
+ *      segment or one put before it) or a node the target already held.
+ *  S2  the refs put with a segment are exactly the other segments its nodes'
+ *      words name.
+ */
+#include <string.h>
+
+#include "cowstore/alloc.h"
+#include "cowstore/errors.h"
+#include "cowstore/segment.h"
+
+void
+cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sink, void *ctx)
+{
+    memset(w, 0, sizeof *w);
+    w->slot = slot;
+    w->copy_all = copy_all;
+    w->sink = sink;
+    w->ctx = ctx;
+    cow_u64map_init(&w->refs);
+    cow_u64map_init(&w->memo);
+}
+
+void
+cow_segw_free(cow_segw *w)
+{
+    cow_free(w->buf);
+    cow_u64map_free(&w->refs);
+    cow_u64map_free(&w->memo);
+    w->buf = NULL;
+}
+
+static void
+fail(cow_segw *w, int rc)
+{
+    if (w->rc == COW_OK)
+        w->rc = rc;
+}
+
+/* Puts the open segment and closes it. */
+static int
+put_open_segment(cow_segw *w)
+{
+    uint32_t *refs = NULL;
+    size_t n = 0;
+    int rc;
+    if (!w->have_seg || w->rc < 0)
+        return w->rc;
+    if (w->refs.len && (refs = cow_malloc(w->refs.len * sizeof *refs)) == NULL) {
+        fail(w, COW_ENOMEM);
+        return w->rc;
+    }
+    for (size_t i = 0; i < w->refs.cap; i++)
+        if (w->refs.keys[i])
+            refs[n++] = (uint32_t)(w->refs.keys[i] - 1);
+    rc = w->sink->put(w->ctx, w->seg, w->buf, w->len, refs, n);
+    cow_free(refs);
+    if (rc < 0)
+        fail(w, rc);
+    w->bytes += w->len;
+    w->segments++;
+    w->have_seg = 0;
+    w->len = 0;
+    cow_u64map_clear(&w->refs);
+    return w->rc;
+}
+
+static size_t
+align8(size_t n)
+{
+    return (n + (COW_REF_UNIT - 1)) & ~(size_t)(COW_REF_UNIT - 1);
+}
+
+/* Makes room for a node of `size` bytes in an open segment. */
+static int
+room_for(cow_segw *w, size_t size)
+{
+    int rc;
+    if (w->have_seg && w->len + size > COW_SEG_TARGET && w->len > 0
+        && put_open_segment(w) < 0)
+        return w->rc;
+    if (!w->have_seg) {
+        if ((rc = w->sink->new_id(w->ctx, &w->seg)) < 0) {
+            fail(w, rc);
+            return rc;
+        }
+        w->have_seg = 1;
+    }
+    if (w->len + size > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        char *b;
+        while (cap < w->len + size)
+            cap *= 2;
+        if ((b = cow_realloc(w->buf, cap)) == NULL) {
+            fail(w, COW_ENOMEM);
+            return w->rc;
+        }
+        w->buf = b;
+        w->cap = cap;
+    }
+    return COW_OK;
+}
+
+cow_word
+cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, size_t bsize,
+              const cow_word *kids, size_t nkids)
+{
+    size_t size = align8(hsize + bsize), off;
+    if (w->rc < 0 || room_for(w, size) < 0)
+        return 0;
+    if ((w->len + size - 1) / COW_REF_UNIT > COW_REF_OFF_MASK) {
+        fail(w, COW_EOVERFLOW);         /* a node starting past 128 MiB: cannot be named */
+        return 0;
+    }
+    off = w->len;
+    memcpy(w->buf + off, head, hsize);
+    if (bsize)
+        memcpy(w->buf + off + hsize, body, bsize);
+    memset(w->buf + off + hsize + bsize, 0, size - hsize - bsize);
+    w->len += size;
+    for (size_t i = 0; i < nkids; i++) {
+        if (cow_word_stored(kids[i]) && cow_word_seg(kids[i]) != w->seg
+            && cow_u64map_put(&w->refs, (uint64_t)cow_word_seg(kids[i]) + 1, 1) < 0) {
+            fail(w, COW_ENOMEM);
+            return 0;
+        }
+    }
+    return cow_word_make(w->seg, off, 0);
+}
+
+static cow_word
+write_node(cow_segw *w, const void *node, int kind)
+{
+    switch (kind) {
+    case COW_NK_HNODE:
+    case COW_NK_MAP:
+        return cow_map_write_node(w, node, kind);
+    case COW_NK_BLOB:
+        return cow_blob_write_node(w, node);
+    default:
+        return cow_vec_write_node(w, node, kind);
+    }
+}
+
+cow_word
+cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
+{
+    cow_word x = cow_ref_export(wp), page;
+    const void *node;
+    uint64_t memo;
+    if (x == 0 || w->rc < 0)
+        return 0;
+    if (cow_word_stored(x) && cow_word_slot(x) == w->slot && !w->copy_all) {
+        w->kept++;
+        return x & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT);   /* already there */
+    }
+    node = cow_ref_get(wp, kind);
+    if (cow_ref_take_error() < 0) {
+        fail(w, COW_ECORRUPT);
+        return 0;
+    }
+    if (cow_u64map_get(&w->memo, (uint64_t)(uintptr_t)node, &memo) == COW_FOUND)
+        return (cow_word)memo;
+    page = write_node(w, node, kind);
+    if (page && cow_u64map_put(&w->memo, (uint64_t)(uintptr_t)node, page) < 0)
+        fail(w, COW_ENOMEM);
+    return page;
+}
+
+static int
+kind_of_tag(int tag)
+{
+    if (cow_tag_is_vec(tag))
+        return COW_NK_VEC;
+    if (cow_tag_is_map(tag))
+        return COW_NK_MAP;
+    return COW_NK_BLOB;
+}
+
+void
+cow_segw_value(cow_segw *w, const cow_val *src, cow_val *dst)
+{
+    *dst = *src;
+    if (src->tag == COW_T_STR_VIEW || src->tag == COW_T_BYTES_VIEW) {
+        fail(w, COW_EINVAL);            /* V4: probe keys are never stored */
+        return;
+    }
+    if (cow_tag_has_word(src->tag))
+        dst->u.w = cow_segw_ref(w, &src->u.w, kind_of_tag(src->tag));
+}
+
+int
+cow_segw_finish(cow_segw *w)
+{
+    return put_open_segment(w);
+}

@@ -1,0 +1,102 @@
+/* cow_u64map: linear probing over a power-of-two table kept at most half
+ * full, so a probe sequence is short and always ends at an empty cell.
+ *
+ * Invariants:
+ *  U1  cap is 0 or a power of two, and len <= cap / 2.
+ *  U2  every key is in the run of full cells starting at its home cell
+ *      (hash & (cap - 1)); there are no deletions, so runs never break.
+ */
+#include <string.h>
+
+#include "cowstore/alloc.h"
+#include "cowstore/errors.h"
+#include "cowstore/hash.h"
+#include "cowstore/u64map.h"
+
+/* First table size: enough for one small commit without growing. */
+#define U64MAP_MIN_CAP 64
+
+void
+cow_u64map_init(cow_u64map *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+void
+cow_u64map_free(cow_u64map *m)
+{
+    cow_free(m->keys);
+    cow_free(m->vals);
+    cow_u64map_init(m);
+}
+
+void
+cow_u64map_clear(cow_u64map *m)
+{
+    if (m->cap)
+        memset(m->keys, 0, m->cap * sizeof *m->keys);
+    m->len = 0;
+}
+
+static size_t
+home(const cow_u64map *m, uint64_t key)
+{
+    return (size_t)cow_hash_mix64(key) & (m->cap - 1);
+}
+
+int
+cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val)
+{
+    if (m->cap == 0)
+        return COW_NOT_FOUND;
+    for (size_t i = home(m, key);; i = (i + 1) & (m->cap - 1)) {
+        if (m->keys[i] == 0)
+            return COW_NOT_FOUND;
+        if (m->keys[i] == key) {
+            *val = m->vals[i];
+            return COW_FOUND;
+        }
+    }
+}
+
+static void
+place(cow_u64map *m, uint64_t key, uint64_t val)
+{
+    size_t i = home(m, key);
+    while (m->keys[i] != 0 && m->keys[i] != key)
+        i = (i + 1) & (m->cap - 1);
+    m->len += m->keys[i] == 0;
+    m->keys[i] = key;
+    m->vals[i] = val;
+}
+
+static int
+grow(cow_u64map *m)
+{
+    cow_u64map bigger;
+    bigger.cap = m->cap ? m->cap * 2 : U64MAP_MIN_CAP;
+    bigger.len = 0;
+    bigger.keys = cow_calloc(bigger.cap, sizeof *bigger.keys);
+    bigger.vals = cow_malloc(bigger.cap * sizeof *bigger.vals);
+    if (bigger.keys == NULL || bigger.vals == NULL) {
+        cow_free(bigger.keys);
+        cow_free(bigger.vals);
+        return COW_ENOMEM;
+    }
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->keys[i])
+            place(&bigger, m->keys[i], m->vals[i]);
+    cow_u64map_free(m);
+    *m = bigger;
+    return COW_OK;
+}
+
+int
+cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val)
+{
+    int rc;
+    if ((m->len + 1) * 2 > m->cap && (rc = grow(m)) < 0)   /* U1 */
+        return rc;
+    place(m, key, val);
+    return COW_OK;
+}

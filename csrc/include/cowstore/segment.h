@@ -1,0 +1,74 @@
+/* Writing nodes into segments: the serializer of a commit (see segment.c). */
+#ifndef COWSTORE_SEGMENT_H
+#define COWSTORE_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/ref.h"
+#include "cowstore/u64map.h"
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+/* A segment is closed once it holds this many bytes (a node never spans two
+ * segments; a bigger node gets a segment of its own). */
+#define COW_SEG_TARGET ((size_t)32 << 20)
+/* Most child words one node holds: 32 kids (vector inner node, hash node)
+ * or values, or a map header's root, tail and index. */
+#define COW_SEGW_MAX_KIDS 32
+
+/* Where finished segments go (store.c writes them to LMDB; tests keep them
+ * in memory). */
+typedef struct cow_segw_sink {
+    int (*new_id)(void *ctx, uint32_t *seg);
+    /* Stores segment `seg`; refs are the other segments its nodes name. */
+    int (*put)(void *ctx, uint32_t seg, const char *bytes, size_t len,
+               const uint32_t *refs, size_t nrefs);
+} cow_segw_sink;
+
+typedef struct cow_segw {
+    unsigned slot;          /* the target store's env slot */
+    int copy_all;           /* 1: rewrite nodes already in the target too (compaction) */
+    const cow_segw_sink *sink;
+    void *ctx;
+    char *buf;              /* the open segment's bytes */
+    size_t len, cap;
+    uint32_t seg;           /* its id, valid while have_seg */
+    int have_seg;
+    cow_u64map refs;        /* segment id + 1 -> 1: what the open segment names */
+    cow_u64map memo;        /* node address -> page word: each node written once */
+    uint64_t bytes;         /* bytes of segments put so far */
+    uint64_t segments;      /* segments put so far */
+    uint64_t kept;          /* words kept because the target held their node */
+    int rc;                 /* first error; every later call is a no-op */
+} cow_segw;
+
+void cow_segw_init(cow_segw *w, unsigned slot, int copy_all,
+                   const cow_segw_sink *sink, void *ctx);
+void cow_segw_free(cow_segw *w);
+/* *dst = src with every word in page form, writing whatever it reaches that
+ * the target does not hold yet.  Check w->rc afterwards. */
+void cow_segw_value(cow_segw *w, const cow_val *src, cow_val *dst);
+/* Puts the open segment (if any).  Returns w->rc. */
+int cow_segw_finish(cow_segw *w);
+
+/* ---- for the modules that own node layouts ------------------------------- */
+
+/* The page word for the node *wp names (0 stays 0). */
+cow_word cow_segw_ref(cow_segw *w, const cow_word *wp, int kind);
+/* Appends a finished node made of head (hsize bytes) then body (bsize bytes,
+ * may be NULL), padded to 8 bytes; kids are the page words it holds (at
+ * most COW_SEGW_MAX_KIDS + 3), recorded as references of its segment.
+ * Returns the node's page word, or 0 with w->rc set. */
+cow_word cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body,
+                       size_t bsize, const cow_word *kids, size_t nkids);
+
+/* Node writers, one per layout owner (each calls cow_segw_ref for children
+ * first, then cow_segw_emit). */
+cow_word cow_vec_write_node(cow_segw *w, const void *node, int kind);   /* vnodes, VEC */
+cow_word cow_map_write_node(cow_segw *w, const void *node, int kind);   /* HNODE, MAP */
+cow_word cow_blob_write_node(cow_segw *w, const void *blob);
+/* A vector body (of a vector or a map's log) with page words. */
+void cow_vb_write(cow_segw *w, const cow_vecbody *src, cow_vecbody *dst);
+
+#endif

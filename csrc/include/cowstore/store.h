@@ -1,0 +1,87 @@
+/* An LMDB-backed store of named roots (see store.c for the on-disk layout). */
+#ifndef COWSTORE_STORE_H
+#define COWSTORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/value.h"
+
+typedef struct cow_store cow_store;
+
+/* cow_store_open flags. */
+#define COW_STORE_READONLY 0x1  /* refuse writes; open an existing store only */
+#define COW_STORE_NOSYNC   0x2  /* durable=False: commits skip fsync */
+#define COW_STORE_DIR      0x4  /* path is a directory (LMDB's data.mdb inside) */
+
+/* Initial map size when the caller names none: address space only (the
+ * file grows with its data), doubled whenever a commit finds it full. */
+#define COW_STORE_DEFAULT_MAP ((size_t)1 << 30)
+/* Reader slots: one per open snapshot per process (LMDB's default is 126). */
+#define COW_STORE_MAX_READERS 4096
+
+/* Opens (creating unless READONLY) the store at path.  On failure *out is
+ * NULL and the error is returned; cow_store_errmsg(NULL) then describes it. */
+int cow_store_open(const char *path, unsigned flags, size_t map_size, cow_store **out);
+/* Closes the handle: at once if no value read from it is alive in this
+ * process, else when the last one is released (pins reach zero). */
+void cow_store_close(cow_store *s);
+/* After fork, in the child: reopen the environment (LMDB handles must not
+ * cross fork) without touching the parent's; values read before keep
+ * resolving.  Called by every entry point when the pid changed. */
+int cow_store_after_fork(cow_store *s);
+
+/* The message for the last error of s (LMDB's own text for LMDB errors). */
+const char *cow_store_errmsg(const cow_store *s);
+
+/* Reads root `name`: *out is a new reference to it (a stored value, pinned),
+ * COW_FOUND or COW_NOT_FOUND. */
+int cow_store_get(cow_store *s, const char *name, size_t nlen, cow_val *out);
+/* Calls visit(ctx, name, len) for every root name, in byte order. */
+int cow_store_names(cow_store *s, int (*visit)(void *ctx, const char *name, size_t len),
+                    void *ctx);
+
+/* Write transactions: begin takes LMDB's writer lock (blocking other
+ * writers, in any process) and refreshes the snapshot that get() reads, so
+ * reads inside see the latest committed state.  put/del apply at commit;
+ * commit writes new nodes only, frees what became unreachable, and syncs
+ * unless NOSYNC.  On any error the store is as before begin. */
+int cow_store_begin(cow_store *s);
+int cow_store_put(cow_store *s, const char *name, size_t nlen, const cow_val *v);
+int cow_store_del(cow_store *s, const char *name, size_t nlen);  /* FOUND / NOT_FOUND */
+int cow_store_commit(cow_store *s);
+void cow_store_abort(cow_store *s);
+int cow_store_in_txn(const cow_store *s);
+
+/* Hooks around LMDB calls that may block on another writer (the binding
+ * releases the GIL there); the core runs nothing else in between. */
+typedef void *(*cow_store_block_fn)(void);
+typedef void (*cow_store_unblock_fn)(void *token);
+void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn unblock);
+
+/* Rewrites every root's reachable nodes into fresh segments and frees the
+ * old ones (also run by commit once garbage outgrows live data). */
+int cow_store_compact(cow_store *s);
+
+typedef struct cow_store_stats {
+    uint64_t roots;
+    uint64_t segments;
+    uint64_t segment_bytes;      /* bytes in live segments */
+    uint64_t live_bytes;         /* segment bytes right after the last compaction */
+    uint64_t file_bytes;         /* pages LMDB uses (last page + 1) * page size */
+    uint64_t map_bytes;          /* current map size */
+    uint64_t page_size;
+    uint64_t last_txn;
+    uint64_t readers_used;
+    uint64_t readers_max;
+    uint64_t pins;               /* values read from this store alive here */
+    uint32_t format_version;
+} cow_store_stats;
+int cow_store_stats_get(cow_store *s, cow_store_stats *out);
+
+/* The env slot values of this store carry (for tests and pickling checks). */
+unsigned cow_store_slot(const cow_store *s);
+/* The segment id and offset a stored value's word names (0 for others). */
+uint64_t cow_store_word_id(const cow_val *v);
+
+#endif

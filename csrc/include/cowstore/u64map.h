@@ -1,0 +1,25 @@
+/* A small open-addressing hash table from nonzero 64-bit keys to 64-bit
+ * values: the commit's "node already written" memo and its sets of
+ * referenced segments (see u64map.c). */
+#ifndef COWSTORE_U64MAP_H
+#define COWSTORE_U64MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cow_u64map {
+    uint64_t *keys;     /* 0 = empty cell */
+    uint64_t *vals;
+    size_t cap;         /* a power of two, or 0 before the first insert */
+    size_t len;
+} cow_u64map;
+
+void cow_u64map_init(cow_u64map *m);
+void cow_u64map_free(cow_u64map *m);
+void cow_u64map_clear(cow_u64map *m);          /* keeps the memory */
+/* COW_FOUND with *val set, or COW_NOT_FOUND. */
+int cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val);
+/* Inserts or replaces; COW_OK or COW_ENOMEM.  key must not be 0. */
+int cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val);
+
+#endif

@@ -1,0 +1,381 @@
+/* _Store: the binding of the core's LMDB store (cowstore/store.h).
+ *
+ * Thin on purpose: names are UTF-8 bytes, values go through convert.c, and
+ * every core error becomes one exception with the store's own message.  The
+ * Python class cowstore.Store (cowstore/_store.py) adds the API sugar:
+ * mapping methods, transactions as a context manager, anonymous stores,
+ * fork handling and pickling by reference. */
+#include "cowpy.h"
+#include "cowstore/store.h"
+
+typedef struct StoreObject {
+    PyObject_HEAD
+    cowpy_state *st;
+    cow_store *s;           /* NULL once closed */
+} StoreObject;
+
+#define STORE(op) ((StoreObject *)(op))
+
+static PyObject *
+exception_for_store(cowpy_state *st, int code)
+{
+    switch (code) {
+    case COW_ECORRUPT: return st->CorruptStoreError;
+    case COW_EREADONLY: return st->ReadonlyStoreError;
+    case COW_ECONFLICT: return st->ConflictError;
+    case COW_ENOMEM: return st->CowMemoryError;
+    case COW_EOVERFLOW: return st->CowOverflowError;
+    }
+    return st->StoreError;
+}
+
+/* Raises the exception for a store error with the store's message. */
+static PyObject *
+store_raise(StoreObject *self, int code)
+{
+    const char *msg = cow_store_errmsg(self ? self->s : NULL);
+    PyErr_SetString(exception_for_store(self ? self->st : NULL, code), msg[0] ? msg : cow_strerror(code));
+    return NULL;
+}
+
+static int
+check_open(StoreObject *self)
+{
+    if (self->s == NULL) {
+        PyErr_SetString(self->st->StoreError, "store is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static const char *
+name_utf8(PyObject *name, Py_ssize_t *len)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "root names are str, not %.200s", Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(name, len);
+}
+
+static void *
+release_gil(void)
+{
+    return PyEval_SaveThread();
+}
+
+static void
+acquire_gil(void *token)
+{
+    PyEval_RestoreThread(token);
+}
+
+/* _Store(path, flags, map_size) */
+static PyObject *
+store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    cowpy_state *st = cowpy_state_of_type(type);
+    const char *path;
+    unsigned int flags;
+    Py_ssize_t map_size;
+    StoreObject *self;
+    cow_store *s;
+    int rc;
+    if (st == NULL || !PyArg_ParseTuple(args, "sIn:_Store", &path, &flags, &map_size))
+        return NULL;
+    if (map_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "map_size must be positive");
+        return NULL;
+    }
+    cow_store_set_block_hooks(release_gil, acquire_gil);
+    if ((rc = cow_store_open(path, flags, (size_t)map_size, &s)) < 0) {
+        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg(NULL));
+        return NULL;
+    }
+    if ((self = (StoreObject *)type->tp_alloc(type, 0)) == NULL) {
+        cow_store_close(s);
+        return NULL;
+    }
+    self->st = st;
+    self->s = s;
+    return (PyObject *)self;
+}
+
+static void
+store_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    cow_store_close(STORE(op)->s);      /* deferred while values are alive */
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+store_close(PyObject *op, PyObject *unused)
+{
+    cow_store_close(STORE(op)->s);
+    STORE(op)->s = NULL;
+    Py_RETURN_NONE;
+}
+
+/* _get(name) -> value, or KeyError.  Containers come back backed by the
+ * store's pages, read lazily. */
+static PyObject *
+store_get(PyObject *op, PyObject *name)
+{
+    StoreObject *self = STORE(op);
+    Py_ssize_t len;
+    const char *utf8;
+    cow_val v;
+    PyObject *res;
+    int rc;
+    if (check_open(self) < 0 || (utf8 = name_utf8(name, &len)) == NULL)
+        return NULL;
+    rc = cow_store_get(self->s, utf8, (size_t)len, &v);
+    if (rc == COW_NOT_FOUND) {
+        PyErr_SetObject(PyExc_KeyError, name);
+        return NULL;
+    }
+    if (rc < 0)
+        return store_raise(self, rc);
+    if (cow_tag_is_map(v.tag) || v.tag == COW_T_LIST || v.tag == COW_T_FLIST)
+        return cowpy_wrap(self->st, v);
+    res = cowpy_to_object(self->st, &v, NULL, NULL, 0, 0);
+    cow_val_release(&v);
+    return res;
+}
+
+static PyObject *
+store_begin(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    int rc;
+    if (check_open(self) < 0)
+        return NULL;
+    if ((rc = cow_store_begin(self->s)) < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+/* _put(name, obj): converted now (so a bad value raises before anything is
+ * written), written at _commit. */
+static PyObject *
+store_put(PyObject *op, PyObject *args)
+{
+    StoreObject *self = STORE(op);
+    PyObject *name, *obj;
+    Py_ssize_t len;
+    const char *utf8;
+    cow_val v;
+    int rc;
+    if (!PyArg_ParseTuple(args, "UO:_put", &name, &obj) || check_open(self) < 0
+        || (utf8 = name_utf8(name, &len)) == NULL)
+        return NULL;
+    if (cowpy_from_object(self->st, obj, &v) < 0)
+        return NULL;
+    rc = cow_store_put(self->s, utf8, (size_t)len, &v);
+    cow_val_release(&v);
+    if (rc < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+store_delete(PyObject *op, PyObject *name)
+{
+    StoreObject *self = STORE(op);
+    Py_ssize_t len;
+    const char *utf8;
+    int rc;
+    if (check_open(self) < 0 || (utf8 = name_utf8(name, &len)) == NULL)
+        return NULL;
+    rc = cow_store_del(self->s, utf8, (size_t)len);
+    if (rc == COW_NOT_FOUND) {
+        PyErr_SetObject(PyExc_KeyError, name);
+        return NULL;
+    }
+    if (rc < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+store_commit(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    int rc;
+    if (check_open(self) < 0)
+        return NULL;
+    if ((rc = cow_store_commit(self->s)) < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+store_abort(PyObject *op, PyObject *unused)
+{
+    if (STORE(op)->s)
+        cow_store_abort(STORE(op)->s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+store_in_txn(PyObject *op, PyObject *unused)
+{
+    return PyBool_FromLong(STORE(op)->s && cow_store_in_txn(STORE(op)->s));
+}
+
+static int
+append_name(void *ctx, const char *name, size_t len)
+{
+    PyObject *s = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogateescape");
+    int rc = s ? PyList_Append(ctx, s) : -1;
+    Py_XDECREF(s);
+    return rc < 0 ? COW_ENOMEM : COW_OK;
+}
+
+static PyObject *
+store_names(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    PyObject *list;
+    int rc;
+    if (check_open(self) < 0 || (list = PyList_New(0)) == NULL)
+        return NULL;
+    if ((rc = cow_store_names(self->s, append_name, list)) < 0) {
+        Py_DECREF(list);
+        return PyErr_Occurred() ? NULL : store_raise(self, rc);
+    }
+    return list;
+}
+
+static PyObject *
+store_stats(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    cow_store_stats x;
+    int rc;
+    if (check_open(self) < 0)
+        return NULL;
+    if ((rc = cow_store_stats_get(self->s, &x)) < 0)
+        return store_raise(self, rc);
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsI}",
+        "roots", (unsigned long long)x.roots, "segments", (unsigned long long)x.segments,
+        "segment_bytes", (unsigned long long)x.segment_bytes,
+        "live_bytes", (unsigned long long)x.live_bytes,
+        "file_bytes", (unsigned long long)x.file_bytes, "map_bytes", (unsigned long long)x.map_bytes,
+        "page_size", (unsigned long long)x.page_size, "last_txn", (unsigned long long)x.last_txn,
+        "readers_used", (unsigned long long)x.readers_used,
+        "readers_max", (unsigned long long)x.readers_max,
+        "pins", (unsigned long long)x.pins, "format_version", x.format_version);
+}
+
+static PyObject *
+store_compact(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    int rc;
+    if (check_open(self) < 0)
+        return NULL;
+    if ((rc = cow_store_compact(self->s)) < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+/* _after_fork(): reopen in a forked child (also done lazily by every call). */
+static PyObject *
+store_after_fork(PyObject *op, PyObject *unused)
+{
+    StoreObject *self = STORE(op);
+    int rc;
+    if (self->s && (rc = cow_store_after_fork(self->s)) < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef store_methods[] = {
+    {"close", store_close, METH_NOARGS, "Close; values already read stay readable."},
+    {"_get", store_get, METH_O, NULL},
+    {"_begin", store_begin, METH_NOARGS, NULL},
+    {"_put", store_put, METH_VARARGS, NULL},
+    {"_delete", store_delete, METH_O, NULL},
+    {"_commit", store_commit, METH_NOARGS, NULL},
+    {"_abort", store_abort, METH_NOARGS, NULL},
+    {"_in_txn", store_in_txn, METH_NOARGS, NULL},
+    {"_names", store_names, METH_NOARGS, NULL},
+    {"_stats", store_stats, METH_NOARGS, NULL},
+    {"_compact", store_compact, METH_NOARGS, NULL},
+    {"_after_fork", store_after_fork, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot store_slots[] = {
+    {Py_tp_new, store_new},
+    {Py_tp_dealloc, store_dealloc},
+    {Py_tp_methods, store_methods},
+    {Py_tp_doc, "The C half of cowstore.Store (use cowstore.open)."},
+    {0, NULL},
+};
+
+PyType_Spec cowpy_store_spec = {
+    .name = "cowstore._cowstore._Store",
+    .basicsize = sizeof(StoreObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = store_slots,
+};
+
+/* ---- references to stored values (pickling) -------------------------------- */
+
+/* _origin(): None, or (origin, path, word) when this container is unchanged
+ * from what the store holds at origin's root name, down `path` (a tuple of
+ * keys and indices); word identifies the node, so a reader can check it
+ * finds the same one. */
+PyObject *
+cowpy_origin_method(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op, *top = self;
+    PyObject *path = NULL, *step = NULL, *res = NULL;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    if ((path = PyList_New(0)) == NULL)
+        return NULL;
+    for (CowObject *c = self; c; c = c->parent) {
+        if (!cow_val_stored(&c->root))
+            goto none;
+        top = c;
+        if (c->parent == NULL)
+            break;
+        step = cow_tag_is_map(c->parent->root.tag)
+                   ? cowpy_to_object(COWPY_ST(op), &c->pkey, NULL, NULL, 0, 0)
+                   : PyLong_FromSize_t(c->pidx);
+        if (step == NULL || PyList_Insert(path, 0, step) < 0)
+            goto fail;
+        Py_CLEAR(step);
+    }
+    if (top->origin == NULL)
+        goto none;
+    PyObject *tuple = PyList_AsTuple(path);
+    if (tuple)
+        res = Py_BuildValue("(ONK)", top->origin, tuple,
+                            (unsigned long long)cow_store_word_id(&self->root));
+    Py_DECREF(path);
+    return res;
+none:
+    Py_DECREF(path);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(step);
+    Py_DECREF(path);
+    return NULL;
+}
+
+/* _set_origin(origin): marks a container just read from a store. */
+PyObject *
+cowpy_set_origin_method(PyObject *op, PyObject *origin)
+{
+    CowObject *self = (CowObject *)op;
+    Py_INCREF(origin);
+    Py_XSETREF(self->origin, origin);
+    Py_RETURN_NONE;
+}
