@@ -5,6 +5,10 @@
 structure and a mutation copies only the nodes on its path.  ``freeze``
 converts plain nested data in one pass; ``thaw`` converts back; ``diff``
 lists what changed between two versions, skipping shared parts.
+
+``open(path)`` gives a ``Store``: named roots in an LMDB file, read lazily
+and zero-copy from the memory map by any number of processes; ``share(obj)``
+puts obj in an anonymous store for worker processes.
 """
 from . import _cowstore
 from ._cowstore import (
@@ -12,15 +16,19 @@ from ._cowstore import (
     CowMemoryError,
     CowOverflowError,
     CowstoreError,
+    ConflictError,
     CowValueError,
     CycleError,
     FrozenError,
+    ReadonlyStoreError,
+    StoreError,
     UnsupportedTypeError,
 )
 from ._diff import MISSING, Change, diff
 from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
 from ._list import CowList, FrozenList
 from ._set import CowSet, FrozenSet
+from ._store import Store, open, share
 
 freeze = _cowstore.freeze
 thaw = _cowstore.thaw
@@ -38,4 +46,5 @@ __all__ = [
     "freeze", "thaw", "diff", "Change", "MISSING",
     "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
     "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
+    "Store", "open", "share", "StoreError", "ReadonlyStoreError", "ConflictError",
 ]

@@ -7,6 +7,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from types import GenericAlias
 
 from . import _cowstore
+from ._ref import store_reference
 
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
 
@@ -134,7 +135,8 @@ class _DictReads(_cowstore.DictBase):
         return f"{type(self).__name__}({{{body}}})"
 
     def __reduce__(self):
-        return (type(self), (self._thaw(),))
+        # Unchanged store-backed values pickle as a reference to their pages.
+        return store_reference(self) or (type(self), (self._thaw(),))
 
     __class_getitem__ = classmethod(GenericAlias)
 

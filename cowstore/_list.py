@@ -8,6 +8,7 @@ from collections.abc import MutableSequence, Sequence
 from types import GenericAlias
 
 from . import _cowstore
+from ._ref import store_reference
 
 
 def _as_sequence(iterable):
@@ -83,7 +84,8 @@ class _ListReads(_cowstore.ListBase):
         return f"{type(self).__name__}([{', '.join(map(repr, self))}])"
 
     def __reduce__(self):
-        return (type(self), (self._thaw(),))
+        # Unchanged store-backed values pickle as a reference to their pages.
+        return store_reference(self) or (type(self), (self._thaw(),))
 
     __class_getitem__ = classmethod(GenericAlias)
 

@@ -41,6 +41,9 @@
  *       stay open (in `old`) only while pins > 0.
  *  ST3  pid is the process that opened env; any entry point in another pid
  *       reopens first (cow_store_after_fork) and never uses the old handles.
+ *  ST4  a process opens each file once (LMDB's rule: a second environment
+ *       on the same file would drop the first one's locks when closed): open
+ *       finds an open store by device and inode and counts one more opener.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -88,6 +91,10 @@ typedef struct store_state {
 } store_state;
 
 struct cow_store {
+    struct cow_store *next;     /* every store open in this process (ST4) */
+    dev_t dev;
+    ino_t ino;
+    int opens;                  /* cow_store_open calls not yet closed */
     MDB_env *env;
     MDB_dbi meta, roots, segs, segmeta;
     cow_ref_env ref;
@@ -110,6 +117,7 @@ struct cow_store {
 };
 
 static char open_msg[256];
+static cow_store *open_stores;
 
 const char *
 cow_store_errmsg(const cow_store *s)
@@ -216,6 +224,8 @@ drop_old_snapshots(cow_store *s)
     s->nold = 0;
 }
 
+static void close_if_unused(cow_store *s);
+
 /* Called by the env table when no value read from us is alive. */
 static void
 on_unpinned(cow_ref_env *env)
@@ -225,7 +235,7 @@ on_unpinned(cow_ref_env *env)
         return;
     drop_old_snapshots(s);
     if (s->closing)
-        cow_store_close(s);
+        close_if_unused(s);
 }
 
 static int
@@ -410,12 +420,44 @@ open_env(cow_store *s, size_t map)
     return COW_OK;
 }
 
+/* The store already open on path's file (ST4), or NULL. */
+static cow_store *
+find_open(const char *path, const char *sub)
+{
+    char full[4096];
+    struct stat st;
+    snprintf(full, sizeof full, "%s%s", path, sub);
+    if (stat(full, &st) != 0)
+        return NULL;
+    for (cow_store *s = open_stores; s; s = s->next)
+        if (s->dev == st.st_dev && s->ino == st.st_ino)
+            return s;
+    return NULL;
+}
+
+static const char *
+data_file_suffix(unsigned flags)
+{
+    return flags & COW_STORE_DIR ? "/data.mdb" : "";
+}
+
 int
 cow_store_open(const char *path, unsigned flags, size_t map, cow_store **out)
 {
-    cow_store *s = cow_calloc(1, sizeof *s);
+    cow_store *s = find_open(path, data_file_suffix(flags));
+    struct stat st;
     int rc, slot;
     *out = NULL;
+    if (s) {
+        if ((s->flags & COW_STORE_READONLY) && !(flags & COW_STORE_READONLY))
+            return set_msg(NULL, COW_EREADONLY, "the store is already open readonly in this "
+                                                "process; close it before opening it for writing");
+        s->opens++;
+        s->closing = 0;
+        *out = s;
+        return COW_OK;
+    }
+    s = cow_calloc(1, sizeof *s);
     if (s == NULL || (s->path = cow_malloc(strlen(path) + 1)) == NULL) {
         cow_free(s);
         return set_msg(NULL, COW_ENOMEM, "out of memory");
@@ -439,6 +481,17 @@ cow_store_open(const char *path, unsigned flags, size_t map, cow_store **out)
         cow_ref_env_remove(s->slot);
         goto fail;
     }
+    {
+        char full[4096];
+        snprintf(full, sizeof full, "%s%s", path, data_file_suffix(flags));
+        if (stat(full, &st) == 0) {
+            s->dev = st.st_dev;
+            s->ino = st.st_ino;
+        }
+    }
+    s->opens = 1;
+    s->next = open_stores;
+    open_stores = s;
     *out = s;
     return COW_OK;
 fail:
@@ -460,17 +513,27 @@ clear_ops(cow_store *s)
     s->nops = 0;
 }
 
-void
-cow_store_close(cow_store *s)
+static void
+unlink_open(cow_store *s)
 {
-    if (s == NULL)
+    for (cow_store **p = &open_stores; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            return;
+        }
+}
+
+/* Closes for real once no opener and no value read from s remain. */
+static void
+close_if_unused(cow_store *s)
+{
+    if (s->opens > 0)
         return;
-    if (s->wtxn)
-        cow_store_abort(s);
     if (s->ref.pins > 0) {      /* values still read from us: close when they go */
         s->closing = 1;
         return;
     }
+    unlink_open(s);
     cow_ref_env_remove(s->slot);
     if (s->pid == getpid()) {
         drop_old_snapshots(s);
@@ -483,6 +546,26 @@ cow_store_close(cow_store *s)
     cow_free(s->old);
     cow_free(s->path);
     cow_free(s);
+}
+
+void
+cow_store_close(cow_store *s)
+{
+    if (s == NULL || s->opens == 0)
+        return;
+    if (--s->opens == 0 && s->wtxn)
+        cow_store_abort(s);
+    close_if_unused(s);
+}
+
+int
+cow_store_after_fork_all(void)
+{
+    int rc = COW_OK, r;
+    for (cow_store *s = open_stores; s; s = s->next)
+        if ((r = cow_store_after_fork(s)) < 0 && rc == COW_OK)
+            rc = r;
+    return rc;
 }
 
 int
@@ -507,7 +590,7 @@ cow_store_after_fork(cow_store *s)
 static int
 enter(cow_store *s)
 {
-    if (s->closing)
+    if (s->opens == 0)
         return set_msg(s, COW_ECLOSED, "store is closed");
     return s->pid == getpid() ? COW_OK : cow_store_after_fork(s);
 }

@@ -111,6 +111,7 @@ PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
 /* store.c: where a store-backed container came from (pickling by reference). */
 PyObject *cowpy_origin_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_set_origin_method(PyObject *self, PyObject *origin);
+PyObject *cowpy_after_fork(PyObject *mod, PyObject *unused);
 
 /* len() and clear() shared by the map-backed bases (DictBase, SetBase). */
 Py_ssize_t cowpy_map_len(PyObject *op);

@@ -91,6 +91,7 @@ static PyMethodDef module_methods[] = {
      "thaw(obj) -> plain nested dict/list/set/tuple copy of obj."},
     {"_register", cowpy_register, METH_VARARGS, NULL},
     {"_live_nodes", cowpy_live_nodes, METH_NOARGS, NULL},
+    {"_after_fork", cowpy_after_fork, METH_NOARGS, NULL},
     {"_changed", cowpy_changed, METH_VARARGS,
      "_changed(a, b) -> keys or indices where a and b may differ (shared nodes skipped)."},
     {NULL, NULL, 0, NULL},

@@ -283,14 +283,17 @@ store_compact(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* _after_fork(): reopen in a forked child (also done lazily by every call). */
-static PyObject *
-store_after_fork(PyObject *op, PyObject *unused)
+/* _after_fork(): in a forked child, reopen every store of this process
+ * (each entry point would also do it lazily); a module function. */
+PyObject *
+cowpy_after_fork(PyObject *mod, PyObject *unused)
 {
-    StoreObject *self = STORE(op);
-    int rc;
-    if (self->s && (rc = cow_store_after_fork(self->s)) < 0)
-        return store_raise(self, rc);
+    cowpy_state *st = PyModule_GetState(mod);
+    int rc = cow_store_after_fork_all();
+    if (rc < 0) {
+        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg(NULL));
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -306,7 +309,6 @@ static PyMethodDef store_methods[] = {
     {"_names", store_names, METH_NOARGS, NULL},
     {"_stats", store_stats, METH_NOARGS, NULL},
     {"_compact", store_compact, METH_NOARGS, NULL},
-    {"_after_fork", store_after_fork, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

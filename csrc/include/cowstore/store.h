@@ -23,13 +23,16 @@ typedef struct cow_store cow_store;
 /* Opens (creating unless READONLY) the store at path.  On failure *out is
  * NULL and the error is returned; cow_store_errmsg(NULL) then describes it. */
 int cow_store_open(const char *path, unsigned flags, size_t map_size, cow_store **out);
-/* Closes the handle: at once if no value read from it is alive in this
- * process, else when the last one is released (pins reach zero). */
+/* A process opens a file once: opening a store already open here returns
+ * the same handle with one more opener (LMDB forbids two environments on one
+ * file in a process).  Closing drops an opener; the environment closes when
+ * no opener remains and no value read from it is alive (pins reach zero). */
 void cow_store_close(cow_store *s);
 /* After fork, in the child: reopen the environment (LMDB handles must not
  * cross fork) without touching the parent's; values read before keep
  * resolving.  Called by every entry point when the pid changed. */
 int cow_store_after_fork(cow_store *s);
+int cow_store_after_fork_all(void);     /* every store open in this process */
 
 /* The message for the last error of s (LMDB's own text for LMDB errors). */
 const char *cow_store_errmsg(const cow_store *s);

@@ -1,0 +1,330 @@
+"""Stores: named roots in an LMDB file, read lazily from the memory map.
+
+``open(path)`` returns a :class:`Store`, a mapping from root names to values.
+Assigning commits (only nodes the store does not hold yet are written);
+reading returns containers backed by the store's pages, decoded only as they
+are read.  The C half (``_cowstore._Store``) does the work; this module adds
+the Python API: one LMDB environment per file per process (LMDB forbids
+opening a file twice in a process), transactions as a context manager,
+anonymous stores for :func:`share`, reopening after ``fork``, and pickling
+store-backed values as references.
+"""
+import contextlib
+import fcntl
+import itertools
+import os
+import tempfile
+import threading
+import weakref
+
+from . import _cowstore
+from ._cowstore import ConflictError, StoreError
+
+# Flags of _cowstore._Store (cowstore/store.h).
+_READONLY, _NOSYNC, _DIR = 0x1, 0x2, 0x4
+# Anonymous stores are files named like this, so any process that opens one
+# (a spawned worker unpickling a reference) joins in deciding who removes it.
+_ANON_PREFIX = "cowstore-anon-"
+# Plain assignments retry when the map had to grow while another process
+# committed (a ConflictError only matters to transactions that read).
+_PUT_RETRIES = 8
+
+_lock = threading.Lock()
+_anchors = weakref.WeakValueDictionary()    # realpath -> _Anchor
+_anon_counter = itertools.count()
+
+
+class _Anchor:
+    """What a store-backed value remembers of its store: the path, and for
+    an anonymous store the shared flock that decides who removes the file.
+
+    One per file per process; Store handles and values read from them hold
+    it, so an anonymous file is removed only after the last handle and the
+    last value referring to it are gone -- in every process: each holds a
+    shared lock, and whoever can upgrade it to exclusive is the last.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.anonymous = os.path.basename(path).startswith(_ANON_PREFIX)
+        self._fd = [None]           # shared with the finalizer, which cannot hold self
+        if self.anonymous:
+            self._lock()
+            weakref.finalize(self, _remove_if_last, path, self._fd)
+
+    def _lock(self):
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        old, self._fd[0] = self._fd[0], fd
+        if old is not None:
+            os.close(old)
+
+    def after_fork(self):
+        if self.anonymous:
+            self._lock()            # a lock of our own: the inherited one is the parent's
+
+
+def _remove_if_last(path, fdbox):
+    fd, fdbox[0] = fdbox[0], None
+    if fd is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass                        # another process still uses it
+    else:
+        for p in (path, path + "-lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+    finally:
+        os.close(fd)
+
+
+def _anchor_for(path):
+    key = os.path.realpath(path)
+    with _lock:
+        anchor = _anchors.get(key)
+        if anchor is None:
+            anchor = _anchors[key] = _Anchor(key)
+        return anchor
+
+
+def _after_fork_in_child():
+    _cowstore._after_fork()
+    for anchor in list(_anchors.values()):
+        anchor.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _anonymous_path():
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(base, f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}"
+                              f"-{os.urandom(4).hex()}")
+
+
+class Store:
+    """A store of named roots (see ``cowstore.open``).
+
+    A mapping: ``store[name] = obj`` commits obj, ``store[name]`` reads a
+    consistent snapshot backed by the store's pages, ``del store[name]``
+    removes a root and frees what only it reached.  Use it as a context
+    manager to close it.
+    """
+
+    def __init__(self, path=None, *, readonly=False, map_size=None, durable=True):
+        if path is None:
+            if readonly:
+                raise ValueError("an anonymous store cannot be readonly")
+            path = _anonymous_path()
+        path = os.fspath(path)
+        flags = (_READONLY if readonly else 0) | (0 if durable else _NOSYNC)
+        if os.path.isdir(path):
+            flags |= _DIR
+        self._store = _cowstore._Store(path, flags, map_size or 0)
+        self._anchor = _anchor_for(path)
+        self._readonly = readonly
+        self._depth = 0
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def path(self):
+        """The store's file (or directory)."""
+        return self._anchor.path
+
+    @property
+    def readonly(self):
+        return self._readonly
+
+    @property
+    def anonymous(self):
+        """True for stores made by ``open()`` without a path or by ``share``."""
+        return self._anchor.anonymous
+
+    @property
+    def closed(self):
+        return self._store is None
+
+    def _c(self):
+        if self._store is None:
+            raise StoreError("store is closed")
+        return self._store
+
+    # -- the mapping ---------------------------------------------------------
+    def __getitem__(self, name):
+        value = self._c()._get(name)
+        if hasattr(value, "_set_origin"):
+            value._set_origin((self._anchor, name))
+        return value
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __setitem__(self, name, value):
+        self._check_writable()
+        if self._depth:
+            self._c()._put(name, value)
+            return
+        for attempt in range(_PUT_RETRIES):
+            try:
+                with self.transaction():
+                    self._c()._put(name, value)
+                return
+            except ConflictError:
+                if attempt == _PUT_RETRIES - 1:
+                    raise
+
+    def __delitem__(self, name):
+        self._check_writable()
+        with self.transaction():
+            self._c()._delete(name)
+
+    def __contains__(self, name):
+        try:
+            self._c()._get(name)
+        except KeyError:
+            return False
+        return True
+
+    def names(self):
+        """Root names, sorted by their UTF-8 bytes."""
+        return self._c()._names()
+
+    keys = names
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self):
+        return len(self.names())
+
+    def items(self):
+        return [(n, self[n]) for n in self.names()]
+
+    # -- transactions ----------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self):
+        """Groups reads and writes atomically.
+
+        Entering takes LMDB's writer lock (other writers, in any process,
+        wait), so reads inside see the latest commit and a read-modify-write
+        cannot lose an update.  Writes become visible to others at the end;
+        an exception discards them.  Nested ``transaction()`` blocks join the
+        outer one.
+        """
+        self._check_writable()
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        c = self._c()
+        c._begin()
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            c._abort()
+            raise
+        else:
+            c._commit()
+        finally:
+            self._depth = 0
+
+    def _check_writable(self):
+        if self._readonly:
+            raise _cowstore.ReadonlyStoreError(f"{self.path} is opened readonly")
+
+    # -- maintenance ----------------------------------------------------------
+    def stats(self):
+        """Sizes and counts: roots, segments, bytes live and in the file, LMDB's."""
+        s = self._c()._stats()
+        s["path"] = self.path
+        s["file_size"] = _file_size(self.path)
+        return s
+
+    def compact(self):
+        """Rewrites every root's live nodes into fresh segments, freeing the rest."""
+        self._check_writable()
+        self._c()._compact()
+
+    def close(self):
+        """Closes this handle.  Values already read stay readable until dropped."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        return (_reopen, (self.path, self._readonly))
+
+    def __repr__(self):
+        state = "closed" if self._store is None else ("readonly" if self._readonly else "open")
+        return f"<cowstore.Store {self.path!r} {state}>"
+
+
+def _file_size(path):
+    if os.path.isdir(path):
+        path = os.path.join(path, "data.mdb")
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _reopen(path, readonly):
+    return Store(path, readonly=readonly)
+
+
+def open(path=None, *, readonly=False, map_size=None, durable=True):  # noqa: A001
+    """Opens (creating it unless ``readonly``) the store at ``path``.
+
+    ``path`` is a store file, or a directory holding LMDB's ``data.mdb``;
+    ``None`` makes an anonymous store in ``/dev/shm`` (or the temp dir) that
+    is removed when the last process using it closes it.  ``map_size`` is
+    the initial address space reserved (the map grows by itself);
+    ``durable=False`` skips the fsync at each commit (a crash of the machine,
+    not of the process, may lose the last commits).
+    """
+    return Store(path, readonly=readonly, map_size=map_size, durable=durable)
+
+
+def share(obj):
+    """Puts obj in a new anonymous store and returns it read back from there.
+
+    The result pickles as a reference, so process-pool and DataLoader workers
+    read the same pages instead of receiving a copy.
+    """
+    store = Store()
+    store["shared"] = obj
+    value = store["shared"]
+    store.close()                  # the value keeps the store's pages alive
+    return value
+
+
+# -- pickling store-backed values by reference ---------------------------------
+
+def _resolve_reference(store_path, name, path, word):
+    store = Store(store_path, readonly=not os.access(store_path, os.W_OK))
+    try:
+        value = store[name]
+        for step in path:
+            value = value[step]
+    finally:
+        store.close()
+    origin = value._origin() if hasattr(value, "_origin") else None
+    if origin is None or origin[2] != word:
+        raise StoreError(f"root {name!r} of {store_path} changed after this value was "
+                         "pickled; pickle it again (or keep the version it came from)")
+    return value
