@@ -218,6 +218,14 @@ cow_ref_export(const cow_word *wp)
 }
 
 void
+cow_ref_view(cow_word w, int delta)
+{
+    cow_ref_env *env = cow_word_stored(w) ? envs[cow_word_slot(w)] : NULL;
+    if (env)
+        env->views += delta;
+}
+
+void
 cow_ref_pin(cow_word w, int delta)
 {
     cow_ref_env *env = envs[cow_word_slot(w)];

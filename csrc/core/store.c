@@ -204,7 +204,11 @@ sync_mapping(cow_store *s, MDB_txn *txn)
 static int
 grow_map(cow_store *s, size_t size)
 {
-    int mrc = mdb_env_set_mapsize(s->env, size);
+    int mrc;
+    if (s->ref.views > 0)       /* numpy arrays point into the map: it must stay */
+        return set_msg(s, COW_ESTORE, "the store's map must grow, but numpy arrays read from "
+                                      "it are alive; drop them or open it with a larger map_size");
+    mrc = mdb_env_set_mapsize(s->env, size);
     if (mrc != 0)
         return mdb_fail(s, mrc, "growing the map");
     if (s->cur == NULL) {           /* no snapshot: the next begin_read syncs */

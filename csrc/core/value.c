@@ -21,7 +21,7 @@ blob_new(cow_val *out, cow_tag tag, const void *data, size_t len)
     b->hash_ok = 0;
     b->hash = 0;
     b->len = len;
-    if (len)
+    if (len && data)
         memcpy(b->data, data, len);
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)tag;
@@ -102,7 +102,47 @@ cow_next_ident(void)
 static int
 has_blob(int tag)
 {
-    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES;
+    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES || tag == COW_T_NDARRAY;
+}
+
+int
+cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *shape,
+                const void *data, uint64_t nbytes)
+{
+    cow_ndarray_head head = {{0}, ndim, 0, nbytes};
+    size_t off = sizeof head + (size_t)ndim * sizeof(uint64_t);
+    cow_blob *b;
+    int rc;
+    if (ndim > COW_NDARRAY_MAX_DIM || strlen(dtype) >= sizeof head.dtype)
+        return COW_EINVAL;
+    head.data_off = (uint32_t)off;
+    if ((rc = blob_new(out, COW_T_NDARRAY, NULL, off + nbytes)) < 0)
+        return rc;
+    b = (cow_blob *)out->u.w;
+    memcpy(head.dtype, dtype, strlen(dtype));
+    memcpy(b->data, &head, sizeof head);
+    if (ndim)
+        memcpy(b->data + sizeof head, shape, ndim * sizeof(uint64_t));
+    if (nbytes)
+        memcpy(b->data + off, data, nbytes);
+    return COW_OK;
+}
+
+int
+cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_t **shape,
+                  const char **data)
+{
+    const cow_blob *b = cow_val_getblob(v);
+    const cow_ndarray_head *h = (const cow_ndarray_head *)b->data;
+    if (b->len < sizeof *h || h->ndim > COW_NDARRAY_MAX_DIM
+        || h->data_off != sizeof *h + h->ndim * sizeof(uint64_t)
+        || h->data_off > b->len || b->len - h->data_off != h->nbytes
+        || memchr(h->dtype, 0, sizeof h->dtype) == NULL)
+        return COW_ECORRUPT;
+    *head = h;
+    *shape = (const uint64_t *)(b->data + sizeof *h);
+    *data = b->data + h->data_off;
+    return COW_OK;
 }
 
 int
@@ -214,6 +254,7 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     case COW_T_STR:
     case COW_T_BYTES:
     case COW_T_BIGINT:
+    case COW_T_NDARRAY:
         *data = cow_val_getblob(v)->data;
         *len = cow_val_getblob(v)->len;
         return;
@@ -509,8 +550,9 @@ rank(int t)
     case COW_T_FDICT: return 6;
     case COW_T_SET:
     case COW_T_FSET: return 7;
+    case COW_T_NDARRAY: return 8;   /* equal when dtype, shape and bytes are */
     }
-    return 8;
+    return 9;
 }
 
 int
@@ -523,7 +565,8 @@ cow_val_equal(const cow_val *a, const cow_val *b)
     case 0: return 1;
     case 1: return num_order(a, b) == 0 && !num_is_nan(a);
     case 2:
-    case 3: return span_order(a, b) == 0;
+    case 3:
+    case 8: return span_order(a, b) == 0;
     case 4:
     case 5: return vec_equal(cow_val_getvec(a), cow_val_getvec(b));
     case 6:
@@ -559,7 +602,8 @@ cow_val_order(const cow_val *a, const cow_val *b)
     switch (ra) {
     case 1: return num_order(a, b);
     case 2:
-    case 3: return span_order(a, b);
+    case 3:
+    case 8: return span_order(a, b);
     case 4:
     case 5: return vec_order(cow_val_getvec(a), cow_val_getvec(b));
     }

@@ -277,6 +277,8 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     if (tp == &PyTuple_Type || PyList_Check(obj) || PyDict_Check(obj)
         || PySet_CheckExact(obj) || PyFrozenSet_CheckExact(obj))
         return conv_container(cx, obj, at, out);
+    if (cowpy_is_ndarray(obj))
+        return cowpy_ndarray_from(cx->st, obj, out);
     return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
 }
 
@@ -379,6 +381,7 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     case COW_T_BOOL: return PyBool_FromLong((long)v->u.i);
     case COW_T_INT: return PyLong_FromLongLong(v->u.i);
     case COW_T_FLOAT: return PyFloat_FromDouble(v->u.f);
+    case COW_T_NDARRAY: return cowpy_ndarray_to(st, v, 0);
     }
     cow_val_span(v, &p, &n);
     if (cow_tag_is_str(v->tag))
@@ -498,6 +501,7 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     case COW_T_FDICT: res = thaw_map(st, cow_val_getmap(v), 0, 0); break;
     case COW_T_SET: res = thaw_map(st, cow_val_getmap(v), 1, 0); break;
     case COW_T_FSET: res = thaw_map(st, cow_val_getmap(v), 1, 1); break;
+    case COW_T_NDARRAY: res = cowpy_ndarray_to(st, v, 1); break;
     default: res = scalar_to_object(st, v);
     }
     Py_LeaveRecursiveCall();

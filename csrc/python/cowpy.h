@@ -47,7 +47,8 @@ typedef struct cowpy_state {
     PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
     PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
     PyObject *StoreError, *ReadonlyStoreError, *ConflictError;
-    PyTypeObject *store_type;
+    PyTypeObject *store_type, *array_buffer_type;
+    PyObject *numpy;            /* imported when the first array is met */
 } cowpy_state;
 
 cowpy_state *cowpy_state_of_type(PyTypeObject *tp);
@@ -139,6 +140,12 @@ enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
 PyObject *cowpy_iter_new(CowObject *owner, int kind, int reverse);
 
 extern PyType_Spec cowpy_dict_spec, cowpy_list_spec, cowpy_set_spec, cowpy_iter_spec;
-extern PyType_Spec cowpy_store_spec;
+extern PyType_Spec cowpy_store_spec, cowpy_array_buffer_spec;
+
+/* ndarray.c: numpy arrays as leaves. */
+int cowpy_is_ndarray(PyObject *obj);
+int cowpy_ndarray_from(cowpy_state *st, PyObject *obj, cow_val *out);
+/* A read-only view of an NDARRAY value (a writable copy when copy). */
+PyObject *cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy);
 
 #endif

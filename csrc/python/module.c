@@ -173,7 +173,8 @@ cowpy_exec(PyObject *mod)
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0
         || add_type(mod, &st->iter_type, &cowpy_iter_spec) < 0
-        || add_type(mod, &st->store_type, &cowpy_store_spec) < 0)
+        || add_type(mod, &st->store_type, &cowpy_store_spec) < 0
+        || add_type(mod, &st->array_buffer_type, &cowpy_array_buffer_spec) < 0)
         return -1;
     return add_exceptions(mod, st);
 }
@@ -187,6 +188,8 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->set_base);
     Py_VISIT(st->iter_type);
     Py_VISIT(st->store_type);
+    Py_VISIT(st->array_buffer_type);
+    Py_VISIT(st->numpy);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_VISIT(st->cls[t]);
     return 0;
@@ -201,6 +204,8 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->set_base);
     Py_CLEAR(st->iter_type);
     Py_CLEAR(st->store_type);
+    Py_CLEAR(st->array_buffer_type);
+    Py_CLEAR(st->numpy);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_CLEAR(st->cls[t]);
     Py_CLEAR(st->CowstoreError);

@@ -99,6 +99,8 @@ cow_ref_get(const cow_word *wp, int kind)
 cow_word cow_ref_export(const cow_word *wp);
 /* A stored word in heap form: count one pin on its env (+1) or drop one (-1). */
 void cow_ref_pin(cow_word w, int delta);
+/* Counts a raw pointer into the map a stored word names (+1 / -1). */
+void cow_ref_view(cow_word w, int delta);
 
 /* The first error recorded by resolution since the last call (COW_OK if
  * none); clears it. */
@@ -132,6 +134,8 @@ typedef struct cow_ref_env {
     cow_ref_seg_lookup lookup;  /* fills the segment cache on a miss */
     void *ctx;
     long pins;                  /* heap-form words naming this env */
+    long views;                 /* raw pointers into the map handed out (numpy
+                                 * views): while > 0 the map must not move */
     /* Called when pins drops to 0 (the store may now close what it kept
      * open for them); may be NULL. */
     void (*unpinned)(struct cow_ref_env *env);

@@ -16,7 +16,7 @@ typedef struct cow_store cow_store;
 
 /* Initial map size when the caller names none: address space only (the
  * file grows with its data), doubled whenever a commit finds it full. */
-#define COW_STORE_DEFAULT_MAP ((size_t)1 << 30)
+#define COW_STORE_DEFAULT_MAP ((size_t)64 << 30)
 /* Reader slots: one per open snapshot per process (LMDB's default is 126). */
 #define COW_STORE_MAX_READERS 4096
 

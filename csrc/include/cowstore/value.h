@@ -56,6 +56,7 @@ typedef enum cow_tag {
     COW_T_FDICT,        /* u.map, frozen */
     COW_T_SET,          /* u.map whose values are all None */
     COW_T_FSET,         /* u.map, frozen set */
+    COW_T_NDARRAY,      /* u.w blob: cow_ndarray_head, shape, C-order bytes */
     COW_T__COUNT
 } cow_tag;
 
@@ -128,6 +129,27 @@ int cow_val_stored(const cow_val *v);
 int cow_tag_has_word(int tag);
 /* Checks a value read from pages: a storable tag, a sane inline length. */
 int cow_val_check_stored(const cow_val *v);
+
+/* A numpy array leaf: the blob's bytes are this header, then ndim u64
+ * dimensions, then the array's C-order bytes at data_off (a multiple of 8,
+ * so the data is 8-byte aligned wherever the blob lies: heap blocks and
+ * stored nodes are).  Stored by value; read back as a read-only view. */
+typedef struct cow_ndarray_head {
+    char dtype[8];          /* numpy's dtype.str ("<f8", "|b1"), NUL padded */
+    uint32_t ndim;
+    uint32_t data_off;      /* from the start of the blob's data */
+    uint64_t nbytes;        /* the array's bytes: blob length - data_off */
+} cow_ndarray_head;
+/* numpy's own limit on dimensions (NPY_MAXDIMS). */
+#define COW_NDARRAY_MAX_DIM 32
+
+/* An owned NDARRAY value: copies data (nbytes) and shape. */
+int cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *shape,
+                    const void *data, uint64_t nbytes);
+/* The parts of an NDARRAY value, checked against the blob's length (stored
+ * bytes may lie): COW_OK or COW_ECORRUPT. */
+int cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_t **shape,
+                      const char **data);
 
 /* Length of the minimal two's-complement form of a little-endian integer (V2). */
 size_t cow_bigint_minimal_len(const uint8_t *le, size_t len);
