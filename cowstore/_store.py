@@ -126,6 +126,7 @@ class Store:
         self._anchor = _anchor_for(path)
         self._readonly = readonly
         self._depth = 0
+        self._committed = []         # (name, container, root word) put in this transaction
 
     # -- properties ----------------------------------------------------------
     @property
@@ -167,16 +168,29 @@ class Store:
     def __setitem__(self, name, value):
         self._check_writable()
         if self._depth:
-            self._c()._put(name, value)
+            self._put(name, value)
             return
         for attempt in range(_PUT_RETRIES):
             try:
                 with self.transaction():
-                    self._c()._put(name, value)
+                    self._put(name, value)
                 return
             except ConflictError:
                 if attempt == _PUT_RETRIES - 1:
                     raise
+
+    def _put(self, name, value):
+        self._c()._put(name, value)
+        if hasattr(value, "_adopt"):
+            self._committed.append((name, value, value._root_word()))
+
+    def _adopt_committed(self):
+        """After a commit, containers assigned (and unchanged since) take the
+        stored root, so committing them again writes only new changes."""
+        done, self._committed = self._committed, []
+        for name, value, word in done:
+            if value._adopt(self[name], word):
+                value._set_origin((self._anchor, name))
 
     def __delitem__(self, name):
         self._check_writable()
@@ -227,6 +241,7 @@ class Store:
         c = self._c()
         c._begin()
         self._depth = 1
+        self._committed = []
         try:
             yield self
         except BaseException:
@@ -236,6 +251,7 @@ class Store:
             c._commit()
         finally:
             self._depth = 0
+        self._adopt_committed()
 
     def _check_writable(self):
         if self._readonly:
@@ -321,9 +337,11 @@ def _resolve_reference(store_path, name, path, word):
         value = store[name]
         for step in path:
             value = value[step]
+        origin = value._origin() if hasattr(value, "_origin") else None
+    except (KeyError, IndexError, TypeError):
+        origin = None                   # the path is gone: the root changed
     finally:
         store.close()
-    origin = value._origin() if hasattr(value, "_origin") else None
     if origin is None or origin[2] != word:
         raise StoreError(f"root {name!r} of {store_path} changed after this value was "
                          "pickled; pickle it again (or keep the version it came from)")

@@ -62,6 +62,7 @@ cow_ref_env_remove(unsigned slot)
     if (slot == 0 || slot >= COW_REF_MAX_ENVS || envs[slot] == NULL)
         return;
     cow_ref_env_forget(envs[slot]);
+    cow_u64map_free(&envs[slot]->seg_pins);
     envs[slot] = NULL;
     for (unsigned i = 0; i < nactive; i++) {
         if (active[i] == slot) {
@@ -229,9 +230,17 @@ void
 cow_ref_pin(cow_word w, int delta)
 {
     cow_ref_env *env = envs[cow_word_slot(w)];
+    uint64_t key = (uint64_t)cow_word_seg(w) + 1, n = 0;
     if (env == NULL)
         return;
     env->pins += delta;
-    if (env->pins == 0 && env->unpinned)
-        env->unpinned(env);
+    cow_u64map_get(&env->seg_pins, key, &n);
+    if (cow_u64map_put(&env->seg_pins, key, n + (uint64_t)(int64_t)delta) < 0)
+        env->pins_untracked = 1;
+    if (env->pins == 0) {
+        cow_u64map_clear(&env->seg_pins);
+        env->pins_untracked = 0;
+        if (env->unpinned)
+            env->unpinned(env);
+    }
 }

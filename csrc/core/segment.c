@@ -37,6 +37,7 @@ void
 cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sink, void *ctx)
 {
     memset(w, 0, sizeof *w);
+    cow_ref_take_error();           /* only errors met while writing count */
     w->slot = slot;
     w->copy_all = copy_all;
     w->sink = sink;

@@ -18,7 +18,7 @@
  *   0  u64 next segment id   8  u64 bytes in live segments
  *  16  u64 live bytes after the last compaction   24  u64 live segments
  *
- * Segment record: u32 refcount, u32 segment bytes, u32 nrefs, u32 zero,
+ * Segment record: u32 refcount, u32 segment bytes, u32 nrefs, u32 flags,
  * then nrefs u32 ids of the segments it names.  A segment's refcount counts
  * the roots whose value names it plus the segments that name it; at zero
  * the segment and its record are deleted and the segments it named are
@@ -37,8 +37,9 @@
  * Invariants:
  *  ST1  every root value's word and every segment's refs name live segments
  *       (refcount >= 1); state.segment bytes is the sum of live segment sizes.
- *  ST2  cur is the newest read transaction this handle opened; older ones
- *       stay open (in `old`) only while pins > 0.
+ *  ST2  cur is the newest read transaction this handle opened; of older
+ *       ones at most the newest holding every segment a live value pins
+ *       stays open (prune_snapshots), all close when pins reach 0.
  *  ST3  pid is the process that opened env; any entry point in another pid
  *       reopens first (cow_store_after_fork) and never uses the old handles.
  *  ST4  a process opens each file once (LMDB's rule: a second environment
@@ -262,6 +263,44 @@ begin_read(cow_store *s, MDB_txn **out)
     return rc;
 }
 
+/* 1 when every segment a live value pins exists in snapshot t. */
+static int
+holds_pinned(cow_store *s, MDB_txn *t)
+{
+    const cow_u64map *p = &s->ref.seg_pins;
+    for (size_t i = 0; i < p->cap; i++) {
+        uint32_t seg = (uint32_t)(p->keys[i] - 1);
+        MDB_val k = {sizeof seg, &seg}, v;
+        if (p->keys[i] && p->vals[i] && mdb_get(t, s->segs, &k, &v) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Of the snapshots older than cur, keeps only the newest that still holds
+ * every pinned segment: LMDB never reuses a page a reader can see, so that
+ * one reader protects every pinned word.  When cur holds them all (values
+ * whose segments no commit deleted: the common case), none is kept. */
+static void
+prune_snapshots(cow_store *s)
+{
+    if (s->ref.pins_untracked || s->nold == 0)
+        return;
+    if (holds_pinned(s, s->cur)) {
+        drop_old_snapshots(s);
+        return;
+    }
+    for (size_t i = s->nold; i-- > 0;) {
+        if (holds_pinned(s, s->old[i])) {
+            MDB_txn *keep = s->old[i];
+            s->old[i] = s->old[--s->nold];
+            drop_old_snapshots(s);
+            s->old[s->nold++] = keep;
+            return;
+        }
+    }   /* pins span segments no single snapshot holds: keep them all */
+}
+
 /* Makes cur see the latest commit (ST2).  Keeps the previous snapshot open
  * if values read from it may be alive. */
 static int
@@ -295,6 +334,7 @@ refresh_snapshot(cow_store *s)
         }
     }
     s->cur = fresh;
+    prune_snapshots(s);
     return COW_OK;
 }
 
@@ -867,8 +907,12 @@ typedef struct seg_record {
     uint32_t refcnt;
     uint32_t bytes;
     uint32_t nrefs;
-    uint32_t zero;
+    uint32_t flags;         /* SEG_COUNTED */
 } seg_record;
+
+/* The segment's bytes are counted in state.live_bytes (written by a fresh
+ * commit or a compaction), so freeing it subtracts them. */
+#define SEG_COUNTED 1u
 
 /* Smallest segment: past LMDB's largest in-page value (under half a page),
  * so every segment lives in overflow pages, which LMDB never moves. */
@@ -890,6 +934,22 @@ sink_new_id(void *ctx, uint32_t *seg)
     return COW_OK;
 }
 
+/* Puts a segment record back with a new header (v: its current bytes, which
+ * LMDB owns: they are copied). */
+static int
+rewrite_record(cow_store *s, MDB_val *k, const MDB_val *v, const seg_record *rec)
+{
+    MDB_val nv = {v->mv_size, NULL};
+    int mrc;
+    if ((nv.mv_data = cow_malloc(v->mv_size)) == NULL)
+        return COW_ENOMEM;
+    memcpy(nv.mv_data, v->mv_data, v->mv_size);
+    memcpy(nv.mv_data, rec, sizeof *rec);
+    mrc = mdb_put(s->wtxn, s->segmeta, k, &nv, 0);
+    cow_free(nv.mv_data);
+    return mrc ? mdb_fail(s, mrc, "writing a segment record") : COW_OK;
+}
+
 /* Adds delta to a segment's refcount; at zero deletes it and returns its
  * refs through *freed (caller frees) so the caller can continue. */
 static int
@@ -897,7 +957,6 @@ seg_adjust(cow_store *s, uint32_t seg, int delta, uint32_t **freed, size_t *nfre
 {
     MDB_val k = {sizeof seg, &seg}, v;
     seg_record rec;
-    char *copy;
     int mrc = mdb_get(s->wtxn, s->segmeta, &k, &v);
     *nfreed = 0;
     if (mrc != 0)
@@ -920,17 +979,13 @@ seg_adjust(cow_store *s, uint32_t seg, int delta, uint32_t **freed, size_t *nfre
             || (mrc = mdb_del(s->wtxn, s->segs, &k, NULL)) != 0)
             return mdb_fail(s, mrc, "deleting a segment");
         s->state.seg_bytes -= rec.bytes < s->state.seg_bytes ? rec.bytes : s->state.seg_bytes;
+        if (rec.flags & SEG_COUNTED)
+            s->state.live_bytes -= rec.bytes < s->state.live_bytes ? rec.bytes
+                                                                    : s->state.live_bytes;
         s->state.nsegs -= s->state.nsegs > 0;
         return COW_OK;
     }
-    if ((copy = cow_malloc(v.mv_size)) == NULL)
-        return COW_ENOMEM;
-    memcpy(copy, v.mv_data, v.mv_size);
-    memcpy(copy, &rec, sizeof rec);
-    v.mv_data = copy;
-    mrc = mdb_put(s->wtxn, s->segmeta, &k, &v, 0);
-    cow_free(copy);
-    return mrc ? mdb_fail(s, mrc, "writing a segment record") : COW_OK;
+    return rewrite_record(s, &k, &v, &rec);
 }
 
 static int
@@ -1045,13 +1100,36 @@ set_root(cow_store *s, const char *name, size_t nlen, const cow_val *v)
     return old ? seg_decref(s, old) : COW_OK;
 }
 
+/* Flags segments [first, end) as counted in live_bytes and counts them. */
+static int
+count_live(cow_store *s, uint64_t first, uint64_t end)
+{
+    for (uint64_t id = first; id < end; id++) {
+        uint32_t seg = (uint32_t)id;
+        MDB_val k = {sizeof seg, &seg}, v;
+        seg_record rec;
+        int mrc = mdb_get(s->wtxn, s->segmeta, &k, &v);
+        if (mrc == MDB_NOTFOUND)
+            continue;                   /* already freed again */
+        if (mrc != 0 || v.mv_size < sizeof rec)
+            return mrc ? mdb_fail(s, mrc, "reading a segment record")
+                       : set_msg(s, COW_ECORRUPT, "corrupt segment record");
+        memcpy(&rec, v.mv_data, sizeof rec);
+        rec.flags |= SEG_COUNTED;
+        if ((mrc = rewrite_record(s, &k, &v, &rec)) < 0)
+            return mrc;
+        s->state.live_bytes += rec.bytes;
+    }
+    return COW_OK;
+}
+
 /* Writes every pending op into the open write transaction. */
 static int
 apply_ops(cow_store *s)
 {
     cow_segw w;
     cow_val *pages = NULL;
-    uint64_t before = s->state.seg_bytes;
+    uint64_t first = s->state.next_seg;
     int rc = COW_OK;
     if (s->nops && (pages = cow_calloc(s->nops, sizeof *pages)) == NULL)
         return COW_ENOMEM;
@@ -1060,7 +1138,7 @@ apply_ops(cow_store *s)
         if (!s->ops[i].del)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
     if ((rc = cow_segw_finish(&w)) == COW_OK && w.kept == 0)
-        s->state.live_bytes += s->state.seg_bytes - before;  /* fresh: all of it is live */
+        rc = count_live(s, first, s->state.next_seg);    /* fresh: all of it is live */
     for (size_t i = 0; i < s->nops && rc == COW_OK; i++)
         rc = set_root(s, s->ops[i].name, s->ops[i].nlen, s->ops[i].del ? NULL : &pages[i]);
     if (rc == COW_OK)
@@ -1166,6 +1244,7 @@ apply_compaction(cow_store *s)
     root_list l = {0};
     cow_segw w;
     cow_val *pages = NULL, *heap = NULL;
+    uint64_t first = s->state.next_seg;
     int rc = cow_store_names(s, collect_name, &l);
     cow_segw_init(&w, s->slot, 1, &store_sink, s);
     if (rc == COW_OK && l.n && ((pages = cow_calloc(l.n, sizeof *pages)) == NULL
@@ -1181,8 +1260,10 @@ apply_compaction(cow_store *s)
         rc = cow_segw_finish(&w);
     for (size_t i = 0; i < l.n && rc == COW_OK; i++)
         rc = set_root(s, l.names[i], l.lens[i], &pages[i]);
+    if (rc == COW_OK)
+        rc = count_live(s, first, s->state.next_seg);
     if (rc == COW_OK) {
-        s->state.live_bytes = s->state.seg_bytes;
+        s->state.live_bytes = s->state.seg_bytes;    /* only the rewritten ones remain */
         rc = write_state(s);
     }
     for (size_t i = 0; i < l.n; i++) {

@@ -113,6 +113,8 @@ PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_origin_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_set_origin_method(PyObject *self, PyObject *origin);
 PyObject *cowpy_after_fork(PyObject *mod, PyObject *unused);
+PyObject *cowpy_root_word_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_adopt_method(PyObject *self, PyObject *args);
 
 /* len() and clear() shared by the map-backed bases (DictBase, SetBase). */
 Py_ssize_t cowpy_map_len(PyObject *op);
@@ -130,7 +132,9 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_shares", cowpy_same_method, METH_O, NULL}, \
     {"_attached", cowpy_attached_method, METH_NOARGS, NULL}, \
     {"_origin", cowpy_origin_method, METH_NOARGS, NULL}, \
-    {"_set_origin", cowpy_set_origin_method, METH_O, NULL},
+    {"_set_origin", cowpy_set_origin_method, METH_O, NULL}, \
+    {"_root_word", cowpy_root_word_method, METH_NOARGS, NULL}, \
+    {"_adopt", cowpy_adopt_method, METH_VARARGS, NULL},
 
 /* diff.c: module function _changed(a, b). */
 PyObject *cowpy_changed(PyObject *mod, PyObject *args);

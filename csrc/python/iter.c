@@ -109,7 +109,7 @@ view_of(CowIter *it, cowpy_state *st, const cow_val *v, const cow_val *k, uint64
     if (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET)
         return res;
     if (res && cowpy_resolve(it->owner) == 0 && (cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))
-        && cow_val_getmap(&it->owner->root) != cow_val_getmap(&it->snap) && ((CowObject *)res)->parent)
+        && it->owner->root.u.w != it->snap.u.w && ((CowObject *)res)->parent)
         ((CowObject *)res)->seen = UINT64_MAX;
     return res;
 }

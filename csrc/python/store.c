@@ -372,6 +372,36 @@ fail:
     return NULL;
 }
 
+/* _root_word(): identifies the root's current nodes (changes on any write). */
+PyObject *
+cowpy_root_word_method(PyObject *op, PyObject *unused)
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->root.u.w);
+}
+
+/* _adopt(committed, word): after `store[name] = self` committed, take the
+ * stored root in place of our heap nodes (same content, same identity), so
+ * the next commit of self writes only what changes after this one.  Only if
+ * self is a detached root still at `word` (unchanged since the put). */
+PyObject *
+cowpy_adopt_method(PyObject *op, PyObject *args)
+{
+    CowObject *self = (CowObject *)op, *other;
+    unsigned long long word;
+    if (!PyArg_ParseTuple(args, "OK:_adopt", &other, &word))
+        return NULL;
+    if (!cowpy_is_ours(COWPY_ST(op), (PyObject *)other) || self->parent || other->parent
+        || self->root.u.w != (cow_word)word || other->root.tag != self->root.tag)
+        Py_RETURN_FALSE;
+    cow_val_release(&self->root);
+    cow_val_copy(&self->root, &other->root);
+    self->mut++;
+    Py_RETURN_TRUE;
+}
+
 /* _set_origin(origin): marks a container just read from a store. */
 PyObject *
 cowpy_set_origin_method(PyObject *op, PyObject *origin)

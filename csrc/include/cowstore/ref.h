@@ -37,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cowstore/u64map.h"
+
 typedef uintptr_t cow_word;
 
 _Static_assert(sizeof(cow_word) == 8, "cowstore needs 64-bit pointers");
@@ -134,6 +136,9 @@ typedef struct cow_ref_env {
     cow_ref_seg_lookup lookup;  /* fills the segment cache on a miss */
     void *ctx;
     long pins;                  /* heap-form words naming this env */
+    cow_u64map seg_pins;        /* segment id + 1 -> pins naming it (0s linger) */
+    int pins_untracked;         /* a seg_pins update failed: assume every
+                                 * snapshot is needed until pins reach 0 */
     long views;                 /* raw pointers into the map handed out (numpy
                                  * views): while > 0 the map must not move */
     /* Called when pins drops to 0 (the store may now close what it kept
