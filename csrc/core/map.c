@@ -156,7 +156,8 @@ cow_map_stored_size(const void *p, size_t avail, int kind)
         const cow_map *m = p;
         size = sizeof(cow_map);
         if (avail < size || m->refcnt != COW_REFCNT_STORED || m->log.len % 2
-            || m->live > m->log.len / 2 || !cow_vb_stored_ok(&m->log))
+            || m->live > m->log.len / 2 || !cow_vb_stored_ok(&m->log)
+            || !cow_word_page_ok(m->index))
             return 0;
         return size;
     }
@@ -165,7 +166,12 @@ cow_map_stored_size(const void *p, size_t avail, int kind)
         return 0;
     size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
            + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
-    return size <= avail ? size : 0;
+    if (size > avail)
+        return 0;
+    for (unsigned i = 0; n->kind == HN_BITMAP && i < popc(n->nodemap); i++)
+        if (hn_kids(n)[i] == 0 || !cow_word_page_ok(hn_kids(n)[i]))
+            return 0;           /* H6: a kid is a stored node */
+    return size;
 }
 
 static cow_hnode *

@@ -81,11 +81,10 @@ cow_ref_env_at(unsigned slot)
 void
 cow_ref_env_forget(cow_ref_env *env)
 {
-    cow_free(env->seg_off);
-    cow_free(env->seg_len);
-    env->seg_off = NULL;
-    env->seg_len = NULL;
-    env->nsegs = 0;
+    cow_u64map_free(&env->seg_cache);
+    cow_free(env->seg_spans);
+    env->seg_spans = NULL;
+    env->nspans = env->capspans = 0;
 }
 
 /* The slot of the env whose mapping holds address p, or 0. */
@@ -100,49 +99,53 @@ slot_containing(const void *p)
     return 0;
 }
 
-/* Grows the segment cache so that id `seg` has a cell. */
+/* Caches where segment seg lies (R1); its index in seg_spans in *idx. */
 static int
-cache_reserve(cow_ref_env *env, uint32_t seg)
+cache_put(cow_ref_env *env, uint32_t seg, size_t off, size_t len, size_t *idx)
 {
-    size_t n = env->nsegs ? env->nsegs : 64;
-    uint64_t *off;
-    uint32_t *len;
-    if (seg < env->nsegs)
-        return COW_OK;
-    while (n <= seg)
-        n *= 2;
-    if ((off = cow_realloc(env->seg_off, n * sizeof *off)) == NULL)
+    if (env->nspans == env->capspans) {
+        size_t cap = env->capspans ? env->capspans * 2 : 16;
+        uint64_t (*spans)[2] = cow_realloc(env->seg_spans, cap * sizeof *spans);
+        if (spans == NULL)
+            return COW_ENOMEM;
+        env->seg_spans = spans;
+        env->capspans = cap;
+    }
+    if (cow_u64map_put(&env->seg_cache, (uint64_t)seg + 1, env->nspans) < 0)
         return COW_ENOMEM;
-    env->seg_off = off;
-    if ((len = cow_realloc(env->seg_len, n * sizeof *len)) == NULL)
-        return COW_ENOMEM;
-    env->seg_len = len;
-    memset(len + env->nsegs, 0, (n - env->nsegs) * sizeof *len);
-    env->nsegs = n;
+    env->seg_spans[env->nspans][0] = off;
+    env->seg_spans[env->nspans][1] = len;
+    *idx = env->nspans++;
     return COW_OK;
 }
 
-/* Where segment seg of env lies: [*start, *start + *len). */
+/* Where segment seg of env lies: [*start, *start + *len), checked to be
+ * inside the file and 8-byte aligned (nodes are read as structs). */
 static int
 segment_span(cow_ref_env *env, uint32_t seg, const char **start, size_t *len)
 {
-    size_t off, n;
+    uint64_t idx;
+    size_t off, n, i;
     int rc;
-    if (seg < env->nsegs && env->seg_len[seg] != 0) {
-        *start = env->base + env->seg_off[seg];
-        *len = env->seg_len[seg];
-        return COW_OK;
+    if (env->nspans && env->last_seg == seg) {
+        i = env->last_span;
     }
-    if (env->lookup == NULL || (rc = env->lookup(env->ctx, seg, &off, &n)) < 0)
-        return COW_ECORRUPT;
-    if (off > env->size || n > env->size - off || n == 0 || n > UINT32_MAX)
-        return COW_ECORRUPT;
-    if ((rc = cache_reserve(env, seg)) < 0)
-        return rc;
-    env->seg_off[seg] = off;
-    env->seg_len[seg] = (uint32_t)n;
-    *start = env->base + off;
-    *len = n;
+    else if (cow_u64map_get(&env->seg_cache, (uint64_t)seg + 1, &idx) == COW_FOUND) {
+        i = (size_t)idx;
+    }
+    else {
+        if (env->lookup == NULL || (rc = env->lookup(env->ctx, seg, &off, &n)) < 0)
+            return COW_ECORRUPT;
+        if (off > env->size || n > env->size - off || n == 0 || n > UINT32_MAX
+            || (uintptr_t)(env->base + off) % COW_REF_UNIT != 0)
+            return COW_ECORRUPT;
+        if ((rc = cache_put(env, seg, off, n, &i)) < 0)
+            return rc;
+    }
+    env->last_seg = seg;
+    env->last_span = i;
+    *start = env->base + env->seg_spans[i][0];
+    *len = (size_t)env->seg_spans[i][1];
     return COW_OK;
 }
 

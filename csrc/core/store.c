@@ -667,7 +667,7 @@ read_root(cow_store *s, MDB_txn *txn, const char *name, size_t nlen, cow_val *ou
     if (v.mv_size != sizeof(cow_val))
         return set_msg(s, COW_ECORRUPT, "corrupt root record");
     memcpy(out, v.mv_data, sizeof *out);
-    if (cow_val_check_stored(out) < 0 || (cow_val_stored(out) && cow_word_slot(out->u.w) != 0))
+    if (cow_val_check_stored(out) < 0)
         return set_msg(s, COW_ECORRUPT, "corrupt root record");
     return COW_FOUND;
 }

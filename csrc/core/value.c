@@ -208,6 +208,8 @@ cow_val_check_stored(const cow_val *v)
         return COW_ECORRUPT;
     if ((v->tag == COW_T_SSTR || v->tag == COW_T_SBYTES) && v->slen > COW_INLINE_MAX)
         return COW_ECORRUPT;
+    if (cow_tag_has_word(v->tag) && (v->u.w == 0 || !cow_word_page_ok(v->u.w)))
+        return COW_ECORRUPT;    /* V7: in pages, a value's word is a stored reference */
     return COW_OK;
 }
 

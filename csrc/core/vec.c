@@ -145,7 +145,8 @@ int
 cow_vb_stored_ok(const cow_vecbody *b)
 {
     size_t trie = tailoff(b->len);
-    if (b->shift % COW_VEC_BITS || b->shift > COW_VEC_MAX_SHIFT)
+    if (b->shift % COW_VEC_BITS || b->shift > COW_VEC_MAX_SHIFT
+        || !cow_word_page_ok(b->root) || !cow_word_page_ok(b->tail))
         return 0;
     if (trie == 0)
         return b->shift == 0;
@@ -169,7 +170,19 @@ cow_vec_stored_size(const void *p, size_t avail, int kind)
     if (n->leaf && (n->cap > COW_VEC_WIDTH || n->count > n->cap))
         return 0;
     size = sizeof(cow_vnode) + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
-    return size <= avail ? size : 0;
+    if (size > avail)
+        return 0;
+    if (n->leaf) {              /* every value this walk may hand out (VEC6) */
+        for (unsigned i = 0; i < n->count; i++)
+            if (cow_val_check_stored(&vn_vals((cow_vnode *)n)[i]) < 0)
+                return 0;
+    }
+    else {
+        for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
+            if (!cow_word_page_ok(vn_kids((cow_vnode *)n)[i]))
+                return 0;
+    }
+    return size;
 }
 
 static cow_vnode *

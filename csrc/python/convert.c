@@ -406,9 +406,9 @@ frozen_tag(int tag)
     return tag;
 }
 
-PyObject *
-cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
-                const cow_val *key, uint64_t hash, size_t idx)
+static PyObject *
+to_object(cowpy_state *st, const cow_val *v, CowObject *parent, const cow_val *key,
+          uint64_t hash, size_t idx)
 {
     CowObject *obj;
     cow_val own;
@@ -431,11 +431,17 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         obj->seen = parent->mut;
         obj->pidx = idx;
         obj->phash = hash;
-        if (key) {
+        if (key)
             cow_val_copy(&obj->pkey, key);
-        }
     }
     return (PyObject *)obj;
+}
+
+PyObject *
+cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                const cow_val *key, uint64_t hash, size_t idx)
+{
+    return cowpy_checked(st, to_object(st, v, parent, key, hash, idx));
 }
 
 static PyObject *
@@ -505,5 +511,5 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     default: res = scalar_to_object(st, v);
     }
     Py_LeaveRecursiveCall();
-    return res;
+    return cowpy_checked(st, res);
 }

@@ -59,6 +59,11 @@ cowpy_state *cowpy_state_of(PyObject *obj);
 /* errors.c: raises the exception for a core code; returns NULL. */
 PyObject *cowpy_raise(cowpy_state *st, int code);
 int cowpy_raise_int(cowpy_state *st, int code);   /* same, returns -1 */
+/* Reads of stored data that met a bad node got poison (ref.h): these turn
+ * the recorded error into CorruptStoreError.  cowpy_stored_error returns -1
+ * (raised) or 0; cowpy_checked passes res through or returns NULL. */
+int cowpy_stored_error(cowpy_state *st);
+PyObject *cowpy_checked(cowpy_state *st, PyObject *res);
 
 /* convert.c */
 /* Python -> owned cow_val; on error raises (naming type and path) and

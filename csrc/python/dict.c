@@ -45,7 +45,7 @@ dict_subscript(PyObject *op, PyObject *key)
     int rc = dict_lookup(op, key, &entry, &hash);
     if (rc == 1)
         return value_at(op, entry, hash);
-    if (rc == 0)
+    if (rc == 0 && cowpy_stored_error(COWPY_ST(op)) == 0)
         _PyErr_SetKeyError(key);
     return NULL;
 }
@@ -114,7 +114,8 @@ dict_contains(PyObject *op, PyObject *key)
 {
     size_t entry;
     uint64_t hash;
-    return dict_lookup(op, key, &entry, &hash);
+    int rc = dict_lookup(op, key, &entry, &hash);
+    return rc == 0 && cowpy_stored_error(COWPY_ST(op)) < 0 ? -1 : rc;
 }
 
 static PyObject *

@@ -28,6 +28,24 @@ cowpy_raise(cowpy_state *st, int code)
 }
 
 int
+cowpy_stored_error(cowpy_state *st)
+{
+    if (cow_ref_take_error() == COW_OK)
+        return 0;
+    PyErr_SetString(st->CorruptStoreError,
+                    "corrupt stored data: a node or reference failed validation");
+    return -1;
+}
+
+PyObject *
+cowpy_checked(cowpy_state *st, PyObject *res)
+{
+    if (res && cowpy_stored_error(st) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
+int
 cowpy_raise_int(cowpy_state *st, int code)
 {
     cowpy_raise(st, code);

@@ -139,8 +139,10 @@ iter_next(PyObject *op)
     cowpy_state *st = COWPY_ST(it->owner);
     const cow_val *a = NULL, *b = NULL;
     Py_ssize_t p = next_pos(it, &a, &b);
-    if (p < 0)
+    if (p < 0) {
+        cowpy_stored_error(st);     /* an end reached through poison raises */
         return NULL;
+    }
     if (cow_tag_is_map(it->snap.tag))
         return map_step(it, st, (size_t)p, a, b);
     return view_of(it, st, a, NULL, 0, (size_t)p);

@@ -15,9 +15,11 @@ body_of(PyObject *op)
 static Py_ssize_t
 list_len(PyObject *op)
 {
+    size_t n;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    return (Py_ssize_t)body_of(op)->len;
+    n = body_of(op)->len;
+    return cowpy_stored_error(COWPY_ST(op)) < 0 ? -1 : (Py_ssize_t)n;
 }
 
 static PyObject *

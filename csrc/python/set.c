@@ -42,6 +42,8 @@ set_contains(PyObject *op, PyObject *key)
     rc = cow_map_find(map_of(op), &probe, h, &e);
     if (owned)
         cow_val_release(&probe);
+    if (cowpy_stored_error(st) < 0)
+        return -1;
     return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
 }
 

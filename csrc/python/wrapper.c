@@ -369,9 +369,11 @@ Py_ssize_t
 cowpy_map_len(PyObject *op)
 {
     CowObject *self = (CowObject *)op;
+    size_t n;
     if (cowpy_resolve(self) < 0)
         return -1;
-    return (Py_ssize_t)cow_map_len(cow_val_getmap(&self->root));
+    n = cow_map_len(cow_val_getmap(&self->root));
+    return cowpy_stored_error(self->st) < 0 ? -1 : (Py_ssize_t)n;
 }
 
 /* clear() of the map-backed bases. */

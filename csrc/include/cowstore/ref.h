@@ -83,6 +83,10 @@ cow_word_make(uint32_t seg, size_t off, unsigned slot)
            | ((cow_word)slot << COW_REF_SLOT_SHIFT) | COW_REF_STORED;
 }
 static inline cow_word cow_word_of(const void *p) { return (cow_word)p; }
+/* A word read out of pages is well formed: 0 or a stored reference in page
+ * form (slot 0).  Anything else -- a heap pointer, another env's slot --
+ * could only come from a corrupt or hostile file, and is never followed. */
+static inline int cow_word_page_ok(cow_word w) { return w == 0 || (w & (COW_REF_STORED | (COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT))) == COW_REF_STORED; }
 
 /* Out of line: the stored case of cow_ref_get (never NULL, see above). */
 void *cow_ref_resolve(const cow_word *wp, int kind);
@@ -144,9 +148,11 @@ typedef struct cow_ref_env {
     /* Called when pins drops to 0 (the store may now close what it kept
      * open for them); may be NULL. */
     void (*unpinned)(struct cow_ref_env *env);
-    size_t nsegs;               /* segment cache: seg id -> (off, len); len 0 = unknown */
-    uint64_t *seg_off;
-    uint32_t *seg_len;
+    cow_u64map seg_cache;       /* segment id + 1 -> index into seg_spans */
+    uint64_t (*seg_spans)[2];   /* (offset in the map, length) per cached segment */
+    size_t nspans, capspans;
+    uint32_t last_seg;          /* the segment resolved last (most hops stay in one) */
+    size_t last_span;           /* its index, valid while nspans > 0 */
 } cow_ref_env;
 
 /* Registers env in a free slot (1..127); returns the slot or a negative error. */
