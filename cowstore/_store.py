@@ -13,8 +13,10 @@ import contextlib
 import fcntl
 import itertools
 import os
+import sys
 import tempfile
 import threading
+import time
 import weakref
 
 from . import _cowstore
@@ -28,6 +30,8 @@ _ANON_PREFIX = "cowstore-anon-"
 # Plain assignments retry when the map had to grow while another process
 # committed (a ConflictError only matters to transactions that read).
 _PUT_RETRIES = 8
+# An anonymous store file untouched this long and locked by nobody is swept.
+_SWEEP_AGE = 60
 
 _lock = threading.Lock()
 _anchors = weakref.WeakValueDictionary()    # realpath -> _Anchor
@@ -59,9 +63,35 @@ class _Anchor:
         if old is not None:
             os.close(old)
 
-    def after_fork(self):
+    def before_fork(self):
+        """A lock for the child, taken before it exists: there is no moment
+        when the parent alone holds the file and could remove it."""
         if self.anonymous:
-            self._lock()            # a lock of our own: the inherited one is the parent's
+            self._child_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fcntl.flock(self._child_fd, fcntl.LOCK_SH)
+
+    def after_fork_in_parent(self):
+        fd, self._child_fd = getattr(self, "_child_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def after_fork_in_child(self):
+        fd, self._child_fd = getattr(self, "_child_fd", None), None
+        if fd is None:
+            return
+        old, self._fd[0] = self._fd[0], fd
+        if old is not None:
+            os.close(old)           # the parent's lock lives on in the parent
+        # multiprocessing workers leave by os._exit, which skips weakref
+        # finalizers; their exit runs multiprocessing's Finalize callbacks,
+        # registered once the worker has reset its registries.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.register_after_fork(self, _Anchor._finalize_at_worker_exit)
+
+    def _finalize_at_worker_exit(self):
+        mp_util = sys.modules["multiprocessing.util"]
+        mp_util.Finalize(self, _remove_if_last, args=(self.path, self._fd), exitpriority=0)
 
 
 def _remove_if_last(path, fdbox):
@@ -89,19 +119,55 @@ def _anchor_for(path):
         return anchor
 
 
-def _after_fork_in_child():
-    _cowstore._after_fork()
+def _before_fork():
     for anchor in list(_anchors.values()):
-        anchor.after_fork()
+        anchor.before_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _after_fork_in_parent():
+    for anchor in list(_anchors.values()):
+        anchor.after_fork_in_parent()
+
+
+def _after_fork_in_child():
+    for anchor in list(_anchors.values()):
+        anchor.after_fork_in_child()
+    try:
+        _cowstore._after_fork()
+    except StoreError:
+        pass                        # reported again by the next use of that store
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _anonymous_path():
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    _sweep_abandoned(base)
     return os.path.join(base, f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}"
                               f"-{os.urandom(4).hex()}")
+
+
+def _sweep_abandoned(base):
+    """Removes anonymous stores nobody holds any more (their last users died
+    without cleaning up: SIGKILL, os._exit).  Only files older than
+    _SWEEP_AGE seconds: a new one may not be locked by its creator yet."""
+    try:
+        names = [n for n in os.listdir(base)
+                 if n.startswith(_ANON_PREFIX) and not n.endswith("-lock")]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            if now - os.stat(path).st_mtime < _SWEEP_AGE:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        _remove_if_last(path, [fd])
 
 
 class Store:

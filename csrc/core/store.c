@@ -579,7 +579,7 @@ close_if_unused(cow_store *s)
     }
     unlink_open(s);
     cow_ref_env_remove(s->slot);
-    if (s->pid == getpid()) {
+    if (s->pid == getpid() && s->env) {
         drop_old_snapshots(s);
         if (s->cur)
             mdb_txn_abort(s->cur);
@@ -615,9 +615,11 @@ cow_store_after_fork_all(void)
 int
 cow_store_after_fork(cow_store *s)
 {
+    char full[4096];
+    struct stat st;
     int rc;
     if (s->pid == getpid())
-        return COW_OK;
+        return s->env ? COW_OK : set_msg(s, COW_ECLOSED, "store could not be reopened after fork");
     /* The parent's env, transactions and map stay as they are: its mapping
      * stays valid in this process and keeps serving values read before. */
     s->env = NULL;
@@ -625,9 +627,18 @@ cow_store_after_fork(cow_store *s)
     s->nold = 0;
     clear_ops(s);
     s->pid = getpid();
-    if ((rc = open_env(s, s->mapsize)) < 0 || (rc = open_dbs(s)) < 0)
-        return rc;
-    return refresh_snapshot(s);
+    /* Reopen the very file: never create a new one where it was removed. */
+    snprintf(full, sizeof full, "%s%s", s->path, data_file_suffix(s->flags));
+    if (stat(full, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino)
+        return set_msg(s, COW_ECLOSED, "the store file was removed or replaced after fork");
+    if ((rc = open_env(s, s->mapsize)) < 0 || (rc = open_dbs(s)) < 0
+        || (rc = refresh_snapshot(s)) < 0) {
+        if (s->env)
+            mdb_env_close(s->env);
+        s->env = NULL;
+        s->cur = NULL;
+    }
+    return rc;
 }
 
 /* Every entry point: a handle used in a forked child reopens first (ST3). */
@@ -636,7 +647,9 @@ enter(cow_store *s)
 {
     if (s->opens == 0)
         return set_msg(s, COW_ECLOSED, "store is closed");
-    return s->pid == getpid() ? COW_OK : cow_store_after_fork(s);
+    if (s->pid != getpid() || s->env == NULL)
+        return cow_store_after_fork(s);
+    return COW_OK;
 }
 
 /* ---- reading ------------------------------------------------------------------ */
