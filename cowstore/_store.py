@@ -190,6 +190,8 @@ class Store:
             flags |= _DIR
         self._store = _cowstore._Store(path, flags, map_size or 0)
         self._anchor = _anchor_for(path)
+        self._path = self._anchor.path
+        self._anonymous = self._anchor.anonymous
         self._readonly = readonly
         self._depth = 0
         self._committed = []         # (name, container, root word) put in this transaction
@@ -198,7 +200,7 @@ class Store:
     @property
     def path(self):
         """The store's file (or directory)."""
-        return self._anchor.path
+        return self._path
 
     @property
     def readonly(self):
@@ -207,7 +209,7 @@ class Store:
     @property
     def anonymous(self):
         """True for stores made by ``open()`` without a path or by ``share``."""
-        return self._anchor.anonymous
+        return self._anonymous
 
     @property
     def closed(self):
@@ -341,6 +343,7 @@ class Store:
         if self._store is not None:
             self._store.close()
             self._store = None
+            self._anchor = None     # values read keep it (and an anonymous file) alive
 
     def __enter__(self):
         return self

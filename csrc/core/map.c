@@ -116,6 +116,36 @@ hn_at(const cow_word *wp)
 
 static void hn_release(cow_hnode *n);
 
+/* A kid word of a stored node is checked where it is followed (H6): it must
+ * name a stored node.  A bad one records COW_ECORRUPT. */
+static int
+kid_ok(const cow_hnode *n, cow_word w)
+{
+    if (n->refcnt != COW_REFCNT_STORED || (w != 0 && cow_word_page_ok(w)))
+        return 1;
+    cow_ref_set_error(COW_ECORRUPT);
+    return 0;
+}
+
+/* Every kid of n is well formed (checked before n is copied). */
+static int
+kids_ok(const cow_hnode *n)
+{
+    for (unsigned i = 0; n->kind == HN_BITMAP && i < popc(n->nodemap); i++)
+        if (!kid_ok(n, hn_kids(n)[i]))
+            return 0;
+    return 1;
+}
+
+/* Kid i of bitmap node n. */
+static cow_hnode *
+hn_kid(const cow_hnode *n, unsigned i)
+{
+    if (!kid_ok(n, hn_kids(n)[i]))
+        return cow_map_poison(COW_NK_HNODE);
+    return hn_at(&hn_kids(n)[i]);
+}
+
 /* A new reference to the node *wp names, as a word valid anywhere (H6). */
 static cow_word
 hw_share(const cow_word *wp)
@@ -166,12 +196,7 @@ cow_map_stored_size(const void *p, size_t avail, int kind)
         return 0;
     size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
            + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
-    if (size > avail)
-        return 0;
-    for (unsigned i = 0; n->kind == HN_BITMAP && i < popc(n->nodemap); i++)
-        if (hn_kids(n)[i] == 0 || !cow_word_page_ok(hn_kids(n)[i]))
-            return 0;           /* H6: a kid is a stored node */
-    return size;
+    return size <= avail ? size : 0;
 }
 
 static cow_hnode *
@@ -210,6 +235,8 @@ hn_own(cow_word *slot)
     size_t size;
     if (n->refcnt == 1)
         return COW_OK;
+    if (!kids_ok(n))
+        return COW_ECORRUPT;
     size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
            + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
     if ((c = cow_malloc(size)) == NULL)
@@ -291,7 +318,7 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry)
         }
         if (!(n->nodemap & bit))
             return COW_NOT_FOUND;
-        n = hn_at(&hn_kids(n)[popc(n->nodemap & (bit - 1))]);
+        n = hn_kid(n, popc(n->nodemap & (bit - 1)));
     }
     cow_ref_set_error(COW_ECORRUPT);    /* deeper than H5 allows: corrupt pages */
     return COW_NOT_FOUND;
@@ -364,9 +391,11 @@ static cow_hnode *
 hn_rebuild(const cow_hnode *n, uint32_t datamap, uint32_t nodemap, int drop,
            int addpos, cow_hleaf add, int dropkid, int kidpos, cow_hnode *kid)
 {
-    cow_hnode *c = hn_new(HN_BITMAP, popc(datamap), popc(nodemap));
+    cow_hnode *c;
     unsigned w = 0;
-    if (c == NULL)
+    if (!kids_ok(n))
+        return NULL;                    /* reported through cow_ref_take_error */
+    if ((c = hn_new(HN_BITMAP, popc(datamap), popc(nodemap))) == NULL)
         return NULL;
     c->datamap = datamap;
     c->nodemap = nodemap;
@@ -489,7 +518,7 @@ pair_other(const cow_hnode *n, uint32_t entry, cow_hleaf *other)
          depth++) {
         if (depth > HN_HASH_BITS / HN_BITS + 1)
             return COW_ECORRUPT;          /* deeper than H5 allows */
-        n = hn_at(&hn_kids(n)[0]);
+        n = hn_kid(n, 0);
     }
     if (hn_nleaves(n) != 2 || (n->kind == HN_BITMAP && n->nodemap))
         return 0;
@@ -541,7 +570,7 @@ hn_delete(cow_word *slot, unsigned shift, uint32_t h, uint32_t entry)
     if (!(n->nodemap & bit))
         return COW_EKEY;
     kpos = (int)popc(n->nodemap & (bit - 1));
-    if ((rc = pair_other(hn_at(&hn_kids(n)[kpos]), entry, &up)) < 0)
+    if ((rc = pair_other(hn_kid(n, (unsigned)kpos), entry, &up)) < 0)
         return rc;
     if (rc)     /* H5: the child's subtree shrinks to one leaf; lift it here */
         return replace(slot, hn_rebuild(n, n->datamap | bit, n->nodemap & ~bit, -1,
@@ -881,7 +910,11 @@ cow_map_write_node(cow_segw *w, const void *node, int kind)
     cow_word kids[COW_SEGW_MAX_KIDS];
     if (kind == COW_NK_MAP) {
         const cow_map *m = node;
-        cow_map out = {COW_REFCNT_STORED, m->ident, m->live, {0, 0, 0, 0}, 0};
+        cow_map out;
+        memset(&out, 0, sizeof out);    /* no stray padding bytes in the file */
+        out.refcnt = COW_REFCNT_STORED;
+        out.ident = m->ident;
+        out.live = m->live;
         cow_vb_write(w, &m->log, &out.log);
         out.index = cow_segw_ref(w, &m->index, COW_NK_HNODE);
         kids[0] = out.log.root;
@@ -897,7 +930,7 @@ cow_map_write_node(cow_segw *w, const void *node, int kind)
         return cow_segw_emit(w, &head, sizeof head, hn_leaves(n),
                              hn_nleaves(n) * sizeof(cow_hleaf), NULL, 0);
     for (size_t i = 0; i < nkids; i++)
-        kids[i] = cow_segw_ref(w, &hn_kids(n)[i], COW_NK_HNODE);
+        kids[i] = kid_ok(n, hn_kids(n)[i]) ? cow_segw_ref(w, &hn_kids(n)[i], COW_NK_HNODE) : 0;
     /* leaves then kids, as one body */
     struct { cow_hleaf l[COW_SEGW_MAX_KIDS]; cow_word k[COW_SEGW_MAX_KIDS]; } body;
     size_t nl = hn_nleaves(n);
@@ -937,7 +970,7 @@ check_node(const cow_map *m, const cow_hnode *n, unsigned shift, int is_root,
     }
     if (n->kind == HN_BITMAP)
         for (unsigned i = 0; i < popc(n->nodemap); i++)
-            if (check_node(m, hn_at(&hn_kids(n)[i]), shift + HN_BITS, 0, seen) < 0)
+            if (check_node(m, hn_kid(n, i), shift + HN_BITS, 0, seen) < 0)
                 return COW_EINVAL;
     return COW_OK;
 }

@@ -39,11 +39,13 @@ cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sin
     memset(w, 0, sizeof *w);
     cow_ref_take_error();           /* only errors met while writing count */
     w->slot = slot;
+    w->target = COW_SEG_TARGET;
     w->copy_all = copy_all;
     w->sink = sink;
     w->ctx = ctx;
     cow_u64map_init(&w->refs);
     cow_u64map_init(&w->memo);
+    cow_u64map_init(&w->live);
 }
 
 void
@@ -52,6 +54,7 @@ cow_segw_free(cow_segw *w)
     cow_free(w->buf);
     cow_u64map_free(&w->refs);
     cow_u64map_free(&w->memo);
+    cow_u64map_free(&w->live);
     w->buf = NULL;
 }
 
@@ -101,7 +104,7 @@ static int
 room_for(cow_segw *w, size_t size)
 {
     int rc;
-    if (w->have_seg && w->len + size > COW_SEG_TARGET && w->len > 0
+    if (w->have_seg && w->len + size > w->target && w->len > 0
         && put_open_segment(w) < 0)
         return w->rc;
     if (!w->have_seg) {
@@ -167,6 +170,25 @@ write_node(cow_segw *w, const void *node, int kind)
     }
 }
 
+/* Whether the target still holds segment seg (asked once per segment). */
+static int
+target_holds(cow_segw *w, uint32_t seg)
+{
+    uint64_t known;
+    int live;
+    if (w->sink->seg_live == NULL)
+        return 1;
+    if (cow_u64map_get(&w->live, (uint64_t)seg + 1, &known) == COW_FOUND)
+        return known == 1;
+    if ((live = w->sink->seg_live(w->ctx, seg)) < 0) {
+        fail(w, live);
+        return 1;
+    }
+    if (cow_u64map_put(&w->live, (uint64_t)seg + 1, live ? 1 : 2) < 0)
+        fail(w, COW_ENOMEM);
+    return live;
+}
+
 cow_word
 cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
 {
@@ -175,7 +197,8 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
     uint64_t memo;
     if (x == 0 || w->rc < 0)
         return 0;
-    if (cow_word_stored(x) && cow_word_slot(x) == w->slot && !w->copy_all) {
+    if (cow_word_stored(x) && cow_word_slot(x) == w->slot && !w->copy_all
+        && target_holds(w, cow_word_seg(x))) {
         w->kept++;
         return x & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT);   /* already there */
     }
@@ -186,7 +209,13 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
     }
     if (cow_u64map_get(&w->memo, (uint64_t)(uintptr_t)node, &memo) == COW_FOUND)
         return (cow_word)memo;
+    if (w->depth >= COW_SEGW_MAX_DEPTH) {
+        fail(w, COW_ECORRUPT);          /* only pages describing a cycle nest this deep */
+        return 0;
+    }
+    w->depth++;
     page = write_node(w, node, kind);
+    w->depth--;
     if (page && cow_u64map_put(&w->memo, (uint64_t)(uintptr_t)node, page) < 0)
         fail(w, COW_ENOMEM);
     return page;
@@ -210,8 +239,19 @@ cow_segw_value(cow_segw *w, const cow_val *src, cow_val *dst)
         fail(w, COW_EINVAL);            /* V4: probe keys are never stored */
         return;
     }
-    if (cow_tag_has_word(src->tag))
-        dst->u.w = cow_segw_ref(w, &src->u.w, kind_of_tag(src->tag));
+    if (!cow_tag_has_word(src->tag))
+        return;
+    if (kind_of_tag(src->tag) == COW_NK_BLOB) {
+        dst->u.w = cow_segw_ref(w, &src->u.w, COW_NK_BLOB);
+        return;
+    }
+    if (w->nesting >= COW_SEGW_MAX_NESTING) {
+        fail(w, COW_EOVERFLOW);         /* see COW_SEGW_MAX_NESTING */
+        return;
+    }
+    w->nesting++;
+    dst->u.w = cow_segw_ref(w, &src->u.w, kind_of_tag(src->tag));
+    w->nesting--;
 }
 
 int

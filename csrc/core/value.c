@@ -408,6 +408,28 @@ num_is_nan(const cow_val *v)
     return v->tag == COW_T_FLOAT && isnan(v->u.f);
 }
 
+/* ---- nesting bound --------------------------------------------------------- */
+
+/* Containers nested deeper than this are refused by the recursive walks
+ * (hash, equality, order): Python data cannot nest this deep (its recursion
+ * limit stops conversion first), so only pages describing a cycle get here,
+ * and they must get an error, not a stack overflow. */
+#define COW_MAX_NESTING 4096
+static unsigned nesting;
+
+static int
+nest_enter(void)
+{
+    if (nesting >= COW_MAX_NESTING) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return 0;
+    }
+    nesting++;
+    return 1;
+}
+
+static void nest_leave(void) { nesting--; }
+
 /* ---- hashing ------------------------------------------------------------ */
 
 static uint64_t
@@ -450,8 +472,23 @@ vec_hash(const cow_vec *vec, uint64_t seed, int frozen, uint64_t *out)
 
 /* frozen: inside a frozen container, whose nested containers are read back
  * frozen, so mutable tags hash by content there. */
+static int hash_walk(const cow_val *v, int frozen, uint64_t *out);
+
 static int
 hash_impl(const cow_val *v, int frozen, uint64_t *out)
+{
+    int rc;
+    if (!cow_tag_is_vec(v->tag) && !cow_tag_is_map(v->tag))
+        return hash_walk(v, frozen, out);
+    if (!nest_enter())
+        return COW_ECORRUPT;
+    rc = hash_walk(v, frozen, out);
+    nest_leave();
+    return rc;
+}
+
+static int
+hash_walk(const cow_val *v, int frozen, uint64_t *out)
 {
     int t = v->tag;
     if (cow_tag_is_number(t)) {
@@ -502,6 +539,7 @@ cow_val_hash_content(const cow_val *v, uint64_t *out)
 {
     return hash_impl(v, 1, out);
 }
+
 
 /* ---- equality and order ------------------------------------------------- */
 
@@ -557,8 +595,23 @@ rank(int t)
     return 9;
 }
 
+static int equal_walk(const cow_val *a, const cow_val *b);
+
 int
 cow_val_equal(const cow_val *a, const cow_val *b)
+{
+    int eq;
+    if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
+        return equal_walk(a, b);
+    if (!nest_enter())
+        return 0;
+    eq = equal_walk(a, b);
+    nest_leave();
+    return eq;
+}
+
+static int
+equal_walk(const cow_val *a, const cow_val *b)
 {
     int ra = rank(a->tag);
     if (ra != rank(b->tag))
@@ -595,8 +648,23 @@ vec_order(const cow_vec *a, const cow_vec *b)
     return 0;
 }
 
+static int order_walk(const cow_val *a, const cow_val *b);
+
 int
 cow_val_order(const cow_val *a, const cow_val *b)
+{
+    int c;
+    if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
+        return order_walk(a, b);
+    if (!nest_enter())
+        return 0;
+    c = order_walk(a, b);
+    nest_leave();
+    return c;
+}
+
+static int
+order_walk(const cow_val *a, const cow_val *b)
 {
     int ra = rank(a->tag), rb = rank(b->tag);
     if (ra != rb)

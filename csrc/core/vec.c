@@ -85,6 +85,45 @@ vn_at(const cow_word *wp, int kind)
     return n;
 }
 
+static int vn_stored(const cow_vnode *n) { return n->refcnt == COW_REFCNT_STORED; }
+
+/* What a stored node holds is checked where it is used, not when the node is
+ * resolved: a lookup touches one kid and one value of each node it passes
+ * (VEC6).  A bad one reads as poison and records COW_ECORRUPT. */
+static int
+kid_ok(const cow_vnode *n, cow_word w)
+{
+    if (!vn_stored(n) || cow_word_page_ok(w))
+        return 1;
+    cow_ref_set_error(COW_ECORRUPT);
+    return 0;
+}
+
+static const cow_val *
+stored_val_ok(const cow_val *v)
+{
+    static const cow_val poison_val = {.tag = COW_T_NONE};
+    if (cow_val_check_stored(v) == COW_OK)
+        return v;
+    cow_ref_set_error(COW_ECORRUPT);
+    return &poison_val;
+}
+
+static const cow_val *
+val_ok(const cow_vnode *leaf, const cow_val *v)
+{
+    return vn_stored(leaf) ? stored_val_ok(v) : v;
+}
+
+/* Kid k of inner node n, where one must exist. */
+static cow_vnode *
+vn_kid(cow_vnode *n, size_t k, int kind)
+{
+    if (!kid_ok(n, vn_kids(n)[k]))
+        return cow_vec_poison(kind);
+    return vn_at(&vn_kids(n)[k], kind);
+}
+
 /* A new reference to the node *wp names, as a word valid anywhere (VEC6). */
 static cow_word
 vw_share(const cow_word *wp)
@@ -170,19 +209,7 @@ cow_vec_stored_size(const void *p, size_t avail, int kind)
     if (n->leaf && (n->cap > COW_VEC_WIDTH || n->count > n->cap))
         return 0;
     size = sizeof(cow_vnode) + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
-    if (size > avail)
-        return 0;
-    if (n->leaf) {              /* every value this walk may hand out (VEC6) */
-        for (unsigned i = 0; i < n->count; i++)
-            if (cow_val_check_stored(&vn_vals((cow_vnode *)n)[i]) < 0)
-                return 0;
-    }
-    else {
-        for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-            if (!cow_word_page_ok(vn_kids((cow_vnode *)n)[i]))
-                return 0;
-    }
-    return size;
+    return size <= avail ? size : 0;
 }
 
 static cow_vnode *
@@ -243,14 +270,14 @@ vn_own(cow_word *slot, unsigned cap, int kind)
             return COW_ENOMEM;
         c->count = n->count;
         for (unsigned i = 0; i < n->count; i++)
-            cow_val_copy(&vn_vals(c)[i], &vn_vals(n)[i]);
+            cow_val_copy(&vn_vals(c)[i], val_ok(n, &vn_vals(n)[i]));
     }
     else {
         c = vn_inner_new();
         if (c == NULL)
             return COW_ENOMEM;
         for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-            vn_kids(c)[i] = vw_share(&vn_kids(n)[i]);
+            vn_kids(c)[i] = kid_ok(n, vn_kids(n)[i]) ? vw_share(&vn_kids(n)[i]) : 0;
     }
     vw_release(*slot);
     *slot = cow_word_of(c);
@@ -309,10 +336,14 @@ leaf_for(const cow_vecbody *b, size_t i)
         n = vn_at(&b->tail, COW_NK_VLEAF);
     }
     else {
-        const cow_word *wp = &b->root;
+        n = vn_at(&b->root, b->shift ? COW_NK_VINNER : COW_NK_VLEAF);
         for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS)
-            wp = &vn_kids(vn_at(wp, COW_NK_VINNER))[(i >> level) & COW_VEC_MASK];
-        n = vn_at(wp, COW_NK_VLEAF);
+            n = vn_kid(n, (i >> level) & COW_VEC_MASK,
+                       level > COW_VEC_BITS ? COW_NK_VINNER : COW_NK_VLEAF);
+        if (!n->leaf) {                 /* poison standing in for an inner node */
+            cow_ref_set_error(COW_ECORRUPT);
+            n = cow_vec_poison(COW_NK_VLEAF);
+        }
     }
     if ((i & COW_VEC_MASK) >= n->count) {
         cow_ref_set_error(COW_ECORRUPT);
@@ -324,7 +355,8 @@ leaf_for(const cow_vecbody *b, size_t i)
 const cow_val *
 cow_vb_get(const cow_vecbody *b, size_t i)
 {
-    return &vn_vals(leaf_for(b, i))[i & COW_VEC_MASK];
+    cow_vnode *n = leaf_for(b, i);
+    return val_ok(n, &vn_vals(n)[i & COW_VEC_MASK]);
 }
 
 /* Owns the leaf holding index i (< len) and every node above it; *leaf
@@ -537,7 +569,7 @@ cow_vb_pop(cow_vecbody *b, cow_val *out)
     if (b->len == 0)
         return COW_EINDEX;
     tail = leaf_for(b, b->len - 1);
-    cow_val_copy(&v, &vn_vals(tail)[(b->len - 1) & COW_VEC_MASK]);
+    cow_val_copy(&v, val_ok(tail, &vn_vals(tail)[(b->len - 1) & COW_VEC_MASK]));
     if (b->len - tailoff(b->len) == 1) {
         if (b->len > 1) {
             rc = take_last_leaf(&b->root, b->shift, b->len - 1 - COW_VEC_WIDTH, &leaf);
@@ -569,6 +601,8 @@ cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start)
     it->i = start;
     it->leaf = NULL;
     it->leaf_base = 0;
+    it->leaf_count = 0;
+    it->leaf_stored = 0;
 }
 
 const cow_val *
@@ -577,9 +611,16 @@ cow_vec_iter_next(cow_vec_iter *it)
     size_t i = it->i;
     if (i >= it->b->len)
         return NULL;
-    if (it->leaf == NULL || i - it->leaf_base >= COW_VEC_WIDTH || i < it->leaf_base) {
-        it->leaf = vn_vals(leaf_for(it->b, i));
+    if (it->leaf == NULL || i < it->leaf_base || i - it->leaf_base >= it->leaf_count) {
+        cow_vnode *n = leaf_for(it->b, i);      /* checks i against its count */
+        it->leaf = vn_vals(n);
         it->leaf_base = i & ~(size_t)COW_VEC_MASK;
+        it->leaf_count = n->count;
+        it->leaf_stored = vn_stored(n);
+    }
+    if (it->leaf_stored) {
+        it->i++;
+        return stored_val_ok(&it->leaf[i - it->leaf_base]);
     }
     it->i++;
     return &it->leaf[i - it->leaf_base];
@@ -593,7 +634,7 @@ kid_or_null(cow_vnode *n, size_t k, uint32_t level)
 {
     if (n == NULL || vn_kids(n)[k] == 0)
         return NULL;
-    return vn_at(&vn_kids(n)[k], level > COW_VEC_BITS ? COW_NK_VINNER : COW_NK_VLEAF);
+    return vn_kid(n, k, level > COW_VEC_BITS ? COW_NK_VINNER : COW_NK_VLEAF);
 }
 
 static int
@@ -673,7 +714,10 @@ cow_vec_write_node(cow_segw *w, const void *node, int kind)
     size_t nkids = 0;
     if (kind == COW_NK_VEC) {
         const cow_vec *v = node;
-        cow_vec out = {COW_REFCNT_STORED, v->ident, {0, 0, 0, 0}};
+        cow_vec out;
+        memset(&out, 0, sizeof out);    /* no stray padding bytes in the file */
+        out.refcnt = COW_REFCNT_STORED;
+        out.ident = v->ident;
         cow_vb_write(w, &v->b, &out.b);
         kids[0] = out.b.root;
         kids[1] = out.b.tail;
@@ -684,7 +728,7 @@ cow_vec_write_node(cow_segw *w, const void *node, int kind)
         cow_val vals[COW_VEC_WIDTH];
         cow_vnode head = {COW_REFCNT_STORED, 1, n->count, n->count, 0};
         for (unsigned i = 0; i < n->count; i++) {
-            cow_segw_value(w, &vn_vals(n)[i], &vals[i]);
+            cow_segw_value(w, val_ok(n, &vn_vals(n)[i]), &vals[i]);
             if (cow_tag_has_word(vals[i].tag))
                 kids[nkids++] = vals[i].u.w;
         }
@@ -693,7 +737,7 @@ cow_vec_write_node(cow_segw *w, const void *node, int kind)
     }
     cow_vnode head = {COW_REFCNT_STORED, 0, 0, 0, 0};
     for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-        kids[i] = cow_segw_ref(w, &vn_kids(n)[i], COW_NK_VANY);
+        kids[i] = kid_ok(n, vn_kids(n)[i]) ? cow_segw_ref(w, &vn_kids(n)[i], COW_NK_VANY) : 0;
     return cow_segw_emit(w, &head, sizeof head, kids, sizeof kids, kids, COW_VEC_WIDTH);
 }
 
@@ -761,7 +805,8 @@ check_node(const cow_vnode *n, uint32_t level, size_t base, size_t limit)
         return COW_EINVAL;
     for (size_t k = 0; k < COW_VEC_WIDTH; k++) {
         size_t kbase = base + (k << level);
-        const cow_vnode *kid = cow_ref_get(&vn_kids((cow_vnode *)n)[k], COW_NK_VANY);
+        const cow_vnode *kid = vn_kids((cow_vnode *)n)[k] == 0 ? NULL
+                               : vn_kid((cow_vnode *)n, k, COW_NK_VANY);
         if ((kbase < limit) != (kid != NULL))
             return COW_EINVAL;                                /* VEC4 */
         if (kid && check_node(kid, level - COW_VEC_BITS, kbase, limit) < 0)

@@ -10,17 +10,29 @@
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
-/* A segment is closed once it holds this many bytes (a node never spans two
- * segments; a bigger node gets a segment of its own). */
-#define COW_SEG_TARGET ((size_t)32 << 20)
+/* A segment is closed before it would pass the writer's target (a node
+ * never spans two segments; a bigger node gets a segment of its own).  This
+ * default suits tests; the store uses one LMDB page's worth (store.c). */
+#define COW_SEG_TARGET ((size_t)4000)
 /* Most child words one node holds: 32 kids (vector inner node, hash node)
  * or values, or a map header's root, tail and index. */
 #define COW_SEGW_MAX_KIDS 32
+/* The writer recurses (children first), ~6 frames of under 1 KiB per nested
+ * container, up to 13 more inside a large one.  Containers nested deeper
+ * than COW_SEGW_MAX_NESTING cannot be stored (COW_EOVERFLOW), which keeps the
+ * stack under ~5 MiB; COW_SEGW_MAX_DEPTH bounds the node chain too, so
+ * corrupt pages describing a cycle get an error, not a stack overflow. */
+#define COW_SEGW_MAX_NESTING 256
+#define COW_SEGW_MAX_DEPTH (COW_SEGW_MAX_NESTING * 20)
 
 /* Where finished segments go (store.c writes them to LMDB; tests keep them
  * in memory). */
 typedef struct cow_segw_sink {
     int (*new_id)(void *ctx, uint32_t *seg);
+    /* 1 if segment seg of the target still exists (a value read before a
+     * commit freed its segment must be copied, not referenced), 0 if not,
+     * or an error.  May be NULL: every segment of the target is live. */
+    int (*seg_live)(void *ctx, uint32_t seg);
     /* Stores segment `seg`; refs are the other segments its nodes name. */
     int (*put)(void *ctx, uint32_t seg, const char *bytes, size_t len,
                const uint32_t *refs, size_t nrefs);
@@ -37,9 +49,13 @@ typedef struct cow_segw {
     int have_seg;
     cow_u64map refs;        /* segment id + 1 -> 1: what the open segment names */
     cow_u64map memo;        /* node address -> page word: each node written once */
+    cow_u64map live;        /* segment id + 1 -> 1 live / 2 freed, as seg_live said */
     uint64_t bytes;         /* bytes of segments put so far */
     uint64_t segments;      /* segments put so far */
     uint64_t kept;          /* words kept because the target held their node */
+    size_t target;          /* segment size to close at (COW_SEG_TARGET unless set) */
+    unsigned depth;         /* current node recursion depth (COW_SEGW_MAX_DEPTH) */
+    unsigned nesting;       /* current container nesting (COW_SEGW_MAX_NESTING) */
     int rc;                 /* first error; every later call is a no-op */
 } cow_segw;
 

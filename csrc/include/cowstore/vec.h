@@ -58,6 +58,9 @@ typedef struct cow_vec_iter {
     size_t i;
     const cow_val *leaf;    /* current leaf values */
     size_t leaf_base;       /* index of leaf[0] */
+    size_t leaf_count;      /* values leaf holds (a stored leaf may hold fewer
+                             * than its vector's length claims) */
+    int leaf_stored;        /* leaf is in pages: check each value handed out */
 } cow_vec_iter;
 void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
 const cow_val *cow_vec_iter_next(cow_vec_iter *it);            /* NULL at end */
