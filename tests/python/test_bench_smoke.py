@@ -13,7 +13,9 @@ import cowstore
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECTIONS = ["## Machine", "## Goals at a glance", "## 1. Copy cost", "## 2. Lookup: d[k]",
             "## 3. Iteration: for k, v in d.items()", "## 4. Setitem: d[k] = v",
-            "## 5. Memory", "## 6. freeze / thaw", "## 7. GC pauses"]
+            "## 5. Memory", "## 6. freeze / thaw", "## 7. GC pauses",
+            "## 8. Stored dataset: size and open", "## 9. Stored read: a random record",
+            "## 10. Workers reading a shared dataset", "## 11. Committing a one-leaf change"]
 
 
 def test_run_all_quick_writes_every_section(tmp_path):
@@ -31,9 +33,10 @@ def test_run_all_quick_writes_every_section(tmp_path):
     assert "FAILED" not in text
     assert "Quick mode" in text
     # Every section states its goals with a verdict.
-    assert len(re.findall(r"\| \*\*(?:met|not met)\*\* \||\| n/a \|", text)) >= 7
+    assert len(re.findall(r"\| \*\*(?:met|not met)\*\* \||\| n/a \|", text)) >= 11
     if importlib.util.find_spec("matplotlib") is not None:
-        for name in ("copy", "lookup", "iteration", "setitem", "memory", "freeze_thaw", "gc"):
+        for name in ("copy", "lookup", "iteration", "setitem", "memory", "freeze_thaw", "gc",
+                     "store_size", "store_read", "store_commit"):
             png = f"bench_{name}.png"
             assert (tmp_path / png).stat().st_size > 0, png
             assert f"]({png})" in text, png

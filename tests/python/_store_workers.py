@@ -1,0 +1,346 @@
+"""Worker functions for tests/python/test_store_processes.py and test_store_fuzz.py.
+
+They live in a module of their own (not in the test files) so that spawned
+processes can import them by name without importing pytest's test module.
+Run as a script (``python _store_workers.py walk PATH``) it is the corruption
+fuzzer's reader: it opens a store readonly and touches every value in it
+(``walk-write``: opens it writable, and commits a root after the walk).
+"""
+import hashlib
+import os
+import pickle
+import signal
+import sys
+import traceback
+
+import cowstore
+from cowstore import CowDict, CowList, CowSet, FrozenDict, FrozenList, FrozenSet
+
+_MAPS = (CowDict, FrozenDict, dict)
+_SEQS = (CowList, FrozenList, list, tuple)
+_SETS = (CowSet, FrozenSet, set, frozenset)
+
+
+# -- checksums -------------------------------------------------------------------
+
+def _feed(h, value):
+    """Feeds a canonical encoding of value to h: dict and set order do not
+    matter, store-backed and plain containers of equal content hash alike."""
+    if isinstance(value, _MAPS):
+        h.update(b"{%d" % len(value))
+        for key in sorted(value, key=repr):
+            _feed(h, key)
+            _feed(h, value[key])
+        h.update(b"}")
+    elif isinstance(value, _SEQS):
+        h.update(b"[%d" % len(value))
+        for item in value:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(value, _SETS):
+        h.update(b"<%d" % len(value))
+        for item in sorted(value, key=repr):
+            _feed(h, item)
+        h.update(b">")
+    else:
+        h.update(type(value).__name__.encode())
+        h.update(repr(value).encode())
+        h.update(b";")
+
+
+def checksum(value):
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def make_records(n):
+    """A dataset of n small nested records."""
+    return [{"id": i, "name": f"record-{i}", "tags": [i % 7, i % 11],
+             "vec": [float(i) / 3, -i], "big": 3 ** (i % 50)} for i in range(n)]
+
+
+def chunk_checksum(dataset, start, stop):
+    """The checksum of dataset[start:stop], read item by item (by index)."""
+    h = hashlib.sha256()
+    for i in range(start, stop):
+        _feed(h, dataset[i])
+    return start, h.hexdigest(), type(dataset).__name__
+
+
+def item_checksum(item):
+    return checksum(item), type(item).__name__
+
+
+def pid_and_checksum(dataset):
+    return os.getpid(), checksum(dataset)
+
+
+def load_reference(blob):
+    """Unpickles blob in this process: ("ok", checksum) or ("error", exception class)."""
+    try:
+        value = pickle.loads(blob)
+    except Exception as exc:
+        return "error", type(exc).__name__, isinstance(exc, cowstore.StoreError)
+    return "ok", checksum(value), type(value).__name__
+
+
+# -- a DataLoader without torch ----------------------------------------------------
+
+class StoreDataset:
+    """What a torch Dataset would be: len() and integer indexing over a
+    store-backed list of records.  Pickling it pickles the list by reference."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        rec = self.records[index]
+        return rec["id"], checksum(rec)
+
+
+def dataloader_worker(dataset, worker_id, num_workers, queue):
+    """Like a torch DataLoader worker: takes every num_workers-th index."""
+    try:
+        out = [dataset[i] for i in range(worker_id, len(dataset), num_workers)]
+        queue.put((worker_id, os.getpid(), out, None))
+    except BaseException as exc:  # reported to the parent, which fails the test
+        queue.put((worker_id, os.getpid(), None, repr(exc)))
+
+
+# -- writers racing ----------------------------------------------------------------
+
+def increment_counter(path, name, times, start_event):
+    """times read-modify-write increments of store[name] inside transactions."""
+    start_event.wait(30)
+    store = cowstore.open(path, durable=False)
+    try:
+        for _ in range(times):
+            with store.transaction():
+                store[name] = store[name] + 1
+    finally:
+        store.close()
+
+
+def increment_counter_dict(path, name, worker, times, start_event):
+    """Like increment_counter, on a container root: {"count": n, "by": {worker: k}}."""
+    start_event.wait(30)
+    store = cowstore.open(path, durable=False)
+    try:
+        for _ in range(times):
+            with store.transaction():
+                d = store[name]
+                d["count"] += 1
+                d["by"][worker] = d["by"].get(worker, 0) + 1
+                store[name] = d
+    finally:
+        store.close()
+
+
+def racing_value(worker, k):
+    return {"worker": worker, "k": k, "payload": [worker] * (k % 17 + 1),
+            "text": f"w{worker}-k{k}" * 3}
+
+
+def assign_many(path, name, worker, times, start_event):
+    """times plain assignments store[name] = racing_value(worker, k)."""
+    start_event.wait(30)
+    store = cowstore.open(path, durable=False)
+    try:
+        for k in range(times):
+            store[name] = racing_value(worker, k)
+    finally:
+        store.close()
+
+
+# -- crash during commit ---------------------------------------------------------
+
+VERSION_CYCLE = 40      # version k holds (k % VERSION_CYCLE) * 1000 numbers
+
+
+def consistent_version(k):
+    data = list(range((k % VERSION_CYCLE) * 1000))
+    return {"n": k, "data": data, "check": sum(data), "tail": {"k": k, "s": str(k) * 50}}
+
+
+def check_version(value):
+    """Raises AssertionError unless value is one consistent_version(k); returns k."""
+    k = value["n"]
+    data = list(value["data"])
+    assert len(data) == (k % VERSION_CYCLE) * 1000, (k, len(data))
+    assert data == list(range(len(data))), k
+    assert value["check"] == sum(data), k
+    assert value["tail"]["k"] == k and value["tail"]["s"] == str(k) * 50, k
+    return k
+
+
+def commit_forever(path, first, started_event):
+    """Commits consistent versions first, first+1, ... of root "v" until killed."""
+    store = cowstore.open(path)
+    k = first
+    while True:
+        store["v"] = consistent_version(k)
+        if k % 3 == 0:
+            store[f"side{k % 5}"] = {"k": k, "junk": list(range(k % 200))}
+        if k == first:
+            started_event.set()
+        k += 1
+
+
+# -- snapshots ------------------------------------------------------------------
+
+def snapshot_version(k):
+    return {"k": k, "rows": [{"i": i, "k": k, "s": f"{k}:{i}"} for i in range(300)]}
+
+
+def commit_versions(path, name, first, last, compact):
+    store = cowstore.open(path)
+    try:
+        for k in range(first, last):
+            store[name] = snapshot_version(k)
+            if k % 4 == 0:
+                del store[name]
+                store[name] = snapshot_version(k)
+        if compact:
+            store.compact()
+    finally:
+        store.close()
+
+
+def hold_snapshot(path, name, ready, go, result_queue):
+    """Reads store[name], signals ready, waits for go, then re-checks it."""
+    try:
+        store = cowstore.open(path)
+        snap = store[name]
+        before = checksum(snap)
+        ready.set()
+        go.wait(30)
+        after = checksum(snap)
+        latest = store[name]["k"]
+        result_queue.put((before, after, snap["k"], latest, None))
+    except BaseException as exc:
+        result_queue.put((None, None, None, None, repr(exc)))
+
+
+# -- the fuzzer's reader -----------------------------------------------------------
+
+# Exit codes of `python _store_workers.py walk PATH`.
+WALK_OK = 0
+WALK_CLEAN_ERROR = 3        # a CowstoreError (or an allowed builtin one): printed on stdout
+WALK_BAD_ERROR = 4          # any other exception: a bug
+WALK_ALLOWED = (cowstore.CowstoreError, OSError, ValueError, KeyError, UnicodeDecodeError)
+
+
+def _touch(value, depth=0):
+    """Reads everything under value in every way the API offers."""
+    if depth > 200:
+        raise RecursionError("walk deeper than any stored value")
+    if isinstance(value, _MAPS):
+        len(value)
+        keys = list(value)
+        for key in keys:
+            _touch(key, depth + 1)
+            _touch(value[key], depth + 1)
+            _ = key in value
+            value.get(key)
+        for key, item in value.items():     # each child is walked once (above), else
+            type(item)                      # a deep tree would take 2**depth steps
+        list(value.values())
+        _ = "no-such-key-\x00" in value
+        value.get(("no", "such"), None)
+        repr(value)
+    elif isinstance(value, _SEQS):
+        n = len(value)
+        for item in value:
+            _touch(item, depth + 1)
+        for i in range(n):
+            value[i]
+        if n:
+            value[-1]
+            value[n // 2:]
+            list(reversed(value))
+        repr(value)
+    elif isinstance(value, _SETS):
+        len(value)
+        for item in value:
+            _touch(item, depth + 1)
+            _ = item in value
+        _ = "no-such-member-\x00" in value
+        repr(value)
+    else:
+        repr(value)
+        hash(value) if isinstance(value, (str, bytes, int, float)) else None
+
+
+def walk(path, write=False):
+    store = cowstore.open(path, readonly=not write)
+    store.stats()
+    names = store.names()
+    len(store)
+    if write and names:
+        # the commit path on a damaged file, before any read could fail:
+        # a new root, a replaced one (frees its segments), a deleted one
+        store["fuzz-first-root"] = {"n": [1, 2, 3], "s": "x" * 100}
+        store[names[0]] = {"replaced": True}
+        del store[names[-1]]
+        names = store.names()
+    for name in names:
+        _ = name in store
+        value = store[name]
+        _touch(value)
+        cowstore.thaw(value)
+    for name, value in store.items():
+        len(value) if hasattr(value, "__len__") else None
+    if write:
+        store["fuzz-new-root"] = {"after": list(names), "n": [1, 2, 3]}
+        assert list(store["fuzz-new-root"]["n"]) == [1, 2, 3]
+    store.close()
+    return names
+
+
+def walk_main(path, write=False):
+    try:
+        names = walk(path, write)
+    except WALK_ALLOWED as exc:
+        family = "cowstore" if isinstance(exc, cowstore.CowstoreError) else "builtin"
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"CLEAN {family} {type(exc).__module__}.{type(exc).__qualname__}: {exc}"[:400]
+              + f" [at {os.path.basename(where.filename)}:{where.lineno} {where.line}]")
+        sys.stdout.flush()
+        os._exit(WALK_CLEAN_ERROR)
+    except BaseException as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"BAD {type(exc).__module__}.{type(exc).__qualname__}: {exc}"[:400]
+              + f" [at {os.path.basename(where.filename)}:{where.lineno} {where.line}]")
+        sys.stdout.flush()
+        os._exit(WALK_BAD_ERROR)
+    print(f"OK {len(names)} roots")
+    sys.stdout.flush()
+    os._exit(WALK_OK)
+
+
+def _limit_memory():
+    # A corrupt length must not let the reader eat the machine: past this it
+    # gets MemoryError (a bug to report, not a dead test runner).  RLIMIT_DATA
+    # counts heap and private mappings, not LMDB's shared file map (RLIMIT_AS
+    # would: the store reserves a large address range up front).
+    # Not under ASan (make test-sanitize preloads it): its shadow memory would
+    # not fit.
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return
+    import resource
+    limit = 4 << 30
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in ("walk", "walk-write"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)   # a hang ends as SIGALRM: a failure
+        signal.alarm(60)
+        _limit_memory()
+        walk_main(sys.argv[2], write=sys.argv[1] == "walk-write")
+    print("usage: _store_workers.py walk|walk-write PATH", file=sys.stderr)
+    sys.exit(2)

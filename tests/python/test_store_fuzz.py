@@ -1,0 +1,234 @@
+"""Corruption fuzzer: damaged store files must fail cleanly, never crash.
+
+A real store file with varied data (nested dicts and lists, sets, long
+strings, bigints, several roots, a few versions so there are several
+segments) is copied with random byte flips or a random truncation; a
+subprocess opens each copy readonly and walks every root (thaw, iterate,
+len, lookups); a quarter as many copies are opened writable and committed to.  It must exit 0 or with a clean exception -- a
+cowstore.CowstoreError, or OSError/ValueError/KeyError/UnicodeDecodeError
+(reported separately) -- and never die from a signal, hang, or raise
+anything else.  Each case has a fixed seed; a failure prints the seed and
+the mutation so it reproduces:
+
+    COWSTORE_FUZZ_CASES=500 COWSTORE_FUZZ_SEED=7 pytest tests/python/test_store_fuzz.py
+
+The reader is `python tests/python/_store_workers.py walk FILE`.
+"""
+import collections
+import concurrent.futures
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import cowstore
+import _store_workers as W
+
+CASES = int(os.environ.get("COWSTORE_FUZZ_CASES", "40"))
+WRITE_CASES = max(1, CASES // 4)    # opened writable: also the commit path on damaged files
+BASE_SEED = int(os.environ.get("COWSTORE_FUZZ_SEED", "20240501"))
+WALKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_store_workers.py")
+WALK_TIMEOUT = 90           # seconds per case (the walker alarms itself at 60)
+MAX_FLIPS = 16
+PAGE = 4096
+
+
+def _varied_data(rng):
+    long_text = "".join(rng.choice("abcdéλ中😀 \n") for _ in range(20000))
+    return {
+        "config": {
+            "name": "fuzz-base", "long": long_text, "bytes": bytes(range(256)) * 20,
+            "big": 2 ** 300 + 12345, "neg_big": -(3 ** 200), "small": -7,
+            "float": 3.25, "nan_free": [0.0, -0.0, 1e308, -1e-308], "flags": [True, False, None],
+            "tuple": (1, "two", (3.0, b"four")), "frozen": frozenset({1, 2, "x"}),
+        },
+        "rows": [{"id": i, "name": f"row-{i}", "tags": {f"t{i % 5}", f"u{i % 3}"},
+                  "vals": [i, i * i, str(i) * (i % 9)], "big": 7 ** (i % 80)}
+                 for i in range(800)],
+        "bigmap": {f"key-{i:05d}": [i, {"sq": i * i}] for i in range(1500)},
+        "deep": _deep(40),
+        "sets": {"ints": set(range(300)), "strs": {f"s{i}" for i in range(200)},
+                 "mixed": {1, "1", b"1", 1.5, (1, 2)}},
+    }
+
+
+def _deep(depth):
+    node = {"leaf": "bottom", "n": depth}
+    for d in range(depth):
+        node = {"level": d, "child": node, "side": [d, [d, [d]]]}
+    return node
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    """The bytes of a closed store file holding varied data in several segments."""
+    rng = random.Random(BASE_SEED)
+    path = str(tmp_path_factory.mktemp("fuzzbase") / "base.cow")
+    data = _varied_data(rng)
+    store = cowstore.open(path)
+    for name, value in data.items():
+        store[name] = value
+    # new versions: copy-on-write edits reuse old segments and add new ones
+    rows = store["rows"]
+    for i in range(0, 800, 53):
+        rows[i]["name"] = f"edited-{i}"
+        rows[i]["vals"].append(2 ** 100 + i)
+    store["rows"] = rows
+    bm = store["bigmap"]
+    for i in range(0, 1500, 29):
+        bm[f"new-{i}"] = {"from": i, "text": "x" * (i % 300)}
+    store["bigmap"] = bm
+    store["scratch"] = list(range(5000))
+    del store["scratch"]
+    store["extra"] = {"after-delete": True, "copy": store["config"]["tuple"]}
+    stats = store.stats()
+    del rows, bm
+    store.close()
+    assert stats["segments"] >= 3 and stats["roots"] == 6, stats
+    with open(path, "rb") as f:
+        blob = f.read()
+    # the unmutated file walks cleanly: otherwise every case below means nothing
+    res = _run_walker(path, "walk")
+    assert res == ("ok", "OK 6 roots"), res
+    return blob
+
+
+def _run_walker(path, mode):
+    """Runs the walker on path: ("ok"|"clean"|"bad"|"signal"|"timeout"|"exit", detail)."""
+    try:
+        proc = subprocess.run([sys.executable, WALKER, mode, path], capture_output=True,
+                              text=True, errors="replace", timeout=WALK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return ("timeout", f"no exit after {WALK_TIMEOUT}s")
+    out = proc.stdout.strip().splitlines()
+    last = out[-1] if out else ""
+    if proc.returncode < 0:
+        return ("signal", f"died from signal {-proc.returncode}; stderr: {proc.stderr[-800:]}")
+    if proc.returncode == W.WALK_OK:
+        return ("ok", last)
+    if proc.returncode == W.WALK_CLEAN_ERROR:
+        return ("clean", last)
+    if proc.returncode == W.WALK_BAD_ERROR:
+        return ("bad", last)
+    return ("exit", f"exit {proc.returncode}; stdout {last!r}; stderr: {proc.stderr[-800:]}")
+
+
+def _mutate(blob, seed):
+    """A damaged copy of blob and a description that reproduces it."""
+    rng = random.Random(seed)
+    data = bytearray(blob)
+    if rng.random() < 0.3:
+        cut = rng.randrange(0, len(data))
+        return bytes(data[:cut]), f"truncate to {cut} of {len(data)} bytes"
+    nonzero = None
+    flips = []
+    for _ in range(rng.randint(1, MAX_FLIPS)):
+        if rng.random() < 0.5:
+            pos = rng.randrange(len(data))                  # anywhere
+        else:                                               # where there is data
+            if nonzero is None:
+                nonzero = [i for i in range(0, len(data), 7) if data[i]]
+            pos = rng.choice(nonzero) + rng.randrange(7)
+            pos = min(pos, len(data) - 1)
+        xor = rng.randrange(1, 256)
+        data[pos] ^= xor
+        flips.append((pos, xor))
+    return bytes(data), f"xor bytes (pos, mask) {flips}"
+
+
+def _family(detail):
+    # walker output: "CLEAN cowstore|builtin module.Class: message"
+    parts = detail.split()
+    return (parts[1], parts[2].rstrip(":")) if len(parts) >= 3 else ("?", detail)
+
+
+def _run_case(blob, workdir, case, mode="walk"):
+    seed = BASE_SEED * 1000 + case
+    damaged, how = _mutate(blob, seed)
+    path = os.path.join(workdir, f"case-{case}.cow")
+    with open(path, "wb") as f:
+        f.write(damaged)
+    outcome, detail = _run_walker(path, mode)
+    if outcome in ("ok", "clean"):
+        for p in (path, path + "-lock"):
+            if os.path.exists(p):
+                os.unlink(p)
+    else:
+        how += f"\n    damaged file kept: {path}"   # the base file's padding varies run to run
+    return case, seed, how, outcome, detail
+
+
+@pytest.mark.parametrize("mode, cases", [("walk", CASES), ("walk-write", WRITE_CASES)])
+def test_random_corruptions_fail_cleanly(base_store, tmp_path, mode, cases):
+    """Damaged copies (1..16 flipped bytes, or a random truncation): the walk
+    exits 0 or with an allowed exception, never a signal or hang.  Readonly
+    (CASES of them), and a few opened writable, committing after the walk."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+        results = list(ex.map(lambda c: _run_case(base_store, str(tmp_path), c, mode),
+                              range(cases)))
+    summary = collections.Counter()
+    builtin_sites = collections.Counter()   # where non-cowstore exceptions come from
+    failures = []
+    for case, seed, how, outcome, detail in results:
+        if outcome in ("ok", "clean"):
+            family = _family(detail)
+            summary[outcome if outcome == "ok" else " ".join(family)] += 1
+            if outcome == "clean" and family[0] == "builtin":
+                builtin_sites[family[1] + " " + detail[detail.rfind("[at "):]] += 1
+        else:
+            failures.append(f"case {case} seed {seed}: {outcome}: {detail}\n    mutation: {how}")
+    print(f"\nfuzz ({mode}) {cases} cases, base seed {BASE_SEED}: {dict(summary)}")
+    for site, n in builtin_sites.most_common():
+        print(f"  {n:4d}x {site}")
+    assert not failures, ("reproduce with `python tests/python/_store_workers.py walk FILE` "
+                          "(or _mutate(base blob, seed)):\n" + "\n".join(failures))
+
+
+def _deterministic(blob, kind):
+    if kind == "truncated-half":
+        return blob[: len(blob) // 2]
+    if kind == "zeroed-meta-pages":
+        return bytes(2 * PAGE) + blob[2 * PAGE:]
+    if kind == "not-lmdb":
+        rng = random.Random(BASE_SEED)
+        return b"#!/bin/sh\necho this is not a store\n" + bytes(rng.randrange(256) for _ in range(5 * PAGE))
+    if kind == "empty":
+        return b""
+    if kind == "truncated-to-meta":
+        return blob[: 2 * PAGE]
+    if kind == "one-page-short":
+        return blob[:-PAGE]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("mode", ["walk", "walk-write"])
+@pytest.mark.parametrize("kind", ["truncated-half", "zeroed-meta-pages", "not-lmdb", "empty",
+                                  "truncated-to-meta", "one-page-short"])
+def test_deterministic_damage_is_refused_at_open(base_store, tmp_path, kind, mode):
+    """Files no store can be read from -- half of one, meta pages zeroed, a
+    non-LMDB file, a truncated one -- are refused with a CowstoreError, opened
+    readonly or writable; none is taken for a (possibly empty) store.  The
+    one exception: an empty file opened writable is a new store (as LMDB
+    treats it), which then holds what is committed to it."""
+    damaged = _deterministic(base_store, kind)
+    path = str(tmp_path / f"{kind}.cow")
+    with open(path, "wb") as f:
+        f.write(damaged)
+    outcome, detail = _run_walker(path, mode)
+    print(f"\n{kind} ({mode}): {detail}")
+    if kind == "empty" and mode == "walk-write":
+        assert (outcome, detail) == ("ok", "OK 0 roots")
+        assert _run_walker(path, "walk") == ("ok", "OK 1 roots")   # the walker's commit
+        return
+    assert outcome == "clean", f"{kind} ({mode}): {outcome}: {detail}"
+    family, exc_type = _family(detail)
+    assert family == "cowstore", f"{kind} ({mode}): not a CowstoreError: {detail}"
+
+
+def test_walker_reports_a_missing_file_cleanly(tmp_path):
+    """The harness itself: a missing file opened readonly is a clean error."""
+    outcome, detail = _run_walker(str(tmp_path / "absent.cow"), "walk")
+    assert outcome == "clean", detail
