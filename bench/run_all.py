@@ -23,8 +23,10 @@ import _harness as H
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
-           "bench_memory", "bench_freeze_thaw", "bench_gc"]
-PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil"]
+           "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
+           "bench_store_read", "bench_store_workers", "bench_store_commit"]
+PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil",
+            "lmdb", "pyarrow"]
 
 
 def _cpu_model():
