@@ -41,7 +41,7 @@ build: venv
 demo: build
 	$(PY) bench/demo.py
 
-tests/c/bin/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | deps
+tests/c/bin/%: tests/c/%.c $(wildcard tests/c/*.h) $(CORE_SRC) $(CORE_HDR) | deps
 	@mkdir -p tests/c/bin
 	$(CC) $(CTEST_FLAGS) -o $@ $< $(CORE_SRC) -lcriterion -llmdb -lm
 
