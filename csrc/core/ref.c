@@ -26,21 +26,13 @@
 static cow_ref_env *envs[COW_REF_MAX_ENVS];
 static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
 static unsigned nactive;
-static int pending_error;
-
-int
-cow_ref_take_error(void)
-{
-    int e = pending_error;
-    pending_error = COW_OK;
-    return e;
-}
+int cow_ref_pending_error;
 
 void
 cow_ref_set_error(int err)
 {
-    if (pending_error == COW_OK)
-        pending_error = err;
+    if (cow_ref_pending_error == COW_OK)
+        cow_ref_pending_error = err;
 }
 
 int

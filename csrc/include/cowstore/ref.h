@@ -109,8 +109,16 @@ void cow_ref_pin(cow_word w, int delta);
 void cow_ref_view(cow_word w, int delta);
 
 /* The first error recorded by resolution since the last call (COW_OK if
- * none); clears it. */
-int cow_ref_take_error(void);
+ * none); clears it.  Inline: the binding asks after every value it reads. */
+extern int cow_ref_pending_error;
+static inline int
+cow_ref_take_error(void)
+{
+    int e = cow_ref_pending_error;
+    if (e)
+        cow_ref_pending_error = 0;
+    return e;
+}
 /* Records a decoding error found outside the resolver (a bad entry number,
  * a value tag that cannot be stored). */
 void cow_ref_set_error(int err);
