@@ -2,10 +2,11 @@
  * page bytes.
  *
  * Why segments: a lookup hops through ~8 nodes; one LMDB search per hop
- * would cost ~0.7 us each.  Instead a commit packs every node it writes into
- * a few large LMDB values ("segments", stored by LMDB as contiguous overflow
- * pages that never move), and a child word names (segment, offset): a hop is
- * pointer arithmetic inside the map (ref.h).
+ * would cost ~0.7 us each.  Instead a commit packs the nodes it writes into
+ * LMDB values ("segments", kept by LMDB in overflow pages that never move;
+ * the store closes one at w->target bytes, one page: store.c says why), and a
+ * child word names (segment, offset): a hop is pointer arithmetic inside the
+ * map (ref.h).
  *
  * Order: children first (post-order), so a node is complete when appended
  * and a full segment can be put at any node boundary; the node writers in

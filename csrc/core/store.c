@@ -187,6 +187,16 @@ locate_map(cow_store *s, MDB_txn *txn, const char **base)
     return COW_OK;
 }
 
+/* The store file's status, through LMDB's own descriptor. */
+static int
+file_stat(cow_store *s, struct stat *st)
+{
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, st) != 0)
+        return set_msg(s, COW_ESTORE, "cannot stat the store file");
+    return COW_OK;
+}
+
 /* Refreshes the env table's view of the mapping (txn: a read transaction):
  * its address may change when the map grows, and only bytes inside the file
  * may be read (past its end a mapped page raises SIGBUS). */
@@ -195,10 +205,10 @@ sync_mapping(cow_store *s, MDB_txn *txn)
 {
     MDB_envinfo info;
     struct stat st;
-    int fd;
+    int rc;
     mdb_env_info(s->env, &info);
-    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0)
-        return set_msg(s, COW_ESTORE, "cannot stat the store file");
+    if ((rc = file_stat(s, &st)) < 0)
+        return rc;
     s->mapsize = info.me_mapsize;
     s->ref.size = (size_t)st.st_size < info.me_mapsize ? (size_t)st.st_size : info.me_mapsize;
     return locate_map(s, txn, &s->ref.base);
@@ -432,11 +442,11 @@ check_length(cow_store *s)
     MDB_envinfo info;
     MDB_stat st;
     struct stat fs;
-    int fd;
+    int rc;
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &st);
-    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &fs) != 0)
-        return set_msg(s, COW_ESTORE, "cannot stat the store file");
+    if ((rc = file_stat(s, &fs)) < 0)
+        return rc;
     if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize > (uint64_t)fs.st_size)
         return set_msg(s, COW_ECORRUPT, "store file is truncated");
     return COW_OK;
@@ -467,14 +477,22 @@ open_env(cow_store *s, size_t map)
     return COW_OK;
 }
 
-/* The store already open on path's file (ST4), or NULL. */
-static cow_store *
-find_open(const char *path, const char *sub)
+/* stat() of the data file a path names: the file itself, or LMDB's data.mdb
+ * inside a directory store. */
+static int
+path_stat(const char *path, unsigned flags, struct stat *st)
 {
     char full[4096];
+    snprintf(full, sizeof full, "%s%s", path, flags & COW_STORE_DIR ? "/data.mdb" : "");
+    return stat(full, st);
+}
+
+/* The store already open on path's file (ST4), or NULL. */
+static cow_store *
+find_open(const char *path, unsigned flags)
+{
     struct stat st;
-    snprintf(full, sizeof full, "%s%s", path, sub);
-    if (stat(full, &st) != 0)
+    if (path_stat(path, flags, &st) != 0)
         return NULL;
     for (cow_store *s = open_stores; s; s = s->next)
         if (s->dev == st.st_dev && s->ino == st.st_ino)
@@ -482,16 +500,10 @@ find_open(const char *path, const char *sub)
     return NULL;
 }
 
-static const char *
-data_file_suffix(unsigned flags)
-{
-    return flags & COW_STORE_DIR ? "/data.mdb" : "";
-}
-
 int
 cow_store_open(const char *path, unsigned flags, size_t map, cow_store **out)
 {
-    cow_store *s = find_open(path, data_file_suffix(flags));
+    cow_store *s = find_open(path, flags);
     struct stat st;
     int rc, slot;
     *out = NULL;
@@ -528,14 +540,12 @@ cow_store_open(const char *path, unsigned flags, size_t map, cow_store **out)
         cow_ref_env_remove(s->slot);
         goto fail;
     }
-    {
-        char full[4096];
-        snprintf(full, sizeof full, "%s%s", path, data_file_suffix(flags));
-        if (stat(full, &st) == 0) {
-            s->dev = st.st_dev;
-            s->ino = st.st_ino;
-        }
+    if ((rc = file_stat(s, &st)) < 0) {
+        cow_ref_env_remove(s->slot);
+        goto fail;
     }
+    s->dev = st.st_dev;             /* the identity find_open and fork compare */
+    s->ino = st.st_ino;
     s->opens = 1;
     s->next = open_stores;
     open_stores = s;
@@ -618,7 +628,6 @@ cow_store_after_fork_all(void)
 int
 cow_store_after_fork(cow_store *s)
 {
-    char full[4096];
     struct stat st;
     int rc;
     if (s->pid == getpid())
@@ -631,8 +640,7 @@ cow_store_after_fork(cow_store *s)
     clear_ops(s);
     s->pid = getpid();
     /* Reopen the very file: never create a new one where it was removed. */
-    snprintf(full, sizeof full, "%s%s", s->path, data_file_suffix(s->flags));
-    if (stat(full, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino)
+    if (path_stat(s->path, s->flags, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino)
         return set_msg(s, COW_ECLOSED, "the store file was removed or replaced after fork");
     if ((rc = open_env(s, s->mapsize)) < 0 || (rc = open_dbs(s)) < 0
         || (rc = refresh_snapshot(s)) < 0) {
@@ -980,6 +988,25 @@ rewrite_record(cow_store *s, MDB_val *k, const MDB_val *v, const seg_record *rec
     return mrc ? mdb_fail(s, mrc, "writing a segment record") : COW_OK;
 }
 
+/* The record of the segment *k names, in the write transaction: *v its bytes
+ * (LMDB's own), *rec its header, checked against its length.  COW_FOUND,
+ * COW_NOT_FOUND or an error. */
+static int
+read_record(cow_store *s, MDB_val *k, MDB_val *v, seg_record *rec)
+{
+    int mrc = mdb_get(s->wtxn, s->segmeta, k, v);
+    if (mrc == MDB_NOTFOUND)
+        return COW_NOT_FOUND;
+    if (mrc != 0)
+        return mdb_fail(s, mrc, "reading a segment record");
+    if (v->mv_size < sizeof *rec)
+        return set_msg(s, COW_ECORRUPT, "corrupt segment record");
+    memcpy(rec, v->mv_data, sizeof *rec);
+    if (v->mv_size != sizeof *rec + (size_t)rec->nrefs * sizeof(uint32_t))
+        return set_msg(s, COW_ECORRUPT, "corrupt segment record");
+    return COW_FOUND;
+}
+
 /* Adds delta to a segment's refcount; at zero deletes it and returns its
  * refs through *freed (caller frees) so the caller can continue. */
 static int
@@ -987,16 +1014,13 @@ seg_adjust(cow_store *s, uint32_t seg, int delta, uint32_t **freed, size_t *nfre
 {
     MDB_val k = {sizeof seg, &seg}, v;
     seg_record rec;
-    int mrc = mdb_get(s->wtxn, s->segmeta, &k, &v);
+    int mrc, rc = read_record(s, &k, &v, &rec);
     *nfreed = 0;
-    if (mrc != 0)
-        return mrc == MDB_NOTFOUND ? set_msg(s, COW_ECORRUPT, "a root or segment names a missing segment")
-                                   : mdb_fail(s, mrc, "reading a segment record");
-    if (v.mv_size < sizeof rec)
-        return set_msg(s, COW_ECORRUPT, "corrupt segment record");
-    memcpy(&rec, v.mv_data, sizeof rec);
-    if (v.mv_size != sizeof rec + (size_t)rec.nrefs * sizeof(uint32_t)
-        || (delta < 0 && rec.refcnt == 0))
+    if (rc == COW_NOT_FOUND)
+        return set_msg(s, COW_ECORRUPT, "a root or segment names a missing segment");
+    if (rc < 0)
+        return rc;
+    if (delta < 0 && rec.refcnt == 0)
         return set_msg(s, COW_ECORRUPT, "corrupt segment record");
     rec.refcnt = (uint32_t)((int64_t)rec.refcnt + delta);
     if (rec.refcnt == 0) {
@@ -1099,10 +1123,9 @@ sink_seg_live(void *ctx, uint32_t seg)
 {
     cow_store *s = ctx;
     MDB_val k = {sizeof seg, &seg}, v;
-    int mrc = mdb_get(s->wtxn, s->segmeta, &k, &v);
-    if (mrc == MDB_NOTFOUND)
-        return 0;
-    return mrc ? mdb_fail(s, mrc, "reading a segment record") : 1;
+    seg_record rec;
+    int rc = read_record(s, &k, &v, &rec);
+    return rc < 0 ? rc : rc == COW_FOUND;
 }
 
 static const cow_segw_sink store_sink = {sink_new_id, sink_seg_live, sink_put};
@@ -1149,16 +1172,14 @@ count_live(cow_store *s, uint64_t first, uint64_t end)
         uint32_t seg = (uint32_t)id;
         MDB_val k = {sizeof seg, &seg}, v;
         seg_record rec;
-        int mrc = mdb_get(s->wtxn, s->segmeta, &k, &v);
-        if (mrc == MDB_NOTFOUND)
+        int rc = read_record(s, &k, &v, &rec);
+        if (rc == COW_NOT_FOUND)
             continue;                   /* already freed again */
-        if (mrc != 0 || v.mv_size < sizeof rec)
-            return mrc ? mdb_fail(s, mrc, "reading a segment record")
-                       : set_msg(s, COW_ECORRUPT, "corrupt segment record");
-        memcpy(&rec, v.mv_data, sizeof rec);
+        if (rc < 0)
+            return rc;
         rec.flags |= SEG_COUNTED;
-        if ((mrc = rewrite_record(s, &k, &v, &rec)) < 0)
-            return mrc;
+        if ((rc = rewrite_record(s, &k, &v, &rec)) < 0)
+            return rc;
         s->state.live_bytes += rec.bytes;
     }
     return COW_OK;
