@@ -30,6 +30,9 @@ _ANON_PREFIX = "cowstore-anon-"
 # Plain assignments retry when the map had to grow while another process
 # committed (a ConflictError only matters to transactions that read).
 _PUT_RETRIES = 8
+# Root names starting with this are cowstore's own (an import in progress):
+# names() leaves them out.
+RESERVED_PREFIX = "\x00"
 # An anonymous store file untouched this long and locked by nobody is swept.
 _SWEEP_AGE = 60
 
@@ -274,7 +277,11 @@ class Store:
 
     def names(self):
         """Root names, sorted by their UTF-8 bytes."""
-        return self._c()._names()
+        return [n for n in self._c()._names() if not n.startswith(RESERVED_PREFIX)]
+
+    def reserved_names(self):
+        """Roots cowstore keeps for itself (imports in progress)."""
+        return [n for n in self._c()._names() if n.startswith(RESERVED_PREFIX)]
 
     keys = names
 
@@ -320,6 +327,20 @@ class Store:
         finally:
             self._depth = 0
         self._adopt_committed()
+
+    @contextlib.contextmanager
+    def bulk_load(self):
+        """Commits inside skip automatic compaction and count all they write
+        as live: for appending large data in many commits, where each commit
+        replaces only a path's worth of old nodes.  Without it, the growth
+        looks like garbage and triggers compaction after compaction."""
+        self._check_writable()
+        self._c()._bulk(True)
+        try:
+            yield self
+        finally:
+            if self._store is not None:
+                self._store._bulk(False)
 
     def _check_writable(self):
         if self._readonly:

@@ -116,6 +116,7 @@ struct cow_store {
     store_state state;      /* valid inside a write transaction */
     size_t mapsize;         /* current map size (kept for reopening after fork) */
     int closing;
+    int bulk;               /* cow_store_set_bulk: count new segments live, never compact */
     int last_mdb;
     char msg[256];
 };
@@ -1200,8 +1201,10 @@ apply_ops(cow_store *s)
     for (size_t i = 0; i < s->nops && w.rc == COW_OK; i++)
         if (!s->ops[i].del)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
-    if ((rc = cow_segw_finish(&w)) == COW_OK && w.kept == 0)
-        rc = count_live(s, first, s->state.next_seg);    /* fresh: all of it is live */
+    /* A fresh write is all live; in bulk mode what it replaces is assumed
+     * negligible (appends replace only the old tail's path). */
+    if ((rc = cow_segw_finish(&w)) == COW_OK && (w.kept == 0 || s->bulk))
+        rc = count_live(s, first, s->state.next_seg);
     if (rc == COW_EOVERFLOW)
         set_msg(s, rc, "cannot store containers nested more than 256 levels deep");
     else if (rc == COW_ECORRUPT)
@@ -1364,11 +1367,19 @@ cow_store_compact(cow_store *s)
 static int
 maybe_compact(cow_store *s)
 {
+    if (s->bulk)
+        return COW_OK;
     double limit = COW_STORE_GARBAGE_RATIO * (double)s->state.live_bytes
                    + (double)COW_STORE_GARBAGE_SLACK;
     if ((double)s->state.seg_bytes <= limit)
         return COW_OK;
     return cow_store_compact(s);
+}
+
+void
+cow_store_set_bulk(cow_store *s, int on)
+{
+    s->bulk = on != 0;
 }
 
 /* ---- introspection --------------------------------------------------------------- */

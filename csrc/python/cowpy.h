@@ -118,6 +118,7 @@ PyObject *cowpy_attached_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_origin_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_set_origin_method(PyObject *self, PyObject *origin);
 PyObject *cowpy_after_fork(PyObject *mod, PyObject *unused);
+PyObject *cowpy_measure(PyObject *mod, PyObject *values);
 PyObject *cowpy_root_word_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_adopt_method(PyObject *self, PyObject *args);
 

@@ -92,6 +92,8 @@ static PyMethodDef module_methods[] = {
     {"_register", cowpy_register, METH_VARARGS, NULL},
     {"_live_nodes", cowpy_live_nodes, METH_NOARGS, NULL},
     {"_after_fork", cowpy_after_fork, METH_NOARGS, NULL},
+    {"_measure", cowpy_measure, METH_O,
+     "_measure(values) -> (bytes, nodes) the values would take in an empty store."},
     {"_changed", cowpy_changed, METH_VARARGS,
      "_changed(a, b) -> keys or indices where a and b may differ (shared nodes skipped)."},
     {NULL, NULL, 0, NULL},

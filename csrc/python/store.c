@@ -6,6 +6,7 @@
  * mapping methods, transactions as a context manager, anonymous stores,
  * fork handling and pickling by reference. */
 #include "cowpy.h"
+#include "cowstore/segment.h"
 #include "cowstore/store.h"
 
 typedef struct StoreObject {
@@ -283,6 +284,53 @@ store_compact(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+store_bulk(PyObject *op, PyObject *on)
+{
+    StoreObject *self = STORE(op);
+    int flag = PyObject_IsTrue(on);
+    if (flag < 0 || check_open(self) < 0)
+        return NULL;
+    cow_store_set_bulk(self->s, flag);
+    Py_RETURN_NONE;
+}
+
+/* _measure(values) -> (bytes, nodes): what the values (a sequence) would
+ * take written together into an empty store, shared nodes once; a module
+ * function. */
+PyObject *
+cowpy_measure(PyObject *mod, PyObject *values)
+{
+    cowpy_state *st = PyModule_GetState(mod);
+    PyObject *seq = NULL, *res = NULL;
+    cow_val *vals = NULL;
+    Py_ssize_t n, done = 0;
+    uint64_t bytes, nodes;
+    int rc;
+    if ((seq = PySequence_Fast(values, "_measure() takes a sequence of values")) == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if ((vals = PyMem_Calloc(n ? (size_t)n : 1, sizeof *vals)) == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (; done < n; done++)
+        if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(seq, done), &vals[done]) < 0)
+            goto fail;
+    if ((rc = cow_segw_measure(vals, (size_t)n, &bytes, &nodes)) < 0) {
+        if (!cowpy_stored_error(st))
+            cowpy_raise(st, rc);
+        goto fail;
+    }
+    res = Py_BuildValue("KK", (unsigned long long)bytes, (unsigned long long)nodes);
+fail:
+    for (Py_ssize_t i = 0; i < done; i++)
+        cow_val_release(&vals[i]);
+    PyMem_Free(vals);
+    Py_DECREF(seq);
+    return res;
+}
+
 /* _after_fork(): in a forked child, reopen every store of this process
  * (each entry point would also do it lazily); a module function. */
 PyObject *
@@ -309,6 +357,7 @@ static PyMethodDef store_methods[] = {
     {"_names", store_names, METH_NOARGS, NULL},
     {"_stats", store_stats, METH_NOARGS, NULL},
     {"_compact", store_compact, METH_NOARGS, NULL},
+    {"_bulk", store_bulk, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -52,6 +52,7 @@ typedef struct cow_segw {
     cow_u64map live;        /* segment id + 1 -> 1 live / 2 freed, as seg_live said */
     uint64_t bytes;         /* bytes of segments put so far */
     uint64_t segments;      /* segments put so far */
+    uint64_t nodes;         /* nodes emitted so far */
     uint64_t kept;          /* words kept because the target held their node */
     size_t target;          /* segment size to close at (COW_SEG_TARGET unless set) */
     unsigned depth;         /* current node recursion depth (COW_SEGW_MAX_DEPTH) */
@@ -67,6 +68,12 @@ void cow_segw_free(cow_segw *w);
 void cow_segw_value(cow_segw *w, const cow_val *src, cow_val *dst);
 /* Puts the open segment (if any).  Returns w->rc. */
 int cow_segw_finish(cow_segw *w);
+
+/* The bytes and nodes the n values would take written together into an
+ * empty store: shared nodes count once, nothing is written.  What `du`
+ * reports as a subtree's size.  COW_OK or an error (COW_ECORRUPT for a
+ * stored value failing validation). */
+int cow_segw_measure(const cow_val *vals, size_t n, uint64_t *bytes, uint64_t *nodes);
 
 /* ---- for the modules that own node layouts ------------------------------- */
 

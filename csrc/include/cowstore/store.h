@@ -66,6 +66,13 @@ void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn un
  * old ones (also run by commit once garbage outgrows live data). */
 int cow_store_compact(cow_store *s);
 
+/* Bulk loading (on != 0): commits count every segment they write as live
+ * and never compact.  Meant for appending large data in many commits, where
+ * each commit replaces only a path's worth of old nodes; without it the
+ * growth would look like garbage and trigger compaction after compaction,
+ * each rewriting the whole store in one transaction. */
+void cow_store_set_bulk(cow_store *s, int on);
+
 typedef struct cow_store_stats {
     uint64_t roots;
     uint64_t segments;

@@ -1,0 +1,463 @@
+"""The ``cowstore`` command: look into, load and maintain store files.
+
+    cowstore info STORE                 what the file holds, sizes, LMDB figures
+    cowstore ls STORE [PATH]            entries at a path (--long: sizes)
+    cowstore get STORE PATH             a value as JSON
+    cowstore import STORE NAME FILE     JSON / JSON Lines into a root, streamed
+    cowstore export STORE NAME [FILE]   a root as JSON / JSON Lines, streamed
+    cowstore diff STORE NAME1 NAME2     changed paths between two roots
+    cowstore compact STORE              rewrite live data, free the rest
+    cowstore du STORE [PATH]            space per subtree
+
+Exit status: 0 success, 1 failure, 2 bad usage -- except diff, which
+follows diff(1): 0 same, 1 different, 2 failure.  Errors are one line on
+stderr ("cowstore: error: ..."); --debug shows the traceback instead.
+docs/cli.md is the manual.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import traceback
+
+from . import _cowstore
+from ._cowstore import DictBase, ListBase, SetBase
+from ._diff import MISSING, diff
+from ._import import import_json, remove_abandoned_imports
+from ._jsonin import JSONL_SUFFIXES, JsonInputError, open_reader
+from ._jsonout import JsonWriter
+from ._paths import join, resolve, type_name
+from ._store import Store
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130              # 128 + SIGINT, as shells report it
+# Characters of a value shown per line by diff (--full shows all).
+DIFF_PREVIEW = 72
+# Output is written in pieces of this size.
+OUTPUT_BUFFER = 1 << 16
+
+
+class CliError(Exception):
+    """A failure the command explains in its one-line message."""
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _open_store(path, write=False):
+    """Opens STORE: readonly for the commands that only read (a missing file
+    is an error then, rather than a new empty store)."""
+    if not write and not os.path.exists(path):
+        raise CliError(f"{path}: no such store")
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
+        if not write:
+            raise CliError(f"{path}: a directory without a store (data.mdb) in it")
+    return Store(path, readonly=not write)
+
+
+def human_size(n):
+    """1536 -> '1.5 KiB' (binary units, as du -h)."""
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _size(n, exact):
+    return str(n) if exact else human_size(n)
+
+
+def _length(value):
+    """What ls shows as a value's length: entries, characters, or a shape."""
+    if _is_array(value):
+        return "x".join(map(str, value.shape)) or "scalar"
+    if isinstance(value, (DictBase, ListBase, SetBase, str, bytes, tuple)):
+        return str(len(value))
+    return "-"
+
+
+def _is_array(value):
+    return type(value).__name__ == "ndarray" and hasattr(value, "dtype")
+
+
+def _kind(value):
+    return f"ndarray[{value.dtype}]" if _is_array(value) else type_name(value)
+
+
+def _children(value):
+    """(key, child) of a container, in its order; None for a leaf."""
+    if isinstance(value, DictBase):
+        return value.items()
+    if isinstance(value, (ListBase, SetBase)):
+        return enumerate(value)
+    return None
+
+
+def _measure(*values):
+    return _cowstore._measure(list(values))[0]
+
+
+@contextlib.contextmanager
+def _text_output(path=None):
+    """A UTF-8 text stream: stdout, or `path` written to a temporary file
+    renamed into place on success (a failed export leaves no half file)."""
+    if path in (None, "-"):
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",
+                               write_through=False)
+        try:
+            yield out
+            out.flush()
+        finally:
+            out.detach()
+        return
+    temp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER) as out:
+            yield out
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+# -- commands ----------------------------------------------------------------
+
+def cmd_info(args):
+    with _open_store(args.store) as store:
+        st = store.stats()
+        names = store.names()
+        values = [store[n] for n in names]
+        nodes = _cowstore._measure(values) if args.walk else None
+        unfinished = len(store.reserved_names())
+    if args.json:
+        st["roots"] = {n: {"type": _kind(v), "length": _length(v)}
+                       for n, v in zip(names, values)}
+        if nodes:
+            st["nodes"], st["node_bytes"] = nodes[1], nodes[0]
+        st["unfinished_imports"] = unfinished
+        print(json.dumps(st, indent=2))
+        return EXIT_OK
+    live = st["segment_bytes"]
+    file_size = st["file_size"] or st["file_bytes"]
+    lines = [
+        ("store", st["path"]),
+        ("format", f"cowstore format {st['format_version']}, LMDB page {st['page_size']} B"),
+        ("file", f"{human_size(file_size)} ({file_size} B), "
+                 f"{100 * live / file_size if file_size else 0:.1f}% live data"),
+        ("live data", f"{human_size(live)} in {st['segments']} segments"),
+    ]
+    if nodes:
+        lines.append(("nodes", f"{nodes[1]} ({human_size(nodes[0])} written alone)"))
+    lines.append(("lmdb", f"map {human_size(st['map_bytes'])}, last transaction "
+                          f"{st['last_txn']}, readers {st['readers_used']}/{st['readers_max']}"))
+    if unfinished:
+        lines.append(("unfinished", f"{unfinished} import(s) in progress or abandoned "
+                                    "(compact removes abandoned ones)"))
+    lines.append(("roots", str(len(names))))
+    for label, text in lines:
+        print(f"{label:<11} {text}")
+    for name, value in zip(names, values):
+        print(f"  {_kind(value):<16} {_length(value):>10}  {name}")
+    return EXIT_OK
+
+
+def cmd_ls(args):
+    with _open_store(args.store) as store:
+        if args.path:
+            value, keys = resolve(store, args.path)
+            entries = _children(value)
+            if entries is None:
+                entries = [(keys[-1], value)]
+        else:
+            entries = ((n, store[n]) for n in store.names())
+        for key, child in entries:
+            size = f" {_size(_measure(child), args.bytes):>10}" if args.long else ""
+            label = key if isinstance(key, str) else repr(key)
+            print(f"{_kind(child):<16} {_length(child):>10}{size}  {label}")
+    return EXIT_OK
+
+
+def cmd_get(args):
+    with _open_store(args.store) as store:
+        value, keys = resolve(store, args.path)
+        with _text_output() as out:
+            JsonWriter(out, args.indent, args.arrays).write(value, keys)
+            out.write("\n")
+    return EXIT_OK
+
+
+def cmd_export(args):
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "jsonl" if (args.file or "").lower().endswith(JSONL_SUFFIXES) else "json"
+    with _open_store(args.store) as store:
+        value, keys = resolve(store, args.name)
+        if fmt == "jsonl" and not isinstance(value, (ListBase, SetBase)):
+            raise CliError(f"JSON Lines export needs a list; {args.name} is a "
+                           f"{type_name(value)} (use --format json)")
+        with _text_output(args.file) as out:
+            writer = JsonWriter(out, args.indent if fmt == "json" else None, args.arrays)
+            if fmt == "json":
+                writer.write(value, keys)
+                out.write("\n")
+            else:
+                for i, item in enumerate(value):
+                    writer.write(item, keys + [i])
+                    out.write("\n")
+    return EXIT_OK
+
+
+def _progress_bar(args, stream):
+    """A tqdm bar on stderr when it is a terminal, else None."""
+    if args.no_progress or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    total = None
+    with contextlib.suppress(OSError, AttributeError, io.UnsupportedOperation):
+        st = os.fstat(stream.fileno())
+        total = st.st_size if st.st_size else None
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=f"import {args.name}", file=sys.stderr, leave=False)
+
+
+def cmd_import(args):
+    with contextlib.ExitStack() as stack:
+        if args.file == "-":
+            stream = sys.stdin.buffer
+        else:
+            stream = stack.enter_context(open(args.file, "rb"))
+        bar = _progress_bar(args, stream)
+        if bar is not None:
+            stack.callback(bar.close)
+        store = stack.enter_context(_open_store(args.store, write=True))
+        reader = open_reader(stream, args.file, args.format)
+        progress = (lambda done: bar.update(done - bar.n)) if bar is not None else None
+        try:
+            count = import_json(store, args.name, reader, replace=args.replace,
+                                progress=progress, batch_bytes=args.batch_bytes)
+        except JsonInputError as e:
+            raise CliError(f"{'stdin' if args.file == '-' else args.file}: {e}; "
+                           "nothing was imported") from None
+        if sys.stderr.isatty():
+            noun = {"array": "elements", "object": "keys", "lines": "lines"}
+            print(f"imported {count} {noun.get(reader.kind, 'value')} into {args.name}",
+                  file=sys.stderr)
+    return EXIT_OK
+
+
+class _PreviewFull(Exception):
+    pass
+
+
+class _LimitedText(io.StringIO):
+    """Collects text until `limit` characters, then stops the writer."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self._left = limit
+
+    def write(self, s):
+        super().write(s)
+        self._left -= len(s)
+        if self._left < 0:
+            raise _PreviewFull
+        return len(s)
+
+
+def _preview(value, full, arrays="summary"):
+    text = _LimitedText(sys.maxsize if full else DIFF_PREVIEW)
+    try:
+        JsonWriter(text, None, arrays).write(value)
+    except _PreviewFull:
+        return text.getvalue()[:DIFF_PREVIEW - 3] + "..."
+    except ValueError:
+        return repr(value) if full else repr(value)[:DIFF_PREVIEW]
+    return text.getvalue()
+
+
+def cmd_diff(args):
+    with _open_store(args.store) as store:
+        old, _ = resolve(store, args.name1)
+        new, _ = resolve(store, args.name2)
+        changes = 0
+        for change in diff(old, new):
+            changes += 1
+            path = join(change.path) or "(the whole value)"
+            if change.old is MISSING:
+                print(f"+ {path}: {_preview(change.new, args.full)}")
+            elif change.new is MISSING:
+                print(f"- {path}: {_preview(change.old, args.full)}")
+            else:
+                print(f"~ {path}: {_preview(change.old, args.full)} -> "
+                      f"{_preview(change.new, args.full)}")
+    return 1 if changes else 0
+
+
+def cmd_compact(args):
+    with _open_store(args.store, write=True) as store:
+        removed = remove_abandoned_imports(store)
+        before = store.stats()
+        store.compact()
+        after = store.stats()
+        if args.output:
+            _copy_store(store, args.output)
+    print(f"live data {human_size(before['segment_bytes'])} -> "
+          f"{human_size(after['segment_bytes'])}; file {human_size(after['file_size'])} "
+          "(LMDB reuses the freed pages; --output writes a smaller copy)")
+    if removed:
+        print(f"removed {removed} abandoned import(s)")
+    if args.output:
+        print(f"wrote {args.output}: {human_size(os.path.getsize(args.output))}")
+    return EXIT_OK
+
+
+def _copy_store(store, path):
+    if os.path.exists(path):
+        raise CliError(f"{path} exists; --output writes a new store")
+    with Store(path) as copy, copy.transaction():
+        for name in store.names():      # one commit: what roots share is written once
+            copy[name] = store[name]
+
+
+def cmd_du(args):
+    with _open_store(args.store) as store:
+        if args.path:
+            value, keys = resolve(store, args.path)
+            prefix = join(keys) + "/"
+            entries = _children(value) or []
+            rows = [(_measure(child), prefix + join([key])) for key, child in entries]
+            total = (_measure(value), join(keys))
+        else:
+            values = {n: store[n] for n in store.names()}
+            rows = [(_measure(v), join([n])) for n, v in values.items()]
+            total = (_measure(*values.values()), "total (shared nodes counted once)")
+    if args.sort:
+        rows.sort(key=lambda row: -row[0])
+    for size, label in rows + [total]:
+        print(f"{_size(size, args.bytes):>10}  {label}")
+    return EXIT_OK
+
+
+# -- the parser ----------------------------------------------------------------
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="cowstore", parents=[common],
+        description="Look into, load and maintain cowstore store files.",
+        epilog="Paths name a root then keys and indices: train/rows/3/name "
+               "(~1 is / and ~0 is ~ inside a step).  Exit status: 0 success, "
+               "1 failure, 2 bad usage (diff: 0 same, 1 different, 2 failure).")
+    parser.add_argument("--version", action="version",
+                        version=f"cowstore {_package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help_text, **kw):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text, **kw)
+        p.set_defaults(run=func)
+        p.add_argument("store", metavar="STORE", help="the store file (or directory)")
+        return p
+
+    p = command("info", cmd_info, "Roots, sizes, node and segment counts, LMDB figures.")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-walk", dest="walk", action="store_false",
+                   help="skip counting nodes (which reads every node)")
+
+    p = command("ls", cmd_ls, "List the entries at a path (the roots without one).")
+    p.add_argument("path", metavar="PATH", nargs="?", help="e.g. train/rows/3")
+    p.add_argument("-l", "--long", action="store_true", help="show each entry's size")
+    p.add_argument("-b", "--bytes", action="store_true", help="sizes in bytes")
+
+    p = command("get", cmd_get, "Print the value at a path as JSON.")
+    p.add_argument("path", metavar="PATH", help="e.g. train/rows/3/name")
+    _add_json_output_options(p)
+
+    p = command("import", cmd_import, "Load JSON or JSON Lines into a root, streamed: "
+                "all of it commits, or nothing.")
+    p.add_argument("name", metavar="NAME", help="the root to create")
+    p.add_argument("file", metavar="FILE", help="the input file, or - for stdin")
+    p.add_argument("--format", choices=("auto", "json", "jsonl"), default="auto",
+                   help="auto: JSON Lines for .jsonl/.ndjson files or input whose first "
+                        "line is a whole value followed by more; else JSON")
+    p.add_argument("--replace", action="store_true", help="overwrite an existing root")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--batch-bytes", type=int, default=8 << 20, help=argparse.SUPPRESS)
+
+    p = command("export", cmd_export, "Write a root as JSON or JSON Lines, streamed.")
+    p.add_argument("name", metavar="NAME", help="a root (or a path into one)")
+    p.add_argument("file", metavar="FILE", nargs="?", help="output file (default stdout)")
+    p.add_argument("--format", choices=("auto", "json", "jsonl"), default="auto",
+                   help="auto: JSON Lines for a .jsonl/.ndjson FILE, else JSON")
+    _add_json_output_options(p)
+
+    p = command("diff", cmd_diff, "List the paths that differ between two roots "
+                "(+ added, - removed, ~ changed), skipping shared structure.")
+    p.add_argument("name1", metavar="NAME1", help="a root (or a path into one)")
+    p.add_argument("name2", metavar="NAME2", help="a root (or a path into one)")
+    p.add_argument("--full", action="store_true", help="show whole values, not previews")
+
+    p = command("compact", cmd_compact, "Rewrite the live data and free the rest.")
+    p.add_argument("--output", metavar="NEW_STORE",
+                   help="also write a compacted copy to a new store file (smaller file)")
+
+    p = command("du", cmd_du, "Space per subtree: each entry at PATH (or each root) "
+                "with the bytes its nodes take written alone.")
+    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("-b", "--bytes", action="store_true", help="sizes in bytes")
+    p.add_argument("--sort", action="store_true", help="largest first")
+    return parser
+
+
+def _add_json_output_options(p):
+    p.add_argument("--indent", type=int, default=None, metavar="N",
+                   help="pretty-print with N spaces per level")
+    p.add_argument("--arrays", choices=("list", "summary"), default="list",
+                   help="numpy arrays as nested lists, or as a one-string summary")
+
+
+def _package_version():
+    from . import __version__
+    return __version__
+
+
+def _error_message(exc):
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
+    text = " ".join(text.split()) or type(exc).__name__
+    return text
+
+
+def main(argv=None):
+    """Runs one command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    failure = 2 if args.command == "diff" else EXIT_FAILURE
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("cowstore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (cowstore get ... | head): stop quietly.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return failure
+    except Exception as exc:  # noqa: BLE001 -- every failure is reported in one line
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        else:
+            print(f"cowstore: error: {_error_message(exc)}", file=sys.stderr)
+        return failure
+
+
+if __name__ == "__main__":
+    sys.exit(main())

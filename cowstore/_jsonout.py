@@ -1,0 +1,106 @@
+"""Writing stored values as JSON, streamed.
+
+A container of at most SMALL entries is converted whole (``thaw``) and
+written by ``json.dumps``; a bigger one is written entry by entry, so the
+memory used is bounded by SMALL entries however big the value.  The text is
+exactly what ``json.dumps(thaw(value), indent=..., ensure_ascii=False)``
+would give (tests check it), with these conversions for what JSON lacks:
+
+- numpy arrays become nested lists (``arrays="list"``) or a one-string
+  summary such as ``"ndarray(float32, shape=(1000, 3))"``;
+- sets become arrays (in their iteration order), tuples arrays as json does;
+- bytes, and dict keys other than str/int/float/bool/None, have no JSON
+  form: :class:`JsonOutputError` names where they are.
+"""
+import json
+
+from ._cowstore import DictBase, ListBase, SetBase, thaw
+from ._paths import join
+
+# Containers up to this many entries are converted and dumped in one piece.
+SMALL = 512
+
+
+class JsonOutputError(ValueError):
+    """A value with no JSON form."""
+
+
+def _is_ndarray(value):
+    return type(value).__name__ == "ndarray" and hasattr(value, "dtype")
+
+
+def array_summary(array):
+    return f"ndarray({array.dtype}, shape={tuple(array.shape)})"
+
+
+class JsonWriter:
+    """Writes values to a text stream `out` as JSON."""
+
+    def __init__(self, out, indent=None, arrays="list"):
+        self._out = out
+        self._indent = indent
+        self._arrays = arrays
+        self._item_sep = "," if indent is not None else ", "
+
+    def write(self, value, path=()):
+        self._write(value, 0, list(path))
+
+    def _write(self, value, level, path):
+        if isinstance(value, DictBase) and len(value) > SMALL:
+            self._write_entries(value.items(), level, path, "{}", keyed=True)
+        elif isinstance(value, (ListBase, SetBase)) and len(value) > SMALL:
+            self._write_entries(enumerate(value), level, path, "[]", keyed=False)
+        elif _is_ndarray(value) and self._arrays == "list" and value.ndim and len(value) > SMALL:
+            self._write_entries(enumerate(value), level, path, "[]", keyed=False)
+        else:
+            self._out.write(self._dumps(value, level, path))
+
+    def _write_entries(self, entries, level, path, brackets, keyed):
+        out, indent = self._out, self._indent
+        newline = "\n" + " " * (indent * (level + 1)) if indent is not None else ""
+        out.write(brackets[0])
+        first = True
+        for key, item in entries:
+            out.write(newline if first else self._item_sep + newline)
+            first = False
+            if keyed:
+                out.write(self._key_json(key, path) + ": ")
+            self._write(item, level + 1, path + [key])
+        if not first and indent is not None:
+            out.write("\n" + " " * (indent * level))
+        out.write(brackets[1])
+
+    def _dumps(self, value, level, path):
+        """json.dumps of a small value, indented for its nesting level."""
+        try:
+            text = json.dumps(thaw(value) if _has_nodes(value) else value,
+                              indent=self._indent, ensure_ascii=False,
+                              default=self._default)
+        except TypeError as e:      # a dict key json cannot write
+            raise JsonOutputError(f"{e} (in {join(path) or 'the value'})") from None
+        except JsonOutputError as e:
+            raise JsonOutputError(f"{e} (in {join(path) or 'the value'})") from None
+        if self._indent and level:
+            text = text.replace("\n", "\n" + " " * (self._indent * level))
+        return text
+
+    def _default(self, obj):
+        if _is_ndarray(obj):
+            return obj.tolist() if self._arrays == "list" else array_summary(obj)
+        if isinstance(obj, (set, frozenset)):
+            return list(obj)
+        raise JsonOutputError(f"{type(obj).__name__} has no JSON form")
+
+    def _key_json(self, key, path):
+        if isinstance(key, str):
+            text = key
+        elif key is None or isinstance(key, (bool, int, float)):
+            text = json.dumps(key)          # true, 5, 1.5, NaN, null: as json.dumps keys
+        else:
+            raise JsonOutputError(f"a {type(key).__name__} key has no JSON form "
+                                  f"(in {join(path) or 'the value'})")
+        return json.dumps(text, ensure_ascii=False)
+
+
+def _has_nodes(value):
+    return isinstance(value, (DictBase, ListBase, SetBase))
