@@ -25,7 +25,7 @@ import traceback
 from . import _cowstore
 from ._cowstore import DictBase, ListBase, SetBase
 from ._diff import MISSING, diff
-from ._import import import_json, remove_abandoned_imports
+from ._import import BATCH_BYTES, import_json, remove_abandoned_imports
 from ._jsonin import JSONL_SUFFIXES, JsonInputError, open_reader
 from ._jsonout import JsonWriter
 from ._paths import join, resolve, type_name
@@ -224,7 +224,7 @@ def _progress_bar(args, stream):
         st = os.fstat(stream.fileno())
         total = st.st_size if st.st_size else None
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"import {args.name}", file=sys.stderr, leave=False)
+                desc=f"import {args.name}", file=sys.stderr)
 
 
 def cmd_import(args):
@@ -237,9 +237,9 @@ def cmd_import(args):
         if bar is not None:
             stack.callback(bar.close)
         store = stack.enter_context(_open_store(args.store, write=True))
-        reader = open_reader(stream, args.file, args.format)
         progress = (lambda done: bar.update(done - bar.n)) if bar is not None else None
         try:
+            reader = open_reader(stream, args.file, args.format)
             count = import_json(store, args.name, reader, replace=args.replace,
                                 progress=progress, batch_bytes=args.batch_bytes)
         except JsonInputError as e:
@@ -390,7 +390,7 @@ def _parser():
                         "line is a whole value followed by more; else JSON")
     p.add_argument("--replace", action="store_true", help="overwrite an existing root")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--batch-bytes", type=int, default=8 << 20, help=argparse.SUPPRESS)
+    p.add_argument("--batch-bytes", type=int, default=BATCH_BYTES, help=argparse.SUPPRESS)
 
     p = command("export", cmd_export, "Write a root as JSON or JSON Lines, streamed.")
     p.add_argument("name", metavar="NAME", help="a root (or a path into one)")

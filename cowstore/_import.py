@@ -22,7 +22,7 @@ from ._list import CowList
 from ._store import RESERVED_PREFIX
 
 # Input bytes parsed between two commits: bounds the heap an import holds.
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 4 << 20
 _TEMP_PREFIX = RESERVED_PREFIX + "import:"
 
 

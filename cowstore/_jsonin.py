@@ -16,6 +16,8 @@ import re
 
 # Bytes read from the input at a time.
 READ_CHUNK = 1 << 20
+# Bytes looked at to tell JSON from JSON Lines.
+SNIFF_BYTES = 1 << 20
 # An item that fails to parse this close to the end of the text read so far
 # may just be cut off by the chunk boundary ("tru", "1.5e", "\u00"): read
 # more and retry.  Farther from the end, the error is real.
@@ -60,6 +62,9 @@ class _Text:
         try:
             text = self._decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as e:
+            # Positioned after the chunk's valid start (e.start counts bytes
+            # the decoder held back from the previous chunk too: close enough).
+            self.buf += chunk[:e.start].decode("utf-8", "ignore")
             raise self.error(f"invalid UTF-8 ({e.reason})", len(self.buf)) from None
         if self._first:
             self._first = False
@@ -157,19 +162,22 @@ class JsonReader:
 
     def _value(self):
         """Parses the value at the read position, reading more input while
-        it may be cut off by the end of what was read."""
+        it may be cut off by the end of what was read.  (more() may move the
+        buffer: no index is kept across it.)"""
         t = self._text
         t.skip_whitespace()
         while True:
             try:
                 value, end = self._decoder.raw_decode(t.buf, t.pos)
             except json.JSONDecodeError as e:
-                err = t.error(e.msg, e.pos)     # before more() moves the buffer
-                if t.eof or not self._maybe_cut_off(e) or not t.more():
-                    raise err from None
+                if t.eof or not self._maybe_cut_off(e):
+                    raise t.error(e.msg, e.pos) from None
+                t.more()
                 continue
-            # A number ending exactly at the end of the text read may go on.
-            if end == len(t.buf) and not t.eof and t.more():
+            # A number ending near the end of the text read may go on ("0" of
+            # "0.5" parses as 0 while ".5" is still unread).
+            if end > len(t.buf) - _CUT_OFF_MARGIN and not t.eof:
+                t.more()
                 continue
             t.pos = end
             return value
@@ -214,7 +222,7 @@ def open_reader(stream, name, fmt="auto"):
     """A JsonReader for a binary stream named `name` (a path, or '-');
     fmt 'auto' picks JSON Lines by extension or by sniffing the first line."""
     if fmt == "auto":
-        head = stream.read(READ_CHUNK)
+        head = stream.read(SNIFF_BYTES)
         fmt = sniff_format(name, head)
         stream = _Prefixed(head, stream)
     return JsonReader(stream, fmt)

@@ -89,6 +89,8 @@ class JsonWriter:
             return obj.tolist() if self._arrays == "list" else array_summary(obj)
         if isinstance(obj, (set, frozenset)):
             return list(obj)
+        if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
+            return obj.item()           # an array's element (np.int32, np.float64, ...)
         raise JsonOutputError(f"{type(obj).__name__} has no JSON form")
 
     def _key_json(self, key, path):

@@ -46,10 +46,13 @@
  *       on the same file would drop the first one's locks when closed): open
  *       finds an open store by device and inode and counts one more opener.
  */
+/* madvise() is not in C11 or strict POSIX. */
+#define _DEFAULT_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1260,6 +1263,19 @@ commit_write(cow_store *s, int (*apply)(cow_store *))
 
 static int maybe_compact(cow_store *s);
 
+/* Drops this process's mapping of the file's pages; they stay in the page
+ * cache and the next read faults them back in, so values read stay valid
+ * (the map is a shared, read-only file mapping).  Bulk loads do it after
+ * every commit: each page a commit touches makes the kernel map the cached
+ * pages around it too (fault-around), so without it the resident set grows
+ * with all the data written. */
+static void
+drop_mapped_pages(cow_store *s)
+{
+    if (s->ref.base != NULL)
+        (void)madvise((void *)s->ref.base, s->ref.size, MADV_DONTNEED);
+}
+
 int
 cow_store_commit(cow_store *s)
 {
@@ -1271,6 +1287,8 @@ cow_store_commit(cow_store *s)
         return set_msg(s, COW_EINVAL, "no transaction is open");
     rc = commit_write(s, apply_ops);
     clear_ops(s);
+    if (rc == COW_OK && s->bulk)
+        drop_mapped_pages(s);
     if (rc == COW_OK)
         rc = maybe_compact(s);
     return rc;

@@ -66,8 +66,9 @@ void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn un
  * old ones (also run by commit once garbage outgrows live data). */
 int cow_store_compact(cow_store *s);
 
-/* Bulk loading (on != 0): commits count every segment they write as live
- * and never compact.  Meant for appending large data in many commits, where
+/* Bulk loading (on != 0): commits count every segment they write as live,
+ * never compact, and unmap the pages this process has touched (the page
+ * cache keeps them), so the resident set does not grow with the file.  Meant for appending large data in many commits, where
  * each commit replaces only a path's worth of old nodes; without it the
  * growth would look like garbage and trigger compaction after compaction,
  * each rewriting the whole store in one transaction. */

@@ -1,0 +1,345 @@
+"""The `cowstore` command, run as a real console script in subprocesses
+against real store files: round trips, every error's one line and exit
+status, stores left unchanged by failures, progress only on a terminal."""
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+import cowstore
+
+BIN = os.path.join(os.path.dirname(sys.executable), "cowstore")
+# A value with what JSON has: nesting, unicode, floats, empty containers, null.
+DOC = {"train": {"rows": [{"id": i, "name": f"nom-{i}-é", "score": i / 7,
+                           "tags": ["a", "b"][: i % 3], "ok": i % 2 == 0, "none": None}
+                          for i in range(1500)],
+                 "meta": {"a/b": [1, 2, {"~": "tilde"}], "empty": {}, "list": []}},
+       "test": [], "version": 3}
+
+
+def cli(*args, stdin=None, check=None):
+    """Runs the console script; returns the CompletedProcess (text)."""
+    proc = subprocess.run([BIN, *map(str, args)], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout[-2000:], proc.stderr)
+    return proc
+
+
+def assert_one_line_error(proc, status, *fragments):
+    assert proc.returncode == status, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cowstore: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot(path):
+    """What a store holds: root names and each root as JSON (via the API)."""
+    with cowstore.open(path, readonly=True) as store:
+        return {n: json.dumps(cowstore.thaw(store[n])) for n in store._c()._names()}
+
+
+@pytest.fixture
+def files(tmp_path):
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(DOC, indent=2, ensure_ascii=False), encoding="utf-8")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                            for r in DOC["train"]["rows"]), encoding="utf-8")
+    store = tmp_path / "s.store"
+    cli("import", store, "doc", doc, check=0)
+    cli("import", store, "rows", rows, check=0)
+    return tmp_path, store, doc, rows
+
+
+# -- round trips ------------------------------------------------------------------
+
+def test_json_export_is_byte_for_byte_what_json_dumps_writes(files):
+    tmp, store, doc, _ = files
+    out = tmp / "out.json"
+    cli("export", store, "doc", out, "--indent", 2, check=0)
+    assert out.read_text(encoding="utf-8") == doc.read_text(encoding="utf-8") + "\n"
+    compact = cli("export", store, "doc", check=0).stdout
+    assert compact == json.dumps(DOC, ensure_ascii=False) + "\n"
+
+
+def test_json_lines_round_trip_byte_for_byte(files):
+    tmp, store, _, rows = files
+    out = tmp / "out.jsonl"
+    cli("export", store, "rows", out, check=0)
+    assert out.read_bytes() == rows.read_bytes()
+    assert cli("export", store, "rows", "--format", "jsonl", check=0).stdout == \
+        rows.read_text(encoding="utf-8")
+
+
+def test_import_streams_in_many_commits_and_from_stdin(tmp_path):
+    store = tmp_path / "s.store"
+    text = json.dumps(DOC["train"]["rows"], indent=1)
+    cli("import", store, "arr", "-", "--batch-bytes", 4096, stdin=text, check=0)
+    obj = json.dumps({f"k{i}": {"v": i} for i in range(3000)})
+    cli("import", store, "obj", "-", "--batch-bytes", 4096, stdin=obj, check=0)
+    cli("import", store, "num", "-", stdin=" 42 \n", check=0)
+    with cowstore.open(store, readonly=True) as s:
+        assert cowstore.thaw(s["arr"]) == DOC["train"]["rows"]
+        assert cowstore.thaw(s["obj"]) == json.loads(obj)
+        assert list(s["obj"])[:3] == ["k0", "k1", "k2"]         # order kept
+        assert s["num"] == 42
+        assert s.names() == ["arr", "num", "obj"] and s.reserved_names() == []
+
+
+def test_python_dash_m_is_the_same_command(files):
+    _, store, _, _ = files
+    proc = subprocess.run([sys.executable, "-m", "cowstore", "get", store, "doc/version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "3\n"
+
+
+# -- reading commands -----------------------------------------------------------
+
+def test_get_paths_with_escapes_indices_and_indent(files):
+    _, store, _, _ = files
+    assert cli("get", store, "doc/train/rows/3/name", check=0).stdout == '"nom-3-é"\n'
+    assert cli("get", store, "doc/train/rows/-1/id", check=0).stdout == "1499\n"
+    assert json.loads(cli("get", store, "doc/train/meta/a~1b/2", check=0).stdout) == \
+        {"~": "tilde"}
+    out = cli("get", store, "doc/train/meta", "--indent", 1, check=0).stdout
+    assert out == json.dumps(DOC["train"]["meta"], indent=1, ensure_ascii=False) + "\n"
+
+
+def test_ls_lists_roots_keys_and_sizes(files):
+    _, store, _, _ = files
+    roots = cli("ls", store, check=0).stdout.splitlines()
+    assert [line.split() for line in roots] == [["dict", "3", "doc"], ["list", "1500", "rows"]]
+    rows = cli("ls", store, "doc/train/rows/2", check=0).stdout.splitlines()
+    assert [line.split()[-1] for line in rows] == ["id", "name", "score", "tags", "ok", "none"]
+    assert rows[0].split()[:2] == ["int", "-"] and rows[5].split()[:1] == ["None"]
+    long = cli("ls", store, "doc/train", "--long", "--bytes", check=0).stdout.splitlines()
+    sizes = {line.split()[-1]: int(line.split()[2]) for line in long}
+    assert sizes["rows"] > 50 * sizes["meta"] > 0
+
+
+def test_info_reports_roots_sizes_and_format(files):
+    _, store, _, _ = files
+    text = cli("info", store, check=0).stdout
+    for fragment in ("cowstore format 1", "live data", "segments", "nodes", "roots       2",
+                     "lmdb"):
+        assert fragment in text, text
+    data = json.loads(cli("info", store, "--json", check=0).stdout)
+    assert data["roots"]["rows"] == {"type": "list", "length": "1500"}
+    assert data["nodes"] > 1500 and data["file_size"] >= data["segment_bytes"] > 0
+    assert data["format_version"] == 1 and data["unfinished_imports"] == 0
+
+
+def test_du_sizes_add_up(files):
+    _, store, _, _ = files
+    lines = cli("du", store, "--bytes", check=0).stdout.splitlines()
+    sizes = {line.split(None, 1)[1]: int(line.split()[0]) for line in lines}
+    assert sizes["total (shared nodes counted once)"] <= sizes["doc"] + sizes["rows"]
+    assert sizes["total (shared nodes counted once)"] >= max(sizes["doc"], sizes["rows"])
+    sub = cli("du", store, "doc/train", "--bytes", "--sort", check=0).stdout.splitlines()
+    assert [line.split()[1] for line in sub] == ["doc/train/rows", "doc/train/meta",
+                                                 "doc/train"]
+    assert "KiB" in cli("du", store, "doc", check=0).stdout
+
+
+def test_diff_lists_changed_paths_with_diff_exit_status(tmp_path):
+    store = tmp_path / "s.store"
+    old = {"rows": [{"name": "ann"}, {"name": "bob"}], "meta": {"v": 1, "gone": True}}
+    with cowstore.open(store) as s:
+        s["v1"] = old
+        new = s["v1"].copy()
+        new["rows"][1]["name"] = "rob"
+        new["rows"].append({"name": "cy"})
+        del new["meta"]["gone"]
+        s["v2"] = new
+    same = cli("diff", store, "v1", "v1")
+    assert same.returncode == 0 and same.stdout == ""
+    proc = cli("diff", store, "v1", "v2")
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == sorted([
+        '~ rows/1/name: "bob" -> "rob"', '+ rows/2: {"name": "cy"}', "- meta/gone: true"])
+    assert_one_line_error(cli("diff", store, "v1", "nope"), 2, "no root named 'nope'")
+
+
+def test_compact_and_compacted_copy(files):
+    tmp, store, _, _ = files
+    before = snapshot(store)
+    copy = tmp / "copy.store"
+    proc = cli("compact", store, "--output", copy, check=0)
+    assert "live data" in proc.stdout and "wrote" in proc.stdout
+    assert snapshot(store) == before and snapshot(copy) == before
+    assert_one_line_error(cli("compact", store, "--output", copy), 1, "exists")
+
+
+# -- failures: one line, the right status, nothing changed -------------------------
+
+@pytest.mark.parametrize("text, where", [
+    ('{"a": [1, 2,\n  3, }\n', "line 2 column 6"),
+    ('[{"a": 1},\n {"b": tru}]', "line 2 column 8"),
+    ("[1, 2", "line 1 column 6"),
+    ('{"a": 1} {"b": 2}', "line 1 column 10"),
+    ("", "line 1 column 1"),
+])
+def test_malformed_json_reports_where_and_imports_nothing(files, text, where):
+    tmp, store, _, _ = files
+    before = snapshot(store)
+    bad = tmp / "bad.json"
+    bad.write_text(text)
+    assert_one_line_error(cli("import", store, "doc", bad, "--replace"), 1, str(bad), where,
+                          "nothing was imported")
+    assert snapshot(store) == before
+
+
+def test_malformed_line_late_in_a_big_file_leaves_no_trace(files):
+    tmp, store, _, rows = files
+    before = snapshot(store)
+    bad = tmp / "bad.jsonl"
+    bad.write_bytes(rows.read_bytes() * 3 + b'{"id": \n')
+    proc = cli("import", store, "more", bad, "--batch-bytes", 8192)
+    assert_one_line_error(proc, 1, "line 4501 column 8")
+    assert snapshot(store) == before            # no root, no temporary root left
+
+
+def test_bad_invalid_utf8_is_refused(files):
+    tmp, store, _, _ = files
+    bad = tmp / "bad.json"
+    bad.write_bytes(b'["ok",\n "\xff"]')
+    assert_one_line_error(cli("import", store, "x", bad), 1, "invalid UTF-8", "line 2")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["get", "{store}", "doc/train/rows/1500"], ["index 1500 is out of range",
+                                                 "doc/train/rows", "length 1500"]),
+    (["get", "{store}", "doc/nope"], ["no key 'nope' in the dict at doc"]),
+    (["get", "{store}", "doc/version/x"], ["doc/version is a int"]),
+    (["ls", "{store}", "doc/train/rows/x"], ["'x' is not an index"]),
+    (["du", "{store}", "ghost"], ["no root named 'ghost'"]),
+    (["get", "{tmp}/missing.store", "a"], ["missing.store: no such store"]),
+    (["import", "{store}", "doc", "{tmp}/missing.json"], ["missing.json",
+                                                          "No such file or directory"]),
+    (["import", "{store}", "doc", "{tmp}/doc.json"], ["root 'doc' exists", "--replace"]),
+    (["export", "{store}", "doc", "--format", "jsonl"], ["JSON Lines export needs a list"]),
+    (["get", "{tmp}/doc.json", "a"], ["MDB_INVALID"]),
+])
+def test_errors_are_one_line_with_status_1(files, args, fragments):
+    tmp, store, _, _ = files
+    before = snapshot(store)
+    argv = [a.format(store=store, tmp=tmp) for a in args]
+    assert_one_line_error(cli(*argv), 1, *fragments)
+    assert snapshot(store) == before
+
+
+def test_corrupt_store_is_a_one_line_error(files):
+    tmp, store, _, _ = files
+    damaged = tmp / "damaged.store"
+    data = bytearray(store.read_bytes())
+    data[:4096 * 2] = bytes(4096 * 2)           # both LMDB meta pages
+    damaged.write_bytes(bytes(data))
+    for command in (["info", damaged], ["ls", damaged], ["get", damaged, "doc"]):
+        proc = cli(*command)
+        assert_one_line_error(proc, 1, str(damaged))
+
+
+def test_usage_errors_exit_2_and_debug_shows_the_traceback(files):
+    _, store, _, _ = files
+    for argv in ([], ["bogus"], ["get", store], ["ls", store, "--bad-flag"],
+                 ["get", store, "doc", "--arrays", "bogus"]):
+        proc = cli(*argv)
+        assert proc.returncode == 2 and "usage: cowstore" in proc.stderr, (argv, proc.stderr)
+    for command in ("info", "ls", "get", "import", "export", "diff", "compact", "du"):
+        proc = cli(command, "--help", check=0)
+        assert proc.stdout.startswith(f"usage: cowstore {command}")
+    proc = cli("--debug", "get", store, "doc/nope")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "PathError" in proc.stderr
+
+
+def test_unexportable_values_leave_no_partial_file(tmp_path):
+    store = tmp_path / "s.store"
+    with cowstore.open(store) as s:
+        s["r"] = list(range(2000)) + [b"bytes"]
+    out = tmp_path / "out.json"
+    assert_one_line_error(cli("export", store, "r", out), 1, "bytes has no JSON form", "r/2000")
+    assert sorted(os.listdir(tmp_path)) == ["s.store", "s.store-lock"]
+
+
+def test_numpy_arrays_as_lists_or_summaries(tmp_path):
+    np = pytest.importorskip("numpy")
+    store = tmp_path / "s.store"
+    with cowstore.open(store) as s:
+        s["r"] = {"x": np.arange(6, dtype=np.float32).reshape(3, 2)}
+    assert json.loads(cli("get", store, "r/x", check=0).stdout) == [[0, 1], [2, 3], [4, 5]]
+    assert cli("get", store, "r", "--arrays", "summary", check=0).stdout == \
+        '{"x": "ndarray(float32, shape=(3, 2))"}\n'
+    assert cli("ls", store, "r", check=0).stdout.split() == ["ndarray[float32]", "3x2", "x"]
+
+
+def test_a_closed_pipe_ends_quietly(files):
+    _, store, _, _ = files
+    proc = subprocess.run(f"'{BIN}' export '{store}' rows --format jsonl | head -n 1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(proc.stdout) == DOC["train"]["rows"][0]
+    assert proc.stderr == ""
+
+
+def test_replace_overwrites_and_a_killed_import_changes_nothing(files):
+    tmp, store, doc, rows = files
+    before = snapshot(store)
+    big = tmp / "big.jsonl"
+    big.write_bytes(rows.read_bytes() * 200)            # ~30 MiB: long enough to kill
+    proc = subprocess.Popen([BIN, "import", store, "doc", big, "--replace",
+                             "--batch-bytes", "65536"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _has_reserved_root(store):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert snapshot(store) == {**before, **_reserved_snapshot(store)}
+    cli("import", store, "doc", rows, "--replace", check=0)    # sweeps the dead one's root
+    after = snapshot(store)
+    assert set(after) == {"doc", "rows"} and json.loads(after["doc"]) == DOC["train"]["rows"]
+
+
+def _has_reserved_root(store):
+    with cowstore.open(store, readonly=True) as s:
+        return bool(s.reserved_names())
+
+
+def _reserved_snapshot(store):
+    return {k: v for k, v in snapshot(store).items() if k.startswith("\x00")}
+
+
+# -- progress ---------------------------------------------------------------------
+
+def test_progress_bar_on_a_terminal_only(files):
+    tmp, store, _, rows = files
+    piped = cli("import", store, "p1", rows, check=0)
+    assert piped.stderr == "" and piped.stdout == ""
+    pid, fd = pty.fork()
+    if pid == 0:                                        # child: stdio on the terminal
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        os.execv(BIN, [BIN, "import", str(store), "p2", str(rows)])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:                                 # EIO once the child is gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    text = output.decode("utf-8", "replace")
+    assert "import p2" in text and "100%" in text, text
+    assert "imported 1500 lines into p2" in text

@@ -1,0 +1,179 @@
+"""The streaming JSON reader and writer behind `cowstore import/export/get`,
+checked against the json module: same values, same text, same verdict on
+malformed input -- with read chunks and streaming thresholds shrunk so that
+every boundary case is crossed."""
+import io
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cowstore
+from cowstore import _jsonin, _jsonout
+from cowstore._jsonin import JsonInputError, JsonReader, open_reader, sniff_format
+from cowstore._jsonout import JsonOutputError, JsonWriter
+
+# No lone surrogates: they have no UTF-8 form, and the reader reads UTF-8.
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+           | st.floats(allow_nan=False, allow_infinity=False) | texts)
+json_values = st.recursive(
+    scalars,
+    lambda kids: st.lists(kids, max_size=6) | st.dictionaries(texts, kids,
+                                                               max_size=6),
+    max_leaves=30)
+layouts = st.sampled_from([{}, {"indent": 1}, {"indent": 3}, {"separators": (",", ":")},
+                           {"ensure_ascii": False}])
+
+
+@pytest.fixture(params=[1, 7, 1 << 20], ids=["chunk1", "chunk7", "chunk1MiB"])
+def chunk(request, monkeypatch):
+    monkeypatch.setattr(_jsonin, "READ_CHUNK", request.param)
+    return request.param
+
+
+def items_of(value):
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.items())
+    return [value]
+
+
+def read_all(text, fmt="json"):
+    reader = JsonReader(io.BytesIO(text.encode("utf-8")), fmt)
+    return reader.kind, list(reader)
+
+
+@given(value=json_values, layout=layouts)
+def test_reader_yields_the_top_level_items_json_parses(value, layout):
+    text = json.dumps(value, **layout)
+    for size in (1, 5, 1 << 20):
+        _jsonin.READ_CHUNK, saved = size, _jsonin.READ_CHUNK
+        try:
+            kind, items = read_all(text)
+        finally:
+            _jsonin.READ_CHUNK = saved
+        assert items == items_of(value)
+        assert kind == {list: "array", dict: "object"}.get(type(value), "scalar")
+
+
+@given(value=json_values, layout=layouts, data=st.data())
+def test_reader_and_json_agree_on_damaged_text(value, layout, data):
+    """One character replaced, deleted or inserted: the reader refuses exactly
+    the texts json.loads refuses."""
+    text = json.dumps(value, **layout)
+    pos = data.draw(st.integers(0, len(text)))
+    char = data.draw(st.sampled_from(list('[]{}",:0e.-tn \\x')))
+    how = data.draw(st.sampled_from(["replace", "delete", "insert"]))
+    if how == "replace":
+        text = text[:pos] + char + text[pos + 1:]
+    elif how == "delete":
+        text = text[:pos] + text[pos + 1:]
+    else:
+        text = text[:pos] + char + text[pos:]
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        expected = JsonInputError
+    for size in (3, 1 << 20):
+        _jsonin.READ_CHUNK, saved = size, _jsonin.READ_CHUNK
+        try:
+            if expected is JsonInputError:
+                with pytest.raises(JsonInputError):
+                    read_all(text)
+            else:
+                assert read_all(text)[1] == items_of(expected)
+        finally:
+            _jsonin.READ_CHUNK = saved
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ('{"a": [1, 2,\n  3, }\n', 2, 6),
+    ('[1, 2]\n\n  x', 3, 3),
+    ('[\n  {"a": 1},\n  {"b": tru}\n]', 3, 9),
+    ('{"a" 1}', 1, 6),
+    ('[1, 2', 1, 6),
+    ('"abc', 1, 1),
+    ('', 1, 1),
+])
+def test_errors_name_line_and_column(chunk, text, line, column):
+    with pytest.raises(JsonInputError) as err:
+        read_all(text)
+    assert (err.value.line, err.value.column) == (line, column), str(err.value)
+    assert f"line {line} column {column}" in str(err.value)
+
+
+def test_invalid_utf8_is_a_positioned_error(chunk):
+    with pytest.raises(JsonInputError, match="invalid UTF-8.*line 2"):
+        list(JsonReader(io.BytesIO(b'[1,\n"\xff"]')))
+
+
+def test_json_lines_skip_blank_lines_and_report_the_bad_line(chunk):
+    reader = JsonReader(io.BytesIO(b'{"a": 1}\n\n[2]\r\n"x"'), "jsonl")
+    assert list(reader) == [{"a": 1}, [2], "x"]
+    with pytest.raises(JsonInputError) as err:
+        list(JsonReader(io.BytesIO(b'1\n2\n{"a": }\n4\n'), "jsonl"))
+    assert (err.value.line, err.value.column) == (3, 7)
+
+
+def test_a_byte_order_mark_is_skipped():
+    assert read_all("\ufeff[1]") == ("array", [1])
+
+
+@pytest.mark.parametrize("name, head, fmt", [
+    ("x.jsonl", b"[1,\n2]", "jsonl"),
+    ("x.NDJSON", b"{}", "jsonl"),
+    ("x.json", b'{"a": 1}\n{"a": 2}\n', "jsonl"),
+    ("-", b"[1, 2]\n[3]", "jsonl"),
+    ("x.json", b"[\n1,\n2\n]", "json"),
+    ("x.json", b"[1, 2]\n", "json"),
+    ("x.json", b"", "json"),
+])
+def test_format_sniffing(name, head, fmt):
+    assert sniff_format(name, head) == fmt
+
+
+def test_open_reader_puts_the_sniffed_head_back(chunk):
+    reader = open_reader(io.BytesIO(b'{"a": 1}\n{"a": 2}\n'), "-")
+    assert reader.kind == "lines" and list(reader) == [{"a": 1}, {"a": 2}]
+
+
+# -- the writer ------------------------------------------------------------------
+
+@given(value=json_values, indent=st.sampled_from([None, 0, 1, 4]),
+       small=st.sampled_from([0, 1, 3]))
+def test_writer_matches_json_dumps_at_every_streaming_threshold(value, indent, small):
+    saved, _jsonout.SMALL = _jsonout.SMALL, small
+    try:
+        out = io.StringIO()
+        JsonWriter(out, indent).write(cowstore.freeze(value))
+    finally:
+        _jsonout.SMALL = saved
+    assert out.getvalue() == json.dumps(value, indent=indent, ensure_ascii=False)
+
+
+def test_writer_converts_keys_like_json_and_refuses_what_json_cannot(monkeypatch):
+    monkeypatch.setattr(_jsonout, "SMALL", 0)
+    value = cowstore.CowDict({1: "a", 2.5: "b", False: "c", None: "d"})
+    out = io.StringIO()
+    JsonWriter(out).write(value)
+    assert out.getvalue() == json.dumps({1: "a", 2.5: "b", False: "c", None: "d"})
+    with pytest.raises(JsonOutputError, match=r"tuple key.*in rows/0"):
+        JsonWriter(io.StringIO()).write(cowstore.freeze({"rows": [{(1, 2): 3}]}))
+    with pytest.raises(JsonOutputError, match=r"bytes has no JSON form \(in rows/1/0\)"):
+        JsonWriter(io.StringIO()).write(cowstore.freeze({"rows": [1, [b"x"]]}))
+
+
+def test_writer_arrays_as_lists_or_summaries(monkeypatch):
+    np = pytest.importorskip("numpy")
+    value = cowstore.freeze({"a": np.arange(6, dtype=np.int32).reshape(2, 3)})
+    for small in (0, 512):
+        monkeypatch.setattr(_jsonout, "SMALL", small)
+        out = io.StringIO()
+        JsonWriter(out, indent=1).write(value)
+        assert json.loads(out.getvalue()) == {"a": [[0, 1, 2], [3, 4, 5]]}
+    out = io.StringIO()
+    JsonWriter(out, arrays="summary").write(value)
+    assert json.loads(out.getvalue()) == {"a": "ndarray(int32, shape=(2, 3))"}
