@@ -1013,3 +1013,50 @@ Test(segment, random_flips_never_crash)
     cow_val_release(&v);
     ms_free(&ms);
 }
+
+/* cow_segw_measure (du's sizes): the bytes a full write of a value would
+ * put, heap or stored alike; a subtree shared by two values counts once;
+ * scalars without a word measure 0; nothing is written to the store. */
+Test(segment, measure_counts_what_a_full_write_puts)
+{
+    memstore ms;
+    cow_map *m = new_map();
+    cow_vec *vec = new_vec();
+    cow_val v, page, stored, both[2], sub, scalar = cow_val_int(7);
+    uint64_t bytes, nodes, sub_bytes, sub_nodes, b2, n2;
+    uint32_t ids_before;
+    ms_init(&ms, MS_CAP);
+    for (int64_t i = 0; i < 3000; i++)
+        cr_assert_eq(cow_vb_push(&vec->b, mk_leafval(i)), COW_OK);
+    sub = cow_val_vec(COW_T_LIST, vec);
+    for (int64_t i = 0; i < 200; i++)
+        map_put(m, mk_key(i), mk_leafval(i));
+    map_put(m, tu_str("sub"), (cow_val_retain(&sub), sub));
+    v = cow_val_map(COW_T_DICT, m);
+    cr_assert_eq(cow_segw_measure(&v, 1, &bytes, &nodes), COW_OK);
+    {
+        wstats st = ms_write(&ms, &v, 0, &page);
+        cr_assert_eq(bytes, st.bytes, "measured %llu, a write put %llu",
+                     (unsigned long long)bytes, (unsigned long long)st.bytes);
+    }
+    cr_assert_gt(nodes, 3000 / 32);
+    stored = ms_open(&ms, &page);
+    ids_before = ms.next_id;
+    cr_assert_eq(cow_segw_measure(&stored, 1, &b2, &n2), COW_OK);
+    cr_assert_eq(b2, bytes, "stored: %llu, heap: %llu", (unsigned long long)b2,
+                 (unsigned long long)bytes);
+    cr_assert_eq(n2, nodes);
+    cr_assert_eq(ms.next_id, ids_before, "measuring wrote to the store");
+    cr_assert_eq(cow_segw_measure(&sub, 1, &sub_bytes, &sub_nodes), COW_OK);
+    cr_assert_lt(sub_bytes, bytes);
+    both[0] = v;
+    both[1] = sub;
+    cr_assert_eq(cow_segw_measure(both, 2, &b2, &n2), COW_OK);
+    cr_assert_eq(b2, bytes, "the shared subtree was counted twice");
+    cr_assert_eq(cow_segw_measure(&scalar, 1, &b2, &n2), COW_OK);
+    cr_assert(b2 == 0 && n2 == 0);
+    cow_val_release(&stored);
+    cow_val_release(&sub);
+    cow_val_release(&v);
+    ms_free(&ms);
+}
