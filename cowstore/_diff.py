@@ -43,6 +43,20 @@ def _lookup(container, key):
     return container[key] if 0 <= key < len(container) else MISSING
 
 
+def _is_array(value):
+    return type(value).__name__ == "ndarray" and hasattr(value, "tobytes")
+
+
+def _differs(old, new):
+    """Whether two leaves differ; numpy arrays by dtype, shape and bytes
+    (their == is elementwise, with no single truth value)."""
+    if type(old) is not type(new):
+        return True
+    if _is_array(old):
+        return old.dtype != new.dtype or old.shape != new.shape or old.tobytes() != new.tobytes()
+    return not (old == new)
+
+
 def _walk(a, b, path):
     if a._shares(b):
         return
@@ -56,7 +70,7 @@ def _walk(a, b, path):
             continue
         if old is not MISSING and new is not MISSING and _same_kind(old, new):
             yield from _walk(old, new, path + (key,))
-        elif old is MISSING or new is MISSING or not (old == new) or type(old) is not type(new):
+        elif old is MISSING or new is MISSING or _differs(old, new):
             yield Change(path + (key,), old, new)
 
 
@@ -73,5 +87,5 @@ def diff(a, b) -> Iterator[Change]:
         b = _cowstore.freeze(b)
     if _same_kind(a, b):
         yield from _walk(a, b, ())
-    elif not (a == b):
+    elif _differs(a, b):
         yield Change((), a, b)

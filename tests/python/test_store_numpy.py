@@ -91,3 +91,16 @@ def test_unsupported_dtypes_raise_before_anything_is_written(store, bad):
 def test_arrays_are_unhashable_like_numpy(store):
     with pytest.raises(TypeError):
         cowstore.FrozenDict(a=np.arange(3))._hash()
+
+
+def test_diff_compares_arrays_by_dtype_shape_and_bytes(tmp_path):
+    with cowstore.open(tmp_path / "s.cow") as store:
+        store["v1"] = {"same": np.arange(4), "data": [np.zeros(3)], "kind": np.zeros(2)}
+        v2 = store["v1"].copy()
+        v2["same"] = np.arange(4)                       # equal, freshly written
+        v2["data"][0] = np.array([0.0, 1.0, 0.0])
+        v2["kind"] = np.zeros(2, dtype=np.float32)      # equal values, other dtype
+        store["v2"] = v2
+        changes = {c.path: c for c in cowstore.diff(store["v1"], store["v2"])}
+    assert set(changes) == {("data", 0), ("kind",)}
+    assert changes[("data", 0)].new.tolist() == [0.0, 1.0, 0.0]
