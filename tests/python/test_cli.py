@@ -343,3 +343,35 @@ def test_progress_bar_on_a_terminal_only(files):
     text = output.decode("utf-8", "replace")
     assert "import p2" in text and "100%" in text, text
     assert "imported 1500 lines into p2" in text
+
+
+# -- memory ------------------------------------------------------------------------
+
+def _peak_rss_of_import(store, src):
+    proc = subprocess.Popen([BIN, "import", store, "r", src, "--batch-bytes", str(1 << 20)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    return usage.ru_maxrss * 1024                       # KiB on Linux
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="ASan's quarantine keeps freed memory resident")
+def test_import_memory_stays_flat_as_the_input_grows(tmp_path):
+    """8x the input, about the same peak RSS: a loader holding the data would
+    grow by ~3x the extra input (the store's size), this one by a little.
+    (bench/bench_import.py measures the same up to 1 GiB.)"""
+    peaks = {}
+    for mb in (4, 32):
+        src = tmp_path / f"in{mb}.jsonl"
+        with open(src, "w") as fh:
+            i = 0
+            while fh.tell() < mb << 20:
+                fh.write(json.dumps({"id": i, "name": f"user{i}", "tags": ["a", "b"][: i % 3],
+                                     "score": i / 3}) + "\n")
+                i += 1
+        peaks[mb] = _peak_rss_of_import(tmp_path / f"s{mb}.store", src)
+        with cowstore.open(tmp_path / f"s{mb}.store", readonly=True) as s:
+            assert len(s["r"]) == i
+    growth = peaks[32] - peaks[4]
+    assert growth < 12 << 20, f"peak RSS grew {growth >> 20} MiB for 28 MiB more input"
