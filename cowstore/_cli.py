@@ -28,8 +28,9 @@ from ._diff import MISSING, diff
 from ._import import BATCH_BYTES, import_json, remove_abandoned_imports
 from ._jsonin import JSONL_SUFFIXES, JsonInputError, open_reader
 from ._jsonout import JsonWriter
-from ._paths import join, resolve, type_name
+from ._paths import join, resolve
 from ._store import Store
+from ._types import is_ndarray, type_name
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130              # 128 + SIGINT, as shells report it
@@ -73,19 +74,15 @@ def _size(n, exact):
 
 def _length(value):
     """What ls shows as a value's length: entries, characters, or a shape."""
-    if _is_array(value):
+    if is_ndarray(value):
         return "x".join(map(str, value.shape)) or "scalar"
     if isinstance(value, (DictBase, ListBase, SetBase, str, bytes, tuple)):
         return str(len(value))
     return "-"
 
 
-def _is_array(value):
-    return type(value).__name__ == "ndarray" and hasattr(value, "dtype")
-
-
 def _kind(value):
-    return f"ndarray[{value.dtype}]" if _is_array(value) else type_name(value)
+    return f"ndarray[{value.dtype}]" if is_ndarray(value) else type_name(value)
 
 
 def _children(value):

@@ -7,6 +7,7 @@ against a copy with k changes costs O(k log n), not O(n).
 from typing import Any, Iterator, NamedTuple, Tuple
 
 from . import _cowstore
+from ._types import is_ndarray
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
@@ -43,16 +44,12 @@ def _lookup(container, key):
     return container[key] if 0 <= key < len(container) else MISSING
 
 
-def _is_array(value):
-    return type(value).__name__ == "ndarray" and hasattr(value, "tobytes")
-
-
 def _differs(old, new):
     """Whether two leaves differ; numpy arrays by dtype, shape and bytes
     (their == is elementwise, with no single truth value)."""
     if type(old) is not type(new):
         return True
-    if _is_array(old):
+    if is_ndarray(old):
         return old.dtype != new.dtype or old.shape != new.shape or old.tobytes() != new.tobytes()
     return not (old == new)
 

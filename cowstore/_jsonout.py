@@ -16,6 +16,7 @@ import json
 
 from ._cowstore import DictBase, ListBase, SetBase, thaw
 from ._paths import join
+from ._types import is_container, is_ndarray
 
 # Containers up to this many entries are converted and dumped in one piece.
 SMALL = 512
@@ -23,10 +24,6 @@ SMALL = 512
 
 class JsonOutputError(ValueError):
     """A value with no JSON form."""
-
-
-def _is_ndarray(value):
-    return type(value).__name__ == "ndarray" and hasattr(value, "dtype")
 
 
 def array_summary(array):
@@ -50,7 +47,7 @@ class JsonWriter:
             self._write_entries(value.items(), level, path, "{}", keyed=True)
         elif isinstance(value, (ListBase, SetBase)) and len(value) > SMALL:
             self._write_entries(enumerate(value), level, path, "[]", keyed=False)
-        elif _is_ndarray(value) and self._arrays == "list" and value.ndim and len(value) > SMALL:
+        elif is_ndarray(value) and self._arrays == "list" and value.ndim and len(value) > SMALL:
             self._write_entries(enumerate(value), level, path, "[]", keyed=False)
         else:
             self._out.write(self._dumps(value, level, path))
@@ -73,7 +70,7 @@ class JsonWriter:
     def _dumps(self, value, level, path):
         """json.dumps of a small value, indented for its nesting level."""
         try:
-            text = json.dumps(thaw(value) if _has_nodes(value) else value,
+            text = json.dumps(thaw(value) if is_container(value) else value,
                               indent=self._indent, ensure_ascii=False,
                               default=self._default)
         except TypeError as e:      # a dict key json cannot write
@@ -85,7 +82,7 @@ class JsonWriter:
         return text
 
     def _default(self, obj):
-        if _is_ndarray(obj):
+        if is_ndarray(obj):
             return obj.tolist() if self._arrays == "list" else array_summary(obj)
         if isinstance(obj, (set, frozenset)):
             return list(obj)
@@ -102,7 +99,3 @@ class JsonWriter:
             raise JsonOutputError(f"a {type(key).__name__} key has no JSON form "
                                   f"(in {join(path) or 'the value'})")
         return json.dumps(text, ensure_ascii=False)
-
-
-def _has_nodes(value):
-    return isinstance(value, (DictBase, ListBase, SetBase))

@@ -9,7 +9,8 @@ an index, negative ones counting from the end as in Python.
 """
 import re
 
-from ._cowstore import CowstoreError, DictBase, ListBase, SetBase
+from ._cowstore import CowstoreError, DictBase, ListBase
+from ._types import type_name
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 
@@ -36,15 +37,6 @@ def escape_step(key):
 
 def join(steps):
     return "/".join(escape_step(step) for step in steps)
-
-
-def type_name(value):
-    """What ls and du call a value's type: dict/list/set (frozen ones with a
-    prefix), ndarray, or the Python type's name."""
-    for base, name in ((DictBase, "dict"), (ListBase, "list"), (SetBase, "set")):
-        if isinstance(value, base):
-            return ("frozen" if type(value).__name__.startswith("Frozen") else "") + name
-    return "None" if value is None else type(value).__name__
 
 
 def step_into(value, step, where):

@@ -1385,11 +1385,9 @@ cow_store_compact(cow_store *s)
 static int
 maybe_compact(cow_store *s)
 {
-    if (s->bulk)
-        return COW_OK;
     double limit = COW_STORE_GARBAGE_RATIO * (double)s->state.live_bytes
                    + (double)COW_STORE_GARBAGE_SLACK;
-    if ((double)s->state.seg_bytes <= limit)
+    if (s->bulk || (double)s->state.seg_bytes <= limit)
         return COW_OK;
     return cow_store_compact(s);
 }

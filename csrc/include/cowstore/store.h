@@ -67,11 +67,12 @@ void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn un
 int cow_store_compact(cow_store *s);
 
 /* Bulk loading (on != 0): commits count every segment they write as live,
- * never compact, and unmap the pages this process has touched (the page
- * cache keeps them), so the resident set does not grow with the file.  Meant for appending large data in many commits, where
- * each commit replaces only a path's worth of old nodes; without it the
- * growth would look like garbage and trigger compaction after compaction,
- * each rewriting the whole store in one transaction. */
+ * never compact, and unmap the file pages this process touched (the page
+ * cache keeps them), so the resident set does not grow with the file.
+ * Meant for appending large data in many commits, each replacing only a
+ * path's worth of old nodes; without it the growth would look like garbage
+ * and trigger compaction after compaction, each rewriting the whole store
+ * in one transaction. */
 void cow_store_set_bulk(cow_store *s, int on);
 
 typedef struct cow_store_stats {
