@@ -1,5 +1,5 @@
 import os
-from typing import (Any, ContextManager, Generic, Iterable, Iterator, List, Mapping,
+from typing import (Any, ContextManager, Dict, Generic, Iterable, Iterator, List, Mapping,
                     NamedTuple, Optional, Tuple, TypeVar, TypedDict, Union, overload)
 from collections.abc import ItemsView, KeysView, ValuesView
 
@@ -175,6 +175,13 @@ def thaw(obj: Any) -> Any: ...
 def diff(a: Any, b: Any) -> Iterator[Change]: ...
 
 
+class _LmdbDbStats(TypedDict):
+    entries: int
+    depth: int
+    branch_pages: int
+    leaf_pages: int
+    overflow_pages: int
+
 class _StoreStats(TypedDict):
     roots: int
     segments: int
@@ -188,6 +195,8 @@ class _StoreStats(TypedDict):
     readers_max: int
     pins: int
     format_version: int
+    free_pages: int
+    lmdb: Dict[str, _LmdbDbStats]
     path: str
     file_size: int
 

@@ -150,16 +150,28 @@ def cmd_info(args):
     if nodes:
         lines.append(("nodes", f"{nodes[1]} ({human_size(nodes[0])} written alone)"))
     lines.append(("lmdb", f"map {human_size(st['map_bytes'])}, last transaction "
-                          f"{st['last_txn']}, readers {st['readers_used']}/{st['readers_max']}"))
+                          f"{st['last_txn']}, readers {st['readers_used']}/{st['readers_max']}, "
+                          f"{st['free_pages']} free pages "
+                          f"({human_size(st['free_pages'] * st['page_size'])}) for reuse"))
     if unfinished:
         lines.append(("unfinished", f"{unfinished} import(s) in progress or abandoned "
                                     "(compact removes abandoned ones)"))
     lines.append(("roots", str(len(names))))
-    for label, text in lines:
+    for label, text in lines[:-1]:
         print(f"{label:<11} {text}")
+    _print_db_table(st["lmdb"])
+    print(f"{lines[-1][0]:<11} {lines[-1][1]}")
     for name, value in zip(names, values):
         print(f"  {_kind(value):<16} {_length(value):>10}  {name}")
     return EXIT_OK
+
+
+def _print_db_table(dbs):
+    """LMDB's B-tree figures per database, as mdb_stat gives them."""
+    fields = ("entries", "depth", "branch_pages", "leaf_pages", "overflow_pages")
+    print("  " + f"{'database':<10}" + "".join(f"{f.split('_')[0]:>10}" for f in fields))
+    for name, db in dbs.items():
+        print("  " + f"{name:<10}" + "".join(f"{db[f]:>10}" for f in fields))
 
 
 def cmd_ls(args):

@@ -250,18 +250,42 @@ store_names(PyObject *op, PyObject *unused)
     return list;
 }
 
+/* {database name: {entries, depth, branch_pages, leaf_pages, overflow_pages}}:
+ * a new reference. */
+static PyObject *
+lmdb_stats(const cow_store_stats *x)
+{
+    static const char *const names[COW_STORE_NDBS] = {"meta", "roots", "segs", "segmeta"};
+    PyObject *dict = PyDict_New(), *one;
+    for (int i = 0; dict != NULL && i < COW_STORE_NDBS; i++) {
+        const cow_store_db_stats *d = &x->dbs[i];
+        one = Py_BuildValue("{sKsKsKsKsK}", "entries", (unsigned long long)d->entries,
+                            "depth", (unsigned long long)d->depth,
+                            "branch_pages", (unsigned long long)d->branch_pages,
+                            "leaf_pages", (unsigned long long)d->leaf_pages,
+                            "overflow_pages", (unsigned long long)d->overflow_pages);
+        if (one == NULL || PyDict_SetItemString(dict, names[i], one) < 0)
+            Py_CLEAR(dict);
+        Py_XDECREF(one);
+    }
+    return dict;
+}
+
 static PyObject *
 store_stats(PyObject *op, PyObject *unused)
 {
     StoreObject *self = STORE(op);
     cow_store_stats x;
+    PyObject *lmdb;
     int rc;
     if (check_open(self) < 0)
         return NULL;
     if ((rc = cow_store_stats_get(self->s, &x)) < 0)
         return store_raise(self, rc);
+    if ((lmdb = lmdb_stats(&x)) == NULL)
+        return NULL;
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsI}",
+        "{sKsKsKsKsKsKsKsKsKsKsKsIsKsN}",
         "roots", (unsigned long long)x.roots, "segments", (unsigned long long)x.segments,
         "segment_bytes", (unsigned long long)x.segment_bytes,
         "live_bytes", (unsigned long long)x.live_bytes,
@@ -269,7 +293,8 @@ store_stats(PyObject *op, PyObject *unused)
         "page_size", (unsigned long long)x.page_size, "last_txn", (unsigned long long)x.last_txn,
         "readers_used", (unsigned long long)x.readers_used,
         "readers_max", (unsigned long long)x.readers_max,
-        "pins", (unsigned long long)x.pins, "format_version", x.format_version);
+        "pins", (unsigned long long)x.pins, "format_version", x.format_version,
+        "free_pages", (unsigned long long)x.free_pages, "lmdb", lmdb);
 }
 
 static PyObject *

@@ -1059,3 +1059,32 @@ Test(store, bulk_appends_count_as_live_and_never_compact)
     cow_val_release(&model);
     cow_val_release(&v);
 }
+
+/* stats reports LMDB's figures per database: one overflow-page value per
+ * segment, a roots entry per root, and pages freed by deleting a root on
+ * the freelist. */
+Test(store, stats_give_lmdb_figures_and_free_pages)
+{
+    cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
+    cow_map *m = new_map();
+    cow_val v, one = cow_val_int(1);
+    cow_store_stats st;
+    for (int64_t i = 0; i < 3000; i++)
+        map_put(m, mk_key(i), mk_leafval(i));
+    v = cow_val_map(COW_T_DICT, m);
+    put_commit(s, "big", &v);
+    put_commit(s, "small", &one);
+    st = stats_of(s);
+    cr_assert_eq(st.dbs[COW_STORE_DB_ROOTS].entries, 2);
+    cr_assert_eq(st.dbs[COW_STORE_DB_SEGS].entries, st.segments);
+    cr_assert_eq(st.dbs[COW_STORE_DB_SEGMETA].entries, st.segments);
+    cr_assert_geq(st.dbs[COW_STORE_DB_SEGS].overflow_pages, st.segments);
+    cr_assert_geq(st.dbs[COW_STORE_DB_META].entries, 2);
+    del_commit(s, "big");
+    put_commit(s, "small", &one);   /* a later commit puts the freed pages on the list */
+    st = stats_of(s);
+    cr_assert_eq(st.segments, 0);
+    cr_assert_gt(st.free_pages, 10, "only %llu free pages", (unsigned long long)st.free_pages);
+    cow_store_close(s);
+    cow_val_release(&v);
+}

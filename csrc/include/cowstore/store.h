@@ -75,6 +75,19 @@ int cow_store_compact(cow_store *s);
  * in one transaction. */
 void cow_store_set_bulk(cow_store *s, int on);
 
+/* The store's LMDB databases, in stats order (store.c describes each). */
+enum { COW_STORE_DB_META, COW_STORE_DB_ROOTS, COW_STORE_DB_SEGS, COW_STORE_DB_SEGMETA,
+       COW_STORE_NDBS };
+
+/* One database's B-tree, as LMDB's mdb_stat reports it. */
+typedef struct cow_store_db_stats {
+    uint64_t entries;
+    uint64_t depth;
+    uint64_t branch_pages;
+    uint64_t leaf_pages;
+    uint64_t overflow_pages;
+} cow_store_db_stats;
+
 typedef struct cow_store_stats {
     uint64_t roots;
     uint64_t segments;
@@ -87,6 +100,8 @@ typedef struct cow_store_stats {
     uint64_t readers_used;
     uint64_t readers_max;
     uint64_t pins;               /* values read from this store alive here */
+    uint64_t free_pages;         /* on LMDB's freelist: reused by later commits */
+    cow_store_db_stats dbs[COW_STORE_NDBS];
     uint32_t format_version;
 } cow_store_stats;
 int cow_store_stats_get(cow_store *s, cow_store_stats *out);
