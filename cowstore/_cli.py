@@ -15,9 +15,12 @@ stderr ("cowstore: error: ..."); --debug shows the traceback instead.
 docs/cli.md is the manual.
 """
 import argparse
+import bz2
 import contextlib
+import gzip
 import io
 import json
+import lzma
 import os
 import sys
 import traceback
@@ -38,6 +41,10 @@ EXIT_INTERRUPTED = 130              # 128 + SIGINT, as shells report it
 DIFF_PREVIEW = 72
 # Output is written in pieces of this size.
 OUTPUT_BUFFER = 1 << 16
+# Files named with these suffixes are read and written compressed.
+COMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What a damaged compressed input raises.
+COMPRESSED_INPUT_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 
 class CliError(Exception):
@@ -98,10 +105,17 @@ def _measure(*values):
     return _cowstore._measure(list(values))[0]
 
 
+def _uncompressed_name(path):
+    """x.jsonl.gz -> x.jsonl (the name that tells the format)."""
+    base, ext = os.path.splitext(path)
+    return base if ext.lower() in COMPRESSORS else path
+
+
 @contextlib.contextmanager
 def _text_output(path=None):
     """A UTF-8 text stream: stdout, or `path` written to a temporary file
-    renamed into place on success (a failed export leaves no half file)."""
+    renamed into place on success (a failed export leaves no half file),
+    compressed when its name ends in .gz, .bz2 or .xz."""
     if path in (None, "-"):
         out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",
                                write_through=False)
@@ -112,8 +126,13 @@ def _text_output(path=None):
             out.detach()
         return
     temp = f"{path}.tmp-{os.getpid()}"
+    compressor = COMPRESSORS.get(os.path.splitext(path)[1].lower())
     try:
-        with open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER) as out:
+        if compressor is None:
+            out = open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER)
+        else:
+            out = compressor(temp, "wt", encoding="utf-8", newline="\n")
+        with out:
             yield out
         os.replace(temp, path)
     finally:
@@ -202,7 +221,8 @@ def cmd_get(args):
 def cmd_export(args):
     fmt = args.format
     if fmt == "auto":
-        fmt = "jsonl" if (args.file or "").lower().endswith(JSONL_SUFFIXES) else "json"
+        name = _uncompressed_name(args.file or "").lower()
+        fmt = "jsonl" if name.endswith(JSONL_SUFFIXES) else "json"
     with _open_store(args.store) as store:
         value, keys = resolve(store, args.name)
         if fmt == "jsonl" and not isinstance(value, (ListBase, SetBase)):
@@ -220,8 +240,9 @@ def cmd_export(args):
     return EXIT_OK
 
 
-def _progress_bar(args, stream):
-    """A tqdm bar on stderr when it is a terminal, else None."""
+def _progress_bar(args, raw):
+    """A tqdm bar on stderr when it is a terminal, else None; `raw` is the
+    input file (None for stdin: no total)."""
     if args.no_progress or not sys.stderr.isatty():
         return None
     try:
@@ -229,31 +250,44 @@ def _progress_bar(args, stream):
     except ImportError:
         return None
     total = None
-    with contextlib.suppress(OSError, AttributeError, io.UnsupportedOperation):
-        st = os.fstat(stream.fileno())
-        total = st.st_size if st.st_size else None
+    if raw is not None:
+        total = os.fstat(raw.fileno()).st_size or None
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=f"import {args.name}", file=sys.stderr)
 
 
+def _open_input(path, stack):
+    """(stream to parse, the file underneath or None for stdin), decompressing
+    by suffix."""
+    if path == "-":
+        return sys.stdin.buffer, None
+    raw = stack.enter_context(open(path, "rb"))
+    opener = COMPRESSORS.get(os.path.splitext(path)[1].lower())
+    return (raw if opener is None else stack.enter_context(opener(raw, "rb"))), raw
+
+
 def cmd_import(args):
+    source = "stdin" if args.file == "-" else args.file
     with contextlib.ExitStack() as stack:
-        if args.file == "-":
-            stream = sys.stdin.buffer
-        else:
-            stream = stack.enter_context(open(args.file, "rb"))
-        bar = _progress_bar(args, stream)
+        stream, raw = _open_input(args.file, stack)
+        bar = _progress_bar(args, raw)
         if bar is not None:
             stack.callback(bar.close)
         store = stack.enter_context(_open_store(args.store, write=True))
-        progress = (lambda done: bar.update(done - bar.n)) if bar is not None else None
+        progress = None
+        if bar is not None:     # the position in the file, compressed or not
+            def progress(done):
+                bar.update((raw.tell() if raw is not None else done) - bar.n)
         try:
-            reader = open_reader(stream, args.file, args.format)
+            reader = open_reader(stream, _uncompressed_name(args.file), args.format)
             count = import_json(store, args.name, reader, replace=args.replace,
                                 progress=progress, batch_bytes=args.batch_bytes)
         except JsonInputError as e:
-            raise CliError(f"{'stdin' if args.file == '-' else args.file}: {e}; "
-                           "nothing was imported") from None
+            raise CliError(f"{source}: {e}; nothing was imported") from None
+        except COMPRESSED_INPUT_ERRORS as e:
+            if isinstance(e, _cowstore.CowstoreError) or stream is raw:
+                raise
+            raise CliError(f"{source}: {_error_message(e)}; nothing was imported") from None
         if sys.stderr.isatty():
             noun = {"array": "elements", "object": "keys", "lines": "lines"}
             print(f"imported {count} {noun.get(reader.kind, 'value')} into {args.name}",
@@ -393,7 +427,8 @@ def _parser():
     p = command("import", cmd_import, "Load JSON or JSON Lines into a root, streamed: "
                 "all of it commits, or nothing.")
     p.add_argument("name", metavar="NAME", help="the root to create")
-    p.add_argument("file", metavar="FILE", help="the input file, or - for stdin")
+    p.add_argument("file", metavar="FILE",
+                   help="the input file (.gz, .bz2, .xz: decompressed), or - for stdin")
     p.add_argument("--format", choices=("auto", "json", "jsonl"), default="auto",
                    help="auto: JSON Lines for .jsonl/.ndjson files or input whose first "
                         "line is a whole value followed by more; else JSON")
@@ -403,7 +438,8 @@ def _parser():
 
     p = command("export", cmd_export, "Write a root as JSON or JSON Lines, streamed.")
     p.add_argument("name", metavar="NAME", help="a root (or a path into one)")
-    p.add_argument("file", metavar="FILE", nargs="?", help="output file (default stdout)")
+    p.add_argument("file", metavar="FILE", nargs="?",
+                   help="output file (default stdout; .gz, .bz2, .xz: compressed)")
     p.add_argument("--format", choices=("auto", "json", "jsonl"), default="auto",
                    help="auto: JSON Lines for a .jsonl/.ndjson FILE, else JSON")
     _add_json_output_options(p)

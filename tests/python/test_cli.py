@@ -1,8 +1,11 @@
 """The `cowstore` command, run as a real console script in subprocesses
 against real store files: round trips, every error's one line and exit
 status, stores left unchanged by failures, progress only on a terminal."""
+import bz2
 import fcntl
+import gzip
 import json
+import lzma
 import os
 import pty
 import signal
@@ -95,6 +98,26 @@ def test_import_streams_in_many_commits_and_from_stdin(tmp_path):
         assert list(s["obj"])[:3] == ["k0", "k1", "k2"]         # order kept
         assert s["num"] == 42
         assert s.names() == ["arr", "num", "obj"] and s.reserved_names() == []
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_files_by_suffix(files, suffix):
+    tmp, store, _, rows = files
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    packed = tmp / f"rows.jsonl{suffix}"
+    with opener(packed, "wb") as fh:
+        fh.write(rows.read_bytes())
+    cli("import", store, "packed", packed, check=0)
+    out = tmp / f"out.jsonl{suffix}"
+    cli("export", store, "packed", out, check=0)          # JSON Lines by the inner suffix
+    with opener(out, "rb") as fh:
+        assert fh.read() == rows.read_bytes()
+    before = snapshot(store)
+    cut = tmp / f"cut.jsonl{suffix}"
+    cut.write_bytes(packed.read_bytes()[:-20])
+    assert_one_line_error(cli("import", store, "cut", cut), 1, str(cut),
+                          "nothing was imported")
+    assert snapshot(store) == before
 
 
 def test_python_dash_m_is_the_same_command(files):
@@ -310,6 +333,22 @@ def test_replace_overwrites_and_a_killed_import_changes_nothing(files):
     cli("import", store, "doc", rows, "--replace", check=0)    # sweeps the dead one's root
     after = snapshot(store)
     assert set(after) == {"doc", "rows"} and json.loads(after["doc"]) == DOC["train"]["rows"]
+
+
+def test_interrupted_import_cleans_up_and_exits_130(files):
+    tmp, store, _, rows = files
+    before = snapshot(store)
+    big = tmp / "big.jsonl"
+    big.write_bytes(rows.read_bytes() * 200)
+    proc = subprocess.Popen([BIN, "import", store, "late", big, "--batch-bytes", "65536"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _has_reserved_root(store):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "cowstore: interrupted\n", (proc.returncode, err)
+    assert snapshot(store) == before            # the temporary root is gone too
 
 
 def _has_reserved_root(store):
