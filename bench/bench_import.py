@@ -97,7 +97,7 @@ def measure_size(tmp, mb):
 def run():
     """Q12 import: peak RSS and time of `cowstore import` at growing inputs."""
     res = H.result(
-        "import", "Q12: importing JSON Lines (`cowstore import`)",
+        "import", "12. Importing JSON Lines (`cowstore import`)",
         "Does importing a JSON Lines file keep the importer's memory flat up to ~1 GB "
         "of input, and how does its time compare with the alternatives?",
         "Each import runs `python -m cowstore import STORE rows FILE` in a fresh process; "
@@ -145,7 +145,7 @@ def run():
     res["notes"].append("The store is larger than the JSON text (see Q8 stored size): each "
                         "key and value is a 16-byte slot plus node headers.")
     res["plots"].append({"file": "bench_import.png",
-                         "title": "Q12: importing JSON Lines",
+                         "title": "12: importing JSON Lines",
                          "panels": [{"title": "peak RSS of the importer",
                                      "xlabel": "input (MiB)", "ylabel": "MiB",
                                      "series": _rss_series(rows)}]})
