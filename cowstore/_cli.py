@@ -35,7 +35,8 @@ from ._paths import join, resolve
 from ._store import Store
 from ._types import is_ndarray, type_name
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE = 0, 1           # argparse exits 2 on bad usage
+EXIT_DIFF_CHANGES, EXIT_DIFF_FAILURE = 1, 2   # diff(1)'s: 0 same, 1 different, 2 trouble
 EXIT_INTERRUPTED = 130              # 128 + SIGINT, as shells report it
 # Characters of a value shown per line by diff (--full shows all).
 DIFF_PREVIEW = 72
@@ -58,9 +59,8 @@ def _open_store(path, write=False):
     is an error then, rather than a new empty store)."""
     if not write and not os.path.exists(path):
         raise CliError(f"{path}: no such store")
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
-        if not write:
-            raise CliError(f"{path}: a directory without a store (data.mdb) in it")
+    if not write and os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
+        raise CliError(f"{path}: a directory without a store (data.mdb) in it")
     return Store(path, readonly=not write)
 
 
@@ -150,7 +150,7 @@ def cmd_info(args):
         nodes = _cowstore._measure(values) if args.walk else None
         unfinished = len(store.reserved_names())
     if args.json:
-        st["roots"] = {n: {"type": _kind(v), "length": _length(v)}
+        st["names"] = {n: {"type": _kind(v), "length": _length(v)}
                        for n, v in zip(names, values)}
         if nodes:
             st["nodes"], st["node_bytes"] = nodes[1], nodes[0]
@@ -175,11 +175,10 @@ def cmd_info(args):
     if unfinished:
         lines.append(("unfinished", f"{unfinished} import(s) in progress or abandoned "
                                     "(compact removes abandoned ones)"))
-    lines.append(("roots", str(len(names))))
-    for label, text in lines[:-1]:
+    for label, text in lines:
         print(f"{label:<11} {text}")
     _print_db_table(st["lmdb"])
-    print(f"{lines[-1][0]:<11} {lines[-1][1]}")
+    print(f"{'roots':<11} {len(names)}")
     for name, value in zip(names, values):
         print(f"  {_kind(value):<16} {_length(value):>10}  {name}")
     return EXIT_OK
@@ -340,10 +339,12 @@ def cmd_diff(args):
             else:
                 print(f"~ {path}: {_preview(change.old, args.full)} -> "
                       f"{_preview(change.new, args.full)}")
-    return 1 if changes else 0
+    return EXIT_DIFF_CHANGES if changes else EXIT_OK
 
 
 def cmd_compact(args):
+    if args.output and os.path.exists(args.output):
+        raise CliError(f"{args.output} exists; --output writes a new store")
     with _open_store(args.store, write=True) as store:
         removed = remove_abandoned_imports(store)
         before = store.stats()
@@ -362,8 +363,6 @@ def cmd_compact(args):
 
 
 def _copy_store(store, path):
-    if os.path.exists(path):
-        raise CliError(f"{path} exists; --output writes a new store")
     with Store(path) as copy, copy.transaction():
         for name in store.names():      # one commit: what roots share is written once
             copy[name] = store[name]
@@ -485,7 +484,7 @@ def _error_message(exc):
 def main(argv=None):
     """Runs one command; returns the exit status."""
     args = _parser().parse_args(argv)
-    failure = 2 if args.command == "diff" else EXIT_FAILURE
+    failure = EXIT_DIFF_FAILURE if args.command == "diff" else EXIT_FAILURE
     try:
         return args.run(args)
     except KeyboardInterrupt:

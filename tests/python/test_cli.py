@@ -158,7 +158,8 @@ def test_info_reports_roots_sizes_and_format(files):
                      "lmdb", "free pages", "database     entries", "segmeta"):
         assert fragment in text, text
     data = json.loads(cli("info", store, "--json", check=0).stdout)
-    assert data["roots"]["rows"] == {"type": "list", "length": "1500"}
+    assert data["names"]["rows"] == {"type": "list", "length": "1500"}
+    assert data["roots"] == 2
     assert data["nodes"] > 1500 and data["file_size"] >= data["segment_bytes"] > 0
     assert data["format_version"] == 1 and data["unfinished_imports"] == 0
     assert data["lmdb"]["segs"]["overflow_pages"] >= data["segments"]
