@@ -63,6 +63,7 @@ int cowpy_raise_int(cowpy_state *st, int code);   /* same, returns -1 */
  * the recorded error into CorruptStoreError.  cowpy_stored_error returns -1
  * (raised) or 0; cowpy_checked passes res through or returns NULL. */
 int cowpy_stored_error(cowpy_state *st);
+int cowpy_raise_corrupt(cowpy_state *st);       /* CorruptStoreError; returns -1 */
 PyObject *cowpy_checked(cowpy_state *st, PyObject *res);
 
 /* convert.c */

@@ -28,13 +28,19 @@ cowpy_raise(cowpy_state *st, int code)
 }
 
 int
+cowpy_raise_corrupt(cowpy_state *st)
+{
+    PyErr_SetString(st->CorruptStoreError,
+                    "corrupt stored data: a node or reference failed validation");
+    return -1;
+}
+
+int
 cowpy_stored_error(cowpy_state *st)
 {
     if (cow_ref_take_error() == COW_OK)
         return 0;
-    PyErr_SetString(st->CorruptStoreError,
-                    "corrupt stored data: a node or reference failed validation");
-    return -1;
+    return cowpy_raise_corrupt(st);
 }
 
 PyObject *

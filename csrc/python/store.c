@@ -343,7 +343,10 @@ cowpy_measure(PyObject *mod, PyObject *values)
         if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(seq, done), &vals[done]) < 0)
             goto fail;
     if ((rc = cow_segw_measure(vals, (size_t)n, &bytes, &nodes)) < 0) {
-        if (!cowpy_stored_error(st))
+        cow_ref_take_error();
+        if (rc == COW_ECORRUPT)
+            cowpy_raise_corrupt(st);
+        else
             cowpy_raise(st, rc);
         goto fail;
     }
