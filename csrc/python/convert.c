@@ -384,8 +384,16 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     case COW_T_NDARRAY: return cowpy_ndarray_to(st, v, 0);
     }
     cow_val_span(v, &p, &n);
-    if (cow_tag_is_str(v->tag))
-        return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
+    if (cow_tag_is_str(v->tag)) {
+        PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
+        /* Strings are kept as valid UTF-8 (lone surrogates are refused on
+         * the way in), so bytes that do not decode were damaged in a file. */
+        if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            cowpy_raise_corrupt(st);
+        }
+        return s;
+    }
     if (cow_tag_is_bytes(v->tag))
         return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
     if (v->tag == COW_T_BIGINT)
