@@ -86,7 +86,7 @@ def measure_size(tmp, mb):
            "cow": (took, rss)}
     if mb <= BASELINE_MAX_MB:
         row["plain"] = run_measured([sys.executable, "-c", LOAD_PLAIN, src])[:2]
-        if H.optional("lmdb"):
+        if H.optional("lmdb")[0] is not None:
             row["lmdb"] = run_measured([sys.executable, "-c", LOAD_LMDB, src,
                                         os.path.join(tmp, f"l-{mb}.lmdb")])[:2]
     for path in (src, store, store + "-lock"):

@@ -33,7 +33,8 @@ BIG = 10 ** 5
 REFERENCE_PICKLE_MAX = 1024
 STATS_KEYS = {"roots", "segments", "segment_bytes", "live_bytes", "file_bytes", "map_bytes",
               "page_size", "last_txn", "readers_used", "readers_max", "pins",
-              "format_version", "path", "file_size"}
+              "format_version", "path", "file_size", "free_pages", "lmdb"}
+LMDB_DB_KEYS = {"entries", "depth", "branch_pages", "leaf_pages", "overflow_pages"}
 
 
 @pytest.fixture
@@ -488,6 +489,9 @@ def test_stats_keys_and_values(store, path):
     assert s1["file_size"] == os.path.getsize(path)
     assert 0 < s1["file_bytes"] <= s1["map_bytes"]
     assert s1["file_bytes"] <= s1["file_size"]
+    assert set(s1["lmdb"]) == {"meta", "roots", "segs", "segmeta"}
+    assert all(set(db) == LMDB_DB_KEYS for db in s1["lmdb"].values())
+    assert s1["lmdb"]["roots"]["entries"] == 2 and s1["free_pages"] >= 0
     assert 1 <= s1["readers_used"] <= s1["readers_max"]
     held = store["a"]
     assert store.stats()["pins"] >= 1
@@ -495,7 +499,7 @@ def test_stats_keys_and_values(store, path):
     gc.collect()
     assert store.stats()["pins"] == 0
     for k, v in s1.items():
-        assert type(v) is (str if k == "path" else int), k
+        assert type(v) is {"path": str, "lmdb": dict}.get(k, int), k
 
 
 # ---- space: structural sharing, reclaim, bounded file, compaction ---------------------
