@@ -13,6 +13,7 @@ temporary root of an importer that died is removed by the next import or by
 ``cowstore compact``.
 """
 import contextlib
+import hashlib
 import os
 import socket
 
@@ -24,14 +25,23 @@ from ._store import RESERVED_PREFIX
 # Input bytes parsed between two commits: bounds the heap an import holds.
 BATCH_BYTES = 4 << 20
 _TEMP_PREFIX = RESERVED_PREFIX + "import:"
+# Host name characters kept in a temporary root's name.
+_HOST_CHARS = 64
 
 
 class ImportTargetError(CowstoreError, ValueError):
     """The root to import into exists and replacing it was not asked for."""
 
 
+def _host():
+    return socket.gethostname()[:_HOST_CHARS].replace(":", "_")
+
+
 def _temp_name(name):
-    return f"{_TEMP_PREFIX}{socket.gethostname()}:{os.getpid()}:{name}"
+    """Reserved, unique to this importer, and short whatever `name` is (root
+    names are at most 511 bytes)."""
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_TEMP_PREFIX}{_host()}:{os.getpid()}:{digest}"
 
 
 def _dead_importer(temp_name):
@@ -41,7 +51,7 @@ def _dead_importer(temp_name):
         pid = int(pid)
     except ValueError:
         return False
-    if host != socket.gethostname() or pid == os.getpid():
+    if host != _host() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -82,17 +92,14 @@ def import_json(store, name, reader, replace=False, progress=None, batch_bytes=B
         store[name] = items[0]
         return 1
     target = _new_container(reader.kind)
-    add = target.__setitem__ if reader.kind == "object" else target.append
+    add = (lambda pair: target.__setitem__(*pair)) if reader.kind == "object" else target.append
     count, committed_at = 0, 0
     try:
         # A dict's index takes inserts all over, so batches do leave garbage:
         # only lists skip compaction.
         with store.bulk_load() if reader.kind != "object" else contextlib.nullcontext():
             for item in reader:
-                if reader.kind == "object":
-                    add(*item)
-                else:
-                    add(item)
+                add(item)
                 count += 1
                 if reader.bytes_read - committed_at >= batch_bytes:
                     store[temp] = target
