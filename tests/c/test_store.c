@@ -140,6 +140,16 @@ stats_of(cow_store *s)
     return st;
 }
 
+/* ST1 once every root reaching segments is gone: none left, no bytes counted. */
+static void
+expect_no_segments(cow_store *s)
+{
+    cow_store_stats st = stats_of(s);
+    cr_assert_eq(st.segments, 0, "ST1: %llu segments left", (unsigned long long)st.segments);
+    cr_assert_eq(st.segment_bytes, 0, "ST1: %llu segment bytes left",
+                 (unsigned long long)st.segment_bytes);
+}
+
 /* Root `name` reads back as `model` (tags, identities, order: expect_same). */
 static void
 expect_root(cow_store *s, const char *name, const cow_val *model)
@@ -335,10 +345,8 @@ Test(store, delete_frees_segments)
     st = stats_of(s);
     cr_assert_gt(st.segments, 0);
     del_commit(s, "only");
-    st = stats_of(s);
-    cr_assert_eq(st.roots, 0);
-    cr_assert_eq(st.segments, 0, "ST1: %llu segments left", (unsigned long long)st.segments);
-    cr_assert_eq(st.segment_bytes, 0);
+    cr_assert_eq(stats_of(s).roots, 0);
+    expect_no_segments(s);
     put_commit(s, "only", &v);
     put_commit(s, "only", &n);         /* replaced by a value without segments */
     st = stats_of(s);
@@ -362,9 +370,7 @@ Test(store, delete_frees_segments)
     cr_assert_gt(stats_of(s).segments, 0);
     expect_root(s, "b", &model);
     del_commit(s, "b");
-    st = stats_of(s);
-    cr_assert_eq(st.segments, 0, "ST1: %llu segments left", (unsigned long long)st.segments);
-    cr_assert_eq(st.segment_bytes, 0);
+    expect_no_segments(s);
     cow_store_close(s);
     cow_val_release(&model);
     cow_val_release(&v);
@@ -951,7 +957,6 @@ Test(store, recommit_value_of_freed_segments)
     cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
     cow_val v = mk_rich(150, 3), old, d, model, k1 = tu_str("added after the delete");
     cow_val k2;
-    cow_store_stats st;
     put_commit(s, "a", &v);
     old = get_ok(s, "a");
     del_commit(s, "a");
@@ -971,9 +976,7 @@ Test(store, recommit_value_of_freed_segments)
     cow_val_release(&old);
     del_commit(s, "same");
     del_commit(s, "changed");
-    st = stats_of(s);
-    cr_assert_eq(st.segments, 0, "ST1: %llu segments left", (unsigned long long)st.segments);
-    cr_assert_eq(st.segment_bytes, 0);
+    expect_no_segments(s);
     cow_store_close(s);
     cow_val_release(&model);
     cow_val_release(&v);

@@ -345,16 +345,9 @@ def test_a_closed_pipe_ends_quietly(files):
 def test_replace_overwrites_and_a_killed_import_changes_nothing(files):
     tmp, store, doc, rows = files
     before = snapshot(store)
-    big = tmp / "big.jsonl"
-    big.write_bytes(rows.read_bytes() * 200)            # ~30 MiB: long enough to kill
-    proc = subprocess.Popen([BIN, "import", store, "doc", big, "--replace",
-                             "--batch-bytes", "65536"], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _has_reserved_root(store):
-        time.sleep(0.02)
+    proc = _import_under_way(tmp, store, rows, "doc", "--replace")
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    proc.communicate(timeout=60)
     assert snapshot(store) == {**before, **_reserved_snapshot(store)}
     cli("import", store, "doc", rows, "--replace", check=0)    # sweeps the dead one's root
     after = snapshot(store)
@@ -364,17 +357,25 @@ def test_replace_overwrites_and_a_killed_import_changes_nothing(files):
 def test_interrupted_import_cleans_up_and_exits_130(files):
     tmp, store, _, rows = files
     before = snapshot(store)
-    big = tmp / "big.jsonl"
-    big.write_bytes(rows.read_bytes() * 200)
-    proc = subprocess.Popen([BIN, "import", store, "late", big, "--batch-bytes", "65536"],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _has_reserved_root(store):
-        time.sleep(0.02)
+    proc = _import_under_way(tmp, store, rows, "late")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == "cowstore: interrupted\n", (proc.returncode, err)
     assert snapshot(store) == before            # the temporary root is gone too
+
+
+def _import_under_way(tmp, store, rows, name, *options):
+    """An import of ~30 MiB into `name`, returned once it has committed its
+    first batch under the temporary root (so stopping it now is mid-import)."""
+    big = tmp / "big.jsonl"
+    big.write_bytes(rows.read_bytes() * 200)
+    proc = subprocess.Popen([BIN, "import", store, name, big, *options,
+                             "--batch-bytes", "65536"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _has_reserved_root(store):
+        assert time.monotonic() < deadline and proc.poll() is None, "no batch was committed"
+        time.sleep(0.02)
+    return proc
 
 
 def _has_reserved_root(store):

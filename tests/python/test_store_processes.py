@@ -38,6 +38,18 @@ def _parent_chunk_sums(dataset, parts):
     return [W.chunk_checksum(dataset, lo, hi) for lo, hi in _chunks(len(dataset), parts)]
 
 
+def _race(method, target, argsets):
+    """One process per argument tuple, released together by an event passed
+    as each one's last argument (so they really race); joins them all."""
+    ctx = multiprocessing.get_context(method)
+    go = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, go)) for args in argsets]
+    for p in procs:
+        p.start()
+    go.set()
+    _join_all(procs)
+
+
 def _join_all(procs):
     for p in procs:
         p.join(JOIN_TIMEOUT)
@@ -342,14 +354,7 @@ def test_racing_transactions_lose_no_update(tmp_path, method):
     path = str(tmp_path / "counter.cow")
     with cowstore.open(path) as store:
         store["counter"] = 0
-    ctx = multiprocessing.get_context(method)
-    go = ctx.Event()
-    procs = [ctx.Process(target=W.increment_counter, args=(path, "counter", n, go))
-             for _ in range(2)]
-    for p in procs:
-        p.start()
-    go.set()
-    _join_all(procs)
+    _race(method, W.increment_counter, [(path, "counter", n)] * 2)
     with cowstore.open(path, readonly=True) as store:
         assert store["counter"] == 2 * n
 
@@ -361,14 +366,7 @@ def test_racing_transactions_on_a_container_root(tmp_path):
     path = str(tmp_path / "dcounter.cow")
     with cowstore.open(path) as store:
         store["d"] = {"count": 0, "by": {}, "fixed": list(range(500))}
-    ctx = multiprocessing.get_context("fork")
-    go = ctx.Event()
-    procs = [ctx.Process(target=W.increment_counter_dict, args=(path, "d", f"w{w}", n, go))
-             for w in range(writers)]
-    for p in procs:
-        p.start()
-    go.set()
-    _join_all(procs)
+    _race("fork", W.increment_counter_dict, [(path, "d", f"w{w}", n) for w in range(writers)])
     with cowstore.open(path, readonly=True) as store:
         d = store["d"]
         assert d["count"] == n * writers
@@ -383,14 +381,7 @@ def test_racing_plain_assignments(tmp_path):
     path = str(tmp_path / "race.cow")
     with cowstore.open(path) as store:
         store["x"] = W.racing_value(-1, 0)
-    ctx = multiprocessing.get_context("fork")
-    go = ctx.Event()
-    procs = [ctx.Process(target=W.assign_many, args=(path, "x", w, times, go))
-             for w in range(writers)]
-    for p in procs:
-        p.start()
-    go.set()
-    _join_all(procs)
+    _race("fork", W.assign_many, [(path, "x", w, times) for w in range(writers)])
     with cowstore.open(path, readonly=True) as store:
         final = cowstore.thaw(store["x"])
     assert final["worker"] in range(writers) and final["k"] in range(times)
