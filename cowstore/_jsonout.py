@@ -73,9 +73,7 @@ class JsonWriter:
             text = json.dumps(thaw(value) if is_container(value) else value,
                               indent=self._indent, ensure_ascii=False,
                               default=self._default)
-        except TypeError as e:      # a dict key json cannot write
-            raise JsonOutputError(f"{e} (in {join(path) or 'the value'})") from None
-        except JsonOutputError as e:
+        except (TypeError, JsonOutputError) as e:      # TypeError: a key json cannot write
             raise JsonOutputError(f"{e} (in {join(path) or 'the value'})") from None
         if self._indent and level:
             text = text.replace("\n", "\n" + " " * (self._indent * level))
