@@ -343,7 +343,7 @@ def test_readonly_store_reads_and_refuses_writes(path):
     assert r.readonly and not r.closed
     assert r.names() == ["a", "b"] and thaw(r["a"]) == {"x": [1, 2]} and "a" in r
     for op in (lambda: r.__setitem__("c", 1), lambda: r.__delitem__("a"), r.compact,
-               lambda: r.transaction().__enter__()):
+               lambda: r.transaction().__enter__(), lambda: r.bulk_load().__enter__()):
         with pytest.raises(cowstore.ReadonlyStoreError) as info:
             op()
         assert isinstance(info.value, cowstore.StoreError)
@@ -353,6 +353,27 @@ def test_readonly_store_reads_and_refuses_writes(path):
     assert thaw(d) == {"x": [1, 2, 3]}
     assert r.names() == ["a", "b"] and thaw(r["a"]) == {"x": [1, 2]}
     r.close()
+
+
+def test_bulk_load_appends_count_as_live_and_reserved_names_stay_apart(store):
+    rows = cowstore.CowList()
+    with store.bulk_load():
+        for batch in range(20):
+            rows.extend({"id": i, "name": f"n{i}"} for i in range(batch * 500, batch * 500 + 500))
+            store["\x00work"] = rows
+            st = store.stats()
+            assert st["live_bytes"] == st["segment_bytes"], batch      # no garbage assumed
+    store["rows"] = store["\x00work"]
+    assert store.names() == ["rows"] and store.reserved_names() == ["\x00work"]
+    assert len(store) == 1 and list(store) == ["rows"] and store.stats()["roots"] == 2
+    assert thaw(store["rows"]) == [{"id": i, "name": f"n{i}"} for i in range(10_000)]
+    before = store.stats()["live_bytes"]
+    store["small"] = 1                  # an ordinary commit after: no compaction
+    assert store.stats()["live_bytes"] == before
+    with pytest.raises(TypeError):
+        cowstore._cowstore._measure(5)                      # du's measure: a sequence
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore._cowstore._measure([object()])
 
 
 def test_readonly_open_of_a_missing_file_fails(tmp_path):
