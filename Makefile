@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CC     ?= gcc
 CORE_SRC := $(sort $(wildcard csrc/core/*.c))
-CORE_HDR := $(wildcard csrc/include/cowstore/*.h)
+CORE_HDR := $(wildcard csrc/include/cowstore/*.h csrc/core/*.h)
 CTESTS   := $(patsubst tests/c/%.c,tests/c/bin/%,$(sort $(wildcard tests/c/test_*.c)))
 # The C core's tests always run instrumented: they are small, and ASan/UBSan/LSan
 # turn a silent memory bug into a failing test.

@@ -35,5 +35,6 @@ setup(ext_modules=[Extension(
     define_macros=macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
-    depends=glob.glob("csrc/include/cowstore/*.h") + glob.glob("csrc/python/*.h"),
+    depends=(glob.glob("csrc/include/cowstore/*.h") + glob.glob("csrc/core/*.h")
+             + glob.glob("csrc/python/*.h")),
 )])

@@ -54,6 +54,9 @@ class _Anchor:
     def __init__(self, path):
         self.path = path
         self.anonymous = os.path.basename(path).startswith(_ANON_PREFIX)
+        # Each thread's transaction on this file, whichever handle it uses
+        # (the C side shares one environment and one writer gate per file).
+        self.txns = threading.local()
         self._fd = [None]           # shared with the finalizer, which cannot hold self
         if self.anonymous:
             self._lock()
@@ -196,8 +199,7 @@ class Store:
         self._path = self._anchor.path
         self._anonymous = self._anchor.anonymous
         self._readonly = readonly
-        self._depth = 0
-        self._committed = []         # (name, container, root word) put in this transaction
+        self._txns = self._anchor.txns
 
     # -- properties ----------------------------------------------------------
     @property
@@ -223,6 +225,14 @@ class Store:
             raise StoreError("store is closed")
         return self._store
 
+    def _txn(self):
+        """The calling thread's transaction on this file: its nesting depth,
+        and the containers put, by name, with their root word at the put."""
+        t = self._txns
+        if not hasattr(t, "depth"):
+            t.depth, t.puts = 0, {}
+        return t
+
     # -- the mapping ---------------------------------------------------------
     def __getitem__(self, name):
         value = self._c()._get(name)
@@ -238,7 +248,7 @@ class Store:
 
     def __setitem__(self, name, value):
         self._check_writable()
-        if self._depth:
+        if self._txn().depth:
             self._put(name, value)
             return
         for attempt in range(_PUT_RETRIES):
@@ -252,21 +262,25 @@ class Store:
 
     def _put(self, name, value):
         self._c()._put(name, value)
+        puts = self._txn().puts
+        puts.pop(name, None)            # an earlier put of name is not committed
         if hasattr(value, "_adopt"):
-            self._committed.append((name, value, value._root_word()))
+            puts[name] = (value, value._root_word())
 
-    def _adopt_committed(self):
-        """After a commit, containers assigned (and unchanged since) take the
-        stored root, so committing them again writes only new changes."""
-        done, self._committed = self._committed, []
-        for name, value, word in done:
-            if value._adopt(self[name], word):
+    def _adopt_committed(self, puts, committed):
+        """After a commit, each container put (and unchanged since) takes the
+        stored twin of its own put, so committing it again writes only new
+        changes.  committed: {name: stored value} from the commit itself."""
+        for name, (value, word) in puts.items():
+            stored = committed.get(name)
+            if stored is not None and value._adopt(stored, word):
                 value._set_origin((self._anchor, name))
 
     def __delitem__(self, name):
         self._check_writable()
         with self.transaction():
             self._c()._delete(name)
+            self._txn().puts.pop(name, None)
 
     def __contains__(self, name):
         try:
@@ -299,34 +313,35 @@ class Store:
     def transaction(self):
         """Groups reads and writes atomically.
 
-        Entering takes LMDB's writer lock (other writers, in any process,
-        wait), so reads inside see the latest commit and a read-modify-write
-        cannot lose an update.  Writes become visible to others at the end;
-        an exception discards them.  Nested ``transaction()`` blocks join the
-        outer one.
+        A transaction belongs to the thread that opens it.  Entering waits
+        for the store's writer lock (held by another thread or process that
+        is writing), so reads inside see the latest commit and a
+        read-modify-write cannot lose an update.  Writes become visible to
+        others -- other threads included -- at the end; an exception
+        discards them.  Nested ``transaction()`` blocks in one thread join
+        the outer one, whichever handle of the file they use.
         """
         self._check_writable()
-        if self._depth:
-            self._depth += 1
+        t = self._txn()
+        if t.depth:
+            t.depth += 1
             try:
                 yield self
             finally:
-                self._depth -= 1
+                t.depth -= 1
             return
         c = self._c()
         c._begin()
-        self._depth = 1
-        self._committed = []
+        t.depth, t.puts = 1, {}
         try:
             yield self
         except BaseException:
+            t.depth = 0
             c._abort()
             raise
-        else:
-            c._commit()
-        finally:
-            self._depth = 0
-        self._adopt_committed()
+        t.depth = 0
+        puts, t.puts = t.puts, {}
+        self._adopt_committed(puts, c._commit())
 
     @contextlib.contextmanager
     def bulk_load(self):

@@ -34,7 +34,7 @@ exception_for_store(cowpy_state *st, int code)
 static PyObject *
 store_raise(StoreObject *self, int code)
 {
-    const char *msg = cow_store_errmsg(self ? self->s : NULL);
+    const char *msg = cow_store_errmsg();
     PyErr_SetString(exception_for_store(self ? self->st : NULL, code), msg[0] ? msg : cow_strerror(code));
     return NULL;
 }
@@ -90,7 +90,7 @@ store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     cow_store_set_block_hooks(release_gil, acquire_gil);
     if ((rc = cow_store_open(path, flags, (size_t)map_size, &s)) < 0) {
-        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg(NULL));
+        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg());
         return NULL;
     }
     if ((self = (StoreObject *)type->tp_alloc(type, 0)) == NULL) {
@@ -111,12 +111,22 @@ store_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
+/* close(): a transaction this thread has open on the store is aborted. */
 static PyObject *
 store_close(PyObject *op, PyObject *unused)
 {
+    if (STORE(op)->s)
+        cow_store_abort(STORE(op)->s);
     cow_store_close(STORE(op)->s);
     STORE(op)->s = NULL;
     Py_RETURN_NONE;
+}
+
+/* Values that come back as lazy containers rather than converted objects. */
+static int
+is_container(const cow_val *v)
+{
+    return cow_tag_is_map(v->tag) || v->tag == COW_T_LIST || v->tag == COW_T_FLIST;
 }
 
 /* _get(name) -> value, or KeyError.  Containers come back backed by the
@@ -139,7 +149,7 @@ store_get(PyObject *op, PyObject *name)
     }
     if (rc < 0)
         return store_raise(self, rc);
-    if (cow_tag_is_map(v.tag) || v.tag == COW_T_LIST || v.tag == COW_T_FLIST)
+    if (is_container(&v))
         return cowpy_wrap(self->st, v);
     res = cowpy_to_object(self->st, &v, NULL, NULL, 0, 0);
     cow_val_release(&v);
@@ -200,16 +210,49 @@ store_delete(PyObject *op, PyObject *name)
     Py_RETURN_NONE;
 }
 
+typedef struct committed_ctx {
+    cowpy_state *st;
+    PyObject *dict;         /* name -> the stored twin of the container put */
+} committed_ctx;
+
+/* One container put by the commit, added to ctx's dict. */
+static int
+collect_committed(void *ctx, const char *name, size_t nlen, const cow_val *value)
+{
+    committed_ctx *cx = ctx;
+    PyObject *key = NULL, *wrapped = NULL;
+    cow_val v;
+    int rc = COW_ENOMEM;
+    if (!is_container(value))
+        return COW_OK;
+    cow_val_copy(&v, value);
+    if ((wrapped = cowpy_wrap(cx->st, v)) == NULL)
+        goto done;
+    if ((key = PyUnicode_DecodeUTF8(name, (Py_ssize_t)nlen, "surrogateescape")) == NULL)
+        goto done;
+    if (PyDict_SetItem(cx->dict, key, wrapped) == 0)
+        rc = COW_OK;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(wrapped);
+    return rc;
+}
+
+/* _commit() -> {name: stored value} for the containers put, read back from
+ * the commit's own pages (what each put container may adopt). */
 static PyObject *
 store_commit(PyObject *op, PyObject *unused)
 {
     StoreObject *self = STORE(op);
+    committed_ctx cx = {self->st, NULL};
     int rc;
-    if (check_open(self) < 0)
+    if (check_open(self) < 0 || (cx.dict = PyDict_New()) == NULL)
         return NULL;
-    if ((rc = cow_store_commit(self->s)) < 0)
-        return store_raise(self, rc);
-    Py_RETURN_NONE;
+    if ((rc = cow_store_commit_each(self->s, collect_committed, &cx)) < 0) {
+        Py_DECREF(cx.dict);
+        return PyErr_Occurred() ? NULL : store_raise(self, rc);
+    }
+    return cx.dict;
 }
 
 static PyObject *
@@ -367,7 +410,7 @@ cowpy_after_fork(PyObject *mod, PyObject *unused)
     cowpy_state *st = PyModule_GetState(mod);
     int rc = cow_store_after_fork_all();
     if (rc < 0) {
-        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg(NULL));
+        PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg());
         return NULL;
     }
     Py_RETURN_NONE;

@@ -99,7 +99,7 @@ open_ok(const char *path, unsigned flags)
 {
     cow_store *s = NULL;
     int rc = cow_store_open(path, flags, 0, &s);
-    cr_assert_eq(rc, COW_OK, "open %s: %s (%s)", path, cow_strerror(rc), cow_store_errmsg(NULL));
+    cr_assert_eq(rc, COW_OK, "open %s: %s (%s)", path, cow_strerror(rc), cow_store_errmsg());
     cr_assert_not_null(s);
     return s;
 }
@@ -108,10 +108,10 @@ static void
 put_commit(cow_store *s, const char *name, const cow_val *v)
 {
     int rc;
-    cr_assert_eq(cow_store_begin(s), COW_OK, "begin: %s", cow_store_errmsg(s));
-    cr_assert_eq(cow_store_put(s, name, strlen(name), v), COW_OK, "put: %s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_begin(s), COW_OK, "begin: %s", cow_store_errmsg());
+    cr_assert_eq(cow_store_put(s, name, strlen(name), v), COW_OK, "put: %s", cow_store_errmsg());
     rc = cow_store_commit(s);
-    cr_assert_eq(rc, COW_OK, "commit: %s (%s)", cow_strerror(rc), cow_store_errmsg(s));
+    cr_assert_eq(rc, COW_OK, "commit: %s (%s)", cow_strerror(rc), cow_store_errmsg());
 }
 
 static void
@@ -119,7 +119,7 @@ del_commit(cow_store *s, const char *name)
 {
     cr_assert_eq(cow_store_begin(s), COW_OK);
     cr_assert_eq(cow_store_del(s, name, strlen(name)), COW_FOUND);
-    cr_assert_eq(cow_store_commit(s), COW_OK, "commit: %s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_commit(s), COW_OK, "commit: %s", cow_store_errmsg());
 }
 
 /* A new reference to root `name`, which must exist. */
@@ -128,7 +128,7 @@ get_ok(cow_store *s, const char *name)
 {
     cow_val v;
     int rc = cow_store_get(s, name, strlen(name), &v);
-    cr_assert_eq(rc, COW_FOUND, "get %s: %d (%s)", name, rc, cow_store_errmsg(s));
+    cr_assert_eq(rc, COW_FOUND, "get %s: %d (%s)", name, rc, cow_store_errmsg());
     return v;
 }
 
@@ -136,7 +136,7 @@ static cow_store_stats
 stats_of(cow_store *s)
 {
     cow_store_stats st;
-    cr_assert_eq(cow_store_stats_get(s, &st), COW_OK, "stats: %s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_stats_get(s, &st), COW_OK, "stats: %s", cow_store_errmsg());
     return st;
 }
 
@@ -483,7 +483,7 @@ Test(store, compact_keeps_data)
     put_commit(s, "a2", &d);            /* shares most of a */
     put_commit(s, "b", &a);             /* b's old segments become garbage */
     before = stats_of(s);
-    cr_assert_eq(cow_store_compact(s), COW_OK, "compact: %s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_compact(s), COW_OK, "compact: %s", cow_store_errmsg());
     after = stats_of(s);
     cr_assert_leq(after.segment_bytes, before.segment_bytes);
     cr_assert_eq(after.live_bytes, after.segment_bytes, "compaction resets live_bytes");
@@ -675,9 +675,9 @@ Test(store, truncated_copy_fails_cleanly)
                 copy_file(tpath("db"), tpath("cut"), cuts[i]);
                 rc = cow_store_open(tpath("cut"), ro ? COW_STORE_READONLY : 0, 0, &t);
                 cr_assert_eq(rc, COW_ECORRUPT, "cut at %lld (readonly %u): %d (%s)",
-                             (long long)cuts[i], ro, rc, cow_store_errmsg(NULL));
+                             (long long)cuts[i], ro, rc, cow_store_errmsg());
                 cr_assert_null(t);
-                cr_assert_gt(strlen(cow_store_errmsg(NULL)), 0);
+                cr_assert_gt(strlen(cow_store_errmsg()), 0);
             }
     }
     /* the intact copy opens */
@@ -743,10 +743,10 @@ Test(store, foreign_files_fail_cleanly)
         cr_assert_eq(mdb_txn_commit(txn), 0);
         mdb_env_close(env);
         cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT,
-                     "%s: %s", p, cow_store_errmsg(NULL));
+                     "%s: %s", p, cow_store_errmsg());
         cr_assert_null(s);
         if (kind == 1) {
-            cr_assert_eq(cow_store_open(p, 0, 0, &s), COW_ECORRUPT, "%s", cow_store_errmsg(NULL));
+            cr_assert_eq(cow_store_open(p, 0, 0, &s), COW_ECORRUPT, "%s", cow_store_errmsg());
             cr_assert_null(s);
         }
     }
@@ -938,7 +938,7 @@ Test(store, hostile_records_fail_cleanly)
     /* replacing a root that names a missing segment cannot decref it */
     cr_assert_eq(cow_store_begin(s), COW_OK);
     cr_assert_eq(cow_store_put(s, "no_seg", 6, &one), COW_OK);
-    cr_assert_eq(cow_store_commit(s), COW_ECORRUPT, "%s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_commit(s), COW_ECORRUPT, "%s", cow_store_errmsg());
     got = get_ok(s, "no_seg");
     cr_assert_eq(got.tag, COW_T_DICT, "a failed commit changed the store");
     cow_val_release(&got);
@@ -969,7 +969,7 @@ Test(store, recommit_value_of_freed_segments)
     cr_assert_eq(cow_map_own(&model.u.w), COW_OK);
     cr_assert_eq(cow_map_set(cow_val_getmap(&model), k2, tu_hash(&k2), cow_val_int(3)), COW_OK);
     put_commit(s, "changed", &d);
-    cr_assert_eq(cow_store_compact(s), COW_OK, "compact: %s", cow_store_errmsg(s));
+    cr_assert_eq(cow_store_compact(s), COW_OK, "compact: %s", cow_store_errmsg());
     expect_root(s, "same", &v);
     expect_root(s, "changed", &model);
     cow_val_release(&d);

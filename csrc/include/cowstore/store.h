@@ -21,7 +21,7 @@ typedef struct cow_store cow_store;
 #define COW_STORE_MAX_READERS 4096
 
 /* Opens (creating unless READONLY) the store at path.  On failure *out is
- * NULL and the error is returned; cow_store_errmsg(NULL) then describes it. */
+ * NULL and the error is returned; cow_store_errmsg() then describes it. */
 int cow_store_open(const char *path, unsigned flags, size_t map_size, cow_store **out);
 /* A process opens a file once: opening a store already open here returns
  * the same handle with one more opener (LMDB forbids two environments on one
@@ -34,8 +34,9 @@ void cow_store_close(cow_store *s);
 int cow_store_after_fork(cow_store *s);
 int cow_store_after_fork_all(void);     /* every store open in this process */
 
-/* The message for the last error of s (LMDB's own text for LMDB errors). */
-const char *cow_store_errmsg(const cow_store *s);
+/* The message for the calling thread's last store error (LMDB's own text
+ * for LMDB errors); other threads' errors never overwrite it. */
+const char *cow_store_errmsg(void);
 
 /* Reads root `name`: *out is a new reference to it (a stored value, pinned),
  * COW_FOUND or COW_NOT_FOUND. */
@@ -44,20 +45,38 @@ int cow_store_get(cow_store *s, const char *name, size_t nlen, cow_val *out);
 int cow_store_names(cow_store *s, int (*visit)(void *ctx, const char *name, size_t len),
                     void *ctx);
 
-/* Write transactions: begin takes LMDB's writer lock (blocking other
- * writers, in any process) and refreshes the snapshot that get() reads, so
- * reads inside see the latest committed state.  put/del apply at commit;
- * commit writes new nodes only, frees what became unreachable, and syncs
- * unless NOSYNC.  On any error the store is as before begin. */
+/* Write transactions belong to the thread that begins them.  begin waits
+ * for the handle's writer gate (other threads of this process) and LMDB's
+ * writer lock (other processes), both outside the block hooks, and
+ * refreshes the snapshot that get() reads, so reads inside see the latest
+ * committed state.  put/del/commit/abort act on the calling thread's
+ * transaction only (EINVAL without one); other threads' get() and names()
+ * never see its pending operations.  put/del apply at commit, in order,
+ * every new root reference counted before an old one is dropped; commit
+ * writes new nodes only, frees what became unreachable, and syncs unless
+ * NOSYNC (its fsync outside the hooks).  On any error the store is as
+ * before begin, and the transaction is over.
+ *
+ * Threads: the core expects one caller at a time per process (the
+ * binding's GIL), except that while one thread is inside the block hooks
+ * others may call in. */
 int cow_store_begin(cow_store *s);
 int cow_store_put(cow_store *s, const char *name, size_t nlen, const cow_val *v);
 int cow_store_del(cow_store *s, const char *name, size_t nlen);  /* FOUND / NOT_FOUND */
 int cow_store_commit(cow_store *s);
-void cow_store_abort(cow_store *s);
-int cow_store_in_txn(const cow_store *s);
+/* commit, then done(ctx, name, len, value) for every put, value borrowed:
+ * the stored twin of what was put (a container's root in the new pages),
+ * which a caller may adopt in place of its heap nodes.  A put that another
+ * process replaced (and freed) right after this commit is not reported.
+ * An error from done() is returned after the commit, which stands. */
+typedef int (*cow_store_put_fn)(void *ctx, const char *name, size_t nlen, const cow_val *value);
+int cow_store_commit_each(cow_store *s, cow_store_put_fn done, void *ctx);
+void cow_store_abort(cow_store *s);             /* no-op without a transaction */
+int cow_store_in_txn(const cow_store *s);       /* the calling thread has one */
 
-/* Hooks around LMDB calls that may block on another writer (the binding
- * releases the GIL there); the core runs nothing else in between. */
+/* Hooks around waits on other threads or processes and around LMDB calls
+ * that may block (the binding releases the GIL there); the blocked thread
+ * touches nothing another thread may use meanwhile. */
 typedef void *(*cow_store_block_fn)(void);
 typedef void (*cow_store_unblock_fn)(void *token);
 void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn unblock);
