@@ -100,12 +100,14 @@ align8(size_t n)
     return (n + (COW_REF_UNIT - 1)) & ~(size_t)(COW_REF_UNIT - 1);
 }
 
-/* Makes room for a node of `size` bytes in an open segment. */
+/* Makes room for a node of `size` bytes naming up to nkids other segments
+ * in an open segment. */
 static int
-room_for(cow_segw *w, size_t size)
+room_for(cow_segw *w, size_t size, size_t nkids)
 {
     int rc;
-    if (w->have_seg && w->len + size > w->target && w->len > 0
+    size_t refs = (w->refs.len + nkids) * w->ref_cost;
+    if (w->have_seg && w->len + size + refs > w->target && w->len > 0
         && put_open_segment(w) < 0)
         return w->rc;
     if (!w->have_seg) {
@@ -135,7 +137,7 @@ cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, siz
               const cow_word *kids, size_t nkids)
 {
     size_t size = align8(hsize + bsize), off;
-    if (w->rc < 0 || room_for(w, size) < 0)
+    if (w->rc < 0 || room_for(w, size, nkids) < 0)
         return 0;
     if ((w->len + size - 1) / COW_REF_UNIT > COW_REF_OFF_MASK) {
         fail(w, COW_EOVERFLOW);         /* a node starting past 128 MiB: cannot be named */

@@ -1,12 +1,12 @@
-/* The store: named roots over LMDB, nodes in segments, space by refcounts.
+/* The store: named roots over LMDB, nodes in segments, space by sweeping.
  *
- * One LMDB environment (a file with MDB_NOSUBDIR, or a directory) holds four
+ * One LMDB environment (a file with MDB_NOSUBDIR, or a directory) holds three
  * named databases:
  *
  *   meta     "format" -> format record (below); "state" -> state record
  *   roots    root name (UTF-8 bytes) -> one 16-byte cow_val in page form
- *   segs     segment id (uint32, MDB_INTEGERKEY) -> segment bytes (segment.c)
- *   segmeta  segment id -> segment record (below)
+ *   segs     segment id (uint32, MDB_INTEGERKEY) -> segment bytes, ending in
+ *            the ids of the segments they name (store_segs.c)
  *
  * Format record (written once; checked on every open):
  *   0  u64  magic COW_STORE_MAGIC ("COWSTOR\0" read little-endian)
@@ -15,18 +15,19 @@
  *  16  u32  sizeof(cow_val) = 16      20  u32  sizeof(cow_word) = 8
  *
  * State record:
- *   0  u64 next segment id   8  u64 bytes in live segments
- *  16  u64 live bytes after the last compaction   24  u64 live segments
+ *   0  u64 next segment id   8  u64 bytes in segments
+ *  16  u64 live bytes: reachable at the last sweep, plus what commits that
+ *          dropped nothing added since      24  u64 segments
+ *  32  u64 compact bytes: what a compaction would keep, estimated
  *
- * Segment record: u32 refcount, u32 segment bytes, u32 nrefs, u32 flags,
- * then nrefs u32 ids of the segments it names.  A segment's refcount counts
- * the roots whose value names it plus the segments that name it; at zero
- * the segment and its record are deleted and the segments it named are
- * decremented (decref_segment), so deleting or replacing a root frees what
- * only it reached.  Refcounts are per segment, not per node, so a segment
- * stays while any of its nodes is reachable; commit therefore compacts once
- * live segments hold more than COW_STORE_GARBAGE_RATIO times the bytes the
- * last compaction kept (amortised O(1) per byte written).
+ * A commit writes only new segments, the roots and the state record; what
+ * became unreachable is freed by a sweep (mark from the roots and from the
+ * values this process holds, then delete the rest): right away in small
+ * stores, otherwise once segments pass COW_STORE_GARBAGE_RATIO times the
+ * live bytes (amortised O(1) per byte written).  A segment stays while any
+ * of its nodes is reachable, so once the live bytes pass that ratio of what
+ * a compaction would keep, commit compacts: every root rewritten into
+ * fresh segments, the old ones swept (store_compact.c).
  *
  * Values are lazily read through the process-wide env table (ref.h): this
  * store registers its map address and a segment lookup, and a read
@@ -35,8 +36,8 @@
  * keeps them in overflow pages, which it never moves once written.
  *
  * Invariants:
- *  ST1  every root value's word and every segment's refs name live segments
- *       (refcount >= 1); state.segment bytes is the sum of live segment sizes.
+ *  ST1  every root value's word and every segment's refs name existing
+ *       segments (SG2); state.segment bytes is the sum of segment sizes.
  *  ST2  cur is the newest read transaction this handle opened; of older
  *       ones at most the newest holding every segment a live value pins
  *       stays open (prune_snapshots), all close when pins reach 0.
@@ -140,6 +141,11 @@ check_format(cow_store *s, MDB_txn *txn, int create)
         return store_msg(COW_ECORRUPT, "not a cowstore store (bad magic)");
     if (rec[3] != COW_STORE_BOM)
         return store_msg(COW_ECORRUPT, "store written on a host of the other byte order");
+    if (rec[2] < COW_STORE_FORMAT)
+        return store_msg(COW_ESTORE, "store format 1, written by cowstore 0.1; this version "
+                                     "reads format 2: export each root with cowstore 0.1 "
+                                     "(`cowstore export OLD NAME NAME.json`) and import it "
+                                     "here (`cowstore import NEW NAME NAME.json`)");
     if (rec[2] != COW_STORE_FORMAT || rec[4] != sizeof(cow_val) || rec[5] != sizeof(cow_word))
         return store_msg(COW_ECORRUPT, "unsupported store format version");
     return COW_OK;
@@ -156,8 +162,7 @@ open_dbs(cow_store *s)
         return store_mdb_fail(s, mrc, "opening the store");
     if ((mrc = mdb_dbi_open(txn, "meta", f, &s->meta)) != 0
         || (mrc = mdb_dbi_open(txn, "roots", f, &s->roots)) != 0
-        || (mrc = mdb_dbi_open(txn, "segs", f | MDB_INTEGERKEY, &s->segs)) != 0
-        || (mrc = mdb_dbi_open(txn, "segmeta", f | MDB_INTEGERKEY, &s->segmeta)) != 0) {
+        || (mrc = mdb_dbi_open(txn, "segs", f | MDB_INTEGERKEY, &s->segs)) != 0) {
         mdb_txn_abort(txn);
         if (mrc == MDB_NOTFOUND)
             return store_msg(COW_ECORRUPT, "not a cowstore store (missing databases)");

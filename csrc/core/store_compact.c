@@ -1,9 +1,15 @@
-/* Compaction: rewrite every root's reachable nodes into fresh segments.
+/* When space comes back: sweeps after commits, and compaction.
  *
- * Refcounts are per segment, so a segment stays while any of its nodes is
- * reachable; commit compacts once live segments outgrow what the last
- * compaction kept (store_needs_compaction), amortised O(1) per byte
- * written.  Bulk mode turns that off for long appends. */
+ * A sweep (store_segs.c) frees unreachable segments; its cost is one read
+ * per reachable segment, so a commit sweeps only when that is cheap (a small
+ * store, COW_STORE_EAGER_SWEEP) or when segments outgrew the live bytes by
+ * COW_STORE_GARBAGE_RATIO (+ SLACK): amortised O(1) per byte written.
+ *
+ * A segment stays while any of its nodes is reachable, so after a sweep the
+ * live bytes may still hold dead nodes; once they pass the ratio of what a
+ * compaction would keep, commit compacts: every root's reachable nodes are
+ * rewritten into fresh segments (shared subtrees once) and the old ones
+ * swept.  Bulk mode turns both off for long appends. */
 #include <string.h>
 
 #include "cowstore/alloc.h"
@@ -63,52 +69,62 @@ follow_moves(cow_store *s, const root_list *l, const cow_val *old, const cow_val
     }
 }
 
+/* Writes every root of l afresh into w (copy_all): old[i] its value before
+ * (the bits only, for follow_moves), pages[i] after, in page form.  The
+ * values read are let go of at once, so that the sweep after does not
+ * count them as held. */
+static int
+rewrite_roots(cow_store *s, cow_segw *w, const root_list *l, cow_val *old, cow_val *pages)
+{
+    int rc = COW_OK;
+    for (size_t i = 0; i < l->n && rc == COW_OK; i++) {
+        cow_val read;
+        if ((rc = cow_store_get(s, l->names[i], l->lens[i], &read)) == COW_FOUND) {
+            cow_segw_value(w, &read, &pages[i]);
+            rc = w->rc;
+            old[i] = read;
+            cow_val_release(&read);
+        }
+    }
+    return rc == COW_OK ? cow_segw_finish(w) : rc;
+}
+
 /* Rewrites every root into fresh segments (the copy_all writer shares what
- * roots share), then moves each root over: the old segments drop to zero. */
+ * roots share), moves each root over, then sweeps the old segments. */
 static int
 apply_compaction(cow_store *s)
 {
     root_list l = {0};
     cow_segw w;
-    cow_val *pages = NULL, *heap = NULL;
+    cow_val *pages = NULL, *old = NULL;
     root_change *changes = NULL;
-    uint64_t first = s->state.next_seg;
+    uint64_t written = 0, before = s->state.seg_bytes;
     int rc = cow_store_names(s, collect_name, &l);
-    cow_segw_init(&w, s->slot, 1, &store_sink, s);
-    w.target = store_seg_target(s);
+    store_segw_init(s, &w, 1);
     if (rc == COW_OK && l.n && ((pages = cow_calloc(l.n, sizeof *pages)) == NULL
-                                || (heap = cow_calloc(l.n, sizeof *heap)) == NULL
+                                || (old = cow_calloc(l.n, sizeof *old)) == NULL
                                 || (changes = cow_calloc(l.n, sizeof *changes)) == NULL))
         rc = COW_ENOMEM;
-    for (size_t i = 0; i < l.n && rc == COW_OK; i++) {
-        if ((rc = cow_store_get(s, l.names[i], l.lens[i], &heap[i])) == COW_FOUND) {
-            cow_segw_value(&w, &heap[i], &pages[i]);
-            rc = w.rc;
-        }
-    }
     if (rc == COW_OK)
-        rc = cow_segw_finish(&w);
+        rc = rewrite_roots(s, &w, &l, old, pages);
+    written = s->state.seg_bytes - before;
     for (size_t i = 0; i < l.n && rc == COW_OK; i++)
         changes[i] = (root_change){l.names[i], l.lens[i], &pages[i]};
-    if (rc == COW_OK)
-        rc = store_apply_roots(s, changes, l.n);
-    if (rc == COW_OK)
-        follow_moves(s, &l, heap, pages);
-    if (rc == COW_OK)
-        rc = store_count_live(s, first, s->state.next_seg);
-    if (rc == COW_OK) {
-        s->state.live_bytes = s->state.seg_bytes;    /* only the rewritten ones remain */
+    if (rc == COW_OK && (rc = store_apply_roots(s, changes, l.n)) == COW_OK)
+        follow_moves(s, &l, old, pages);
+    /* The rewrite is what a compaction keeps.  Values held here keep old
+     * segments through the sweep, but are not counted as live: once let go
+     * of, the next commit's sweep frees them. */
+    if (rc == COW_OK && (rc = store_sweep(s, 0, &s->swept)) == COW_OK) {
+        s->state.live_bytes = s->state.compact_bytes = written;
         rc = store_write_state(s);
     }
-    for (size_t i = 0; i < l.n; i++) {
-        if (heap)
-            cow_val_release(&heap[i]);
+    for (size_t i = 0; i < l.n; i++)
         cow_free(l.names[i]);
-    }
     cow_free(l.names);
     cow_free(l.lens);
     cow_free(pages);
-    cow_free(heap);
+    cow_free(old);
     cow_free(changes);
     cow_segw_free(&w);
     return rc;
@@ -141,13 +157,44 @@ cow_store_compact(cow_store *s)
     return rc;
 }
 
-/* Live segments outgrew the bytes the last compaction kept (store.c). */
+/* bytes > RATIO * base + SLACK: grown past the bound garbage may take. */
+static int
+outgrew(uint64_t bytes, uint64_t base)
+{
+    return (double)bytes > COW_STORE_GARBAGE_RATIO * (double)base + (double)COW_STORE_GARBAGE_SLACK;
+}
+
+/* After a commit wrote `written` bytes of segments (fresh: none of them
+ * reuses a stored node) and moved its roots: the state's estimates, and a
+ * sweep when one is due. */
+int
+store_account_commit(cow_store *s, uint64_t written, int fresh)
+{
+    int rc, outgrow;
+    if (!s->dropped || s->bulk)     /* nothing became garbage: all added is live */
+        s->state.live_bytes += written;
+    if (!s->dropped || fresh || s->bulk)
+        s->state.compact_bytes += written;
+    outgrow = outgrew(s->state.seg_bytes, s->state.live_bytes);
+    if (s->bulk || (!s->dropped && !outgrow))
+        return COW_OK;
+    /* dropped: sweep if cheap; outgrown: sweep whatever it costs */
+    rc = store_sweep(s, outgrow ? 0 : COW_STORE_EAGER_SWEEP, &s->swept);
+    if (rc < 0 || !s->swept.ran)
+        return rc;
+    s->state.live_bytes = s->swept.kept;
+    if (s->swept.reached < s->state.compact_bytes)
+        s->state.compact_bytes = s->swept.reached;
+    return COW_OK;
+}
+
+/* What the roots reach, as the last sweep found, outgrew what a compaction
+ * would keep (what values held here keep on top is left out: compacting
+ * cannot free it). */
 int
 store_needs_compaction(const cow_store *s)
 {
-    double limit = COW_STORE_GARBAGE_RATIO * (double)s->state.live_bytes
-                   + (double)COW_STORE_GARBAGE_SLACK;
-    return !s->bulk && (double)s->state.seg_bytes > limit;
+    return !s->bulk && s->swept.ran && outgrew(s->swept.reached, s->state.compact_bytes);
 }
 
 void

@@ -32,7 +32,9 @@
 #include "cowstore/value.h"
 
 #define COW_STORE_MAGIC UINT64_C(0x00524f5453574f43)   /* "COWSTOR\0" */
-#define COW_STORE_FORMAT 1u
+/* 2: segments carry their refs in a trailer and are freed by sweeps (no
+ * segmeta database); 1 counted references per segment. */
+#define COW_STORE_FORMAT 2u
 #define COW_STORE_BOM 0x01020304u
 /* LMDB's page header on 64-bit hosts (MDB_page): an overflow page holds the
  * page size less this. */
@@ -49,6 +51,10 @@
 #define COW_STORE_GROW_AT_DIV 2
 /* Tries of a whole commit after growing the map (each doubles it). */
 #define COW_STORE_MAX_GROWTHS 8
+/* A commit that let go of a segment sweeps right away if marking what
+ * stays reachable reads at most this many segments (~1 MiB): cheaper than
+ * a few B-tree page writes, and small stores give space back at once. */
+#define COW_STORE_EAGER_SWEEP 256
 /* Room for one error message (the store's path may be in it). */
 #define COW_STORE_MSG_MAX 512
 
@@ -66,9 +72,17 @@ typedef struct pending_op {
 typedef struct store_state {
     uint64_t next_seg;
     uint64_t seg_bytes;
-    uint64_t live_bytes;
+    uint64_t live_bytes;        /* reachable at the last sweep, + additions since */
     uint64_t nsegs;
+    uint64_t compact_bytes;     /* what a compaction would keep (an estimate) */
 } store_state;
+
+/* What a sweep found (store_sweep). */
+typedef struct sweep_result {
+    int ran;                /* 0: skipped (over budget, or pins unknown) */
+    uint64_t kept;          /* bytes of the segments that stay */
+    uint64_t reached;       /* of those, reachable from the roots */
+} sweep_result;
 
 struct cow_store {
     struct cow_store *next;     /* every store open in this process (ST4) */
@@ -76,7 +90,7 @@ struct cow_store {
     ino_t ino;
     int opens;                  /* cow_store_open calls not yet closed */
     MDB_env *env;
-    MDB_dbi meta, roots, segs, segmeta;
+    MDB_dbi meta, roots, segs;
     cow_ref_env ref;
     unsigned slot;
     char *path;
@@ -95,6 +109,8 @@ struct cow_store {
     pending_op *ops;
     size_t nops, capops;
     store_state state;      /* valid inside a write transaction */
+    int dropped;            /* this transaction moved a root off a segment */
+    sweep_result swept;     /* the sweep of this transaction, if any */
     /* The puts of the commit just made, kept while the compaction that may
      * follow it runs (their pages follow the roots it moves), until they
      * are reported (cow_store_commit_each). */
@@ -145,11 +161,13 @@ int store_write_state(cow_store *s);
 
 /* store_segs.c */
 extern const cow_segw_sink store_sink;
-size_t store_seg_target(cow_store *s);
+void store_segw_init(cow_store *s, cow_segw *w, int copy_all);
+int store_seg_trailer(const char *seg, size_t size, size_t *node_len, uint32_t *nrefs);
 int store_apply_roots(cow_store *s, const root_change *changes, size_t n);
-int store_count_live(cow_store *s, uint64_t first, uint64_t end);
+int store_sweep(cow_store *s, size_t budget, sweep_result *out);
 
 /* store_compact.c */
+int store_account_commit(cow_store *s, uint64_t written, int fresh);
 int store_compact_locked(cow_store *s);
 int store_needs_compaction(const cow_store *s);
 

@@ -235,11 +235,14 @@ store_lookup_segment(void *ctx, uint32_t seg, size_t *off, size_t *len)
         MDB_txn *t = i == 0 ? s->cur : s->old[s->nold - i];
         if (t == NULL || mdb_get(t, s->segs, &k, &v) != 0)
             continue;
+        size_t node_len;
+        uint32_t nrefs;
         if ((const char *)v.mv_data < s->ref.base
-            || (size_t)((const char *)v.mv_data - s->ref.base) >= s->ref.size)
+            || (size_t)((const char *)v.mv_data - s->ref.base) >= s->ref.size
+            || store_seg_trailer(v.mv_data, v.mv_size, &node_len, &nrefs) < 0)
             return COW_ECORRUPT;
         *off = (size_t)((const char *)v.mv_data - s->ref.base);
-        *len = v.mv_size;
+        *len = node_len;            /* nodes only: never the trailer */
         return COW_OK;
     }
     return COW_ECORRUPT;

@@ -1,27 +1,39 @@
-/* Segment records and their refcounts.
+/* Segments: writing them, and freeing the unreachable ones (mark and sweep).
  *
- * Every segment has a record in `segmeta` (store.c gives its bytes): how
- * many roots and segments name it, and which segments it names.  Writing a
- * segment counts the references it makes; a root moving away from a value,
- * or a freed segment, drops one; at zero the segment goes, transitively.
- * The segment writer (segment.c) reaches this file through store_sink. */
+ * A segment is one LMDB value in `segs`, in overflow pages (which LMDB never
+ * moves), laid out as
+ *
+ *   0 ......... nodes ......... node_len | zeros | refs[nrefs] | nrefs | node_len
+ *                                                  u32 each      u32     u32
+ *
+ * the trailer at the very end of the value naming every other segment its
+ * nodes point into.  Nothing else is written per segment: a commit adds its
+ * new segments (keys only ever grow: appends to the B-tree's last leaf),
+ * points the roots at them and updates the state record.  Earlier formats
+ * kept a refcount record per segment and rewrote the records of every
+ * segment a new one named: 36-108 KiB of scattered B-tree pages per
+ * one-leaf commit, which every held version then pinned.
+ *
+ * Space comes back by sweeping: mark every segment reachable from a root
+ * or from a value this process holds (its pins), through the trailers, then
+ * delete the rest.  Holding values read from the store keeps their segments
+ * -- and only those -- so no old snapshot has to stay open for them and
+ * LMDB reuses every page freed after.  When sweeps run: store_compact.c.
+ *
+ * Invariants:
+ *  SG1  a segment's trailer lies inside it: 8 + 4 * nrefs <= size - node_len.
+ *  SG2  every segment a reachable segment names exists (a missing one is
+ *       corruption); ids are never reused (state.next_seg only grows).
+ *  SG3  state.seg_bytes and state.nsegs are the sums over `segs`.
+ */
 #include <string.h>
 
 #include "cowstore/alloc.h"
 #include "cowstore/errors.h"
 #include "store_impl.h"
 
-/* Segment record header (then nrefs u32 ids). */
-typedef struct seg_record {
-    uint32_t refcnt;
-    uint32_t bytes;
-    uint32_t nrefs;
-    uint32_t flags;         /* SEG_COUNTED */
-} seg_record;
-
-/* The segment's bytes are counted in state.live_bytes (written by a fresh
- * commit or a compaction), so freeing it subtracts them. */
-#define SEG_COUNTED 1u
+/* Fixed part of the trailer: nrefs and node_len. */
+#define SEG_TRAILER_FIXED (2 * sizeof(uint32_t))
 
 /* Smallest segment: past LMDB's largest in-page value (under half a page),
  * so every segment lives in overflow pages, which LMDB never moves. */
@@ -33,18 +45,36 @@ seg_min(cow_store *s)
     return st.ms_psize / 2 + COW_REF_UNIT;
 }
 
-/* Segments fill one overflow page.  LMDB reuses a freed run of pages for a
- * multi-page value only if it finds the run contiguous in its freelist, and
- * the page-at-a-time B-tree updates of every commit fragment it: with 32 MiB,
- * 256 KiB or 64 KiB segments the file grew by one data size per compaction
- * (4.5x after 4,000 one-change versions of a 10^5-entry map, still rising);
- * with one-page segments it settles at 2.8x. */
-size_t
-store_seg_target(cow_store *s)
+/* Segments fill one overflow page, trailer included.  LMDB reuses a freed
+ * run of pages for a multi-page value only if it finds the run contiguous in
+ * its freelist, and the page-at-a-time B-tree updates of every commit
+ * fragment it: with 32 MiB, 256 KiB or 64 KiB segments the file grew by one
+ * data size per compaction (4.5x after 4,000 one-change versions of a
+ * 10^5-entry map, still rising); with one-page segments it settles at 2.8x. */
+void
+store_segw_init(cow_store *s, cow_segw *w, int copy_all)
 {
     MDB_stat st;
     mdb_env_stat(s->env, &st);
-    return st.ms_psize - LMDB_PAGE_HEADER;
+    cow_segw_init(w, s->slot, copy_all, &store_sink, s);
+    w->target = st.ms_psize - LMDB_PAGE_HEADER - SEG_TRAILER_FIXED;
+    w->ref_cost = sizeof(uint32_t);
+}
+
+/* Where a segment's nodes end and its refs start, checked (SG1). */
+int
+store_seg_trailer(const char *seg, size_t size, size_t *node_len, uint32_t *nrefs)
+{
+    uint32_t n, len;
+    if (size < SEG_TRAILER_FIXED)
+        return COW_ECORRUPT;
+    memcpy(&n, seg + size - SEG_TRAILER_FIXED, sizeof n);
+    memcpy(&len, seg + size - sizeof len, sizeof len);
+    if (len > size - SEG_TRAILER_FIXED || n > (size - SEG_TRAILER_FIXED - len) / sizeof(uint32_t))
+        return COW_ECORRUPT;
+    *node_len = len;
+    *nrefs = n;
+    return COW_OK;
 }
 
 static int
@@ -57,160 +87,43 @@ sink_new_id(void *ctx, uint32_t *seg)
     return COW_OK;
 }
 
-/* Puts a segment record back with a new header (v: its current bytes, which
- * LMDB owns: they are copied). */
-static int
-rewrite_record(cow_store *s, MDB_val *k, const MDB_val *v, const seg_record *rec)
-{
-    MDB_val nv = {v->mv_size, NULL};
-    int mrc;
-    if ((nv.mv_data = cow_malloc(v->mv_size)) == NULL)
-        return COW_ENOMEM;
-    memcpy(nv.mv_data, v->mv_data, v->mv_size);
-    memcpy(nv.mv_data, rec, sizeof *rec);
-    mrc = mdb_put(s->wtxn, s->segmeta, k, &nv, 0);
-    cow_free(nv.mv_data);
-    return mrc ? store_mdb_fail(s, mrc, "writing a segment record") : COW_OK;
-}
-
-/* The record of the segment *k names, in the write transaction: *v its bytes
- * (LMDB's own), *rec its header, checked against its length.  COW_FOUND,
- * COW_NOT_FOUND or an error. */
-static int
-read_record(cow_store *s, MDB_val *k, MDB_val *v, seg_record *rec)
-{
-    int mrc = mdb_get(s->wtxn, s->segmeta, k, v);
-    if (mrc == MDB_NOTFOUND)
-        return COW_NOT_FOUND;
-    if (mrc != 0)
-        return store_mdb_fail(s, mrc, "reading a segment record");
-    if (v->mv_size < sizeof *rec)
-        return store_msg(COW_ECORRUPT, "corrupt segment record");
-    memcpy(rec, v->mv_data, sizeof *rec);
-    if (v->mv_size != sizeof *rec + (size_t)rec->nrefs * sizeof(uint32_t))
-        return store_msg(COW_ECORRUPT, "corrupt segment record");
-    return COW_FOUND;
-}
-
-/* Adds delta to a segment's refcount; at zero deletes it and returns its
- * refs through *freed (caller frees) so the caller can continue. */
-static int
-seg_adjust(cow_store *s, uint32_t seg, int delta, uint32_t **freed, size_t *nfreed)
-{
-    MDB_val k = {sizeof seg, &seg}, v;
-    seg_record rec;
-    int mrc, rc = read_record(s, &k, &v, &rec);
-    *nfreed = 0;
-    if (rc == COW_NOT_FOUND)
-        return store_msg(COW_ECORRUPT, "a root or segment names a missing segment");
-    if (rc < 0)
-        return rc;
-    if (delta < 0 && rec.refcnt == 0)
-        return store_msg(COW_ECORRUPT, "corrupt segment record");
-    rec.refcnt = (uint32_t)((int64_t)rec.refcnt + delta);
-    if (rec.refcnt == 0) {
-        if (rec.nrefs && (*freed = cow_malloc(rec.nrefs * sizeof(uint32_t))) == NULL)
-            return COW_ENOMEM;
-        if (rec.nrefs)
-            memcpy(*freed, (char *)v.mv_data + sizeof rec, rec.nrefs * sizeof(uint32_t));
-        *nfreed = rec.nrefs;
-        if ((mrc = mdb_del(s->wtxn, s->segmeta, &k, NULL)) != 0
-            || (mrc = mdb_del(s->wtxn, s->segs, &k, NULL)) != 0)
-            return store_mdb_fail(s, mrc, "deleting a segment");
-        s->state.seg_bytes -= rec.bytes < s->state.seg_bytes ? rec.bytes : s->state.seg_bytes;
-        if (rec.flags & SEG_COUNTED)
-            s->state.live_bytes -= rec.bytes < s->state.live_bytes ? rec.bytes
-                                                                    : s->state.live_bytes;
-        s->state.nsegs -= s->state.nsegs > 0;
-        return COW_OK;
-    }
-    return rewrite_record(s, &k, &v, &rec);
-}
-
-static int
-seg_incref(cow_store *s, uint32_t seg)
-{
-    uint32_t *freed = NULL;
-    size_t n;
-    return seg_adjust(s, seg, +1, &freed, &n);
-}
-
-/* Drops one reference; frees every segment that reaches zero, transitively
- * (an explicit stack: chains of versions are long). */
-static int
-seg_decref(cow_store *s, uint32_t seg)
-{
-    uint32_t *stack = NULL, *freed;
-    size_t n = 0, cap = 0, nfreed;
-    int rc = COW_OK;
-    for (;;) {
-        freed = NULL;
-        if ((rc = seg_adjust(s, seg, -1, &freed, &nfreed)) < 0)
-            break;
-        if (nfreed && n + nfreed > cap) {
-            uint32_t *bigger;
-            cap = (n + nfreed) * 2;
-            if ((bigger = cow_realloc(stack, cap * sizeof *stack)) == NULL) {
-                cow_free(freed);
-                rc = COW_ENOMEM;
-                break;
-            }
-            stack = bigger;
-        }
-        if (nfreed)
-            memcpy(stack + n, freed, nfreed * sizeof *stack);
-        n += nfreed;
-        cow_free(freed);
-        if (n == 0)
-            break;
-        seg = stack[--n];
-    }
-    cow_free(stack);
-    return rc;
-}
-
 static int
 sink_put(void *ctx, uint32_t seg, const char *bytes, size_t len, const uint32_t *refs, size_t nrefs)
 {
     cow_store *s = ctx;
-    size_t size = len < seg_min(s) ? seg_min(s) : len;
+    size_t need = len + nrefs * sizeof(uint32_t) + SEG_TRAILER_FIXED;
+    size_t size = need < seg_min(s) ? seg_min(s) : need;
     MDB_val k = {sizeof seg, &seg}, v = {size, NULL};
-    seg_record rec = {0, (uint32_t)size, (uint32_t)nrefs, 0};
-    char *meta;
-    int mrc, rc;
+    uint32_t tail[2] = {(uint32_t)nrefs, (uint32_t)len};
+    char *p;
+    int mrc;
     if (size > UINT32_MAX)
         return store_msg(COW_EOVERFLOW, "a single value over 4 GiB cannot be stored");
     if ((mrc = mdb_put(s->wtxn, s->segs, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE)) != 0)
         return store_mdb_fail(s, mrc, "writing a segment");
-    memcpy(v.mv_data, bytes, len);
-    memset((char *)v.mv_data + len, 0, size - len);
-    if ((meta = cow_malloc(sizeof rec + nrefs * sizeof(uint32_t))) == NULL)
-        return COW_ENOMEM;
-    memcpy(meta, &rec, sizeof rec);
+    p = v.mv_data;
+    memcpy(p, bytes, len);
+    memset(p + len, 0, size - need);
     if (nrefs)
-        memcpy(meta + sizeof rec, refs, nrefs * sizeof(uint32_t));
-    v.mv_size = sizeof rec + nrefs * sizeof(uint32_t);
-    v.mv_data = meta;
-    mrc = mdb_put(s->wtxn, s->segmeta, &k, &v, MDB_NOOVERWRITE);
-    cow_free(meta);
-    if (mrc != 0)
-        return store_mdb_fail(s, mrc, "writing a segment record");
-    for (size_t i = 0; i < nrefs; i++)
-        if ((rc = seg_incref(s, refs[i])) < 0)
-            return rc;
+        memcpy(p + size - need + len, refs, nrefs * sizeof(uint32_t));
+    memcpy(p + size - SEG_TRAILER_FIXED, tail, sizeof tail);
     s->state.seg_bytes += size;
     s->state.nsegs++;
     return COW_OK;
 }
 
+/* A segment exists until a sweep finds it unreachable; one the writer
+ * reuses is reachable from then on (a sweep only runs after the roots
+ * moved). */
 static int
 sink_seg_live(void *ctx, uint32_t seg)
 {
     cow_store *s = ctx;
     MDB_val k = {sizeof seg, &seg}, v;
-    seg_record rec;
-    int rc = read_record(s, &k, &v, &rec);
-    return rc < 0 ? rc : rc == COW_FOUND;
+    int mrc = mdb_get(s->wtxn, s->segs, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    return mrc ? store_mdb_fail(s, mrc, "reading a segment") : 1;
 }
 
 const cow_segw_sink store_sink = {sink_new_id, sink_seg_live, sink_put};
@@ -222,72 +135,252 @@ root_segment(const cow_val *v)
     return cow_tag_has_word(v->tag) && cow_word_stored(v->u.w) ? cow_word_seg(v->u.w) : 0;
 }
 
-/* Points root c->name at c->v (NULL deletes it), counting the reference
- * its segment gains; *old is the segment the previous value named (0 for
- * none), still counted. */
+/* Points root c->name at c->v (NULL deletes it); *dropped becomes 1 when
+ * the previous value named a segment (which may now be garbage). */
 static int
-move_root(cow_store *s, const root_change *c, uint32_t *old)
+move_root(cow_store *s, const root_change *c, int *dropped)
 {
     MDB_val k = {c->nlen, (void *)c->name}, cur;
     int mrc = mdb_get(s->wtxn, s->roots, &k, &cur);
-    *old = 0;
     if (mrc == 0 && cur.mv_size == sizeof(cow_val)) {
         cow_val prev;
         memcpy(&prev, cur.mv_data, sizeof prev);
-        *old = root_segment(&prev);
+        *dropped |= root_segment(&prev) != 0;
     }
     else if (mrc != 0 && mrc != MDB_NOTFOUND)
         return store_mdb_fail(s, mrc, "reading a root");
     if (c->v) {
         MDB_val data = {sizeof *c->v, (void *)c->v};
-        if ((mrc = mdb_put(s->wtxn, s->roots, &k, &data, 0)) != 0)
-            return store_mdb_fail(s, mrc, "writing a root");
-        return root_segment(c->v) ? seg_incref(s, root_segment(c->v)) : COW_OK;
+        mrc = mdb_put(s->wtxn, s->roots, &k, &data, 0);
+        return mrc ? store_mdb_fail(s, mrc, "writing a root") : COW_OK;
     }
     if (mrc == 0 && (mrc = mdb_del(s->wtxn, s->roots, &k, NULL)) != 0)
         return store_mdb_fail(s, mrc, "deleting a root");
     return COW_OK;
 }
 
-/* Applies every change, then drops the references the old values held: a
- * value moved from one root to another (or deleted here and put there) is
- * counted by its new root before its old root lets go, so its segments are
- * never freed in between. */
+/* Applies every change; s->dropped records whether a root let go of a
+ * segment.  Nothing is freed here (a sweep does that from what the roots
+ * reach after the whole transaction), so any order of puts and deletes --
+ * a value moved from one root to another included -- is safe. */
 int
 store_apply_roots(cow_store *s, const root_change *changes, size_t n)
 {
-    uint32_t *olds = n ? cow_calloc(n, sizeof *olds) : NULL;
     int rc = COW_OK;
-    if (n && olds == NULL)
-        return COW_ENOMEM;
     for (size_t i = 0; i < n && rc == COW_OK; i++)
-        rc = move_root(s, &changes[i], &olds[i]);
-    for (size_t i = 0; i < n && rc == COW_OK; i++)
-        if (olds[i])
-            rc = seg_decref(s, olds[i]);
-    cow_free(olds);
+        rc = move_root(s, &changes[i], &s->dropped);
     return rc;
 }
 
-/* Flags segments [first, end) as counted in live_bytes and counts them. */
-int
-store_count_live(cow_store *s, uint64_t first, uint64_t end)
+/* ---- mark and sweep ------------------------------------------------------------ */
+
+typedef struct mark_state {
+    cow_u64map marked;      /* segment id + 1 -> 1 */
+    uint32_t *stack;
+    size_t n, cap;
+    uint64_t bytes;         /* bytes of the marked segments */
+    size_t budget;          /* most segments to mark; 0: no limit */
+} mark_state;
+
+/* A positive result of marking: the budget ran out, nothing is swept. */
+#define MARK_OVER_BUDGET 1
+
+static int
+push(mark_state *m, uint32_t seg)
 {
-    for (uint64_t id = first; id < end; id++) {
-        uint32_t seg = (uint32_t)id;
-        MDB_val k = {sizeof seg, &seg}, v;
-        seg_record rec;
-        int rc = read_record(s, &k, &v, &rec);
-        if (rc == COW_NOT_FOUND)
-            continue;                   /* already freed again */
-        if (rc < 0)
+    uint64_t seen;
+    if (seg == 0 || cow_u64map_get(&m->marked, (uint64_t)seg + 1, &seen))
+        return COW_OK;
+    if (m->budget && m->marked.len >= m->budget)
+        return MARK_OVER_BUDGET;
+    if (cow_u64map_put(&m->marked, (uint64_t)seg + 1, 1) < 0)
+        return COW_ENOMEM;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        uint32_t *st = cow_realloc(m->stack, cap * sizeof *st);
+        if (st == NULL)
+            return COW_ENOMEM;
+        m->stack = st;
+        m->cap = cap;
+    }
+    m->stack[m->n++] = seg;
+    return COW_OK;
+}
+
+/* Marks what seg names (SG2: each must exist). */
+static int
+mark_refs(cow_store *s, mark_state *m, uint32_t seg)
+{
+    MDB_val k = {sizeof seg, &seg}, v;
+    size_t node_len;
+    uint32_t nrefs, ref;
+    int rc, mrc = mdb_get(s->wtxn, s->segs, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return store_msg(COW_ECORRUPT, "a root or segment names a missing segment");
+    if (mrc != 0)
+        return store_mdb_fail(s, mrc, "reading a segment");
+    if (store_seg_trailer(v.mv_data, v.mv_size, &node_len, &nrefs) < 0)
+        return store_msg(COW_ECORRUPT, "corrupt segment trailer");
+    m->bytes += v.mv_size;
+    for (uint32_t i = 0; i < nrefs; i++) {
+        memcpy(&ref, (const char *)v.mv_data + v.mv_size - SEG_TRAILER_FIXED
+                         - (size_t)(nrefs - i) * sizeof ref, sizeof ref);
+        if ((rc = push(m, ref)) != COW_OK)
             return rc;
-        rec.flags |= SEG_COUNTED;
-        if ((rc = rewrite_record(s, &k, &v, &rec)) < 0)
-            return rc;
-        s->state.live_bytes += rec.bytes;
     }
     return COW_OK;
 }
 
-/* Writes every pending op into the open write transaction. */
+/* The roots' segments: every root record must be sane, or nothing is
+ * swept (a damaged root might name segments that look unreachable). */
+static int
+mark_roots(cow_store *s, mark_state *m)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    cow_val root;
+    int rc = COW_OK, mrc;
+    if ((mrc = mdb_cursor_open(s->wtxn, s->roots, &c)) != 0)
+        return store_mdb_fail(s, mrc, "listing roots");
+    while (rc == COW_OK && (mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+        if (v.mv_size != sizeof root)
+            rc = store_msg(COW_ECORRUPT, "corrupt root record");
+        else {
+            memcpy(&root, v.mv_data, sizeof root);
+            rc = cow_val_check_stored(&root) < 0 ? store_msg(COW_ECORRUPT, "corrupt root record")
+                                                 : push(m, root_segment(&root));
+        }
+    }
+    mdb_cursor_close(c);
+    if (rc == COW_OK && mrc != MDB_NOTFOUND)
+        rc = store_mdb_fail(s, mrc, "listing roots");
+    return rc;
+}
+
+/* Segments values alive in this process name: kept, so that no snapshot
+ * has to stay open for them.  Those already gone (another process swept
+ * them) are served by the snapshot they were read from, as before. */
+static int
+mark_pins(cow_store *s, mark_state *m)
+{
+    const cow_u64map *p = &s->ref.seg_pins;
+    MDB_val k, v;
+    int rc;
+    for (size_t i = 0; i < p->cap; i++) {
+        uint32_t seg = (uint32_t)(p->keys[i] - 1);
+        k = (MDB_val){sizeof seg, &seg};
+        if (!p->keys[i] || !p->vals[i] || mdb_get(s->wtxn, s->segs, &k, &v) != 0)
+            continue;
+        if ((rc = push(m, seg)) != COW_OK)
+            return rc;
+    }
+    return COW_OK;
+}
+
+/* Marks what seg-stacked segments reach. */
+static int
+mark_closure(cow_store *s, mark_state *m)
+{
+    int rc = COW_OK;
+    while (rc == COW_OK && m->n > 0)
+        rc = mark_refs(s, m, m->stack[--m->n]);
+    return rc;
+}
+
+/* Marks from the roots, then from the pins; *reached: bytes the roots
+ * alone reach. */
+static int
+mark_all(cow_store *s, mark_state *m, uint64_t *reached)
+{
+    int rc = mark_roots(s, m);
+    if (rc == COW_OK)
+        rc = mark_closure(s, m);
+    *reached = m->bytes;
+    if (rc == COW_OK)
+        rc = mark_pins(s, m);
+    return rc == COW_OK ? mark_closure(s, m) : rc;
+}
+
+/* The ids of every segment not marked, ascending: *out (caller frees). */
+static int
+list_unmarked(cow_store *s, const mark_state *m, uint32_t **out, size_t *n)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint64_t seen;
+    uint32_t seg, *ids = NULL, *bigger;
+    size_t cap = 0;
+    int rc = COW_OK, mrc;
+    *n = 0;
+    *out = NULL;
+    if ((mrc = mdb_cursor_open(s->wtxn, s->segs, &c)) != 0)
+        return store_mdb_fail(s, mrc, "sweeping segments");
+    while (rc == COW_OK && (mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+        if (k.mv_size != sizeof seg) {
+            rc = store_msg(COW_ECORRUPT, "a segment key of the wrong size");
+            break;
+        }
+        memcpy(&seg, k.mv_data, sizeof seg);
+        if (cow_u64map_get(&m->marked, (uint64_t)seg + 1, &seen))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            if ((bigger = cow_realloc(ids, cap * sizeof *ids)) == NULL) {
+                rc = COW_ENOMEM;
+                break;
+            }
+            ids = bigger;
+        }
+        ids[(*n)++] = seg;
+    }
+    mdb_cursor_close(c);
+    if (rc == COW_OK && mrc != MDB_NOTFOUND)
+        rc = store_mdb_fail(s, mrc, "sweeping segments");
+    *out = ids;
+    return rc;
+}
+
+/* Deletes every segment not marked (SG3 kept). */
+static int
+sweep_unmarked(cow_store *s, const mark_state *m)
+{
+    uint32_t *ids;
+    size_t n;
+    int mrc = 0, rc = list_unmarked(s, m, &ids, &n);
+    for (size_t i = 0; i < n && rc == COW_OK; i++) {
+        MDB_val k = {sizeof ids[i], &ids[i]}, v;
+        if ((mrc = mdb_get(s->wtxn, s->segs, &k, &v)) != 0
+            || (mrc = mdb_del(s->wtxn, s->segs, &k, NULL)) != 0) {
+            rc = store_mdb_fail(s, mrc, "deleting a segment");
+            break;
+        }
+        s->state.seg_bytes -= v.mv_size < s->state.seg_bytes ? v.mv_size : s->state.seg_bytes;
+        s->state.nsegs -= s->state.nsegs > 0;
+    }
+    cow_free(ids);
+    return rc;
+}
+
+/* Frees every segment no root and no value alive here reaches, unless that
+ * takes marking more than `budget` segments (0: no limit).  Inside the
+ * writer's transaction.  While the pins are not known (an allocation failed
+ * recording one) nothing is freed. */
+int
+store_sweep(cow_store *s, size_t budget, sweep_result *out)
+{
+    mark_state m = {.budget = budget};
+    uint64_t reached = 0;
+    int rc = COW_OK;
+    *out = (sweep_result){0, s->state.seg_bytes, s->state.seg_bytes};
+    if (s->ref.pins_untracked)
+        return COW_OK;
+    cow_u64map_init(&m.marked);
+    rc = mark_all(s, &m, &reached);
+    if (rc == COW_OK && (rc = sweep_unmarked(s, &m)) == COW_OK)
+        *out = (sweep_result){1, m.bytes, reached};
+    if (rc == MARK_OVER_BUDGET)
+        rc = COW_OK;
+    cow_u64map_free(&m.marked);
+    cow_free(m.stack);
+    return rc;
+}

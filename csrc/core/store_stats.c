@@ -57,7 +57,6 @@ cow_store_stats_get(cow_store *s, cow_store_stats *out)
     dbis[COW_STORE_DB_META] = s->meta;
     dbis[COW_STORE_DB_ROOTS] = s->roots;
     dbis[COW_STORE_DB_SEGS] = s->segs;
-    dbis[COW_STORE_DB_SEGMETA] = s->segmeta;
     for (int i = 0; i < COW_STORE_NDBS; i++)
         if ((rc = db_stats(s, dbis[i], &out->dbs[i])) < 0)
             return rc;

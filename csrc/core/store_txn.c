@@ -173,6 +173,8 @@ store_begin_write(cow_store *s)
         return store_mdb_fail(s, mrc, "starting a write transaction");
     mdb_env_info(s->env, &info);
     s->wbase = info.me_last_txnid;
+    s->dropped = 0;
+    s->swept = (sweep_result){0};
     if ((rc = read_state(s)) < 0 || (rc = store_refresh_snapshot(s)) < 0) {
         mdb_txn_abort(s->wtxn);
         s->wtxn = NULL;
@@ -233,20 +235,16 @@ apply_ops(cow_store *s)
     cow_segw w;
     cow_val *pages = NULL;
     root_change *changes = NULL;
-    uint64_t first = s->state.next_seg;
+    uint64_t before = s->state.seg_bytes;
     int rc = COW_ENOMEM;
     if (s->nops && ((pages = cow_calloc(s->nops, sizeof *pages)) == NULL
                     || (changes = cow_calloc(s->nops, sizeof *changes)) == NULL))
         goto done;
-    cow_segw_init(&w, s->slot, 0, &store_sink, s);
-    w.target = store_seg_target(s);
+    store_segw_init(s, &w, 0);
     for (size_t i = 0; i < s->nops && w.rc == COW_OK; i++)
         if (!s->ops[i].del)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
-    /* A fresh write is all live; in bulk mode what it replaces is assumed
-     * negligible (appends replace only the old tail's path). */
-    if ((rc = cow_segw_finish(&w)) == COW_OK && (w.kept == 0 || s->bulk))
-        rc = store_count_live(s, first, s->state.next_seg);
+    rc = cow_segw_finish(&w);
     if (rc == COW_EOVERFLOW)
         store_msg(rc, "cannot store containers nested more than 256 levels deep");
     else if (rc == COW_ECORRUPT)
@@ -258,6 +256,8 @@ apply_ops(cow_store *s)
     }
     if (rc == COW_OK)
         rc = store_apply_roots(s, changes, s->nops);
+    if (rc == COW_OK)
+        rc = store_account_commit(s, s->state.seg_bytes - before, w.kept == 0);
     if (rc == COW_OK)
         rc = store_write_state(s);
     cow_segw_free(&w);
@@ -347,10 +347,16 @@ report_puts(cow_store *s, cow_store_put_fn done, void *ctx)
     return rc;
 }
 
-/* After a commit: its operations become s->done, out of the writer's view. */
+/* After a commit: its operations become s->done, out of the writer's view,
+ * their values let go of (only names and pages are needed, and a value
+ * held would keep its segments through a compaction's sweep). */
 static void
 move_ops_to_done(cow_store *s)
 {
+    for (size_t i = 0; i < s->nops; i++) {
+        cow_val_release(&s->ops[i].v);
+        s->ops[i].v = cow_val_none();
+    }
     s->done = s->ops;
     s->ndone = s->nops;
     s->ops = NULL;

@@ -298,7 +298,7 @@ store_names(PyObject *op, PyObject *unused)
 static PyObject *
 lmdb_stats(const cow_store_stats *x)
 {
-    static const char *const names[COW_STORE_NDBS] = {"meta", "roots", "segs", "segmeta"};
+    static const char *const names[COW_STORE_NDBS] = {"meta", "roots", "segs"};
     PyObject *dict = PyDict_New(), *one;
     for (int i = 0; dict != NULL && i < COW_STORE_NDBS; i++) {
         const cow_store_db_stats *d = &x->dbs[i];

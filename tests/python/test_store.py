@@ -499,7 +499,7 @@ def test_stats_keys_and_values(store, path):
     assert set(s0) == STATS_KEYS
     assert s0["roots"] == 0 and s0["segments"] == 0 and s0["segment_bytes"] == 0
     assert s0["path"] == store.path == os.path.realpath(path)
-    assert s0["format_version"] == 1
+    assert s0["format_version"] == 2
     assert s0["page_size"] > 0 and s0["page_size"] & (s0["page_size"] - 1) == 0
     store["a"] = {"x": list(range(1000))}
     store["b"] = "s"
@@ -510,7 +510,7 @@ def test_stats_keys_and_values(store, path):
     assert s1["file_size"] == os.path.getsize(path)
     assert 0 < s1["file_bytes"] <= s1["map_bytes"]
     assert s1["file_bytes"] <= s1["file_size"]
-    assert set(s1["lmdb"]) == {"meta", "roots", "segs", "segmeta"}
+    assert set(s1["lmdb"]) == {"meta", "roots", "segs"}
     assert all(set(db) == LMDB_DB_KEYS for db in s1["lmdb"].values())
     assert s1["lmdb"]["roots"]["entries"] == 2 and s1["free_pages"] >= 0
     assert 1 <= s1["readers_used"] <= s1["readers_max"]

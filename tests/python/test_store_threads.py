@@ -107,11 +107,14 @@ def test_readers_see_whole_versions_only(path):
     with cowstore.open(path, durable=False) as s:
         s["row"] = [0]
         done = threading.Event()
+        reading = threading.Barrier(3)      # the writer starts once both readers read
         seen = []
 
         def writer():
             try:
+                reading.wait(PATIENCE)
                 for v in range(2, versions + 2):
+                    time.sleep(0.002)       # let the readers in between versions
                     with s.transaction():
                         row = s["row"]
                         row.append(0)
@@ -123,12 +126,16 @@ def test_readers_see_whole_versions_only(path):
                 done.set()
 
         def reader():
-            while not done.is_set():
+            first = True
+            while first or not done.is_set():
                 row = s["row"]
                 values = list(row)
                 assert sum(values) == 0, values
                 assert len(set(values[1:])) <= 1, values
                 seen.append(len(values))
+                if first:
+                    reading.wait(PATIENCE)
+                    first = False
 
         _run_threads([writer, reader, reader])
         assert s["row"][1] == versions + 1

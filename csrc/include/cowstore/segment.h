@@ -55,6 +55,9 @@ typedef struct cow_segw {
     uint64_t nodes;         /* nodes emitted so far */
     uint64_t kept;          /* words kept because the target held their node */
     size_t target;          /* segment size to close at (COW_SEG_TARGET unless set) */
+    size_t ref_cost;        /* bytes each distinct segment named adds to the
+                             * open one (the store's trailer); counted against
+                             * target.  0 unless set. */
     unsigned depth;         /* current node recursion depth (COW_SEGW_MAX_DEPTH) */
     unsigned nesting;       /* current container nesting (COW_SEGW_MAX_NESTING) */
     int rc;                 /* first error; every later call is a no-op */

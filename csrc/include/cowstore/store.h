@@ -95,8 +95,7 @@ int cow_store_compact(cow_store *s);
 void cow_store_set_bulk(cow_store *s, int on);
 
 /* The store's LMDB databases, in stats order (store.c describes each). */
-enum { COW_STORE_DB_META, COW_STORE_DB_ROOTS, COW_STORE_DB_SEGS, COW_STORE_DB_SEGMETA,
-       COW_STORE_NDBS };
+enum { COW_STORE_DB_META, COW_STORE_DB_ROOTS, COW_STORE_DB_SEGS, COW_STORE_NDBS };
 
 /* One database's B-tree, as LMDB's mdb_stat reports it. */
 typedef struct cow_store_db_stats {
@@ -110,8 +109,8 @@ typedef struct cow_store_db_stats {
 typedef struct cow_store_stats {
     uint64_t roots;
     uint64_t segments;
-    uint64_t segment_bytes;      /* bytes in live segments */
-    uint64_t live_bytes;         /* segment bytes right after the last compaction */
+    uint64_t segment_bytes;      /* bytes in segments (garbage not yet swept too) */
+    uint64_t live_bytes;         /* reachable at the last sweep, plus additions since */
     uint64_t file_bytes;         /* pages LMDB uses (last page + 1) * page size */
     uint64_t map_bytes;          /* current map size */
     uint64_t page_size;
