@@ -133,7 +133,7 @@ cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy)
     const char *data;
     PyObject *np, *flat = NULL, *shape = NULL, *res = NULL;
     ArrayBuffer *buf;
-    if (cow_ndarray_parts(v, &head, &dims, &data) < 0 || cow_ref_take_error() < 0)
+    if (cow_ndarray_parts(v, &head, &dims, &data) < 0)
         return cowpy_raise(st, COW_ECORRUPT);
     if ((np = numpy_module(st)) == NULL)
         return NULL;
