@@ -394,7 +394,7 @@ hn_rebuild(const cow_hnode *n, uint32_t datamap, uint32_t nodemap, int drop,
     cow_hnode *c;
     unsigned w = 0;
     if (!kids_ok(n))
-        return NULL;                    /* reported through cow_ref_take_error */
+        return NULL;                    /* kid_ok recorded COW_ECORRUPT */
     if ((c = hn_new(HN_BITMAP, popc(datamap), popc(nodemap))) == NULL)
         return NULL;
     c->datamap = datamap;

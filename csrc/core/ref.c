@@ -10,12 +10,17 @@
  *      and length LMDB reported for that segment; ids are never reused, so an
  *      entry stays right for as long as any pinned word can name it.
  *  R2  cow_ref_resolve returns either a node whose bytes [p, p + size) lie in
- *      [base + off, base + off + len) of its segment, or a poison node and
- *      COW_ECORRUPT recorded.
+ *      [base + off, base + off + len) of its segment, or a poison node with
+ *      an error recorded in the calling thread's read scope: COW_ENOMEM if
+ *      the segment cache could not grow, else COW_ECORRUPT.
  *  R3  a heap-form stored word (slot != 0) accounts for exactly one pin of
  *      its env while it is owned by heap memory.
+ *  R4  the read-error slot is per thread and holds the first error of the
+ *      innermost open scope only (ref.h, "Read scopes").
  *
  * Not thread-safe, like the rest of the core: the binding holds the GIL.
+ * The read-error slot is the exception (R4): it says which call met an
+ * error, and a thread that takes over the GIL must not inherit it.
  */
 #include <string.h>
 
@@ -26,13 +31,36 @@
 static cow_ref_env *envs[COW_REF_MAX_ENVS];
 static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
 static unsigned nactive;
-int cow_ref_pending_error;
+/* The current read scope's first error (R4). */
+static _Thread_local int read_error;
+
+int
+cow_ref_scope_enter(void)
+{
+    int outer = read_error;
+    read_error = COW_OK;
+    return outer;
+}
+
+int
+cow_ref_scope_leave(int outer)
+{
+    int err = read_error;
+    read_error = outer;
+    return err;
+}
+
+int
+cow_ref_error(void)
+{
+    return read_error;
+}
 
 void
 cow_ref_set_error(int err)
 {
-    if (cow_ref_pending_error == COW_OK)
-        cow_ref_pending_error = err;
+    if (read_error == COW_OK)
+        read_error = err;
 }
 
 int

@@ -38,7 +38,7 @@ void
 cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sink, void *ctx)
 {
     memset(w, 0, sizeof *w);
-    cow_ref_take_error();           /* only errors met while writing count */
+    w->outer_error = cow_ref_scope_enter();    /* only errors met while writing count */
     w->slot = slot;
     w->target = COW_SEG_TARGET;
     w->copy_all = copy_all;
@@ -57,6 +57,7 @@ cow_segw_free(cow_segw *w)
     cow_u64map_free(&w->memo);
     cow_u64map_free(&w->live);
     w->buf = NULL;
+    cow_ref_scope_leave(w->outer_error);       /* w->rc reported what it held */
 }
 
 static void
@@ -66,6 +67,18 @@ fail(cow_segw *w, int rc)
         w->rc = rc;
 }
 
+/* Fails the write if a read of the source met an error (poison would be
+ * written as data): checked after each resolution and before each put, as
+ * node writers record errors of the values they copy too. */
+static int
+read_failed(cow_segw *w)
+{
+    int rc = cow_ref_error();
+    if (rc < 0)
+        fail(w, rc);
+    return rc < 0;
+}
+
 /* Puts the open segment and closes it. */
 static int
 put_open_segment(cow_segw *w)
@@ -73,7 +86,7 @@ put_open_segment(cow_segw *w)
     uint32_t *refs = NULL;
     size_t n = 0;
     int rc;
-    if (!w->have_seg || w->rc < 0)
+    if (read_failed(w) || !w->have_seg || w->rc < 0)
         return w->rc;
     if (w->refs.len && (refs = cow_malloc(w->refs.len * sizeof *refs)) == NULL) {
         fail(w, COW_ENOMEM);
@@ -207,10 +220,8 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
         return x & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT);   /* already there */
     }
     node = cow_ref_get(wp, kind);
-    if (cow_ref_take_error() < 0) {
-        fail(w, COW_ECORRUPT);
+    if (read_failed(w))
         return 0;
-    }
     if (cow_u64map_get(&w->memo, (uint64_t)(uintptr_t)node, &memo) == COW_FOUND)
         return (cow_word)memo;
     if (w->depth >= COW_SEGW_MAX_DEPTH) {

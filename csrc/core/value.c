@@ -105,6 +105,40 @@ has_blob(int tag)
     return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES || tag == COW_T_NDARRAY;
 }
 
+/* The item size a dtype string names if it has the form of a stored kind
+ * (value.h: order, kind, 1..COW_NDARRAY_MAX_ITEM in decimal, NUL), else 0.
+ * numpy decides which sizes exist for a kind. */
+static uint64_t
+ndarray_item_size(const char *dtype)
+{
+    uint64_t size = 0;
+    size_t i = 2;
+    if (dtype[0] == 0 || strchr(COW_NDARRAY_ORDERS, dtype[0]) == NULL
+        || dtype[1] == 0 || strchr(COW_NDARRAY_KINDS, dtype[1]) == NULL)
+        return 0;
+    for (; dtype[i] >= '0' && dtype[i] <= '9' && size <= COW_NDARRAY_MAX_ITEM; i++)
+        size = size * 10 + (uint64_t)(dtype[i] - '0');
+    if (dtype[i] != 0 || size == 0 || size > COW_NDARRAY_MAX_ITEM)
+        return 0;
+    return size;
+}
+
+/* 1 when nbytes is the product of the dimensions (each one a numpy intp)
+ * and the item size, computed without overflow. */
+static int
+ndarray_size_ok(const cow_ndarray_head *h, const uint64_t *shape)
+{
+    uint64_t n = ndarray_item_size(h->dtype);
+    if (n == 0)
+        return 0;
+    for (uint32_t i = 0; i < h->ndim; i++) {
+        if (shape[i] > INT64_MAX || (shape[i] && n > UINT64_MAX / shape[i]))
+            return 0;
+        n *= shape[i];
+    }
+    return n == h->nbytes;
+}
+
 int
 cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *shape,
                 const void *data, uint64_t nbytes)
@@ -115,11 +149,13 @@ cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *
     int rc;
     if (ndim > COW_NDARRAY_MAX_DIM || strlen(dtype) >= sizeof head.dtype)
         return COW_EINVAL;
+    memcpy(head.dtype, dtype, strlen(dtype));
+    if (!ndarray_size_ok(&head, shape))
+        return COW_EINVAL;              /* what cow_ndarray_parts would refuse */
     head.data_off = (uint32_t)off;
     if ((rc = blob_new(out, COW_T_NDARRAY, NULL, off + nbytes)) < 0)
         return rc;
     b = (cow_blob *)out->u.w;
-    memcpy(head.dtype, dtype, strlen(dtype));
     memcpy(b->data, &head, sizeof head);
     if (ndim)
         memcpy(b->data + sizeof head, shape, ndim * sizeof(uint64_t));
@@ -134,13 +170,14 @@ cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_
 {
     const cow_blob *b = cow_val_getblob(v);
     const cow_ndarray_head *h = (const cow_ndarray_head *)b->data;
+    const uint64_t *dims = (const uint64_t *)(b->data + sizeof *h);
     if (b->len < sizeof *h || h->ndim > COW_NDARRAY_MAX_DIM
         || h->data_off != sizeof *h + h->ndim * sizeof(uint64_t)
         || h->data_off > b->len || b->len - h->data_off != h->nbytes
-        || memchr(h->dtype, 0, sizeof h->dtype) == NULL)
+        || memchr(h->dtype, 0, sizeof h->dtype) == NULL || !ndarray_size_ok(h, dims))
         return COW_ECORRUPT;
     *head = h;
-    *shape = (const uint64_t *)(b->data + sizeof *h);
+    *shape = dims;
     *data = b->data + h->data_off;
     return COW_OK;
 }

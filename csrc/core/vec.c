@@ -794,10 +794,18 @@ cow_vec_own(cow_word *w)
 
 /* ---- validation --------------------------------------------------------- */
 
+/* 1 for the poison standing in for a stored node that failed its checks
+ * (the read error stays recorded in the caller's scope). */
+static int
+vn_poison(const cow_vnode *n)
+{
+    return n == cow_vec_poison(COW_NK_VLEAF) || n == cow_vec_poison(COW_NK_VINNER);
+}
+
 static int
 check_node(const cow_vnode *n, uint32_t level, size_t base, size_t limit)
 {
-    if (n == NULL || n->refcnt < 1 || cow_ref_take_error() != COW_OK)
+    if (n == NULL || n->refcnt < 1 || vn_poison(n))
         return COW_EINVAL;                                    /* VEC5 */
     if (level == 0)
         return n->leaf && n->count == COW_VEC_WIDTH ? COW_OK : COW_EINVAL;  /* VEC3 */

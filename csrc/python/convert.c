@@ -390,7 +390,7 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
          * the way in), so bytes that do not decode were damaged in a file. */
         if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
             PyErr_Clear();
-            cowpy_raise_corrupt(st);
+            cowpy_raise(st, COW_ECORRUPT);
         }
         return s;
     }
@@ -414,9 +414,9 @@ frozen_tag(int tag)
     return tag;
 }
 
-static PyObject *
-to_object(cowpy_state *st, const cow_val *v, CowObject *parent, const cow_val *key,
-          uint64_t hash, size_t idx)
+PyObject *
+cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                const cow_val *key, uint64_t hash, size_t idx)
 {
     CowObject *obj;
     cow_val own;
@@ -443,13 +443,6 @@ to_object(cowpy_state *st, const cow_val *v, CowObject *parent, const cow_val *k
             cow_val_copy(&obj->pkey, key);
     }
     return (PyObject *)obj;
-}
-
-PyObject *
-cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
-                const cow_val *key, uint64_t hash, size_t idx)
-{
-    return cowpy_checked(st, to_object(st, v, parent, key, hash, idx));
 }
 
 static PyObject *
@@ -519,5 +512,5 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     default: res = scalar_to_object(st, v);
     }
     Py_LeaveRecursiveCall();
-    return cowpy_checked(st, res);
+    return res;
 }

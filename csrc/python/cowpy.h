@@ -59,12 +59,61 @@ cowpy_state *cowpy_state_of(PyObject *obj);
 /* errors.c: raises the exception for a core code; returns NULL. */
 PyObject *cowpy_raise(cowpy_state *st, int code);
 int cowpy_raise_int(cowpy_state *st, int code);   /* same, returns -1 */
-/* Reads of stored data that met a bad node got poison (ref.h): these turn
- * the recorded error into CorruptStoreError.  cowpy_stored_error returns -1
- * (raised) or 0; cowpy_checked passes res through or returns NULL. */
-int cowpy_stored_error(cowpy_state *st);
-int cowpy_raise_corrupt(cowpy_state *st);       /* CorruptStoreError; returns -1 */
-PyObject *cowpy_checked(cowpy_state *st, PyObject *res);
+
+/* ---- entry points ----------------------------------------------------------
+ *
+ * A read of stored bytes that fails validation gets poison and records its
+ * error in the calling thread's read scope (cowstore/ref.h).  Every function
+ * the interpreter calls through our method and slot tables is an entry,
+ * defined with COWPY_ENTRY, which runs the body in a read scope of its own:
+ *
+ *     COWPY_ENTRY(static, PyObject *, dict_subscript,
+ *                 (PyObject *op, PyObject *key), (op, key))
+ *     {
+ *         ... returns as the slot does: a new reference, or NULL raised ...
+ *     }
+ *
+ * defines dict_subscript (the entry, which the tables name) and
+ * dict_subscript_body (the block that follows).  When the body's reads met
+ * an error, the entry drops what the body returned and raises that error
+ * instead (COW_ECORRUPT: CorruptStoreError, COW_ENOMEM: CowMemoryError),
+ * replacing any exception the body set: poison reads as empty, so a
+ * KeyError or a short result was a symptom of the damage.  The scope is the
+ * thread's and ends with the call, so the call that met an error is the one
+ * that raises it: never a later call, never another thread.  A call back
+ * into us from Python code the body runs (a key's __eq__, a generator
+ * being extended from) is an entry too and reports its own errors; an entry
+ * that does another's job calls that one's body (list_len_body), one scope
+ * per Python call.  A write whose body met an error raises as well, though
+ * what it wrote stays written (poison copied in reads as empty or None).
+ *
+ * linkage is static, or extern for the entries cowpy.h declares; ret is
+ * PyObject * (NULL on error), or int or Py_ssize_t (-1 on error); params
+ * and args are the parameter list and the same names as arguments, the
+ * first being the object or module the call is made on.  Not entries:
+ * tp_new and tp_dealloc, which resolve no word, and the _ArrayBuffer's
+ * getbuffer, whose pointer was resolved and checked when it was made. */
+#define COWPY_ENTRY(linkage, ret, name, params, args)                           \
+    static ret name##_body params;                                              \
+    linkage ret name params                                                     \
+    {                                                                           \
+        int outer_ = cow_ref_scope_enter();                                     \
+        ret res_ = name##_body args;                                            \
+        int err_ = cow_ref_scope_leave(outer_);                                 \
+        return err_ == COW_OK ? res_ : COWPY_READ_FAILED(res_, COWPY_FIRST args, err_); \
+    }                                                                           \
+    static ret name##_body params
+
+/* The first of a parenthesised argument list: COWPY_FIRST (op, key) is op. */
+#define COWPY_FIRST(...) COWPY_FIRST_(__VA_ARGS__, 0)
+#define COWPY_FIRST_(first, ...) first
+/* An entry's result after its body met read error err: raises it (the state
+ * found from self, the object or module called) and returns NULL or -1. */
+#define COWPY_READ_FAILED(res, self, err) \
+    _Generic((res), PyObject *: cowpy_read_failed, default: cowpy_read_failed_num)( \
+        (res), (PyObject *)(self), (err))
+PyObject *cowpy_read_failed(PyObject *res, PyObject *self, int err);  /* drops res */
+Py_ssize_t cowpy_read_failed_num(Py_ssize_t res, PyObject *self, int err);
 
 /* convert.c */
 /* Python -> owned cow_val; on error raises (naming type and path) and

@@ -37,15 +37,14 @@ value_at(PyObject *op, size_t entry, uint64_t hash)
                            SELF, cow_map_entry_key(m, entry), hash, 0);
 }
 
-static PyObject *
-dict_subscript(PyObject *op, PyObject *key)
+COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
 {
     size_t entry;
     uint64_t hash;
     int rc = dict_lookup(op, key, &entry, &hash);
     if (rc == 1)
         return value_at(op, entry, hash);
-    if (rc == 0 && cowpy_stored_error(COWPY_ST(op)) == 0)
+    if (rc == 0)
         _PyErr_SetKeyError(key);
     return NULL;
 }
@@ -98,8 +97,8 @@ dict_remove(PyObject *op, PyObject *key, cow_val *out)
     return cowpy_end_write(SELF) < 0 ? -1 : 1;
 }
 
-static int
-dict_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+COWPY_ENTRY(static, int, dict_ass_subscript,
+            (PyObject *op, PyObject *key, PyObject *value), (op, key, value))
 {
     int rc;
     if (value)
@@ -109,17 +108,15 @@ dict_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     return rc > 0 ? 0 : -1;
 }
 
-static int
-dict_contains(PyObject *op, PyObject *key)
+COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key))
 {
     size_t entry;
     uint64_t hash;
-    int rc = dict_lookup(op, key, &entry, &hash);
-    return rc == 0 && cowpy_stored_error(COWPY_ST(op)) < 0 ? -1 : rc;
+    return dict_lookup(op, key, &entry, &hash);
 }
 
-static PyObject *
-dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+COWPY_ENTRY(static, PyObject *, dict_get,
+            (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
     size_t entry;
     uint64_t hash;
@@ -134,8 +131,8 @@ dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* pop(key[, default]) */
-static PyObject *
-dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+COWPY_ENTRY(static, PyObject *, dict_pop,
+            (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
     cow_val out;
     PyObject *res;
@@ -155,8 +152,7 @@ dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
-static PyObject *
-dict_popitem(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, dict_popitem, (PyObject *op, PyObject *unused), (op, unused))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
@@ -183,8 +179,8 @@ dict_popitem(PyObject *op, PyObject *unused)
 }
 
 /* setdefault(key, default=None) */
-static PyObject *
-dict_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+COWPY_ENTRY(static, PyObject *, dict_setdefault,
+            (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
     size_t entry;
     uint64_t hash;
@@ -203,8 +199,7 @@ dict_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _iter(kind, reverse): iterator over keys (0), values (1) or items (2). */
-static PyObject *
-dict_iter_kind(PyObject *op, PyObject *args)
+COWPY_ENTRY(static, PyObject *, dict_iter_kind, (PyObject *op, PyObject *args), (op, args))
 {
     int kind, reverse = 0;
     if (!PyArg_ParseTuple(args, "i|p:_iter", &kind, &reverse))
@@ -216,15 +211,13 @@ dict_iter_kind(PyObject *op, PyObject *args)
     return cowpy_iter_new(SELF, kind, reverse);
 }
 
-static PyObject *
-dict_iter(PyObject *op)
+COWPY_ENTRY(static, PyObject *, dict_iter, (PyObject *op), (op))
 {
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }
 
 /* _merge(src): insert every pair of a dict or cowstore dict, one write. */
-static PyObject *
-dict_merge(PyObject *op, PyObject *src)
+COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, src))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val other, k, v;

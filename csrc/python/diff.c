@@ -53,8 +53,7 @@ visit_block(void *arg, size_t start)
     return COW_OK;
 }
 
-PyObject *
-cowpy_changed(PyObject *mod, PyObject *args)
+COWPY_ENTRY(extern, PyObject *, cowpy_changed, (PyObject *mod, PyObject *args), (mod, args))
 {
     CowObject *a, *b;
     diff_ctx cx = {0};

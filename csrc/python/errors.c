@@ -27,28 +27,30 @@ cowpy_raise(cowpy_state *st, int code)
     return NULL;
 }
 
-int
-cowpy_raise_corrupt(cowpy_state *st)
+/* The module state for an entry's first argument: the module itself for a
+ * module function, else the module that defined the object's type. */
+static cowpy_state *
+state_of_entry(PyObject *self)
 {
-    PyErr_SetString(st->CorruptStoreError,
-                    "corrupt stored data: a node or reference failed validation");
-    return -1;
-}
-
-int
-cowpy_stored_error(cowpy_state *st)
-{
-    if (cow_ref_take_error() == COW_OK)
-        return 0;
-    return cowpy_raise_corrupt(st);
+    return PyModule_Check(self) ? PyModule_GetState(self) : cowpy_state_of(self);
 }
 
 PyObject *
-cowpy_checked(cowpy_state *st, PyObject *res)
+cowpy_read_failed(PyObject *res, PyObject *self, int err)
 {
-    if (res && cowpy_stored_error(st) < 0)
-        Py_CLEAR(res);
-    return res;
+    cowpy_state *st;
+    Py_XDECREF(res);
+    PyErr_Clear();                  /* a symptom of the poison: see cowpy.h */
+    if ((st = state_of_entry(self)) == NULL)
+        return NULL;
+    return cowpy_raise(st, err);
+}
+
+Py_ssize_t
+cowpy_read_failed_num(Py_ssize_t res, PyObject *self, int err)
+{
+    cowpy_read_failed(NULL, self, err);
+    return -1;
 }
 
 int

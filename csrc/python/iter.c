@@ -132,25 +132,22 @@ map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val
     return it->kind == COWPY_IT_VALUES ? pv : pair_of(it, pk, pv);
 }
 
-static PyObject *
-iter_next(PyObject *op)
+COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
 {
     CowIter *it = (CowIter *)op;
     cowpy_state *st = COWPY_ST(it->owner);
     const cow_val *a = NULL, *b = NULL;
     Py_ssize_t p = next_pos(it, &a, &b);
-    if (p < 0) {
-        cowpy_stored_error(st);     /* an end reached through poison raises */
-        return NULL;
-    }
+    if (p < 0)
+        return NULL;                /* the end (COWPY_ENTRY raises if poison ended it) */
     if (cow_tag_is_map(it->snap.tag))
         return map_step(it, st, (size_t)p, a, b);
     return view_of(it, st, a, NULL, 0, (size_t)p);
 }
 
 /* __length_hint__: entries left (an upper bound for maps with holes). */
-static PyObject *
-iter_length_hint(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, iter_length_hint,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowIter *it = (CowIter *)op;
     size_t n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))

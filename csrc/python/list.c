@@ -12,14 +12,11 @@ body_of(PyObject *op)
     return &cow_val_getvec(&SELF->root)->b;
 }
 
-static Py_ssize_t
-list_len(PyObject *op)
+COWPY_ENTRY(static, Py_ssize_t, list_len, (PyObject *op), (op))
 {
-    size_t n;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    n = body_of(op)->len;
-    return cowpy_stored_error(COWPY_ST(op)) < 0 ? -1 : (Py_ssize_t)n;
+    return (Py_ssize_t)body_of(op)->len;
 }
 
 static PyObject *
@@ -28,8 +25,7 @@ item_at(PyObject *op, size_t i)
     return cowpy_to_object(COWPY_ST(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
 }
 
-static PyObject *
-list_item(PyObject *op, Py_ssize_t i)
+COWPY_ENTRY(static, PyObject *, list_item, (PyObject *op, Py_ssize_t i), (op, i))
 {
     if (cowpy_resolve(SELF) < 0)
         return NULL;
@@ -185,8 +181,8 @@ list_set_index(PyObject *op, Py_ssize_t i, PyObject *value)
     return cowpy_end_write(SELF);
 }
 
-static int
-list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
+COWPY_ENTRY(static, int, list_ass_subscript,
+            (PyObject *op, PyObject *item, PyObject *value), (op, item, value))
 {
     Py_ssize_t start, stop, step, len;
     val_array ins = {NULL, 0};
@@ -201,7 +197,7 @@ list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
                      Py_TYPE(item)->tp_name);
         return -1;
     }
-    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len(op)) < 0)
+    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len_body(op)) < 0)
         return -1;
     PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
@@ -213,8 +209,8 @@ list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
     return list_splice(op, (size_t)start, (size_t)stop, &ins);
 }
 
-static int
-list_ass_item(PyObject *op, Py_ssize_t i, PyObject *value)
+COWPY_ENTRY(static, int, list_ass_item,
+            (PyObject *op, Py_ssize_t i, PyObject *value), (op, i, value))
 {
     return list_set_index(op, i, value);
 }
@@ -237,24 +233,23 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
     return cowpy_new_like(op, cow_val_vec(SELF->root.tag, vec));
 }
 
-static PyObject *
-list_subscript(PyObject *op, PyObject *item)
+COWPY_ENTRY(static, PyObject *, list_subscript, (PyObject *op, PyObject *item), (op, item))
 {
     Py_ssize_t start, stop, step, len;
     if (PyIndex_Check(item)) {
         Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
         if (i == -1 && PyErr_Occurred())
             return NULL;
-        if (i < 0 && (len = list_len(op)) >= 0)
+        if (i < 0 && (len = list_len_body(op)) >= 0)
             i += len;
-        return list_item(op, i);
+        return list_item_body(op, i);
     }
     if (!PySlice_Check(item)) {
         PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
                      Py_TYPE(item)->tp_name);
         return NULL;
     }
-    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len(op)) < 0)
+    if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len_body(op)) < 0)
         return NULL;
     return list_slice(op, start, step, PySlice_AdjustIndices(len, &start, &stop, step));
 }
@@ -289,8 +284,7 @@ find_from(PyObject *op, const cow_val *probe, size_t start, size_t stop)
     return -1;
 }
 
-static int
-list_contains(PyObject *op, PyObject *x)
+COWPY_ENTRY(static, int, list_contains, (PyObject *op, PyObject *x), (op, x))
 {
     cow_val probe;
     int rc = probe_value(op, x, &probe);
@@ -310,8 +304,7 @@ clamp_index(Py_ssize_t i, Py_ssize_t len)
 }
 
 /* index(x[, start[, stop]]) */
-static PyObject *
-list_index(PyObject *op, PyObject *args)
+COWPY_ENTRY(static, PyObject *, list_index, (PyObject *op, PyObject *args), (op, args))
 {
     PyObject *x;
     Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found = -1;
@@ -337,8 +330,7 @@ list_index(PyObject *op, PyObject *args)
     return PyLong_FromSsize_t(found);
 }
 
-static PyObject *
-list_count(PyObject *op, PyObject *x)
+COWPY_ENTRY(static, PyObject *, list_count, (PyObject *op, PyObject *x), (op, x))
 {
     cow_vec_iter it;
     const cow_val *e;
@@ -354,8 +346,7 @@ list_count(PyObject *op, PyObject *x)
     return PyLong_FromSsize_t(n);
 }
 
-static PyObject *
-list_remove(PyObject *op, PyObject *x)
+COWPY_ENTRY(static, PyObject *, list_remove, (PyObject *op, PyObject *x), (op, x))
 {
     val_array none = {NULL, 0};
     Py_ssize_t i = -1;
@@ -378,8 +369,7 @@ list_remove(PyObject *op, PyObject *x)
 
 /* ---- mutation at the ends ------------------------------------------------- */
 
-static PyObject *
-list_append(PyObject *op, PyObject *x)
+COWPY_ENTRY(static, PyObject *, list_append, (PyObject *op, PyObject *x), (op, x))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val v;
@@ -397,14 +387,13 @@ list_append(PyObject *op, PyObject *x)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-list_extend(PyObject *op, PyObject *iterable)
+COWPY_ENTRY(static, PyObject *, list_extend, (PyObject *op, PyObject *iterable), (op, iterable))
 {
     val_array ins;
     Py_ssize_t len;
     if (vals_from_iterable(COWPY_ST(op), iterable, &ins) < 0)
         return NULL;
-    if ((len = list_len(op)) < 0) {
+    if ((len = list_len_body(op)) < 0) {
         vals_release(&ins);
         return NULL;
     }
@@ -413,13 +402,12 @@ list_extend(PyObject *op, PyObject *iterable)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-list_insert(PyObject *op, PyObject *args)
+COWPY_ENTRY(static, PyObject *, list_insert, (PyObject *op, PyObject *args), (op, args))
 {
     Py_ssize_t i, len;
     PyObject *x, *one;
     val_array ins;
-    if (!PyArg_ParseTuple(args, "nO:insert", &i, &x) || (len = list_len(op)) < 0)
+    if (!PyArg_ParseTuple(args, "nO:insert", &i, &x) || (len = list_len_body(op)) < 0)
         return NULL;
     i = clamp_index(i, len);
     if ((one = PyTuple_Pack(1, x)) == NULL)
@@ -431,8 +419,7 @@ list_insert(PyObject *op, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-list_pop(PyObject *op, PyObject *args)
+COWPY_ENTRY(static, PyObject *, list_pop, (PyObject *op, PyObject *args), (op, args))
 {
     cowpy_state *st = COWPY_ST(op);
     Py_ssize_t i = -1, len;
@@ -440,7 +427,7 @@ list_pop(PyObject *op, PyObject *args)
     cow_val v;
     PyObject *res;
     int rc;
-    if (!PyArg_ParseTuple(args, "|n:pop", &i) || (len = list_len(op)) < 0)
+    if (!PyArg_ParseTuple(args, "|n:pop", &i) || (len = list_len_body(op)) < 0)
         return NULL;
     if (len == 0 || (i < 0 ? i + len < 0 : i >= len)) {
         PyErr_SetString(PyExc_IndexError, len ? "pop index out of range" : "pop from empty list");
@@ -464,8 +451,7 @@ list_pop(PyObject *op, PyObject *args)
     return res;
 }
 
-static PyObject *
-list_clear(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, list_clear, (PyObject *op, PyObject *unused), (op, unused))
 {
     if (cowpy_begin_write(SELF) < 0)
         return NULL;
@@ -475,8 +461,7 @@ list_clear(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-list_reverse(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, list_reverse, (PyObject *op, PyObject *unused), (op, unused))
 {
     val_array all;
     size_t n;
@@ -493,14 +478,12 @@ list_reverse(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-list_iter(PyObject *op)
+COWPY_ENTRY(static, PyObject *, list_iter, (PyObject *op), (op))
 {
     return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 0);
 }
 
-static PyObject *
-list_reversed(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, list_reversed, (PyObject *op, PyObject *unused), (op, unused))
 {
     return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 1);
 }

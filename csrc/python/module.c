@@ -24,8 +24,7 @@ state_of_module(PyObject *mod)
 }
 
 /* freeze(obj): plain nested data -> cowstore containers, one pass. */
-static PyObject *
-cowpy_freeze(PyObject *mod, PyObject *obj)
+COWPY_ENTRY(static, PyObject *, cowpy_freeze, (PyObject *mod, PyObject *obj), (mod, obj))
 {
     cowpy_state *st = state_of_module(mod);
     cow_val v;
@@ -39,8 +38,7 @@ cowpy_freeze(PyObject *mod, PyObject *obj)
 }
 
 /* thaw(x): any value -> plain dict/list/set/tuple/scalars (deep). */
-static PyObject *
-cowpy_thaw_fn(PyObject *mod, PyObject *obj)
+COWPY_ENTRY(static, PyObject *, cowpy_thaw_fn, (PyObject *mod, PyObject *obj), (mod, obj))
 {
     cowpy_state *st = state_of_module(mod);
     cow_val v;
@@ -59,8 +57,7 @@ static const char *const tag_names[COW_T__COUNT] = {
 };
 
 /* _register(kind, cls): the Python class to build for a container kind. */
-static PyObject *
-cowpy_register(PyObject *mod, PyObject *args)
+COWPY_ENTRY(static, PyObject *, cowpy_register, (PyObject *mod, PyObject *args), (mod, args))
 {
     cowpy_state *st = state_of_module(mod);
     const char *kind;
@@ -78,8 +75,8 @@ cowpy_register(PyObject *mod, PyObject *args)
 }
 
 /* _live_nodes(): (vector nodes, index nodes) alive, for leak tests. */
-static PyObject *
-cowpy_live_nodes(PyObject *mod, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, cowpy_live_nodes,
+            (PyObject *mod, PyObject *unused), (mod, unused))
 {
     return Py_BuildValue("(ll)", cow_vec_live_nodes(), cow_map_live_nodes());
 }

@@ -17,10 +17,6 @@ typedef struct ArrayBuffer {
     Py_ssize_t len;
 } ArrayBuffer;
 
-/* numpy dtype kinds whose values are plain bytes numpy can view in place
- * (bool, signed, unsigned, float, complex). */
-static const char plain_kinds[] = "biufc";
-
 static int
 buffer_get(PyObject *op, Py_buffer *view, int flags)
 {
@@ -76,7 +72,7 @@ plain_dtype_str(cowpy_state *st, PyObject *arr)
     if (dtype == NULL || (kind = PyObject_GetAttrString(dtype, "kind")) == NULL
         || (k = PyUnicode_AsUTF8(kind)) == NULL)
         goto done;
-    if (strlen(k) != 1 || strchr(plain_kinds, k[0]) == NULL)
+    if (strlen(k) != 1 || strchr(COW_NDARRAY_KINDS, k[0]) == NULL)
         goto unsupported;           /* structured dtypes are kind 'V' */
     str = PyObject_GetAttrString(dtype, "str");
     goto done;
@@ -133,7 +129,7 @@ cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy)
     const char *data;
     PyObject *np, *flat = NULL, *shape = NULL, *res = NULL;
     ArrayBuffer *buf;
-    if (cow_ndarray_parts(v, &head, &dims, &data) < 0 || cow_ref_take_error() < 0)
+    if (cow_ndarray_parts(v, &head, &dims, &data) < 0)
         return cowpy_raise(st, COW_ECORRUPT);
     if ((np = numpy_module(st)) == NULL)
         return NULL;
@@ -156,8 +152,11 @@ cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy)
         res = PyObject_CallMethod(flat, copy ? "copy" : "view", NULL);
     if (res)
         Py_SETREF(res, PyObject_CallMethod(res, "reshape", "O", shape));
-    if (res == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
-        PyErr_Clear();                 /* a shape that does not fit the bytes */
+    /* The header has the form cow_ndarray_parts checks, so numpy refusing it
+     * means a dtype or shape this numpy has no array for ("<f5"): damage. */
+    if (res == NULL && (PyErr_ExceptionMatches(PyExc_ValueError)
+                        || PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
         cowpy_raise(st, COW_ECORRUPT);
     }
 done:

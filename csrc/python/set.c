@@ -27,8 +27,7 @@ probe_element(cowpy_state *st, PyObject *key, cow_val *out, uint64_t *hash, int 
     return rc;
 }
 
-static int
-set_contains(PyObject *op, PyObject *key)
+COWPY_ENTRY(static, int, set_contains, (PyObject *op, PyObject *key), (op, key))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val probe;
@@ -42,13 +41,10 @@ set_contains(PyObject *op, PyObject *key)
     rc = cow_map_find(map_of(op), &probe, h, &e);
     if (owned)
         cow_val_release(&probe);
-    if (cowpy_stored_error(st) < 0)
-        return -1;
     return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
 }
 
-static PyObject *
-set_add(PyObject *op, PyObject *key)
+COWPY_ENTRY(static, PyObject *, set_add, (PyObject *op, PyObject *key), (op, key))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val k;
@@ -68,8 +64,7 @@ set_add(PyObject *op, PyObject *key)
 }
 
 /* _discard(x) -> True if x was present and is now removed. */
-static PyObject *
-set_discard_flag(PyObject *op, PyObject *key)
+COWPY_ENTRY(static, PyObject *, set_discard_flag, (PyObject *op, PyObject *key), (op, key))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val probe;
@@ -89,8 +84,7 @@ set_discard_flag(PyObject *op, PyObject *key)
     return PyBool_FromLong(rc == COW_FOUND);
 }
 
-static PyObject *
-set_pop(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, set_pop, (PyObject *op, PyObject *unused), (op, unused))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
@@ -112,8 +106,7 @@ set_pop(PyObject *op, PyObject *unused)
     return res;
 }
 
-static PyObject *
-set_iter(PyObject *op)
+COWPY_ENTRY(static, PyObject *, set_iter, (PyObject *op), (op))
 {
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }

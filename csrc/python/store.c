@@ -112,8 +112,7 @@ store_dealloc(PyObject *op)
 }
 
 /* close(): a transaction this thread has open on the store is aborted. */
-static PyObject *
-store_close(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_close, (PyObject *op, PyObject *unused), (op, unused))
 {
     if (STORE(op)->s)
         cow_store_abort(STORE(op)->s);
@@ -131,8 +130,7 @@ is_container(const cow_val *v)
 
 /* _get(name) -> value, or KeyError.  Containers come back backed by the
  * store's pages, read lazily. */
-static PyObject *
-store_get(PyObject *op, PyObject *name)
+COWPY_ENTRY(static, PyObject *, store_get, (PyObject *op, PyObject *name), (op, name))
 {
     StoreObject *self = STORE(op);
     Py_ssize_t len;
@@ -156,8 +154,7 @@ store_get(PyObject *op, PyObject *name)
     return res;
 }
 
-static PyObject *
-store_begin(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_begin, (PyObject *op, PyObject *unused), (op, unused))
 {
     StoreObject *self = STORE(op);
     int rc;
@@ -170,8 +167,7 @@ store_begin(PyObject *op, PyObject *unused)
 
 /* _put(name, obj): converted now (so a bad value raises before anything is
  * written), written at _commit. */
-static PyObject *
-store_put(PyObject *op, PyObject *args)
+COWPY_ENTRY(static, PyObject *, store_put, (PyObject *op, PyObject *args), (op, args))
 {
     StoreObject *self = STORE(op);
     PyObject *name, *obj;
@@ -191,8 +187,7 @@ store_put(PyObject *op, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-store_delete(PyObject *op, PyObject *name)
+COWPY_ENTRY(static, PyObject *, store_delete, (PyObject *op, PyObject *name), (op, name))
 {
     StoreObject *self = STORE(op);
     Py_ssize_t len;
@@ -240,8 +235,7 @@ done:
 
 /* _commit() -> {name: stored value} for the containers put, read back from
  * the commit's own pages (what each put container may adopt). */
-static PyObject *
-store_commit(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_commit, (PyObject *op, PyObject *unused), (op, unused))
 {
     StoreObject *self = STORE(op);
     committed_ctx cx = {self->st, NULL};
@@ -255,16 +249,14 @@ store_commit(PyObject *op, PyObject *unused)
     return cx.dict;
 }
 
-static PyObject *
-store_abort(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_abort, (PyObject *op, PyObject *unused), (op, unused))
 {
     if (STORE(op)->s)
         cow_store_abort(STORE(op)->s);
     Py_RETURN_NONE;
 }
 
-static PyObject *
-store_in_txn(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_in_txn, (PyObject *op, PyObject *unused), (op, unused))
 {
     return PyBool_FromLong(STORE(op)->s && cow_store_in_txn(STORE(op)->s));
 }
@@ -278,8 +270,7 @@ append_name(void *ctx, const char *name, size_t len)
     return rc < 0 ? COW_ENOMEM : COW_OK;
 }
 
-static PyObject *
-store_names(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_names, (PyObject *op, PyObject *unused), (op, unused))
 {
     StoreObject *self = STORE(op);
     PyObject *list;
@@ -314,8 +305,7 @@ lmdb_stats(const cow_store_stats *x)
     return dict;
 }
 
-static PyObject *
-store_stats(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_stats, (PyObject *op, PyObject *unused), (op, unused))
 {
     StoreObject *self = STORE(op);
     cow_store_stats x;
@@ -340,8 +330,7 @@ store_stats(PyObject *op, PyObject *unused)
         "free_pages", (unsigned long long)x.free_pages, "lmdb", lmdb);
 }
 
-static PyObject *
-store_compact(PyObject *op, PyObject *unused)
+COWPY_ENTRY(static, PyObject *, store_compact, (PyObject *op, PyObject *unused), (op, unused))
 {
     StoreObject *self = STORE(op);
     int rc;
@@ -352,8 +341,7 @@ store_compact(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-store_bulk(PyObject *op, PyObject *on)
+COWPY_ENTRY(static, PyObject *, store_bulk, (PyObject *op, PyObject *on), (op, on))
 {
     StoreObject *self = STORE(op);
     int flag = PyObject_IsTrue(on);
@@ -366,8 +354,7 @@ store_bulk(PyObject *op, PyObject *on)
 /* _measure(values) -> (bytes, nodes): what the values (a sequence) would
  * take written together into an empty store, shared nodes once; a module
  * function. */
-PyObject *
-cowpy_measure(PyObject *mod, PyObject *values)
+COWPY_ENTRY(extern, PyObject *, cowpy_measure, (PyObject *mod, PyObject *values), (mod, values))
 {
     cowpy_state *st = PyModule_GetState(mod);
     PyObject *seq = NULL, *res = NULL;
@@ -386,11 +373,7 @@ cowpy_measure(PyObject *mod, PyObject *values)
         if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(seq, done), &vals[done]) < 0)
             goto fail;
     if ((rc = cow_segw_measure(vals, (size_t)n, &bytes, &nodes)) < 0) {
-        cow_ref_take_error();
-        if (rc == COW_ECORRUPT)
-            cowpy_raise_corrupt(st);
-        else
-            cowpy_raise(st, rc);
+        cowpy_raise(st, rc);
         goto fail;
     }
     res = Py_BuildValue("KK", (unsigned long long)bytes, (unsigned long long)nodes);
@@ -404,8 +387,8 @@ fail:
 
 /* _after_fork(): in a forked child, reopen every store of this process
  * (each entry point would also do it lazily); a module function. */
-PyObject *
-cowpy_after_fork(PyObject *mod, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_after_fork,
+            (PyObject *mod, PyObject *unused), (mod, unused))
 {
     cowpy_state *st = PyModule_GetState(mod);
     int rc = cow_store_after_fork_all();
@@ -453,8 +436,8 @@ PyType_Spec cowpy_store_spec = {
  * from what the store holds at origin's root name, down `path` (a tuple of
  * keys and indices); word identifies the node, so a reader can check it
  * finds the same one. */
-PyObject *
-cowpy_origin_method(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_origin_method,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op, *top = self;
     PyObject *path = NULL, *step = NULL, *res = NULL;
@@ -493,8 +476,8 @@ fail:
 }
 
 /* _root_word(): identifies the root's current nodes (changes on any write). */
-PyObject *
-cowpy_root_word_method(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_root_word_method,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
@@ -506,8 +489,7 @@ cowpy_root_word_method(PyObject *op, PyObject *unused)
  * stored root in place of our heap nodes (same content, same identity), so
  * the next commit of self writes only what changes after this one.  Only if
  * self is a detached root still at `word` (unchanged since the put). */
-PyObject *
-cowpy_adopt_method(PyObject *op, PyObject *args)
+COWPY_ENTRY(extern, PyObject *, cowpy_adopt_method, (PyObject *op, PyObject *args), (op, args))
 {
     CowObject *self = (CowObject *)op, *other;
     unsigned long long word;
@@ -523,8 +505,8 @@ cowpy_adopt_method(PyObject *op, PyObject *args)
 }
 
 /* _set_origin(origin): marks a container just read from a store. */
-PyObject *
-cowpy_set_origin_method(PyObject *op, PyObject *origin)
+COWPY_ENTRY(extern, PyObject *, cowpy_set_origin_method,
+            (PyObject *op, PyObject *origin), (op, origin))
 {
     CowObject *self = (CowObject *)op;
     Py_INCREF(origin);

@@ -214,8 +214,7 @@ cowpy_new_like(PyObject *op, cow_val v)
 }
 
 /* copy() / __copy__: a new, detached container sharing every node: O(1). */
-PyObject *
-cowpy_copy(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_copy, (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     cow_val v;
@@ -266,8 +265,7 @@ root_len(const cow_val *root)
                                      : cow_vec_len(cow_val_getvec(root));
 }
 
-PyObject *
-cowpy_init_from(PyObject *op, PyObject *src)
+COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), (op, src))
 {
     CowObject *self = (CowObject *)op;
     cowpy_state *st = COWPY_ST(op);
@@ -295,14 +293,13 @@ cowpy_init_from(PyObject *op, PyObject *src)
 
 /* __deepcopy__: values are immutable or copied on write, so a deep copy is
  * the same O(1) copy. */
-PyObject *
-cowpy_deepcopy(PyObject *self, PyObject *memo)
+COWPY_ENTRY(extern, PyObject *, cowpy_deepcopy, (PyObject *self, PyObject *memo), (self, memo))
 {
-    return cowpy_copy(self, NULL);
+    return cowpy_copy_body(self, NULL);
 }
 
-PyObject *
-cowpy_thaw_method(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_thaw_method,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
@@ -311,8 +308,8 @@ cowpy_thaw_method(PyObject *op, PyObject *unused)
 }
 
 /* _hash(): content hash of a frozen container (stable across processes). */
-PyObject *
-cowpy_hash_method(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_hash_method,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     uint64_t h;
@@ -333,8 +330,8 @@ cowpy_is_ours(cowpy_state *st, PyObject *op)
 }
 
 /* _equal(other): structural equality with another cowstore container. */
-PyObject *
-cowpy_equal_method(PyObject *op, PyObject *other)
+COWPY_ENTRY(extern, PyObject *, cowpy_equal_method,
+            (PyObject *op, PyObject *other), (op, other))
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
     if (!cowpy_is_ours(COWPY_ST(op), other))
@@ -345,8 +342,7 @@ cowpy_equal_method(PyObject *op, PyObject *other)
 }
 
 /* _shares(other): True when both hold the very same nodes (diff short-cut). */
-PyObject *
-cowpy_same_method(PyObject *op, PyObject *other)
+COWPY_ENTRY(extern, PyObject *, cowpy_same_method, (PyObject *op, PyObject *other), (op, other))
 {
     CowObject *a = (CowObject *)op, *b = (CowObject *)other;
     if (!cowpy_is_ours(COWPY_ST(op), other))
@@ -363,8 +359,8 @@ cowpy_same_method(PyObject *op, PyObject *other)
 }
 
 /* _attached(): whether writes still reach a parent container (for tests). */
-PyObject *
-cowpy_attached_method(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_attached_method,
+            (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     if (cowpy_resolve(self) < 0)
@@ -373,20 +369,16 @@ cowpy_attached_method(PyObject *op, PyObject *unused)
 }
 
 /* len() of the map-backed bases (dict and set). */
-Py_ssize_t
-cowpy_map_len(PyObject *op)
+COWPY_ENTRY(extern, Py_ssize_t, cowpy_map_len, (PyObject *op), (op))
 {
     CowObject *self = (CowObject *)op;
-    size_t n;
     if (cowpy_resolve(self) < 0)
         return -1;
-    n = cow_map_len(cow_val_getmap(&self->root));
-    return cowpy_stored_error(self->st) < 0 ? -1 : (Py_ssize_t)n;
+    return (Py_ssize_t)cow_map_len(cow_val_getmap(&self->root));
 }
 
 /* clear() of the map-backed bases. */
-PyObject *
-cowpy_map_clear(PyObject *op, PyObject *unused)
+COWPY_ENTRY(extern, PyObject *, cowpy_map_clear, (PyObject *op, PyObject *unused), (op, unused))
 {
     CowObject *self = (CowObject *)op;
     if (cowpy_begin_write(self) < 0)

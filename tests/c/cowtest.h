@@ -131,6 +131,15 @@ tu_fail_after(long n)
     tu_alloc.budget = n;
 }
 
+/* The read error recorded since the last call (cowstore/ref.h), COW_OK if
+ * none: a test's body runs in its thread's outermost read scope, so taking
+ * the error is closing that scope and starting the next. */
+static inline int
+tu_read_error(void)
+{
+    return cow_ref_scope_leave(COW_OK);
+}
+
 /* splitmix64: one 64-bit state, full period, good enough for test sequences. */
 static inline uint64_t
 tu_rand(uint64_t *state)

@@ -178,7 +178,7 @@ expect_same(const cow_val *a, const cow_val *b, int depth)
     }
     if (depth == 0) {
         cr_assert(cow_val_equal(a, b), "cow_val_equal disagrees");
-        cr_assert_eq(cow_ref_take_error(), COW_OK, "reading the stored value recorded an error (S1, R2)");
+        cr_assert_eq(tu_read_error(), COW_OK, "reading the stored value recorded an error (S1, R2)");
     }
 }
 

@@ -12,7 +12,9 @@
  * resolver (or the layout hooks) reading past the buffer -- ASan proves it.
  *
  * Invariants cited: R1 (segment cache), R2 (resolution stays inside the
- * segment, else poison + COW_ECORRUPT), R3 (pins of heap-form words). */
+ * segment, else poison and an error recorded), R3 (pins of heap-form
+ * words), R4 (read scopes: per thread, nested). */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,15 +153,17 @@ heap_word(fake_env *f, uint32_t seg, size_t off)
     return cow_word_make(seg, off, f->slot);
 }
 
-/* Resolves w (held at *wp) as kind, expecting poison and COW_ECORRUPT. */
+/* Resolves w (held at *wp) as kind in a read scope of its own, expecting
+ * poison and COW_ECORRUPT reported by that scope only. */
 static void
 expect_poison(const cow_word *wp, int kind, const char *why)
 {
+    int outer = cow_ref_scope_enter();
     void *p = cow_ref_get(wp, kind);
     cr_assert_not_null(p, "%s: resolution returned NULL", why);
     cr_assert_eq(*(const uint32_t *)p, COW_REFCNT_STORED, "%s: poison must be read-only", why);
-    cr_assert_eq(cow_ref_take_error(), COW_ECORRUPT, "R2: %s: no COW_ECORRUPT recorded", why);
-    cr_assert_eq(cow_ref_take_error(), COW_OK, "take_error must clear");
+    cr_assert_eq(cow_ref_scope_leave(outer), COW_ECORRUPT, "R2: %s: no COW_ECORRUPT recorded", why);
+    cr_assert_eq(cow_ref_error(), outer, "R4: %s: the enclosing scope was changed", why);
     switch (kind) {     /* poison is empty */
     case COW_NK_BLOB: cr_assert_eq(((cow_blob *)p)->len, 0, "%s", why); break;
     case COW_NK_VEC: cr_assert_eq(((cow_vec *)p)->b.len, 0, "%s", why); break;
@@ -217,7 +221,7 @@ Test(ref, resolve_good_heap_words)
     cr_assert_eq(b->data[39], 'a' + 39 % 26);
     cr_assert_eq((char *)cow_ref_get(&w2, COW_NK_BLOB), at(&f, 2, 0));
     cr_assert_eq((char *)cow_ref_get(&w3, COW_NK_BLOB), at(&f, 3, 64));
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     cr_assert_eq(f.lookups, 3);
     for (int i = 0; i < 10; i++) {
         cr_assert_eq((char *)cow_ref_get(&w1, COW_NK_BLOB), at(&f, 1, 16));
@@ -234,7 +238,7 @@ Test(ref, resolve_good_heap_words)
         cr_assert_eq(cow_ref_get(&hw, COW_NK_BLOB), (void *)&f);
         cr_assert_null(cow_ref_get(&nul, COW_NK_BLOB));
     }
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     fake_free(&f);
 }
 
@@ -253,7 +257,7 @@ Test(ref, resolve_page_words_by_address)
     *page = cow_word_make(3, f.seg_len[3] - 64, 0);
     b = cow_ref_get(page, COW_NK_BLOB);
     cr_assert_eq((char *)b, at(&f, 3, f.seg_len[3] - 64));
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     /* cow_ref_export fills in the slot of the containing env... */
     cr_assert_eq(cow_ref_export(page), *page | ((cow_word)f.slot << COW_REF_SLOT_SHIFT));
     /* ...and the exported word resolves from the stack to the same node. */
@@ -304,7 +308,7 @@ Test(ref, page_word_picks_its_own_env)
     cr_assert_eq(((cow_blob *)cow_ref_get(wb, COW_NK_BLOB))->len, 9);
     xb = cow_ref_export(wb);
     cr_assert_eq(cow_word_slot(xb), b.slot);
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     fake_free(&b);
     /* b is gone: a heap-form word naming its slot resolves to nothing */
     expect_poison(&xb, COW_NK_BLOB, "word of a removed env");
@@ -412,7 +416,7 @@ Test(ref, node_crossing_segment_end_poisons)
         h.count = 6;        /* 16 + 48 = 64: fits exactly */
         memcpy(at(&f, 3, f.seg_len[3] - 64), &h, sizeof h);
         cr_assert_eq((char *)cow_ref_get(&w, COW_NK_HNODE), at(&f, 3, f.seg_len[3] - 64));
-        cr_assert_eq(cow_ref_take_error(), COW_OK);
+        cr_assert_eq(tu_read_error(), COW_OK);
     }
     fake_free(&f);
 }
@@ -431,7 +435,7 @@ Test(ref, bad_headers_poison)
     put_vnode(&f, 2, 64, COW_REFCNT_STORED, 1, 3, 2);
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_VLEAF), at(&f, 2, 64));
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_VANY), at(&f, 2, 64));
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     put_vnode(&f, 2, 64, 1, 1, 3, 2);
     expect_poison(&w, COW_NK_VLEAF, "refcnt 1 (a heap node)");
     put_vnode(&f, 2, 64, COW_REFCNT_STORED - 1, 1, 3, 2);
@@ -446,7 +450,7 @@ Test(ref, bad_headers_poison)
     expect_poison(&w, COW_NK_VLEAF, "inner node where a leaf belongs");
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_VINNER), at(&f, 2, 64));
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_VANY), at(&f, 2, 64));
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     put_vnode(&f, 2, 64, COW_REFCNT_STORED, 1, 3, 2);
     expect_poison(&w, COW_NK_VINNER, "leaf where an inner node belongs");
     /* blob with a heap refcnt */
@@ -484,7 +488,7 @@ Test(ref, bad_container_headers_poison)
     m.live = 2;
     memcpy(at(&f, 1, 128), &m, sizeof m);
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_MAP), at(&f, 1, 128), "sane map header");
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     m.log.len = 5;
     memcpy(at(&f, 1, 128), &m, sizeof m);
     expect_poison(&w, COW_NK_MAP, "odd log length");
@@ -507,7 +511,7 @@ Test(ref, bad_container_headers_poison)
     v.b.shift = 10;
     memcpy(at(&f, 1, 128), &v, sizeof v);
     cr_assert_eq((char *)cow_ref_get(&w, COW_NK_VEC), at(&f, 1, 128), "sane vec header");
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(tu_read_error(), COW_OK);
     v.b.shift = 5;
     memcpy(at(&f, 1, 128), &v, sizeof v);
     expect_poison(&w, COW_NK_VEC, "shift too small for len");
@@ -544,7 +548,7 @@ Test(ref, poison_reads_as_empty_containers)
     cr_assert_eq(cow_vec_len(cow_val_getvec(&list)), 0);
     cow_val_span(&str, &data, &len);
     cr_assert_eq(len, 0);
-    cr_assert_eq(cow_ref_take_error(), COW_ECORRUPT);
+    cr_assert_eq(tu_read_error(), COW_ECORRUPT);
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VLEAF), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VINNER), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_map_poison(COW_NK_HNODE), COW_REFCNT_STORED);
@@ -552,17 +556,156 @@ Test(ref, poison_reads_as_empty_containers)
     fake_free(&f);
 }
 
-/* The error slot keeps the first error until taken: a later corruption or
- * cow_ref_set_error does not overwrite it. */
-Test(ref, first_error_wins_until_taken)
+/* ---- read scopes (R4) ------------------------------------------------------ */
+
+/* A scope keeps its first error; scopes nest, each reporting only what was
+ * met inside it, and an outer error survives an inner scope. */
+Test(ref, scopes_keep_their_first_error_and_nest)
 {
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    int outer = cow_ref_scope_enter(), inner;
+    cr_assert_eq(outer, COW_OK, "a test starts with no error");
     cow_ref_set_error(COW_ECORRUPT);
     cow_ref_set_error(COW_ENOMEM);
-    cr_assert_eq(cow_ref_take_error(), COW_ECORRUPT);
-    cr_assert_eq(cow_ref_take_error(), COW_OK);
+    cr_assert_eq(cow_ref_error(), COW_ECORRUPT, "the first error wins");
+    inner = cow_ref_scope_enter();
+    cr_assert_eq(inner, COW_ECORRUPT, "enter returns the enclosing scope's error");
+    cr_assert_eq(cow_ref_error(), COW_OK, "an inner scope starts clean");
     cow_ref_set_error(COW_ETYPE);
-    cr_assert_eq(cow_ref_take_error(), COW_ETYPE);
+    cr_assert_eq(cow_ref_scope_leave(inner), COW_ETYPE, "the inner scope reports its own");
+    cr_assert_eq(cow_ref_error(), COW_ECORRUPT, "the outer error survives the inner scope");
+    inner = cow_ref_scope_enter();
+    cr_assert_eq(cow_ref_scope_leave(inner), COW_OK, "a clean inner scope reports nothing");
+    cr_assert_eq(cow_ref_scope_leave(outer), COW_ECORRUPT);
+    cr_assert_eq(cow_ref_error(), COW_OK, "leaving restores the state before");
+}
+
+/* A bad word resolved in an inner scope is that scope's error, not the
+ * enclosing one's: a call nested in another reports what it met itself. */
+Test(ref, a_bad_read_is_reported_by_its_own_scope)
+{
+    fake_env f;
+    cow_word bad, good;
+    int outer, inner;
+    fake_init(&f);
+    put_blob(&f, 1, 0, 8);
+    bad = heap_word(&f, 5, 0);
+    good = heap_word(&f, 1, 0);
+    outer = cow_ref_scope_enter();
+    inner = cow_ref_scope_enter();
+    cr_assert_eq(((cow_blob *)cow_ref_get(&bad, COW_NK_BLOB))->len, 0, "poison");
+    cr_assert_eq(cow_ref_scope_leave(inner), COW_ECORRUPT);
+    cr_assert_eq((char *)cow_ref_get(&good, COW_NK_BLOB), at(&f, 1, 0));
+    cr_assert_eq(cow_ref_scope_leave(outer), COW_OK, "the inner error leaked out");
+    fake_free(&f);
+}
+
+/* Two threads take turns, strictly (no two resolve at once: the core is
+ * not thread-safe), with their read scopes overlapping. */
+typedef struct turns {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int step;
+} turns;
+
+static void
+turn_wait(turns *t, int step)
+{
+    pthread_mutex_lock(&t->mu);
+    while (t->step != step)
+        pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void
+turn_pass(turns *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->step++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+typedef struct other_thread {
+    turns *t;
+    cow_word bad;
+    int entered, left;      /* what its scope saw: asserted by the test's thread */
+} other_thread;
+
+/* Turn 1: opens a scope and reads a bad word; turn 3: closes it. */
+static void *
+other_reads_bad(void *arg)
+{
+    other_thread *o = arg;
+    int outer;
+    turn_wait(o->t, 1);
+    o->entered = outer = cow_ref_scope_enter();
+    (void)cow_ref_get(&o->bad, COW_NK_BLOB);
+    turn_pass(o->t);
+    turn_wait(o->t, 3);
+    o->left = cow_ref_scope_leave(outer);
+    return NULL;
+}
+
+/* R4: the slot is per thread.  This thread opens a scope (turn 0), the other
+ * opens one and meets a bad word (turn 1), this thread reads a good word and
+ * closes its scope (turn 2) -- clean, though the other's error was recorded
+ * meanwhile -- and the other closes its scope (turn 3) with its own error.
+ * With one slot for the process, turn 2 would report the other's error and
+ * turn 3 would lose it. */
+Test(ref, read_errors_belong_to_the_thread_that_met_them)
+{
+    turns t = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    other_thread o = {&t, 0, -1, -1};
+    fake_env f;
+    cow_word good;
+    pthread_t th;
+    void *read;
+    int outer, mine;
+    fake_init(&f);
+    put_blob(&f, 1, 0, 8);
+    good = heap_word(&f, 1, 0);
+    o.bad = heap_word(&f, 5, 0);
+    cr_assert_eq(pthread_create(&th, NULL, other_reads_bad, &o), 0);
+    outer = cow_ref_scope_enter();
+    turn_pass(&t);
+    turn_wait(&t, 2);
+    read = cow_ref_get(&good, COW_NK_BLOB);
+    mine = cow_ref_scope_leave(outer);
+    turn_pass(&t);
+    cr_assert_eq(pthread_join(th, NULL), 0);    /* asserts only once both are done */
+    cr_assert_eq((char *)read, at(&f, 1, 0));
+    cr_assert_eq(mine, COW_OK, "another thread's error reached this one");
+    cr_assert_eq(o.entered, COW_OK, "a new thread's scope starts clean");
+    cr_assert_eq(o.left, COW_ECORRUPT, "the other thread lost its own error");
+    fake_free(&f);
+}
+
+/* ENOMEM while the segment cache grows is reported as COW_ENOMEM, not as
+ * corruption, whichever of its two allocations fails (the span table, the
+ * id map); the cache is left usable, so the same word resolves once memory
+ * is back (R1), and nothing leaks. */
+Test(ref, segment_cache_enomem_is_reported_as_enomem)
+{
+    fake_env f;
+    cow_word w;
+    tu_alloc_install();
+    fake_init(&f);
+    put_blob(&f, 2, 8, 16);
+    w = heap_word(&f, 2, 8);
+    for (long budget = 0; budget < 2; budget++) {
+        int outer = cow_ref_scope_enter();
+        long failures = tu_alloc.failures;
+        tu_fail_after(budget);
+        cr_assert_eq(((cow_blob *)cow_ref_get(&w, COW_NK_BLOB))->len, 0, "poison");
+        tu_fail_after(-1);
+        cr_assert_gt(tu_alloc.failures, failures, "budget %ld: nothing was refused", budget);
+        cr_assert_eq(cow_ref_scope_leave(outer), COW_ENOMEM, "budget %ld", budget);
+        cow_ref_env_forget(&f.env);
+    }
+    cr_assert_eq((char *)cow_ref_get(&w, COW_NK_BLOB), at(&f, 2, 8));
+    cr_assert_eq(tu_read_error(), COW_OK);
+    fake_free(&f);
+    cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
 }
 
 /* ---- the env table ---------------------------------------------------------- */
@@ -726,7 +869,7 @@ Test(ref, large_segment_id_cache_is_bounded)
         cow_ref_env_forget(&f.env);
         cap_largest = 0;
         p = cow_ref_get(&w, COW_NK_BLOB);
-        cr_assert_eq(cow_ref_take_error(), COW_OK, "segment %u: resolution failed", ids[i]);
+        cr_assert_eq(tu_read_error(), COW_OK, "segment %u: resolution failed", ids[i]);
         cr_assert_eq((char *)p, at(&f, 1, 0));
         cr_assert_leq(cap_largest, SANE_CACHE, "segment %u: one lookup allocated %zu bytes",
                       ids[i], cap_largest);

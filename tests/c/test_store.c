@@ -810,7 +810,7 @@ Test(store, fork_child_reopens)
     if (pid == 0) {
         /* the child: no Criterion asserts (they would report from here) */
         cow_val got;
-        int ok = cow_val_equal(&held, &v) && cow_ref_take_error() == COW_OK
+        int ok = cow_val_equal(&held, &v) && tu_read_error() == COW_OK
                  && cow_store_get(s, "x", 1, &got) == COW_FOUND && cow_val_equal(&got, &v)
                  && cow_store_begin(s) == COW_OK && cow_store_put(s, "child", 5, &n) == COW_OK
                  && cow_store_commit(s) == COW_OK;
@@ -936,7 +936,7 @@ Test(store, hostile_records_fail_cleanly)
             cr_assert_eq(cow_map_len(cow_val_getmap(&got)), 0, "root %s", poison_roots[i]);
         else
             cow_val_span(&got, &p, &n);
-        cr_assert_eq(cow_ref_take_error(), COW_ECORRUPT, "root %s read without an error",
+        cr_assert_eq(tu_read_error(), COW_ECORRUPT, "root %s read without an error",
                      poison_roots[i]);
         cow_val_release(&got);
     }

@@ -613,3 +613,104 @@ Test(value, identities_are_fresh)
     cow_vec_release(v);
     cow_map_release(m);
 }
+
+/* ---- numpy array leaves ------------------------------------------------------- */
+
+/* A heap NDARRAY value of a 3x4 "<f8" array; its header is writable for
+ * the tests to damage (a stored one reads through the same check). */
+static cow_val
+nd_3x4(void)
+{
+    static const uint64_t shape[2] = {3, 4};
+    double data[12];
+    cow_val v;
+    for (int i = 0; i < 12; i++)
+        data[i] = i;
+    cr_assert_eq(cow_val_ndarray(&v, "<f8", 2, shape, data, sizeof data), COW_OK);
+    return v;
+}
+
+static cow_ndarray_head *
+nd_head(cow_val *v)
+{
+    return (cow_ndarray_head *)cow_val_getblob(v)->data;
+}
+
+static int
+nd_parts(const cow_val *v)
+{
+    const cow_ndarray_head *h;
+    const uint64_t *shape;
+    const char *data;
+    return cow_ndarray_parts(v, &h, &shape, &data);
+}
+
+/* What cow_val_ndarray writes, cow_ndarray_parts reads back: dtype, shape,
+ * and the data right after the shape, 8-byte aligned. */
+Test(value, ndarray_parts_round_trip)
+{
+    cow_val v = nd_3x4();
+    const cow_ndarray_head *h;
+    const uint64_t *shape;
+    const char *data;
+    cr_assert_eq(cow_ndarray_parts(&v, &h, &shape, &data), COW_OK);
+    cr_assert_str_eq(h->dtype, "<f8");
+    cr_assert(h->ndim == 2 && shape[0] == 3 && shape[1] == 4 && h->nbytes == 96);
+    cr_assert_eq((uintptr_t)data % 8, 0);
+    cr_assert_eq(((const double *)data)[11], 11.0);
+    cow_val_release(&v);
+}
+
+/* Every header field that no longer agrees with the others or with the
+ * stored kinds' dtype form is COW_ECORRUPT: the binding hands numpy only a
+ * header of that form, so a damaged one raises CorruptStoreError, never
+ * numpy's TypeError or ValueError. */
+Test(value, damaged_ndarray_headers_are_corrupt)
+{
+    static const char *const bad_dtypes[] = {
+        "", "<", "<f", "f8", "=f8", "<O8", "<U2", "<V8", "<M8", "<f0", "<f33",
+        "<f99999", "<f8x", "<f4",       /* the last: 12 items of 4 bytes are not 96 */
+    };
+    cow_val v = nd_3x4();
+    cow_ndarray_head *h = nd_head(&v), saved = *h;
+    uint64_t *shape = (uint64_t *)(h + 1);
+    for (size_t i = 0; i < sizeof bad_dtypes / sizeof bad_dtypes[0]; i++) {
+        memset(h->dtype, 0, sizeof h->dtype);
+        memcpy(h->dtype, bad_dtypes[i], strlen(bad_dtypes[i]));
+        cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "dtype \"%s\"", bad_dtypes[i]);
+    }
+    memset(h->dtype, 'f', sizeof h->dtype);
+    cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "dtype without a NUL");
+    *h = saved;
+    shape[1] = 5;
+    cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "a dimension changed");
+    shape[0] = (uint64_t)1 << 62;
+    shape[1] = 1 << 4;
+    cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "a product that overflows");
+    shape[0] = 3;
+    shape[1] = 4;
+    h->ndim = COW_NDARRAY_MAX_DIM + 1;
+    cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "ndim past numpy's limit");
+    *h = saved;
+    h->nbytes = 88;
+    cr_assert_eq(nd_parts(&v), COW_ECORRUPT, "nbytes not the data's length");
+    *h = saved;
+    cr_assert_eq(nd_parts(&v), COW_OK, "control: the saved header is sound");
+    cow_val_release(&v);
+}
+
+/* The writer refuses what the reader would: a dtype outside the stored
+ * kinds' form, or a shape whose size is not nbytes. */
+Test(value, ndarray_writer_refuses_what_the_reader_would)
+{
+    static const uint64_t shape[1] = {4};
+    static const char data[32];
+    cow_val v;
+    cr_assert_eq(cow_val_ndarray(&v, "|O8", 1, shape, data, 32), COW_EINVAL);
+    cr_assert_eq(cow_val_ndarray(&v, "<f8", 1, shape, data, 24), COW_EINVAL);
+    cr_assert_eq(cow_val_ndarray(&v, "<i4", 1, shape, data, 16), COW_OK);
+    cr_assert_eq(nd_parts(&v), COW_OK);
+    cow_val_release(&v);
+    cr_assert_eq(cow_val_ndarray(&v, "|b1", 0, shape, data, 1), COW_OK, "a 0-d array");
+    cow_val_release(&v);
+}

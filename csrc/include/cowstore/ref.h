@@ -28,8 +28,28 @@
  * Reading stored bytes is bounds-checked: cow_ref_resolve returns a node only
  * if its header and whole body lie inside its segment and the header is sane;
  * otherwise it returns an empty poison node of the requested kind and records
- * COW_ECORRUPT for cow_ref_take_error().  Walks therefore never fault on a
- * hostile file; the binding turns the recorded error into CorruptStoreError.
+ * the error in the calling thread's read scope (below): COW_ECORRUPT, or
+ * COW_ENOMEM when the segment cache could not grow.  Walks therefore never
+ * fault on a hostile file, and go on over poison to their natural end.
+ *
+ * Read scopes.  A walk cannot return the error of every node it resolves
+ * (cow_vb_get returns a value, cow_val_equal a truth, an iterator NULL at
+ * its end), so resolution records the first error in a slot, and whoever
+ * must report the errors of a stretch of reads brackets it with a scope:
+ *
+ *     int outer = cow_ref_scope_enter();      saves the slot and clears it
+ *     ... reads: cow_map_get, cow_vec_iter_next, cow_val_equal ...
+ *     int err = cow_ref_scope_leave(outer);   the first error met in
+ *                                             between; the slot is outer's again
+ *
+ * The slot is _Thread_local, so an error is only ever seen by the thread
+ * whose read met it, and scopes nest: an inner scope reports its own errors
+ * only, and an error of the outer scope survives the inner one.  The scopes
+ * that exist: one per call of a binding entry point (csrc/python/cowpy.h,
+ * COWPY_ENTRY), so the Python call that met an error is the one that raises
+ * it; and one per segment writer (cow_segw_init .. cow_segw_free), whose
+ * reads' first error becomes the write's result.  Nothing else keeps error
+ * state: no later call, in this thread or another, can see this error.
  */
 #ifndef COWSTORE_REF_H
 #define COWSTORE_REF_H
@@ -108,19 +128,22 @@ void cow_ref_pin(cow_word w, int delta);
 /* Counts a raw pointer into the map a stored word names (+1 / -1). */
 void cow_ref_view(cow_word w, int delta);
 
-/* The first error recorded by resolution since the last call (COW_OK if
- * none); clears it.  Inline: the binding asks after every value it reads. */
-extern int cow_ref_pending_error;
-static inline int
-cow_ref_take_error(void)
-{
-    int e = cow_ref_pending_error;
-    if (e)
-        cow_ref_pending_error = 0;
-    return e;
-}
-/* Records a decoding error found outside the resolver (a bad entry number,
- * a value tag that cannot be stored). */
+/* ---- read scopes (see above) ------------------------------------------- */
+
+/* Opens a scope: returns the enclosing scope's error (pass it to the
+ * matching cow_ref_scope_leave) and clears the slot. */
+int cow_ref_scope_enter(void);
+/* Closes the scope opened by the cow_ref_scope_enter that returned outer:
+ * returns the scope's first error (COW_OK if none) and restores outer.  At a
+ * thread's outermost level (a test's body), cow_ref_scope_leave(COW_OK)
+ * takes the error recorded so far and starts afresh. */
+int cow_ref_scope_leave(int outer);
+/* The current scope's first error, left in place (walks that stop at the
+ * first error ask it after each resolution). */
+int cow_ref_error(void);
+/* Records err in the current scope unless it holds an error already: a
+ * decoding error found outside the resolver (a bad entry number, a value tag
+ * that cannot be stored). */
 void cow_ref_set_error(int err);
 
 /* ---- layout hooks: each module checks its own stored nodes ------------- */

@@ -61,8 +61,12 @@ typedef struct cow_segw {
     unsigned depth;         /* current node recursion depth (COW_SEGW_MAX_DEPTH) */
     unsigned nesting;       /* current container nesting (COW_SEGW_MAX_NESTING) */
     int rc;                 /* first error; every later call is a no-op */
+    int outer_error;        /* the enclosing read scope's error (ref.h) */
 } cow_segw;
 
+/* init opens a read scope (ref.h) that free closes: an error met reading
+ * the source (poison) becomes w->rc, never the caller's scope's error.
+ * Every init is paired with one free, innermost first. */
 void cow_segw_init(cow_segw *w, unsigned slot, int copy_all,
                    const cow_segw_sink *sink, void *ctx);
 void cow_segw_free(cow_segw *w);

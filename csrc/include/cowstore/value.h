@@ -142,12 +142,21 @@ typedef struct cow_ndarray_head {
 } cow_ndarray_head;
 /* numpy's own limit on dimensions (NPY_MAXDIMS). */
 #define COW_NDARRAY_MAX_DIM 32
+/* The dtype kinds stored: plain bytes numpy views in place (bool, signed,
+ * unsigned, float, complex).  Their dtype.str is byte order, kind, item size:
+ * "|b1", "<i8", ">c16". */
+#define COW_NDARRAY_KINDS "biufc"
+/* The byte orders dtype.str names ('|': not applicable, one-byte items). */
+#define COW_NDARRAY_ORDERS "<>|"
+/* The largest item size of those kinds (complex256, "<c32"). */
+#define COW_NDARRAY_MAX_ITEM 32
 
 /* An owned NDARRAY value: copies data (nbytes) and shape. */
 int cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *shape,
                     const void *data, uint64_t nbytes);
-/* The parts of an NDARRAY value, checked against the blob's length (stored
- * bytes may lie): COW_OK or COW_ECORRUPT. */
+/* The parts of an NDARRAY value, checked (stored bytes may lie): the
+ * layout against the blob's length, the dtype against the form above, and
+ * nbytes against shape times item size.  COW_OK or COW_ECORRUPT. */
 int cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_t **shape,
                       const char **data);
 
