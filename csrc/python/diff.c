@@ -96,6 +96,8 @@ typedef struct {
     size_t depth, cap;
     uint64_t epoch;         /* fills so far */
     int started, want;
+    int filling;            /* in fill(): a nested next() (from a finaliser
+                             * or another thread) must not walk too */
     int head, nready;       /* ready[head..nready): changes not yet returned */
     PyObject *ready[DIFF_BATCH];
 } DiffIter;
@@ -615,9 +617,19 @@ static PyObject *
 diff_next(PyObject *op)
 {
     DiffIter *it = (DiffIter *)op;
-    if (it->head == it->nready && (it->depth > 0 || !it->started) && fill(it) < 0) {
-        drop(it);
+    int rc;
+    if (it->filling) {
+        PyErr_SetString(PyExc_ValueError, "diff iterator already executing");
         return NULL;
+    }
+    if (it->head == it->nready && (it->depth > 0 || !it->started)) {
+        it->filling = 1;
+        rc = fill(it);
+        it->filling = 0;
+        if (rc < 0) {
+            drop(it);
+            return NULL;
+        }
     }
     if (it->head == it->nready)
         return NULL;
@@ -682,6 +694,7 @@ cowpy_diff(PyObject *mod, PyObject *args)
     it->depth = it->cap = 0;
     it->epoch = 0;
     it->started = 0;
+    it->filling = 0;
     it->want = 2;
     it->head = it->nready = 0;
     return (PyObject *)it;

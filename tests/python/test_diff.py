@@ -322,3 +322,41 @@ def test_abandoned_and_shared_iterators(anon):
     anon["v2"] = v2
     assert len(list(cowstore.diff(anon["v1"], anon["v2"]))) == 10
     del anon["v1"], anon["v2"]
+
+
+def test_a_finaliser_cannot_reenter_the_walk():
+    """A next() from inside the walk (here: a finaliser run by the collector
+    while the walk allocates) raises instead of walking twice at once."""
+    import gc
+    a = freeze({f"k{i}": {"n": i} for i in range(200)})
+    b = a.copy()
+    for i in range(0, 200, 3):
+        b[f"k{i}"]["n"] = -1 - i
+    it = cowstore.diff(a, b)
+    seen, taken = [], []
+
+    class Reenter:
+        def __del__(self):
+            try:
+                taken.append(next(it))  # between two next() calls: allowed
+            except ValueError as exc:
+                seen.append(str(exc))
+            except StopIteration:
+                return
+            plant()                     # garbage for the next collection
+
+    def plant():
+        x = Reenter()
+        x.cycle = x                     # only the collector frees it
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        plant()
+        changes = list(it)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.collect()
+    assert seen and set(seen) == {"diff iterator already executing"}
+    assert sorted(c.path for c in changes + taken) == sorted(
+        (f"k{i}", "n") for i in range(0, 200, 3))
