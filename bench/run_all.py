@@ -25,9 +25,9 @@ ROOT = os.path.dirname(HERE)
 SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
            "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
            "bench_store_read", "bench_store_workers", "bench_store_commit",
-           "bench_import"]
+           "bench_import", "bench_diff"]
 PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil",
-            "lmdb", "pyarrow"]
+            "lmdb", "pyarrow", "deepdiff"]
 
 
 def _cpu_model():

@@ -241,6 +241,31 @@ cow_ref_export(const cow_word *wp)
     return w | ((cow_word)slot << COW_REF_SLOT_SHIFT);
 }
 
+static int
+exports_equal(const cow_word *a, const cow_word *b)
+{
+    return cow_ref_export(a) == cow_ref_export(b);
+}
+
+int
+cow_word_same(const cow_word *a, const cow_word *b, int *one_map)
+{
+    cow_word wa = *a, wb = *b;
+    if (!cow_word_stored(wa) || !cow_word_stored(wb))
+        return wa == wb;                /* a heap node or none on either side */
+    if (cow_word_slot(wa) && cow_word_slot(wb))
+        return wa == wb;                /* both name their store */
+    if (cow_word_slot(wa) || cow_word_slot(wb))
+        return exports_equal(a, b);
+    if (wa != wb)                       /* both in pages: another segment or offset */
+        return 0;
+    if (one_map == NULL)
+        return exports_equal(a, b);
+    if (*one_map < 0)
+        *one_map = exports_equal(a, b);
+    return *one_map;
+}
+
 void
 cow_ref_view(cow_word w, int delta)
 {

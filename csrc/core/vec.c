@@ -641,15 +641,21 @@ static int
 diff_walk(cow_vnode *a, cow_vnode *b, uint32_t level, size_t base, size_t limit,
           cow_vec_visit visit, void *ctx)
 {
-    int rc;
+    static const cow_word none = 0;
+    int rc, one_map = -1;
     if (a == b || base >= limit)
         return COW_OK;
     if (level == 0)
         return visit(ctx, base);
     for (size_t k = 0; k < COW_VEC_WIDTH; k++) {
-        cow_vnode *ka = kid_or_null(a, k, level), *kb = kid_or_null(b, k, level);
         size_t kbase = base + (k << level);
-        if ((rc = diff_walk(ka, kb, level - COW_VEC_BITS, kbase, limit, visit, ctx)) < 0)
+        if (kbase >= limit)
+            break;
+        if (cow_word_same(a ? &vn_kids(a)[k] : &none, b ? &vn_kids(b)[k] : &none, &one_map))
+            continue;                   /* shared: skipped without resolving it */
+        rc = diff_walk(kid_or_null(a, k, level), kid_or_null(b, k, level), level - COW_VEC_BITS,
+                       kbase, limit, visit, ctx);
+        if (rc < 0)
             return rc;
     }
     return COW_OK;

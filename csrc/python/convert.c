@@ -401,10 +401,8 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     return cowpy_raise(st, COW_ECORRUPT);
 }
 
-/* The frozen counterpart of a mutable container tag (values read out of a
- * frozen container are frozen too). */
-static int
-frozen_tag(int tag)
+int
+cowpy_frozen_tag(int tag)
 {
     switch (tag) {
     case COW_T_DICT: return COW_T_FDICT;
@@ -426,12 +424,12 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         return scalar_to_object(st, v);
     cow_val_copy(&own, v);
     if (parent && cowpy_is_frozen(parent)) {
-        own.tag = (uint8_t)frozen_tag(own.tag);
+        own.tag = (uint8_t)cowpy_frozen_tag(own.tag);
         parent = NULL;
     }
     if ((obj = (CowObject *)cowpy_wrap(st, own)) == NULL)
         return NULL;
-    if (parent && own.tag == frozen_tag(own.tag))
+    if (parent && own.tag == cowpy_frozen_tag(own.tag))
         parent = NULL;                   /* frozen values need no write-back */
     if (parent) {
         Py_INCREF(parent);
@@ -443,6 +441,20 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
             cow_val_copy(&obj->pkey, key);
     }
     return (PyObject *)obj;
+}
+
+PyObject *
+cowpy_freeze_object(cowpy_state *st, PyObject *obj)
+{
+    cow_val v;
+    PyObject *res;
+    if (cowpy_from_object(st, obj, &v) < 0)
+        return NULL;
+    if (cow_tag_is_map(v.tag) || v.tag == COW_T_LIST || v.tag == COW_T_FLIST)
+        return cowpy_wrap(st, v);
+    res = cowpy_to_object(st, &v, NULL, NULL, 0, 0);
+    cow_val_release(&v);
+    return res;
 }
 
 static PyObject *

@@ -42,7 +42,7 @@ typedef struct CowObject {
 
 /* Module state: the types the package registers and our exceptions. */
 typedef struct cowpy_state {
-    PyTypeObject *dict_base, *list_base, *set_base, *iter_type;
+    PyTypeObject *dict_base, *list_base, *set_base, *iter_type, *diff_type;
     PyObject *cls[COW_T__COUNT];    /* Python class for each container tag */
     PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
     PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
@@ -129,6 +129,11 @@ int cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash
  * parent at (key, idx) when parent is not NULL. */
 PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                           const cow_val *key, uint64_t hash, size_t idx);
+/* The tag v reads back with out of a frozen container: DICT, LIST and SET
+ * become their frozen counterparts, every other tag stays. */
+int cowpy_frozen_tag(int tag);
+/* freeze(obj): plain nested data as our containers (new reference). */
+PyObject *cowpy_freeze_object(cowpy_state *st, PyObject *obj);
 /* Deep conversion to plain dict/list/set/tuple values (new reference). */
 PyObject *cowpy_thaw(cowpy_state *st, const cow_val *v);
 /* A new detached wrapper of the registered class for v's tag; steals v. */
@@ -150,6 +155,12 @@ void cowpy_detach(CowObject *self);
 void cowpy_object_dealloc(PyObject *self);
 int cowpy_is_frozen(const CowObject *self);
 PyObject *cowpy_copy(PyObject *self, PyObject *unused);
+/* Value v read out of snap -- a retained copy of owner's root taken earlier --
+ * as owner[k] would return it (new reference): a nested mutable container is
+ * a view attached to owner, resynced before first use if owner has moved on
+ * since the snapshot. */
+PyObject *cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
+                               const cow_val *key, uint64_t hash, size_t idx);
 /* A new detached container of op's type holding v (stolen). */
 PyObject *cowpy_new_like(PyObject *op, cow_val v);
 /* tp_new of the bases: an empty `tag` container, or `frozen_tag` when type
@@ -192,14 +203,15 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_root_word", cowpy_root_word_method, METH_NOARGS, NULL}, \
     {"_adopt", cowpy_adopt_method, METH_VARARGS, NULL},
 
-/* diff.c: module function _changed(a, b). */
-PyObject *cowpy_changed(PyObject *mod, PyObject *args);
+/* diff.c: module function _diff(a, b, Change, MISSING) -> lazy iterator. */
+PyObject *cowpy_diff(PyObject *mod, PyObject *args);
 
 /* iter.c: iterator over a snapshot; kind selects what each step yields. */
 enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
 PyObject *cowpy_iter_new(CowObject *owner, int kind, int reverse);
 
 extern PyType_Spec cowpy_dict_spec, cowpy_list_spec, cowpy_set_spec, cowpy_iter_spec;
+extern PyType_Spec cowpy_diff_spec;
 extern PyType_Spec cowpy_store_spec, cowpy_array_buffer_spec;
 
 /* ndarray.c: numpy arrays as leaves. */

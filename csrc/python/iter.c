@@ -99,21 +99,6 @@ pair_of(CowIter *it, PyObject *pk, PyObject *pv)
     return t;
 }
 
-/* A value of the snapshot, attached to the owner.  If the owner has moved on
- * since the snapshot, the view must resync before its first use. */
-static PyObject *
-view_of(CowIter *it, cowpy_state *st, const cow_val *v, const cow_val *k, uint64_t h,
-        size_t idx)
-{
-    PyObject *res = cowpy_to_object(st, v, it->owner, k, h, idx);
-    if (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET)
-        return res;
-    if (res && cowpy_resolve(it->owner) == 0 && (cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))
-        && it->owner->root.u.w != it->snap.u.w && ((CowObject *)res)->parent)
-        ((CowObject *)res)->seen = UINT64_MAX;
-    return res;
-}
-
 static PyObject *
 map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val *v)
 {
@@ -125,7 +110,7 @@ map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val
         return pk;
     if (v->tag == COW_T_DICT || v->tag == COW_T_LIST || v->tag == COW_T_SET)
         cow_val_hash(k, &h);
-    if ((pv = view_of(it, st, v, k, h, e)) == NULL) {
+    if ((pv = cowpy_snapshot_value(it->owner, &it->snap, v, k, h, e)) == NULL) {
         Py_XDECREF(pk);
         return NULL;
     }
@@ -142,7 +127,7 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
         return NULL;                /* the end (COWPY_ENTRY raises if poison ended it) */
     if (cow_tag_is_map(it->snap.tag))
         return map_step(it, st, (size_t)p, a, b);
-    return view_of(it, st, a, NULL, 0, (size_t)p);
+    return cowpy_snapshot_value(it->owner, &it->snap, a, NULL, 0, (size_t)p);
 }
 
 /* __length_hint__: entries left (an upper bound for maps with holes). */

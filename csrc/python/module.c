@@ -26,15 +26,7 @@ state_of_module(PyObject *mod)
 /* freeze(obj): plain nested data -> cowstore containers, one pass. */
 COWPY_ENTRY(static, PyObject *, cowpy_freeze, (PyObject *mod, PyObject *obj), (mod, obj))
 {
-    cowpy_state *st = state_of_module(mod);
-    cow_val v;
-    if (cowpy_from_object(st, obj, &v) < 0)
-        return NULL;
-    if (cow_tag_is_map(v.tag) || v.tag == COW_T_LIST || v.tag == COW_T_FLIST)
-        return cowpy_wrap(st, v);
-    PyObject *res = cowpy_to_object(st, &v, NULL, NULL, 0, 0);
-    cow_val_release(&v);
-    return res;
+    return cowpy_freeze_object(state_of_module(mod), obj);
 }
 
 /* thaw(x): any value -> plain dict/list/set/tuple/scalars (deep). */
@@ -91,8 +83,8 @@ static PyMethodDef module_methods[] = {
     {"_after_fork", cowpy_after_fork, METH_NOARGS, NULL},
     {"_measure", cowpy_measure, METH_O,
      "_measure(values) -> (bytes, nodes) the values would take in an empty store."},
-    {"_changed", cowpy_changed, METH_VARARGS,
-     "_changed(a, b) -> keys or indices where a and b may differ (shared nodes skipped)."},
+    {"_diff", cowpy_diff, METH_VARARGS,
+     "_diff(a, b, Change, MISSING) -> iterator of the changes from a to b (shared nodes skipped)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -172,6 +164,7 @@ cowpy_exec(PyObject *mod)
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0
         || add_type(mod, &st->iter_type, &cowpy_iter_spec) < 0
+        || add_type(mod, &st->diff_type, &cowpy_diff_spec) < 0
         || add_type(mod, &st->store_type, &cowpy_store_spec) < 0
         || add_type(mod, &st->array_buffer_type, &cowpy_array_buffer_spec) < 0)
         return -1;
@@ -186,6 +179,7 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->list_base);
     Py_VISIT(st->set_base);
     Py_VISIT(st->iter_type);
+    Py_VISIT(st->diff_type);
     Py_VISIT(st->store_type);
     Py_VISIT(st->array_buffer_type);
     Py_VISIT(st->numpy);
@@ -202,6 +196,7 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->list_base);
     Py_CLEAR(st->set_base);
     Py_CLEAR(st->iter_type);
+    Py_CLEAR(st->diff_type);
     Py_CLEAR(st->store_type);
     Py_CLEAR(st->array_buffer_type);
     Py_CLEAR(st->numpy);

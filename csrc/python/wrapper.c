@@ -322,6 +322,22 @@ COWPY_ENTRY(extern, PyObject *, cowpy_hash_method,
     return PyLong_FromSsize_t((Py_ssize_t)(h >> 2));   /* never -1 */
 }
 
+PyObject *
+cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
+                     const cow_val *key, uint64_t hash, size_t idx)
+{
+    PyObject *res = cowpy_to_object(owner->st, v, owner, key, hash, idx);
+    if (res == NULL || (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET))
+        return res;
+    if (cowpy_resolve(owner) < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    if (owner->root.u.w != snap->u.w && ((CowObject *)res)->parent)
+        ((CowObject *)res)->seen = UINT64_MAX;   /* resync from owner first */
+    return res;
+}
+
 int
 cowpy_is_ours(cowpy_state *st, PyObject *op)
 {

@@ -315,6 +315,42 @@ Test(ref, page_word_picks_its_own_env)
     fake_free(&a);
 }
 
+/* cow_word_same tells shared nodes from the words alone: heap pointers and
+ * heap-form words by value, a page-form word against a heap-form one by its
+ * store, equal page-form words by whether they lie in one store's pages --
+ * asked once per pair of nodes when the caller keeps one_map. */
+Test(ref, same_word_without_resolving)
+{
+    fake_env a, b;
+    cow_word none = 0, hp = cow_word_of(&a), hp2 = cow_word_of(&b), hw, *pa, *pa2, *pb;
+    int one_map = -1;
+    fake_init(&a);
+    fake_init(&b);
+    hw = heap_word(&a, 2, 8);
+    cr_assert(cow_word_same(&none, &none, NULL));
+    cr_assert(cow_word_same(&hp, &hp, NULL));
+    cr_assert_not(cow_word_same(&hp, &hp2, NULL));
+    cr_assert_not(cow_word_same(&hp, &hw, NULL));
+    cr_assert_not(cow_word_same(&none, &hw, NULL));
+    pa = (cow_word *)at(&a, 1, 0);
+    pa2 = (cow_word *)at(&a, 1, 8);
+    pb = (cow_word *)at(&b, 1, 0);
+    *pa = *pa2 = *pb = cow_word_make(2, 8, 0);
+    cr_assert(cow_word_same(pa, &hw, NULL), "page form against its heap form");
+    cr_assert(cow_word_same(&hw, pa, NULL));
+    cr_assert_not(cow_word_same(pb, &hw, NULL), "same bits, another store");
+    cr_assert(cow_word_same(pa, pa2, &one_map));
+    cr_assert_eq(one_map, 1, "the answer for this pair of nodes is kept");
+    one_map = -1;
+    cr_assert_not(cow_word_same(pa, pb, &one_map));
+    cr_assert_eq(one_map, 0);
+    *pa2 = cow_word_make(2, 16, 0);
+    cr_assert_not(cow_word_same(pa, pa2, NULL), "another offset");
+    cr_assert_eq(cow_ref_error(), COW_OK, "nothing is resolved");
+    fake_free(&b);
+    fake_free(&a);
+}
+
 /* ---- bad words: poison, COW_ECORRUPT, no read past the segment ------------- */
 
 /* Offsets at or past the segment's end, and unknown segment ids (the lookup

@@ -294,6 +294,8 @@ def walk(path, write=False):
         cowstore.thaw(value)
     for name, value in store.items():
         len(value) if hasattr(value, "__len__") else None
+    for old, new in zip(names, names[1:]):
+        list(cowstore.diff(store[old], store[new]))
     if write:
         store["fuzz-new-root"] = {"after": list(names), "n": [1, 2, 3]}
         assert list(store["fuzz-new-root"]["n"]) == [1, 2, 3]

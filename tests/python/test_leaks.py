@@ -24,6 +24,8 @@ def churn(rounds=200):
         while d:
             d.popitem()
         list(c["rows"][5].items())
+        list(cowstore.diff(base, c))
+        next(cowstore.diff(c, base))        # abandoned mid-walk
     return base
 
 

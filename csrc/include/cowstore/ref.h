@@ -123,6 +123,12 @@ cow_ref_get(const cow_word *wp, int kind)
 /* *wp as a word that is valid anywhere (the slot filled in), without taking
  * a reference. */
 cow_word cow_ref_export(const cow_word *wp);
+/* Whether *a and *b name one node (or none), told from the words without
+ * resolving them.  Comparing words read from two fixed nodes, pass the same
+ * *one_map (-1 at first): it caches whether those nodes lie in one store's
+ * pages, so equal page-form words need no lookup of their store after the
+ * first; NULL caches nothing. */
+int cow_word_same(const cow_word *a, const cow_word *b, int *one_map);
 /* A stored word in heap form: count one pin on its env (+1) or drop one (-1). */
 void cow_ref_pin(cow_word w, int delta);
 /* Counts a raw pointer into the map a stored word names (+1 / -1). */
