@@ -14,7 +14,9 @@ from ._ref import store_reference
 def _as_sequence(iterable):
     if isinstance(iterable, (list, tuple, _cowstore.ListBase)):
         return iterable
-    return list(iterable)
+    items = CowList()       # extend, unlike list(), takes no __length_hint__ at its word
+    _cowstore.ListBase.extend(items, iterable)
+    return items
 
 
 def _compare(a, b, op):

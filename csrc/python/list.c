@@ -57,32 +57,62 @@ vals_release(val_array *a)
     a->n = 0;
 }
 
-/* Converts every item of an iterable (read fully before anything changes). */
+/* Appends v (taken over) to a, doubling its room when full. */
 static int
-vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out)
+vals_push(val_array *a, size_t *room, cow_val v)
 {
-    PyObject *seq = PySequence_Fast(iterable, "can only assign an iterable");
-    Py_ssize_t n;
-    out->vals = NULL;
-    out->n = 0;
-    if (seq == NULL)
-        return -1;
-    n = PySequence_Fast_GET_SIZE(seq);
-    if ((out->vals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(cow_val))) == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (cowpy_from_object(st, PySequence_Fast_ITEMS(seq)[i], &out->vals[i]) < 0) {
-            Py_DECREF(seq);
-            vals_release(out);
+    cow_val *grown;
+    if (a->n == *room) {
+        *room = *room ? 2 * *room : 8;
+        if ((grown = PyMem_Realloc(a->vals, *room * sizeof(cow_val))) == NULL) {
+            cow_val_release(&v);
+            PyErr_NoMemory();
             return -1;
         }
-        out->n++;
+        a->vals = grown;
     }
-    Py_DECREF(seq);
+    a->vals[a->n++] = v;
     return 0;
+}
+
+/* Converts every item of an iterable, read fully before anything changes
+ * (so nothing is half inserted).  Lists and tuples are read in place; other
+ * iterables item by item: their __length_hint__ is only a hint, never an
+ * allocation.  not_iterable, if given, replaces the TypeError's message. */
+static int
+vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const char *not_iterable)
+{
+    PyObject *it = NULL, *item;
+    size_t room = 0;
+    cow_val v;
+    out->vals = NULL;
+    out->n = 0;
+    if (PyList_CheckExact(iterable) || PyTuple_CheckExact(iterable)) {
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(iterable); i++)
+            if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(iterable, i), &v) < 0
+                || vals_push(out, &room, v) < 0)
+                goto fail;
+        return 0;
+    }
+    if ((it = PyObject_GetIter(iterable)) == NULL) {
+        if (not_iterable && PyErr_ExceptionMatches(PyExc_TypeError))
+            PyErr_SetString(PyExc_TypeError, not_iterable);
+        goto fail;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = cowpy_from_object(st, item, &v);
+        Py_DECREF(item);
+        if (rc < 0 || vals_push(out, &room, v) < 0)
+            goto fail;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    Py_DECREF(it);
+    return 0;
+fail:
+    Py_XDECREF(it);
+    vals_release(out);
+    return -1;
 }
 
 /* ---- splicing ------------------------------------------------------------ */
@@ -150,7 +180,7 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
         return -1;
     rc = value ? PyObject_SetItem(plain, slice, value) : PyObject_DelItem(plain, slice);
     if (rc == 0)
-        rc = vals_from_iterable(COWPY_ST(op), plain, &all);
+        rc = vals_from_iterable(COWPY_ST(op), plain, &all, NULL);
     Py_DECREF(plain);
     if (rc < 0)
         return -1;
@@ -206,7 +236,7 @@ list_ass_subscript(PyObject *op, PyObject *item, PyObject *value)
     PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
         return list_assign_extended(op, item, value);
-    if (value && vals_from_iterable(COWPY_ST(op), value, &ins) < 0)
+    if (value && vals_from_iterable(COWPY_ST(op), value, &ins, "can only assign an iterable") < 0)
         return -1;
     if (stop < start)
         stop = start;
@@ -402,7 +432,7 @@ list_extend(PyObject *op, PyObject *iterable)
 {
     val_array ins;
     Py_ssize_t len;
-    if (vals_from_iterable(COWPY_ST(op), iterable, &ins) < 0)
+    if (vals_from_iterable(COWPY_ST(op), iterable, &ins, NULL) < 0)
         return NULL;
     if ((len = list_len(op)) < 0) {
         vals_release(&ins);
@@ -424,7 +454,7 @@ list_insert(PyObject *op, PyObject *args)
     i = clamp_index(i, len);
     if ((one = PyTuple_Pack(1, x)) == NULL)
         return NULL;
-    int rc = vals_from_iterable(COWPY_ST(op), one, &ins);
+    int rc = vals_from_iterable(COWPY_ST(op), one, &ins, NULL);
     Py_DECREF(one);
     if (rc < 0 || list_splice(op, (size_t)i, (size_t)i, &ins) < 0)
         return NULL;

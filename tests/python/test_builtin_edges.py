@@ -36,6 +36,58 @@ def same_outcome(builtin_call, cow_call):
     return b
 
 
+# ---- extend and __length_hint__ -----------------------------------------------
+
+class Hinted:
+    """Yields 1 and 2 but claims `hint` items."""
+
+    def __init__(self, hint):
+        self.items, self.hint = iter([1, 2]), hint
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.items)
+
+    def __length_hint__(self):
+        return self.hint
+
+
+@pytest.mark.parametrize("hint", [0, 1, 10**6])
+@pytest.mark.parametrize("how", ["extend", "init", "slice", "iadd"])
+def test_a_length_hint_is_only_a_hint(hint, how):
+    def run(cls):
+        a = cls([0])
+        if how == "extend":
+            a.extend(Hinted(hint))
+        elif how == "init":
+            a = cls(Hinted(hint))
+        elif how == "slice":
+            a[1:] = Hinted(hint)
+        else:
+            a += Hinted(hint)
+        return list(a)
+    same_outcome(lambda: run(list), lambda: run(CowList))
+
+
+@pytest.mark.parametrize("how", ["extend", "init", "slice", "iadd"])
+def test_a_huge_length_hint_allocates_nothing(how):
+    # CPython's list preallocates the hint and raises MemoryError when it is
+    # too big to allocate; cowstore never trusts it (docs/semantics.md).
+    a = CowList([0])
+    if how == "extend":
+        a.extend(Hinted(sys.maxsize))
+    elif how == "init":
+        a = CowList(Hinted(sys.maxsize))
+        a.insert(0, 0)
+    elif how == "slice":
+        a[1:] = Hinted(2**62)
+    else:
+        a += Hinted(2**40)
+    assert a == [0, 1, 2]
+
+
 # ---- iterators ----------------------------------------------------------------
 
 @pytest.mark.parametrize("make,grow", [
