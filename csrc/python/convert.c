@@ -318,11 +318,14 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
     if (!cowpy_is_ours(st, obj) && PyObject_Hash(obj) == -1)
         return -1;                            /* unhashable: TypeError as dict */
     if (cowpy_store_key(st, obj, out, hash) < 0) {
-        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
-            && !PyErr_ExceptionMatches(st->CowValueError))
+        if (PyErr_ExceptionMatches(st->CowValueError)) {
+            PyErr_Clear();                    /* NaN: equal to nothing */
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
             return -1;
-        PyErr_Clear();                        /* a type we never store: absent */
-        return 0;
+        PyErr_Clear();                        /* a type we never store */
+        return COWPY_PROBE_FOREIGN;
     }
     *owned = 1;
     return 1;

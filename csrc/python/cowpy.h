@@ -71,11 +71,26 @@ PyObject *cowpy_checked(cowpy_state *st, PyObject *res);
  * returns -1.  Containers of ours are taken by value in O(1). */
 int cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
 /* A key for lookups: *owned says whether *out must be released.  Returns 1 on
- * success, 0 if the key is hashable but of a type we never store (so it is
- * absent), -1 with an exception set (unhashable). */
+ * success, 0 if the key is certainly absent (a NaN, a str with lone
+ * surrogates), COWPY_PROBE_FOREIGN if it is hashable but of a type we never
+ * store (only Python can say whether it equals a stored key), -1 with an
+ * exception set (unhashable). */
+enum { COWPY_PROBE_FOREIGN = 2 };
 int cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned);
 /* An owned key to store (hashable, not NaN); returns -1 with exception. */
 int cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash);
+/* foreign.c: keys of types we never store, found by Python's hash and ==.
+ * cowpy_foreign_key: the key of the map `root` equal to obj, copied to *key
+ * with its hash: 1 found, 0 absent, -1 error.
+ * cowpy_lookup_key: cowpy_probe_key, a foreign key replaced by the stored
+ * key equal to it: 1 (*out to look for), 0 absent, -1 error.
+ * cowpy_store_key_in: cowpy_store_key, except that a foreign key equal to a
+ * stored one gives that one (dict keeps the key first inserted). */
+int cowpy_foreign_key(cowpy_state *st, const cow_val *root, PyObject *obj, cow_val *key,
+                      uint64_t *hash);
+int cowpy_lookup_key(CowObject *self, PyObject *obj, cow_val *out, uint64_t *hash,
+                     int *owned);
+int cowpy_store_key_in(CowObject *self, PyObject *obj, cow_val *out, uint64_t *hash);
 /* cow_val -> new reference.  Mutable containers become views attached to
  * parent at (key, idx) when parent is not NULL. */
 PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,

@@ -289,46 +289,107 @@ list_subscript(PyObject *op, PyObject *item)
     return list_slice(op, start, step, PySlice_AdjustIndices(len, &start, &stop, step));
 }
 
-/* ---- searching ------------------------------------------------------------ */
+/* ---- searching ------------------------------------------------------------
+ *
+ * list compares `item == x` for each item, and Python answers with x's
+ * reflected __eq__ when the item's declines.  A probe of a type we store is
+ * converted once and compared in the core, whose equality is Python's for
+ * those types.  Any other probe (an IntEnum member, a Decimal, an object
+ * with its own __eq__) may still equal an item, so it is compared in Python
+ * against each item read back: O(n) objects made (docs/semantics.md). */
 
-/* Converts a probe for ==; 0 if it can equal nothing we store. */
+typedef struct {
+    PyObject *obj;              /* borrowed */
+    cow_val val;                /* obj converted, when native */
+    int native;                 /* 1: compared in the core; 0: by Python's == */
+} list_probe;
+
 static int
-probe_value(PyObject *op, PyObject *x, cow_val *out)
+probe_init(PyObject *op, PyObject *x, list_probe *p)
 {
     cowpy_state *st = COWPY_ST(op);
+    p->obj = x;
+    p->native = 0;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    if (cowpy_from_object(st, x, out) == 0)
-        return 1;
-    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
+    if (cowpy_from_object(st, x, &p->val) == 0) {
+        p->native = 1;
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
+        && !PyErr_ExceptionMatches(st->CycleError))
         return -1;
     PyErr_Clear();
     return 0;
 }
 
-/* First index in [start, stop) equal to probe, or -1. */
-static Py_ssize_t
-find_from(PyObject *op, const cow_val *probe, size_t start, size_t stop)
+static void
+probe_release(list_probe *p)
 {
+    if (p->native)
+        cow_val_release(&p->val);
+}
+
+/* 1 if item e equals the probe, 0 if not, -1 on error. */
+static int
+probe_match(cowpy_state *st, const cow_val *e, list_probe *p)
+{
+    PyObject *item;
+    int rc;
+    if (p->native)
+        return cow_val_equal(e, &p->val);
+    if ((item = cowpy_to_object(st, e, NULL, NULL, 0, 0)) == NULL)
+        return -1;
+    rc = PyObject_RichCompareBool(item, p->obj, Py_EQ);     /* item first, as list */
+    Py_DECREF(item);
+    return rc;
+}
+
+/* Items [start, stop) equal to the probe: the first one's index in *res
+ * (-1 if none), or with all, how many.  A Python == may run any code, the
+ * list's mutation included, so this reads a snapshot.  -1 on error. */
+static int
+list_scan(PyObject *op, list_probe *p, size_t start, size_t stop, int all, Py_ssize_t *res)
+{
+    cow_val snap;
     cow_vec_iter it;
     const cow_val *e;
-    cow_vec_iter_init(&it, body_of(op), start);
-    for (size_t i = start; i < stop && (e = cow_vec_iter_next(&it)) != NULL; i++)
-        if (cow_val_equal(e, probe))
-            return (Py_ssize_t)i;
-    return -1;
+    int eq = 0;
+    cow_val_copy(&snap, &SELF->root);
+    cow_vec_iter_init(&it, &cow_val_getvec(&snap)->b, start);
+    *res = all ? 0 : -1;
+    for (size_t i = start; i < stop && (e = cow_vec_iter_next(&it)) != NULL; i++) {
+        if ((eq = probe_match(COWPY_ST(op), e, p)) < 0)
+            break;
+        if (eq && !all) {
+            *res = (Py_ssize_t)i;
+            break;
+        }
+        *res += eq;
+    }
+    cow_val_release(&snap);
+    return eq < 0 ? -1 : 0;
+}
+
+/* The first index of x in [start, stop), -1 if absent, -2 on error. */
+static Py_ssize_t
+list_find(PyObject *op, PyObject *x, size_t start, size_t stop)
+{
+    list_probe p;
+    Py_ssize_t found;
+    int rc;
+    if (probe_init(op, x, &p) < 0)
+        return -2;
+    rc = list_scan(op, &p, start, stop, 0, &found);
+    probe_release(&p);
+    return rc < 0 ? -2 : found;
 }
 
 static int
 list_contains(PyObject *op, PyObject *x)
 {
-    cow_val probe;
-    int rc = probe_value(op, x, &probe);
-    if (rc <= 0)
-        return rc;
-    rc = find_from(op, &probe, 0, body_of(op)->len) >= 0;
-    cow_val_release(&probe);
-    return rc;
+    Py_ssize_t i = list_find(op, x, 0, SIZE_MAX);
+    return i == -2 ? -1 : i >= 0;
 }
 
 static Py_ssize_t
@@ -344,22 +405,15 @@ static PyObject *
 list_index(PyObject *op, PyObject *args)
 {
     PyObject *x;
-    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found = -1;
-    cow_val probe;
-    int rc;
+    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found;
     if (!PyArg_ParseTuple(args, "O|O&O&:index", &x, _PyEval_SliceIndexNotNone, &start,
-                          _PyEval_SliceIndexNotNone, &stop))
+                          _PyEval_SliceIndexNotNone, &stop)
+        || (len = list_len(op)) < 0)
         return NULL;
-    if ((rc = probe_value(op, x, &probe)) < 0)
-        return NULL;
-    len = (Py_ssize_t)body_of(op)->len;
     start = clamp_index(start, len);
     stop = clamp_index(stop, len);
-    if (rc && start < stop) {
-        found = find_from(op, &probe, (size_t)start, (size_t)stop);
-    }
-    if (rc)
-        cow_val_release(&probe);
+    if ((found = list_find(op, x, (size_t)start, (size_t)stop)) == -2)
+        return NULL;
     if (found < 0) {
         PyErr_Format(PyExc_ValueError, "%R is not in list", x);
         return NULL;
@@ -370,34 +424,24 @@ list_index(PyObject *op, PyObject *args)
 static PyObject *
 list_count(PyObject *op, PyObject *x)
 {
-    cow_vec_iter it;
-    const cow_val *e;
-    cow_val probe;
-    Py_ssize_t n = 0;
-    int rc = probe_value(op, x, &probe);
-    if (rc <= 0)
-        return rc < 0 ? NULL : PyLong_FromLong(0);
-    cow_vec_iter_init(&it, body_of(op), 0);
-    while ((e = cow_vec_iter_next(&it)) != NULL)
-        n += cow_val_equal(e, &probe);
-    cow_val_release(&probe);
-    return PyLong_FromSsize_t(n);
+    list_probe p;
+    Py_ssize_t n;
+    int rc;
+    if (probe_init(op, x, &p) < 0)
+        return NULL;
+    rc = list_scan(op, &p, 0, SIZE_MAX, 1, &n);
+    probe_release(&p);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
 static PyObject *
 list_remove(PyObject *op, PyObject *x)
 {
     val_array none = {NULL, 0};
-    Py_ssize_t i = -1;
-    cow_val probe;
-    int rc = probe_value(op, x, &probe);
-    if (rc < 0)
+    Py_ssize_t i = list_find(op, x, 0, SIZE_MAX);
+    if (i == -2)
         return NULL;
-    if (rc) {
-        i = find_from(op, &probe, 0, body_of(op)->len);
-        cow_val_release(&probe);
-    }
-    if (i < 0) {
+    if (i < 0 || (size_t)i >= body_of(op)->len) {       /* == may have shortened the list */
         PyErr_SetString(PyExc_ValueError, "list.remove(x): x not in list");
         return NULL;
     }

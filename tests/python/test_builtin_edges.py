@@ -88,6 +88,107 @@ def test_a_huge_length_hint_allocates_nothing(how):
     assert a == [0, 1, 2]
 
 
+# ---- probes that only Python can compare -------------------------------------
+
+class Anything:
+    """Equal to everything (list asks `item == x`, which falls back to this)."""
+    __hash__ = None
+
+    def __eq__(self, other):
+        return True
+
+
+class LikeOne:
+    """Hashes and compares as 1: dict and set find it where 1 is a key."""
+
+    def __hash__(self):
+        return hash(1)
+
+    def __eq__(self, other):
+        return other == 1
+
+
+class Color(enum.IntEnum):
+    RED = 1
+    BLUE = 2
+
+
+class Refuses:
+    def __eq__(self, other):
+        raise ZeroDivisionError("no")
+
+    __hash__ = object.__hash__
+
+
+PROBES = [Anything(), LikeOne(), Color.RED, Color.BLUE, decimal.Decimal(1),
+          fractions.Fraction(3, 2), 1 + 0j, (decimal.Decimal(2), 1), object(), Refuses()]
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=repr)
+def test_list_searches_ask_python_for_foreign_probes(probe):
+    items = [0, "x", 1.5, (2, 1), 1, [1], {"a": 1}]
+    for op in (lambda a: probe in a, lambda a: a.count(probe), lambda a: a.index(probe),
+               lambda a: a.index(probe, 3), lambda a: a.index(probe, -3, -1)):
+        same_outcome(lambda: op(list(items)), lambda: op(CowList(items)))
+    a, b = list(items), CowList(items)
+    same_outcome(lambda: a.remove(probe), lambda: b.remove(probe))
+    assert a == b
+
+
+@pytest.mark.parametrize("probe", PROBES[1:], ids=repr)
+def test_dict_lookups_by_foreign_keys(probe):
+    items = {0: "zero", 1: "one", 1.5: "x", (2, 1): "pair", "s": "str"}
+
+    def reads(d):
+        return (probe in d, d.get(probe, "default"), outcome(lambda: d[probe]))
+    same_outcome(lambda: reads(dict(items)), lambda: reads(CowDict(items)))
+    # (setdefault only where the probe is found: cowstore cannot store it as a new key)
+    for op in (lambda d: d.pop(probe, "default"),
+               lambda d: d.setdefault(probe, 0) if probe in d else None):
+        a, b = dict(items), CowDict(items)
+        same_outcome(lambda: op(a), lambda: op(b))
+        assert a == b and list(a) == list(b)
+    a, b = dict(items), CowDict(items)
+    same_outcome(lambda: a.__delitem__(probe), lambda: b.__delitem__(probe))
+    assert a == b
+
+
+@pytest.mark.parametrize("probe", [LikeOne(), Color.RED, decimal.Decimal(1), 1 + 0j],
+                         ids=repr)
+def test_assigning_by_a_foreign_key_equal_to_a_stored_one_keeps_the_stored_key(probe):
+    a, b = {1: "one", 2: "two"}, CowDict({1: "one", 2: "two"})
+    a[probe] = "uno"
+    b[probe] = "uno"
+    assert a == b and [type(k) for k in a] == [type(k) for k in b] == [int, int]
+    s, t = {1, 2}, CowSet([1, 2])
+    s.add(probe)
+    t.add(probe)
+    assert s == t and [type(k) for k in t] == [int, int]
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        b[decimal.Decimal("2.5")] = 1       # equal to no stored key: cannot be stored
+
+
+@pytest.mark.parametrize("probe", PROBES[1:], ids=repr)
+def test_set_lookups_by_foreign_elements(probe):
+    items = [0, 1, 1.5, (2, 1), "s"]
+    same_outcome(lambda: probe in set(items), lambda: probe in CowSet(items))
+    for op in (lambda s: s.discard(probe), lambda s: s.remove(probe)):
+        a, b = set(items), CowSet(items)
+        same_outcome(lambda: op(a), lambda: op(b))
+        assert a == b
+
+
+@pytest.mark.parametrize("cls", LISTS)
+def test_a_probe_that_mutates_the_list_while_compared(cls):
+    a = cls(range(5))
+
+    class Mutating:
+        def __eq__(self, other):
+            a.append(other)
+            return other == 3
+    assert Mutating() in a and a[:5] == [0, 1, 2, 3, 4] and len(a) == 9
+
+
 # ---- iterators ----------------------------------------------------------------
 
 @pytest.mark.parametrize("make,grow", [
