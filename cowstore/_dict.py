@@ -82,7 +82,12 @@ class _DictReads(_cowstore.DictBase):
     __slots__ = ()
 
     def __init__(self, *args, **kwargs):
-        self._init(_as_plain_dict(args, kwargs, type(self).__name__))
+        if self._fresh():
+            self._init(_as_plain_dict(args, kwargs, type(self).__name__))
+        elif len(args) > 1:
+            raise TypeError(f"{type(self).__name__} expected at most 1 argument, got {len(args)}")
+        else:
+            self._refill(args, kwargs)
 
     @classmethod
     def fromkeys(cls, iterable, value=None):
@@ -151,6 +156,9 @@ class CowDict(_DictReads):
     __slots__ = ()
     __hash__ = None
 
+    def _refill(self, args, kwargs):
+        CowDict.update(self, *args, **kwargs)      # dict.__init__ on a dict: an update
+
     def update(self, other=(), /, **kwargs):
         if isinstance(other, (dict, _cowstore.DictBase)):
             self._merge(other)
@@ -179,6 +187,9 @@ class FrozenDict(_DictReads):
 
     def __hash__(self):
         return self._hash()
+
+    def _refill(self, args, kwargs):
+        pass                # as frozenset.__init__: the contents were fixed at creation
 
     def update(self, *args, **kwargs):
         raise _cowstore.FrozenError("'FrozenDict' object is immutable")

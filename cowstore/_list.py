@@ -32,7 +32,10 @@ class _ListReads(_cowstore.ListBase):
     __slots__ = ()
 
     def __init__(self, iterable=(), /):
-        self._init(_as_sequence(iterable))
+        if self._fresh():
+            self._init(_as_sequence(iterable))
+        else:
+            self._refill(iterable)
 
     def _comparable(self, other):
         return isinstance(other, (list, _cowstore.ListBase))
@@ -102,6 +105,11 @@ class CowList(_ListReads):
     __slots__ = ()
     __hash__ = None
 
+    def _refill(self, iterable):
+        # list.__init__ on a list: clear, then extend (reading the now empty list)
+        _cowstore.ListBase.clear(self)
+        _cowstore.ListBase.extend(self, iterable)
+
     def sort(self, *, key=None, reverse=False):
         items = list(self)
         items.sort(key=key, reverse=reverse)
@@ -125,6 +133,9 @@ class CowList(_ListReads):
 class FrozenList(_ListReads):
     """An immutable CowList; hashable when its contents are."""
     __slots__ = ()
+
+    def _refill(self, iterable):
+        pass                # as tuple.__init__: the contents were fixed at creation
 
     def __hash__(self):
         return self._hash()

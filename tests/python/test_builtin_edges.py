@@ -36,6 +36,71 @@ def same_outcome(builtin_call, cow_call):
     return b
 
 
+# ---- __init__ on an existing container ---------------------------------------
+
+@pytest.mark.parametrize("cls", LISTS)
+def test_list_init_clears_and_refills(cls):
+    a = cls([1, 2, 3])
+    a.__init__("ab")
+    assert a == ["a", "b"]
+    a.__init__()
+    assert a == []
+    a = cls([1, 2])
+    a.__init__(a)                       # cleared first, so it reads an empty list
+    assert a == []
+    a = cls([1, 2])
+    with pytest.raises(TypeError):
+        a.__init__(5)
+    assert a == []                      # cleared before the argument was refused
+
+
+@pytest.mark.parametrize("cls", DICTS)
+def test_dict_init_updates(cls):
+    a = cls({"a": 1, "b": 2})
+    a.__init__({"b": 3, "c": 4}, d=5)
+    assert a == {"a": 1, "b": 3, "c": 4, "d": 5}
+    assert list(a) == ["a", "b", "c", "d"]
+    a.__init__([("e", 6)])
+    assert a == {"a": 1, "b": 3, "c": 4, "d": 5, "e": 6}
+    a.__init__(a)
+    assert len(a) == 5
+    with pytest.raises(TypeError, match="expected at most 1 argument, got 2"):
+        a.__init__({}, {})
+
+
+@pytest.mark.parametrize("cls", SETS)
+def test_set_init_clears_and_refills(cls):
+    a = cls("abc")
+    a.__init__("xy")
+    assert a == {"x", "y"}
+    a.__init__(a)
+    assert a == set()
+    a = cls("ab")
+    a.__init__()
+    assert a == set()
+
+
+@pytest.mark.parametrize("builtin,cow", [(tuple, FrozenList), (frozenset, FrozenSet),
+                                         (frozenset, FrozenDict)])
+def test_frozen_init_again_changes_nothing(builtin, cow):
+    # tuple and frozenset are made by __new__, and __init__ ignores its argument
+    b, c = builtin([1]), cow({1: 2} if cow is FrozenDict else [1])
+    before = c.copy()
+    b.__init__([2])
+    c.__init__([(2, 3)] if cow is FrozenDict else [2])
+    assert b == builtin([1]) and c == before
+
+
+def test_init_again_on_a_view_writes_through():
+    for outer, plain in ((CowDict({"l": [1, 2], "d": {"a": 1}, "s": {1}}),
+                          {"l": [1, 2], "d": {"a": 1}, "s": {1}}),):
+        for key, arg in (("l", [3]), ("d", {"b": 2}), ("s", [5])):
+            view = outer[key]
+            view.__init__(arg)
+            type(plain[key]).__init__(plain[key], arg)
+        assert outer == plain
+
+
 # ---- extend and __length_hint__ -----------------------------------------------
 
 class Hinted:
@@ -222,3 +287,29 @@ def test_an_exhausted_iterator_lets_go_of_its_container(cls):
     for it in iterators:
         list(it)
     assert sys.getrefcount(a) == refs
+
+
+# ---- CowSet order ---------------------------------------------------------------
+
+ORDER_SCRIPT = """
+import cowstore
+print(list(cowstore.CowSet(['c', 'a', 'b'])), list(cowstore.FrozenSet('zyx')),
+      list(cowstore.CowSet(x for x in ['q', 'p', 'q', 'o'])))
+"""
+
+
+def test_cowset_keeps_the_iterables_order_whatever_the_hash_seed():
+    here = os.path.dirname(os.path.dirname(cowstore.__file__))
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed,
+                   PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH"))
+                                              if p))
+        outputs.add(subprocess.run([sys.executable, "-c", ORDER_SCRIPT], env=env, check=True,
+                                   capture_output=True, text=True).stdout)
+    assert outputs == {"['c', 'a', 'b'] ['z', 'y', 'x'] ['q', 'p', 'o']\n"}
+
+
+def test_cowset_keeps_the_first_of_equal_elements_as_set_does():
+    for items in ([1, 1.0, True], [True, 1], [2.0, 2]):
+        assert [type(x) for x in CowSet(items)] == [type(x) for x in set(items)]
