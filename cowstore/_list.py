@@ -111,9 +111,19 @@ class CowList(_ListReads):
         _cowstore.ListBase.extend(self, iterable)
 
     def sort(self, *, key=None, reverse=False):
+        # As list.sort: the list looks empty while the key function and the
+        # comparisons run, gets the sorted items back however the sort ends,
+        # and a change made meanwhile is lost and raises ValueError.
         items = list(self)
-        items.sort(key=key, reverse=reverse)
-        self[:] = items
+        _cowstore.ListBase.clear(self)
+        before = self._writes()
+        try:
+            items.sort(key=key, reverse=reverse)
+        finally:
+            changed = self._writes() != before or len(self)
+            self[:] = items
+        if changed:
+            raise ValueError("list modified during sort")
 
     def __iadd__(self, other):
         self.extend(other)

@@ -567,6 +567,16 @@ list_reverse(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _writes(): a count of the list's changes, for sort to notice that the key
+ * function or a comparison changed the list. */
+static PyObject *
+list_writes(PyObject *op, PyObject *unused)
+{
+    if (cowpy_resolve(SELF) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(SELF->mut);
+}
+
 static PyObject *
 list_iter(PyObject *op)
 {
@@ -596,6 +606,7 @@ static PyMethodDef list_methods[] = {
     {"clear", list_clear, METH_NOARGS, "Remove all items from list."},
     {"reverse", list_reverse, METH_NOARGS, "Reverse *IN PLACE*."},
     {"__reversed__", list_reversed, METH_NOARGS, NULL},
+    {"_writes", list_writes, METH_NOARGS, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };

@@ -289,6 +289,33 @@ def test_an_exhausted_iterator_lets_go_of_its_container(cls):
     assert sys.getrefcount(a) == refs
 
 
+# ---- sort ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mutate", [lambda a, x: a.append(x), lambda a, x: a.insert(0, x),
+                                    lambda a, x: a.extend([x, x])])
+def test_sort_refuses_a_list_changed_by_its_key(mutate):
+    def run(cls):
+        a = cls([3, 1, 2])
+        seen = []
+
+        def key(x):
+            seen.append(len(a))            # the list looks empty during the sort
+            mutate(a, x)
+            return x
+        result = outcome(lambda: a.sort(key=key))
+        return result, list(a), seen
+    same_outcome(lambda: run(list), lambda: run(CowList))
+    assert run(CowList)[0][:2] == ("raised", ValueError)
+
+
+@pytest.mark.parametrize("key", [None, lambda x: 1 / (x - 2)])
+def test_sort_failing_midway_keeps_every_item(key):
+    def run(cls):
+        a = cls([3, "a", 2, 1]) if key is None else cls([3, 1, 2])
+        return outcome(lambda: a.sort(key=key)), list(a)
+    same_outcome(lambda: run(list), lambda: run(CowList))
+
+
 # ---- CowSet order ---------------------------------------------------------------
 
 ORDER_SCRIPT = """
