@@ -91,7 +91,17 @@ class _DictReads(_cowstore.DictBase):
 
     @classmethod
     def fromkeys(cls, iterable, value=None):
-        return cls(dict.fromkeys(iterable, value))
+        # As dict.fromkeys: cls() then each key set, so a subclass's own
+        # __new__ and __init__ are called as they are for dict subclasses.
+        new = cls()
+        if isinstance(new, FrozenDict):
+            new._init(dict.fromkeys(iterable, value))
+        elif type(new) is CowDict:
+            new._merge(dict.fromkeys(iterable, value))
+        else:
+            for key in iterable:
+                new[key] = value
+        return new
 
     def keys(self):
         return CowKeysView(self)

@@ -316,6 +316,30 @@ def test_sort_failing_midway_keeps_every_item(key):
     same_outcome(lambda: run(list), lambda: run(CowList))
 
 
+# ---- fromkeys on subclasses ------------------------------------------------------
+
+@pytest.mark.parametrize("base", [dict, CowDict, FrozenDict])
+def test_fromkeys_on_a_subclass_with_its_own_new(base):
+    calls = []
+
+    class Sub(base):
+        def __new__(cls):                   # takes no argument: fromkeys calls cls()
+            calls.append("new")
+            return super().__new__(cls)
+
+    d = Sub.fromkeys("ab", 0)
+    assert type(d) is Sub and d == {"a": 0, "b": 0} and calls == ["new"]
+
+
+@pytest.mark.parametrize("base", DICTS)
+def test_fromkeys_on_a_subclass_sets_each_key_through_setitem(base):
+    class Logged(base):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, (key, value))
+    assert Logged.fromkeys("ab", 1) == {"a": ("a", 1), "b": ("b", 1)}
+    assert type(Logged.fromkeys("a")) is Logged
+
+
 # ---- CowSet order ---------------------------------------------------------------
 
 ORDER_SCRIPT = """
