@@ -9,6 +9,7 @@ opening a file twice in a process), transactions as a context manager,
 anonymous stores for :func:`share`, reopening after ``fork``, and pickling
 store-backed values as references.
 """
+import collections.abc
 import contextlib
 import fcntl
 import itertools
@@ -173,12 +174,14 @@ def _sweep_abandoned(base):
         _remove_if_last(path, [fd])
 
 
-class Store:
+class Store(collections.abc.MutableMapping):
     """A store of named roots (see ``cowstore.open``).
 
-    A mapping: ``store[name] = obj`` commits obj, ``store[name]`` reads a
-    consistent snapshot backed by the store's pages, ``del store[name]``
-    removes a root and frees what only it reached.  Use it as a context
+    A ``MutableMapping`` of str names: ``store[name] = obj`` commits obj,
+    ``store[name]`` reads a consistent snapshot backed by the store's pages,
+    ``del store[name]`` removes a root and frees what only it reached.  The
+    methods that change several roots (``update``, ``pop``, ``popitem``,
+    ``setdefault``, ``clear``) run in one transaction.  Use it as a context
     manager to close it.
     """
 
@@ -225,7 +228,10 @@ class Store:
 
     # -- the mapping ---------------------------------------------------------
     def __getitem__(self, name):
-        value = self._c()._get(name)
+        c = self._c()
+        if not isinstance(name, str):
+            raise KeyError(name)        # names are str: any other key is absent
+        value = c._get(name)
         if hasattr(value, "_set_origin"):
             value._set_origin((self._anchor, name))
         return value
@@ -265,12 +271,17 @@ class Store:
 
     def __delitem__(self, name):
         self._check_writable()
+        if not isinstance(name, str):
+            raise KeyError(name)
         with self.transaction():
             self._c()._delete(name)
 
     def __contains__(self, name):
+        c = self._c()
+        if not isinstance(name, str):
+            return False
         try:
-            self._c()._get(name)
+            c._get(name)
         except KeyError:
             return False
         return True
@@ -293,6 +304,32 @@ class Store:
 
     def items(self):
         return [(n, self[n]) for n in self.names()]
+
+    def values(self):
+        return [self[n] for n in self.names()]
+
+    # MutableMapping's methods, each in one transaction: all or nothing.
+    def pop(self, name, *default):
+        with self.transaction():
+            return super().pop(name, *default)
+
+    def popitem(self):
+        with self.transaction():
+            return super().popitem()
+
+    def setdefault(self, name, default=None):
+        with self.transaction():
+            return super().setdefault(name, default)
+
+    def update(self, other=(), /, **kwargs):
+        with self.transaction():
+            super().update(other, **kwargs)
+
+    def clear(self):
+        """Removes every root (not the reserved ones of an import under way)."""
+        with self.transaction():
+            for name in self.names():
+                del self[name]
 
     # -- transactions ----------------------------------------------------------
     @contextlib.contextmanager
