@@ -36,6 +36,10 @@ _PUT_RETRIES = 8
 RESERVED_PREFIX = "\x00"
 # An anonymous store file untouched this long and locked by nobody is swept.
 _SWEEP_AGE = 60
+# Names an anonymous store tries before giving up.  A name is taken only if
+# someone planted a file there (each name holds 32 random bits), so more than
+# one failure means someone is trying.
+_ANON_ATTEMPTS = 16
 
 _lock = threading.Lock()
 _anchors = weakref.WeakValueDictionary()    # realpath -> _Anchor
@@ -107,9 +111,7 @@ def _remove_if_last(path, fdbox):
     except OSError:
         pass                        # another process still uses it
     else:
-        for p in (path, path + "-lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+        _remove_files(path)
     finally:
         os.close(fd)
 
@@ -146,11 +148,53 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+def _remove_files(path):
+    """Removes a store file and its LMDB lock file."""
+    for p in (path, path + "-lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+def _anon_dir():
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def _anon_name():
+    return f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}-{os.urandom(4).hex()}"
+
+
 def _anonymous_path():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    """Creates a new anonymous store's data and lock files and returns the
+    data file's path.  Both are private to this user (mode 0600, whatever
+    the umask) and new: created exclusively, never through a symbolic link,
+    so a file or link planted at the name in this directory every user can
+    write is never opened (the data neither readable by its planter nor
+    written where a link points); another name is tried.  LMDB takes an
+    empty data file and an empty lock file as a new environment."""
+    base = _anon_dir()
     _sweep_abandoned(base)
-    return os.path.join(base, f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}"
-                              f"-{os.urandom(4).hex()}")
+    for _ in range(_ANON_ATTEMPTS):
+        path = os.path.join(base, _anon_name())
+        if _create_private(path):
+            if _create_private(path + "-lock"):
+                return path
+            os.unlink(path)
+    raise StoreError(f"cannot create an anonymous store in {base}: "
+                     f"{_ANON_ATTEMPTS} new names were all taken")
+
+
+def _create_private(path):
+    """Creates path, empty, mode 0600; False if anything is there already."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)        # the umask may have taken bits away
+    finally:
+        os.close(fd)
+    return True
 
 
 def _sweep_abandoned(base):
@@ -189,12 +233,19 @@ class Store(collections.abc.MutableMapping):
         if path is None:
             if readonly:
                 raise ValueError("an anonymous store cannot be readonly")
-            path = _anonymous_path()
+            path = created = _anonymous_path()
+        else:
+            created = None
         path = os.fspath(path)
         flags = (_READONLY if readonly else 0) | (0 if durable else _NOSYNC)
         if os.path.isdir(path):
             flags |= _DIR
-        self._store = _cowstore._Store(path, flags, map_size or 0)
+        try:
+            self._store = _cowstore._Store(path, flags, map_size or 0)
+        except BaseException:
+            if created:
+                _remove_files(created)
+            raise
         self._anchor = _anchor_for(path)
         self._path = self._anchor.path
         self._anonymous = self._anchor.anonymous
