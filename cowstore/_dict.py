@@ -82,11 +82,26 @@ class _DictReads(_cowstore.DictBase):
     __slots__ = ()
 
     def __init__(self, *args, **kwargs):
-        self._init(_as_plain_dict(args, kwargs, type(self).__name__))
+        if self._fresh():
+            self._init(_as_plain_dict(args, kwargs, type(self).__name__))
+        elif len(args) > 1:
+            raise TypeError(f"{type(self).__name__} expected at most 1 argument, got {len(args)}")
+        else:
+            self._refill(args, kwargs)
 
     @classmethod
     def fromkeys(cls, iterable, value=None):
-        return cls(dict.fromkeys(iterable, value))
+        # As dict.fromkeys: cls() then each key set, so a subclass's own
+        # __new__ and __init__ are called as they are for dict subclasses.
+        new = cls()
+        if isinstance(new, FrozenDict):
+            new._init(dict.fromkeys(iterable, value))
+        elif type(new) is CowDict:
+            new._merge(dict.fromkeys(iterable, value))
+        else:
+            for key in iterable:
+                new[key] = value
+        return new
 
     def keys(self):
         return CowKeysView(self)
@@ -151,6 +166,9 @@ class CowDict(_DictReads):
     __slots__ = ()
     __hash__ = None
 
+    def _refill(self, args, kwargs):
+        CowDict.update(self, *args, **kwargs)      # dict.__init__ on a dict: an update
+
     def update(self, other=(), /, **kwargs):
         if isinstance(other, (dict, _cowstore.DictBase)):
             self._merge(other)
@@ -179,6 +197,9 @@ class FrozenDict(_DictReads):
 
     def __hash__(self):
         return self._hash()
+
+    def _refill(self, args, kwargs):
+        pass                # as frozenset.__init__: the contents were fixed at creation
 
     def update(self, *args, **kwargs):
         raise _cowstore.FrozenError("'FrozenDict' object is immutable")

@@ -30,6 +30,11 @@ def array_summary(array):
     return f"ndarray({array.dtype}, shape={tuple(array.shape)})"
 
 
+class _Nowhere:
+    def write(self, text):
+        pass
+
+
 class JsonWriter:
     """Writes values to a text stream `out` as JSON."""
 
@@ -74,10 +79,19 @@ class JsonWriter:
                               indent=self._indent, ensure_ascii=False,
                               default=self._default)
         except (TypeError, JsonOutputError) as e:      # TypeError: a key json cannot write
+            if isinstance(value, (DictBase, ListBase, SetBase, tuple)):
+                self._locate(value, path)
             raise JsonOutputError(f"{e} (in {join(path) or 'the value'})") from None
         if self._indent and level:
             text = text.replace("\n", "\n" + " " * (self._indent * level))
         return text
+
+    def _locate(self, value, path):
+        """json.dumps does not say where it failed: write the value entry by
+        entry to nowhere, so the entry that fails raises naming its path."""
+        entries = value.items() if isinstance(value, DictBase) else enumerate(value)
+        nowhere = JsonWriter(_Nowhere(), self._indent, self._arrays)
+        nowhere._write_entries(entries, 0, list(path), "{}", keyed=isinstance(value, DictBase))
 
     def _default(self, obj):
         if is_ndarray(obj):

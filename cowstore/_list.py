@@ -14,7 +14,9 @@ from ._ref import store_reference
 def _as_sequence(iterable):
     if isinstance(iterable, (list, tuple, _cowstore.ListBase)):
         return iterable
-    return list(iterable)
+    items = CowList()       # extend, unlike list(), takes no __length_hint__ at its word
+    _cowstore.ListBase.extend(items, iterable)
+    return items
 
 
 def _compare(a, b, op):
@@ -30,7 +32,10 @@ class _ListReads(_cowstore.ListBase):
     __slots__ = ()
 
     def __init__(self, iterable=(), /):
-        self._init(_as_sequence(iterable))
+        if self._fresh():
+            self._init(_as_sequence(iterable))
+        else:
+            self._refill(iterable)
 
     def _comparable(self, other):
         return isinstance(other, (list, _cowstore.ListBase))
@@ -100,10 +105,25 @@ class CowList(_ListReads):
     __slots__ = ()
     __hash__ = None
 
+    def _refill(self, iterable):
+        # list.__init__ on a list: clear, then extend (reading the now empty list)
+        _cowstore.ListBase.clear(self)
+        _cowstore.ListBase.extend(self, iterable)
+
     def sort(self, *, key=None, reverse=False):
+        # As list.sort: the list looks empty while the key function and the
+        # comparisons run, gets the sorted items back however the sort ends,
+        # and a change made meanwhile is lost and raises ValueError.
         items = list(self)
-        items.sort(key=key, reverse=reverse)
-        self[:] = items
+        _cowstore.ListBase.clear(self)
+        before = self._writes()
+        try:
+            items.sort(key=key, reverse=reverse)
+        finally:
+            changed = self._writes() != before or len(self)
+            self[:] = items
+        if changed:
+            raise ValueError("list modified during sort")
 
     def __iadd__(self, other):
         self.extend(other)
@@ -123,6 +143,9 @@ class CowList(_ListReads):
 class FrozenList(_ListReads):
     """An immutable CowList; hashable when its contents are."""
     __slots__ = ()
+
+    def _refill(self, iterable):
+        pass                # as tuple.__init__: the contents were fixed at creation
 
     def __hash__(self):
         return self._hash()

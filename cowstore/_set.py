@@ -24,7 +24,11 @@ class _SetReads(_cowstore.SetBase):
     __slots__ = ()
 
     def __init__(self, iterable=(), /):
-        self._init(iterable if _is_set(iterable) else set(iterable))
+        if self._fresh():
+            # dict.fromkeys keeps the iterable's order, as update() does
+            self._init(iterable if _is_set(iterable) else dict.fromkeys(iterable))
+        else:
+            self._refill(iterable)
 
     def _build(self, items):
         return type(self)(items)
@@ -125,6 +129,12 @@ class CowSet(_SetReads):
     __slots__ = ()
     __hash__ = None
 
+    def _refill(self, iterable):
+        # set.__init__ on a set: clear, then update (reading the now empty set)
+        _cowstore.SetBase.clear(self)
+        for x in iterable:
+            _cowstore.SetBase.add(self, x)
+
     def discard(self, element):
         self._discard(element)
 
@@ -180,6 +190,9 @@ class CowSet(_SetReads):
 class FrozenSet(_SetReads):
     """An immutable CowSet (what a stored ``frozenset`` reads back as)."""
     __slots__ = ()
+
+    def _refill(self, iterable):
+        pass                # as frozenset.__init__: the contents were fixed at creation
 
     def __hash__(self):
         # It equals the frozenset of its elements, so it must hash like one:

@@ -9,6 +9,7 @@ opening a file twice in a process), transactions as a context manager,
 anonymous stores for :func:`share`, reopening after ``fork``, and pickling
 store-backed values as references.
 """
+import collections.abc
 import contextlib
 import fcntl
 import itertools
@@ -35,6 +36,10 @@ _PUT_RETRIES = 8
 RESERVED_PREFIX = "\x00"
 # An anonymous store file untouched this long and locked by nobody is swept.
 _SWEEP_AGE = 60
+# Names an anonymous store tries before giving up.  A name is taken only if
+# someone planted a file there (each name holds 32 random bits), so more than
+# one failure means someone is trying.
+_ANON_ATTEMPTS = 16
 
 _lock = threading.Lock()
 _anchors = weakref.WeakValueDictionary()    # realpath -> _Anchor
@@ -109,9 +114,7 @@ def _remove_if_last(path, fdbox):
     except OSError:
         pass                        # another process still uses it
     else:
-        for p in (path, path + "-lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+        _remove_files(path)
     finally:
         os.close(fd)
 
@@ -148,11 +151,53 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+def _remove_files(path):
+    """Removes a store file and its LMDB lock file."""
+    for p in (path, path + "-lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+def _anon_dir():
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def _anon_name():
+    return f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}-{os.urandom(4).hex()}"
+
+
 def _anonymous_path():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    """Creates a new anonymous store's data and lock files and returns the
+    data file's path.  Both are private to this user (mode 0600, whatever
+    the umask) and new: created exclusively, never through a symbolic link,
+    so a file or link planted at the name in this directory every user can
+    write is never opened (the data neither readable by its planter nor
+    written where a link points); another name is tried.  LMDB takes an
+    empty data file and an empty lock file as a new environment."""
+    base = _anon_dir()
     _sweep_abandoned(base)
-    return os.path.join(base, f"{_ANON_PREFIX}{os.getpid()}-{next(_anon_counter)}"
-                              f"-{os.urandom(4).hex()}")
+    for _ in range(_ANON_ATTEMPTS):
+        path = os.path.join(base, _anon_name())
+        if _create_private(path):
+            if _create_private(path + "-lock"):
+                return path
+            os.unlink(path)
+    raise StoreError(f"cannot create an anonymous store in {base}: "
+                     f"{_ANON_ATTEMPTS} new names were all taken")
+
+
+def _create_private(path):
+    """Creates path, empty, mode 0600; False if anything is there already."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)        # the umask may have taken bits away
+    finally:
+        os.close(fd)
+    return True
 
 
 def _sweep_abandoned(base):
@@ -176,12 +221,14 @@ def _sweep_abandoned(base):
         _remove_if_last(path, [fd])
 
 
-class Store:
+class Store(collections.abc.MutableMapping):
     """A store of named roots (see ``cowstore.open``).
 
-    A mapping: ``store[name] = obj`` commits obj, ``store[name]`` reads a
-    consistent snapshot backed by the store's pages, ``del store[name]``
-    removes a root and frees what only it reached.  Use it as a context
+    A ``MutableMapping`` of str names: ``store[name] = obj`` commits obj,
+    ``store[name]`` reads a consistent snapshot backed by the store's pages,
+    ``del store[name]`` removes a root and frees what only it reached.  The
+    methods that change several roots (``update``, ``pop``, ``popitem``,
+    ``setdefault``, ``clear``) run in one transaction.  Use it as a context
     manager to close it.
     """
 
@@ -189,12 +236,19 @@ class Store:
         if path is None:
             if readonly:
                 raise ValueError("an anonymous store cannot be readonly")
-            path = _anonymous_path()
+            path = created = _anonymous_path()
+        else:
+            created = None
         path = os.fspath(path)
         flags = (_READONLY if readonly else 0) | (0 if durable else _NOSYNC)
         if os.path.isdir(path):
             flags |= _DIR
-        self._store = _cowstore._Store(path, flags, map_size or 0)
+        try:
+            self._store = _cowstore._Store(path, flags, map_size or 0)
+        except BaseException:
+            if created:
+                _remove_files(created)
+            raise
         self._anchor = _anchor_for(path)
         self._path = self._anchor.path
         self._anonymous = self._anchor.anonymous
@@ -235,7 +289,10 @@ class Store:
 
     # -- the mapping ---------------------------------------------------------
     def __getitem__(self, name):
-        value = self._c()._get(name)
+        c = self._c()
+        if not isinstance(name, str):
+            raise KeyError(name)        # names are str: any other key is absent
+        value = c._get(name)
         if hasattr(value, "_set_origin"):
             value._set_origin((self._anchor, name))
         return value
@@ -278,13 +335,18 @@ class Store:
 
     def __delitem__(self, name):
         self._check_writable()
+        if not isinstance(name, str):
+            raise KeyError(name)
         with self.transaction():
             self._c()._delete(name)
             self._txn().puts.pop(name, None)
 
     def __contains__(self, name):
+        c = self._c()
+        if not isinstance(name, str):
+            return False
         try:
-            self._c()._get(name)
+            c._get(name)
         except KeyError:
             return False
         return True
@@ -307,6 +369,32 @@ class Store:
 
     def items(self):
         return [(n, self[n]) for n in self.names()]
+
+    def values(self):
+        return [self[n] for n in self.names()]
+
+    # MutableMapping's methods, each in one transaction: all or nothing.
+    def pop(self, name, *default):
+        with self.transaction():
+            return super().pop(name, *default)
+
+    def popitem(self):
+        with self.transaction():
+            return super().popitem()
+
+    def setdefault(self, name, default=None):
+        with self.transaction():
+            return super().setdefault(name, default)
+
+    def update(self, other=(), /, **kwargs):
+        with self.transaction():
+            super().update(other, **kwargs)
+
+    def clear(self):
+        """Removes every root (not the reserved ones of an import under way)."""
+        with self.transaction():
+            for name in self.names():
+                del self[name]
 
     # -- transactions ----------------------------------------------------------
     @contextlib.contextmanager

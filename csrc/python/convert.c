@@ -199,18 +199,28 @@ fail:
     return -1;
 }
 
+/* The elements of a set or frozenset, or the keys of a dict (a set in their
+ * insertion order), at the next position; 0 at the end. */
+static int
+next_element(PyObject *obj, Py_ssize_t *pos, PyObject **key)
+{
+    Py_hash_t pyhash;
+    if (PyDict_Check(obj))
+        return PyDict_Next(obj, pos, key, NULL);
+    return _PySet_NextEntry(obj, pos, key, &pyhash);
+}
+
 static int
 conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
     Py_ssize_t pos = 0;
     PyObject *key;
-    Py_hash_t pyhash;
     cow_map *map = cow_map_new();
     cow_val k;
     uint64_t h;
     if (map == NULL)
         return cowpy_raise_int(cx->st, COW_ENOMEM);
-    while (_PySet_NextEntry(obj, &pos, &key, &pyhash)) {
+    while (next_element(obj, &pos, &key)) {
         if (key_of(cx, key, at, &k, &h) < 0 || map_put(cx, map, k, h, cow_val_none()) < 0)
             goto fail;
     }
@@ -290,6 +300,13 @@ cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 }
 
 int
+cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out)
+{
+    conv_ctx cx = {st};
+    return conv_set(&cx, dict, NULL, out);
+}
+
+int
 cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
 {
     conv_ctx cx = {st};
@@ -318,11 +335,14 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
     if (!cowpy_is_ours(st, obj) && PyObject_Hash(obj) == -1)
         return -1;                            /* unhashable: TypeError as dict */
     if (cowpy_store_key(st, obj, out, hash) < 0) {
-        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
-            && !PyErr_ExceptionMatches(st->CowValueError))
+        if (PyErr_ExceptionMatches(st->CowValueError)) {
+            PyErr_Clear();                    /* NaN: equal to nothing */
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
             return -1;
-        PyErr_Clear();                        /* a type we never store: absent */
-        return 0;
+        PyErr_Clear();                        /* a type we never store */
+        return COWPY_PROBE_FOREIGN;
     }
     *owned = 1;
     return 1;
@@ -347,6 +367,7 @@ cowpy_wrap(cowpy_state *st, cow_val v)
     obj->st = st;
     obj->root = v;
     obj->pkey = cow_val_none();
+    obj->mut = COWPY_MUT_MADE;
     return (PyObject *)obj;
 }
 

@@ -35,10 +35,14 @@ typedef struct CowObject {
     cow_val pkey;               /* key in a parent map (owned), else NONE */
     uint64_t phash;             /* hash of pkey */
     size_t pidx;                /* index in a parent list */
-    uint64_t mut;               /* bumped whenever root changes */
+    uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
     PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
 } CowObject;
+
+/* The first `mut` of a container made with its content (a copy, a value
+ * read back): never fresh, so __init__ on it refills as the builtins do. */
+#define COWPY_MUT_MADE 1
 
 /* Module state: the types the package registers and our exceptions. */
 typedef struct cowpy_state {
@@ -120,11 +124,26 @@ Py_ssize_t cowpy_read_failed_num(Py_ssize_t res, PyObject *self, int err);
  * returns -1.  Containers of ours are taken by value in O(1). */
 int cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
 /* A key for lookups: *owned says whether *out must be released.  Returns 1 on
- * success, 0 if the key is hashable but of a type we never store (so it is
- * absent), -1 with an exception set (unhashable). */
+ * success, 0 if the key is certainly absent (a NaN, a str with lone
+ * surrogates), COWPY_PROBE_FOREIGN if it is hashable but of a type we never
+ * store (only Python can say whether it equals a stored key), -1 with an
+ * exception set (unhashable). */
+enum { COWPY_PROBE_FOREIGN = 2 };
 int cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned);
 /* An owned key to store (hashable, not NaN); returns -1 with exception. */
 int cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash);
+/* foreign.c: keys of types we never store, found by Python's hash and ==.
+ * cowpy_foreign_key: the key of the map `root` equal to obj, copied to *key
+ * with its hash: 1 found, 0 absent, -1 error.
+ * cowpy_lookup_key: cowpy_probe_key, a foreign key replaced by the stored
+ * key equal to it: 1 (*out to look for), 0 absent, -1 error.
+ * cowpy_store_key_in: cowpy_store_key, except that a foreign key equal to a
+ * stored one gives that one (dict keeps the key first inserted). */
+int cowpy_foreign_key(cowpy_state *st, const cow_val *root, PyObject *obj, cow_val *key,
+                      uint64_t *hash);
+int cowpy_lookup_key(CowObject *self, PyObject *obj, cow_val *out, uint64_t *hash,
+                     int *owned);
+int cowpy_store_key_in(CowObject *self, PyObject *obj, cow_val *out, uint64_t *hash);
 /* cow_val -> new reference.  Mutable containers become views attached to
  * parent at (key, idx) when parent is not NULL. */
 PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
@@ -138,6 +157,9 @@ PyObject *cowpy_freeze_object(cowpy_state *st, PyObject *obj);
 PyObject *cowpy_thaw(cowpy_state *st, const cow_val *v);
 /* A new detached wrapper of the registered class for v's tag; steals v. */
 PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
+/* A SET of a dict's keys, in their order (CowSet(iterable) keeps the
+ * iterable's order, building it through dict.fromkeys). */
+int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
@@ -166,9 +188,13 @@ PyObject *cowpy_new_like(PyObject *op, cow_val v);
 /* tp_new of the bases: an empty `tag` container, or `frozen_tag` when type
  * subclasses the registered frozen class. */
 PyObject *cowpy_new_empty(PyTypeObject *type, cow_tag tag, cow_tag frozen_tag);
-/* _init(src): fill a new, never written container from a plain or cowstore
- * container of the same kind (O(1) for ours).  Lets frozen ones be built. */
+/* _init(src): fill an empty, detached container from a plain or cowstore
+ * container of the same kind (O(1) for ours; a set-kind one also from a
+ * dict's keys).  Lets frozen ones be built.  _fresh(): whether the container
+ * is new from tp_new and never initialised, so __init__ may use _init; on
+ * any other, __init__ refills it as the builtin's does (the Python half). */
 PyObject *cowpy_init_from(PyObject *op, PyObject *src);
+PyObject *cowpy_fresh_method(PyObject *op, PyObject *unused);
 PyObject *cowpy_deepcopy(PyObject *self, PyObject *memo);
 PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
@@ -193,6 +219,7 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"__copy__", cowpy_copy, METH_NOARGS, NULL}, \
     {"__deepcopy__", cowpy_deepcopy, METH_O, NULL}, \
     {"_init", cowpy_init_from, METH_O, NULL}, \
+    {"_fresh", cowpy_fresh_method, METH_NOARGS, NULL}, \
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL}, \
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
     {"_equal", cowpy_equal_method, METH_O, NULL}, \

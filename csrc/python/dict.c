@@ -20,7 +20,7 @@ dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    if ((rc = cowpy_probe_key(st, key, &probe, hash, &owned)) <= 0)
+    if ((rc = cowpy_lookup_key(SELF, key, &probe, hash, &owned)) <= 0)
         return rc;
     rc = cow_map_find(map_of(op), &probe, *hash, entry);
     if (owned)
@@ -56,7 +56,7 @@ dict_set(PyObject *op, PyObject *key, PyObject *value)
     cow_val k, v;
     uint64_t h;
     int rc;
-    if (cowpy_store_key(st, key, &k, &h) < 0)
+    if (cowpy_store_key_in(SELF, key, &k, &h) < 0)
         return -1;
     if (cowpy_from_object(st, value, &v) < 0) {
         cow_val_release(&k);
@@ -84,7 +84,7 @@ dict_remove(PyObject *op, PyObject *key, cow_val *out)
         return -1;
     if (cowpy_is_frozen(SELF))
         return cowpy_begin_write(SELF);        /* raises FrozenError */
-    if ((rc = cowpy_probe_key(st, key, &probe, &h, &owned)) <= 0)
+    if ((rc = cowpy_lookup_key(SELF, key, &probe, &h, &owned)) <= 0)
         return rc;
     if ((rc = cowpy_begin_write(SELF)) == 0)
         rc = cow_map_del(map_of(op), &probe, h, out);

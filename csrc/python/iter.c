@@ -1,12 +1,15 @@
 /* Iterators over a snapshot of a container: they retain the root they
  * started from, so mutating the container while iterating is safe (unlike
  * dict, which raises RuntimeError; documented).  Nested mutable values come
- * out as views attached to the owner, as d[k] would return them. */
+ * out as views attached to the owner, as d[k] would return them.  Like
+ * list's, an iterator that reached its end lets go of the container and
+ * stays exhausted. */
 #include "cowpy.h"
 
 typedef struct {
     PyObject_HEAD
-    CowObject *owner;       /* strong reference */
+    cowpy_state *st;
+    CowObject *owner;       /* strong reference; NULL once exhausted */
     cow_val snap;           /* retained root at creation */
     size_t pos;             /* next entry / element; counts down when reverse */
     int kind;
@@ -24,8 +27,8 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
         return NULL;
     if ((it = PyObject_New(CowIter, st->iter_type)) == NULL)
         return NULL;
-    Py_INCREF(owner);
-    it->owner = owner;
+    it->st = st;
+    it->owner = (CowObject *)Py_NewRef(owner);
     cow_val_copy(&it->snap, &owner->root);
     it->kind = kind;
     it->reverse = reverse;
@@ -45,7 +48,7 @@ iter_dealloc(PyObject *op)
     CowIter *it = (CowIter *)op;
     PyTypeObject *tp = Py_TYPE(op);
     cow_val_release(&it->snap);
-    Py_DECREF(it->owner);
+    Py_XDECREF(it->owner);
     Py_XDECREF(it->last_item);
     PyObject_Free(op);
     Py_DECREF(tp);
@@ -117,14 +120,28 @@ map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val
     return it->kind == COWPY_IT_VALUES ? pv : pair_of(it, pk, pv);
 }
 
+/* At the end: drop the snapshot and the container, as listiterobject
+ * clears it_seq, so that nothing more is yielded and nothing kept alive. */
+static void
+exhaust(CowIter *it)
+{
+    cow_val_release(&it->snap);     /* leaves it NONE */
+    Py_CLEAR(it->owner);
+    Py_CLEAR(it->last_item);
+}
+
 COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
 {
     CowIter *it = (CowIter *)op;
-    cowpy_state *st = COWPY_ST(it->owner);
+    cowpy_state *st = it->st;
     const cow_val *a = NULL, *b = NULL;
-    Py_ssize_t p = next_pos(it, &a, &b);
-    if (p < 0)
+    Py_ssize_t p;
+    if (it->owner == NULL)
+        return NULL;
+    if ((p = next_pos(it, &a, &b)) < 0) {
+        exhaust(it);
         return NULL;                /* the end (COWPY_ENTRY raises if poison ended it) */
+    }
     if (cow_tag_is_map(it->snap.tag))
         return map_step(it, st, (size_t)p, a, b);
     return cowpy_snapshot_value(it->owner, &it->snap, a, NULL, 0, (size_t)p);
@@ -135,8 +152,11 @@ COWPY_ENTRY(static, PyObject *, iter_length_hint,
             (PyObject *op, PyObject *unused), (op, unused))
 {
     CowIter *it = (CowIter *)op;
-    size_t n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
-                                            : cow_val_getvec(&it->snap)->b.len;
+    size_t n;
+    if (it->owner == NULL)
+        return PyLong_FromLong(0);
+    n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
+                                 : cow_val_getvec(&it->snap)->b.len;
     return PyLong_FromSize_t(it->reverse ? it->pos : n - it->pos);
 }
 

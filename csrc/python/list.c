@@ -53,32 +53,62 @@ vals_release(val_array *a)
     a->n = 0;
 }
 
-/* Converts every item of an iterable (read fully before anything changes). */
+/* Appends v (taken over) to a, doubling its room when full. */
 static int
-vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out)
+vals_push(val_array *a, size_t *room, cow_val v)
 {
-    PyObject *seq = PySequence_Fast(iterable, "can only assign an iterable");
-    Py_ssize_t n;
-    out->vals = NULL;
-    out->n = 0;
-    if (seq == NULL)
-        return -1;
-    n = PySequence_Fast_GET_SIZE(seq);
-    if ((out->vals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(cow_val))) == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (cowpy_from_object(st, PySequence_Fast_ITEMS(seq)[i], &out->vals[i]) < 0) {
-            Py_DECREF(seq);
-            vals_release(out);
+    cow_val *grown;
+    if (a->n == *room) {
+        *room = *room ? 2 * *room : 8;
+        if ((grown = PyMem_Realloc(a->vals, *room * sizeof(cow_val))) == NULL) {
+            cow_val_release(&v);
+            PyErr_NoMemory();
             return -1;
         }
-        out->n++;
+        a->vals = grown;
     }
-    Py_DECREF(seq);
+    a->vals[a->n++] = v;
     return 0;
+}
+
+/* Converts every item of an iterable, read fully before anything changes
+ * (so nothing is half inserted).  Lists and tuples are read in place; other
+ * iterables item by item: their __length_hint__ is only a hint, never an
+ * allocation.  not_iterable, if given, replaces the TypeError's message. */
+static int
+vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const char *not_iterable)
+{
+    PyObject *it = NULL, *item;
+    size_t room = 0;
+    cow_val v;
+    out->vals = NULL;
+    out->n = 0;
+    if (PyList_CheckExact(iterable) || PyTuple_CheckExact(iterable)) {
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(iterable); i++)
+            if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(iterable, i), &v) < 0
+                || vals_push(out, &room, v) < 0)
+                goto fail;
+        return 0;
+    }
+    if ((it = PyObject_GetIter(iterable)) == NULL) {
+        if (not_iterable && PyErr_ExceptionMatches(PyExc_TypeError))
+            PyErr_SetString(PyExc_TypeError, not_iterable);
+        goto fail;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = cowpy_from_object(st, item, &v);
+        Py_DECREF(item);
+        if (rc < 0 || vals_push(out, &room, v) < 0)
+            goto fail;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    Py_DECREF(it);
+    return 0;
+fail:
+    Py_XDECREF(it);
+    vals_release(out);
+    return -1;
 }
 
 /* ---- splicing ------------------------------------------------------------ */
@@ -146,7 +176,7 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
         return -1;
     rc = value ? PyObject_SetItem(plain, slice, value) : PyObject_DelItem(plain, slice);
     if (rc == 0)
-        rc = vals_from_iterable(COWPY_ST(op), plain, &all);
+        rc = vals_from_iterable(COWPY_ST(op), plain, &all, NULL);
     Py_DECREF(plain);
     if (rc < 0)
         return -1;
@@ -202,7 +232,7 @@ COWPY_ENTRY(static, int, list_ass_subscript,
     PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
         return list_assign_extended(op, item, value);
-    if (value && vals_from_iterable(COWPY_ST(op), value, &ins) < 0)
+    if (value && vals_from_iterable(COWPY_ST(op), value, &ins, "can only assign an iterable") < 0)
         return -1;
     if (stop < start)
         stop = start;
@@ -254,45 +284,106 @@ COWPY_ENTRY(static, PyObject *, list_subscript, (PyObject *op, PyObject *item), 
     return list_slice(op, start, step, PySlice_AdjustIndices(len, &start, &stop, step));
 }
 
-/* ---- searching ------------------------------------------------------------ */
+/* ---- searching ------------------------------------------------------------
+ *
+ * list compares `item == x` for each item, and Python answers with x's
+ * reflected __eq__ when the item's declines.  A probe of a type we store is
+ * converted once and compared in the core, whose equality is Python's for
+ * those types.  Any other probe (an IntEnum member, a Decimal, an object
+ * with its own __eq__) may still equal an item, so it is compared in Python
+ * against each item read back: O(n) objects made (docs/semantics.md). */
 
-/* Converts a probe for ==; 0 if it can equal nothing we store. */
+typedef struct {
+    PyObject *obj;              /* borrowed */
+    cow_val val;                /* obj converted, when native */
+    int native;                 /* 1: compared in the core; 0: by Python's == */
+} list_probe;
+
 static int
-probe_value(PyObject *op, PyObject *x, cow_val *out)
+probe_init(PyObject *op, PyObject *x, list_probe *p)
 {
     cowpy_state *st = COWPY_ST(op);
+    p->obj = x;
+    p->native = 0;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    if (cowpy_from_object(st, x, out) == 0)
-        return 1;
-    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
+    if (cowpy_from_object(st, x, &p->val) == 0) {
+        p->native = 1;
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
+        && !PyErr_ExceptionMatches(st->CycleError))
         return -1;
     PyErr_Clear();
     return 0;
 }
 
-/* First index in [start, stop) equal to probe, or -1. */
-static Py_ssize_t
-find_from(PyObject *op, const cow_val *probe, size_t start, size_t stop)
+static void
+probe_release(list_probe *p)
 {
+    if (p->native)
+        cow_val_release(&p->val);
+}
+
+/* 1 if item e equals the probe, 0 if not, -1 on error. */
+static int
+probe_match(cowpy_state *st, const cow_val *e, list_probe *p)
+{
+    PyObject *item;
+    int rc;
+    if (p->native)
+        return cow_val_equal(e, &p->val);
+    if ((item = cowpy_to_object(st, e, NULL, NULL, 0, 0)) == NULL)
+        return -1;
+    rc = PyObject_RichCompareBool(item, p->obj, Py_EQ);     /* item first, as list */
+    Py_DECREF(item);
+    return rc;
+}
+
+/* Items [start, stop) equal to the probe: the first one's index in *res
+ * (-1 if none), or with all, how many.  A Python == may run any code, the
+ * list's mutation included, so this reads a snapshot.  -1 on error. */
+static int
+list_scan(PyObject *op, list_probe *p, size_t start, size_t stop, int all, Py_ssize_t *res)
+{
+    cow_val snap;
     cow_vec_iter it;
     const cow_val *e;
-    cow_vec_iter_init(&it, body_of(op), start);
-    for (size_t i = start; i < stop && (e = cow_vec_iter_next(&it)) != NULL; i++)
-        if (cow_val_equal(e, probe))
-            return (Py_ssize_t)i;
-    return -1;
+    int eq = 0;
+    cow_val_copy(&snap, &SELF->root);
+    cow_vec_iter_init(&it, &cow_val_getvec(&snap)->b, start);
+    *res = all ? 0 : -1;
+    for (size_t i = start; i < stop && (e = cow_vec_iter_next(&it)) != NULL; i++) {
+        if ((eq = probe_match(COWPY_ST(op), e, p)) < 0)
+            break;
+        if (eq && !all) {
+            *res = (Py_ssize_t)i;
+            break;
+        }
+        *res += eq;
+    }
+    cow_val_release(&snap);
+    return eq < 0 ? -1 : 0;
+}
+
+/* The first index of x in [start, stop), -1 if absent, -2 on error. */
+static Py_ssize_t
+list_find(PyObject *op, PyObject *x, size_t start, size_t stop)
+{
+    list_probe p;
+    Py_ssize_t found;
+    int rc;
+    if (probe_init(op, x, &p) < 0)
+        return -2;
+    rc = list_scan(op, &p, start, stop, 0, &found);
+    probe_release(&p);
+    return rc < 0 ? -2 : found;
 }
 
 COWPY_ENTRY(static, int, list_contains, (PyObject *op, PyObject *x), (op, x))
 {
-    cow_val probe;
-    int rc = probe_value(op, x, &probe);
-    if (rc <= 0)
-        return rc;
-    rc = find_from(op, &probe, 0, body_of(op)->len) >= 0;
-    cow_val_release(&probe);
-    return rc;
+    Py_ssize_t i = list_find(op, x, 0, SIZE_MAX);
+    return i == -2 ? -1 : i >= 0;
 }
 
 static Py_ssize_t
@@ -307,22 +398,15 @@ clamp_index(Py_ssize_t i, Py_ssize_t len)
 COWPY_ENTRY(static, PyObject *, list_index, (PyObject *op, PyObject *args), (op, args))
 {
     PyObject *x;
-    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found = -1;
-    cow_val probe;
-    int rc;
+    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX, len, found;
     if (!PyArg_ParseTuple(args, "O|O&O&:index", &x, _PyEval_SliceIndexNotNone, &start,
-                          _PyEval_SliceIndexNotNone, &stop))
+                          _PyEval_SliceIndexNotNone, &stop)
+        || (len = list_len(op)) < 0)
         return NULL;
-    if ((rc = probe_value(op, x, &probe)) < 0)
-        return NULL;
-    len = (Py_ssize_t)body_of(op)->len;
     start = clamp_index(start, len);
     stop = clamp_index(stop, len);
-    if (rc && start < stop) {
-        found = find_from(op, &probe, (size_t)start, (size_t)stop);
-    }
-    if (rc)
-        cow_val_release(&probe);
+    if ((found = list_find(op, x, (size_t)start, (size_t)stop)) == -2)
+        return NULL;
     if (found < 0) {
         PyErr_Format(PyExc_ValueError, "%R is not in list", x);
         return NULL;
@@ -332,33 +416,23 @@ COWPY_ENTRY(static, PyObject *, list_index, (PyObject *op, PyObject *args), (op,
 
 COWPY_ENTRY(static, PyObject *, list_count, (PyObject *op, PyObject *x), (op, x))
 {
-    cow_vec_iter it;
-    const cow_val *e;
-    cow_val probe;
-    Py_ssize_t n = 0;
-    int rc = probe_value(op, x, &probe);
-    if (rc <= 0)
-        return rc < 0 ? NULL : PyLong_FromLong(0);
-    cow_vec_iter_init(&it, body_of(op), 0);
-    while ((e = cow_vec_iter_next(&it)) != NULL)
-        n += cow_val_equal(e, &probe);
-    cow_val_release(&probe);
-    return PyLong_FromSsize_t(n);
+    list_probe p;
+    Py_ssize_t n;
+    int rc;
+    if (probe_init(op, x, &p) < 0)
+        return NULL;
+    rc = list_scan(op, &p, 0, SIZE_MAX, 1, &n);
+    probe_release(&p);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
 COWPY_ENTRY(static, PyObject *, list_remove, (PyObject *op, PyObject *x), (op, x))
 {
     val_array none = {NULL, 0};
-    Py_ssize_t i = -1;
-    cow_val probe;
-    int rc = probe_value(op, x, &probe);
-    if (rc < 0)
+    Py_ssize_t i = list_find(op, x, 0, SIZE_MAX);
+    if (i == -2)
         return NULL;
-    if (rc) {
-        i = find_from(op, &probe, 0, body_of(op)->len);
-        cow_val_release(&probe);
-    }
-    if (i < 0) {
+    if (i < 0 || (size_t)i >= body_of(op)->len) {       /* == may have shortened the list */
         PyErr_SetString(PyExc_ValueError, "list.remove(x): x not in list");
         return NULL;
     }
@@ -391,7 +465,7 @@ COWPY_ENTRY(static, PyObject *, list_extend, (PyObject *op, PyObject *iterable),
 {
     val_array ins;
     Py_ssize_t len;
-    if (vals_from_iterable(COWPY_ST(op), iterable, &ins) < 0)
+    if (vals_from_iterable(COWPY_ST(op), iterable, &ins, NULL) < 0)
         return NULL;
     if ((len = list_len_body(op)) < 0) {
         vals_release(&ins);
@@ -412,7 +486,7 @@ COWPY_ENTRY(static, PyObject *, list_insert, (PyObject *op, PyObject *args), (op
     i = clamp_index(i, len);
     if ((one = PyTuple_Pack(1, x)) == NULL)
         return NULL;
-    int rc = vals_from_iterable(COWPY_ST(op), one, &ins);
+    int rc = vals_from_iterable(COWPY_ST(op), one, &ins, NULL);
     Py_DECREF(one);
     if (rc < 0 || list_splice(op, (size_t)i, (size_t)i, &ins) < 0)
         return NULL;
@@ -478,6 +552,15 @@ COWPY_ENTRY(static, PyObject *, list_reverse, (PyObject *op, PyObject *unused), 
     Py_RETURN_NONE;
 }
 
+/* _writes(): a count of the list's changes, for sort to notice that the key
+ * function or a comparison changed the list. */
+COWPY_ENTRY(static, PyObject *, list_writes, (PyObject *op, PyObject *unused), (op, unused))
+{
+    if (cowpy_resolve(SELF) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(SELF->mut);
+}
+
 COWPY_ENTRY(static, PyObject *, list_iter, (PyObject *op), (op))
 {
     return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 0);
@@ -505,6 +588,7 @@ static PyMethodDef list_methods[] = {
     {"clear", list_clear, METH_NOARGS, "Remove all items from list."},
     {"reverse", list_reverse, METH_NOARGS, "Reverse *IN PLACE*."},
     {"__reversed__", list_reversed, METH_NOARGS, NULL},
+    {"_writes", list_writes, METH_NOARGS, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };

@@ -10,19 +10,19 @@ map_of(PyObject *op)
     return cow_val_getmap(&SELF->root);
 }
 
-/* cowpy_probe_key for an element, except that a set stands for the
+/* cowpy_lookup_key for an element, except that a set stands for the
  * frozenset of its elements, as in set's `in`, remove and discard. */
 static int
-probe_element(cowpy_state *st, PyObject *key, cow_val *out, uint64_t *hash, int *owned)
+probe_element(PyObject *op, PyObject *key, cow_val *out, uint64_t *hash, int *owned)
 {
     PyObject *frozen;
-    int rc = cowpy_probe_key(st, key, out, hash, owned);
+    int rc = cowpy_lookup_key(SELF, key, out, hash, owned);
     if (rc >= 0 || !PySet_Check(key) || !PyErr_ExceptionMatches(PyExc_TypeError))
         return rc;
     PyErr_Clear();
     if ((frozen = PyFrozenSet_New(key)) == NULL)
         return -1;
-    rc = cowpy_probe_key(st, frozen, out, hash, owned);      /* *out owns its bytes */
+    rc = cowpy_lookup_key(SELF, frozen, out, hash, owned);      /* *out owns its bytes */
     Py_DECREF(frozen);
     return rc;
 }
@@ -36,7 +36,7 @@ COWPY_ENTRY(static, int, set_contains, (PyObject *op, PyObject *key), (op, key))
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
         return -1;
-    if ((rc = probe_element(st, key, &probe, &h, &owned)) <= 0)
+    if ((rc = probe_element(op, key, &probe, &h, &owned)) <= 0)
         return rc;
     rc = cow_map_find(map_of(op), &probe, h, &e);
     if (owned)
@@ -50,7 +50,7 @@ COWPY_ENTRY(static, PyObject *, set_add, (PyObject *op, PyObject *key), (op, key
     cow_val k;
     uint64_t h;
     int rc;
-    if (cowpy_store_key(st, key, &k, &h) < 0)
+    if (cowpy_store_key_in(SELF, key, &k, &h) < 0)
         return NULL;
     if (cowpy_begin_write(SELF) < 0) {
         cow_val_release(&k);
@@ -72,7 +72,7 @@ COWPY_ENTRY(static, PyObject *, set_discard_flag, (PyObject *op, PyObject *key),
     int owned = 0, rc;
     if (cowpy_begin_write(SELF) < 0)
         return NULL;
-    if ((rc = probe_element(st, key, &probe, &h, &owned)) <= 0)
+    if ((rc = probe_element(op, key, &probe, &h, &owned)) <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_False);
     rc = cow_map_del(map_of(op), &probe, h, NULL);
     if (owned)

@@ -175,7 +175,7 @@ COWPY_ENTRY(static, PyObject *, store_put, (PyObject *op, PyObject *args), (op, 
     const char *utf8;
     cow_val v;
     int rc;
-    if (!PyArg_ParseTuple(args, "UO:_put", &name, &obj) || check_open(self) < 0
+    if (!PyArg_ParseTuple(args, "OO:_put", &name, &obj) || check_open(self) < 0
         || (utf8 = name_utf8(name, &len)) == NULL)
         return NULL;
     if (cowpy_from_object(self->st, obj, &v) < 0)

@@ -210,6 +210,7 @@ cowpy_new_like(PyObject *op, cow_val v)
     ((CowObject *)res)->st = COWPY_ST(op);
     ((CowObject *)res)->root = v;
     ((CowObject *)res)->pkey = cow_val_none();
+    ((CowObject *)res)->mut = COWPY_MUT_MADE;
     return res;
 }
 
@@ -270,11 +271,14 @@ COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), 
     CowObject *self = (CowObject *)op;
     cowpy_state *st = COWPY_ST(op);
     cow_val v;
-    if (self->mut != 0 || root_len(&self->root) != 0) {
-        PyErr_SetString(PyExc_TypeError, "container already initialised");
+    int rc;
+    if (self->parent != NULL || root_len(&self->root) != 0) {
+        PyErr_SetString(PyExc_TypeError, "_init needs an empty, detached container");
         return NULL;
     }
-    if (cowpy_from_object(st, src, &v) < 0)
+    rc = cow_tag_is_set(self->root.tag) && PyDict_CheckExact(src)
+             ? cowpy_set_from_keys(st, src, &v) : cowpy_from_object(st, src, &v);
+    if (rc < 0)
         return NULL;
     if (!same_kind(v.tag, self->root.tag)) {
         cow_val_release(&v);
@@ -288,7 +292,15 @@ COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), 
         return NULL;
     cow_val_release(&self->root);
     self->root = v;
+    self->mut++;                       /* initialised: no longer fresh */
     Py_RETURN_NONE;
+}
+
+COWPY_ENTRY(extern, PyObject *, cowpy_fresh_method, (PyObject *op, PyObject *unused), (op, unused))
+{
+    CowObject *self = (CowObject *)op;
+    return PyBool_FromLong(self->mut == 0 && self->parent == NULL
+                           && root_len(&self->root) == 0);
 }
 
 /* __deepcopy__: values are immutable or copied on write, so a deep copy is

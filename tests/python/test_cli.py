@@ -320,6 +320,10 @@ def test_unexportable_values_leave_no_partial_file(tmp_path):
         s["r"] = list(range(2000)) + [b"bytes"]
     out = tmp_path / "out.json"
     assert_one_line_error(cli("export", store, "r", out), 1, "bytes has no JSON form", "r/2000")
+    with cowstore.open(store) as s:
+        s["small"] = {"rows": [{"id": 1, "blob": b"x"}]}
+    for command in (("get", store, "small"), ("export", store, "small", out)):
+        assert_one_line_error(cli(*command), 1, "bytes has no JSON form", "(in small/rows/0/blob)")
     assert sorted(os.listdir(tmp_path)) == ["s.store", "s.store-lock"]
 
 

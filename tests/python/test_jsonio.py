@@ -160,10 +160,18 @@ def test_writer_converts_keys_like_json_and_refuses_what_json_cannot(monkeypatch
     out = io.StringIO()
     JsonWriter(out).write(value)
     assert out.getvalue() == json.dumps({1: "a", 2.5: "b", False: "c", None: "d"})
-    with pytest.raises(JsonOutputError, match=r"tuple key.*in rows/0"):
+
+
+@pytest.mark.parametrize("small", [0, 512])
+def test_writer_names_where_the_value_without_json_form_sits(monkeypatch, small):
+    # streamed entry by entry (small=0) or dumped whole (small containers)
+    monkeypatch.setattr(_jsonout, "SMALL", small)
+    with pytest.raises(JsonOutputError, match=r"tuple key.*\(in rows/0\)"):
         JsonWriter(io.StringIO()).write(cowstore.freeze({"rows": [{(1, 2): 3}]}))
     with pytest.raises(JsonOutputError, match=r"bytes has no JSON form \(in rows/1/0\)"):
         JsonWriter(io.StringIO()).write(cowstore.freeze({"rows": [1, [b"x"]]}))
+    with pytest.raises(JsonOutputError, match=r"bytes has no JSON form \(in r/a/1/0/c\)"):
+        JsonWriter(io.StringIO()).write(cowstore.freeze({"a": [0, ({"c": b"x"},)]}), ["r"])
 
 
 def test_writer_arrays_as_lists_or_summaries(monkeypatch):

@@ -67,3 +67,28 @@ def test_churn_keeps_traced_memory_flat():
     finally:
         tracemalloc.stop()
     assert second - first < 64 * 1024, (first, second)
+
+
+def test_foreign_probes_refills_and_exhausted_iterators_leak_nothing():
+    import decimal
+    gc.collect()
+    before = _cowstore._live_nodes()
+    probe = decimal.Decimal(1)
+    start = sys.getrefcount(probe)
+    for _ in range(50):
+        d, s, l = CowDict({1: "a", 2: [1]}), CowSet([1, 2]), CowList([0, 1, [2]])
+        assert probe in d and probe in s and probe in l and l.count(probe) == 1
+        d[probe] = "b"
+        s.add(probe)
+        s.discard(probe)
+        l.remove(probe)
+        d.pop(probe)
+        l.__init__(range(3))
+        d.__init__(x=1)
+        s.__init__("ab")
+        for it in (iter(l), reversed(l), iter(d), iter(s)):
+            list(it)
+        l.sort(key=lambda x: -x)
+    del d, s, l, it
+    gc.collect()
+    assert sys.getrefcount(probe) == start and _cowstore._live_nodes() == before

@@ -88,13 +88,17 @@ def test_mapping_behaviour(store):
 
 
 @pytest.mark.parametrize("name", [1, b"a", None, 1.5, ("a",)])
-def test_non_str_names_raise_type_error(store, name):
-    """Root names are str: every entry point rejects others with TypeError."""
+def test_non_str_names_are_absent_and_cannot_be_assigned(store, name):
+    """Root names are str: any other key is absent, as in a mapping whose keys
+    are all str, and assigning one raises TypeError naming the rule."""
     store["a"] = 1
-    for op in (lambda: store[name], lambda: store.__setitem__(name, 1),
-               lambda: store.__delitem__(name), lambda: name in store,
-               lambda: store.get(name)):
-        with pytest.raises(TypeError):
+    assert name not in store and store.get(name) is None and store.pop(name, 7) == 7
+    for op in (lambda: store[name], lambda: store.__delitem__(name), lambda: store.pop(name)):
+        with pytest.raises(KeyError):
+            op()
+    for op in (lambda: store.__setitem__(name, 1), lambda: store.update({name: 1}),
+               lambda: store.setdefault(name, 1)):
+        with pytest.raises(TypeError, match=f"^root names are str, not {type(name).__name__}$"):
             op()
     assert store.names() == ["a"]
 

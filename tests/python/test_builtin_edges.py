@@ -1,0 +1,366 @@
+"""The builtins' last edge cases, each run on the builtin and on the cowstore
+type side by side: the outcome (value returned, exception raised, contents
+after) must be the same."""
+import decimal
+import enum
+import fractions
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cowstore
+from cowstore import CowDict, CowList, CowSet, FrozenDict, FrozenList, FrozenSet
+
+LISTS = [list, CowList]
+DICTS = [dict, CowDict]
+SETS = [set, CowSet]
+
+
+def outcome(call):
+    """('ok', result) or ('raised', exception type, message)."""
+    try:
+        return ("ok", call())
+    except Exception as exc:                    # noqa: BLE001 -- compared by the caller
+        return ("raised", type(exc), str(exc))
+
+
+def same_outcome(builtin_call, cow_call):
+    a, b = outcome(builtin_call), outcome(cow_call)
+    assert a[0] == b[0], (a, b)
+    if a[0] == "raised":
+        assert issubclass(b[1], a[1]) and a[2] == b[2], (a, b)
+    else:
+        assert a[1] == b[1], (a, b)
+    return b
+
+
+# ---- __init__ on an existing container ---------------------------------------
+
+@pytest.mark.parametrize("cls", LISTS)
+def test_list_init_clears_and_refills(cls):
+    a = cls([1, 2, 3])
+    a.__init__("ab")
+    assert a == ["a", "b"]
+    a.__init__()
+    assert a == []
+    a = cls([1, 2])
+    a.__init__(a)                       # cleared first, so it reads an empty list
+    assert a == []
+    a = cls([1, 2])
+    with pytest.raises(TypeError):
+        a.__init__(5)
+    assert a == []                      # cleared before the argument was refused
+
+
+@pytest.mark.parametrize("cls", DICTS)
+def test_dict_init_updates(cls):
+    a = cls({"a": 1, "b": 2})
+    a.__init__({"b": 3, "c": 4}, d=5)
+    assert a == {"a": 1, "b": 3, "c": 4, "d": 5}
+    assert list(a) == ["a", "b", "c", "d"]
+    a.__init__([("e", 6)])
+    assert a == {"a": 1, "b": 3, "c": 4, "d": 5, "e": 6}
+    a.__init__(a)
+    assert len(a) == 5
+    with pytest.raises(TypeError, match="expected at most 1 argument, got 2"):
+        a.__init__({}, {})
+
+
+@pytest.mark.parametrize("cls", SETS)
+def test_set_init_clears_and_refills(cls):
+    a = cls("abc")
+    a.__init__("xy")
+    assert a == {"x", "y"}
+    a.__init__(a)
+    assert a == set()
+    a = cls("ab")
+    a.__init__()
+    assert a == set()
+
+
+@pytest.mark.parametrize("builtin,cow", [(tuple, FrozenList), (frozenset, FrozenSet),
+                                         (frozenset, FrozenDict)])
+def test_frozen_init_again_changes_nothing(builtin, cow):
+    # tuple and frozenset are made by __new__, and __init__ ignores its argument
+    b, c = builtin([1]), cow({1: 2} if cow is FrozenDict else [1])
+    before = c.copy()
+    b.__init__([2])
+    c.__init__([(2, 3)] if cow is FrozenDict else [2])
+    assert b == builtin([1]) and c == before
+
+
+def test_init_again_on_a_view_writes_through():
+    for outer, plain in ((CowDict({"l": [1, 2], "d": {"a": 1}, "s": {1}}),
+                          {"l": [1, 2], "d": {"a": 1}, "s": {1}}),):
+        for key, arg in (("l", [3]), ("d", {"b": 2}), ("s", [5])):
+            view = outer[key]
+            view.__init__(arg)
+            type(plain[key]).__init__(plain[key], arg)
+        assert outer == plain
+
+
+# ---- extend and __length_hint__ -----------------------------------------------
+
+class Hinted:
+    """Yields 1 and 2 but claims `hint` items."""
+
+    def __init__(self, hint):
+        self.items, self.hint = iter([1, 2]), hint
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.items)
+
+    def __length_hint__(self):
+        return self.hint
+
+
+@pytest.mark.parametrize("hint", [0, 1, 10**6])
+@pytest.mark.parametrize("how", ["extend", "init", "slice", "iadd"])
+def test_a_length_hint_is_only_a_hint(hint, how):
+    def run(cls):
+        a = cls([0])
+        if how == "extend":
+            a.extend(Hinted(hint))
+        elif how == "init":
+            a = cls(Hinted(hint))
+        elif how == "slice":
+            a[1:] = Hinted(hint)
+        else:
+            a += Hinted(hint)
+        return list(a)
+    same_outcome(lambda: run(list), lambda: run(CowList))
+
+
+@pytest.mark.parametrize("how", ["extend", "init", "slice", "iadd"])
+def test_a_huge_length_hint_allocates_nothing(how):
+    # CPython's list preallocates the hint and raises MemoryError when it is
+    # too big to allocate; cowstore never trusts it (docs/semantics.md).
+    a = CowList([0])
+    if how == "extend":
+        a.extend(Hinted(sys.maxsize))
+    elif how == "init":
+        a = CowList(Hinted(sys.maxsize))
+        a.insert(0, 0)
+    elif how == "slice":
+        a[1:] = Hinted(2**62)
+    else:
+        a += Hinted(2**40)
+    assert a == [0, 1, 2]
+
+
+# ---- probes that only Python can compare -------------------------------------
+
+class Anything:
+    """Equal to everything (list asks `item == x`, which falls back to this)."""
+    __hash__ = None
+
+    def __eq__(self, other):
+        return True
+
+
+class LikeOne:
+    """Hashes and compares as 1: dict and set find it where 1 is a key."""
+
+    def __hash__(self):
+        return hash(1)
+
+    def __eq__(self, other):
+        return other == 1
+
+
+class Color(enum.IntEnum):
+    RED = 1
+    BLUE = 2
+
+
+class Refuses:
+    def __eq__(self, other):
+        raise ZeroDivisionError("no")
+
+    __hash__ = object.__hash__
+
+
+PROBES = [Anything(), LikeOne(), Color.RED, Color.BLUE, decimal.Decimal(1),
+          fractions.Fraction(3, 2), 1 + 0j, (decimal.Decimal(2), 1), object(), Refuses()]
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=repr)
+def test_list_searches_ask_python_for_foreign_probes(probe):
+    items = [0, "x", 1.5, (2, 1), 1, [1], {"a": 1}]
+    for op in (lambda a: probe in a, lambda a: a.count(probe), lambda a: a.index(probe),
+               lambda a: a.index(probe, 3), lambda a: a.index(probe, -3, -1)):
+        same_outcome(lambda: op(list(items)), lambda: op(CowList(items)))
+    a, b = list(items), CowList(items)
+    same_outcome(lambda: a.remove(probe), lambda: b.remove(probe))
+    assert a == b
+
+
+@pytest.mark.parametrize("probe", PROBES[1:], ids=repr)
+def test_dict_lookups_by_foreign_keys(probe):
+    items = {0: "zero", 1: "one", 1.5: "x", (2, 1): "pair", "s": "str"}
+
+    def reads(d):
+        return (probe in d, d.get(probe, "default"), outcome(lambda: d[probe]))
+    same_outcome(lambda: reads(dict(items)), lambda: reads(CowDict(items)))
+    # (setdefault only where the probe is found: cowstore cannot store it as a new key)
+    for op in (lambda d: d.pop(probe, "default"),
+               lambda d: d.setdefault(probe, 0) if probe in d else None):
+        a, b = dict(items), CowDict(items)
+        same_outcome(lambda: op(a), lambda: op(b))
+        assert a == b and list(a) == list(b)
+    a, b = dict(items), CowDict(items)
+    same_outcome(lambda: a.__delitem__(probe), lambda: b.__delitem__(probe))
+    assert a == b
+
+
+@pytest.mark.parametrize("probe", [LikeOne(), Color.RED, decimal.Decimal(1), 1 + 0j],
+                         ids=repr)
+def test_assigning_by_a_foreign_key_equal_to_a_stored_one_keeps_the_stored_key(probe):
+    a, b = {1: "one", 2: "two"}, CowDict({1: "one", 2: "two"})
+    a[probe] = "uno"
+    b[probe] = "uno"
+    assert a == b and [type(k) for k in a] == [type(k) for k in b] == [int, int]
+    s, t = {1, 2}, CowSet([1, 2])
+    s.add(probe)
+    t.add(probe)
+    assert s == t and [type(k) for k in t] == [int, int]
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        b[decimal.Decimal("2.5")] = 1       # equal to no stored key: cannot be stored
+
+
+@pytest.mark.parametrize("probe", PROBES[1:], ids=repr)
+def test_set_lookups_by_foreign_elements(probe):
+    items = [0, 1, 1.5, (2, 1), "s"]
+    same_outcome(lambda: probe in set(items), lambda: probe in CowSet(items))
+    for op in (lambda s: s.discard(probe), lambda s: s.remove(probe)):
+        a, b = set(items), CowSet(items)
+        same_outcome(lambda: op(a), lambda: op(b))
+        assert a == b
+
+
+@pytest.mark.parametrize("cls", LISTS)
+def test_a_probe_that_mutates_the_list_while_compared(cls):
+    a = cls(range(5))
+
+    class Mutating:
+        def __eq__(self, other):
+            a.append(other)
+            return other == 3
+    assert Mutating() in a and a[:5] == [0, 1, 2, 3, 4] and len(a) == 9
+
+
+# ---- iterators ----------------------------------------------------------------
+
+@pytest.mark.parametrize("make,grow", [
+    (list, lambda a: a.append(9)), (CowList, lambda a: a.append(9)),
+    (lambda x: reversed(x), None),
+    (dict.fromkeys, lambda a: a.__setitem__(9, None)),
+    (CowDict.fromkeys, lambda a: a.__setitem__(9, None)),
+    (set, lambda a: a.add(9)), (CowSet, lambda a: a.add(9))], ids=repr)
+def test_an_exhausted_iterator_stays_exhausted(make, grow):
+    if grow is None:
+        for cls in LISTS:
+            a = cls([1, 2])
+            it = reversed(a)
+            assert list(it) == [2, 1]
+            a.append(3)
+            assert list(it) == []
+        return
+    a = make([1, 2])
+    it = iter(a)
+    assert list(it) == [1, 2]
+    grow(a)
+    assert list(it) == [] and it.__length_hint__() == 0
+
+
+@pytest.mark.parametrize("cls", [CowList, CowDict, CowSet])
+def test_an_exhausted_iterator_lets_go_of_its_container(cls):
+    a = cls([1, 2]) if cls is not CowDict else cls({1: 2})
+    refs = sys.getrefcount(a)
+    iterators = [iter(a), reversed(a) if cls is not CowSet else iter(a)]
+    assert sys.getrefcount(a) == refs + 2
+    for it in iterators:
+        list(it)
+    assert sys.getrefcount(a) == refs
+
+
+# ---- sort ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mutate", [lambda a, x: a.append(x), lambda a, x: a.insert(0, x),
+                                    lambda a, x: a.extend([x, x])])
+def test_sort_refuses_a_list_changed_by_its_key(mutate):
+    def run(cls):
+        a = cls([3, 1, 2])
+        seen = []
+
+        def key(x):
+            seen.append(len(a))            # the list looks empty during the sort
+            mutate(a, x)
+            return x
+        result = outcome(lambda: a.sort(key=key))
+        return result, list(a), seen
+    same_outcome(lambda: run(list), lambda: run(CowList))
+    assert run(CowList)[0][:2] == ("raised", ValueError)
+
+
+@pytest.mark.parametrize("key", [None, lambda x: 1 / (x - 2)])
+def test_sort_failing_midway_keeps_every_item(key):
+    def run(cls):
+        a = cls([3, "a", 2, 1]) if key is None else cls([3, 1, 2])
+        return outcome(lambda: a.sort(key=key)), list(a)
+    same_outcome(lambda: run(list), lambda: run(CowList))
+
+
+# ---- fromkeys on subclasses ------------------------------------------------------
+
+@pytest.mark.parametrize("base", [dict, CowDict, FrozenDict])
+def test_fromkeys_on_a_subclass_with_its_own_new(base):
+    calls = []
+
+    class Sub(base):
+        def __new__(cls):                   # takes no argument: fromkeys calls cls()
+            calls.append("new")
+            return super().__new__(cls)
+
+    d = Sub.fromkeys("ab", 0)
+    assert type(d) is Sub and d == {"a": 0, "b": 0} and calls == ["new"]
+
+
+@pytest.mark.parametrize("base", DICTS)
+def test_fromkeys_on_a_subclass_sets_each_key_through_setitem(base):
+    class Logged(base):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, (key, value))
+    assert Logged.fromkeys("ab", 1) == {"a": ("a", 1), "b": ("b", 1)}
+    assert type(Logged.fromkeys("a")) is Logged
+
+
+# ---- CowSet order ---------------------------------------------------------------
+
+ORDER_SCRIPT = """
+import cowstore
+print(list(cowstore.CowSet(['c', 'a', 'b'])), list(cowstore.FrozenSet('zyx')),
+      list(cowstore.CowSet(x for x in ['q', 'p', 'q', 'o'])))
+"""
+
+
+def test_cowset_keeps_the_iterables_order_whatever_the_hash_seed():
+    here = os.path.dirname(os.path.dirname(cowstore.__file__))
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed,
+                   PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH"))
+                                              if p))
+        outputs.add(subprocess.run([sys.executable, "-c", ORDER_SCRIPT], env=env, check=True,
+                                   capture_output=True, text=True).stdout)
+    assert outputs == {"['c', 'a', 'b'] ['z', 'y', 'x'] ['q', 'p', 'o']\n"}
+
+
+def test_cowset_keeps_the_first_of_equal_elements_as_set_does():
+    for items in ([1, 1.0, True], [True, 1], [2.0, 2]):
+        assert [type(x) for x in CowSet(items)] == [type(x) for x in set(items)]
