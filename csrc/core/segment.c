@@ -152,7 +152,7 @@ cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, siz
     size_t size = align8(hsize + bsize), off;
     if (w->rc < 0 || room_for(w, size, nkids) < 0)
         return 0;
-    if ((w->len + size - 1) / COW_REF_UNIT > COW_REF_OFF_MASK) {
+    if (w->len / COW_REF_UNIT > COW_REF_OFF_MASK) {
         fail(w, COW_EOVERFLOW);         /* a node starting past 128 MiB: cannot be named */
         return 0;
     }

@@ -245,7 +245,7 @@ apply_ops(cow_store *s)
         if (!s->ops[i].del)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
     rc = cow_segw_finish(&w);
-    if (rc == COW_EOVERFLOW)
+    if (rc == COW_EOVERFLOW && cow_store_errmsg()[0] == '\0')     /* the sink names its own */
         store_msg(rc, "cannot store containers nested more than 256 levels deep");
     else if (rc == COW_ECORRUPT)
         store_msg(rc, "a value read from a store failed validation (corrupt pages)");

@@ -846,3 +846,24 @@ def test_committing_a_value_read_before_compact(store, modified):
         c[0].append(1)
     store["l"] = c
     assert thaw(store["l"]) == [[0, 1] if modified else [0], [1] * 100]
+
+
+def test_a_value_over_128_mib_alone_in_its_segment(tmp_path):
+    """Offsets in a word reach 128 MiB; a value bigger than that starts its
+    own segment at offset 0, so it is stored and read back whole."""
+    big = bytes(range(256)) * ((130 << 20) // 256)
+    with cowstore.open(str(tmp_path / "big.cow"), durable=False) as s:
+        s["big"] = {"blob": big, "after": [1, 2]}
+        got = s["big"]
+        assert got["blob"] == big and list(got["after"]) == [1, 2]
+
+
+def test_nesting_past_the_limit_is_a_clear_error(store):
+    """Containers nested deeper than 256 levels cannot be committed: a
+    CowOverflowError saying so, and nothing is written."""
+    deep = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(cowstore.CowOverflowError, match="nested more than 256"):
+        store["deep"] = deep
+    assert "deep" not in store

@@ -69,10 +69,12 @@ _Static_assert(sizeof(cow_word) == 8, "cowstore needs 64-bit pointers");
 #define COW_REF_SLOT_SHIFT 1
 #define COW_REF_SLOT_MASK ((cow_word)0x7f)
 #define COW_REF_MAX_ENVS 128
-/* Offset within the segment in 8-byte units, bits 8..31: segments up to 128 MiB. */
+/* Offset within the segment in 8-byte units, bits 8..31: a node starts in the
+ * first 128 MiB of its segment (a bigger one has a segment of its own). */
 #define COW_REF_OFF_SHIFT 8
 #define COW_REF_OFF_MASK ((cow_word)0xffffff)
 #define COW_REF_UNIT 8
+/* The first offset a word cannot name. */
 #define COW_REF_MAX_SEGMENT ((size_t)(COW_REF_OFF_MASK + 1) * COW_REF_UNIT)
 /* Segment id, bits 32..63. */
 #define COW_REF_SEG_SHIFT 32
