@@ -129,6 +129,21 @@ typedef struct root_change {
     const cow_val *v;       /* the new value in page form; NULL deletes */
 } root_change;
 
+/* The segment a value's word names, or 0 (not a stored reference). */
+static inline uint32_t
+store_val_segment(const cow_val *v)
+{
+    return cow_tag_has_word(v->tag) && cow_word_stored(v->u.w) ? cow_word_seg(v->u.w) : 0;
+}
+
+/* A value read out of s's pages, in heap form: its word names s's slot. */
+static inline void
+store_val_to_heap(const cow_store *s, cow_val *v)
+{
+    if (cow_val_stored(v))
+        v->u.w |= (cow_word)s->slot << COW_REF_SLOT_SHIFT;
+}
+
 /* store.c */
 int store_mdb_fail(cow_store *s, int mrc, const char *what);
 int store_msg(int rc, const char *text);
@@ -145,7 +160,7 @@ void store_on_unpinned(cow_ref_env *env);
 int store_lookup_segment(void *ctx, uint32_t seg, size_t *off, size_t *len);
 
 /* store_roots.c */
-int store_read_root(cow_store *s, MDB_txn *txn, const char *name, size_t nlen, cow_val *out);
+int store_root_record(const MDB_val *v, cow_val *out);
 void store_clear_ops(cow_store *s);
 void store_free_ops(pending_op *ops, size_t n);
 

@@ -22,10 +22,22 @@ find_op(cow_store *s, const char *name, size_t nlen)
     return NULL;
 }
 
-/* A root value read in txn, checked: the 16 bytes in page form (LMDB keeps
+/* A root record's value, checked: the 16 bytes in page form (LMDB keeps
  * small values only 2-byte aligned, so they are copied out). */
 int
-store_read_root(cow_store *s, MDB_txn *txn, const char *name, size_t nlen, cow_val *out)
+store_root_record(const MDB_val *v, cow_val *out)
+{
+    if (v->mv_size != sizeof *out)
+        return store_msg(COW_ECORRUPT, "corrupt root record");
+    memcpy(out, v->mv_data, sizeof *out);
+    if (cow_val_check_stored(out) < 0)
+        return store_msg(COW_ECORRUPT, "corrupt root record");
+    return COW_OK;
+}
+
+/* Root `name` read in txn (store_root_record). */
+static int
+read_root(cow_store *s, MDB_txn *txn, const char *name, size_t nlen, cow_val *out)
 {
     MDB_val k = {nlen, (void *)name}, v;
     int mrc;
@@ -36,12 +48,7 @@ store_read_root(cow_store *s, MDB_txn *txn, const char *name, size_t nlen, cow_v
         return COW_NOT_FOUND;
     if (mrc != 0)
         return store_mdb_fail(s, mrc, "reading a root");
-    if (v.mv_size != sizeof(cow_val))
-        return store_msg(COW_ECORRUPT, "corrupt root record");
-    memcpy(out, v.mv_data, sizeof *out);
-    if (cow_val_check_stored(out) < 0)
-        return store_msg(COW_ECORRUPT, "corrupt root record");
-    return COW_FOUND;
+    return store_root_record(&v, out) < 0 ? COW_ECORRUPT : COW_FOUND;
 }
 
 int
@@ -60,10 +67,9 @@ cow_store_get(cow_store *s, const char *name, size_t nlen, cow_val *out)
     }
     if (!store_owns_txn(s) && (rc = store_refresh_snapshot(s)) < 0)
         return rc;
-    if ((rc = store_read_root(s, s->cur, name, nlen, &page)) != COW_FOUND)
+    if ((rc = read_root(s, s->cur, name, nlen, &page)) != COW_FOUND)
         return rc;
-    if (cow_val_stored(&page))      /* the word in heap form names us */
-        page.u.w |= (cow_word)s->slot << COW_REF_SLOT_SHIFT;
+    store_val_to_heap(s, &page);
     *out = page;
     cow_val_retain(out);            /* pins the snapshot */
     return COW_FOUND;
@@ -94,7 +100,7 @@ cow_store_names(cow_store *s, int (*visit)(void *ctx, const char *name, size_t l
         rc = store_mdb_fail(s, mrc, "listing roots");
     for (size_t i = 0; own && i < s->nops && rc == COW_OK; i++) {     /* new names */
         cow_val page;
-        if (!s->ops[i].del && store_read_root(s, s->cur, s->ops[i].name, s->ops[i].nlen, &page) == COW_NOT_FOUND)
+        if (!s->ops[i].del && read_root(s, s->cur, s->ops[i].name, s->ops[i].nlen, &page) == COW_NOT_FOUND)
             rc = visit(ctx, s->ops[i].name, s->ops[i].nlen);
     }
     return rc;

@@ -128,13 +128,6 @@ sink_seg_live(void *ctx, uint32_t seg)
 
 const cow_segw_sink store_sink = {sink_new_id, sink_seg_live, sink_put};
 
-/* The segment a root value's word names, or 0. */
-static uint32_t
-root_segment(const cow_val *v)
-{
-    return cow_tag_has_word(v->tag) && cow_word_stored(v->u.w) ? cow_word_seg(v->u.w) : 0;
-}
-
 /* Points root c->name at c->v (NULL deletes it); *dropped becomes 1 when
  * the previous value named a segment (which may now be garbage). */
 static int
@@ -145,7 +138,7 @@ move_root(cow_store *s, const root_change *c, int *dropped)
     if (mrc == 0 && cur.mv_size == sizeof(cow_val)) {
         cow_val prev;
         memcpy(&prev, cur.mv_data, sizeof prev);
-        *dropped |= root_segment(&prev) != 0;
+        *dropped |= store_val_segment(&prev) != 0;
     }
     else if (mrc != 0 && mrc != MDB_NOTFOUND)
         return store_mdb_fail(s, mrc, "reading a root");
@@ -242,15 +235,9 @@ mark_roots(cow_store *s, mark_state *m)
     int rc = COW_OK, mrc;
     if ((mrc = mdb_cursor_open(s->wtxn, s->roots, &c)) != 0)
         return store_mdb_fail(s, mrc, "listing roots");
-    while (rc == COW_OK && (mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
-        if (v.mv_size != sizeof root)
-            rc = store_msg(COW_ECORRUPT, "corrupt root record");
-        else {
-            memcpy(&root, v.mv_data, sizeof root);
-            rc = cow_val_check_stored(&root) < 0 ? store_msg(COW_ECORRUPT, "corrupt root record")
-                                                 : push(m, root_segment(&root));
-        }
-    }
+    while (rc == COW_OK && (mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0)
+        if ((rc = store_root_record(&v, &root)) == COW_OK)
+            rc = push(m, store_val_segment(&root));
     mdb_cursor_close(c);
     if (rc == COW_OK && mrc != MDB_NOTFOUND)
         rc = store_mdb_fail(s, mrc, "listing roots");

@@ -336,12 +336,11 @@ report_puts(cow_store *s, cow_store_put_fn done, void *ctx)
     int rc = store_refresh_snapshot(s);
     for (size_t i = 0; i < s->ndone && rc == COW_OK; i++) {
         cow_val v = s->done[i].page;
-        uint32_t seg = cow_tag_has_word(v.tag) && cow_word_stored(v.u.w) ? cow_word_seg(v.u.w) : 0;
+        uint32_t seg = store_val_segment(&v);
         MDB_val k = {sizeof seg, &seg}, data;
         if (s->done[i].del || (seg && mdb_get(s->cur, s->segs, &k, &data) != 0))
             continue;
-        if (seg)
-            v.u.w |= (cow_word)s->slot << COW_REF_SLOT_SHIFT;
+        store_val_to_heap(s, &v);
         rc = done(ctx, s->done[i].name, s->done[i].nlen, &v);
     }
     return rc;
