@@ -179,6 +179,8 @@ poison(int kind, int err)
         return cow_map_poison(kind);
     case COW_NK_BLOB:
         return cow_blob_poison();
+    case COW_NK_PACK:
+        return cow_pack_poison();
     default:
         return cow_vec_poison(kind);
     }
@@ -193,6 +195,8 @@ stored_size(const void *p, size_t avail, int kind)
         return cow_map_stored_size(p, avail, kind);
     case COW_NK_BLOB:
         return cow_blob_stored_size(p, avail);
+    case COW_NK_PACK:
+        return cow_pack_stored_size(p, avail);
     default:
         return cow_vec_stored_size(p, avail, kind);
     }

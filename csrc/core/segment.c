@@ -182,6 +182,8 @@ write_node(cow_segw *w, const void *node, int kind)
         return cow_map_write_node(w, node, kind);
     case COW_NK_BLOB:
         return cow_blob_write_node(w, node);
+    case COW_NK_PACK:
+        return cow_pack_write_node(w, node);
     default:
         return cow_vec_write_node(w, node, kind);
     }
@@ -243,6 +245,8 @@ kind_of_tag(int tag)
         return COW_NK_VEC;
     if (cow_tag_is_map(tag))
         return COW_NK_MAP;
+    if (tag == COW_T_PACKED)
+        return COW_NK_PACK;
     return COW_NK_BLOB;
 }
 

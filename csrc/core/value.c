@@ -7,6 +7,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/pack.h"
 #include "cowstore/segment.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
@@ -58,6 +59,12 @@ int
 cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len)
 {
     return blob_new(out, COW_T_BIGINT, le_twos, len);
+}
+
+int
+cow_val_blob(cow_val *out, cow_tag tag, const void *data, size_t len)
+{
+    return blob_new(out, tag, data, len);
 }
 
 static cow_val
@@ -185,7 +192,7 @@ cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_
 int
 cow_tag_has_word(int tag)
 {
-    return has_blob(tag) || cow_tag_is_vec(tag) || cow_tag_is_map(tag);
+    return has_blob(tag) || cow_tag_is_vec(tag) || cow_tag_is_map(tag) || tag == COW_T_PACKED;
 }
 
 void
@@ -199,6 +206,8 @@ cow_val_retain(const cow_val *v)
         ((cow_blob *)v->u.w)->refcnt++;
     else if (cow_tag_is_vec(v->tag))
         cow_vec_retain((cow_vec *)v->u.w);
+    else if (v->tag == COW_T_PACKED)
+        cow_pack_retain((cow_pack *)v->u.w);
     else
         cow_map_retain((cow_map *)v->u.w);
 }
@@ -227,6 +236,8 @@ cow_val_release(cow_val *v)
     }
     else if (cow_tag_is_vec(v->tag))
         cow_vec_release((cow_vec *)v->u.w);
+    else if (v->tag == COW_T_PACKED)
+        cow_pack_release((cow_pack *)v->u.w);
     else
         cow_map_release((cow_map *)v->u.w);
     *v = cow_val_none();
@@ -245,6 +256,9 @@ cow_val_check_stored(const cow_val *v)
         return COW_ECORRUPT;
     if ((v->tag == COW_T_SSTR || v->tag == COW_T_SBYTES) && v->slen > COW_INLINE_MAX)
         return COW_ECORRUPT;
+    if (v->tag == COW_T_PACKED && v->slen != COW_T_DICT && v->slen != COW_T_FDICT
+        && v->slen != COW_T_LIST && v->slen != COW_T_FLIST && v->slen != COW_T_TUPLE)
+        return COW_ECORRUPT;    /* pack.h: the container tags a pack holds */
     if (cow_tag_has_word(v->tag) && (v->u.w == 0 || !cow_word_page_ok(v->u.w)))
         return COW_ECORRUPT;    /* V7: in pages, a value's word is a stored reference */
     return COW_OK;
@@ -452,7 +466,7 @@ num_is_nan(const cow_val *v)
  * limit stops conversion first), so only pages describing a cycle get here,
  * and they must get an error, not a stack overflow. */
 #define COW_MAX_NESTING 4096
-static unsigned nesting;
+static _Thread_local unsigned nesting;   /* per thread: walks in two threads do not add up */
 
 static int
 nest_enter(void)
@@ -511,10 +525,38 @@ vec_hash(const cow_vec *vec, uint64_t seed, int frozen, uint64_t *out)
  * frozen, so mutable tags hash by content there. */
 static int hash_walk(const cow_val *v, int frozen, uint64_t *out);
 
+/* A packed value as the general container it holds (pack.h, P1), owned by
+ * *tmp, which the caller releases; any other value as itself.  A damaged pack
+ * reads as None, its error recorded in the read scope. */
+static const cow_val *
+general(const cow_val *v, cow_val *tmp)
+{
+    int rc;
+    *tmp = cow_val_none();
+    if (v->tag != COW_T_PACKED)
+        return v;
+    if ((rc = cow_pack_unpack(v, tmp)) < 0) {
+        cow_ref_set_error(rc);
+        *tmp = cow_val_none();
+    }
+    return tmp;
+}
+
+static int
+hash_packed(const cow_val *v, int frozen, uint64_t *out)
+{
+    cow_val tmp;
+    int rc = hash_impl(general(v, &tmp), frozen, out);
+    cow_val_release(&tmp);
+    return rc;
+}
+
 static int
 hash_impl(const cow_val *v, int frozen, uint64_t *out)
 {
     int rc;
+    if (v->tag == COW_T_PACKED)
+        return hash_packed(v, frozen, out);
     if (!cow_tag_is_vec(v->tag) && !cow_tag_is_map(v->tag))
         return hash_walk(v, frozen, out);
     if (!nest_enter())
@@ -634,10 +676,30 @@ rank(int t)
 
 static int equal_walk(const cow_val *a, const cow_val *b);
 
+/* The tag a value has as a Python object: a pack's container's. */
+static int logical_tag(const cow_val *v) { return v->tag == COW_T_PACKED ? v->slen : v->tag; }
+
+static int
+equal_packed(const cow_val *a, const cow_val *b)
+{
+    cow_val ta, tb;
+    int eq;
+    if (rank(logical_tag(a)) != rank(logical_tag(b)))
+        return 0;
+    if (a->tag == b->tag && cow_word_same(&a->u.w, &b->u.w, NULL))
+        return 1;
+    eq = cow_val_equal(general(a, &ta), general(b, &tb));
+    cow_val_release(&ta);
+    cow_val_release(&tb);
+    return eq;
+}
+
 int
 cow_val_equal(const cow_val *a, const cow_val *b)
 {
     int eq;
+    if (a->tag == COW_T_PACKED || b->tag == COW_T_PACKED)
+        return equal_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return equal_walk(a, b);
     if (!nest_enter())
@@ -687,10 +749,22 @@ vec_order(const cow_vec *a, const cow_vec *b)
 
 static int order_walk(const cow_val *a, const cow_val *b);
 
+static int
+order_packed(const cow_val *a, const cow_val *b)
+{
+    cow_val ta, tb;
+    int c = cow_val_order(general(a, &ta), general(b, &tb));
+    cow_val_release(&ta);
+    cow_val_release(&tb);
+    return c;
+}
+
 int
 cow_val_order(const cow_val *a, const cow_val *b)
 {
     int c;
+    if (a->tag == COW_T_PACKED || b->tag == COW_T_PACKED)
+        return order_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return order_walk(a, b);
     if (!nest_enter())

@@ -104,6 +104,26 @@ conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
+/* A nested container, just converted, in packed form where it fits
+ * (pack.h): many small records then cost about their binary bytes. */
+static int
+pack_child(conv_ctx *cx, cow_val *v)
+{
+    cow_val packed;
+    int rc;
+    if (!cow_tag_is_vec(v->tag) && !cow_tag_is_map(v->tag))
+        return 0;
+    if ((rc = cow_pack_make(v, &packed)) < 0) {
+        cow_val_release(v);
+        return cowpy_raise_int(cx->st, rc);
+    }
+    if (rc == COW_FOUND) {
+        cow_val_release(v);
+        *v = packed;
+    }
+    return 0;
+}
+
 /* Refuses a container already being converted further up (a cycle). */
 static int
 check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
@@ -127,7 +147,7 @@ conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val
         return cowpy_raise_int(cx->st, COW_ENOMEM);
     for (Py_ssize_t i = 0; i < n; i++) {
         conv_frame here = {at, obj, NULL, i};
-        if (conv(cx, items[i], &here, &e) < 0)
+        if (conv(cx, items[i], &here, &e) < 0 || pack_child(cx, &e) < 0)
             goto fail;
         if ((rc = cow_vb_push(&vec->b, e)) < 0) {
             cowpy_raise(cx->st, rc);
@@ -184,7 +204,7 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         conv_frame here = {at, obj, key, 0};
         if (key_of(cx, key, &here, &k, &h) < 0)
             goto fail;
-        if (conv(cx, value, &here, &v) < 0) {
+        if (conv(cx, value, &here, &v) < 0 || pack_child(cx, &v) < 0) {
             cow_val_release(&k);
             goto fail;
         }
@@ -350,11 +370,30 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
 
 /* ---- cow_val -> Python --------------------------------------------------- */
 
+/* *v, if packed, replaced by the general container it holds (pack.h P1). */
+static int
+unpack_in_place(cowpy_state *st, cow_val *v)
+{
+    cow_val g;
+    int rc;
+    if (v->tag != COW_T_PACKED)
+        return 0;
+    rc = cow_pack_unpack(v, &g);
+    cow_val_release(v);
+    if (rc < 0)
+        return cowpy_raise_int(st, rc);
+    *v = g;
+    return 0;
+}
+
 PyObject *
 cowpy_wrap(cowpy_state *st, cow_val v)
 {
-    PyTypeObject *cls = (PyTypeObject *)st->cls[v.tag];
+    PyTypeObject *cls;
     CowObject *obj;
+    if (unpack_in_place(st, &v) < 0)
+        return NULL;
+    cls = (PyTypeObject *)st->cls[v.tag];
     if (cls == NULL) {
         cow_val_release(&v);
         PyErr_SetString(PyExc_RuntimeError, "cowstore container classes not registered");
@@ -433,12 +472,32 @@ cowpy_frozen_tag(int tag)
     return tag;
 }
 
+/* A packed value read out: its container materialised (pack.h P1).  A view
+ * remembers the pack it came from, so that resyncing does not detach it. */
+static PyObject *
+packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                 const cow_val *key, uint64_t hash, size_t idx)
+{
+    cow_val g;
+    PyObject *res;
+    cow_val_copy(&g, v);
+    if (unpack_in_place(st, &g) < 0)
+        return NULL;
+    res = cowpy_to_object(st, &g, parent, key, hash, idx);
+    cow_val_release(&g);
+    if (res && cowpy_is_ours(st, res) && ((CowObject *)res)->parent)
+        ((CowObject *)res)->pfrom = cow_ref_export(&v->u.w);
+    return res;
+}
+
 PyObject *
 cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                 const cow_val *key, uint64_t hash, size_t idx)
 {
     CowObject *obj;
     cow_val own;
+    if (v->tag == COW_T_PACKED)
+        return packed_to_object(st, v, parent, key, hash, idx);
     if (v->tag == COW_T_TUPLE)
         return tuple_of(st, cow_val_getvec(v), 0);
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
@@ -527,6 +586,19 @@ thaw_list(cowpy_state *st, const cow_vec *vec)
     return res;
 }
 
+static PyObject *
+thaw_packed(cowpy_state *st, const cow_val *v)
+{
+    cow_val g;
+    PyObject *res;
+    cow_val_copy(&g, v);
+    if (unpack_in_place(st, &g) < 0)
+        return NULL;
+    res = cowpy_thaw(st, &g);
+    cow_val_release(&g);
+    return res;
+}
+
 PyObject *
 cowpy_thaw(cowpy_state *st, const cow_val *v)
 {
@@ -542,6 +614,7 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     case COW_T_SET: res = thaw_map(st, cow_val_getmap(v), 1, 0); break;
     case COW_T_FSET: res = thaw_map(st, cow_val_getmap(v), 1, 1); break;
     case COW_T_NDARRAY: res = cowpy_ndarray_to(st, v, 1); break;
+    case COW_T_PACKED: res = thaw_packed(st, v); break;
     default: res = scalar_to_object(st, v);
     }
     Py_LeaveRecursiveCall();

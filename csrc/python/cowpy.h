@@ -22,6 +22,7 @@
 #include "cowstore/errors.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/pack.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
@@ -38,7 +39,20 @@ typedef struct CowObject {
     uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
     PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
+    cow_word pfrom;             /* the pack (exported word, no reference) root
+                                 * was materialised from while our slot in the
+                                 * parent holds it packed; else 0 (pack.h P1) */
 } CowObject;
+
+/* The tag v reads back with: a packed value's is its container's (pack.h). */
+static inline int cowpy_logical_tag(const cow_val *v) { return v->tag == COW_T_PACKED ? v->slen : v->tag; }
+/* 1 when v reads back as a mutable container: a view that writes back. */
+static inline int
+cowpy_is_mutable_container(const cow_val *v)
+{
+    int t = cowpy_logical_tag(v);
+    return t == COW_T_DICT || t == COW_T_LIST || t == COW_T_SET;
+}
 
 /* The first `mut` of a container made with its content (a copy, a value
  * read back): never fresh, so __init__ on it refills as the builtins do. */

@@ -67,6 +67,8 @@ enum { STEP_NEXT, STEP_PUSHED, STEP_FULL, STEP_DONE };
  * lists) at the same path. */
 typedef struct diff_frame {
     cow_val side[2];        /* the containers compared (borrowed, D4) */
+    cow_val unpacked[2];    /* owned: a packed side as a general container
+                             * (side is then this), else NONE */
     uint8_t frozen[2];      /* values of this side read back frozen */
     uint8_t is_map;
     uint8_t phase;          /* map entry `pos`: 0 a's key next, 1 b's, 2 done */
@@ -191,6 +193,8 @@ frame_clear(diff_frame *f)
     Py_CLEAR(f->obj[0]);
     Py_CLEAR(f->obj[1]);
     Py_CLEAR(f->step);
+    cow_val_release(&f->unpacked[0]);
+    cow_val_release(&f->unpacked[1]);
     PyMem_Free(f->blocks);
     f->blocks = NULL;
 }
@@ -216,11 +220,24 @@ push_frame(DiffIter *it, const cow_val *a, const cow_val *b, const uint8_t up_fr
     }
     f = &it->frames[it->depth++];
     memset(f, 0, sizeof *f);            /* epoch 0: seek before reading */
-    f->side[0] = borrow(a);
-    f->side[1] = borrow(b);
-    f->frozen[0] = up_frozen[0] || is_frozen_tag(a->tag);
-    f->frozen[1] = up_frozen[1] || is_frozen_tag(b->tag);
-    f->is_map = (uint8_t)cow_tag_is_map(a->tag);
+    f->unpacked[0] = f->unpacked[1] = cow_val_none();
+    f->step = step;
+    for (int s = 0; s < 2; s++) {
+        const cow_val *v = s ? b : a;
+        if (v->tag != COW_T_PACKED) {
+            f->side[s] = borrow(v);
+            continue;
+        }
+        if ((rc = cow_pack_unpack(v, &f->unpacked[s])) < 0) {
+            it->depth--;
+            frame_clear(f);
+            return read_failed(it->st) ? -1 : cowpy_raise_int(it->st, rc);
+        }
+        f->side[s] = f->unpacked[s];
+    }
+    f->frozen[0] = up_frozen[0] || is_frozen_tag(f->side[0].tag);
+    f->frozen[1] = up_frozen[1] || is_frozen_tag(f->side[1].tag);
+    f->is_map = (uint8_t)cow_tag_is_map(f->side[0].tag);
     f->step = step;
     f->at[0] = at_a;
     f->at[1] = at_b;
@@ -277,7 +294,7 @@ value_obj(DiffIter *it, int s, const cow_val *v, size_t at)
     PyObject *parent;
     if (v == NULL)
         return Py_NewRef(it->missing);
-    if (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET)
+    if (!cowpy_is_mutable_container(v))
         return cowpy_to_object(it->st, v, NULL, NULL, 0, 0);
     if ((parent = frame_obj(it, d, s)) == NULL)
         return NULL;
@@ -361,8 +378,8 @@ compare(DiffIter *it, const cow_val *key, const cow_val *old, const cow_val *new
     if (old && new) {
         if (same_word(old, new, in_leaves ? &f->one_map : NULL))
             return STEP_NEXT;
-        ta = read_tag(old->tag, f->frozen[0]);
-        tb = read_tag(new->tag, f->frozen[1]);
+        ta = read_tag(cowpy_logical_tag(old), f->frozen[0]);
+        tb = read_tag(cowpy_logical_tag(new), f->frozen[1]);
         if (same_kind(ta, tb)) {
             uint8_t frozen[2] = {f->frozen[0], f->frozen[1]};
             PyObject *step = step_obj(it, key, at_a);

@@ -111,7 +111,7 @@ map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val
         return NULL;
     if (it->kind == COWPY_IT_KEYS)
         return pk;
-    if (v->tag == COW_T_DICT || v->tag == COW_T_LIST || v->tag == COW_T_SET)
+    if (cowpy_is_mutable_container(v))
         cow_val_hash(k, &h);
     if ((pv = cowpy_snapshot_value(it->owner, &it->snap, v, k, h, e)) == NULL) {
         Py_XDECREF(pk);

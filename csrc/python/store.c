@@ -436,6 +436,25 @@ PyType_Spec cowpy_store_spec = {
  * from what the store holds at origin's root name, down `path` (a tuple of
  * keys and indices); word identifies the node, so a reader can check it
  * finds the same one. */
+/* The stored word c reads: its root's, or that of the stored pack its root
+ * was materialised from, or its nearest view ancestor's was (pack.h P1: a
+ * write anywhere below a materialised view clears its pfrom, so a heap root
+ * under one still equals the pack's content); 0 when c is on the heap. */
+static uint64_t
+stored_word_id(const CowObject *c)
+{
+    cow_val packed = {0};
+    if (cow_val_stored(&c->root))
+        return cow_store_word_id(&c->root);
+    for (; c && !cow_val_stored(&c->root); c = c->parent)
+        if (c->pfrom) {
+            packed.tag = COW_T_PACKED;
+            packed.u.w = c->pfrom;
+            return cow_store_word_id(&packed);
+        }
+    return 0;
+}
+
 COWPY_ENTRY(extern, PyObject *, cowpy_origin_method,
             (PyObject *op, PyObject *unused), (op, unused))
 {
@@ -446,7 +465,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_origin_method,
     if ((path = PyList_New(0)) == NULL)
         return NULL;
     for (CowObject *c = self; c; c = c->parent) {
-        if (!cow_val_stored(&c->root))
+        if (stored_word_id(c) == 0)
             goto none;
         top = c;
         if (c->parent == NULL)
@@ -463,7 +482,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_origin_method,
     PyObject *tuple = PyList_AsTuple(path);
     if (tuple)
         res = Py_BuildValue("(ONK)", top->origin, tuple,
-                            (unsigned long long)cow_store_word_id(&self->root));
+                            (unsigned long long)stored_word_id(self));
     Py_DECREF(path);
     return res;
 none:

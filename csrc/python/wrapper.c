@@ -43,6 +43,30 @@ slot_in_parent(CowObject *self)
     return self->pidx < b->len ? cow_vb_get(b, self->pidx) : NULL;
 }
 
+/* Our slot holds a packed container (pack.h P1): the same one we were made
+ * from leaves us as we are; another of our identity is materialised afresh
+ * (the slot was assigned a version of us); anything else detaches us. */
+static int
+resync_packed(CowObject *self, const cow_val *cur)
+{
+    cow_word w = cow_ref_export(&cur->u.w);
+    cow_val fresh;
+    int rc;
+    if (cur->slen != self->root.tag || cur->aux != ident_of(&self->root)) {
+        cowpy_detach(self);
+        return 0;
+    }
+    if (w == self->pfrom)
+        return 0;
+    if ((rc = cow_pack_unpack(cur, &fresh)) < 0)
+        return cowpy_raise_int(COWPY_ST(self), rc);
+    cow_val_release(&self->root);
+    self->root = fresh;
+    self->pfrom = w;
+    self->mut++;
+    return 0;
+}
+
 int
 cowpy_resolve_view(CowObject *self)
 {
@@ -53,6 +77,8 @@ cowpy_resolve_view(CowObject *self)
         return 0;
     self->seen = self->parent->mut;
     cur = slot_in_parent(self);
+    if (cur != NULL && cur->tag == COW_T_PACKED)
+        return resync_packed(self, cur);
     if (cur == NULL || cur->tag != self->root.tag || ident_of(cur) != ident_of(&self->root)) {
         cowpy_detach(self);          /* the container at our slot was replaced */
         return 0;
@@ -152,6 +178,7 @@ cowpy_end_write(CowObject *self)
     cow_val child, key;
     int rc;
     self->mut++;
+    self->pfrom = 0;                 /* root and the pack it came from now differ */
     if (check_root(self) < 0)
         return -1;
     if (parent == NULL)
@@ -339,7 +366,7 @@ cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
                      const cow_val *key, uint64_t hash, size_t idx)
 {
     PyObject *res = cowpy_to_object(owner->st, v, owner, key, hash, idx);
-    if (res == NULL || (v->tag != COW_T_DICT && v->tag != COW_T_LIST && v->tag != COW_T_SET))
+    if (res == NULL || !cowpy_is_mutable_container(v))
         return res;
     if (cowpy_resolve(owner) < 0) {
         Py_DECREF(res);

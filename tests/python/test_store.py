@@ -860,10 +860,12 @@ def test_a_value_over_128_mib_alone_in_its_segment(tmp_path):
 
 def test_nesting_past_the_limit_is_a_clear_error(store):
     """Containers nested deeper than 256 levels cannot be committed: a
-    CowOverflowError saying so, and nothing is written."""
+    CowOverflowError saying so, and nothing is written.  (Int keys keep the
+    levels general containers: small str-keyed ones would be packed, and a
+    pack is one node however deep it nests.)"""
     deep = 1
     for _ in range(300):
-        deep = [deep]
+        deep = {0: deep}
     with pytest.raises(cowstore.CowOverflowError, match="nested more than 256"):
         store["deep"] = deep
     assert "deep" not in store

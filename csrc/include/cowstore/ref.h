@@ -91,6 +91,7 @@ typedef enum cow_node_kind {
     COW_NK_VEC,         /* cow_vec header */
     COW_NK_MAP,         /* cow_map header */
     COW_NK_BLOB,        /* cow_blob */
+    COW_NK_PACK,        /* cow_pack: a packed container (pack.h) */
     COW_NK__COUNT
 } cow_node_kind;
 
@@ -162,10 +163,12 @@ void cow_ref_set_error(int err);
 size_t cow_vec_stored_size(const void *p, size_t avail, int kind);   /* VLEAF, VINNER, VANY, VEC */
 size_t cow_map_stored_size(const void *p, size_t avail, int kind);   /* HNODE, MAP */
 size_t cow_blob_stored_size(const void *p, size_t avail);            /* BLOB */
+size_t cow_pack_stored_size(const void *p, size_t avail);            /* PACK */
 /* An empty, never-written node of `kind`, returned for a bad reference. */
 void *cow_vec_poison(int kind);
 void *cow_map_poison(int kind);
 void *cow_blob_poison(void);
+void *cow_pack_poison(void);
 
 /* ---- the env table (filled by store.c; tests may install fakes) ---------- */
 

@@ -57,6 +57,8 @@ typedef enum cow_tag {
     COW_T_SET,          /* u.map whose values are all None */
     COW_T_FSET,         /* u.map, frozen set */
     COW_T_NDARRAY,      /* u.w blob: cow_ndarray_head, shape, C-order bytes */
+    COW_T_PACKED,       /* u.w pack node; slen its container's tag, aux its
+                         * identity (pack.h) */
     COW_T__COUNT
 } cow_tag;
 
@@ -102,6 +104,8 @@ static inline cow_val cow_val_float(double f) { cow_val v = {0}; v.tag = COW_T_F
 int cow_val_str(cow_val *out, const char *utf8, size_t len);
 int cow_val_bytes(cow_val *out, const void *data, size_t len);
 int cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len);
+/* A blob of any length (never inline) under `tag`: shapes (pack.h). */
+int cow_val_blob(cow_val *out, cow_tag tag, const void *data, size_t len);
 /* A borrowed probe key (V4); len must fit 32 bits (else make an owned value). */
 cow_val cow_val_str_view(const char *utf8, size_t len);
 cow_val cow_val_bytes_view(const void *data, size_t len);

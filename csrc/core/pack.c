@@ -1,0 +1,749 @@
+/* Packed containers: encoding, decoding, shapes, and the node's hooks.
+ * Layout, item codes and invariants P1..P4 are in cowstore/pack.h. */
+#include <string.h>
+
+#include "cowstore/alloc.h"
+#include "cowstore/hash.h"
+#include "cowstore/map.h"
+#include "cowstore/pack.h"
+#include "cowstore/segment.h"
+#include "cowstore/vec.h"
+
+enum {
+    PK_NONE = 0x00, PK_FALSE = 0x01, PK_TRUE = 0x02,
+    PK_INT8 = 0x03, PK_INT16 = 0x04, PK_INT32 = 0x05, PK_INT64 = 0x06,
+    PK_FLOAT = 0x07,
+    PK_WSTR = 0x08, PK_WBYTES = 0x09, PK_WBIGINT = 0x0a,
+    PK_STR = 0x0b, PK_BYTES = 0x0c,
+    PK_CONTAINER = 0x10,            /* + kind_code(tag), 0x10..0x14 */
+    PK_SSTR = 0x20,                 /* + length 0..COW_INLINE_MAX */
+    PK_SMALLINT = 0x80,             /* + value 0..127 */
+};
+#define PK_SMALLINT_MAX 127
+#define PK_CONTAINER_KINDS 5
+/* "Cannot be packed": internal result, never returned by the public calls. */
+#define PK_NO 1
+
+static const uint8_t container_tags[PK_CONTAINER_KINDS] = {
+    COW_T_DICT, COW_T_FDICT, COW_T_LIST, COW_T_FLIST, COW_T_TUPLE,
+};
+
+/* The item code offset of a packable container tag, or -1. */
+static int
+kind_code(int tag)
+{
+    for (int k = 0; k < PK_CONTAINER_KINDS; k++)
+        if (container_tags[k] == tag)
+            return k;
+    return -1;
+}
+
+static int is_dict_tag(int tag) { return tag == COW_T_DICT || tag == COW_T_FDICT; }
+
+static long live_packs;
+long cow_pack_live_nodes(void) { return live_packs; }
+
+static unsigned nwords_of(const cow_pack *p) { return p->size >> COW_PACK_NWORDS_SHIFT; }
+static size_t nbytes_of(const cow_pack *p) { return p->size & COW_PACK_NBYTES_MASK; }
+static cow_word *words_of(const cow_pack *p) { return (cow_word *)(p + 1); }
+static const uint8_t *items_of(const cow_pack *p) { return (const uint8_t *)(words_of(p) + nwords_of(p)); }
+
+/* A word of a pack names a blob: drop the reference it holds. */
+static void
+word_release(cow_word w)
+{
+    cow_val v = {0};
+    v.tag = COW_T_BYTES;
+    v.u.w = w;
+    cow_val_release(&v);
+}
+
+void cow_pack_retain(cow_pack *p) { p->refcnt++; }   /* heap only: see cow_val_copy */
+
+void
+cow_pack_release(cow_pack *p)
+{
+    if (p == NULL || --p->refcnt > 0)
+        return;
+    for (unsigned i = 0; i < nwords_of(p); i++)
+        word_release(words_of(p)[i]);
+    live_packs--;
+    cow_free(p);
+}
+
+/* ---- shapes (P4) ----------------------------------------------------------
+ * A direct-mapped cache of shape blobs, each holding one reference: bounded
+ * memory however many key sets a program makes, and records made together
+ * share their shape.  Used only while packing, which the binding does under
+ * the GIL (the core's callers serialise, as for every heap node). */
+
+#define SHAPE_CACHE_SLOTS 1024
+#define SHAPE_MAX_BYTES (1 + COW_PACK_MAX_ITEMS * (1 + COW_PACK_INLINE_MAX))
+static const uint64_t SHAPE_SEED = 0x6a09e667f3bcc909ULL;
+static cow_blob *shape_cache[SHAPE_CACHE_SLOTS];
+
+static void
+blob_drop(cow_blob *b)
+{
+    if (b && --b->refcnt == 0)
+        cow_free(b);
+}
+
+void
+cow_pack_forget_shapes(void)
+{
+    for (size_t i = 0; i < SHAPE_CACHE_SLOTS; i++) {
+        blob_drop(shape_cache[i]);
+        shape_cache[i] = NULL;
+    }
+}
+
+/* A new reference to the interned shape blob of these bytes, or NULL. */
+static cow_blob *
+shape_intern(const uint8_t *bytes, size_t len)
+{
+    size_t slot = cow_hash_bytes(bytes, len, SHAPE_SEED) % SHAPE_CACHE_SLOTS;
+    cow_blob *b = shape_cache[slot];
+    cow_val v;
+    if (b && b->len == len && memcmp(b->data, bytes, len) == 0) {
+        b->refcnt++;
+        return b;
+    }
+    if (cow_val_blob(&v, COW_T_BYTES, bytes, len) < 0)
+        return NULL;
+    b = (cow_blob *)v.u.w;
+    blob_drop(shape_cache[slot]);
+    shape_cache[slot] = b;
+    b->refcnt++;                        /* the cache's own reference */
+    return b;
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+typedef struct pk_out {
+    uint8_t buf[COW_PACK_MAX_BYTES];
+    size_t n;
+    cow_word words[COW_PACK_MAX_WORDS];     /* exported; each holds a reference */
+    unsigned nwords;
+} pk_out;
+
+static int
+put(pk_out *o, const void *p, size_t len)
+{
+    if (len > sizeof o->buf - o->n)
+        return PK_NO;
+    memcpy(o->buf + o->n, p, len);
+    o->n += len;
+    return COW_OK;
+}
+
+static int
+put_byte(pk_out *o, unsigned b)
+{
+    uint8_t x = (uint8_t)b;
+    return put(o, &x, 1);
+}
+
+/* The index of word w (exported, a blob) in o, adding it with a new
+ * reference; one slot per distinct word. */
+static int
+add_word(pk_out *o, cow_word w, unsigned *idx)
+{
+    cow_val v = {0};
+    for (unsigned i = 0; i < o->nwords; i++)
+        if (o->words[i] == w) {
+            *idx = i;
+            return COW_OK;
+        }
+    if (o->nwords == COW_PACK_MAX_WORDS)
+        return PK_NO;
+    v.tag = COW_T_BYTES;
+    v.u.w = w;
+    cow_val_retain(&v);
+    *idx = o->nwords;
+    o->words[o->nwords++] = w;
+    return COW_OK;
+}
+
+static int
+put_word(pk_out *o, unsigned code, const cow_word *wp)
+{
+    unsigned idx;
+    int rc = add_word(o, cow_ref_export(wp), &idx);
+    if (rc == COW_OK && (rc = put_byte(o, code)) == COW_OK)
+        rc = put_byte(o, idx);
+    return rc;
+}
+
+static int
+put_int(pk_out *o, int64_t i)
+{
+    if (i >= 0 && i <= PK_SMALLINT_MAX)
+        return put_byte(o, PK_SMALLINT + (unsigned)i);
+    int code = i == (int8_t)i ? PK_INT8 : i == (int16_t)i ? PK_INT16 : i == (int32_t)i ? PK_INT32 : PK_INT64;
+    size_t width = (size_t)1 << (code - PK_INT8);
+    int rc = put_byte(o, (unsigned)code);
+    return rc ? rc : put(o, &i, width);     /* little-endian: the low bytes */
+}
+
+/* str / bytes: inline up to COW_PACK_INLINE_MAX bytes, else by word. */
+static int
+put_span(pk_out *o, const cow_val *v, int is_str)
+{
+    const char *p;
+    size_t len;
+    int rc;
+    cow_val_span(v, &p, &len);
+    if (is_str && len <= COW_INLINE_MAX)
+        return (rc = put_byte(o, PK_SSTR + (unsigned)len)) ? rc : put(o, p, len);
+    if (len <= COW_PACK_INLINE_MAX) {
+        if ((rc = put_byte(o, is_str ? PK_STR : PK_BYTES)) || (rc = put_byte(o, (unsigned)len)))
+            return rc;
+        return put(o, p, len);
+    }
+    if (v->tag != COW_T_STR && v->tag != COW_T_BYTES)
+        return PK_NO;
+    return put_word(o, is_str ? PK_WSTR : PK_WBYTES, &v->u.w);
+}
+
+static int put_value(pk_out *o, const cow_val *v, unsigned depth);
+static int copy_body(pk_out *o, const cow_pack *src, const uint8_t **p, int tag, unsigned depth);
+
+/* A dict body: the shape's word, then the values in the shape's order. */
+static int
+put_map_body(pk_out *o, const cow_map *m, unsigned depth)
+{
+    uint8_t shape[SHAPE_MAX_BYTES];
+    size_t n = 1;
+    unsigned idx;
+    cow_blob *b;
+    int rc;
+    if (cow_map_len(m) > COW_PACK_MAX_ITEMS)
+        return PK_NO;
+    shape[0] = (uint8_t)cow_map_len(m);
+    for (size_t e = 0; e < cow_map_entries(m); e++) {
+        const cow_val *k = cow_map_entry_key(m, e);
+        const char *p;
+        size_t len;
+        if (k->tag == COW_T_HOLE)
+            continue;
+        if (k->tag != COW_T_SSTR && k->tag != COW_T_STR)
+            return PK_NO;               /* P2: shapes hold str keys */
+        cow_val_span(k, &p, &len);
+        if (len > COW_PACK_INLINE_MAX)
+            return PK_NO;
+        shape[n++] = (uint8_t)len;
+        memcpy(shape + n, p, len);
+        n += len;
+    }
+    if ((b = shape_intern(shape, n)) == NULL)
+        return COW_ENOMEM;
+    rc = add_word(o, cow_word_of(b), &idx);
+    blob_drop(b);                       /* o holds its own reference now */
+    if (rc || (rc = put_byte(o, idx)))
+        return rc;
+    for (size_t e = 0; e < cow_map_entries(m) && rc == COW_OK; e++)
+        if (cow_map_entry_key(m, e)->tag != COW_T_HOLE)
+            rc = put_value(o, cow_map_entry_val(m, e), depth);
+    return rc;
+}
+
+static int
+put_vec_body(pk_out *o, const cow_vec *vec, unsigned depth)
+{
+    cow_vec_iter it;
+    const cow_val *e;
+    int rc;
+    if (vec->b.len > COW_PACK_MAX_ITEMS)
+        return PK_NO;
+    if ((rc = put_byte(o, (unsigned)vec->b.len)))
+        return rc;
+    cow_vec_iter_init(&it, &vec->b, 0);
+    while (rc == COW_OK && (e = cow_vec_iter_next(&it)) != NULL)
+        rc = put_value(o, e, depth);
+    return rc;
+}
+
+/* A container item: code, identity, body. */
+static int
+put_container(pk_out *o, const cow_val *v, unsigned depth)
+{
+    int tag = v->tag == COW_T_PACKED ? v->slen : v->tag, code = kind_code(tag), rc;
+    uint32_t ident;
+    if (code < 0 || depth >= COW_PACK_MAX_DEPTH)
+        return PK_NO;
+    if (v->tag == COW_T_PACKED) {
+        const cow_pack *src = cow_ref_get(&v->u.w, COW_NK_PACK);
+        const uint8_t *p = items_of(src);
+        ident = v->aux;
+        if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)) || (rc = put(o, &ident, sizeof ident)))
+            return rc;
+        return copy_body(o, src, &p, tag, depth + 1);
+    }
+    ident = is_dict_tag(tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
+    if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)) || (rc = put(o, &ident, sizeof ident)))
+        return rc;
+    return is_dict_tag(tag) ? put_map_body(o, cow_val_getmap(v), depth + 1)
+                            : put_vec_body(o, cow_val_getvec(v), depth + 1);
+}
+
+static int
+put_value(pk_out *o, const cow_val *v, unsigned depth)
+{
+    switch (v->tag) {
+    case COW_T_NONE: return put_byte(o, PK_NONE);
+    case COW_T_BOOL: return put_byte(o, v->u.i ? PK_TRUE : PK_FALSE);
+    case COW_T_INT: return put_int(o, v->u.i);
+    case COW_T_FLOAT: {
+        int rc = put_byte(o, PK_FLOAT);
+        return rc ? rc : put(o, &v->u.f, sizeof v->u.f);
+    }
+    case COW_T_SSTR:
+    case COW_T_STR: return put_span(o, v, 1);
+    case COW_T_SBYTES:
+    case COW_T_BYTES: return put_span(o, v, 0);
+    case COW_T_BIGINT: return put_word(o, PK_WBIGINT, &v->u.w);
+    default: return put_container(o, v, depth);
+    }
+}
+
+/* ---- decoding (P3) -------------------------------------------------------- */
+
+typedef struct pk_in {
+    const uint8_t *p, *end;
+    const cow_pack *node;
+} pk_in;
+
+static int
+get(pk_in *in, void *dst, size_t len)
+{
+    if (len > (size_t)(in->end - in->p))
+        return COW_ECORRUPT;
+    memcpy(dst, in->p, len);
+    in->p += len;
+    return COW_OK;
+}
+
+static int
+get_byte(pk_in *in, unsigned *b)
+{
+    uint8_t x;
+    int rc = get(in, &x, 1);
+    *b = x;
+    return rc;
+}
+
+/* The word at index idx of the node (in place: a page-form word resolves by
+ * its own address), checked against the node's word count. */
+static int
+word_at(pk_in *in, unsigned idx, const cow_word **wp)
+{
+    if (idx >= nwords_of(in->node))
+        return COW_ECORRUPT;
+    *wp = &words_of(in->node)[idx];
+    return COW_OK;
+}
+
+/* The shape blob a dict body names: its key count and key bytes. */
+static int
+get_shape(pk_in *in, const cow_word **wp, unsigned *count, const uint8_t **keys,
+          const uint8_t **end)
+{
+    unsigned idx;
+    const cow_blob *b;
+    int rc;
+    if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, wp)))
+        return rc;
+    b = cow_ref_get(*wp, COW_NK_BLOB);
+    if (cow_ref_error() < 0 || b->len == 0)
+        return COW_ECORRUPT;
+    *count = (uint8_t)b->data[0];
+    *keys = (const uint8_t *)b->data + 1;
+    *end = (const uint8_t *)b->data + b->len;
+    return *count <= COW_PACK_MAX_ITEMS ? COW_OK : COW_ECORRUPT;
+}
+
+/* The next key of a shape: its bytes and length, bounds-checked. */
+static int
+next_key(const uint8_t **keys, const uint8_t *end, const uint8_t **key, size_t *len)
+{
+    if (*keys >= end || (size_t)(end - *keys - 1) < **keys)
+        return COW_ECORRUPT;
+    *len = **keys;
+    *key = *keys + 1;
+    *keys += 1 + *len;
+    return COW_OK;
+}
+
+static int get_value(pk_in *in, cow_val *out, unsigned depth);
+
+static int
+get_inline(pk_in *in, cow_val *out, size_t len, int is_str)
+{
+    if (len > (size_t)(in->end - in->p))
+        return COW_ECORRUPT;
+    int rc = is_str ? cow_val_str(out, (const char *)in->p, len)
+                    : cow_val_bytes(out, in->p, len);
+    in->p += len;
+    return rc;
+}
+
+static int
+get_word_value(pk_in *in, cow_val *out, int tag)
+{
+    unsigned idx;
+    const cow_word *wp;
+    int rc;
+    if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, &wp)))
+        return rc;
+    if (tag != COW_T_BIGINT) {          /* V1: a word holds only a long one */
+        const cow_blob *b = cow_ref_get(wp, COW_NK_BLOB);
+        if (cow_ref_error() < 0 || b->len <= COW_PACK_INLINE_MAX)
+            return COW_ECORRUPT;
+    }
+    memset(out, 0, sizeof *out);
+    out->tag = (uint8_t)tag;
+    out->u.w = cow_ref_export(wp);
+    cow_val_retain(out);
+    return COW_OK;
+}
+
+static int
+get_int(pk_in *in, cow_val *out, unsigned code)
+{
+    size_t width = (size_t)1 << (code - PK_INT8);
+    uint8_t raw[8];
+    int64_t i = 0;
+    int rc = get(in, raw, width);
+    if (rc)
+        return rc;
+    memcpy(&i, raw, width);
+    if (width < 8 && (raw[width - 1] & 0x80))
+        i |= (int64_t)(~(uint64_t)0 << (8 * width));    /* sign-extend */
+    *out = cow_val_int(i);
+    return COW_OK;
+}
+
+static int
+get_dict_body(pk_in *in, cow_map *m, unsigned depth)
+{
+    const cow_word *wp;
+    const uint8_t *keys, *kend, *key;
+    unsigned count;
+    size_t klen;
+    int rc = get_shape(in, &wp, &count, &keys, &kend);
+    for (unsigned i = 0; i < count && rc == COW_OK; i++) {
+        cow_val k, v;
+        uint64_t h;
+        if ((rc = next_key(&keys, kend, &key, &klen))
+            || (rc = cow_val_str(&k, (const char *)key, klen)))
+            break;
+        if ((rc = cow_val_hash(&k, &h)) == COW_OK && (rc = get_value(in, &v, depth)) == COW_OK) {
+            rc = cow_map_set(m, k, h, v);
+            if (rc == COW_OK && cow_map_len(m) != i + 1)
+                rc = COW_ECORRUPT;      /* a key repeated in the shape */
+            continue;
+        }
+        cow_val_release(&k);
+    }
+    if (rc == COW_OK)
+        cow_vb_trim(&m->log);
+    return rc;
+}
+
+static int
+get_vec_body(pk_in *in, cow_vec *vec, unsigned depth)
+{
+    unsigned count;
+    int rc = get_byte(in, &count);
+    if (rc == COW_OK && count > COW_PACK_MAX_ITEMS)
+        rc = COW_ECORRUPT;
+    for (unsigned i = 0; i < count && rc == COW_OK; i++) {
+        cow_val v;
+        if ((rc = get_value(in, &v, depth)) == COW_OK)
+            rc = cow_vb_push(&vec->b, v);
+    }
+    if (rc == COW_OK)
+        cow_vb_trim(&vec->b);
+    return rc;
+}
+
+/* A general container of `tag` and identity from a body. */
+static int
+get_container(pk_in *in, cow_val *out, int tag, uint32_t ident, unsigned depth)
+{
+    int rc;
+    if (depth >= COW_PACK_MAX_DEPTH)
+        return COW_ECORRUPT;            /* P2 never packs deeper */
+    if (is_dict_tag(tag)) {
+        cow_map *m = cow_map_new();
+        if (m == NULL)
+            return COW_ENOMEM;
+        m->ident = ident;
+        *out = cow_val_map((cow_tag)tag, m);
+        rc = get_dict_body(in, m, depth + 1);
+    }
+    else {
+        cow_vec *vec = cow_vec_new();
+        if (vec == NULL)
+            return COW_ENOMEM;
+        vec->ident = ident;
+        *out = cow_val_vec((cow_tag)tag, vec);
+        rc = get_vec_body(in, vec, depth + 1);
+    }
+    if (rc < 0)
+        cow_val_release(out);
+    return rc;
+}
+
+static int
+get_value(pk_in *in, cow_val *out, unsigned depth)
+{
+    unsigned code;
+    uint32_t ident;
+    double f;
+    int rc = get_byte(in, &code);
+    if (rc)
+        return rc;
+    if (code >= PK_SMALLINT) {
+        *out = cow_val_int((int64_t)(code - PK_SMALLINT));
+        return COW_OK;
+    }
+    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
+        return get_inline(in, out, code - PK_SSTR, 1);
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
+        if ((rc = get(in, &ident, sizeof ident)))
+            return rc;
+        return get_container(in, out, container_tags[code - PK_CONTAINER], ident, depth);
+    }
+    switch (code) {
+    case PK_NONE: *out = cow_val_none(); return COW_OK;
+    case PK_FALSE:
+    case PK_TRUE: *out = cow_val_bool(code == PK_TRUE); return COW_OK;
+    case PK_INT8: case PK_INT16: case PK_INT32: case PK_INT64: return get_int(in, out, code);
+    case PK_FLOAT:
+        if ((rc = get(in, &f, sizeof f)) == COW_OK)
+            *out = cow_val_float(f);
+        return rc;
+    case PK_WSTR: return get_word_value(in, out, COW_T_STR);
+    case PK_WBYTES: return get_word_value(in, out, COW_T_BYTES);
+    case PK_WBIGINT: return get_word_value(in, out, COW_T_BIGINT);
+    case PK_STR:
+    case PK_BYTES: {
+        unsigned len;
+        if ((rc = get_byte(in, &len)))
+            return rc;
+        return get_inline(in, out, len, code == PK_STR);
+    }
+    }
+    return COW_ECORRUPT;
+}
+
+/* ---- transcoding: a packed child inlined into a new pack ----------------- */
+
+static int copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth);
+
+/* Copies `len` payload bytes at *p, checked against src's items. */
+static int
+copy_bytes(pk_out *o, const cow_pack *src, const uint8_t **p, size_t len)
+{
+    const uint8_t *end = items_of(src) + nbytes_of(src);
+    if (len > (size_t)(end - *p))
+        return COW_ECORRUPT;
+    int rc = put(o, *p, len);
+    *p += len;
+    return rc;
+}
+
+static int
+copy_byte(const cow_pack *src, const uint8_t **p, unsigned *b)
+{
+    if (*p >= items_of(src) + nbytes_of(src))
+        return COW_ECORRUPT;
+    *b = *(*p)++;
+    return COW_OK;
+}
+
+/* A word index of src, re-numbered for o. */
+static int
+copy_word_index(pk_out *o, const cow_pack *src, const uint8_t **p)
+{
+    unsigned idx, mine;
+    int rc;
+    if ((rc = copy_byte(src, p, &idx)))
+        return rc;
+    if (idx >= nwords_of(src))
+        return COW_ECORRUPT;
+    if ((rc = add_word(o, cow_ref_export(&words_of(src)[idx]), &mine)))
+        return rc;
+    return put_byte(o, mine);
+}
+
+static int
+copy_body(pk_out *o, const cow_pack *src, const uint8_t **p, int tag, unsigned depth)
+{
+    unsigned count;
+    int rc;
+    if (depth >= COW_PACK_MAX_DEPTH)
+        return PK_NO;
+    if (is_dict_tag(tag)) {
+        pk_in in = {*p, items_of(src) + nbytes_of(src), src};
+        const cow_word *wp;
+        const uint8_t *keys, *kend;
+        if ((rc = get_shape(&in, &wp, &count, &keys, &kend)))
+            return rc;
+        if ((rc = copy_word_index(o, src, p)))
+            return rc;
+    }
+    else {
+        if ((rc = copy_byte(src, p, &count)) || (rc = put_byte(o, count)))
+            return rc;
+    }
+    for (unsigned i = 0; i < count && rc == COW_OK; i++)
+        rc = copy_item(o, src, p, depth);
+    return rc;
+}
+
+static int
+copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth)
+{
+    unsigned code, len;
+    int rc;
+    if ((rc = copy_byte(src, p, &code)) || (rc = put_byte(o, code)))
+        return rc;
+    if (code >= PK_SMALLINT || code <= PK_TRUE)
+        return COW_OK;
+    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
+        return copy_bytes(o, src, p, code - PK_SSTR);
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
+        if ((rc = copy_bytes(o, src, p, sizeof(uint32_t))))
+            return rc;
+        return copy_body(o, src, p, container_tags[code - PK_CONTAINER], depth + 1);
+    }
+    switch (code) {
+    case PK_INT8: case PK_INT16: case PK_INT32: case PK_INT64:
+        return copy_bytes(o, src, p, (size_t)1 << (code - PK_INT8));
+    case PK_FLOAT: return copy_bytes(o, src, p, sizeof(double));
+    case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: return copy_word_index(o, src, p);
+    case PK_STR:
+    case PK_BYTES:
+        if ((rc = copy_byte(src, p, &len)) || (rc = put_byte(o, len)))
+            return rc;
+        return copy_bytes(o, src, p, len);
+    }
+    return COW_ECORRUPT;
+}
+
+/* ---- the public calls ------------------------------------------------------ */
+
+static void
+out_release(pk_out *o)
+{
+    for (unsigned i = 0; i < o->nwords; i++)
+        word_release(o->words[i]);
+    o->nwords = 0;
+}
+
+/* The body of v (a general packable container) into o. */
+static int
+put_body(pk_out *o, const cow_val *v)
+{
+    if (is_dict_tag(v->tag))
+        return put_map_body(o, cow_val_getmap(v), 0);
+    return put_vec_body(o, cow_val_getvec(v), 0);
+}
+
+int
+cow_pack_make(const cow_val *v, cow_val *out)
+{
+    pk_out *o;
+    cow_pack *p;
+    int rc;
+    if (kind_code(v->tag) < 0)
+        return COW_NOT_FOUND;
+    if ((o = cow_malloc(sizeof *o)) == NULL)
+        return COW_ENOMEM;
+    o->n = 0;
+    o->nwords = 0;
+    if ((rc = put_body(o, v)) != COW_OK)
+        goto fail;
+    if ((p = cow_malloc(sizeof *p + o->nwords * sizeof(cow_word) + o->n)) == NULL) {
+        rc = COW_ENOMEM;
+        goto fail;
+    }
+    p->refcnt = 1;
+    p->size = (uint32_t)o->n | (uint32_t)o->nwords << COW_PACK_NWORDS_SHIFT;
+    memcpy(words_of(p), o->words, o->nwords * sizeof(cow_word));
+    memcpy((uint8_t *)items_of(p), o->buf, o->n);
+    live_packs++;
+    memset(out, 0, sizeof *out);
+    out->tag = COW_T_PACKED;
+    out->slen = v->tag;
+    out->aux = is_dict_tag(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
+    out->u.w = cow_word_of(p);
+    cow_free(o);
+    return COW_FOUND;
+fail:
+    out_release(o);
+    cow_free(o);
+    return rc == PK_NO ? COW_NOT_FOUND : rc;
+}
+
+int
+cow_pack_unpack(const cow_val *v, cow_val *out)
+{
+    const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
+    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
+    int rc;
+    if (cow_ref_error() < 0 || kind_code(v->slen) < 0)
+        return COW_ECORRUPT;
+    if ((rc = get_container(&in, out, v->slen, v->aux, 0)) < 0)
+        return rc;
+    if (in.p != in.end) {
+        cow_val_release(out);
+        return COW_ECORRUPT;            /* bytes past the container */
+    }
+    return COW_OK;
+}
+
+/* ---- stored nodes ----------------------------------------------------------- */
+
+static cow_pack poison_pack = {COW_REFCNT_STORED, 0};
+
+void *cow_pack_poison(void) { return &poison_pack; }
+
+size_t
+cow_pack_stored_size(const void *node, size_t avail)
+{
+    const cow_pack *p = node;
+    size_t size;
+    if (avail < sizeof *p || p->refcnt != COW_REFCNT_STORED || nwords_of(p) > COW_PACK_MAX_WORDS
+        || nbytes_of(p) > COW_PACK_MAX_BYTES)
+        return 0;
+    size = sizeof *p + nwords_of(p) * sizeof(cow_word) + nbytes_of(p);
+    if (size > avail)
+        return 0;
+    for (unsigned i = 0; i < nwords_of(p); i++)
+        if (words_of(p)[i] == 0 || !cow_word_page_ok(words_of(p)[i]))
+            return 0;
+    return size;
+}
+
+/* Stored: the heap bytes with refcnt COW_REFCNT_STORED and page words. */
+cow_word
+cow_pack_write_node(cow_segw *w, const void *node)
+{
+    const cow_pack *p = node;
+    cow_pack head = {COW_REFCNT_STORED, p->size};
+    struct { cow_word words[COW_PACK_MAX_WORDS]; uint8_t items[COW_PACK_MAX_BYTES]; } body;
+    unsigned k = nwords_of(p);
+    if (k > COW_PACK_MAX_WORDS || nbytes_of(p) > COW_PACK_MAX_BYTES) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return 0;
+    }
+    for (unsigned i = 0; i < k; i++)
+        body.words[i] = cow_segw_ref(w, &words_of(p)[i], COW_NK_BLOB);
+    memcpy((uint8_t *)body.words + k * sizeof(cow_word), items_of(p), nbytes_of(p));
+    return cow_segw_emit(w, &head, sizeof head, &body, k * sizeof(cow_word) + nbytes_of(p),
+                         body.words, k);
+}

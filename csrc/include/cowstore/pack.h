@@ -1,0 +1,96 @@
+/* Packed containers: a small dict, list or tuple -- nested ones included --
+ * as one compact immutable node, the same bytes in the heap and in pages.
+ *
+ * Why: a general map or vector spends a 16-byte cow_val on every key and
+ * value, a header and a log or tail node on every container, and repeats the
+ * keys of every record.  Data read from JSON is mostly many small records of
+ * a few shapes; packed, a record costs about its msgpack bytes without the
+ * keys, which live once per shape.
+ *
+ * A packed value is a cow_val tagged COW_T_PACKED:
+ *
+ *   tag = COW_T_PACKED, slen = the container's own tag (DICT, FDICT, LIST,
+ *   FLIST or TUPLE), aux = its identity, u.w = the pack node (a cow_word).
+ *
+ * Pack node bytes (8-byte header, then the words, then the items):
+ *
+ *   +--------+---------------------+-------------------+------------------+
+ *   | refcnt | nbytes:24 nwords:8  | cow_word words[k] | uint8 items[n]   |
+ *   |  u32   |        u32          | blobs (see below) | the container's  |
+ *   +--------+---------------------+-------------------+ body, then pad   |
+ *
+ * Every word names a blob: a shape (a dict's key tuple, below) or a long
+ * str, bytes or int.  Items (one byte code, then its payload, little-endian):
+ *
+ *   0x00 None   0x01 False   0x02 True
+ *   0x03..0x06  int in 1, 2, 4, 8 bytes (the narrowest that holds it)
+ *   0x07        float, 8 bytes
+ *   0x08 0x09 0x0a   str / bytes / big int held by word (u8 word index)
+ *   0x0b 0x0c   str / bytes inline: u8 length (<= 255), the bytes
+ *   0x10..0x14  a nested DICT, FDICT, LIST, FLIST, TUPLE: u32 identity, then
+ *               its body
+ *   0x20..0x2e  str of 0..14 bytes inline: the bytes
+ *   0x80..0xff  int 0..127
+ *
+ * Bodies: a dict is u8 shape word index, then one item per key of the shape
+ * in its order; a list or tuple is u8 count, then the items.  A shape blob is
+ * u8 key count, then per key u8 length and its UTF-8 bytes: keys are str.
+ *
+ * Invariants (cited as P1.. by tests):
+ *  P1  a pack is never written: copies share it; a write goes to a general
+ *      container materialised from it (cow_pack_unpack), which keeps the
+ *      identity, so views (csrc/python) follow the value from packed to
+ *      general.
+ *  P2  only values that decode exactly are packed: None, bools, ints, floats,
+ *      str, bytes, and dicts with str keys, lists and tuples of those, within
+ *      the limits below; anything else (sets, arrays, non-str keys, bigger
+ *      containers) keeps the general form.
+ *  P3  decoding checks every length, code and word index against the node:
+ *      hostile pages give COW_ECORRUPT, never a read outside the node.
+ *  P4  shapes are interned per process (a bounded cache): records made with
+ *      the same keys share one shape blob, and one stored copy per commit.
+ */
+#ifndef COWSTORE_PACK_H
+#define COWSTORE_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cowstore/ref.h"
+#include "cowstore/value.h"
+
+/* Limits of one pack (P2): item bytes fit the header's 24 bits with room to
+ * spare, and a pack stays small enough that materialising it is cheap. */
+#define COW_PACK_MAX_BYTES 1024
+#define COW_PACK_MAX_WORDS 32
+/* Most entries of one packed dict, list or tuple. */
+#define COW_PACK_MAX_ITEMS 32
+/* Longest str or bytes kept inline (a u8 length); longer ones are words. */
+#define COW_PACK_INLINE_MAX 255
+/* Deepest nesting inside one pack (each level costs >= 6 bytes anyway). */
+#define COW_PACK_MAX_DEPTH 64
+
+typedef struct cow_pack {
+    uint32_t refcnt;
+    uint32_t size;          /* nbytes | nwords << 24 */
+} cow_pack;
+
+#define COW_PACK_NBYTES_MASK 0xffffffu
+#define COW_PACK_NWORDS_SHIFT 24
+
+/* Packs v (a general DICT, FDICT, LIST, FLIST or TUPLE; its packed children
+ * are inlined) into *out.  COW_FOUND (packed: *out owned); COW_NOT_FOUND
+ * when v cannot be packed (P2: *out untouched); or an error. */
+int cow_pack_make(const cow_val *v, cow_val *out);
+/* *out = the general container a packed value holds (owned, same identity
+ * and tag, nested containers general too).  COW_OK, COW_ENOMEM or
+ * COW_ECORRUPT. */
+int cow_pack_unpack(const cow_val *v, cow_val *out);
+void cow_pack_retain(cow_pack *p);
+void cow_pack_release(cow_pack *p);
+/* Drops the interned shapes (P4), as at exit. */
+void cow_pack_forget_shapes(void);
+/* Live pack nodes in this process (for leak tests). */
+long cow_pack_live_nodes(void);
+
+#endif
