@@ -736,6 +736,23 @@ fail:
     return rc;
 }
 
+int
+cow_map_fill(cow_map *m, cow_val *kv, size_t n)
+{
+    int rc;
+    if (n > COW_MAP_MAX_ENTRIES || cow_map_entries(m) != 0) {
+        for (size_t i = 0; i < 2 * n; i++)
+            cow_val_release(&kv[i]);
+        return n > COW_MAP_MAX_ENTRIES ? COW_EOVERFLOW : COW_EINVAL;
+    }
+    if ((rc = cow_vb_from(&m->log, kv, 2 * n)) < 0)
+        return rc;
+    m->live = n;
+    if (n > COW_MAP_LINEAR_MAX && (rc = index_build(m, &m->index)) < 0)
+        cow_map_clear(m);
+    return rc;
+}
+
 /* Rewrites the log without holes and rebuilds the index (amortised O(1)). */
 static int
 compact(cow_map *m)

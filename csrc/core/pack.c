@@ -327,7 +327,7 @@ get(pk_in *in, void *dst, size_t len)
 static int
 get_byte(pk_in *in, unsigned *b)
 {
-    uint8_t x;
+    uint8_t x = 0;
     int rc = get(in, &x, 1);
     *b = x;
     return rc;
@@ -424,48 +424,71 @@ get_int(pk_in *in, cow_val *out, unsigned code)
     return COW_OK;
 }
 
+static void
+release_all(cow_val *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cow_val_release(&vals[i]);
+}
+
+/* The next key of a shape as a value, refused if an earlier one equals it
+ * (only hostile pages repeat a key: maps need distinct keys). */
+static int
+get_key(const uint8_t **keys, const uint8_t *kend, const cow_val *kv, unsigned i, cow_val *k)
+{
+    const uint8_t *key;
+    size_t klen;
+    int rc;
+    if ((rc = next_key(keys, kend, &key, &klen)) || (rc = cow_val_str(k, (const char *)key, klen)))
+        return rc;
+    for (unsigned j = 0; j < i; j++)
+        if (cow_val_equal(&kv[2 * j], k)) {
+            cow_val_release(k);
+            return COW_ECORRUPT;
+        }
+    return COW_OK;
+}
+
+/* Decodes every entry first, then fills the map in one go (cow_map_fill). */
 static int
 get_dict_body(pk_in *in, cow_map *m, unsigned depth)
 {
+    cow_val kv[2 * COW_PACK_MAX_ITEMS];
     const cow_word *wp;
-    const uint8_t *keys, *kend, *key;
-    unsigned count;
-    size_t klen;
+    const uint8_t *keys, *kend;
+    unsigned count, i;
     int rc = get_shape(in, &wp, &count, &keys, &kend);
-    for (unsigned i = 0; i < count && rc == COW_OK; i++) {
-        cow_val k, v;
-        uint64_t h;
-        if ((rc = next_key(&keys, kend, &key, &klen))
-            || (rc = cow_val_str(&k, (const char *)key, klen)))
+    for (i = 0; i < count && rc == COW_OK; i++) {
+        if ((rc = get_key(&keys, kend, kv, i, &kv[2 * i])))
             break;
-        if ((rc = cow_val_hash(&k, &h)) == COW_OK && (rc = get_value(in, &v, depth)) == COW_OK) {
-            rc = cow_map_set(m, k, h, v);
-            if (rc == COW_OK && cow_map_len(m) != i + 1)
-                rc = COW_ECORRUPT;      /* a key repeated in the shape */
-            continue;
+        if ((rc = get_value(in, &kv[2 * i + 1], depth))) {
+            cow_val_release(&kv[2 * i]);
+            break;
         }
-        cow_val_release(&k);
     }
-    if (rc == COW_OK)
-        cow_vb_trim(&m->log);
-    return rc;
+    if (rc < 0) {
+        release_all(kv, 2 * (size_t)i);
+        return rc;
+    }
+    return cow_map_fill(m, kv, count);
 }
 
 static int
 get_vec_body(pk_in *in, cow_vec *vec, unsigned depth)
 {
-    unsigned count;
+    cow_val vals[COW_PACK_MAX_ITEMS];
+    unsigned count, i;
     int rc = get_byte(in, &count);
     if (rc == COW_OK && count > COW_PACK_MAX_ITEMS)
         rc = COW_ECORRUPT;
-    for (unsigned i = 0; i < count && rc == COW_OK; i++) {
-        cow_val v;
-        if ((rc = get_value(in, &v, depth)) == COW_OK)
-            rc = cow_vb_push(&vec->b, v);
+    for (i = 0; i < count && rc == COW_OK; i++)
+        if ((rc = get_value(in, &vals[i], depth)))
+            break;
+    if (rc < 0) {
+        release_all(vals, i);
+        return rc;
     }
-    if (rc == COW_OK)
-        cow_vb_trim(&vec->b);
-    return rc;
+    return cow_vb_from(&vec->b, vals, count);
 }
 
 /* A general container of `tag` and identity from a body. */
@@ -539,7 +562,156 @@ get_value(pk_in *in, cow_val *out, unsigned depth)
     return COW_ECORRUPT;
 }
 
-/* ---- transcoding: a packed child inlined into a new pack ----------------- */
+/* ---- reading one entry in place ------------------------------------------ */
+
+/* Steps over one item (P3: checked like a full decode). */
+static int
+skip_item(pk_in *in, unsigned depth)
+{
+    unsigned code, len, count, idx;
+    int rc;
+    if ((rc = get_byte(in, &code)))
+        return rc;
+    if (code >= PK_SMALLINT || code <= PK_TRUE)
+        return COW_OK;
+    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
+        len = code - PK_SSTR;
+    else if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
+        const cow_word *wp;
+        const uint8_t *keys, *kend;
+        uint32_t ident;
+        if (depth >= COW_PACK_MAX_DEPTH || (rc = get(in, &ident, sizeof ident)))
+            return rc ? rc : COW_ECORRUPT;
+        if (is_dict_tag(container_tags[code - PK_CONTAINER]))
+            rc = get_shape(in, &wp, &count, &keys, &kend);
+        else if ((rc = get_byte(in, &count)) == COW_OK && count > COW_PACK_MAX_ITEMS)
+            rc = COW_ECORRUPT;
+        for (unsigned i = 0; i < count && rc == COW_OK; i++)
+            rc = skip_item(in, depth + 1);
+        return rc;
+    }
+    else if (code >= PK_INT8 && code <= PK_INT64)
+        len = 1u << (code - PK_INT8);
+    else if (code == PK_FLOAT)
+        len = sizeof(double);
+    else if (code >= PK_WSTR && code <= PK_WBIGINT)
+        return (rc = get_byte(in, &idx)) ? rc : idx < nwords_of(in->node) ? COW_OK : COW_ECORRUPT;
+    else if (code == PK_STR || code == PK_BYTES) {
+        if ((rc = get_byte(in, &len)))
+            return rc;
+    }
+    else
+        return COW_ECORRUPT;
+    if (len > (size_t)(in->end - in->p))
+        return COW_ECORRUPT;
+    in->p += len;
+    return COW_OK;
+}
+
+/* The item at the reader as a borrowed scalar (views into the node, words
+ * exported without a reference); COW_PACK_NESTED for a container. */
+static int
+get_scalar_view(pk_in *in, cow_val *out)
+{
+    const uint8_t *at = in->p;
+    unsigned code, len;
+    int rc;
+    if ((rc = get_byte(in, &code)))
+        return rc;
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
+        return COW_PACK_NESTED;
+    if ((code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX) || code == PK_STR || code == PK_BYTES) {
+        len = code - PK_SSTR;
+        if (code == PK_STR || code == PK_BYTES)
+            if ((rc = get_byte(in, &len)))
+                return rc;
+        if (len > (size_t)(in->end - in->p))
+            return COW_ECORRUPT;
+        *out = code == PK_BYTES ? cow_val_bytes_view(in->p, len)
+                                : cow_val_str_view((const char *)in->p, len);
+        return COW_OK;
+    }
+    if (code >= PK_WSTR && code <= PK_WBIGINT) {
+        const cow_word *wp;
+        if ((rc = get_byte(in, &len)) || (rc = word_at(in, len, &wp)))
+            return rc;
+        memset(out, 0, sizeof *out);
+        out->tag = code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES : COW_T_BIGINT;
+        out->u.w = cow_ref_export(wp);
+        return COW_OK;
+    }
+    in->p = at;                         /* numbers, None, bools: nothing to own */
+    return get_value(in, out, 0);
+}
+
+/* A reader at the body of v's container. */
+static pk_in
+reader_of(const cow_val *v)
+{
+    const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
+    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
+    return in;
+}
+
+int
+cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
+{
+    pk_in in = reader_of(v);
+    const cow_word *wp;
+    const uint8_t *keys, *kend, *k;
+    unsigned count;
+    size_t len;
+    int rc;
+    if (!is_dict_tag(v->slen))
+        return COW_ECORRUPT;
+    if ((rc = get_shape(&in, &wp, &count, &keys, &kend)))
+        return rc;
+    for (unsigned i = 0; i < count; i++) {
+        if ((rc = next_key(&keys, kend, &k, &len)))
+            return rc;
+        if (len == klen && memcmp(k, key, len) == 0) {
+            for (unsigned j = 0; j < i; j++)
+                if ((rc = skip_item(&in, 0)))
+                    return rc;
+            return (rc = get_scalar_view(&in, out)) ? rc : COW_FOUND;
+        }
+    }
+    return COW_NOT_FOUND;
+}
+
+int
+cow_pack_index(const cow_val *v, size_t i, cow_val *out)
+{
+    pk_in in = reader_of(v);
+    unsigned count;
+    int rc;
+    if (is_dict_tag(v->slen) || kind_code(v->slen) < 0)
+        return COW_ECORRUPT;
+    if ((rc = get_byte(&in, &count)))
+        return rc;
+    if (i >= count)
+        return COW_NOT_FOUND;
+    for (size_t j = 0; j < i; j++)
+        if ((rc = skip_item(&in, 0)))
+            return rc;
+    return (rc = get_scalar_view(&in, out)) ? rc : COW_FOUND;
+}
+
+int
+cow_pack_count(const cow_val *v, size_t *n)
+{
+    pk_in in = reader_of(v);
+    const cow_word *wp;
+    const uint8_t *keys, *kend;
+    unsigned count;
+    int rc = is_dict_tag(v->slen) ? get_shape(&in, &wp, &count, &keys, &kend)
+                                  : get_byte(&in, &count);
+    if (rc == COW_OK && count > COW_PACK_MAX_ITEMS)
+        rc = COW_ECORRUPT;
+    *n = count;
+    return rc;
+}
+
 
 static int copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth);
 

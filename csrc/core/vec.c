@@ -314,6 +314,35 @@ cow_vb_same(const cow_vecbody *a, const cow_vecbody *b)
            && cow_ref_export(&a->tail) == cow_ref_export(&b->tail);
 }
 
+int
+cow_vb_from(cow_vecbody *b, cow_val *vals, size_t n)
+{
+    cow_vnode *tail;
+    int rc = COW_OK;
+    if (n > COW_VEC_WIDTH) {            /* past one leaf: the general way */
+        for (size_t i = 0; i < n; i++)
+            if (rc == COW_OK)
+                rc = cow_vb_push(b, vals[i]);
+            else
+                cow_val_release(&vals[i]);
+        if (rc < 0)
+            cow_vb_clear(b);
+        return rc;
+    }
+    if (n == 0)
+        return COW_OK;
+    if ((tail = vn_leaf_new((unsigned)n)) == NULL) {
+        for (size_t i = 0; i < n; i++)
+            cow_val_release(&vals[i]);
+        return COW_ENOMEM;
+    }
+    memcpy(vn_vals(tail), vals, n * sizeof(cow_val));
+    tail->count = (uint8_t)n;
+    b->tail = cow_word_of(tail);
+    b->len = n;
+    return COW_OK;
+}
+
 void
 cow_vb_trim(cow_vecbody *b)
 {

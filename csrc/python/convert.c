@@ -386,14 +386,12 @@ unpack_in_place(cowpy_state *st, cow_val *v)
     return 0;
 }
 
-PyObject *
-cowpy_wrap(cowpy_state *st, cow_val v)
+/* A new container object of the class for `tag` holding v (stolen). */
+static PyObject *
+wrap_as(cowpy_state *st, cow_val v, int tag)
 {
-    PyTypeObject *cls;
+    PyTypeObject *cls = (PyTypeObject *)st->cls[tag];
     CowObject *obj;
-    if (unpack_in_place(st, &v) < 0)
-        return NULL;
-    cls = (PyTypeObject *)st->cls[v.tag];
     if (cls == NULL) {
         cow_val_release(&v);
         PyErr_SetString(PyExc_RuntimeError, "cowstore container classes not registered");
@@ -408,6 +406,27 @@ cowpy_wrap(cowpy_state *st, cow_val v)
     obj->pkey = cow_val_none();
     obj->mut = COWPY_MUT_MADE;
     return (PyObject *)obj;
+}
+
+PyObject *
+cowpy_wrap(cowpy_state *st, cow_val v)
+{
+    if (unpack_in_place(st, &v) < 0)
+        return NULL;
+    return wrap_as(st, v, v.tag);
+}
+
+/* Makes obj a view of parent's slot (key, or index idx). */
+static void
+attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, size_t idx)
+{
+    Py_INCREF(parent);
+    obj->parent = parent;
+    obj->seen = parent->mut;
+    obj->pidx = idx;
+    obj->phash = hash;
+    if (key)
+        cow_val_copy(&obj->pkey, key);
 }
 
 static PyObject *
@@ -472,22 +491,39 @@ cowpy_frozen_tag(int tag)
     return tag;
 }
 
-/* A packed value read out: its container materialised (pack.h P1).  A view
- * remembers the pack it came from, so that resyncing does not detach it. */
+/* A packed value read out (pack.h P1): a tuple is built at once; a dict or
+ * list becomes a container holding the pack, materialised on the first use
+ * that needs the general form (cowpy_resolve) -- reads of scalar entries
+ * are served from the pack.  A view remembers the pack it came from, so
+ * that resyncing does not detach it. */
 static PyObject *
 packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                  const cow_val *key, uint64_t hash, size_t idx)
 {
     cow_val g;
     PyObject *res;
+    CowObject *obj;
     cow_val_copy(&g, v);
-    if (unpack_in_place(st, &g) < 0)
+    if (v->slen == COW_T_TUPLE) {
+        if (unpack_in_place(st, &g) < 0)
+            return NULL;
+        res = cowpy_to_object(st, &g, parent, key, hash, idx);
+        cow_val_release(&g);
+        return res;
+    }
+    if (parent && cowpy_is_frozen(parent)) {
+        g.slen = (uint8_t)cowpy_frozen_tag(g.slen);
+        parent = NULL;
+    }
+    if (parent && g.slen == cowpy_frozen_tag(g.slen))
+        parent = NULL;                   /* frozen values need no write-back */
+    if ((obj = (CowObject *)wrap_as(st, g, g.slen)) == NULL)
         return NULL;
-    res = cowpy_to_object(st, &g, parent, key, hash, idx);
-    cow_val_release(&g);
-    if (res && cowpy_is_ours(st, res) && ((CowObject *)res)->parent)
-        ((CowObject *)res)->pfrom = cow_ref_export(&v->u.w);
-    return res;
+    if (parent) {
+        attach(obj, parent, key, hash, idx);
+        obj->pfrom = cow_ref_export(&v->u.w);
+    }
+    return (PyObject *)obj;
 }
 
 PyObject *
@@ -511,15 +547,8 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         return NULL;
     if (parent && own.tag == cowpy_frozen_tag(own.tag))
         parent = NULL;                   /* frozen values need no write-back */
-    if (parent) {
-        Py_INCREF(parent);
-        obj->parent = parent;
-        obj->seen = parent->mut;
-        obj->pidx = idx;
-        obj->phash = hash;
-        if (key)
-            cow_val_copy(&obj->pkey, key);
-    }
+    if (parent)
+        attach(obj, parent, key, hash, idx);
     return (PyObject *)obj;
 }
 

@@ -31,7 +31,9 @@ struct cowpy_state;
 typedef struct CowObject {
     PyObject_HEAD
     struct cowpy_state *st;     /* module state, cached: hot paths need it */
-    cow_val root;               /* DICT/FDICT/SET/FSET (u.map) or LIST/FLIST (u.vec); owned */
+    cow_val root;               /* DICT/FDICT/SET/FSET (u.map) or LIST/FLIST (u.vec); owned.
+                                 * A view read from a packed slot may hold the
+                                 * PACKED value until its first cowpy_resolve */
     struct CowObject *parent;   /* strong reference; NULL when detached */
     cow_val pkey;               /* key in a parent map (owned), else NONE */
     uint64_t phash;             /* hash of pkey */
@@ -178,10 +180,22 @@ int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
 int cowpy_resolve_view(CowObject *self);
+/* Replaces a packed root by the general container it holds (same content and
+ * identity; mut unchanged, as nothing a reader sees changes). */
+int cowpy_materialise(CowObject *self);
 /* Brings a view up to date with its parent (a no-op for a detached container,
  * the common case, so it is inlined). */
 static inline int
 cowpy_resolve(CowObject *self)
+{
+    if (self->parent && cowpy_resolve_view(self) < 0)
+        return -1;
+    return self->root.tag == COW_T_PACKED ? cowpy_materialise(self) : 0;
+}
+/* The view resynced, its root possibly still packed: for the read paths
+ * that serve a packed root in place (dict.c, list.c). */
+static inline int
+cowpy_resolve_lazy(CowObject *self)
 {
     return self->parent ? cowpy_resolve_view(self) : 0;
 }

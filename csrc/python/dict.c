@@ -28,6 +28,36 @@ dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
     return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
 }
 
+/* d[key] served in place from a packed root (pack.h) for a str key, the
+ * view resynced first: 1 found (*res set unless res is NULL), 0 absent, -1
+ * error, PACKED_GENERAL when the general path must answer (no packed root, a
+ * key of another type, a nested container: it materialises the root). */
+#define PACKED_GENERAL 2
+static int
+packed_lookup(PyObject *op, PyObject *key, PyObject **res)
+{
+    Py_ssize_t n;
+    const char *s;
+    cow_val v;
+    int rc;
+    if (cowpy_resolve_lazy(SELF) < 0)
+        return -1;
+    if (SELF->root.tag != COW_T_PACKED || !PyUnicode_CheckExact(key))
+        return PACKED_GENERAL;
+    if ((s = PyUnicode_AsUTF8AndSize(key, &n)) == NULL) {
+        PyErr_Clear();                  /* lone surrogates: the general path's */
+        return PACKED_GENERAL;
+    }
+    rc = cow_pack_lookup(&SELF->root, s, (size_t)n, &v);
+    if (rc == COW_PACK_NESTED)
+        return PACKED_GENERAL;
+    if (rc < 0)
+        return cowpy_raise_int(COWPY_ST(op), rc);
+    if (rc == COW_FOUND && res && (*res = cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0)) == NULL)
+        return -1;
+    return rc == COW_FOUND;
+}
+
 /* The value at entry as a Python object (a view for nested containers). */
 static PyObject *
 value_at(PyObject *op, size_t entry, uint64_t hash)
@@ -41,7 +71,14 @@ COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (
 {
     size_t entry;
     uint64_t hash;
-    int rc = dict_lookup(op, key, &entry, &hash);
+    PyObject *res;
+    int rc = packed_lookup(op, key, &res);
+    if (rc != PACKED_GENERAL) {
+        if (rc == 0)
+            _PyErr_SetKeyError(key);
+        return rc == 1 ? res : NULL;
+    }
+    rc = dict_lookup(op, key, &entry, &hash);
     if (rc == 1)
         return value_at(op, entry, hash);
     if (rc == 0)
@@ -112,7 +149,8 @@ COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key)
 {
     size_t entry;
     uint64_t hash;
-    return dict_lookup(op, key, &entry, &hash);
+    int rc = packed_lookup(op, key, NULL);
+    return rc != PACKED_GENERAL ? rc : dict_lookup(op, key, &entry, &hash);
 }
 
 COWPY_ENTRY(static, PyObject *, dict_get,
@@ -121,8 +159,14 @@ COWPY_ENTRY(static, PyObject *, dict_get,
     size_t entry;
     uint64_t hash;
     int rc;
+    PyObject *res;
     if (!_PyArg_CheckPositional("get", nargs, 1, 2))
         return NULL;
+    if ((rc = packed_lookup(op, args[0], &res)) != PACKED_GENERAL) {
+        if (rc < 0)
+            return NULL;
+        return rc ? res : Py_NewRef(nargs > 1 ? args[1] : Py_None);
+    }
     if ((rc = dict_lookup(op, args[0], &entry, &hash)) < 0)
         return NULL;
     if (rc)

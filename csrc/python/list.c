@@ -14,6 +14,13 @@ body_of(PyObject *op)
 
 COWPY_ENTRY(static, Py_ssize_t, list_len, (PyObject *op), (op))
 {
+    size_t n;
+    int rc;
+    if (cowpy_resolve_lazy(SELF) < 0)
+        return -1;
+    if (SELF->root.tag == COW_T_PACKED)      /* served in place (pack.h) */
+        return (rc = cow_pack_count(&SELF->root, &n)) < 0 ? cowpy_raise_int(COWPY_ST(op), rc)
+                                                          : (Py_ssize_t)n;
     if (cowpy_resolve(SELF) < 0)
         return -1;
     return (Py_ssize_t)body_of(op)->len;
@@ -25,8 +32,28 @@ item_at(PyObject *op, size_t i)
     return cowpy_to_object(COWPY_ST(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
 }
 
+/* l[i] of a packed root, in place (pack.h): the item, NULL with an error,
+ * or NULL without one when the general path must answer (a nested
+ * container, an index out of range). */
+static PyObject *
+packed_item(PyObject *op, Py_ssize_t i)
+{
+    cow_val v;
+    int rc = i < 0 ? COW_NOT_FOUND : cow_pack_index(&SELF->root, (size_t)i, &v);
+    if (rc == COW_FOUND)
+        return cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+    if (rc < 0)
+        cowpy_raise_int(COWPY_ST(op), rc);
+    return NULL;
+}
+
 COWPY_ENTRY(static, PyObject *, list_item, (PyObject *op, Py_ssize_t i), (op, i))
 {
+    PyObject *res;
+    if (cowpy_resolve_lazy(SELF) < 0)
+        return NULL;
+    if (SELF->root.tag == COW_T_PACKED && ((res = packed_item(op, i)) || PyErr_Occurred()))
+        return res;
     if (cowpy_resolve(SELF) < 0)
         return NULL;
     if (i < 0 || (size_t)i >= body_of(op)->len) {

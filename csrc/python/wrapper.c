@@ -5,20 +5,39 @@
 int
 cowpy_is_frozen(const CowObject *self)
 {
-    int t = self->root.tag;
+    int t = cowpy_logical_tag(&self->root);
     return t == COW_T_FDICT || t == COW_T_FLIST || t == COW_T_FSET;
 }
 
 static uint32_t
 ident_of(const cow_val *v)
 {
+    if (v->tag == COW_T_PACKED)
+        return v->aux;
     return cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
 }
 
+/* What tells two versions of one container apart (a packed one: its word). */
 static const void *
 node_of(const cow_val *v)
 {
+    if (v->tag == COW_T_PACKED)
+        return (const void *)cow_ref_export(&v->u.w);
     return cow_tag_is_map(v->tag) ? (const void *)cow_val_getmap(v) : (const void *)cow_val_getvec(v);
+}
+
+int
+cowpy_materialise(CowObject *self)
+{
+    cow_val general;
+    int rc = cow_pack_unpack(&self->root, &general);
+    if (rc < 0)
+        return cowpy_raise_int(COWPY_ST(self), rc);
+    if (self->parent)
+        self->pfrom = cow_ref_export(&self->root.u.w);
+    cow_val_release(&self->root);
+    self->root = general;
+    return 0;
 }
 
 void
@@ -51,15 +70,13 @@ resync_packed(CowObject *self, const cow_val *cur)
 {
     cow_word w = cow_ref_export(&cur->u.w);
     cow_val fresh;
-    int rc;
-    if (cur->slen != self->root.tag || cur->aux != ident_of(&self->root)) {
+    if (cur->slen != cowpy_logical_tag(&self->root) || cur->aux != ident_of(&self->root)) {
         cowpy_detach(self);
         return 0;
     }
     if (w == self->pfrom)
         return 0;
-    if ((rc = cow_pack_unpack(cur, &fresh)) < 0)
-        return cowpy_raise_int(COWPY_ST(self), rc);
+    cow_val_copy(&fresh, cur);          /* materialised on first use */
     cow_val_release(&self->root);
     self->root = fresh;
     self->pfrom = w;
@@ -79,7 +96,8 @@ cowpy_resolve_view(CowObject *self)
     cur = slot_in_parent(self);
     if (cur != NULL && cur->tag == COW_T_PACKED)
         return resync_packed(self, cur);
-    if (cur == NULL || cur->tag != self->root.tag || ident_of(cur) != ident_of(&self->root)) {
+    if (cur == NULL || cur->tag != cowpy_logical_tag(&self->root)
+        || ident_of(cur) != ident_of(&self->root)) {
         cowpy_detach(self);          /* the container at our slot was replaced */
         return 0;
     }
@@ -427,6 +445,13 @@ COWPY_ENTRY(extern, PyObject *, cowpy_attached_method,
 COWPY_ENTRY(extern, Py_ssize_t, cowpy_map_len, (PyObject *op), (op))
 {
     CowObject *self = (CowObject *)op;
+    size_t n;
+    int rc;
+    if (cowpy_resolve_lazy(self) < 0)
+        return -1;
+    if (self->root.tag == COW_T_PACKED)
+        return (rc = cow_pack_count(&self->root, &n)) < 0 ? cowpy_raise_int(self->st, rc)
+                                                          : (Py_ssize_t)n;
     if (cowpy_resolve(self) < 0)
         return -1;
     return (Py_ssize_t)cow_map_len(cow_val_getmap(&self->root));

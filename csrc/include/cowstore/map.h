@@ -46,6 +46,11 @@ int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_v
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */
 int cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val);
+/* Fills an empty map with n entries, kv = key, value, key, value... (all
+ * stolen on every path).  The keys must be distinct (the caller checks):
+ * no lookups are made, so building a small map costs one or two
+ * allocations.  COW_OK or an error (the map left empty). */
+int cow_map_fill(cow_map *m, cow_val *kv, size_t n);
 /* Removes key; its value is moved to *out (new reference) when out != NULL,
  * else released.  Returns COW_FOUND / COW_NOT_FOUND / error. */
 int cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out);

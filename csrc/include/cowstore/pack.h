@@ -86,6 +86,20 @@ int cow_pack_make(const cow_val *v, cow_val *out);
  * and tag, nested containers general too).  COW_OK, COW_ENOMEM or
  * COW_ECORRUPT. */
 int cow_pack_unpack(const cow_val *v, cow_val *out);
+/* Reading one entry in place, without materialising (the hot reads of a
+ * record).  Results are borrowed scalars: inline str/bytes as *_VIEW values
+ * into the node (V4: never stored), words exported without a reference;
+ * valid while v is held.  A container entry gives COW_PACK_NESTED (the
+ * caller materialises instead). */
+#define COW_PACK_NESTED 2
+/* d[key] for a packed dict and a str key: COW_FOUND, COW_NOT_FOUND,
+ * COW_PACK_NESTED or an error. */
+int cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out);
+/* l[i] for a packed list or tuple (0 <= i): as cow_pack_lookup. */
+int cow_pack_index(const cow_val *v, size_t i, cow_val *out);
+/* len(): COW_OK or COW_ECORRUPT. */
+int cow_pack_count(const cow_val *v, size_t *n);
+
 void cow_pack_retain(cow_pack *p);
 void cow_pack_release(cow_pack *p);
 /* Drops the interned shapes (P4), as at exit. */

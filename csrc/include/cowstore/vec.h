@@ -42,6 +42,9 @@ int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
 int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equal */
+/* Fills an empty body with vals[0..n) (stolen on every path) in one
+ * allocation when they fit one leaf.  COW_OK or COW_ENOMEM (body empty). */
+int cow_vb_from(cow_vecbody *b, cow_val *vals, size_t n);
 /* Gives an unshared tail's unused slots back (a vector built to its final
  * size keeps no spare capacity); a shared tail is left alone. */
 void cow_vb_trim(cow_vecbody *b);
