@@ -27,6 +27,7 @@
 
 #include "cowstore/errors.h"
 #include "cowstore/map.h"
+#include "cowstore/pack.h"
 #include "cowstore/ref.h"
 #include "cowstore/store.h"
 #include "cowstore/value.h"
@@ -208,7 +209,7 @@ Test(store, round_trip)
     cr_assert_eq(st.roots, 3);
     cr_assert_gt(st.segments, 0);
     cr_assert_geq(st.segment_bytes, st.segments * (st.page_size / 2));
-    cr_assert_eq(st.format_version, 2);
+    cr_assert_eq(st.format_version, 3);
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cr_assert_eq(stats_of(s).pins, 0);
@@ -755,6 +756,113 @@ Test(store, foreign_files_fail_cleanly)
             cr_assert_null(s);
         }
     }
+}
+
+/* The format version of the store at p, read straight through LMDB (and
+ * then, if set >= 0, replaced by set). */
+static uint32_t
+format_version(const char *p, int set)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {6, "format"}, v;
+    uint32_t rec[6], was;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    cr_assert_eq(mdb_env_open(env, p, MDB_NOSUBDIR, 0644), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    cr_assert_eq(mdb_get(txn, dbi, &k, &v), 0);
+    memcpy(rec, v.mv_data, sizeof rec);
+    was = rec[2];
+    if (set >= 0) {
+        rec[2] = (uint32_t)set;
+        v.mv_data = rec;
+        cr_assert_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    }
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return was;
+}
+
+/* Format 2 files (no packs) are read as they are and marked format 3 when
+ * opened writable; format 1 gets the conversion message; a later format is
+ * refused. */
+Test(store, format_versions)
+{
+    const char *p = tpath("fmt");
+    cow_store *s = open_ok(p, 0);
+    cow_val v = mk_rich(20, 2), got;
+    put_commit(s, "x", &v);
+    cow_store_close(s);
+    {
+        uint32_t was = format_version(p, 2);
+        cr_assert_eq(was, 3, "format %u", was);
+    }
+    s = open_ok(p, COW_STORE_READONLY);
+    got = get_ok(s, "x");
+    expect_same(&v, &got, 0);
+    cow_val_release(&got);
+    cow_store_close(s);
+    cr_assert_eq(format_version(p, -1), 2, "a readonly open writes nothing");
+    s = open_ok(p, 0);
+    cow_store_close(s);
+    cr_assert_eq(format_version(p, 1), 3, "a writable open marks format 3");
+    cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ESTORE);
+    cr_assert_not_null(strstr(cow_store_errmsg(), "format 1"), "%s", cow_store_errmsg());
+    format_version(p, 4);
+    cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT);
+    cr_assert_null(s);
+    cow_val_release(&v);
+}
+
+/* A packed record (pack.h) is stored as one node with page-form words for
+ * its shape and long strings; read back, it unpacks to the value put and is
+ * read in place, and a second commit of a record of the same shape writes
+ * the shape again only because it is a new commit's heap node. */
+Test(store, packed_values_round_trip)
+{
+    cow_store *s = open_ok(tpath("packed"), COW_STORE_NOSYNC);
+    cow_map *rec = new_map(), *root = new_map();
+    char digits[301];
+    cow_val r, p, got, inner, g, view, long_str;
+    memset(digits, '7', 300);
+    digits[300] = 0;
+    cr_assert_eq(cow_val_str(&long_str, digits, 300), COW_OK);
+    const cow_val *slot;
+    map_put(rec, tu_str("id"), cow_val_int(70000));
+    map_put(rec, tu_str("text"), long_str);
+    r = cow_val_map(COW_T_DICT, rec);
+    cr_assert_eq(cow_pack_make(&r, &p), COW_FOUND);
+    map_put(root, tu_str("rec"), p);
+    {
+        cow_val top = cow_val_map(COW_T_DICT, root);
+        put_commit(s, "root", &top);
+        got = get_ok(s, "root");
+        cow_val_release(&top);
+    }
+    {
+        cow_val k = tu_str("rec");
+        cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &slot), COW_FOUND);
+        cow_val_release(&k);
+    }
+    cr_assert_eq(slot->tag, COW_T_PACKED);
+    cr_assert(cow_val_stored(slot));
+    cow_val_copy(&inner, slot);
+    cr_assert_eq(cow_pack_unpack(&inner, &g), COW_OK);
+    cr_assert(cow_val_equal(&g, &r));
+    cr_assert_eq(cow_pack_lookup(&inner, "text", 4, &view), COW_FOUND);
+    cr_assert_eq(view.tag, COW_T_STR);
+    cr_assert(cow_word_stored(view.u.w), "a long str stays in pages");
+    cr_assert_eq(cow_pack_lookup(&inner, "id", 2, &view), COW_FOUND);
+    cr_assert_eq(view.u.i, 70000);
+    cow_val_release(&g);
+    cow_val_release(&inner);
+    cow_val_release(&got);
+    cow_val_release(&r);
+    cow_store_close(s);
+    cow_pack_forget_shapes();
 }
 
 /* ---- snapshots kept for pinned values ----------------------------------------------------- */

@@ -1034,9 +1034,113 @@ class SetMachine(PairsMachine):
         assert f in {frozenset(m)} and frozenset(m) in {f}
 
 
+# ---- record-shaped data (packed containers, pack.h) --------------------------------
+
+FIELDS = ["id", "name", "score", "tags", "kind", "extra"]
+field_values = (st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none() | texts
+                | st.text(max_size=20) | st.binary(max_size=20)
+                | st.lists(texts | st.integers(-200, 200), max_size=3)
+                | st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2))
+
+
+@st.composite
+def records(draw, n_max=6):
+    """Many dicts of one key set (a few shapes), as JSON-like data is: what
+    freeze packs."""
+    shapes = draw(st.lists(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=5, unique=True),
+                           min_size=1, max_size=2))
+    return [{k: draw(field_values) for k in draw(st.sampled_from(shapes))}
+            for _ in range(draw(st.integers(0, n_max)))]
+
+
+class RecordsMachine(PairsMachine):
+    """A frozen-in list of records (packed) against a list of dicts: reads in
+    place, writes that materialise, keys added and removed (shapes change),
+    two views of one packed record, and the generic view and copy rules."""
+
+    @initialize(init=records())
+    def start(self, init):
+        self.track(freeze(init), copy.deepcopy(init))
+
+    @staticmethod
+    def record_index(data, m):
+        """The index of a dict in m (the generic rules add other values), or None."""
+        at = [r for r, x in enumerate(m) if type(x) is dict]
+        return data.draw(st.sampled_from(at), label="record") if at else None
+
+    @invariant()
+    def matches_model(self):
+        for c, m in self.pairs:
+            assert len(c) == len(m) and c == m
+            assert_same(c, m)
+
+    @rule(i=PAIR, data=st.data())
+    def read_fields(self, i, data):
+        c, m = self.pick(i)
+        r = self.record_index(data, m)
+        if r is None:
+            return
+        k = data.draw(st.sampled_from(FIELDS + ["missing"]), label="field")
+        both(lambda: c[r][k], lambda: m[r][k])
+        assert c[r].get(k, MISSING) == m[r].get(k, MISSING)
+        assert (k in c[r]) == (k in m[r]) and len(c[r]) == len(m[r])
+        if type(m[r].get(k)) is list and m[r][k]:
+            both(lambda: c[r][k][0], lambda: m[r][k][0])
+            assert len(c[r][k]) == len(m[r][k])
+
+    @rule(i=PAIR, data=st.data())
+    def change_shape(self, i, data):
+        """A key added or removed: the record leaves its shape."""
+        c, m = self.pick(i)
+        r = self.record_index(data, m)
+        if r is None:
+            return
+        k = data.draw(st.sampled_from(FIELDS), label="field")
+        view = c[r]
+        if k in m[r] and data.draw(st.booleans(), label="delete"):
+            del view[k]
+            del m[r][k]
+        else:
+            v = data.draw(field_values, label="value")
+            view[k] = v
+            m[r][k] = copy.deepcopy(v)
+        assert_same(view, m[r])
+
+    @rule(i=PAIR, data=st.data())
+    def two_views_of_one_record(self, i, data):
+        """Two reads of one packed slot are views of one container: a write
+        through either is seen by both."""
+        c, m = self.pick(i)
+        r = self.record_index(data, m)
+        if r is None:
+            return
+        a, b = c[r], c[r]
+        k = data.draw(st.sampled_from(FIELDS), label="field")
+        v = data.draw(field_values, label="value")
+        (a if data.draw(st.booleans(), label="first") else b)[k] = v
+        m[r][k] = copy.deepcopy(v)
+        assert_same(a, m[r])
+        assert_same(b, m[r])
+
+    @rule(i=PAIR, slot=PAIR)
+    def refreeze(self, i, slot):
+        """Packed again from the model: equal to the materialised pair."""
+        c, m = self.pick(i)
+        f = freeze(m)
+        assert f == c and c == f
+        self.track(f, copy.deepcopy(m), slot)
+
+    @rule(i=PAIR)
+    def thaw_and_pickle(self, i):
+        c, m = self.pick(i)
+        assert same(thaw(c), m)
+        assert_same(pickle.loads(pickle.dumps(c)), m)
+
+
 TestDict = DictMachine.TestCase
 TestList = ListMachine.TestCase
 TestSet = SetMachine.TestCase
+TestRecords = RecordsMachine.TestCase
 
 
 # ---- pickling and diff ------------------------------------------------------------

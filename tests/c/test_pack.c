@@ -1,0 +1,354 @@
+/* Criterion tests for csrc/core/pack.c: invariants P1..P4 of
+ * cowstore/pack.h -- round trips at every width boundary, what is not
+ * packed, shared shapes, inlined packed children, reads in place, hashing
+ * and equality against the general form, and hostile item bytes. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "cowstore/hash.h"
+#include "cowstore/map.h"
+#include "cowstore/pack.h"
+#include "cowstore/ref.h"
+#include "cowstore/value.h"
+#include "cowstore/vec.h"
+
+#include "cowtest.h"
+#include "cowtest_values.h"
+
+static void
+pack_fini(void)
+{
+    cow_pack_forget_shapes();
+    cr_assert_eq(cow_pack_live_nodes(), 0, "pack nodes leaked");
+    tu_leak_check();
+}
+
+TestSuite(pack, .fini = pack_fini);
+
+static cow_val
+str_of(const char *s)
+{
+    cow_val v;
+    cr_assert_eq(cow_val_str(&v, s, strlen(s)), COW_OK);
+    return v;
+}
+
+/* A dict {keys[i]: vals[i]} (vals stolen). */
+static cow_val
+dict_of(const char *const *keys, cow_val *vals, size_t n)
+{
+    cow_map *m = new_map();
+    for (size_t i = 0; i < n; i++)
+        map_put(m, str_of(keys[i]), vals[i]);
+    return cow_val_map(COW_T_DICT, m);
+}
+
+static cow_val
+list_of(cow_tag tag, cow_val *vals, size_t n)
+{
+    cow_vec *v = new_vec();
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(cow_vb_push(&v->b, vals[i]), COW_OK);
+    return cow_val_vec(tag, v);
+}
+
+static cow_val
+packed(const cow_val *v)
+{
+    cow_val p;
+    cr_assert_eq(cow_pack_make(v, &p), COW_FOUND);
+    cr_assert_eq(p.tag, COW_T_PACKED);
+    return p;
+}
+
+/* P1: unpacking gives an equal general container, same tag and identity. */
+static void
+expect_round_trip(const cow_val *v)
+{
+    cow_val p = packed(v), g;
+    cr_assert_eq(cow_pack_unpack(&p, &g), COW_OK);
+    cr_assert_eq(g.tag, v->tag);
+    cr_assert_eq(p.slen, v->tag);
+    cr_assert(cow_val_equal(&g, v));
+    cr_assert(cow_val_equal(&p, v), "a pack equals its general form");
+    if (cow_tag_is_map(v->tag)) {
+        cr_assert_eq(cow_val_getmap(&g)->ident, cow_val_getmap(v)->ident);
+        cr_assert_eq(cow_map_check(cow_val_getmap(&g)), COW_OK);
+    }
+    else {
+        cr_assert_eq(cow_val_getvec(&g)->ident, cow_val_getvec(v)->ident);
+        cr_assert_eq(cow_vec_check(&cow_val_getvec(&g)->b), COW_OK);
+    }
+    cow_val_release(&g);
+    cow_val_release(&p);
+}
+
+Test(pack, ints_at_every_width_boundary)
+{
+    static const int64_t ints[] = {
+        0, 1, 127, 128, -1, -128, -129, 255, 256, 32767, 32768, -32768, -32769,
+        2147483647LL, 2147483648LL, -2147483648LL, -2147483649LL, INT64_MAX, INT64_MIN,
+    };
+    enum { N = sizeof ints / sizeof ints[0] };
+    cow_val vals[N], l;
+    for (size_t i = 0; i < N; i++)
+        vals[i] = cow_val_int(ints[i]);
+    l = list_of(COW_T_LIST, vals, N);
+    expect_round_trip(&l);
+    for (size_t i = 0; i < N; i++) {
+        cow_val p = packed(&l), got;
+        cr_assert_eq(cow_pack_index(&p, i, &got), COW_FOUND);
+        cr_assert_eq(got.tag, COW_T_INT);
+        cr_assert_eq(got.u.i, ints[i], "index %zu", i);
+        cow_val_release(&p);
+    }
+    cow_val_release(&l);
+}
+
+Test(pack, scalars_of_every_kind)
+{
+    char s255[256], s256[257];
+    cow_val vals[12], l, big = mk_bigint(0x1234, 12);
+    memset(s255, 'x', 255);
+    s255[255] = 0;
+    memset(s256, 'y', 256);
+    s256[256] = 0;
+    vals[0] = cow_val_none();
+    vals[1] = cow_val_bool(0);
+    vals[2] = cow_val_bool(1);
+    vals[3] = cow_val_float(-0.0);
+    vals[4] = cow_val_float(1e308);
+    vals[5] = str_of("");
+    vals[6] = str_of("fourteen bytes");          /* COW_INLINE_MAX: inline cow_val */
+    vals[7] = str_of("fifteen bytes!!");         /* a blob, inline in the pack */
+    vals[8] = str_of(s255);                      /* the longest inline */
+    vals[9] = str_of(s256);                      /* held by word */
+    cr_assert_eq(cow_val_bytes(&vals[10], "\0\1\2", 3), COW_OK);
+    vals[11] = big;
+    l = list_of(COW_T_TUPLE, vals, 12);
+    expect_round_trip(&l);
+    cow_val_release(&l);
+}
+
+Test(pack, nested_dicts_lists_and_frozen_kinds)
+{
+    static const char *const rec_keys[] = {"id", "name", "tags", "inner"};
+    static const char *const in_keys[] = {"a", "b"};
+    cow_val tags[3] = {str_of("t0"), str_of("t1"), str_of("t2")};
+    cow_val inner[2] = {cow_val_int(1), cow_val_none()};
+    cow_val vals[4], rec, frozen;
+    vals[0] = cow_val_int(7);
+    vals[1] = str_of("seven");
+    vals[2] = list_of(COW_T_FLIST, tags, 3);
+    vals[3] = dict_of(in_keys, inner, 2);
+    vals[3].tag = COW_T_FDICT;
+    rec = dict_of(rec_keys, vals, 4);
+    expect_round_trip(&rec);
+    cow_val_copy(&frozen, &rec);
+    frozen.tag = COW_T_FDICT;
+    expect_round_trip(&frozen);
+    cow_val_release(&frozen);
+    cow_val_release(&rec);
+}
+
+/* P2: what keeps the general form. */
+Test(pack, what_is_not_packed)
+{
+    cow_val v, out = cow_val_none(), items[COW_PACK_MAX_ITEMS + 1], one;
+    cow_map *m = new_map();
+    map_put(m, cow_val_int(1), cow_val_int(2));         /* a non-str key */
+    v = cow_val_map(COW_T_DICT, m);
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND);
+    v.tag = COW_T_SET;
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "sets are never packed");
+    cow_val_release(&v);
+    for (size_t i = 0; i <= COW_PACK_MAX_ITEMS; i++)
+        items[i] = cow_val_int((int64_t)i);
+    v = list_of(COW_T_LIST, items, COW_PACK_MAX_ITEMS + 1);
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "too many items");
+    cow_val_release(&v);
+    for (size_t i = 0; i < 5; i++) {       /* 5 x 255-byte strings pass 1024 bytes */
+        char s[256];
+        memset(s, 'a' + (int)i, 255);
+        s[255] = 0;
+        items[i] = str_of(s);
+    }
+    v = list_of(COW_T_LIST, items, 5);
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "too many bytes");
+    cow_val_release(&v);
+    one = cow_val_int(1);
+    v = list_of(COW_T_LIST, &one, 1);
+    for (int d = 0; d < COW_PACK_MAX_DEPTH + 1; d++)
+        v = list_of(COW_T_LIST, &v, 1);
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "too deep");
+    cow_val_release(&v);
+    v = cow_val_int(3);
+    cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "not a container");
+    cr_assert_eq(out.tag, COW_T_NONE, "out untouched");
+}
+
+/* The words of a pack node (the layout of pack.h). */
+static const cow_word *
+words_of(const cow_val *p)
+{
+    return (const cow_word *)((const cow_pack *)p->u.w + 1);
+}
+
+/* P4: records with one key tuple share one shape blob. */
+Test(pack, records_share_their_shape)
+{
+    static const char *const keys[] = {"x", "y"};
+    cow_val a[2] = {cow_val_int(1), cow_val_int(2)}, b[2] = {cow_val_int(3), cow_val_int(4)};
+    cow_val da = dict_of(keys, a, 2), db = dict_of(keys, b, 2), pa = packed(&da), pb = packed(&db);
+    cr_assert_eq(((const cow_pack *)pa.u.w)->size >> COW_PACK_NWORDS_SHIFT, 1);
+    cr_assert_eq(words_of(&pa)[0], words_of(&pb)[0], "one shape");
+    cr_assert_not(cow_val_equal(&pa, &pb));
+    cow_val_release(&pa);
+    cow_val_release(&pb);
+    cow_val_release(&da);
+    cow_val_release(&db);
+}
+
+/* A packed child is inlined (its bytes copied, its words renumbered). */
+Test(pack, packed_children_are_inlined)
+{
+    static const char *const keys[] = {"k", "child"};
+    static const char *const ckeys[] = {"long"};
+    char s[300];
+    cow_val cv[1], child, pchild, vals[2], parent, pp, g;
+    memset(s, 'z', sizeof s - 1);
+    s[sizeof s - 1] = 0;
+    cv[0] = str_of(s);                             /* a word in the child */
+    child = dict_of(ckeys, cv, 1);
+    pchild = packed(&child);
+    vals[0] = mk_bigint(99, 10);                   /* a word in the parent first */
+    vals[1] = pchild;
+    parent = dict_of(keys, vals, 2);
+    pp = packed(&parent);
+    cr_assert_eq(cow_pack_unpack(&pp, &g), COW_OK);
+    {
+        cow_val k = str_of("child");
+        const cow_val *got;
+        cr_assert_eq(cow_map_get(cow_val_getmap(&g), &k, tu_hash(&k), &got), COW_FOUND);
+        cr_assert_eq(got->tag, COW_T_DICT, "nested containers come back general");
+        cr_assert(cow_val_equal(got, &child));
+        cr_assert_eq(cow_val_getmap(got)->ident, cow_val_getmap(&child)->ident);
+        cow_val_release(&k);
+    }
+    cow_val_release(&g);
+    cow_val_release(&pp);
+    cow_val_release(&parent);
+    cow_val_release(&child);
+}
+
+/* Reads in place: a key or index found, absent, or a nested container. */
+Test(pack, reads_in_place)
+{
+    static const char *const keys[] = {"n", "s", "l"};
+    cow_val inner[1] = {cow_val_int(5)};
+    cow_val vals[3] = {cow_val_int(-300), str_of("hello"), list_of(COW_T_LIST, inner, 1)};
+    cow_val d = dict_of(keys, vals, 3), p = packed(&d), got;
+    size_t n;
+    const char *data;
+    size_t len;
+    cr_assert_eq(cow_pack_count(&p, &n), COW_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(cow_pack_lookup(&p, "n", 1, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, -300);
+    cr_assert_eq(cow_pack_lookup(&p, "s", 1, &got), COW_FOUND);
+    cr_assert_eq(got.tag, COW_T_STR_VIEW);
+    cow_val_span(&got, &data, &len);
+    cr_assert(len == 5 && memcmp(data, "hello", 5) == 0);
+    cr_assert_eq(cow_pack_lookup(&p, "l", 1, &got), COW_PACK_NESTED);
+    cr_assert_eq(cow_pack_lookup(&p, "nn", 2, &got), COW_NOT_FOUND);
+    cr_assert_eq(cow_pack_index(&p, 0, &got), COW_ECORRUPT, "a dict has no index");
+    cow_val_release(&p);
+    cow_val_release(&d);
+}
+
+/* Hashing goes through the general form: a frozen pack hashes as it. */
+Test(pack, hash_and_order_match_the_general_form)
+{
+    static const char *const keys[] = {"a", "b"};
+    cow_val vals[2] = {cow_val_int(1), str_of("two")};
+    cow_val d = dict_of(keys, vals, 2), p, hd, hp;
+    uint64_t h1, h2;
+    d.tag = COW_T_FDICT;
+    p = packed(&d);
+    cr_assert_eq(cow_val_hash(&d, &h1), COW_OK);
+    cr_assert_eq(cow_val_hash(&p, &h2), COW_OK);
+    cr_assert_eq(h1, h2);
+    cr_assert_eq(cow_val_order(&d, &p), 0);
+    hd = d;
+    hd.tag = COW_T_DICT;
+    hp = p;
+    hp.slen = COW_T_DICT;
+    cr_assert_eq(cow_val_hash(&hp, &h2), COW_ETYPE, "a packed dict is unhashable");
+    (void)hd;
+    cow_val_release(&p);
+    cow_val_release(&d);
+}
+
+/* P3: random item bytes behind a valid header decode to a value or
+ * COW_ECORRUPT -- never a read outside the node (ASan) or a crash. */
+Test(pack, hostile_items_fail_cleanly)
+{
+    static const char *const keys[] = {"a", "b", "c"};
+    cow_val vals[3] = {cow_val_int(1), str_of("x"), cow_val_none()};
+    cow_val d = dict_of(keys, vals, 3), p = packed(&d);
+    cow_pack *node = (cow_pack *)p.u.w;
+    unsigned nwords = node->size >> COW_PACK_NWORDS_SHIFT;
+    uint8_t *items = (uint8_t *)((cow_word *)(node + 1) + nwords);
+    size_t nbytes = node->size & COW_PACK_NBYTES_MASK;
+    uint32_t rng = 12345;
+    for (int round = 0; round < 20000; round++) {
+        cow_val got, as_list = p;
+        size_t n;
+        int outer = cow_ref_scope_enter();
+        for (size_t i = 1; i < nbytes; i++) {      /* byte 0: the shape's word index */
+            rng = rng * 1103515245u + 12345u;
+            items[i] = (uint8_t)(rng >> 16);
+        }
+        rng = rng * 1103515245u + 12345u;
+        items[0] = (uint8_t)((rng >> 16) % 3);     /* in range or not */
+        if (cow_pack_unpack(&p, &got) == COW_OK)
+            cow_val_release(&got);
+        cow_pack_lookup(&p, "b", 1, &got);
+        cow_pack_count(&p, &n);
+        as_list.slen = COW_T_LIST;
+        if (cow_pack_unpack(&as_list, &got) == COW_OK)
+            cow_val_release(&got);
+        cow_pack_index(&as_list, 2, &got);
+        cow_ref_scope_leave(outer);
+    }
+    cow_val_release(&p);
+    cow_val_release(&d);
+}
+
+Test(pack, allocation_failures_leak_nothing)
+{
+    static const char *const keys[] = {"a", "b"};
+    tu_alloc_install();
+    for (long budget = 0; budget < 40; budget++) {
+        cow_val tags[2] = {str_of("fifteen bytes!!"), cow_val_int(2)};
+        cow_val vals[2] = {cow_val_int(1), list_of(COW_T_LIST, tags, 2)};
+        cow_val d = dict_of(keys, vals, 2), p, g;
+        int rc;
+        tu_fail_after(budget);
+        rc = cow_pack_make(&d, &p);
+        if (rc == COW_FOUND) {
+            if (cow_pack_unpack(&p, &g) == COW_OK)
+                cow_val_release(&g);
+            cow_val_release(&p);
+        }
+        else
+            cr_assert_eq(rc, COW_ENOMEM);
+        tu_fail_after(-1);
+        cow_val_release(&d);
+        cow_pack_forget_shapes();
+        cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
+    }
+}
