@@ -2,8 +2,9 @@
 and a {str: int} map, as plain Python objects, JSON text, msgpack, Arrow and
 cowstore (heap and store file).
 
-Sizes are deterministic (tracemalloc counts, byte lengths, LMDB page counts):
-each is measured once; nothing here is timed."""
+Sizes are deterministic (tracemalloc counts, byte lengths, LMDB page counts;
+immutables.Map's alone follows the per-process str hash): each is measured
+once; nothing here is timed."""
 import glob
 import gzip
 import json
@@ -138,7 +139,7 @@ def run():
         "`cowstore.freeze(data)` (gc'd); store = `store['ds'] = data` committed to a new "
         "store file, then `stats()['file_bytes']` (the pages LMDB uses, which is also the "
         "file's size here) and `stats()['segment_bytes']` (the nodes alone). Sizes are "
-        "deterministic: one measurement each, nothing timed.")
+        "deterministic (immutables aside, see below): one measurement each, nothing timed.")
     rows, bars, goals_at = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cowstore-bench-") as tmp:
         got, notes = measure(R.compact_json(R.records(N_RECORDS)), tmp, persistent=True)
@@ -150,6 +151,12 @@ def run():
             if b is not None:
                 bars[name] = b / N_RECORDS
         goals_at["records"] = got
+        if got.get(IMMUTABLES) is not None:
+            res["notes"].append(
+                "immutables.Map places keys by Python's `hash()` of str, randomised per "
+                "process (PYTHONHASHSEED): the tries' shapes, and so its bytes, change from "
+                "run to run (266 to 338 B/record seen at 200,000). Every other figure here "
+                "is the same in every run.")
         res["tables"].append({
             "caption": f"{N_RECORDS:,} JSON-like records: bytes per record",
             "columns": ["form", "bytes per record", "/ JSON", "/ msgpack"],
