@@ -140,87 +140,96 @@ def run():
         "store file, then `stats()['file_bytes']` (the pages LMDB uses, which is also the "
         "file's size here) and `stats()['segment_bytes']` (the nodes alone). Sizes are "
         "deterministic (immutables aside, see below): one measurement each, nothing timed.")
-    rows, bars, goals_at = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cowstore-bench-") as tmp:
-        got, notes = measure(R.compact_json(R.records(N_RECORDS)), tmp, persistent=True)
-        res["notes"] += notes
-        for name, b in got.items():
-            rows.append([name, fmt_or_dash(b, lambda v: f"{v / N_RECORDS:.1f}"),
-                             fmt_or_dash(ratio(b, got[JSON]), H.fmt_ratio),
-                             fmt_or_dash(ratio(b, got[MSGPACK]), H.fmt_ratio)])
-            if b is not None:
-                bars[name] = b / N_RECORDS
-        goals_at["records"] = got
-        if got.get(IMMUTABLES) is not None:
-            res["notes"].append(
-                "immutables.Map places keys by Python's `hash()` of str, randomised per "
-                "process (PYTHONHASHSEED): the tries' shapes, and so its bytes, change from "
-                "run to run (266 to 338 B/record seen at 200,000). Every other figure here "
-                "is the same in every run.")
-        res["tables"].append({
-            "caption": f"{N_RECORDS:,} JSON-like records: bytes per record",
-            "columns": ["form", "bytes per record", "/ JSON", "/ msgpack"],
-            "rows": rows})
-
-        loaded = corpus()
-        cbars = {}
-        if loaded is None:
-            res["notes"].append("`botocore` not importable here: the corpus table is missing.")
-        else:
-            text, names, version = loaded
-            cgot, notes = measure(text, tmp)
-            res["notes"] += notes
-            res["tables"].append({
-                "caption": f"Real nested JSON: {len(names)} botocore {version} service "
-                           f"descriptions ({H.fmt_bytes(len(text))} of compact JSON)",
-                "columns": ["form", "bytes", "/ JSON", "/ msgpack"],
-                "rows": [[name, fmt_or_dash(b, H.fmt_bytes),
-                          fmt_or_dash(ratio(b, cgot[JSON]), H.fmt_ratio),
-                          fmt_or_dash(ratio(b, cgot[MSGPACK]), H.fmt_ratio)]
-                         for name, b in cgot.items()]})
-            cbars = {name: b / cgot[JSON] for name, b in cgot.items() if b is not None}
-            goals_at["corpus"] = cgot
-            res["notes"].append(
-                f"Corpus: `botocore/data/<service>/<newest version>/service-2.json(.gz)` of "
-                f"the services in name order ({names[0]} … {names[-1]}) until the compact "
-                f"JSON reached {H.fmt_bytes(CORPUS_BYTES)}; loaded as one JSON list. API "
-                "descriptions: deeply nested, the same keys and strings everywhere. A "
-                "different botocore version gives a somewhat different corpus. Arrow is "
-                "no natural form for it: `from_pylist` infers one struct type for all the "
-                "documents, so every name under `shapes` or `operations` in any service "
-                "becomes a field of every document (null where absent); its figures are "
-                "what that costs, not a bound on what a columnar layout could do.")
-
-        map_dict = bench_memory.spawn("map", "dict", "tracemalloc", MAP_N)
-        map_heap = bench_memory.spawn("map", "CowDict", "tracemalloc", MAP_N)
-        path = os.path.join(tmp, "map.cow")
-        stats = bench_store_size.write_store(path, bench_memory.build("dict", MAP_N))
-        goals_at["map"] = (map_dict, map_heap, stats["file_bytes"])
-        res["tables"].append({
-            "caption": f"{{str: int}} map of {H.fmt_n(MAP_N)} entries",
-            "columns": ["form", "bytes per entry", "% of dict"],
-            "rows": [[name, f"{b / MAP_N:.1f}", f"{100 * b / map_dict:.1f}%"]
-                     for name, b in (("dict (keys and values included)", map_dict),
-                                     (HEAP, map_heap),
-                                     (SEGMENTS, stats["segment_bytes"]),
-                                     (FILE, stats["file_bytes"]))]})
-        res["notes"].append(
-            f"Map: keys `'key<i>'`, values `i`, built one key at a time in a fresh process "
-            "(as in section 5; the dict's key and int objects count, CowDict holds none); "
-            "the store file holds the same map committed as one root.")
-
-    add_goals(res, goals_at)
+        at = {"records": records_table(res, tmp), "corpus": corpus_table(res, tmp),
+              "map": map_table(res, tmp)}
+    add_goals(res, at)
     highlight = {HEAP: "tab:orange", SEGMENTS: "tab:orange", FILE: "tab:orange"}
     panels = [{"kind": "bar", "title": f"{N_RECORDS:,} JSON-like records",
-               "ylabel": "bytes per record (log scale)", "bars": bars,
-               "highlight": highlight, "logy": True}]
-    if cbars:
+               "ylabel": "bytes per record (log scale)", "highlight": highlight, "logy": True,
+               "bars": {k: b / N_RECORDS for k, b in at["records"].items() if b is not None}}]
+    if at["corpus"]:
+        cor = at["corpus"]
         panels.append({"kind": "bar", "title": "botocore service descriptions",
-                       "ylabel": "bytes / compact JSON bytes (log scale)", "bars": cbars,
+                       "ylabel": "bytes / compact JSON bytes (log scale)",
+                       "bars": {k: b / cor[JSON] for k, b in cor.items() if b is not None},
                        "highlight": highlight, "fmt": "{:.2f}", "logy": True})
     res["plots"].append({"file": "bench_records.png", "title": "Q14: bytes per record",
                          "panels": panels})
     return res
+
+
+def records_table(res, tmp):
+    """The seeded records in every form; returns {column: bytes or None}."""
+    got, notes = measure(R.compact_json(R.records(N_RECORDS)), tmp, persistent=True)
+    res["notes"] += notes
+    if got.get(IMMUTABLES) is not None:
+        res["notes"].append(
+            "immutables.Map places keys by Python's `hash()` of str, randomised per "
+            "process (PYTHONHASHSEED): the tries' shapes, and so its bytes, change from "
+            "run to run (266 to 338 B/record seen at 200,000). Every other figure here "
+            "is the same in every run.")
+    res["tables"].append({
+        "caption": f"{N_RECORDS:,} JSON-like records: bytes per record",
+        "columns": ["form", "bytes per record", "/ JSON", "/ msgpack"],
+        "rows": [[name, fmt_or_dash(b, lambda v: f"{v / N_RECORDS:.1f}"),
+                  fmt_or_dash(ratio(b, got[JSON]), H.fmt_ratio),
+                  fmt_or_dash(ratio(b, got[MSGPACK]), H.fmt_ratio)]
+                 for name, b in got.items()]})
+    return got
+
+
+def corpus_table(res, tmp):
+    """The botocore corpus in every form; returns {column: bytes or None}, or
+    None when botocore is missing."""
+    loaded = corpus()
+    if loaded is None:
+        res["notes"].append("`botocore` not importable here: the corpus table is missing.")
+        return None
+    text, names, version = loaded
+    got, notes = measure(text, tmp)
+    res["notes"] += notes
+    res["tables"].append({
+        "caption": f"Real nested JSON: {len(names)} botocore {version} service "
+                   f"descriptions ({H.fmt_bytes(len(text))} of compact JSON)",
+        "columns": ["form", "bytes", "/ JSON", "/ msgpack"],
+        "rows": [[name, fmt_or_dash(b, H.fmt_bytes),
+                  fmt_or_dash(ratio(b, got[JSON]), H.fmt_ratio),
+                  fmt_or_dash(ratio(b, got[MSGPACK]), H.fmt_ratio)]
+                 for name, b in got.items()]})
+    res["notes"].append(
+        f"Corpus: `botocore/data/<service>/<newest version>/service-2.json(.gz)` of "
+        f"the services in name order ({names[0]} … {names[-1]}) until the compact "
+        f"JSON reached {H.fmt_bytes(CORPUS_BYTES)}; loaded as one JSON list. API "
+        "descriptions: deeply nested, the same keys and strings everywhere. A "
+        "different botocore version gives a somewhat different corpus. Arrow is "
+        "no natural form for it: `from_pylist` infers one struct type for all the "
+        "documents, so every name under `shapes` or `operations` in any service "
+        "becomes a field of every document (null where absent); its figures are "
+        "what that costs, not a bound on what a columnar layout could do.")
+    return got
+
+
+def map_table(res, tmp):
+    """The {str: int} map as dict, CowDict and store; returns (dict bytes,
+    CowDict bytes, store file bytes)."""
+    map_dict = bench_memory.spawn("map", "dict", "tracemalloc", MAP_N)
+    map_heap = bench_memory.spawn("map", "CowDict", "tracemalloc", MAP_N)
+    stats = bench_store_size.write_store(os.path.join(tmp, "map.cow"),
+                                         bench_memory.build("dict", MAP_N))
+    res["tables"].append({
+        "caption": f"{{str: int}} map of {H.fmt_n(MAP_N)} entries",
+        "columns": ["form", "bytes per entry", "% of dict"],
+        "rows": [[name, f"{b / MAP_N:.1f}", f"{100 * b / map_dict:.1f}%"]
+                 for name, b in (("dict (keys and values included)", map_dict),
+                                 (HEAP, map_heap),
+                                 (SEGMENTS, stats["segment_bytes"]),
+                                 (FILE, stats["file_bytes"]))]})
+    res["notes"].append(
+        "Map: keys `'key<i>'`, values `i`, built one key at a time in a fresh process "
+        "(as in section 5; the dict's key and int objects count, CowDict holds none); "
+        "the store file holds the same map committed as one root.")
+    return map_dict, map_heap, stats["file_bytes"]
 
 
 def add_goals(res, at):
@@ -236,7 +245,7 @@ def add_goals(res, at):
         H.goal(res, f"JSON-like records: cowstore {text}",
                f"{per_record(rec[key])} vs {per_record(rec[theirs])} "
                f"({fmt_or_dash(r, H.fmt_ratio)})", None if r is None else r <= 1)
-    if "corpus" in at:
+    if at["corpus"]:
         cor = at["corpus"]
         for label, key in (("heap", HEAP), ("store file", FILE)):
             r = ratio(cor[key], cor[MSGPACK])
