@@ -237,6 +237,26 @@ def render_section(res, plots_written=()):
     return "\n".join(parts)
 
 
+def _draw_bars(ax, panel):
+    """A bar panel: {"kind": "bar", "title", "ylabel", "bars": {label: value}},
+    each bar marked with its value (``fmt``: a format string, default "{:.0f}");
+    optional ``logy`` and ``highlight`` ({label: colour})."""
+    labels, values = zip(*panel["bars"].items())
+    colors = [panel.get("highlight", {}).get(label, "tab:blue") for label in labels]
+    bars = ax.bar(range(len(values)), values, color=colors)
+    fmt = panel.get("fmt", "{:.0f}")
+    for bar, value in zip(bars, values):
+        ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+    if panel.get("logy"):
+        ax.set_yscale("log")
+    ax.set_title(panel["title"], fontsize=10)
+    ax.set_ylabel(panel["ylabel"])
+    ax.grid(True, axis="y", alpha=0.3)
+
+
 def draw_plots(res, outdir):
     """Writes res's plots as PNGs into outdir; returns the files written
     (none when matplotlib is missing)."""
@@ -252,6 +272,9 @@ def draw_plots(res, outdir):
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0),
                                  squeeze=False)
         for ax, panel in zip(axes[0], panels):
+            if panel.get("kind") == "bar":
+                _draw_bars(ax, panel)
+                continue
             logy = panel.get("logy", True)
             for name, points in panel["series"].items():
                 # A log axis cannot show a zero (an RSS delta can read 0): leave it out.
@@ -268,7 +291,9 @@ def draw_plots(res, outdir):
             ax.legend(fontsize=8)
         fig.suptitle(plot["title"], fontsize=11)
         # Fixed margins: tight_layout would double the time of each figure.
-        fig.subplots_adjust(left=0.16 / len(panels), right=0.98, bottom=0.13, top=0.84,
+        # Bar labels are names, set at a slant: they need a deeper bottom margin.
+        bottom = 0.34 if any(p.get("kind") == "bar" for p in panels) else 0.13
+        fig.subplots_adjust(left=0.16 / len(panels), right=0.98, bottom=bottom, top=0.84,
                             wspace=0.3)
         fig.savefig(os.path.join(outdir, plot["file"]), dpi=90)
         plt.close(fig)

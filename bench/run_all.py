@@ -25,9 +25,9 @@ ROOT = os.path.dirname(HERE)
 SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
            "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
            "bench_store_read", "bench_store_workers", "bench_store_commit",
-           "bench_import", "bench_diff"]
+           "bench_import", "bench_diff", "bench_records"]
 PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil",
-            "lmdb", "pyarrow", "deepdiff"]
+            "lmdb", "pyarrow", "deepdiff", "msgpack", "botocore"]
 
 
 def _cpu_model():

@@ -16,7 +16,7 @@ SECTIONS = ["## Machine", "## Goals at a glance", "## 1. Copy cost", "## 2. Look
             "## 5. Memory", "## 6. freeze / thaw", "## 7. GC pauses",
             "## 8. Stored dataset: size and open", "## 9. Stored read: a random record",
             "## 10. Workers reading a shared dataset", "## 11. Committing a one-leaf change",
-            "## 13. diff per change"]
+            "## 13. diff per change", "## 14. Bytes per record"]
 
 
 def test_run_all_quick_writes_every_section(tmp_path):
@@ -37,7 +37,7 @@ def test_run_all_quick_writes_every_section(tmp_path):
     assert len(re.findall(r"\| \*\*(?:met|not met)\*\* \||\| n/a \|", text)) >= 11
     if importlib.util.find_spec("matplotlib") is not None:
         for name in ("copy", "lookup", "iteration", "setitem", "memory", "freeze_thaw", "gc",
-                     "store_size", "store_read", "store_commit"):
+                     "store_size", "store_read", "store_commit", "records"):
             png = f"bench_{name}.png"
             assert (tmp_path / png).stat().st_size > 0, png
             assert f"]({png})" in text, png

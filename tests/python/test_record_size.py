@@ -1,0 +1,77 @@
+"""Bytes per record stay under a stated bound (issue 10's size regression test).
+
+The records are bench/records.py's seeded JSON-like records, the ones
+bench/bench_records.py measures at 200,000; here 5,000, so the whole file runs
+in well under a second.  The heap figure is tracemalloc's count of what
+`cowstore.freeze(records)` keeps alive; the store figure is the pages LMDB uses
+(`stats()['file_bytes']`) after committing the records to a new store.
+
+Issue 10's goals are heap and store file each ≤ msgpack's bytes per record
+(~74 B here; the moonshot is Arrow's in-memory table, ~55 B).  The bounds
+below are what the code measured when this test was written plus 10%, so a
+change that grows records fails here; a change that shrinks them should
+lower the bounds to its own figures + 10%.
+"""
+import gc
+import importlib.util
+import os
+import tracemalloc
+
+import pytest
+
+import cowstore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_spec = importlib.util.spec_from_file_location("records", os.path.join(ROOT, "bench", "records.py"))
+R = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(R)
+
+N = 5_000
+# Measured on 2026-12-04 at a71ae65 (packed containers): heap 78.5 B/record,
+# store file 93.4 B/record (segments 82.6; the rest is LMDB's pages and
+# B-trees, a larger share at 5,000 records than at 200,000).  Bound = + 10%.
+HEAP_BYTES_PER_RECORD_MAX = 86.3
+FILE_BYTES_PER_RECORD_MAX = 102.7
+
+
+@pytest.fixture(scope="module")
+def data():
+    return R.records(N)
+
+
+def msgpack_note(per_record, data):
+    """', N x msgpack's M B/record' when msgpack is installed, else ''."""
+    try:
+        import msgpack
+    except ImportError:
+        return ""
+    theirs = len(msgpack.packb(data)) / N
+    return f", {per_record / theirs:.2f}x msgpack's {theirs:.1f} B/record"
+
+
+def test_heap_bytes_per_record(data):
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        frozen = cowstore.freeze(data)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(frozen) == N
+    per = used / N
+    assert per <= HEAP_BYTES_PER_RECORD_MAX, (
+        f"cowstore heap {per:.1f} B/record > bound {HEAP_BYTES_PER_RECORD_MAX}"
+        + msgpack_note(per, data))
+
+
+def test_store_file_bytes_per_record(data, tmp_path):
+    with cowstore.open(str(tmp_path / "records.cow"), durable=False) as store:
+        store["ds"] = data
+        stats = store.stats()
+    per = stats["file_bytes"] / N
+    assert per <= FILE_BYTES_PER_RECORD_MAX, (
+        f"cowstore store file {per:.1f} B/record (segments "
+        f"{stats['segment_bytes'] / N:.1f}) > bound {FILE_BYTES_PER_RECORD_MAX}"
+        + msgpack_note(per, data))
