@@ -141,13 +141,20 @@ check_format(cow_store *s, MDB_txn *txn, int create)
         return store_msg(COW_ECORRUPT, "not a cowstore store (bad magic)");
     if (rec[3] != COW_STORE_BOM)
         return store_msg(COW_ECORRUPT, "store written on a host of the other byte order");
-    if (rec[2] < COW_STORE_FORMAT)
+    if (rec[2] < COW_STORE_FORMAT_OLDEST_READ)
         return store_msg(COW_ESTORE, "store format 1, written by cowstore 0.1; this version "
-                                     "reads format 2: export each root with cowstore 0.1 "
+                                     "reads formats 2 and 3: export each root with cowstore 0.1 "
                                      "(`cowstore export OLD NAME NAME.json`) and import it "
                                      "here (`cowstore import NEW NAME NAME.json`)");
-    if (rec[2] != COW_STORE_FORMAT || rec[4] != sizeof(cow_val) || rec[5] != sizeof(cow_word))
+    if (rec[2] > COW_STORE_FORMAT || rec[4] != sizeof(cow_val) || rec[5] != sizeof(cow_word))
         return store_msg(COW_ECORRUPT, "unsupported store format version");
+    if (rec[2] < COW_STORE_FORMAT && create) {      /* see COW_STORE_FORMAT */
+        rec[2] = COW_STORE_FORMAT;
+        v.mv_size = sizeof rec;
+        v.mv_data = rec;
+        if ((mrc = mdb_put(txn, s->meta, &k, &v, 0)) != 0)
+            return store_mdb_fail(s, mrc, "marking the store format 3");
+    }
     return COW_OK;
 }
 
