@@ -11,10 +11,10 @@
 
 enum {
     PK_NONE = 0x00, PK_FALSE = 0x01, PK_TRUE = 0x02,
-    PK_INT8 = 0x03, PK_INT16 = 0x04, PK_INT32 = 0x05, PK_INT64 = 0x06,
-    PK_FLOAT = 0x07,
-    PK_WSTR = 0x08, PK_WBYTES = 0x09, PK_WBIGINT = 0x0a,
-    PK_STR = 0x0b, PK_BYTES = 0x0c,
+    PK_INT8 = 0x03, PK_INT16 = 0x04, PK_INT24 = 0x05, PK_INT32 = 0x06, PK_INT64 = 0x07,
+    PK_FLOAT = 0x08,
+    PK_WSTR = 0x09, PK_WBYTES = 0x0a, PK_WBIGINT = 0x0b,
+    PK_STR = 0x0c, PK_BYTES = 0x0d,
     PK_CONTAINER = 0x10,            /* + kind_code(tag), 0x10..0x14 */
     PK_SSTR = 0x20,                 /* + length 0..COW_INLINE_MAX */
     PK_SMALLINT = 0x80,             /* + value 0..127 */
@@ -39,6 +39,19 @@ kind_code(int tag)
 }
 
 static int is_dict_tag(int tag) { return tag == COW_T_DICT || tag == COW_T_FDICT; }
+
+/* Bytes of the int of each code PK_INT8..PK_INT64. */
+static const uint8_t int_widths[] = {1, 2, 3, 4, 8};
+static size_t int_width(unsigned code) { return int_widths[code - PK_INT8]; }
+
+/* The identity of the container at position pos of a container whose
+ * identity is parent: nested containers store none (pack.h, P5), so it is
+ * derived, the same at every materialisation. */
+static uint32_t
+nested_ident(uint32_t parent, size_t pos)
+{
+    return (uint32_t)cow_hash_mix64(((uint64_t)parent << 32) ^ (uint64_t)(pos + 1));
+}
 
 static long live_packs;
 long cow_pack_live_nodes(void) { return live_packs; }
@@ -180,9 +193,12 @@ put_int(pk_out *o, int64_t i)
 {
     if (i >= 0 && i <= PK_SMALLINT_MAX)
         return put_byte(o, PK_SMALLINT + (unsigned)i);
-    int code = i == (int8_t)i ? PK_INT8 : i == (int16_t)i ? PK_INT16 : i == (int32_t)i ? PK_INT32 : PK_INT64;
-    size_t width = (size_t)1 << (code - PK_INT8);
-    int rc = put_byte(o, (unsigned)code);
+    unsigned code = PK_INT8;
+    while (code < PK_INT64 && (i < -((int64_t)1 << (8 * int_width(code) - 1))
+                               || i >= ((int64_t)1 << (8 * int_width(code) - 1))))
+        code++;                         /* the narrowest two's-complement width */
+    size_t width = int_width(code);
+    int rc = put_byte(o, code);
     return rc ? rc : put(o, &i, width);     /* little-endian: the low bytes */
 }
 
@@ -264,25 +280,20 @@ put_vec_body(pk_out *o, const cow_vec *vec, unsigned depth)
     return rc;
 }
 
-/* A container item: code, identity, body. */
+/* A container item: code, body (P5: no identity). */
 static int
 put_container(pk_out *o, const cow_val *v, unsigned depth)
 {
     int tag = v->tag == COW_T_PACKED ? v->slen : v->tag, code = kind_code(tag), rc;
-    uint32_t ident;
     if (code < 0 || depth >= COW_PACK_MAX_DEPTH)
         return PK_NO;
+    if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)))
+        return rc;
     if (v->tag == COW_T_PACKED) {
         const cow_pack *src = cow_ref_get(&v->u.w, COW_NK_PACK);
         const uint8_t *p = items_of(src);
-        ident = v->aux;
-        if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)) || (rc = put(o, &ident, sizeof ident)))
-            return rc;
         return copy_body(o, src, &p, tag, depth + 1);
     }
-    ident = is_dict_tag(tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
-    if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)) || (rc = put(o, &ident, sizeof ident)))
-        return rc;
     return is_dict_tag(tag) ? put_map_body(o, cow_val_getmap(v), depth + 1)
                             : put_vec_body(o, cow_val_getvec(v), depth + 1);
 }
@@ -375,7 +386,8 @@ next_key(const uint8_t **keys, const uint8_t *end, const uint8_t **key, size_t *
     return COW_OK;
 }
 
-static int get_value(pk_in *in, cow_val *out, unsigned depth);
+/* ident: the identity the item gets if it is a container (nested_ident). */
+static int get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident);
 
 static int
 get_inline(pk_in *in, cow_val *out, size_t len, int is_str)
@@ -411,7 +423,7 @@ get_word_value(pk_in *in, cow_val *out, int tag)
 static int
 get_int(pk_in *in, cow_val *out, unsigned code)
 {
-    size_t width = (size_t)1 << (code - PK_INT8);
+    size_t width = int_width(code);
     uint8_t raw[8];
     int64_t i = 0;
     int rc = get(in, raw, width);
@@ -461,7 +473,7 @@ get_dict_body(pk_in *in, cow_map *m, unsigned depth)
     for (i = 0; i < count && rc == COW_OK; i++) {
         if ((rc = get_key(&keys, kend, kv, i, &kv[2 * i])))
             break;
-        if ((rc = get_value(in, &kv[2 * i + 1], depth))) {
+        if ((rc = get_value(in, &kv[2 * i + 1], depth, nested_ident(m->ident, i)))) {
             cow_val_release(&kv[2 * i]);
             break;
         }
@@ -482,7 +494,7 @@ get_vec_body(pk_in *in, cow_vec *vec, unsigned depth)
     if (rc == COW_OK && count > COW_PACK_MAX_ITEMS)
         rc = COW_ECORRUPT;
     for (i = 0; i < count && rc == COW_OK; i++)
-        if ((rc = get_value(in, &vals[i], depth)))
+        if ((rc = get_value(in, &vals[i], depth, nested_ident(vec->ident, i))))
             break;
     if (rc < 0) {
         release_all(vals, i);
@@ -520,10 +532,9 @@ get_container(pk_in *in, cow_val *out, int tag, uint32_t ident, unsigned depth)
 }
 
 static int
-get_value(pk_in *in, cow_val *out, unsigned depth)
+get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
 {
     unsigned code;
-    uint32_t ident;
     double f;
     int rc = get_byte(in, &code);
     if (rc)
@@ -534,16 +545,14 @@ get_value(pk_in *in, cow_val *out, unsigned depth)
     }
     if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
         return get_inline(in, out, code - PK_SSTR, 1);
-    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
-        if ((rc = get(in, &ident, sizeof ident)))
-            return rc;
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
         return get_container(in, out, container_tags[code - PK_CONTAINER], ident, depth);
-    }
     switch (code) {
     case PK_NONE: *out = cow_val_none(); return COW_OK;
     case PK_FALSE:
     case PK_TRUE: *out = cow_val_bool(code == PK_TRUE); return COW_OK;
-    case PK_INT8: case PK_INT16: case PK_INT32: case PK_INT64: return get_int(in, out, code);
+    case PK_INT8: case PK_INT16: case PK_INT24: case PK_INT32: case PK_INT64:
+        return get_int(in, out, code);
     case PK_FLOAT:
         if ((rc = get(in, &f, sizeof f)) == COW_OK)
             *out = cow_val_float(f);
@@ -579,9 +588,8 @@ skip_item(pk_in *in, unsigned depth)
     else if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
         const cow_word *wp;
         const uint8_t *keys, *kend;
-        uint32_t ident;
-        if (depth >= COW_PACK_MAX_DEPTH || (rc = get(in, &ident, sizeof ident)))
-            return rc ? rc : COW_ECORRUPT;
+        if (depth >= COW_PACK_MAX_DEPTH)
+            return COW_ECORRUPT;
         if (is_dict_tag(container_tags[code - PK_CONTAINER]))
             rc = get_shape(in, &wp, &count, &keys, &kend);
         else if ((rc = get_byte(in, &count)) == COW_OK && count > COW_PACK_MAX_ITEMS)
@@ -591,7 +599,7 @@ skip_item(pk_in *in, unsigned depth)
         return rc;
     }
     else if (code >= PK_INT8 && code <= PK_INT64)
-        len = 1u << (code - PK_INT8);
+        len = (unsigned)int_width(code);
     else if (code == PK_FLOAT)
         len = sizeof(double);
     else if (code >= PK_WSTR && code <= PK_WBIGINT)
@@ -641,7 +649,7 @@ get_scalar_view(pk_in *in, cow_val *out)
         return COW_OK;
     }
     in->p = at;                         /* numbers, None, bools: nothing to own */
-    return get_value(in, out, 0);
+    return get_value(in, out, 0, 0);
 }
 
 /* A reader at the body of v's container. */
@@ -787,14 +795,11 @@ copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth)
         return COW_OK;
     if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
         return copy_bytes(o, src, p, code - PK_SSTR);
-    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
-        if ((rc = copy_bytes(o, src, p, sizeof(uint32_t))))
-            return rc;
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
         return copy_body(o, src, p, container_tags[code - PK_CONTAINER], depth + 1);
-    }
     switch (code) {
-    case PK_INT8: case PK_INT16: case PK_INT32: case PK_INT64:
-        return copy_bytes(o, src, p, (size_t)1 << (code - PK_INT8));
+    case PK_INT8: case PK_INT16: case PK_INT24: case PK_INT32: case PK_INT64:
+        return copy_bytes(o, src, p, int_width(code));
     case PK_FLOAT: return copy_bytes(o, src, p, sizeof(double));
     case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: return copy_word_index(o, src, p);
     case PK_STR:

@@ -90,6 +90,7 @@ Test(pack, ints_at_every_width_boundary)
 {
     static const int64_t ints[] = {
         0, 1, 127, 128, -1, -128, -129, 255, 256, 32767, 32768, -32768, -32769,
+        8388607, 8388608, -8388608, -8388609,
         2147483647LL, 2147483648LL, -2147483648LL, -2147483649LL, INT64_MAX, INT64_MIN,
     };
     enum { N = sizeof ints / sizeof ints[0] };
@@ -230,12 +231,17 @@ Test(pack, packed_children_are_inlined)
     pp = packed(&parent);
     cr_assert_eq(cow_pack_unpack(&pp, &g), COW_OK);
     {
-        cow_val k = str_of("child");
-        const cow_val *got;
+        cow_val k = str_of("child"), g2;
+        const cow_val *got, *got2;
         cr_assert_eq(cow_map_get(cow_val_getmap(&g), &k, tu_hash(&k), &got), COW_FOUND);
         cr_assert_eq(got->tag, COW_T_DICT, "nested containers come back general");
         cr_assert(cow_val_equal(got, &child));
-        cr_assert_eq(cow_val_getmap(got)->ident, cow_val_getmap(&child)->ident);
+        /* P5: a nested identity is derived, the same at every materialisation */
+        cr_assert_eq(cow_pack_unpack(&pp, &g2), COW_OK);
+        cr_assert_eq(cow_map_get(cow_val_getmap(&g2), &k, tu_hash(&k), &got2), COW_FOUND);
+        cr_assert_eq(cow_val_getmap(got)->ident, cow_val_getmap(got2)->ident);
+        cr_assert_neq(cow_val_getmap(got)->ident, cow_val_getmap(&g)->ident);
+        cow_val_release(&g2);
         cow_val_release(&k);
     }
     cow_val_release(&g);

@@ -23,12 +23,11 @@
  * str, bytes or int.  Items (one byte code, then its payload, little-endian):
  *
  *   0x00 None   0x01 False   0x02 True
- *   0x03..0x06  int in 1, 2, 4, 8 bytes (the narrowest that holds it)
- *   0x07        float, 8 bytes
- *   0x08 0x09 0x0a   str / bytes / big int held by word (u8 word index)
- *   0x0b 0x0c   str / bytes inline: u8 length (<= 255), the bytes
- *   0x10..0x14  a nested DICT, FDICT, LIST, FLIST, TUPLE: u32 identity, then
- *               its body
+ *   0x03..0x07  int in 1, 2, 3, 4, 8 bytes (the narrowest that holds it)
+ *   0x08        float, 8 bytes
+ *   0x09 0x0a 0x0b   str / bytes / big int held by word (u8 word index)
+ *   0x0c 0x0d   str / bytes inline: u8 length (<= 255), the bytes
+ *   0x10..0x14  a nested DICT, FDICT, LIST, FLIST, TUPLE: its body
  *   0x20..0x2e  str of 0..14 bytes inline: the bytes
  *   0x80..0xff  int 0..127
  *
@@ -49,6 +48,9 @@
  *      hostile pages give COW_ECORRUPT, never a read outside the node.
  *  P4  shapes are interned per process (a bounded cache): records made with
  *      the same keys share one shape blob, and one stored copy per commit.
+ *  P5  a nested container's identity is not stored: it is derived from its
+ *      parent's and its position (the same at every materialisation), which
+ *      is all views need; packing gives a nested container that identity.
  */
 #ifndef COWSTORE_PACK_H
 #define COWSTORE_PACK_H
