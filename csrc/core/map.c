@@ -56,6 +56,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
 

@@ -5,6 +5,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/node.h"
 #include "cowstore/pack.h"
 #include "cowstore/segment.h"
 #include "cowstore/vec.h"
@@ -887,10 +888,10 @@ cow_pack_unpack(const cow_val *v, cow_val *out)
 
 static cow_pack poison_pack = {COW_REFCNT_STORED, 0};
 
-void *cow_pack_poison(void) { return &poison_pack; }
+void *cow_pack_poison(int kind) { return &poison_pack; }
 
 size_t
-cow_pack_stored_size(const void *node, size_t avail)
+cow_pack_stored_size(const void *node, size_t avail, int kind)
 {
     const cow_pack *p = node;
     size_t size;
@@ -908,7 +909,7 @@ cow_pack_stored_size(const void *node, size_t avail)
 
 /* Stored: the heap bytes with refcnt COW_REFCNT_STORED and page words. */
 cow_word
-cow_pack_write_node(cow_segw *w, const void *node)
+cow_pack_write_node(cow_segw *w, const void *node, int kind)
 {
     const cow_pack *p = node;
     cow_pack head = {COW_REFCNT_STORED, p->size};

@@ -26,6 +26,7 @@
 
 #include "cowstore/alloc.h"
 #include "cowstore/errors.h"
+#include "cowstore/node.h"
 #include "cowstore/ref.h"
 
 static cow_ref_env *envs[COW_REF_MAX_ENVS];
@@ -173,33 +174,13 @@ static void *
 poison(int kind, int err)
 {
     cow_ref_set_error(err);
-    switch (kind) {
-    case COW_NK_HNODE:
-    case COW_NK_MAP:
-        return cow_map_poison(kind);
-    case COW_NK_BLOB:
-        return cow_blob_poison();
-    case COW_NK_PACK:
-        return cow_pack_poison();
-    default:
-        return cow_vec_poison(kind);
-    }
+    return cow_node_ops_of(kind)->poison(kind);
 }
 
 static size_t
 stored_size(const void *p, size_t avail, int kind)
 {
-    switch (kind) {
-    case COW_NK_HNODE:
-    case COW_NK_MAP:
-        return cow_map_stored_size(p, avail, kind);
-    case COW_NK_BLOB:
-        return cow_blob_stored_size(p, avail);
-    case COW_NK_PACK:
-        return cow_pack_stored_size(p, avail);
-    default:
-        return cow_vec_stored_size(p, avail, kind);
-    }
+    return cow_node_ops_of(kind)->stored_size(p, avail, kind);
 }
 
 /* The env a stored word names, or NULL. */

@@ -32,6 +32,7 @@
 
 #include "cowstore/alloc.h"
 #include "cowstore/errors.h"
+#include "cowstore/node.h"
 #include "cowstore/segment.h"
 
 void
@@ -176,17 +177,7 @@ cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, siz
 static cow_word
 write_node(cow_segw *w, const void *node, int kind)
 {
-    switch (kind) {
-    case COW_NK_HNODE:
-    case COW_NK_MAP:
-        return cow_map_write_node(w, node, kind);
-    case COW_NK_BLOB:
-        return cow_blob_write_node(w, node);
-    case COW_NK_PACK:
-        return cow_pack_write_node(w, node);
-    default:
-        return cow_vec_write_node(w, node, kind);
-    }
+    return cow_node_ops_of(kind)->write(w, node, kind);
 }
 
 /* Whether the target still holds segment seg (asked once per segment). */

@@ -7,6 +7,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
+#include "cowstore/node.h"
 #include "cowstore/pack.h"
 #include "cowstore/segment.h"
 #include "cowstore/value.h"
@@ -270,7 +271,7 @@ cow_val_check_stored(const cow_val *v)
  * hash (hash_ok 0: pages are never written, so it is recomputed), then the
  * bytes. */
 cow_word
-cow_blob_write_node(cow_segw *w, const void *node)
+cow_blob_write_node(cow_segw *w, const void *node, int kind)
 {
     const cow_blob *b = node;
     cow_blob head = {COW_REFCNT_STORED, 0, 0, b->len};
@@ -279,10 +280,10 @@ cow_blob_write_node(cow_segw *w, const void *node)
 
 static cow_blob poison_blob = {COW_REFCNT_STORED, 1, 0, 0};
 
-void *cow_blob_poison(void) { return &poison_blob; }
+void *cow_blob_poison(int kind) { return &poison_blob; }
 
 size_t
-cow_blob_stored_size(const void *p, size_t avail)
+cow_blob_stored_size(const void *p, size_t avail, int kind)
 {
     const cow_blob *b = p;
     if (avail < sizeof(cow_blob) || b->refcnt != COW_REFCNT_STORED)

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
 #include "cowstore/vec.h"

@@ -23,6 +23,7 @@
 
 #include "cowstore/errors.h"
 #include "cowstore/map.h"
+#include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
@@ -588,7 +589,7 @@ Test(ref, poison_reads_as_empty_containers)
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VLEAF), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VINNER), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_map_poison(COW_NK_HNODE), COW_REFCNT_STORED);
-    cr_assert_eq(((cow_blob *)cow_blob_poison())->len, 0);
+    cr_assert_eq(((cow_blob *)cow_blob_poison(COW_NK_BLOB))->len, 0);
     fake_free(&f);
 }
 
@@ -911,4 +912,15 @@ Test(ref, large_segment_id_cache_is_bounded)
                       ids[i], cap_largest);
     }
     fake_free(&f);
+}
+
+/* node.h: every kind has a complete row, and its poison node reads as a
+ * stored node (never written, never freed). */
+Test(ref, every_node_kind_has_a_row)
+{
+    for (int kind = 0; kind < COW_NK__COUNT; kind++) {
+        const cow_node_ops *ops = cow_node_ops_of(kind);
+        cr_assert(ops->name && ops->stored_size && ops->poison && ops->write, "kind %d", kind);
+        cr_assert_eq(*(const uint32_t *)ops->poison(kind), COW_REFCNT_STORED, "%s", ops->name);
+    }
 }

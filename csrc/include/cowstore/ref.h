@@ -155,20 +155,7 @@ int cow_ref_error(void);
  * that cannot be stored). */
 void cow_ref_set_error(int err);
 
-/* ---- layout hooks: each module checks its own stored nodes ------------- */
-
-/* Bytes of the stored node of `kind` at p (its header readable: avail bytes
- * lie inside its segment, at least 8), or 0 when the header is not sane or
- * the body would pass avail.  Also checks refcnt == COW_REFCNT_STORED. */
-size_t cow_vec_stored_size(const void *p, size_t avail, int kind);   /* VLEAF, VINNER, VANY, VEC */
-size_t cow_map_stored_size(const void *p, size_t avail, int kind);   /* HNODE, MAP */
-size_t cow_blob_stored_size(const void *p, size_t avail);            /* BLOB */
-size_t cow_pack_stored_size(const void *p, size_t avail);            /* PACK */
-/* An empty, never-written node of `kind`, returned for a bad reference. */
-void *cow_vec_poison(int kind);
-void *cow_map_poison(int kind);
-void *cow_blob_poison(void);
-void *cow_pack_poison(void);
+/* Each kind's checks and poison node: the table in cowstore/node.h. */
 
 /* ---- the env table (filled by store.c; tests may install fakes) ---------- */
 

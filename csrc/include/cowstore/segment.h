@@ -93,12 +93,7 @@ cow_word cow_segw_ref(cow_segw *w, const cow_word *wp, int kind);
 cow_word cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body,
                        size_t bsize, const cow_word *kids, size_t nkids);
 
-/* Node writers, one per layout owner (each calls cow_segw_ref for children
- * first, then cow_segw_emit). */
-cow_word cow_vec_write_node(cow_segw *w, const void *node, int kind);   /* vnodes, VEC */
-cow_word cow_map_write_node(cow_segw *w, const void *node, int kind);   /* HNODE, MAP */
-cow_word cow_blob_write_node(cow_segw *w, const void *blob);
-cow_word cow_pack_write_node(cow_segw *w, const void *pack);
+/* Each kind's node writer: the table in cowstore/node.h. */
 /* A vector body (of a vector or a map's log) with page words. */
 void cow_vb_write(cow_segw *w, const cow_vecbody *src, cow_vecbody *dst);
 
