@@ -38,7 +38,7 @@ for _kind, _cls in (("dict", CowDict), ("frozendict", FrozenDict), ("list", CowL
     _cowstore._register(_kind, _cls)
 del _kind, _cls
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",
