@@ -317,6 +317,8 @@ COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), 
     cowpy_state *st = COWPY_ST(op);
     cow_val v;
     int rc;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
     if (self->parent != NULL || root_len(&self->root) != 0) {
         PyErr_SetString(PyExc_TypeError, "_init needs an empty, detached container");
         return NULL;

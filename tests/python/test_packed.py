@@ -1,0 +1,135 @@
+"""Packed containers (csrc/include/cowstore/pack.h) as users meet them.
+
+Small dicts with str keys, lists and tuples read in by freeze or a
+constructor are packed: one compact node per record, keys stored once per
+shape.  Nothing about them may show, except in memory: every read, view,
+write, copy, comparison, hash, pickle, diff and store round trip behaves as
+with the general containers.  (The hypothesis RecordsMachine in
+test_differential.py checks random operation sequences; these are the
+scenarios worth naming.)
+"""
+import copy
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cowstore
+from cowstore import CowDict, CowList, FrozenDict, FrozenList, freeze, thaw
+
+
+def records(n):
+    return [{"id": i, "name": f"user{i}", "score": i / 4, "active": i % 2 == 0,
+             "tags": [f"t{j}" for j in range(i % 4)], "kind": ("a", "b")[i % 2]}
+            for i in range(n)]
+
+
+def test_reads_of_every_kind():
+    plain = records(50)
+    f = freeze(plain)
+    for i, r in enumerate(f):
+        assert r == plain[i] and len(r) == 6 and list(r) == list(plain[i])
+        assert r["name"] == plain[i]["name"] and r.get("nope", 7) == 7 and "id" in r
+        assert list(r["tags"]) == plain[i]["tags"] and len(r["tags"]) == i % 4
+        assert r["tags"][-1:] == plain[i]["tags"][-1:]
+        with pytest.raises(KeyError):
+            r["nope"]
+        assert 1 not in r and r.get(1) is None
+    assert thaw(f) == plain
+
+
+def test_a_str_subclass_probe_finds_a_packed_key():
+    class S(str):
+        pass
+    r = freeze([{"id": 1}])[0]
+    assert S("id") in r and r[S("id")] == 1
+
+
+def test_lone_surrogate_probe_is_absent():
+    r = freeze([{"id": 1}])[0]
+    assert "\ud800" not in r and r.get("\ud800") is None
+
+
+def test_two_views_of_one_packed_record_see_each_others_writes():
+    f = freeze(records(3))
+    a, b = f[1], f[1]
+    a["name"] = "x"
+    assert b["name"] == "x" and f[1]["name"] == "x"
+    b["tags"].append("new")
+    assert a["tags"][-1] == "new" and f[1]["tags"][-1] == "new"
+
+
+def test_a_view_follows_its_slot_to_another_version_of_itself():
+    f = freeze(records(3))
+    old = f.copy()                      # shares the packed records
+    v = f[2]
+    v["name"] = "changed"
+    f[2] = old[2]                       # the same record, as it was: same identity
+    assert v["name"] == "user2"         # the view follows the slot, as for any container
+    v["id"] = -1
+    assert f[2]["id"] == -1 and old[2]["id"] == 2
+
+
+def test_a_view_detaches_when_its_slot_holds_another_record():
+    f = freeze(records(3))
+    v = f[0]
+    f[0] = {"id": 99}
+    v["id"] = 5                         # detached: f is unchanged
+    assert f[0] == {"id": 99} and v["id"] == 5
+
+
+def test_copies_are_independent():
+    f = freeze(records(4))
+    c, d = f.copy(), copy.deepcopy(f)
+    f[3]["tags"].append("z")
+    f[0]["score"] = None
+    assert c == d == freeze(records(4)) and f != c
+
+
+def test_frozen_parents_give_frozen_records_that_hash_as_general_ones():
+    plain = records(5)
+    fl = FrozenList(plain)
+    r = fl[3]
+    assert isinstance(r, FrozenDict) and isinstance(r["tags"], FrozenList)
+    general = FrozenDict({k: (FrozenList(v) if isinstance(v, list) else v) for k, v in plain[3].items()})
+    assert r == general and hash(r) == hash(general)
+    with pytest.raises(cowstore.FrozenError):
+        r["id"] = 1
+    assert {r: 1}[general] == 1
+
+
+def test_pickle_and_diff():
+    f = freeze(records(10))
+    assert pickle.loads(pickle.dumps(f)) == f
+    g = f.copy()
+    g[4]["name"] = "renamed"
+    del g[7]["kind"]
+    changes = {c.path: (c.old, c.new) for c in cowstore.diff(f, g)}
+    assert changes == {(4, "name"): ("user4", "renamed"), (7, "kind"): ("b", cowstore.MISSING)}
+
+
+def test_store_round_trip_in_a_fresh_process(tmp_path):
+    path = str(tmp_path / "recs.cow")
+    with cowstore.open(path) as s:
+        s["recs"] = freeze(records(300))
+    code = textwrap.dedent(f"""
+        import cowstore
+        s = cowstore.open({path!r}, readonly=True)
+        recs = s["recs"]
+        assert recs[123]["name"] == "user123" and recs[3]["tags"] == ["t0", "t1", "t2"]
+        print(sum(r["id"] for r in recs), len(cowstore.thaw(recs)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(sum(range(300))), "300"]
+
+
+def test_stored_record_written_and_committed_again(tmp_path):
+    with cowstore.open(str(tmp_path / "s.cow")) as s:
+        s["recs"] = records(100)
+        recs = s["recs"]
+        recs[10]["tags"].append("added")
+        s["recs"] = recs
+        assert s["recs"][10]["tags"] == ["t0", "t1", "added"]
+        assert s["recs"][11] == records(100)[11]
