@@ -369,12 +369,14 @@ def test_interrupted_import_cleans_up_and_exits_130(files):
 
 
 def _import_under_way(tmp, store, rows, name, *options):
-    """An import of ~30 MiB into `name`, returned once it has committed its
-    first batch under the temporary root (so stopping it now is mid-import)."""
+    """An import of ~60 MiB into `name`, returned once it has committed its
+    first batch under the temporary root (so stopping it now is mid-import).
+    Sized to last seconds even where records pack small and commits are
+    quick: the signal must find it still running on a loaded machine."""
     big = tmp / "big.jsonl"
-    big.write_bytes(rows.read_bytes() * 200)
+    big.write_bytes(rows.read_bytes() * 400)
     proc = subprocess.Popen([BIN, "import", store, name, big, *options,
-                             "--batch-bytes", "65536"], stderr=subprocess.PIPE, text=True)
+                             "--batch-bytes", "32768"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not _has_reserved_root(store):
         assert time.monotonic() < deadline and proc.poll() is None, "no batch was committed"
