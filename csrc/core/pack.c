@@ -638,6 +638,7 @@ get_scalar_view(pk_in *in, cow_val *out)
             return COW_ECORRUPT;
         *out = code == PK_BYTES ? cow_val_bytes_view(in->p, len)
                                 : cow_val_str_view((const char *)in->p, len);
+        in->p += len;
         return COW_OK;
     }
     if (code >= PK_WSTR && code <= PK_WBIGINT) {
@@ -721,6 +722,8 @@ cow_pack_count(const cow_val *v, size_t *n)
     return rc;
 }
 
+
+/* ---- transcoding: a packed child inlined into a new pack ----------------- */
 
 static int copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth);
 
@@ -810,6 +813,66 @@ copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth)
         return copy_bytes(o, src, p, len);
     }
     return COW_ECORRUPT;
+}
+
+/* ---- walking a pack (cow_pack_visit) --------------------------------------- */
+
+static int visit_body(pk_in *in, int tag, const cow_pack_visitor *vis, void *ctx, unsigned depth);
+
+static int
+visit_item(pk_in *in, const cow_pack_visitor *vis, void *ctx, unsigned depth)
+{
+    cow_val v;
+    unsigned code;
+    int rc;
+    if (in->p >= in->end)
+        return COW_ECORRUPT;
+    code = *in->p;
+    if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
+        in->p++;
+        return visit_body(in, container_tags[code - PK_CONTAINER], vis, ctx, depth + 1);
+    }
+    if ((rc = get_scalar_view(in, &v)))
+        return rc;
+    return vis->scalar(ctx, &v);
+}
+
+static int
+visit_body(pk_in *in, int tag, const cow_pack_visitor *vis, void *ctx, unsigned depth)
+{
+    const uint8_t *keys = NULL, *kend = NULL, *k;
+    const cow_word *wp;
+    unsigned count;
+    size_t len;
+    int rc;
+    if (depth >= COW_PACK_MAX_DEPTH)
+        return COW_ECORRUPT;
+    if (is_dict_tag(tag))
+        rc = get_shape(in, &wp, &count, &keys, &kend);
+    else if ((rc = get_byte(in, &count)) == COW_OK && count > COW_PACK_MAX_ITEMS)
+        rc = COW_ECORRUPT;
+    if (rc || (rc = vis->begin(ctx, tag, count)))
+        return rc;
+    for (unsigned i = 0; i < count; i++) {
+        if (keys && ((rc = next_key(&keys, kend, &k, &len))
+                     || (rc = vis->key(ctx, (const char *)k, len))))
+            return rc;
+        if ((rc = visit_item(in, vis, ctx, depth)))
+            return rc;
+    }
+    return vis->end(ctx, tag);
+}
+
+int
+cow_pack_visit(const cow_val *v, const cow_pack_visitor *vis, void *ctx)
+{
+    pk_in in = reader_of(v);
+    int rc;
+    if (kind_code(v->slen) < 0)
+        return COW_ECORRUPT;
+    if ((rc = visit_body(&in, v->slen, vis, ctx, 0)))
+        return rc;
+    return in.p == in.end ? COW_OK : COW_ECORRUPT;
 }
 
 /* ---- the public calls ------------------------------------------------------ */

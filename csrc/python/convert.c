@@ -615,17 +615,114 @@ thaw_list(cowpy_state *st, const cow_vec *vec)
     return res;
 }
 
+/* Thawing a pack goes straight from its bytes to Python objects
+ * (cow_pack_visit), with no general container in between: a stack of the
+ * containers being filled. */
+#define THAW_PYERR 1                    /* a callback's "a Python error is set" */
+#define THAW_STACK (COW_PACK_MAX_DEPTH + 1)
+
+typedef struct thaw_ctx {
+    cowpy_state *st;
+    int depth;
+    PyObject *open[THAW_STACK];         /* containers being filled (owned) */
+    PyObject *key[THAW_STACK];          /* a dict's key waiting for its value (owned) */
+    Py_ssize_t fill[THAW_STACK];        /* a list's or tuple's next index */
+    PyObject *result;
+} thaw_ctx;
+
+/* Puts obj (stolen) into the innermost open container, or makes it the result. */
+static int
+thaw_put(thaw_ctx *t, PyObject *obj)
+{
+    PyObject *top;
+    int rc = 0;
+    if (obj == NULL)
+        return THAW_PYERR;
+    if (t->depth == 0) {
+        t->result = obj;
+        return 0;
+    }
+    top = t->open[t->depth - 1];
+    if (PyDict_CheckExact(top)) {
+        rc = PyDict_SetItem(top, t->key[t->depth - 1], obj);
+        Py_CLEAR(t->key[t->depth - 1]);
+        Py_DECREF(obj);
+        return rc < 0 ? THAW_PYERR : 0;
+    }
+    if (PyList_CheckExact(top))
+        PyList_SET_ITEM(top, t->fill[t->depth - 1]++, obj);
+    else
+        PyTuple_SET_ITEM(top, t->fill[t->depth - 1]++, obj);
+    return 0;
+}
+
+static int
+thaw_begin(void *ctx, int tag, size_t n)
+{
+    thaw_ctx *t = ctx;
+    PyObject *c = cow_tag_is_map(tag) ? PyDict_New()
+                  : tag == COW_T_TUPLE ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n);
+    if (c == NULL)
+        return THAW_PYERR;
+    if (t->depth == THAW_STACK) {       /* cow_pack_visit bounds the depth first */
+        Py_DECREF(c);
+        return COW_ECORRUPT;
+    }
+    t->open[t->depth] = c;
+    t->key[t->depth] = NULL;
+    t->fill[t->depth++] = 0;
+    return 0;
+}
+
+static int
+thaw_key(void *ctx, const char *utf8, size_t len)
+{
+    thaw_ctx *t = ctx;
+    PyObject *k = PyUnicode_DecodeUTF8(utf8, (Py_ssize_t)len, "strict");
+    if (k == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return THAW_PYERR;
+        PyErr_Clear();
+        return COW_ECORRUPT;            /* keys are kept valid: damaged pages */
+    }
+    Py_XSETREF(t->key[t->depth - 1], k);
+    return 0;
+}
+
+static int
+thaw_scalar(void *ctx, const cow_val *v)
+{
+    thaw_ctx *t = ctx;
+    return thaw_put(t, scalar_to_object(t->st, v));
+}
+
+static int
+thaw_end(void *ctx, int tag)
+{
+    thaw_ctx *t = ctx;
+    PyObject *c = t->open[--t->depth];
+    Py_CLEAR(t->key[t->depth]);
+    return thaw_put(t, c);
+}
+
+static const cow_pack_visitor thaw_visitor = {thaw_begin, thaw_key, thaw_scalar, thaw_end};
+
 static PyObject *
 thaw_packed(cowpy_state *st, const cow_val *v)
 {
-    cow_val g;
-    PyObject *res;
-    cow_val_copy(&g, v);
-    if (unpack_in_place(st, &g) < 0)
+    thaw_ctx t = {st, 0, {NULL}, {NULL}, {0}, NULL};
+    int rc = cow_pack_visit(v, &thaw_visitor, &t);
+    while (t.depth > 0) {               /* an error: drop what was being built */
+        t.depth--;
+        Py_DECREF(t.open[t.depth]);
+        Py_XDECREF(t.key[t.depth]);
+    }
+    if (rc == COW_OK)
+        return t.result;
+    Py_XDECREF(t.result);
+    if (rc == THAW_PYERR)
         return NULL;
-    res = cowpy_thaw(st, &g);
-    cow_val_release(&g);
-    return res;
+    return PyErr_Occurred() ? NULL : cowpy_raise(st, rc);
 }
 
 PyObject *

@@ -298,6 +298,28 @@ Test(pack, hash_and_order_match_the_general_form)
     cow_val_release(&d);
 }
 
+/* A visitor that counts what it is shown. */
+typedef struct counts { int begins, keys, scalars, ends; } counts;
+static int cb_begin(void *c, int tag, size_t n) { ((counts *)c)->begins++; return 0; }
+static int cb_key(void *c, const char *k, size_t len) { ((counts *)c)->keys++; return 0; }
+static int cb_scalar(void *c, const cow_val *v) { ((counts *)c)->scalars++; return 0; }
+static int cb_end(void *c, int tag) { ((counts *)c)->ends++; return 0; }
+static const cow_pack_visitor counting = {cb_begin, cb_key, cb_scalar, cb_end};
+
+Test(pack, a_visit_shows_every_entry_in_order)
+{
+    static const char *const keys[] = {"n", "l", "s"};
+    cow_val inner[2] = {cow_val_int(5), str_of("in")};
+    cow_val vals[3] = {cow_val_int(1), list_of(COW_T_LIST, inner, 2), str_of("x")};
+    cow_val d = dict_of(keys, vals, 3), p = packed(&d);
+    counts c = {0};
+    cr_assert_eq(cow_pack_visit(&p, &counting, &c), COW_OK);
+    cr_assert(c.begins == 2 && c.ends == 2 && c.keys == 3 && c.scalars == 4,
+              "%d %d %d %d", c.begins, c.keys, c.scalars, c.ends);
+    cow_val_release(&p);
+    cow_val_release(&d);
+}
+
 /* P3: random item bytes behind a valid header decode to a value or
  * COW_ECORRUPT -- never a read outside the node (ASan) or a crash. */
 Test(pack, hostile_items_fail_cleanly)
@@ -324,6 +346,11 @@ Test(pack, hostile_items_fail_cleanly)
             cow_val_release(&got);
         cow_pack_lookup(&p, "b", 1, &got);
         cow_pack_count(&p, &n);
+        {
+            counts c = {0};
+            if (cow_pack_visit(&p, &counting, &c) == COW_OK)
+                cr_assert_eq(c.begins, c.ends);
+        }
         as_list.slen = COW_T_LIST;
         if (cow_pack_unpack(&as_list, &got) == COW_OK)
             cow_val_release(&got);

@@ -102,6 +102,20 @@ int cow_pack_index(const cow_val *v, size_t i, cow_val *out);
 /* len(): COW_OK or COW_ECORRUPT. */
 int cow_pack_count(const cow_val *v, size_t *n);
 
+/* A walk over a pack's whole content in order, for readers that build
+ * something else from it (thaw): begin(tag, n) opens a container of n
+ * entries, whose entries follow -- each of a dict's values after key() --
+ * and end(tag) closes it; scalars are borrowed as by cow_pack_lookup.  A
+ * callback's nonzero result stops the walk and is returned. */
+typedef struct cow_pack_visitor {
+    int (*begin)(void *ctx, int tag, size_t n);
+    int (*key)(void *ctx, const char *utf8, size_t len);
+    int (*scalar)(void *ctx, const cow_val *v);
+    int (*end)(void *ctx, int tag);
+} cow_pack_visitor;
+/* COW_OK, a callback's result, or COW_ECORRUPT. */
+int cow_pack_visit(const cow_val *v, const cow_pack_visitor *vis, void *ctx);
+
 void cow_pack_retain(cow_pack *p);
 void cow_pack_release(cow_pack *p);
 /* Drops the interned shapes (P4), as at exit. */
