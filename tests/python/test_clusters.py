@@ -4,6 +4,7 @@ buffers out of band).  Installed by `make` (extras dask, ray); skipped with
 the reason when a package is missing.  Kept short: one cluster per engine,
 module-scoped, a few tasks."""
 import os
+import sys
 
 import pytest
 
@@ -46,7 +47,7 @@ def dask_client():
 def test_dask_sizeof_sees_the_nodes():
     sizeof = pytest.importorskip("dask.sizeof", reason="dask is not installed").sizeof
     value = freeze(_rows())
-    assert sizeof(value) >= cowstore._cowstore._measure([value])[0] > 100 * ROWS
+    assert sizeof(value) >= cowstore._cowstore._measure([value])[0] > 20 * ROWS
 
 
 def test_dask_scatter_and_map_stored_partitions(dask_client, tmp_path):
@@ -85,6 +86,8 @@ def test_dask_bag_over_a_stored_dataset(dask_client, tmp_path):
 def ray_module():
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install '.[ray]')")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's workers cannot import this test module: send its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
@@ -94,7 +97,7 @@ def ray_module():
 
 def test_ray_put_and_tasks_read_the_pack(ray_module):
     ray = ray_module
-    value = freeze(_rows())
+    value = cowstore.FrozenList(freeze(_rows()))
     ref = ray.put(value)
     task = ray.remote(_in_worker)
     got = ray.get([task.remote(ref) for _ in range(4)])
