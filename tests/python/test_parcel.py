@@ -217,3 +217,22 @@ def test_hostile_parcels_never_crash():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (f"seed {seed}: exit {run.returncode}\n{run.stderr[-2000:]}")
     assert int(run.stdout) > FUZZ_CASES // 20, f"seed {seed}: too few corruptions detected"
+
+
+def test_too_many_open_parcels_is_a_clean_error():
+    data = cowstore.parcel(freeze({"a": [1, 2, 3]}))
+    held = []
+    with pytest.raises(cowstore.CowOverflowError):
+        for _ in range(200):
+            held.append(cowstore.open_parcel(data))
+    assert len(held) > 50 and all(v == {"a": [1, 2, 3]} for v in held)
+    held.clear()
+    assert cowstore.open_parcel(data) == {"a": [1, 2, 3]}
+
+
+def test_a_parcel_value_can_be_committed_to_a_store(tmp_path):
+    back = cowstore.open_parcel(cowstore.parcel(freeze(_data(50))))
+    store = cowstore.open(str(tmp_path / "from-parcel.cow"))
+    store["v"] = back
+    del back
+    assert thaw(store["v"]) == thaw(freeze(_data(50)))
