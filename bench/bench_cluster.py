@@ -212,7 +212,10 @@ def report(plain):
             "- Dask's default serialization sends a plain list item by item; that is most "
             "of its time to first result.",
             f"- Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"git {_git_head()}, the same machine as above (2 cores, shared)."]
+            f"git {_git_head()}, the same machine as above (2 cores, shared).", "",
+            "*(Section 15 is written by `bench/bench_cluster.py`, run alone: it starts Dask "
+            "and Ray clusters, so `make bench` carries over its last results from "
+            "docs/bench_cluster.md.)*"]
     return out
 
 
