@@ -11,7 +11,6 @@ raise CorruptStoreError, never crash (a subprocess runs the fuzz cases).
 import mmap
 import os
 import pickle
-import random
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from cowstore import _cowstore
 
 IN_BAND_MAX = 200           # bytes of a protocol-5 pickle besides its buffer
 FUZZ_CASES = int(os.environ.get("COWSTORE_PARCEL_FUZZ_CASES", "400"))
+FUZZ_SEED = int(os.environ.get("COWSTORE_PARCEL_FUZZ_SEED", "20261204"))
 
 
 def _data(n=200):
@@ -199,8 +199,9 @@ _FUZZ = textwrap.dedent("""
         try:
             back = cowstore.open_parcel(bytes(buf))
             thaw(back); back == value
-            for k in list(back)[:50]:
-                back.get(k)
+            if isinstance(back, cowstore.CowDict):      # damage may change the root's type
+                for k in list(back)[:50]:
+                    back.get(k)
         except cowstore.CorruptStoreError:
             detected += 1
         except (cowstore.CowstoreError, UnicodeDecodeError, ValueError, TypeError, KeyError):
@@ -212,7 +213,7 @@ _FUZZ = textwrap.dedent("""
 def test_hostile_parcels_never_crash():
     """Random flips in a parcel: every case ends in a clean result or a
     cowstore error, in a subprocess (a crash would be a signal)."""
-    seed = random.randrange(2 ** 32)
+    seed = FUZZ_SEED
     run = subprocess.run([sys.executable, "-c", _FUZZ, str(seed), str(FUZZ_CASES)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (f"seed {seed}: exit {run.returncode}\n{run.stderr[-2000:]}")
