@@ -36,6 +36,8 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q -e '.[test,dask,ray]' \
+	  || echo "dask or ray did not install: tests/python/test_clusters.py skips their engines"
 	@if ls $(TORCH_WHEEL) >/dev/null 2>&1; then $(PY) -m pip install -q 'torch==2.13.0' \
 	  || echo "torch did not install: the DataLoader recipe is tested with its fallback"; fi
 	touch $@

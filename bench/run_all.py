@@ -26,6 +26,8 @@ SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
            "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
            "bench_store_read", "bench_store_workers", "bench_store_commit",
            "bench_import", "bench_diff", "bench_records"]
+# Written by bench/bench_cluster.py (run alone), appended to benchmarks.md.
+CLUSTER_RESULTS = "bench_cluster.md"
 PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil",
             "lmdb", "pyarrow", "deepdiff", "msgpack", "botocore"]
 
@@ -147,7 +149,19 @@ def render(info, results, took):
             lines += [f"## {name}: FAILED", "", "```", err.rstrip(), "```", ""]
         else:
             lines += [render_one(res), f"*({name}.py ran for {secs:.0f} s.)*", ""]
+    lines += cluster_section()
     return "\n".join(lines)
+
+
+def cluster_section():
+    """Section 15 as bench/bench_cluster.py last wrote it (docs/bench_cluster.md):
+    that script starts Dask and Ray clusters and runs alone, so `make bench`
+    carries its last results over instead of rerunning it."""
+    path = os.path.join(ROOT, "docs", CLUSTER_RESULTS)
+    if H.QUICK or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [f.read().rstrip(), ""]
 
 
 def render_one(res):

@@ -8,7 +8,9 @@ lists what changed between two versions, skipping shared parts.
 
 ``open(path)`` gives a ``Store``: named roots in an LMDB file, read lazily
 and zero-copy from the memory map by any number of processes; ``share(obj)``
-puts obj in an anonymous store for worker processes.
+puts obj in an anonymous store for worker processes.  ``parcel(value)``
+gives a value's nodes as one buffer that ``open_parcel`` reads in place on
+any host (pickle protocol 5 sends it out of band: Dask, Ray).
 """
 from . import _cowstore
 from ._cowstore import (
@@ -27,6 +29,8 @@ from ._cowstore import (
 from ._diff import MISSING, Change, diff
 from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
 from ._list import CowList, FrozenList
+from . import _parcel
+from ._parcel import open_parcel, parcel
 from ._set import CowSet, FrozenSet
 from ._store import Store, open, share
 
@@ -37,6 +41,7 @@ for _kind, _cls in (("dict", CowDict), ("frozendict", FrozenDict), ("list", CowL
                     ("frozenlist", FrozenList), ("set", CowSet), ("frozenset", FrozenSet)):
     _cowstore._register(_kind, _cls)
 del _kind, _cls
+_parcel.register_forking_pickler((CowDict, FrozenDict, CowList, FrozenList, CowSet, FrozenSet))
 
 __version__ = "0.3.0"
 
@@ -46,5 +51,5 @@ __all__ = [
     "freeze", "thaw", "diff", "Change", "MISSING",
     "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
     "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
-    "Store", "open", "share", "StoreError", "ReadonlyStoreError", "ConflictError",
+    "Store", "open", "share", "parcel", "open_parcel", "StoreError", "ReadonlyStoreError", "ConflictError",
 ]

@@ -8,6 +8,7 @@ from collections.abc import MutableSequence, Sequence
 from types import GenericAlias
 
 from . import _cowstore
+from ._parcel import reduce_ex
 from ._ref import store_reference
 
 
@@ -91,6 +92,10 @@ class _ListReads(_cowstore.ListBase):
     def __reduce__(self):
         # Unchanged store-backed values pickle as a reference to their pages.
         return store_reference(self) or (type(self), (self._thaw(),))
+
+    def __reduce_ex__(self, protocol):
+        # Protocol 5: the parcel, out of band when pickle has a buffer_callback.
+        return reduce_ex(self, protocol, self.__reduce__)
 
     __class_getitem__ = classmethod(GenericAlias)
 

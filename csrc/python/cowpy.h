@@ -234,6 +234,10 @@ PyObject *cowpy_origin_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_set_origin_method(PyObject *self, PyObject *origin);
 PyObject *cowpy_after_fork(PyObject *mod, PyObject *unused);
 PyObject *cowpy_measure(PyObject *mod, PyObject *values);
+/* parcel.c: values as self-contained buffers (cowstore/parcel.h). */
+PyObject *cowpy_parcel(PyObject *mod, PyObject *obj);
+PyObject *cowpy_open_parcel(PyObject *mod, PyObject *obj);
+PyObject *cowpy_open_parcels(PyObject *mod, PyObject *unused);
 PyObject *cowpy_root_word_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_adopt_method(PyObject *self, PyObject *args);
 
