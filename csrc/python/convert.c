@@ -1,9 +1,11 @@
 /* Python objects <-> cow_val.
  *
  * Storing copies a plain structure in (value semantics); our own containers
- * are taken in O(1) by retaining their root.  Only exact builtin types are
+ * are taken in O(1) by retaining their root.  Exact builtin types are
  * accepted (None, bool, int, float, str, bytes, tuple, dict, list, set,
- * frozenset and their cowstore counterparts); anything else raises
+ * frozenset and their cowstore counterparts), numpy arrays, and the
+ * extension leaves of ext.c (datetime, Decimal, UUID, enum members,
+ * namedtuples, dataclasses, registered classes); anything else raises
  * UnsupportedTypeError naming the type and where it was found, e.g.
  * "cannot store a value of type 'Decimal' (at root['prices'][3])".  A
  * structure that contains itself raises CycleError.  Nothing is half-stored:
@@ -309,6 +311,8 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         return conv_container(cx, obj, at, out);
     if (cowpy_is_ndarray(obj))
         return cowpy_ndarray_from(cx->st, obj, out);
+    if ((rc = cowpy_ext_from(cx->st, obj, out)) != 0)
+        return rc < 0 ? -1 : 0;
     return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
 }
 
@@ -461,6 +465,8 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     case COW_T_INT: return PyLong_FromLongLong(v->u.i);
     case COW_T_FLOAT: return PyFloat_FromDouble(v->u.f);
     case COW_T_NDARRAY: return cowpy_ndarray_to(st, v, 0);
+    case COW_T_SEXT:
+    case COW_T_EXT: return cowpy_ext_to(st, v);
     }
     cow_val_span(v, &p, &n);
     if (cow_tag_is_str(v->tag)) {

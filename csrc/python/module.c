@@ -183,6 +183,7 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->store_type);
     Py_VISIT(st->array_buffer_type);
     Py_VISIT(st->numpy);
+    Py_VISIT(st->ext);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_VISIT(st->cls[t]);
     return 0;
@@ -200,6 +201,7 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->store_type);
     Py_CLEAR(st->array_buffer_type);
     Py_CLEAR(st->numpy);
+    Py_CLEAR(st->ext);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_CLEAR(st->cls[t]);
     Py_CLEAR(st->CowstoreError);

@@ -26,6 +26,9 @@
  *  V7  the blob, vector or map of a value is a cow_word (ref.h): read it with
  *      cow_val_getblob / getvec / getmap; copy a value that may lie in pages
  *      with cow_val_copy, never by assignment (the word must be exported).
+ *  V8  An extension leaf (datetime, Decimal, UUID, class records: ext.h) of
+ *      at most COW_INLINE_MAX bytes is always inline (SEXT), a longer one a
+ *      blob (EXT), as V1 for strings; its first byte is its subtype.
  */
 #ifndef COWSTORE_VALUE_H
 #define COWSTORE_VALUE_H
@@ -59,6 +62,8 @@ typedef enum cow_tag {
     COW_T_NDARRAY,      /* u.w blob: cow_ndarray_head, shape, C-order bytes */
     COW_T_PACKED,       /* u.w pack node; slen its container's tag, aux its
                          * identity (pack.h) */
+    COW_T_SEXT,         /* inline extension leaf, 1..14 bytes (V8, ext.h) */
+    COW_T_EXT,          /* u.blob extension leaf, > 14 bytes (V8, ext.h) */
     COW_T__COUNT
 } cow_tag;
 
