@@ -25,6 +25,7 @@ from ._cowstore import (
     UnsupportedTypeError,
 )
 from ._diff import MISSING, Change, diff
+from ._ext import register, set_fallback, unregister
 from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
 from ._list import CowList, FrozenList
 from ._set import CowSet, FrozenSet
@@ -44,6 +45,7 @@ __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",
     "CowKeysView", "CowValuesView", "CowItemsView",
     "freeze", "thaw", "diff", "Change", "MISSING",
+    "register", "unregister", "set_fallback",
     "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
     "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
     "Store", "open", "share", "StoreError", "ReadonlyStoreError", "ConflictError",

@@ -555,3 +555,42 @@ def set_fallback(fallback):
         raise ValueError("cowstore.set_fallback takes pickle or None")
     previous, _fallback[0] = _fallback[0], fallback
     return previous
+
+
+# ---- JSON forms (cowstore export / get) ------------------------------------
+
+_NO_FORM = object()
+
+
+def _duration(td):
+    """ISO 8601 duration of a timedelta: "P1DT3600.5S", "P-1DT86399S"."""
+    secs = f"{td.seconds}.{td.microseconds:06d}".rstrip("0").rstrip(".")
+    return f"P{td.days}DT{secs}S"
+
+
+def json_form(obj):
+    """What a leaf of an extension type is written as in JSON (see
+    docs/semantics.md), or _NO_FORM."""
+    t = type(obj)
+    if t in (_dt.datetime, _dt.date, _dt.time):
+        return obj.isoformat()
+    if t is _dt.timedelta:
+        return _duration(obj)
+    if t in (decimal.Decimal, fractions.Fraction, uuid.UUID):
+        return str(obj)
+    if t is complex:
+        return [obj.real, obj.imag]
+    entry = _registry.get(t)
+    if entry is not None:
+        return entry[1](obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _dataclass_fields(obj)
+    return _NO_FORM
+
+
+def json_key(obj):
+    """The JSON text of a dict key of an extension type, or None."""
+    form = json_form(obj)
+    return form if isinstance(form, str) else None
