@@ -508,20 +508,26 @@ def _decode_simple(r, subtype):
     raise CorruptStoreError(f"damaged extension value: unknown subtype {subtype}")
 
 
+# What damaged bytes can make the decoders raise; all become CorruptStoreError
+# (a missing module or class stays an ImportError: the file may be sound).
+_DAMAGE = (ValueError, OverflowError, struct.error, decimal.InvalidOperation, KeyError,
+           IndexError, EOFError, RecursionError, pickle.UnpicklingError)
+
+
 def decode(data):
     """The object extension bytes describe (a fresh one each time)."""
-    r = _Reader(data)
-    subtype = r.byte()
-    if subtype & ~UNHASHABLE in OBJECT_KINDS:
-        return _decode_object(r, subtype & ~UNHASHABLE)
     try:
+        r = _Reader(data)
+        subtype = r.byte()
+        if subtype & ~UNHASHABLE in OBJECT_KINDS:
+            return _decode_object(r, subtype & ~UNHASHABLE)
         value = _decode_simple(r, subtype)
-    except (ValueError, OverflowError, struct.error, decimal.InvalidOperation) as e:
-        if isinstance(e, CorruptStoreError):
-            raise
-        raise CorruptStoreError(f"damaged extension value: {e}") from None
-    r.end()
-    return value
+        r.end()
+        return value
+    except CorruptStoreError:
+        raise
+    except _DAMAGE as e:
+        raise CorruptStoreError(f"damaged extension value: {type(e).__name__}: {e}") from None
 
 
 # ---- the public hooks ------------------------------------------------------

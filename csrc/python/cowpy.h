@@ -70,6 +70,7 @@ typedef struct cowpy_state {
     PyTypeObject *store_type, *array_buffer_type;
     PyObject *numpy;            /* imported when the first array is met */
     PyObject *ext;              /* cowstore._ext, imported when first needed */
+    PyObject *str_encode, *str_decode;  /* its functions' names, interned */
 } cowpy_state;
 
 cowpy_state *cowpy_state_of_type(PyTypeObject *tp);

@@ -12,8 +12,13 @@
 static PyObject *
 ext_module(cowpy_state *st)
 {
-    if (st->ext == NULL)
+    if (st->ext == NULL) {
+        if (st->str_encode == NULL && (st->str_encode = PyUnicode_InternFromString("encode")) == NULL)
+            return NULL;
+        if (st->str_decode == NULL && (st->str_decode = PyUnicode_InternFromString("decode")) == NULL)
+            return NULL;
         st->ext = PyImport_ImportModule("cowstore._ext");
+    }
     return st->ext;
 }
 
@@ -24,7 +29,8 @@ cowpy_ext_from(cowpy_state *st, PyObject *obj, cow_val *out)
     int res = -1, rc;
     if (mod == NULL)
         return -1;
-    if ((data = PyObject_CallMethod(mod, "encode", "O", obj)) == NULL)
+    /* CallMethodObjArgs: a tuple (a namedtuple) is one argument, not many */
+    if ((data = PyObject_CallMethodObjArgs(mod, st->str_encode, obj, NULL)) == NULL)
         goto done;
     if (data == Py_None) {
         res = 0;
@@ -54,7 +60,7 @@ cowpy_ext_to(cowpy_state *st, const cow_val *v)
         return cowpy_raise(st, COW_ECORRUPT);      /* V8; pages may lie */
     if ((data = PyBytes_FromStringAndSize(p, (Py_ssize_t)n)) == NULL)
         return NULL;
-    res = PyObject_CallMethod(mod, "decode", "O", data);
+    res = PyObject_CallMethodObjArgs(mod, st->str_decode, data, NULL);
     Py_DECREF(data);
     return res;
 }
