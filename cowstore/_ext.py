@@ -10,7 +10,7 @@ csrc/include/cowstore/ext.h; in short (all little-endian)::
     DATE      2 | u32 proleptic ordinal
     TIME      3 | u64 word | [i40 offset us] | [timezone name]
     TIMEDELTA 4 | i32 days | u32 seconds | u32 microseconds
-    DECIMAL   5 | numeric key | flags | [zigzag exponent] | coefficient
+    DECIMAL   5 | numeric key | flags | zigzag exponent or NaN digits
     FRACTION  6 | numeric key                    (the key is the value)
     COMPLEX   7 | f64 real | f64 imag
     UUID      8 | 16 bytes
@@ -54,6 +54,10 @@ OFFSET_BYTES = 5
 # Decimals whose exponent is beyond this are keyed by their text: their
 # exact ratio would be as long as the exponent (and they equal no float).
 DEC_EXP_LIMIT = 1000
+# How far a stored Decimal's exponent may lie below its canonical one (the
+# trailing zeros its coefficient gets back): a bound on the work a damaged
+# file can ask for.
+DEC_SHIFT_LIMIT = 100_000
 # Decimal flags: sign, then the kind of value.
 DEC_SIGN, DEC_INF, DEC_NAN, DEC_SNAN = 1, 2, 4, 6
 
@@ -192,6 +196,8 @@ def _skip_key(r):
 
 
 def _encode_decimal(x):
+    """Key, flags, then the exponent of a finite one (its coefficient is the
+    key's value scaled by it) or the diagnostic digits of a NaN."""
     sign, digits, exp = x.as_tuple()
     flags = sign
     if x.is_infinite():
@@ -201,32 +207,15 @@ def _encode_decimal(x):
     elif x.is_nan():
         flags |= DEC_NAN
     body = bytes([flags])
-    if not flags & ~DEC_SIGN:
+    if x.is_finite():
         body += _zigzag(exp)
-    if not x.is_infinite():
+    elif x.is_nan():
         body += _varint(int("".join(map(str, digits))) if digits else 0)
     return bytes([DECIMAL]) + _decimal_key(x) + body
 
 
-def _decode_decimal(r):
-    _skip_key(r)
-    flags = r.byte()
-    sign, kind = flags & DEC_SIGN, flags & ~DEC_SIGN
-    if kind == DEC_INF:
-        return decimal.Decimal("-Infinity" if sign else "Infinity")
-    if kind in (DEC_NAN, DEC_SNAN):
-        coef = r.varint()
-        text = ("-" if sign else "") + ("sNaN" if kind == DEC_SNAN else "NaN")
-        return decimal.Decimal(text + (str(coef) if coef else ""))
-    if kind:
-        raise CorruptStoreError("damaged extension value: bad Decimal flags")
-    exp = r.zigzag()
-    coef = r.varint()
-    return decimal.Decimal((sign, tuple(map(int, str(coef))), exp))
-
-
-def _decode_fraction(r):
-    kind, val = _skip_key(r)
+def _key_ratio(kind, val):
+    """The exact value of a finite numeric key (a Fraction), or None (K_DEC)."""
     if kind == K_INT:
         return fractions.Fraction(val)
     if kind == K_FLOAT and math.isfinite(val):
@@ -235,7 +224,51 @@ def _decode_fraction(r):
         return fractions.Fraction(int.from_bytes(val, "little", signed=True))
     if kind == K_RATIO:
         return fractions.Fraction(*val)
-    raise CorruptStoreError("damaged extension value: bad Fraction key")
+    if kind == K_DEC:
+        return None
+    raise CorruptStoreError("damaged extension value: bad numeric key")
+
+
+def _finite_decimal(kind, val, sign, exp):
+    if kind == K_DEC:
+        text = val.decode("ascii")
+        coef_text, _, norm_exp = text.lstrip("-").partition("e")
+        shift = int(norm_exp) - exp
+        if not 0 <= shift <= DEC_SHIFT_LIMIT:
+            raise CorruptStoreError("damaged extension value: Decimal exponent")
+        coef = int(coef_text) * 10 ** shift
+    else:
+        value = _key_ratio(kind, val)
+        if value and abs(exp) > DEC_EXP_LIMIT:        # zero alone has any exponent
+            raise CorruptStoreError("damaged extension value: Decimal exponent")
+        scaled = abs(value) / fractions.Fraction(10) ** exp if value else value
+        if scaled.denominator != 1:
+            raise CorruptStoreError("damaged extension value: Decimal coefficient")
+        coef = scaled.numerator
+    return decimal.Decimal((sign, tuple(map(int, str(coef))), exp))
+
+
+def _decode_decimal(r):
+    kind, val = _skip_key(r)
+    flags = r.byte()
+    sign, special = flags & DEC_SIGN, flags & ~DEC_SIGN
+    if special == DEC_INF:
+        return decimal.Decimal("-Infinity" if sign else "Infinity")
+    if special in (DEC_NAN, DEC_SNAN):
+        coef = r.varint()
+        text = ("-" if sign else "") + ("sNaN" if special == DEC_SNAN else "NaN")
+        return decimal.Decimal(text + (str(coef) if coef else ""))
+    if special:
+        raise CorruptStoreError("damaged extension value: bad Decimal flags")
+    return _finite_decimal(kind, val, sign, r.zigzag())
+
+
+def _decode_fraction(r):
+    kind, val = _skip_key(r)
+    value = _key_ratio(kind, val)
+    if value is None:
+        raise CorruptStoreError("damaged extension value: bad Fraction key")
+    return value
 
 
 # ---- dates and times (ext.h E2) --------------------------------------------
@@ -496,7 +529,10 @@ def _decode_simple(r, subtype):
     if subtype == DATE:
         return _dt.date.fromordinal(struct.unpack("<I", r.take(4))[0])
     if subtype == TIMEDELTA:
-        return _dt.timedelta(*struct.unpack("<iII", r.take(12)))
+        days, secs, micros = struct.unpack("<iII", r.take(12))
+        if secs >= 86400 or micros >= 1_000_000:
+            raise CorruptStoreError("damaged extension value: timedelta fields")
+        return _dt.timedelta(days, secs, micros)
     if subtype == DECIMAL:
         return _decode_decimal(r)
     if subtype == FRACTION:
