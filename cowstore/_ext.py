@@ -22,7 +22,9 @@ aware bit, the fold bit and the zone kind (naive, UTC, fixed offset,
 zoneinfo).  A record is a small tagged encoding of the object's data (None,
 bools, ints, floats, str, bytes, tuples, lists, dicts, sets and nested
 extension leaves).  Reading a class record imports the module its path
-names: open only store files you trust, as with pickle.
+names and accepts only a class of the record's kind (an Enum, a namedtuple,
+a dataclass; registered classes by their registration); pickled leaves are
+read only while the pickle fallback is on (unpickling runs code).
 
 Every malformed byte string raises CorruptStoreError.
 """
@@ -474,19 +476,39 @@ def _encode_object(obj):
     return None
 
 
+def _checked_class(path, kind):
+    """The class path names, if it is one of kind's (a damaged or hostile
+    file must not get any other callable called)."""
+    try:
+        cls = resolve(path)
+    except (ImportError, ValueError) as e:
+        raise CorruptStoreError(f"cannot import class {path!r} named in the store "
+                                f"(a missing module, or a damaged file): {e}") from None
+    ok = isinstance(cls, type) and (
+        (kind == ENUM and issubclass(cls, enum.Enum))
+        or (kind == NAMEDTUPLE and issubclass(cls, tuple) and hasattr(cls, "_fields"))
+        or (kind == DATACLASS and dataclasses.is_dataclass(cls)))
+    if not ok:
+        raise CorruptStoreError(f"damaged extension value: {path!r} is no class of its kind")
+    return cls
+
+
 def _decode_object(r, kind):
     path = r.counted().decode()
     if kind == PICKLE:
+        if _fallback[0] is None:
+            raise CorruptStoreError("a pickled leaf: call cowstore.set_fallback(pickle) to "
+                                    "read it (unpickling runs code: only for trusted files)")
         return pickle.loads(r.take(len(r.data) - r.pos))
     fields = _read_record(r)
     r.end()
     if kind == USER:
-        cls = _registered_paths.get(path) or resolve(path)
-        entry = _registry.get(cls)
+        entry = _registry.get(_registered_paths.get(path))
         if entry is None:
-            raise CorruptStoreError(f"class {path!r} is not registered with cowstore.register")
+            raise CorruptStoreError(f"class {path!r} is not registered with cowstore.register "
+                                    "in this process")
         return entry[2](fields)
-    cls = resolve(path)
+    cls = _checked_class(path, kind)
     if kind == ENUM:
         return cls(fields)
     if kind == NAMEDTUPLE:
@@ -572,8 +594,8 @@ def register(cls, to_data, from_data):
     """Store instances of cls (exactly that class) as to_data(obj), any
     storable data, and read them back as from_data(data), as copyreg does for
     pickle.  The class is recorded by its import path "module:qualname"; a
-    process reading it must have registered it too (importing the module that
-    registers it is enough)."""
+    process reading it must have registered it too, else reading raises
+    CorruptStoreError naming the path."""
     if not isinstance(cls, type):
         raise TypeError("cowstore.register needs a class")
     if not callable(to_data) or not callable(from_data):

@@ -288,10 +288,21 @@ def test_stored_leaves_are_keys(tmp_path):
     b"\x01\x00", b"\x02\x01", b"\x03" + b"\xff" * 8, b"\x05\x09", b"\x05\x04\x01\x05\x01\x01",
     b"\x06\x01", b"\x07" + b"\x00" * 15, b"\x08\x00", b"\x10\x05abc", b"\x11\x03a:b\x00",
     b"\x63", b"\x04" + b"\xff" * 12, b"\x01" + b"\xff" * 8 + b"\x00" * 5 + b"\xff",
-    b"\x14\x01x\x80\x04garbage", b"\x12\x04os:pY",
+    b"\x14\x01x\x80\x04garbage", b"\x12\x04os:pN", b"\x10\x09os:systemsx",
+    b"\x10\x09os:systems\x04echo", b"\x11\x0bno_such:Cls\x74\x00", b"\x13\x03a:bN",
 ])
 def test_damaged_bytes_are_corrupt_store_errors(data):
-    with pytest.raises((cowstore.CorruptStoreError, ImportError)):
+    with pytest.raises(cowstore.CorruptStoreError):
+        cowstore._ext.decode(data)
+
+
+def test_pickled_leaves_read_only_with_the_fallback_on():
+    previous = cowstore.set_fallback(pickle)
+    try:
+        data = encode(Opaque(1))
+    finally:
+        cowstore.set_fallback(previous)
+    with pytest.raises(cowstore.CorruptStoreError, match="set_fallback"):
         cowstore._ext.decode(data)
 
 
