@@ -66,6 +66,11 @@ DEC_SIGN, DEC_INF, DEC_NAN, DEC_SNAN = 1, 2, 4, 6
 _EPOCH = _dt.datetime(1, 1, 1)
 _US = _dt.timedelta(microseconds=1)
 
+# Enum members that are also instances of these (IntEnum, StrEnum, IntFlag)
+# equal plain ints and strings, which a record by class path cannot: they
+# are not stored (UnsupportedTypeError; store .value).
+_MIXINS = (int, float, str, bytes, complex)
+
 # cowstore.register: class -> (path, to_data, from_data); path -> class.
 _registry = {}
 _registered_paths = {}
@@ -460,7 +465,7 @@ def _encode_object(obj):
     entry = _registry.get(cls)
     if entry is not None:
         return _object(USER, cls, entry[1](obj), obj)
-    if isinstance(obj, enum.Enum) and _importable(cls):
+    if isinstance(obj, enum.Enum) and not isinstance(obj, _MIXINS) and _importable(cls):
         return _object(ENUM, cls, obj.value, obj)
     if isinstance(obj, tuple) and hasattr(cls, "_fields") and _importable(cls):
         return _object(NAMEDTUPLE, cls, tuple(obj), obj)

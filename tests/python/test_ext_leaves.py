@@ -309,3 +309,15 @@ def test_pickled_leaves_read_only_with_the_fallback_on():
 def test_damaged_decimal_payload_is_corrupt():
     with pytest.raises(cowstore.CorruptStoreError):
         cowstore._ext.decode(encode(Decimal("1.5")) + b"\x00")
+
+
+def test_int_enum_members_are_not_records():
+    """IntEnum members equal plain ints; a record by class path could not."""
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore.freeze([Level.LOW])
+    assert Level.LOW in cowstore.freeze([1])     # still found as the int it equals
