@@ -321,3 +321,29 @@ def test_int_enum_members_are_not_records():
     with pytest.raises(cowstore.UnsupportedTypeError):
         cowstore.freeze([Level.LOW])
     assert Level.LOW in cowstore.freeze([1])     # still found as the int it equals
+
+
+@pytest.mark.parametrize("damage", ["subtype", "length", "payload"])
+def test_damaged_leaf_in_a_store_file_is_corrupt(tmp_path, damage):
+    """A leaf's bytes damaged inside a real store file: CorruptStoreError on
+    read, never a crash or a wrong value."""
+    leaf = dt.timedelta(days=12345, seconds=678, microseconds=91011)
+    data = encode(leaf)
+    path = tmp_path / "d.cow"
+    store = cowstore.open(str(path))
+    store["x"] = [leaf]
+    store.close()
+    blob = bytearray(path.read_bytes())
+    at = blob.find(data)
+    assert at > 0 and blob.find(data, at + 1) < 0
+    if damage == "subtype":
+        blob[at] = 0x63                     # no such subtype
+    elif damage == "length":
+        blob[at - 1] = 15                   # the inline length byte: past 14
+    else:
+        blob[at + 5:at + 9] = b"\xff\xff\xff\xff"   # seconds beyond a day
+    path.write_bytes(bytes(blob))
+    store = cowstore.open(str(path), readonly=True)
+    with pytest.raises(cowstore.CorruptStoreError):
+        store["x"][0]
+    store.close()

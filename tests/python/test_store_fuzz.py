@@ -110,12 +110,12 @@ def base_store(tmp_path_factory):
     stats = store.stats()
     del rows, bm
     store.close()
-    assert stats["segments"] >= 3 and stats["roots"] == 7, stats
+    assert stats["segments"] >= 3 and stats["roots"] == 8, stats
     with open(path, "rb") as f:
         blob = f.read()
     # the unmutated file walks cleanly: otherwise every case below means nothing
     res = _run_walker(path, "walk")
-    assert res == ("ok", "OK 7 roots"), res
+    assert res == ("ok", "OK 8 roots"), res
     return blob
 
 
