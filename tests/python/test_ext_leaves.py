@@ -347,3 +347,20 @@ def test_damaged_leaf_in_a_store_file_is_corrupt(tmp_path, damage):
     with pytest.raises(cowstore.CorruptStoreError):
         store["x"][0]
     store.close()
+
+
+def test_cli_get_and_export_write_json_forms(tmp_path):
+    path = str(tmp_path / "c.cow")
+    store = cowstore.open(path)
+    store["r"] = [{"at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+                   "p": Decimal("1.10"), "id": uuid.UUID(int=1)}]
+    store.close()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cowstore", *args], capture_output=True,
+                              text=True, check=True).stdout
+
+    assert json.loads(cli("get", path, "r/0/at")) == "2024-01-02T00:00:00+00:00"
+    assert json.loads(cli("export", path, "r", "-")) == [
+        {"at": "2024-01-02T00:00:00+00:00", "p": "1.10",
+         "id": "00000000-0000-0000-0000-000000000001"}]
