@@ -280,7 +280,7 @@ def _decode_fraction(r):
 
 # ---- dates and times (ext.h E2) --------------------------------------------
 
-def _zone(tz, value, for_time):
+def _zone(tz, for_time):
     """(zone kind, extra bytes) of an aware value's tzinfo, or None."""
     if tz is _dt.timezone.utc:
         return ZONE_UTC, b""
@@ -300,7 +300,7 @@ def _temporal(subtype, local_us, value):
     word = local_us | (value.fold << FOLD_BIT)
     if tz is None:
         return bytes([subtype]) + struct.pack("<Q", word)
-    zone = _zone(tz, value, subtype == TIME)
+    zone = _zone(tz, subtype == TIME)
     off = value.utcoffset()
     if zone is None or off is None:
         return None
@@ -382,9 +382,9 @@ def _record(obj):
     if t is float:
         return b"f" + struct.pack("<d", obj)
     if t is str:
-        return b"s" + _counted_any(obj.encode("utf-8"))
+        return b"s" + _counted(obj.encode("utf-8"))
     if t is bytes:
-        return b"b" + _counted_any(obj)
+        return b"b" + _counted(obj)
     if isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase, _cowstore.SetBase)):
         return _record(_cowstore.thaw(obj))
     if t in (tuple, list, set, frozenset):
@@ -397,10 +397,6 @@ def _record(obj):
     if data is None:
         raise _Unstorable(obj)
     return b"x" + _counted(data)
-
-
-def _counted_any(data):
-    return _varint(len(data)) + data
 
 
 class _Unstorable(Exception):

@@ -4,8 +4,6 @@ namedtuples, dataclasses, registered classes and the pickle fallback, through
 freeze/thaw, copy, pickling, stores (read in a fresh process), diff and JSON."""
 import copy
 import datetime as dt
-import decimal
-import fractions
 import io
 import json
 import pickle
