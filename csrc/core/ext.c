@@ -141,16 +141,16 @@ cow_ext_number(const cow_val *v, int *kind, int64_t *i, double *f,
         return 0;
     span_of(v, &p, &n);
     if (n == EXT_COMPLEX_LEN && p[0] == COW_EXT_COMPLEX && load_f64(p + 9) == 0.0) {
-        *kind = 2;
+        *kind = COW_EXT_NUM_FLOAT;
         *f = load_f64(p + 1);
         return 1;
     }
     if (n == 0 || (p[0] != COW_EXT_DECIMAL && p[0] != COW_EXT_FRACTION) || parse_key(p, n, &k) < 0)
         return 0;
     switch (k.kind) {
-    case COW_EXT_K_INT: *kind = 0; *i = k.i; return 1;
-    case COW_EXT_K_BIG: *kind = 1; *big = k.big; *nbig = k.nbig; return 1;
-    case COW_EXT_K_FLOAT: *kind = 2; *f = k.f; return 1;
+    case COW_EXT_K_INT: *kind = COW_EXT_NUM_INT; *i = k.i; return 1;
+    case COW_EXT_K_BIG: *kind = COW_EXT_NUM_BIG; *big = k.big; *nbig = k.nbig; return 1;
+    case COW_EXT_K_FLOAT: *kind = COW_EXT_NUM_FLOAT; *f = k.f; return 1;
     }
     return 0;
 }

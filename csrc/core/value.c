@@ -413,13 +413,14 @@ num_from_double(cow_num *n, double f)
 static void
 num_canon_ext(const cow_val *v, cow_num *n)
 {
-    int kind = 0;
+    int kind = COW_EXT_NUM_INT;
     double f = 0;
+    n->i = 0;                           /* a value no number: callers check first */
     cow_ext_number(v, &kind, &n->i, &f, &n->big, &n->nbig);
-    if (kind == 2)
+    if (kind == COW_EXT_NUM_FLOAT)
         num_from_double(n, f);
     else
-        n->kind = kind == 0 ? NUM_INT : NUM_BIG;
+        n->kind = kind == COW_EXT_NUM_INT ? NUM_INT : NUM_BIG;
 }
 
 static void

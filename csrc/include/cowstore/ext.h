@@ -81,9 +81,13 @@ enum cow_ext_numkey {
  * (empty), COW_ENOMEM. */
 int cow_val_ext(cow_val *out, const void *data, size_t len);
 
+/* What cow_ext_number found: which out-parameter holds the number. */
+enum cow_ext_num { COW_EXT_NUM_INT, COW_EXT_NUM_BIG, COW_EXT_NUM_FLOAT };
+
 /* The number an extension value equals (E1), when it equals an int or a
- * float: 1 and *kind NUM-like 0 int (*i), 1 bigint (*big, *nbig), 2 float
- * (*f).  0 for every other extension value. */
+ * float: 1, with *kind COW_EXT_NUM_INT (*i), _BIG (*big, *nbig: minimal
+ * two's-complement bytes, value.h V2) or _FLOAT (*f).  0 for every other
+ * value. */
 int cow_ext_number(const cow_val *v, int *kind, int64_t *i, double *f,
                    const uint8_t **big, size_t *nbig);
 int cow_ext_hash(const cow_val *v, uint64_t *out);     /* COW_ETYPE: unhashable */
