@@ -170,15 +170,18 @@ key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t
     int rc;
     if (conv(cx, key, at, out) < 0)
         return -1;
-    if (out->tag == COW_T_FLOAT && out->u.f != out->u.f) {
-        cow_val_release(out);
-        PyErr_SetString(cx->st->CowValueError,
-                        "cowstore cannot use NaN as a key (NaN is not equal to itself)");
-        return -1;
-    }
     if ((rc = cow_val_hash(out, hash)) < 0) {
         cow_val_release(out);
         PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    if ((out->tag == COW_T_FLOAT && out->u.f != out->u.f)
+        || ((out->tag == COW_T_SEXT || out->tag == COW_T_EXT) && !cow_val_equal(out, out))) {
+        /* a float NaN, or a leaf holding one (Decimal('NaN'), complex);
+         * after the hash check: a signaling NaN is unhashable, as in Python */
+        cow_val_release(out);
+        PyErr_SetString(cx->st->CowValueError,
+                        "cowstore cannot use NaN as a key (NaN is not equal to itself)");
         return -1;
     }
     return 0;

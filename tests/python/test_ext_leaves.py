@@ -142,6 +142,14 @@ def test_datetimes_compare_as_python():
     assert dt.date(2024, 1, 1) not in cowstore.freeze({dt.datetime(2024, 1, 1): 1})
 
 
+def test_nan_leaves_are_refused_as_keys_as_float_nan_is():
+    for nan in (Decimal("NaN"), complex(float("nan"), 1)):
+        with pytest.raises(cowstore.CowValueError):
+            cowstore.freeze({nan: 1})
+        assert nan not in cowstore.freeze({1: 1})
+        assert cowstore.freeze([nan])[0] is not None
+
+
 def test_unhashable_values_are_refused_as_keys():
     with pytest.raises(TypeError):
         cowstore.freeze({Decimal("sNaN"): 1})
