@@ -188,8 +188,9 @@ int cow_val_hash(const cow_val *v, uint64_t *out);
 /* The hash a frozen container gives its contents: like cow_val_hash, but
  * nested mutable containers hash by content (they read back frozen). */
 int cow_val_hash_content(const cow_val *v, uint64_t *out);
-/* Python equality: 1 == 1.0 == True, str != bytes, dict == frozen dict,
- * list != tuple, set == frozenset.  No errors: both values are well formed. */
+/* Python equality: 1 == 1.0 == True == Decimal(1) (ext.h E1), str != bytes,
+ * dict == frozen dict, list != tuple, set == frozenset.  No errors: both
+ * values are well formed (damaged extension bytes compare as bytes, E3). */
 int cow_val_equal(const cow_val *a, const cow_val *b);
 /* Ordering for collision buckets: consistent with cow_val_equal (equal values
  * compare 0); maps and sets of one kind compare 0 to each other, as do NaNs of
