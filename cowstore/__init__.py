@@ -27,6 +27,7 @@ from ._cowstore import (
     UnsupportedTypeError,
 )
 from ._diff import MISSING, Change, diff
+from ._ext import register, set_fallback, unregister
 from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
 from ._list import CowList, FrozenList
 from . import _parcel
@@ -49,6 +50,7 @@ __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",
     "CowKeysView", "CowValuesView", "CowItemsView",
     "freeze", "thaw", "diff", "Change", "MISSING",
+    "register", "unregister", "set_fallback",
     "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
     "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
     "Store", "open", "share", "parcel", "open_parcel", "StoreError", "ReadonlyStoreError", "ConflictError",

@@ -1,5 +1,5 @@
 import os
-from typing import (Any, ContextManager, Dict, Generic, Iterable, Iterator, List, Mapping,
+from typing import (Any, Callable, ContextManager, Dict, Generic, Iterable, Iterator, List, Mapping,
                     NamedTuple, Optional, Tuple, TypeVar, TypedDict, Union, overload)
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 
@@ -14,6 +14,7 @@ __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",
     "CowKeysView", "CowValuesView", "CowItemsView",
     "freeze", "thaw", "diff", "Change", "MISSING",
+    "register", "unregister", "set_fallback",
     "CowstoreError", "UnsupportedTypeError", "CycleError", "FrozenError",
     "CowMemoryError", "CowValueError", "CowOverflowError", "CorruptStoreError",
     "Store", "open", "share", "StoreError", "ReadonlyStoreError", "ConflictError",
@@ -173,6 +174,9 @@ class Change(NamedTuple):
 def freeze(obj: Any) -> Any: ...
 def thaw(obj: Any) -> Any: ...
 def diff(a: Any, b: Any) -> Iterator[Change]: ...
+def register(cls: type, to_data: Callable[[Any], Any], from_data: Callable[[Any], Any]) -> None: ...
+def unregister(cls: type) -> None: ...
+def set_fallback(fallback: Any) -> Any: ...
 
 
 class _LmdbDbStats(TypedDict):

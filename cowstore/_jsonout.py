@@ -9,12 +9,18 @@ would give (tests check it), with these conversions for what JSON lacks:
 - numpy arrays become nested lists (``arrays="list"``) or a one-string
   summary such as ``"ndarray(float32, shape=(1000, 3))"``;
 - sets become arrays (in their iteration order), tuples arrays as json does;
+- extension leaves take the forms in docs/semantics.md ("Values cowstore
+  stores"): datetimes, dates and times ISO 8601 strings, timedeltas ISO 8601
+  durations, Decimals, Fractions and UUIDs strings, complex numbers
+  [real, imag], enum members their value, dataclasses objects of their
+  fields, namedtuples arrays, registered classes their data;
 - bytes, and dict keys other than str/int/float/bool/None, have no JSON
   form: :class:`JsonOutputError` names where they are.
 """
 import json
 
 from ._cowstore import DictBase, ListBase, SetBase, thaw
+from ._ext import _NO_FORM, json_form, json_key
 from ._paths import join
 from ._types import is_container, is_ndarray
 
@@ -28,6 +34,17 @@ class JsonOutputError(ValueError):
 
 def array_summary(array):
     return f"ndarray({array.dtype}, shape={tuple(array.shape)})"
+
+
+def _string_keys(data):
+    """data with dict keys of extension types (datetime, Decimal, UUID...)
+    replaced by their JSON strings; other keys are left for json to judge."""
+    if isinstance(data, dict):
+        return {(json_key(k) if json_key(k) is not None else k): _string_keys(v)
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_string_keys(e) for e in data]
+    return data
 
 
 class _Nowhere:
@@ -74,10 +91,12 @@ class JsonWriter:
 
     def _dumps(self, value, level, path):
         """json.dumps of a small value, indented for its nesting level."""
+        data = thaw(value) if is_container(value) else value
         try:
-            text = json.dumps(thaw(value) if is_container(value) else value,
-                              indent=self._indent, ensure_ascii=False,
-                              default=self._default)
+            try:
+                text = self._dumps_plain(data)
+            except TypeError:                   # a key json cannot write: a datetime's?
+                text = self._dumps_plain(_string_keys(data))
         except (TypeError, JsonOutputError) as e:      # TypeError: a key json cannot write
             if isinstance(value, (DictBase, ListBase, SetBase, tuple)):
                 self._locate(value, path)
@@ -85,6 +104,9 @@ class JsonWriter:
         if self._indent and level:
             text = text.replace("\n", "\n" + " " * (self._indent * level))
         return text
+
+    def _dumps_plain(self, data):
+        return json.dumps(data, indent=self._indent, ensure_ascii=False, default=self._default)
 
     def _locate(self, value, path):
         """json.dumps does not say where it failed: write the value entry by
@@ -100,6 +122,9 @@ class JsonWriter:
             return list(obj)
         if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
             return obj.item()           # an array's element (np.int32, np.float64, ...)
+        form = json_form(obj)
+        if form is not _NO_FORM:
+            return form
         raise JsonOutputError(f"{type(obj).__name__} has no JSON form")
 
     def _key_json(self, key, path):
@@ -107,6 +132,8 @@ class JsonWriter:
             text = key
         elif key is None or isinstance(key, (bool, int, float)):
             text = json.dumps(key)          # true, 5, 1.5, NaN, null: as json.dumps keys
+        elif json_key(key) is not None:
+            text = json_key(key)            # a datetime, Decimal, UUID...: its string
         else:
             raise JsonOutputError(f"a {type(key).__name__} key has no JSON form "
                                   f"(in {join(path) or 'the value'})")

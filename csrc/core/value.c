@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/ext.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/node.h"
@@ -63,6 +64,14 @@ cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len)
 }
 
 int
+cow_val_ext(cow_val *out, const void *data, size_t len)
+{
+    if (len == 0)
+        return COW_EINVAL;              /* V8: a subtype byte at least */
+    return small_or_blob(out, COW_T_SEXT, COW_T_EXT, data, len);
+}
+
+int
 cow_val_blob(cow_val *out, cow_tag tag, const void *data, size_t len)
 {
     return blob_new(out, tag, data, len);
@@ -110,7 +119,8 @@ cow_next_ident(void)
 static int
 has_blob(int tag)
 {
-    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES || tag == COW_T_NDARRAY;
+    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES || tag == COW_T_NDARRAY
+        || tag == COW_T_EXT;
 }
 
 /* The item size a dtype string names if it has the form of a stored kind
@@ -257,6 +267,8 @@ cow_val_check_stored(const cow_val *v)
         return COW_ECORRUPT;
     if ((v->tag == COW_T_SSTR || v->tag == COW_T_SBYTES) && v->slen > COW_INLINE_MAX)
         return COW_ECORRUPT;
+    if (v->tag == COW_T_SEXT && (v->slen == 0 || v->slen > COW_INLINE_MAX))
+        return COW_ECORRUPT;            /* V8 */
     if (v->tag == COW_T_PACKED && v->slen != COW_T_DICT && v->slen != COW_T_FDICT
         && v->slen != COW_T_LIST && v->slen != COW_T_FLIST && v->slen != COW_T_TUPLE)
         return COW_ECORRUPT;    /* pack.h: the container tags a pack holds */
@@ -297,6 +309,7 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     switch (v->tag) {
     case COW_T_SSTR:
     case COW_T_SBYTES:
+    case COW_T_SEXT:
         *data = (const char *)v + COW_INLINE_OFFSET;
         *len = v->slen <= COW_INLINE_MAX ? v->slen : 0;   /* V1; pages may lie */
         return;
@@ -309,6 +322,7 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     case COW_T_BYTES:
     case COW_T_BIGINT:
     case COW_T_NDARRAY:
+    case COW_T_EXT:
         *data = cow_val_getblob(v)->data;
         *len = cow_val_getblob(v)->len;
         return;
@@ -378,10 +392,40 @@ num_from_big_double(cow_num *n, double f)
     n->nbig = cow_bigint_minimal_len(n->buf, sizeof n->buf);
 }
 
+/* An int, bigint or float as the canonical form of a double. */
+static void
+num_from_double(cow_num *n, double f)
+{
+    if (isfinite(f) && floor(f) == f) {
+        if (f >= -TWO_POW_63 && f < TWO_POW_63) {
+            n->kind = NUM_INT;
+            n->i = (int64_t)f;
+        }
+        else
+            num_from_big_double(n, f);
+        return;
+    }
+    n->kind = NUM_FLT;
+    n->f = f;
+}
+
+/* An extension value equal to a number (ext.h E1) as that number. */
+static void
+num_canon_ext(const cow_val *v, cow_num *n)
+{
+    int kind = COW_EXT_NUM_INT;
+    double f = 0;
+    n->i = 0;                           /* a value no number: callers check first */
+    cow_ext_number(v, &kind, &n->i, &f, &n->big, &n->nbig);
+    if (kind == COW_EXT_NUM_FLOAT)
+        num_from_double(n, f);
+    else
+        n->kind = kind == COW_EXT_NUM_INT ? NUM_INT : NUM_BIG;
+}
+
 static void
 num_canon(const cow_val *v, cow_num *n)
 {
-    double f;
     switch (v->tag) {
     case COW_T_BOOL:
     case COW_T_INT:
@@ -393,19 +437,12 @@ num_canon(const cow_val *v, cow_num *n)
         n->big = (const uint8_t *)cow_val_getblob(v)->data;
         n->nbig = cow_val_getblob(v)->len;
         return;
+    case COW_T_SEXT:
+    case COW_T_EXT:
+        num_canon_ext(v, n);
+        return;
     default:
-        f = v->u.f;
-        if (isfinite(f) && floor(f) == f) {
-            if (f >= -TWO_POW_63 && f < TWO_POW_63) {
-                n->kind = NUM_INT;
-                n->i = (int64_t)f;
-            }
-            else
-                num_from_big_double(n, f);
-            return;
-        }
-        n->kind = NUM_FLT;
-        n->f = f;
+        num_from_double(n, v->u.f);
     }
 }
 
@@ -457,7 +494,23 @@ num_order(const cow_val *a, const cow_val *b)
 static int
 num_is_nan(const cow_val *v)
 {
-    return v->tag == COW_T_FLOAT && isnan(v->u.f);
+    cow_num n;
+    if (v->tag == COW_T_FLOAT)
+        return isnan(v->u.f);
+    num_canon(v, &n);
+    return n.kind == NUM_FLT && isnan(n.f);
+}
+
+/* 1 for numbers: the numeric tags and extension values equal to one (E1). */
+static int
+is_number(const cow_val *v)
+{
+    int kind;
+    int64_t i;
+    double f;
+    const uint8_t *big;
+    size_t nbig;
+    return cow_tag_is_number(v->tag) || cow_ext_number(v, &kind, &i, &f, &big, &nbig);
 }
 
 /* ---- nesting bound --------------------------------------------------------- */
@@ -571,7 +624,7 @@ static int
 hash_walk(const cow_val *v, int frozen, uint64_t *out)
 {
     int t = v->tag;
-    if (cow_tag_is_number(t)) {
+    if (is_number(v)) {
         *out = num_hash(v);
         return COW_OK;
     }
@@ -587,6 +640,9 @@ hash_walk(const cow_val *v, int frozen, uint64_t *out)
     case COW_T_NONE:
         *out = COW_HASH_NONE;
         return COW_OK;
+    case COW_T_SEXT:
+    case COW_T_EXT:
+        return cow_ext_hash(v, out);
     case COW_T_TUPLE:
         return vec_hash(cow_val_getvec(v), COW_SEED_TUPLE, frozen, out);
     case COW_T_LIST:
@@ -671,8 +727,17 @@ rank(int t)
     case COW_T_SET:
     case COW_T_FSET: return 7;
     case COW_T_NDARRAY: return 8;   /* equal when dtype, shape and bytes are */
+    case COW_T_SEXT:
+    case COW_T_EXT: return 9;       /* extension leaves that are no numbers */
     }
-    return 9;
+    return 10;
+}
+
+/* A value's rank: numbers among extension leaves rank as numbers (E1). */
+static int
+vrank(const cow_val *v)
+{
+    return is_number(v) ? 1 : rank(v->tag);
 }
 
 static int equal_walk(const cow_val *a, const cow_val *b);
@@ -713,8 +778,8 @@ cow_val_equal(const cow_val *a, const cow_val *b)
 static int
 equal_walk(const cow_val *a, const cow_val *b)
 {
-    int ra = rank(a->tag);
-    if (ra != rank(b->tag))
+    int ra = vrank(a);
+    if (ra != vrank(b))
         return 0;
     switch (ra) {
     case 0: return 1;
@@ -726,6 +791,7 @@ equal_walk(const cow_val *a, const cow_val *b)
     case 5: return vec_equal(cow_val_getvec(a), cow_val_getvec(b));
     case 6:
     case 7: return cow_map_equal(cow_val_getmap(a), cow_val_getmap(b));
+    case 9: return cow_ext_equal(a, b);
     }
     return 0;
 }
@@ -778,7 +844,7 @@ cow_val_order(const cow_val *a, const cow_val *b)
 static int
 order_walk(const cow_val *a, const cow_val *b)
 {
-    int ra = rank(a->tag), rb = rank(b->tag);
+    int ra = vrank(a), rb = vrank(b);
     if (ra != rb)
         return ra < rb ? -1 : 1;
     switch (ra) {
@@ -788,6 +854,7 @@ order_walk(const cow_val *a, const cow_val *b)
     case 8: return span_order(a, b);
     case 4:
     case 5: return vec_order(cow_val_getvec(a), cow_val_getvec(b));
+    case 9: return cow_ext_order(a, b);
     }
     return 0;
 }

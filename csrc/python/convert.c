@@ -1,9 +1,11 @@
 /* Python objects <-> cow_val.
  *
  * Storing copies a plain structure in (value semantics); our own containers
- * are taken in O(1) by retaining their root.  Only exact builtin types are
+ * are taken in O(1) by retaining their root.  Exact builtin types are
  * accepted (None, bool, int, float, str, bytes, tuple, dict, list, set,
- * frozenset and their cowstore counterparts); anything else raises
+ * frozenset and their cowstore counterparts), numpy arrays, and the
+ * extension leaves of ext.c (datetime, Decimal, UUID, enum members,
+ * namedtuples, dataclasses, registered classes); anything else raises
  * UnsupportedTypeError naming the type and where it was found, e.g.
  * "cannot store a value of type 'Decimal' (at root['prices'][3])".  A
  * structure that contains itself raises CycleError.  Nothing is half-stored:
@@ -168,15 +170,18 @@ key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t
     int rc;
     if (conv(cx, key, at, out) < 0)
         return -1;
-    if (out->tag == COW_T_FLOAT && out->u.f != out->u.f) {
-        cow_val_release(out);
-        PyErr_SetString(cx->st->CowValueError,
-                        "cowstore cannot use NaN as a key (NaN is not equal to itself)");
-        return -1;
-    }
     if ((rc = cow_val_hash(out, hash)) < 0) {
         cow_val_release(out);
         PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    if ((out->tag == COW_T_FLOAT && out->u.f != out->u.f)
+        || ((out->tag == COW_T_SEXT || out->tag == COW_T_EXT) && !cow_val_equal(out, out))) {
+        /* a float NaN, or a leaf holding one (Decimal('NaN'), complex);
+         * after the hash check: a signaling NaN is unhashable, as in Python */
+        cow_val_release(out);
+        PyErr_SetString(cx->st->CowValueError,
+                        "cowstore cannot use NaN as a key (NaN is not equal to itself)");
         return -1;
     }
     return 0;
@@ -309,6 +314,8 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         return conv_container(cx, obj, at, out);
     if (cowpy_is_ndarray(obj))
         return cowpy_ndarray_from(cx->st, obj, out);
+    if ((rc = cowpy_ext_from(cx->st, obj, out)) != 0)
+        return rc < 0 ? -1 : 0;
     return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
 }
 
@@ -461,6 +468,8 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     case COW_T_INT: return PyLong_FromLongLong(v->u.i);
     case COW_T_FLOAT: return PyFloat_FromDouble(v->u.f);
     case COW_T_NDARRAY: return cowpy_ndarray_to(st, v, 0);
+    case COW_T_SEXT:
+    case COW_T_EXT: return cowpy_ext_to(st, v);
     }
     cow_val_span(v, &p, &n);
     if (cow_tag_is_str(v->tag)) {

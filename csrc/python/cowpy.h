@@ -69,6 +69,8 @@ typedef struct cowpy_state {
     PyObject *StoreError, *ReadonlyStoreError, *ConflictError;
     PyTypeObject *store_type, *array_buffer_type;
     PyObject *numpy;            /* imported when the first array is met */
+    PyObject *ext;              /* cowstore._ext, imported when first needed */
+    PyObject *str_encode, *str_decode;  /* its functions' names, interned */
 } cowpy_state;
 
 cowpy_state *cowpy_state_of_type(PyTypeObject *tp);
@@ -278,5 +280,12 @@ int cowpy_is_ndarray(PyObject *obj);
 int cowpy_ndarray_from(cowpy_state *st, PyObject *obj, cow_val *out);
 /* A read-only view of an NDARRAY value (a writable copy when copy). */
 PyObject *cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy);
+
+/* ext.c: extension leaves (datetime, Decimal, UUID, class records).
+ * 1 stored into *out, 0 a type cowstore cannot store (nothing raised), -1
+ * raised. */
+int cowpy_ext_from(cowpy_state *st, PyObject *obj, cow_val *out);
+/* A fresh object from an SEXT/EXT value (new reference), or NULL raised. */
+PyObject *cowpy_ext_to(cowpy_state *st, const cow_val *v);
 
 #endif

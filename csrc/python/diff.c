@@ -154,6 +154,7 @@ read_tag(int tag, int frozen)
     case COW_T_BIGINT: return COW_T_INT;
     case COW_T_SSTR: return COW_T_STR;
     case COW_T_SBYTES: return COW_T_BYTES;
+    case COW_T_SEXT: return COW_T_EXT;
     }
     return frozen ? cowpy_frozen_tag(tag) : tag;
 }

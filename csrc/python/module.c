@@ -188,6 +188,9 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->store_type);
     Py_VISIT(st->array_buffer_type);
     Py_VISIT(st->numpy);
+    Py_VISIT(st->ext);
+    Py_VISIT(st->str_encode);
+    Py_VISIT(st->str_decode);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_VISIT(st->cls[t]);
     return 0;
@@ -205,6 +208,9 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->store_type);
     Py_CLEAR(st->array_buffer_type);
     Py_CLEAR(st->numpy);
+    Py_CLEAR(st->ext);
+    Py_CLEAR(st->str_encode);
+    Py_CLEAR(st->str_decode);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_CLEAR(st->cls[t]);
     Py_CLEAR(st->CowstoreError);

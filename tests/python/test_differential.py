@@ -18,11 +18,13 @@ types can be stored, CowSet.pop() removes the most recently added element,
 and a view whose slot was replaced is detached.
 """
 import copy
+import datetime
 import enum
 import math
 import operator
 import pickle
 import types
+import uuid
 from decimal import Decimal
 from fractions import Fraction
 
@@ -51,7 +53,16 @@ floats = st.sampled_from(EDGE_FLOATS)
 # difference: see test_lone_surrogates_are_storable.)
 texts = (st.text(alphabet="ab\x00é\U0001f600", max_size=3)
          | st.text(st.characters(codec="utf-8"), max_size=3))
-scalars = st.one_of(ints, floats, st.booleans(), texts, st.binary(max_size=3), st.none())
+# Extension leaves (docs/semantics.md, "Values cowstore stores"), among them
+# numbers equal to the ints and floats above, and one instant in two zones.
+_NOON = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc)
+EXT_LEAVES = [Decimal(0), Decimal(1), Decimal("1.0"), Decimal("0.5"), Decimal("0.1"),
+              Decimal(2**64), Fraction(1, 2), Fraction(1, 10), Fraction(-1), complex(1, 0),
+              complex(0, 1), _NOON, _NOON.astimezone(datetime.timezone(datetime.timedelta(hours=2))),
+              _NOON.replace(tzinfo=None), datetime.date(2024, 1, 1), datetime.timedelta(0),
+              uuid.UUID(int=1)]
+scalars = st.one_of(ints, floats, st.booleans(), texts, st.binary(max_size=3), st.none(),
+                    st.sampled_from(EXT_LEAVES))
 keys = st.recursive(
     scalars,
     lambda inner: st.tuples(inner) | st.tuples(inner, inner) | st.frozensets(inner, max_size=3),

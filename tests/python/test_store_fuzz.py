@@ -16,11 +16,17 @@ The reader is `python tests/python/_store_workers.py walk FILE`.
 """
 import collections
 import concurrent.futures
+import datetime
+import decimal
+import fractions
 import os
 import random
 import shutil
 import subprocess
 import sys
+import urllib.parse
+import uuid
+import zoneinfo
 
 import pytest
 
@@ -57,6 +63,18 @@ def _varied_data(rng):
                     for i in range(600)],
         "sets": {"ints": set(range(300)), "strs": {f"s{i}" for i in range(200)},
                  "mixed": {1, "1", b"1", 1.5, (1, 2)}},
+        # extension leaves (ext.h), inline and blob, as values and keys
+        "leaves": [{"at": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+                    + datetime.timedelta(minutes=i),
+                    "zone": datetime.datetime(2024, 3, 1 + i % 28,
+                                              tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+                    "price": decimal.Decimal(i) / 100, "id": uuid.UUID(int=i),
+                    "ratio": fractions.Fraction(i, 7), "z": complex(i, 1),
+                    "day": datetime.date(2024, 1, 1) + datetime.timedelta(days=i),
+                    "enum": uuid.SafeUUID.safe,
+                    "nt": urllib.parse.SplitResult("http", f"h{i}", "/", "", ""),
+                    decimal.Decimal(i) / 8: datetime.timedelta(seconds=i)}
+                   for i in range(200)],
     }
 
 
@@ -92,12 +110,12 @@ def base_store(tmp_path_factory):
     stats = store.stats()
     del rows, bm
     store.close()
-    assert stats["segments"] >= 3 and stats["roots"] == 7, stats
+    assert stats["segments"] >= 3 and stats["roots"] == 8, stats
     with open(path, "rb") as f:
         blob = f.read()
     # the unmutated file walks cleanly: otherwise every case below means nothing
     res = _run_walker(path, "walk")
-    assert res == ("ok", "OK 7 roots"), res
+    assert res == ("ok", "OK 8 roots"), res
     return blob
 
 

@@ -26,6 +26,9 @@
  *  V7  the blob, vector or map of a value is a cow_word (ref.h): read it with
  *      cow_val_getblob / getvec / getmap; copy a value that may lie in pages
  *      with cow_val_copy, never by assignment (the word must be exported).
+ *  V8  An extension leaf (datetime, Decimal, UUID, class records: ext.h) of
+ *      at most COW_INLINE_MAX bytes is always inline (SEXT), a longer one a
+ *      blob (EXT), as V1 for strings; its first byte is its subtype.
  */
 #ifndef COWSTORE_VALUE_H
 #define COWSTORE_VALUE_H
@@ -59,6 +62,8 @@ typedef enum cow_tag {
     COW_T_NDARRAY,      /* u.w blob: cow_ndarray_head, shape, C-order bytes */
     COW_T_PACKED,       /* u.w pack node; slen its container's tag, aux its
                          * identity (pack.h) */
+    COW_T_SEXT,         /* inline extension leaf, 1..14 bytes (V8, ext.h) */
+    COW_T_EXT,          /* u.blob extension leaf, > 14 bytes (V8, ext.h) */
     COW_T__COUNT
 } cow_tag;
 
@@ -183,8 +188,9 @@ int cow_val_hash(const cow_val *v, uint64_t *out);
 /* The hash a frozen container gives its contents: like cow_val_hash, but
  * nested mutable containers hash by content (they read back frozen). */
 int cow_val_hash_content(const cow_val *v, uint64_t *out);
-/* Python equality: 1 == 1.0 == True, str != bytes, dict == frozen dict,
- * list != tuple, set == frozenset.  No errors: both values are well formed. */
+/* Python equality: 1 == 1.0 == True == Decimal(1) (ext.h E1), str != bytes,
+ * dict == frozen dict, list != tuple, set == frozenset.  No errors: both
+ * values are well formed (damaged extension bytes compare as bytes, E3). */
 int cow_val_equal(const cow_val *a, const cow_val *b);
 /* Ordering for collision buckets: consistent with cow_val_equal (equal values
  * compare 0); maps and sets of one kind compare 0 to each other, as do NaNs of

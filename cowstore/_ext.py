@@ -1,0 +1,661 @@
+"""Extension leaves: the bytes of the values beyond the builtins.
+
+The C binding calls ``encode(obj)`` for an object of a type it does not know
+and stores the bytes it returns as one SEXT/EXT value (at most 14 bytes
+inline in the 16-byte cow_val, else a blob); reading calls ``decode(data)``.
+The layouts, and what the core reads of them to hash and compare, are in
+csrc/include/cowstore/ext.h; in short (all little-endian)::
+
+    DATETIME  1 | u64 word | [i40 offset us] | [zone key or timezone name]
+    DATE      2 | u32 proleptic ordinal
+    TIME      3 | u64 word | [i40 offset us] | [timezone name]
+    TIMEDELTA 4 | i32 days | u32 seconds | u32 microseconds
+    DECIMAL   5 | numeric key | flags | zigzag exponent or NaN digits
+    FRACTION  6 | numeric key                    (the key is the value)
+    COMPLEX   7 | f64 real | f64 imag
+    UUID      8 | 16 bytes
+    ENUM, NAMEDTUPLE, DATACLASS, USER, PICKLE (16..20, +0x80 if unhashable)
+              | counted class path "module:qualname" | record
+
+A datetime word holds the local time in microseconds (bits 0..58), then the
+aware bit, the fold bit and the zone kind (naive, UTC, fixed offset,
+zoneinfo).  A record is a small tagged encoding of the object's data (None,
+bools, ints, floats, str, bytes, tuples, lists, dicts, sets and nested
+extension leaves).  Reading a class record imports the module its path
+names and accepts only a class of the record's kind (an Enum, a namedtuple,
+a dataclass; registered classes by their registration); pickled leaves are
+read only while the pickle fallback is on (unpickling runs code).
+
+Every malformed byte string raises CorruptStoreError.
+"""
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import importlib
+import math
+import pickle
+import struct
+import uuid
+
+from ._cowstore import CorruptStoreError
+
+DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, FRACTION, COMPLEX, UUID = range(1, 9)
+ENUM, NAMEDTUPLE, DATACLASS, USER, PICKLE = range(16, 21)
+UNHASHABLE = 0x80
+OBJECT_KINDS = (ENUM, NAMEDTUPLE, DATACLASS, USER, PICKLE)
+
+K_INT, K_FLOAT, K_BIG, K_RATIO, K_NAN, K_SNAN, K_DEC = range(1, 8)
+
+# The datetime word (ext.h): local microseconds, then aware, fold, zone kind.
+US_BITS = 59
+AWARE_BIT, FOLD_BIT, ZONE_SHIFT = 59, 60, 61
+ZONE_NAIVE, ZONE_UTC, ZONE_FIXED, ZONE_INFO = range(4)
+OFFSET_BYTES = 5
+# Decimals whose exponent is beyond this are keyed by their text: their
+# exact ratio would be as long as the exponent (and they equal no float).
+DEC_EXP_LIMIT = 1000
+# How far a stored Decimal's exponent may lie below its canonical one (the
+# trailing zeros its coefficient gets back): a bound on the work a damaged
+# file can ask for.
+DEC_SHIFT_LIMIT = 100_000
+# Decimal flags: sign, then the kind of value.
+DEC_SIGN, DEC_INF, DEC_NAN, DEC_SNAN = 1, 2, 4, 6
+
+_EPOCH = _dt.datetime(1, 1, 1)
+_US = _dt.timedelta(microseconds=1)
+
+# Enum members that are also instances of these (IntEnum, StrEnum, IntFlag)
+# equal plain ints and strings, which a record by class path cannot: they
+# are not stored (UnsupportedTypeError; store .value).
+_MIXINS = (int, float, str, bytes, complex)
+
+# cowstore.register: class -> (path, to_data, from_data); path -> class.
+_registry = {}
+_registered_paths = {}
+# cowstore.set_fallback: None, or the pickle module.
+_fallback = [None]
+
+
+# ---- integers -------------------------------------------------------------
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _zigzag(n):
+    return _varint(n << 1 if n >= 0 else ((-n) << 1) - 1)
+
+
+def _int_bytes(n):
+    return n.to_bytes((n + (n < 0)).bit_length() // 8 + 1, "little", signed=True)
+
+
+def _counted(data):
+    return _varint(len(data)) + data
+
+
+class _Reader:
+    """Bounds-checked reads from stored bytes."""
+
+    def __init__(self, data, pos=0):
+        self.data = data
+        self.pos = pos
+
+    def take(self, n):
+        if n < 0 or self.pos + n > len(self.data):
+            raise CorruptStoreError("damaged extension value: truncated")
+        part = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return part
+
+    def byte(self):
+        return self.take(1)[0]
+
+    def varint(self):
+        n = shift = 0
+        while shift < 70:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+        raise CorruptStoreError("damaged extension value: varint too long")
+
+    def zigzag(self):
+        n = self.varint()
+        return n >> 1 if not n & 1 else -((n + 1) >> 1)
+
+    def counted(self, allow_empty=False):
+        n = self.varint()
+        if n == 0 and not allow_empty:
+            raise CorruptStoreError("damaged extension value: empty field")
+        return self.take(n)
+
+    def end(self):
+        if self.pos != len(self.data):
+            raise CorruptStoreError("damaged extension value: trailing bytes")
+
+
+# ---- numbers (ext.h E1) ---------------------------------------------------
+
+def _ratio_key(r):
+    """The numeric key of a Fraction: the simplest number equal to it."""
+    n, d = r.numerator, r.denominator
+    if d == 1:
+        if -(1 << 63) <= n < (1 << 63):
+            return bytes([K_INT]) + _zigzag(n)
+        return bytes([K_BIG]) + _counted(_int_bytes(n))
+    try:
+        f = float(r)
+    except OverflowError:
+        f = None
+    if f is not None and fractions.Fraction(f) == r:
+        return bytes([K_FLOAT]) + struct.pack("<d", f)
+    return bytes([K_RATIO]) + _counted(_int_bytes(n)) + _counted(_int_bytes(d))
+
+
+def _decimal_key(x):
+    if x.is_snan():
+        return bytes([K_SNAN])
+    if x.is_nan():
+        return bytes([K_NAN])
+    if x.is_infinite():
+        return bytes([K_FLOAT]) + struct.pack("<d", float(x))
+    sign, digits, exp = x.as_tuple()
+    if not any(digits):
+        return bytes([K_INT, 0])
+    if abs(exp) > DEC_EXP_LIMIT:
+        coef = int("".join(map(str, digits)))
+        while coef % 10 == 0:
+            coef //= 10
+            exp += 1
+        return bytes([K_DEC]) + _counted(f"{'-' if sign else ''}{coef}e{exp}".encode())
+    return _ratio_key(fractions.Fraction(x))
+
+
+def _skip_key(r):
+    kind = r.byte()
+    if kind == K_INT:
+        return kind, r.zigzag()
+    if kind == K_FLOAT:
+        return kind, struct.unpack("<d", r.take(8))[0]
+    if kind in (K_BIG, K_DEC):
+        return kind, r.counted()
+    if kind == K_RATIO:
+        n = int.from_bytes(r.counted(), "little", signed=True)
+        d = int.from_bytes(r.counted(), "little", signed=True)
+        if d <= 1:
+            raise CorruptStoreError("damaged extension value: bad denominator")
+        return kind, (n, d)
+    if kind in (K_NAN, K_SNAN):
+        return kind, None
+    raise CorruptStoreError("damaged extension value: unknown numeric key")
+
+
+def _encode_decimal(x):
+    """Key, flags, then the exponent of a finite one (its coefficient is the
+    key's value scaled by it) or the diagnostic digits of a NaN."""
+    sign, digits, exp = x.as_tuple()
+    flags = sign
+    if x.is_infinite():
+        flags |= DEC_INF
+    elif x.is_snan():
+        flags |= DEC_SNAN
+    elif x.is_nan():
+        flags |= DEC_NAN
+    body = bytes([flags])
+    if x.is_finite():
+        body += _zigzag(exp)
+    elif x.is_nan():
+        body += _varint(int("".join(map(str, digits))) if digits else 0)
+    return bytes([DECIMAL]) + _decimal_key(x) + body
+
+
+def _key_ratio(kind, val):
+    """The exact value of a finite numeric key (a Fraction), or None (K_DEC)."""
+    if kind == K_INT:
+        return fractions.Fraction(val)
+    if kind == K_FLOAT and math.isfinite(val):
+        return fractions.Fraction(val)
+    if kind == K_BIG:
+        return fractions.Fraction(int.from_bytes(val, "little", signed=True))
+    if kind == K_RATIO:
+        return fractions.Fraction(*val)
+    if kind == K_DEC:
+        return None
+    raise CorruptStoreError("damaged extension value: bad numeric key")
+
+
+def _finite_decimal(kind, val, sign, exp):
+    if kind == K_DEC:
+        text = val.decode("ascii")
+        coef_text, _, norm_exp = text.lstrip("-").partition("e")
+        shift = int(norm_exp) - exp
+        if not 0 <= shift <= DEC_SHIFT_LIMIT:
+            raise CorruptStoreError("damaged extension value: Decimal exponent")
+        coef = int(coef_text) * 10 ** shift
+    else:
+        value = _key_ratio(kind, val)
+        if value and abs(exp) > DEC_EXP_LIMIT:        # zero alone has any exponent
+            raise CorruptStoreError("damaged extension value: Decimal exponent")
+        scaled = abs(value) / fractions.Fraction(10) ** exp if value else value
+        if scaled.denominator != 1:
+            raise CorruptStoreError("damaged extension value: Decimal coefficient")
+        coef = scaled.numerator
+    return decimal.Decimal((sign, tuple(map(int, str(coef))), exp))
+
+
+def _decode_decimal(r):
+    kind, val = _skip_key(r)
+    flags = r.byte()
+    sign, special = flags & DEC_SIGN, flags & ~DEC_SIGN
+    if special == DEC_INF:
+        return decimal.Decimal("-Infinity" if sign else "Infinity")
+    if special in (DEC_NAN, DEC_SNAN):
+        coef = r.varint()
+        text = ("-" if sign else "") + ("sNaN" if special == DEC_SNAN else "NaN")
+        return decimal.Decimal(text + (str(coef) if coef else ""))
+    if special:
+        raise CorruptStoreError("damaged extension value: bad Decimal flags")
+    return _finite_decimal(kind, val, sign, r.zigzag())
+
+
+def _decode_fraction(r):
+    kind, val = _skip_key(r)
+    value = _key_ratio(kind, val)
+    if value is None:
+        raise CorruptStoreError("damaged extension value: bad Fraction key")
+    return value
+
+
+# ---- dates and times (ext.h E2) --------------------------------------------
+
+def _zone(tz, for_time):
+    """(zone kind, extra bytes) of an aware value's tzinfo, or None."""
+    if tz is _dt.timezone.utc:
+        return ZONE_UTC, b""
+    if type(tz) is _dt.timezone:
+        off = tz.utcoffset(None)
+        name = tz.tzname(None)
+        default = _dt.timezone(off).tzname(None)
+        return ZONE_FIXED, (b"" if name == default else name.encode())
+    key = getattr(tz, "key", None)
+    if not for_time and type(tz).__module__ == "zoneinfo" and isinstance(key, str) and key:
+        return ZONE_INFO, key.encode()
+    return None
+
+
+def _temporal(subtype, local_us, value):
+    tz = value.tzinfo
+    word = local_us | (value.fold << FOLD_BIT)
+    if tz is None:
+        return bytes([subtype]) + struct.pack("<Q", word)
+    zone = _zone(tz, subtype == TIME)
+    off = value.utcoffset()
+    if zone is None or off is None:
+        return None
+    word |= 1 << AWARE_BIT | zone[0] << ZONE_SHIFT
+    return (bytes([subtype]) + struct.pack("<Q", word)
+            + (off // _US).to_bytes(OFFSET_BYTES, "little", signed=True) + zone[1])
+
+
+def _encode_datetime(x):
+    return _temporal(DATETIME, (x.replace(tzinfo=None, fold=0) - _EPOCH) // _US, x)
+
+
+def _encode_time(x):
+    us = ((x.hour * 60 + x.minute) * 60 + x.second) * 1_000_000 + x.microsecond
+    return _temporal(TIME, us, x)
+
+
+def _read_zone(r, kind):
+    if kind == ZONE_NAIVE:
+        return None
+    off = _dt.timedelta(microseconds=int.from_bytes(r.take(OFFSET_BYTES), "little",
+                                                    signed=True))
+    extra = r.take(len(r.data) - r.pos).decode()
+    if kind == ZONE_UTC:
+        return _dt.timezone.utc
+    if kind == ZONE_FIXED:
+        return _dt.timezone(off, extra) if extra else _dt.timezone(off)
+    import zoneinfo
+    return zoneinfo.ZoneInfo(extra)
+
+
+def _decode_temporal(r, subtype):
+    word = struct.unpack("<Q", r.take(8))[0]
+    us = word & ((1 << US_BITS) - 1)
+    fold, kind = word >> FOLD_BIT & 1, word >> ZONE_SHIFT & 3
+    if (word >> AWARE_BIT & 1) != (kind != ZONE_NAIVE):
+        raise CorruptStoreError("damaged extension value: bad zone bits")
+    tz = _read_zone(r, kind)
+    if subtype == DATETIME:
+        return (_EPOCH + _dt.timedelta(microseconds=us)).replace(tzinfo=tz, fold=fold)
+    secs, micro = divmod(us, 1_000_000)
+    return _dt.time(secs // 3600, secs // 60 % 60, secs % 60, micro, tz, fold=fold)
+
+
+# ---- records of class instances -------------------------------------------
+
+def class_path(cls):
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def resolve(path):
+    """The class a "module:qualname" path names (ImportError if none)."""
+    module, _, qualname = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ImportError(f"cowstore cannot find class {path!r}")
+    return obj
+
+
+def _importable(cls):
+    try:
+        return resolve(class_path(cls)) is cls
+    except Exception:
+        return False
+
+
+def _record(obj):
+    """Bytes of plain data (a record's fields), nested leaves included."""
+    from . import _cowstore
+    t = type(obj)
+    if obj is None:
+        return b"N"
+    if obj is True or obj is False:
+        return b"T" if obj else b"F"
+    if t is int:
+        return b"i" + _counted(_int_bytes(obj))
+    if t is float:
+        return b"f" + struct.pack("<d", obj)
+    if t is str:
+        return b"s" + _counted(obj.encode("utf-8"))
+    if t is bytes:
+        return b"b" + _counted(obj)
+    if isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase, _cowstore.SetBase)):
+        return _record(_cowstore.thaw(obj))
+    if t in (tuple, list, set, frozenset):
+        code = {tuple: b"t", list: b"l", set: b"S", frozenset: b"Z"}[t]
+        return code + _varint(len(obj)) + b"".join(_record(e) for e in obj)
+    if t is dict:
+        return b"d" + _varint(len(obj)) + b"".join(_record(k) + _record(v)
+                                                   for k, v in obj.items())
+    data = encode(obj)
+    if data is None:
+        raise _Unstorable(obj)
+    return b"x" + _counted(data)
+
+
+class _Unstorable(Exception):
+    """A record holds a value of a type cowstore cannot store."""
+
+
+def _read_record(r, depth=0):
+    if depth > 200:
+        raise CorruptStoreError("damaged extension value: nested too deep")
+    code = r.take(1)
+    if code == b"N":
+        return None
+    if code in (b"T", b"F"):
+        return code == b"T"
+    if code == b"i":
+        return int.from_bytes(r.counted(), "little", signed=True)
+    if code == b"f":
+        return struct.unpack("<d", r.take(8))[0]
+    if code == b"s":
+        return r.counted(True).decode("utf-8")
+    if code == b"b":
+        return bytes(r.counted(True))
+    if code in (b"t", b"l", b"S", b"Z"):
+        items = [_read_record(r, depth + 1) for _ in range(r.varint())]
+        return {b"t": tuple, b"l": list, b"S": set, b"Z": frozenset}[code](items)
+    if code == b"d":
+        return {_read_record(r, depth + 1): _read_record(r, depth + 1)
+                for _ in range(r.varint())}
+    if code == b"x":
+        return decode(bytes(r.counted()))
+    raise CorruptStoreError("damaged extension value: unknown record code")
+
+
+def _hashable(obj):
+    try:
+        hash(obj)
+        return True
+    except TypeError:
+        return False
+
+
+def _object(kind, cls, fields, obj):
+    head = kind | (0 if _hashable(obj) else UNHASHABLE)
+    return bytes([head]) + _counted(class_path(cls).encode()) + _record(fields)
+
+
+def _dataclass_fields(obj):
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _new_dataclass(cls, fields):
+    """A fresh instance with the stored fields set; __init__ and
+    __post_init__ are not called (as copy and pickle do)."""
+    obj = cls.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _encode_object(obj):
+    cls = type(obj)
+    entry = _registry.get(cls)
+    if entry is not None:
+        return _object(USER, cls, entry[1](obj), obj)
+    if isinstance(obj, enum.Enum) and not isinstance(obj, _MIXINS) and _importable(cls):
+        return _object(ENUM, cls, obj.value, obj)
+    if isinstance(obj, tuple) and hasattr(cls, "_fields") and _importable(cls):
+        return _object(NAMEDTUPLE, cls, tuple(obj), obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls):
+        return _object(DATACLASS, cls, _dataclass_fields(obj), obj)
+    if _fallback[0] is not None:
+        try:
+            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return None
+        head = PICKLE | (0 if _hashable(obj) else UNHASHABLE)
+        return bytes([head]) + _counted(class_path(cls).encode()) + data
+    return None
+
+
+def _checked_class(path, kind):
+    """The class path names, if it is one of kind's (a damaged or hostile
+    file must not get any other callable called)."""
+    try:
+        cls = resolve(path)
+    except (ImportError, ValueError) as e:
+        raise CorruptStoreError(f"cannot import class {path!r} named in the store "
+                                f"(a missing module, or a damaged file): {e}") from None
+    ok = isinstance(cls, type) and (
+        (kind == ENUM and issubclass(cls, enum.Enum))
+        or (kind == NAMEDTUPLE and issubclass(cls, tuple) and hasattr(cls, "_fields"))
+        or (kind == DATACLASS and dataclasses.is_dataclass(cls)))
+    if not ok:
+        raise CorruptStoreError(f"damaged extension value: {path!r} is no class of its kind")
+    return cls
+
+
+def _decode_object(r, kind):
+    path = r.counted().decode()
+    if kind == PICKLE:
+        if _fallback[0] is None:
+            raise CorruptStoreError("a pickled leaf: call cowstore.set_fallback(pickle) to "
+                                    "read it (unpickling runs code: only for trusted files)")
+        return pickle.loads(r.take(len(r.data) - r.pos))
+    fields = _read_record(r)
+    r.end()
+    if kind == USER:
+        entry = _registry.get(_registered_paths.get(path))
+        if entry is None:
+            raise CorruptStoreError(f"class {path!r} is not registered with cowstore.register "
+                                    "in this process")
+        return entry[2](fields)
+    cls = _checked_class(path, kind)
+    if kind == ENUM:
+        return cls(fields)
+    if kind == NAMEDTUPLE:
+        return cls(*fields)
+    if not isinstance(fields, dict):
+        raise CorruptStoreError("damaged extension value: dataclass fields")
+    return _new_dataclass(cls, fields)
+
+
+# ---- the entry points ------------------------------------------------------
+
+def encode(obj):
+    """The extension bytes of obj, or None when cowstore cannot store it."""
+    t = type(obj)
+    if t is _dt.datetime:
+        return _encode_datetime(obj)
+    if t is _dt.date:
+        return struct.pack("<BI", DATE, obj.toordinal())
+    if t is _dt.time:
+        return _encode_time(obj)
+    if t is _dt.timedelta:
+        return struct.pack("<BiII", TIMEDELTA, obj.days, obj.seconds, obj.microseconds)
+    if t is decimal.Decimal:
+        return _encode_decimal(obj)
+    if t is fractions.Fraction:
+        return bytes([FRACTION]) + _ratio_key(obj)
+    if t is complex:
+        return struct.pack("<Bdd", COMPLEX, obj.real, obj.imag)
+    if t is uuid.UUID:
+        return bytes([UUID]) + obj.bytes
+    try:
+        return _encode_object(obj)
+    except _Unstorable:
+        return None
+
+
+def _decode_simple(r, subtype):
+    if subtype in (DATETIME, TIME):
+        return _decode_temporal(r, subtype)
+    if subtype == DATE:
+        return _dt.date.fromordinal(struct.unpack("<I", r.take(4))[0])
+    if subtype == TIMEDELTA:
+        days, secs, micros = struct.unpack("<iII", r.take(12))
+        if secs >= 86400 or micros >= 1_000_000:
+            raise CorruptStoreError("damaged extension value: timedelta fields")
+        return _dt.timedelta(days, secs, micros)
+    if subtype == DECIMAL:
+        return _decode_decimal(r)
+    if subtype == FRACTION:
+        return _decode_fraction(r)
+    if subtype == COMPLEX:
+        return complex(*struct.unpack("<dd", r.take(16)))
+    if subtype == UUID:
+        return uuid.UUID(bytes=bytes(r.take(16)))
+    raise CorruptStoreError(f"damaged extension value: unknown subtype {subtype}")
+
+
+# What damaged bytes can make the decoders raise; all become CorruptStoreError
+# (a missing module or class stays an ImportError: the file may be sound).
+_DAMAGE = (ValueError, OverflowError, struct.error, decimal.InvalidOperation, KeyError,
+           IndexError, EOFError, RecursionError, pickle.UnpicklingError)
+
+
+def decode(data):
+    """The object extension bytes describe (a fresh one each time)."""
+    try:
+        r = _Reader(data)
+        subtype = r.byte()
+        if subtype & ~UNHASHABLE in OBJECT_KINDS:
+            return _decode_object(r, subtype & ~UNHASHABLE)
+        value = _decode_simple(r, subtype)
+        r.end()
+        return value
+    except CorruptStoreError:
+        raise
+    except _DAMAGE as e:
+        raise CorruptStoreError(f"damaged extension value: {type(e).__name__}: {e}") from None
+
+
+# ---- the public hooks ------------------------------------------------------
+
+def register(cls, to_data, from_data):
+    """Store instances of cls (exactly that class) as to_data(obj), any
+    storable data, and read them back as from_data(data), as copyreg does for
+    pickle.  The class is recorded by its import path "module:qualname"; a
+    process reading it must have registered it too, else reading raises
+    CorruptStoreError naming the path."""
+    if not isinstance(cls, type):
+        raise TypeError("cowstore.register needs a class")
+    if not callable(to_data) or not callable(from_data):
+        raise TypeError("cowstore.register needs two callables")
+    _registry[cls] = (class_path(cls), to_data, from_data)
+    _registered_paths[class_path(cls)] = cls
+
+
+def unregister(cls):
+    """Forgets a class given to register (KeyError if it was not)."""
+    path = _registry.pop(cls)[0]
+    _registered_paths.pop(path, None)
+
+
+def set_fallback(fallback):
+    """fallback=pickle: store any otherwise unstorable object that pickles as
+    an immutable leaf (reading gives a fresh unpickled object); None (the
+    default): such objects raise UnsupportedTypeError.  Returns the previous
+    setting."""
+    if fallback is not None and fallback is not pickle:
+        raise ValueError("cowstore.set_fallback takes pickle or None")
+    previous, _fallback[0] = _fallback[0], fallback
+    return previous
+
+
+# ---- JSON forms (cowstore export / get) ------------------------------------
+
+_NO_FORM = object()
+
+
+def _duration(td):
+    """ISO 8601 duration of a timedelta: "P1DT3600.5S", "P-1DT86399S"."""
+    secs = f"{td.seconds}.{td.microseconds:06d}".rstrip("0").rstrip(".")
+    return f"P{td.days}DT{secs}S"
+
+
+def json_form(obj):
+    """What a leaf of an extension type is written as in JSON (see
+    docs/semantics.md), or _NO_FORM."""
+    t = type(obj)
+    if t in (_dt.datetime, _dt.date, _dt.time):
+        return obj.isoformat()
+    if t is _dt.timedelta:
+        return _duration(obj)
+    if t in (decimal.Decimal, fractions.Fraction, uuid.UUID):
+        return str(obj)
+    if t is complex:
+        return [obj.real, obj.imag]
+    entry = _registry.get(t)
+    if entry is not None:
+        return entry[1](obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _dataclass_fields(obj)
+    return _NO_FORM
+
+
+def json_key(obj):
+    """The JSON text of a dict key of an extension type, or None."""
+    form = json_form(obj)
+    return form if isinstance(form, str) else None

@@ -1,0 +1,59 @@
+"""Classes the extension-leaf tests store by reference: importable by path
+("_ext_types:Color"), so a fresh process can read them back."""
+import collections
+import dataclasses
+import enum
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = "blue"
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenRow:
+    id: int
+    note: object = None
+
+
+@dataclasses.dataclass
+class Row:
+    id: int
+    tags: list = dataclasses.field(default_factory=list)
+
+
+class Money:
+    """A class of the user's own, stored through cowstore.register."""
+
+    def __init__(self, amount, currency):
+        self.amount, self.currency = amount, currency
+
+    def __eq__(self, other):
+        return isinstance(other, Money) and (self.amount, self.currency) == (other.amount,
+                                                                              other.currency)
+
+    def __hash__(self):
+        return hash((self.amount, self.currency))
+
+
+class Opaque:
+    """Storable only through the pickle fallback."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return isinstance(other, Opaque) and self.x == other.x
+
+    __hash__ = None
+
+
+def money_to_data(m):
+    return (m.amount, m.currency)
+
+
+def money_from_data(data):
+    return Money(*data)

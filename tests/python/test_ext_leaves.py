@@ -1,0 +1,372 @@
+"""Extension leaves (docs/semantics.md, "Values cowstore stores"): datetime,
+date, time, timedelta, Decimal, Fraction, complex, UUID, enum members,
+namedtuples, dataclasses, registered classes and the pickle fallback, through
+freeze/thaw, copy, pickling, stores (read in a fresh process), diff and JSON."""
+import copy
+import datetime as dt
+import io
+import json
+import pickle
+import subprocess
+import sys
+import uuid
+import zoneinfo
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+import cowstore
+from cowstore._ext import encode
+from cowstore._jsonout import JsonWriter
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _ext_types import (Color, FrozenRow, Money, Opaque, Point, Row,  # noqa: E402
+                        money_from_data, money_to_data)
+
+ZONES = ["UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata", "Australia/Lord_Howe"]
+
+timezones = st.one_of(
+    st.none(),
+    st.just(dt.timezone.utc),
+    st.builds(dt.timezone, st.timedeltas(min_value=dt.timedelta(hours=-23, minutes=-59),
+                                        max_value=dt.timedelta(hours=23, minutes=59))),
+    st.sampled_from(ZONES).map(zoneinfo.ZoneInfo),
+)
+datetimes = st.datetimes(timezones=timezones, allow_imaginary=False)
+decimals = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=True),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.sampled_from([Decimal("NaN"), Decimal("-NaN7"), Decimal("sNaN"), Decimal("-0"),
+                     Decimal("0E+3000"), Decimal("1E+5000"), Decimal("1.10"), Decimal("1.1")]),
+)
+fraction_values = st.fractions(max_denominator=10**12) | st.builds(Fraction, st.integers())
+complexes = st.complex_numbers(allow_nan=False)
+leaves = st.one_of(datetimes, st.dates(), st.times(timezones=st.none() | st.just(dt.timezone.utc)),
+                   st.timedeltas(), decimals, fraction_values, complexes, st.uuids())
+
+
+def same(a, b):
+    """Type, text and (for times) zone and fold are kept exactly."""
+    assert type(a) is type(b), (a, b)
+    assert repr(a) == repr(b), (a, b)
+    if isinstance(a, (dt.datetime, dt.time)):
+        assert a.tzinfo == b.tzinfo and a.fold == b.fold
+
+
+@given(leaves)
+def test_freeze_thaw_round_trip(x):
+    same(cowstore.thaw(cowstore.freeze([x]))[0], x)
+    same(cowstore.freeze({"k": x})["k"], x)
+
+
+@given(st.lists(leaves, max_size=8))
+def test_copy_and_pickle_round_trip(xs):
+    frozen = cowstore.freeze(xs)
+    for back in (copy.copy(frozen), copy.deepcopy(frozen),
+                 pickle.loads(pickle.dumps(frozen)), cowstore.CowList(xs)):
+        for a, b in zip(back, xs):
+            same(a, b)
+
+
+@given(datetimes)
+def test_datetime_fits_the_value(x):
+    if x.tzinfo is None or type(x.tzinfo) is dt.timezone:
+        assert len(encode(x)) <= 14 or x.tzinfo.tzname(None) != dt.timezone(
+            x.utcoffset()).tzname(None)
+
+
+def test_small_decimals_are_inline():
+    for text in ["1", "19.99", "-0.5", "1234567.89", "0.1"]:
+        assert len(encode(Decimal(text))) <= 14, text
+
+
+def python_dict(keys):
+    d = {}
+    for i, k in enumerate(keys):
+        d[k] = i
+    return d
+
+
+def cow_dict(keys):
+    d = cowstore.CowDict()
+    for i, k in enumerate(keys):
+        d[k] = i
+    return d
+
+
+hashable_leaves = leaves.filter(lambda x: not (isinstance(x, Decimal) and x.is_nan()))
+numbers = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, 1.0, -2.0, 0.1, 2.0**70]),
+                    st.sampled_from([Decimal(1), Decimal("1.0"), Decimal("0.5"), Decimal("0.1"),
+                                     Decimal("-2"), Decimal(2**70), Decimal("0.10")]),
+                    st.sampled_from([Fraction(1), Fraction(1, 2), Fraction(1, 10),
+                                     Fraction(2**70), Fraction(-2)]),
+                    st.sampled_from([complex(1, 0), complex(0.5, 0), complex(1, 1),
+                                     complex(-2, -0.0)]),
+                    st.booleans())
+
+
+@given(st.lists(st.one_of(numbers, hashable_leaves), max_size=12))
+def test_keys_collide_as_in_dict(keys):
+    expect = python_dict(keys)
+    got = cow_dict(keys)
+    assert len(got) == len(expect)
+    for k, v in expect.items():
+        assert got[k] == v
+    frozen = cowstore.freeze(expect)
+    assert len(frozen) == len(expect)
+    for k in keys:
+        assert (k in frozen) == (k in expect)
+
+
+def test_numbers_equal_in_python_are_one_key():
+    keys = [1, 1.0, True, Decimal(1), Decimal("1.000"), Fraction(1), complex(1, 0)]
+    d = cow_dict(keys)
+    assert len(d) == 1 and d[1] == len(keys) - 1
+    assert cowstore.freeze({Decimal("0.1"): "a"})[Fraction(1, 10)] == "a"
+    assert 0.1 not in cowstore.freeze({Decimal("0.1"): "a"})
+    assert cowstore.freeze({Decimal("0.5"): "a"})[0.5] == "a"
+    assert cowstore.freeze({Decimal(2**70): "a"})[2**70] == "a"
+
+
+def test_datetimes_compare_as_python():
+    utc = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc)
+    paris = utc.astimezone(zoneinfo.ZoneInfo("Europe/Paris"))
+    fixed = utc.astimezone(dt.timezone(dt.timedelta(hours=-3)))
+    d = cowstore.freeze({utc: "noon"})
+    assert d[paris] == d[fixed] == "noon"
+    assert dt.datetime(2024, 1, 1, 12) not in d           # naive != aware
+    assert cowstore.freeze([utc]) == cowstore.freeze([paris])
+    assert dt.date(2024, 1, 1) not in cowstore.freeze({dt.datetime(2024, 1, 1): 1})
+
+
+def test_nan_leaves_are_refused_as_keys_as_float_nan_is():
+    for nan in (Decimal("NaN"), complex(float("nan"), 1)):
+        with pytest.raises(cowstore.CowValueError):
+            cowstore.freeze({nan: 1})
+        assert nan not in cowstore.freeze({1: 1})
+        assert cowstore.freeze([nan])[0] is not None
+
+
+def test_unhashable_values_are_refused_as_keys():
+    with pytest.raises(TypeError):
+        cowstore.freeze({Decimal("sNaN"): 1})
+    with pytest.raises(TypeError):
+        cowstore.freeze({Row(1): 1})
+
+
+# ---- classes by reference ----------------------------------------------------
+
+@pytest.fixture
+def registered():
+    cowstore.register(Money, money_to_data, money_from_data)
+    yield
+    cowstore.unregister(Money)
+
+
+def objects():
+    return {"color": Color.RED, "blue": Color.BLUE, "point": Point(1, Decimal("2.5")),
+            "frozen": FrozenRow(1, dt.date(2020, 1, 2)), "row": Row(2, ["a", "b"]),
+            "money": Money(Decimal("9.99"), "EUR"), Color.RED: "key", Point(1, 2): "pk",
+            FrozenRow(3): "fk"}
+
+
+def test_class_records_round_trip(registered):
+    data = objects()
+    for back in (cowstore.thaw(cowstore.freeze(data)), copy.deepcopy(cowstore.freeze(data)),
+                 pickle.loads(pickle.dumps(cowstore.freeze(data)))):
+        assert dict(back) == data
+        assert back["color"] is Color.RED
+        assert type(back["point"]) is Point
+    frozen = cowstore.freeze(data)
+    assert frozen[Color.RED] == "key" and frozen[Point(1, 2)] == "pk"
+    assert frozen[FrozenRow(3)] == "fk"
+
+
+def test_dataclass_reads_back_a_fresh_instance():
+    d = cowstore.CowDict(row=Row(1, ["a"]))
+    row = d["row"]
+    row.tags.append("b")
+    assert d["row"].tags == ["a"]            # not a live view: write it back to change it
+    assert d["row"] is not d["row"]
+    d["row"] = row
+    assert d["row"].tags == ["a", "b"]
+
+
+def test_register_and_unregister(registered):
+    with pytest.raises(TypeError):
+        cowstore.register(Money(1, "x"), money_to_data, money_from_data)
+    assert cowstore.thaw(cowstore.freeze([Money(1, "EUR")])) == [Money(1, "EUR")]
+
+
+def test_pickle_fallback_is_opt_in():
+    with pytest.raises(cowstore.UnsupportedTypeError, match=r"Opaque.*root\[0\]"):
+        cowstore.freeze([Opaque(1)])
+    previous = cowstore.set_fallback(pickle)
+    try:
+        frozen = cowstore.freeze([Opaque([1])])
+        leaf = frozen[0]
+        assert leaf == Opaque([1]) and leaf is not frozen[0]
+        leaf.x.append(2)                     # a fresh object: nothing written back
+        assert frozen[0] == Opaque([1])
+        with pytest.raises(TypeError):
+            cowstore.freeze({Opaque(1): 1})
+    finally:
+        cowstore.set_fallback(previous)
+    with pytest.raises(ValueError):
+        cowstore.set_fallback(json)
+
+
+def test_unsupported_types_still_name_type_and_path():
+    with pytest.raises(cowstore.UnsupportedTypeError, match=r"'object' \(at root\['a'\]\[1\]\)"):
+        cowstore.freeze({"a": [1, object()]})
+    local = type("Local", (), {})
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore.freeze([local()])
+
+
+# ---- diff, JSON, stores --------------------------------------------------------
+
+def test_diff_sees_changed_leaves():
+    a = cowstore.freeze({"at": dt.date(2020, 1, 1), "p": Decimal("1.10")})
+    b = cowstore.freeze({"at": dt.date(2020, 1, 2), "p": Decimal("1.10")})
+    assert [(c.path, c.old, c.new) for c in cowstore.diff(a, b)] == [
+        (("at",), dt.date(2020, 1, 1), dt.date(2020, 1, 2))]
+
+
+def test_json_forms():
+    value = cowstore.freeze({
+        "at": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "d": dt.date(2024, 1, 2),
+        "t": dt.time(1, 2), "td": dt.timedelta(days=1, seconds=3600, microseconds=500000),
+        "dec": Decimal("1.10"), "fr": Fraction(1, 3), "c": 1 + 2j, "u": uuid.UUID(int=1),
+        "color": Color.BLUE, "p": Point(1, 2), "row": FrozenRow(1),
+        "keys": {dt.date(2020, 1, 1): 1, Decimal("2.5"): 2}})
+    out = io.StringIO()
+    JsonWriter(out).write(value)
+    assert json.loads(out.getvalue()) == {
+        "at": "2024-01-02T03:04:05+00:00", "d": "2024-01-02", "t": "01:02:00",
+        "td": "P1DT3600.5S", "dec": "1.10", "fr": "1/3", "c": [1.0, 2.0],
+        "u": "00000000-0000-0000-0000-000000000001", "color": "blue", "p": [1, 2],
+        "row": {"id": 1, "note": None}, "keys": {"2020-01-01": 1, "2.5": 2}}
+
+
+READER = """
+import sys, pickle
+sys.path.insert(0, {here!r})
+import cowstore, _ext_types
+cowstore.register(_ext_types.Money, _ext_types.money_to_data, _ext_types.money_from_data)
+store = cowstore.open({path!r})
+sys.stdout.buffer.write(pickle.dumps(cowstore.thaw(store["state"])))
+"""
+
+
+def test_store_round_trip_in_a_fresh_process(tmp_path, registered):
+    state = dict(objects(), leaves=[
+        dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=zoneinfo.ZoneInfo("America/New_York")),
+        dt.timedelta(days=-1), Decimal("-sNaN3"), Fraction(2**80, 3), complex(1, -0.0),
+        uuid.UUID(int=7), dt.time(23, 59, tzinfo=dt.timezone(dt.timedelta(hours=5), "X"))])
+    path = str(tmp_path / "s.cow")
+    store = cowstore.open(path)
+    store["state"] = state
+    store.close()
+    out = subprocess.run([sys.executable, "-c",
+                          READER.format(here=str(Path(__file__).parent), path=path)],
+                         capture_output=True, check=True).stdout
+    back = pickle.loads(out)
+    leaves = back.pop("leaves")
+    expect = state.pop("leaves")
+    assert back == state
+    for a, b in zip(leaves, expect):
+        same(a, b)
+
+
+def test_stored_leaves_are_keys(tmp_path):
+    store = cowstore.open(str(tmp_path / "k.cow"))
+    store["k"] = {Decimal("0.5"): 1, dt.date(2020, 1, 1): 2, uuid.UUID(int=3): 3}
+    k = store["k"]
+    assert k[0.5] == k[Fraction(1, 2)] == 1 and k[dt.date(2020, 1, 1)] == 2
+    assert k[uuid.UUID(int=3)] == 3
+
+
+@pytest.mark.parametrize("data", [
+    b"\x01\x00", b"\x02\x01", b"\x03" + b"\xff" * 8, b"\x05\x09", b"\x05\x04\x01\x05\x01\x01",
+    b"\x06\x01", b"\x07" + b"\x00" * 15, b"\x08\x00", b"\x10\x05abc", b"\x11\x03a:b\x00",
+    b"\x63", b"\x04" + b"\xff" * 12, b"\x01" + b"\xff" * 8 + b"\x00" * 5 + b"\xff",
+    b"\x14\x01x\x80\x04garbage", b"\x12\x04os:pN", b"\x10\x09os:systemsx",
+    b"\x10\x09os:systems\x04echo", b"\x11\x0bno_such:Cls\x74\x00", b"\x13\x03a:bN",
+])
+def test_damaged_bytes_are_corrupt_store_errors(data):
+    with pytest.raises(cowstore.CorruptStoreError):
+        cowstore._ext.decode(data)
+
+
+def test_pickled_leaves_read_only_with_the_fallback_on():
+    previous = cowstore.set_fallback(pickle)
+    try:
+        data = encode(Opaque(1))
+    finally:
+        cowstore.set_fallback(previous)
+    with pytest.raises(cowstore.CorruptStoreError, match="set_fallback"):
+        cowstore._ext.decode(data)
+
+
+def test_damaged_decimal_payload_is_corrupt():
+    with pytest.raises(cowstore.CorruptStoreError):
+        cowstore._ext.decode(encode(Decimal("1.5")) + b"\x00")
+
+
+def test_int_enum_members_are_not_records():
+    """IntEnum members equal plain ints; a record by class path could not."""
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore.freeze([Level.LOW])
+    assert Level.LOW in cowstore.freeze([1])     # still found as the int it equals
+
+
+@pytest.mark.parametrize("damage", ["subtype", "length", "payload"])
+def test_damaged_leaf_in_a_store_file_is_corrupt(tmp_path, damage):
+    """A leaf's bytes damaged inside a real store file: CorruptStoreError on
+    read, never a crash or a wrong value."""
+    leaf = dt.timedelta(days=12345, seconds=678, microseconds=91011)
+    data = encode(leaf)
+    path = tmp_path / "d.cow"
+    store = cowstore.open(str(path))
+    store["x"] = [leaf]
+    store.close()
+    blob = bytearray(path.read_bytes())
+    at = blob.find(data)
+    assert at > 0 and blob.find(data, at + 1) < 0
+    if damage == "subtype":
+        blob[at] = 0x63                     # no such subtype
+    elif damage == "length":
+        blob[at - 1] = 15                   # the inline length byte: past 14
+    else:
+        blob[at + 5:at + 9] = b"\xff\xff\xff\xff"   # seconds beyond a day
+    path.write_bytes(bytes(blob))
+    store = cowstore.open(str(path), readonly=True)
+    with pytest.raises(cowstore.CorruptStoreError):
+        store["x"][0]
+    store.close()
+
+
+def test_cli_get_and_export_write_json_forms(tmp_path):
+    path = str(tmp_path / "c.cow")
+    store = cowstore.open(path)
+    store["r"] = [{"at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+                   "p": Decimal("1.10"), "id": uuid.UUID(int=1)}]
+    store.close()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cowstore", *args], capture_output=True,
+                              text=True, check=True).stdout
+
+    assert json.loads(cli("get", path, "r/0/at")) == "2024-01-02T00:00:00+00:00"
+    assert json.loads(cli("export", path, "r", "-")) == [
+        {"at": "2024-01-02T00:00:00+00:00", "p": "1.10",
+         "id": "00000000-0000-0000-0000-000000000001"}]
