@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/ext.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/node.h"
@@ -16,6 +17,7 @@ enum {
     PK_FLOAT = 0x08,
     PK_WSTR = 0x09, PK_WBYTES = 0x0a, PK_WBIGINT = 0x0b,
     PK_STR = 0x0c, PK_BYTES = 0x0d,
+    PK_SEXT = 0x0e, PK_WEXT = 0x0f,     /* extension leaves (ext.h): inline, by word */
     PK_CONTAINER = 0x10,            /* + kind_code(tag), 0x10..0x14 */
     PK_SSTR = 0x20,                 /* + length 0..COW_INLINE_MAX */
     PK_SMALLINT = 0x80,             /* + value 0..127 */
@@ -315,6 +317,13 @@ put_value(pk_out *o, const cow_val *v, unsigned depth)
     case COW_T_SBYTES:
     case COW_T_BYTES: return put_span(o, v, 0);
     case COW_T_BIGINT: return put_word(o, PK_WBIGINT, &v->u.w);
+    case COW_T_SEXT: {
+        int rc = put_byte(o, PK_SEXT);
+        if (rc == COW_OK && (rc = put_byte(o, v->slen)) == COW_OK)
+            rc = put(o, (const char *)v + COW_INLINE_OFFSET, v->slen);
+        return rc;
+    }
+    case COW_T_EXT: return put_word(o, PK_WEXT, &v->u.w);
     default: return put_container(o, v, depth);
     }
 }
@@ -409,15 +418,33 @@ get_word_value(pk_in *in, cow_val *out, int tag)
     int rc;
     if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, &wp)))
         return rc;
-    if (tag != COW_T_BIGINT) {          /* V1: a word holds only a long one */
+    if (tag != COW_T_BIGINT) {          /* V1, V8: a word holds only a long one */
         const cow_blob *b = cow_ref_get(wp, COW_NK_BLOB);
-        if (cow_ref_error() < 0 || b->len <= COW_PACK_INLINE_MAX)
+        if (cow_ref_error() < 0 || b->len <= (tag == COW_T_EXT ? COW_INLINE_MAX : COW_PACK_INLINE_MAX))
             return COW_ECORRUPT;
     }
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)tag;
     out->u.w = cow_ref_export(wp);
     cow_val_retain(out);
+    return COW_OK;
+}
+
+/* An inline extension leaf: u8 length (1..14, V8), the bytes. */
+static int
+get_sext(pk_in *in, cow_val *out)
+{
+    unsigned len;
+    int rc = get_byte(in, &len);
+    if (rc)
+        return rc;
+    if (len == 0 || len > COW_INLINE_MAX || len > (size_t)(in->end - in->p))
+        return COW_ECORRUPT;
+    memset(out, 0, sizeof *out);
+    out->tag = COW_T_SEXT;
+    out->slen = (uint8_t)len;
+    memcpy((char *)out + COW_INLINE_OFFSET, in->p, len);
+    in->p += len;
     return COW_OK;
 }
 
@@ -561,6 +588,8 @@ get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
     case PK_WSTR: return get_word_value(in, out, COW_T_STR);
     case PK_WBYTES: return get_word_value(in, out, COW_T_BYTES);
     case PK_WBIGINT: return get_word_value(in, out, COW_T_BIGINT);
+    case PK_WEXT: return get_word_value(in, out, COW_T_EXT);
+    case PK_SEXT: return get_sext(in, out);
     case PK_STR:
     case PK_BYTES: {
         unsigned len;
@@ -603,9 +632,9 @@ skip_item(pk_in *in, unsigned depth)
         len = (unsigned)int_width(code);
     else if (code == PK_FLOAT)
         len = sizeof(double);
-    else if (code >= PK_WSTR && code <= PK_WBIGINT)
+    else if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT)
         return (rc = get_byte(in, &idx)) ? rc : idx < nwords_of(in->node) ? COW_OK : COW_ECORRUPT;
-    else if (code == PK_STR || code == PK_BYTES) {
+    else if (code == PK_STR || code == PK_BYTES || code == PK_SEXT) {
         if ((rc = get_byte(in, &len)))
             return rc;
     }
@@ -641,12 +670,13 @@ get_scalar_view(pk_in *in, cow_val *out)
         in->p += len;
         return COW_OK;
     }
-    if (code >= PK_WSTR && code <= PK_WBIGINT) {
+    if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT) {
         const cow_word *wp;
         if ((rc = get_byte(in, &len)) || (rc = word_at(in, len, &wp)))
             return rc;
         memset(out, 0, sizeof *out);
-        out->tag = code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES : COW_T_BIGINT;
+        out->tag = code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES
+                   : code == PK_WEXT ? COW_T_EXT : COW_T_BIGINT;
         out->u.w = cow_ref_export(wp);
         return COW_OK;
     }
@@ -805,9 +835,10 @@ copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth)
     case PK_INT8: case PK_INT16: case PK_INT24: case PK_INT32: case PK_INT64:
         return copy_bytes(o, src, p, int_width(code));
     case PK_FLOAT: return copy_bytes(o, src, p, sizeof(double));
-    case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: return copy_word_index(o, src, p);
+    case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: case PK_WEXT: return copy_word_index(o, src, p);
     case PK_STR:
     case PK_BYTES:
+    case PK_SEXT:
         if ((rc = copy_byte(src, p, &len)) || (rc = put_byte(o, len)))
             return rc;
         return copy_bytes(o, src, p, len);

@@ -85,11 +85,9 @@ def _deep(depth):
     return node
 
 
-@pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
-    """The bytes of a closed store file holding varied data in several segments."""
+def _build_base(path):
+    """Writes the base store at path (run in a fresh process: see base_store)."""
     rng = random.Random(BASE_SEED)
-    path = str(tmp_path_factory.mktemp("fuzzbase") / "base.cow")
     data = _varied_data(rng)
     store = cowstore.open(path)
     for name, value in data.items():
@@ -111,6 +109,20 @@ def base_store(tmp_path_factory):
     del rows, bm
     store.close()
     assert stats["segments"] >= 3 and stats["roots"] == 8, stats
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    """The bytes of a closed store file holding varied data in several segments.
+
+    Written by a fresh process, so that its bytes (container identities, the
+    shapes of packed records) do not depend on which tests ran before: a
+    seed then names the same damaged file in every run."""
+    path = str(tmp_path_factory.mktemp("fuzzbase") / "base.cow")
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "import test_store_fuzz as T; T._build_base(sys.argv[2])", here, path],
+                   check=True)
     with open(path, "rb") as f:
         blob = f.read()
     # the unmutated file walks cleanly: otherwise every case below means nothing

@@ -27,6 +27,8 @@
  *   0x08        float, 8 bytes
  *   0x09 0x0a 0x0b   str / bytes / big int held by word (u8 word index)
  *   0x0c 0x0d   str / bytes inline: u8 length (<= 255), the bytes
+ *   0x0e 0x0f   an extension leaf (ext.h: datetime, Decimal, ...) inline
+ *               (u8 length 1..14, the bytes) / by word (u8 word index)
  *   0x10..0x14  a nested DICT, FDICT, LIST, FLIST, TUPLE: its body
  *   0x20..0x2e  str of 0..14 bytes inline: the bytes
  *   0x80..0xff  int 0..127
@@ -41,7 +43,8 @@
  *      identity, so views (csrc/python) follow the value from packed to
  *      general.
  *  P2  only values that decode exactly are packed: None, bools, ints, floats,
- *      str, bytes, and dicts with str keys, lists and tuples of those, within
+ *      str, bytes, extension leaves, and dicts with str keys, lists and
+ *      tuples of those, within
  *      the limits below; anything else (sets, arrays, non-str keys, bigger
  *      containers) keeps the general form.
  *  P3  decoding checks every length, code and word index against the node:
