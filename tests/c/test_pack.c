@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 
+#include "cowstore/ext.h"
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/pack.h"
@@ -112,7 +113,8 @@ Test(pack, ints_at_every_width_boundary)
 Test(pack, scalars_of_every_kind)
 {
     char s255[256], s256[257];
-    cow_val vals[12], l, big = mk_bigint(0x1234, 12);
+    cow_val vals[14], l, big = mk_bigint(0x1234, 12);
+    static const uint8_t ext_bytes[20] = {0x7f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
     memset(s255, 'x', 255);
     s255[255] = 0;
     memset(s256, 'y', 256);
@@ -129,7 +131,11 @@ Test(pack, scalars_of_every_kind)
     vals[9] = str_of(s256);                      /* held by word */
     cr_assert_eq(cow_val_bytes(&vals[10], "\0\1\2", 3), COW_OK);
     vals[11] = big;
-    l = list_of(COW_T_TUPLE, vals, 12);
+    cr_assert_eq(cow_val_ext(&vals[12], ext_bytes, 5), COW_OK);    /* inline (SEXT) */
+    cr_assert_eq(cow_val_ext(&vals[13], ext_bytes, 20), COW_OK);   /* a blob (EXT): by word */
+    cr_assert_eq(vals[12].tag, COW_T_SEXT);
+    cr_assert_eq(vals[13].tag, COW_T_EXT);
+    l = list_of(COW_T_TUPLE, vals, 14);
     expect_round_trip(&l);
     cow_val_release(&l);
 }
