@@ -25,9 +25,11 @@ ROOT = os.path.dirname(HERE)
 SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
            "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
            "bench_store_read", "bench_store_workers", "bench_store_commit",
-           "bench_import", "bench_diff", "bench_records"]
-# Written by bench/bench_cluster.py (run alone), appended to benchmarks.md.
+           "bench_import", "bench_diff", "bench_records", "bench_state"]
+# Written by bench/bench_cluster.py (run alone): section 15 of benchmarks.md,
+# placed before the scripts numbered after it.
 CLUSTER_RESULTS = "bench_cluster.md"
+AFTER_CLUSTER = {"bench_state"}
 PACKAGES = ["immutables", "pyrsistent", "rpds-py", "pcollections", "matplotlib", "psutil",
             "lmdb", "pyarrow", "deepdiff", "msgpack", "botocore"]
 
@@ -144,12 +146,16 @@ def render(info, results, took):
             lines.append(f"| {res['title']} | {g['goal']} | {g['measured']} | "
                          f"{H.met_word(g['met'])} |")
     lines.append("")
+    cluster = cluster_section()
     for name, res, err, secs in results:
+        if name in AFTER_CLUSTER:
+            lines += cluster
+            cluster = []
         if res is None:
             lines += [f"## {name}: FAILED", "", "```", err.rstrip(), "```", ""]
         else:
             lines += [render_one(res), f"*({name}.py ran for {secs:.0f} s.)*", ""]
-    lines += cluster_section()
+    lines += cluster
     return "\n".join(lines)
 
 
