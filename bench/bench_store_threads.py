@@ -10,8 +10,8 @@ import time
 import _harness as H
 import cowstore  # after _harness, which finds a checkout's cowstore
 
-N = 100_000                 # records in the map
-READS = 20_000              # reads per thread per sample
+N = 10_000 if H.QUICK else 100_000      # records in the map
+READS = 2_000 if H.QUICK else 20_000    # reads per thread per sample
 
 
 def records(n):
