@@ -177,13 +177,15 @@ Test(pack, what_is_not_packed)
     v = list_of(COW_T_LIST, items, COW_PACK_MAX_ITEMS + 1);
     cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "too many items");
     cow_val_release(&v);
-    for (size_t i = 0; i < 5; i++) {       /* 5 x 255-byte strings pass 1024 bytes */
+    enum { LONG_STRS = COW_PACK_MAX_BYTES / 255 + 1 };   /* 255-byte strings past the limit */
+    cr_assert_leq(LONG_STRS, COW_PACK_MAX_ITEMS);
+    for (size_t i = 0; i < LONG_STRS; i++) {
         char s[256];
-        memset(s, 'a' + (int)i, 255);
+        memset(s, 'a' + (int)(i % 26), 255);
         s[255] = 0;
         items[i] = str_of(s);
     }
-    v = list_of(COW_T_LIST, items, 5);
+    v = list_of(COW_T_LIST, items, LONG_STRS);
     cr_assert_eq(cow_pack_make(&v, &out), COW_NOT_FOUND, "too many bytes");
     cow_val_release(&v);
     one = cow_val_int(1);

@@ -66,7 +66,7 @@
 
 /* Limits of one pack (P2): item bytes fit the header's 24 bits with room to
  * spare, and a pack stays small enough that materialising it is cheap. */
-#define COW_PACK_MAX_BYTES 1024
+#define COW_PACK_MAX_BYTES 4096
 #define COW_PACK_MAX_WORDS 32
 /* Most entries of one packed dict, list or tuple. */
 #define COW_PACK_MAX_ITEMS 32
