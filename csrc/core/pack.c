@@ -64,6 +64,21 @@ static size_t nbytes_of(const cow_pack *p) { return p->size & COW_PACK_NBYTES_MA
 static cow_word *words_of(const cow_pack *p) { return (cow_word *)(p + 1); }
 static const uint8_t *items_of(const cow_pack *p) { return (const uint8_t *)(words_of(p) + nwords_of(p)); }
 
+/* A reader of a pack's items: every read is checked against end (P3). */
+typedef struct pk_in {
+    const uint8_t *p, *end;
+    const cow_pack *node;
+} pk_in;
+
+/* A reader at the body of v's container (a poison node reads as empty). */
+static pk_in
+reader_of(const cow_val *v)
+{
+    const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
+    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
+    return in;
+}
+
 /* A word of a pack names a blob: drop the reference it holds. */
 static void
 word_release(cow_word w)
@@ -226,7 +241,7 @@ put_span(pk_out *o, const cow_val *v, int is_str)
 }
 
 static int put_value(pk_out *o, const cow_val *v, unsigned depth);
-static int copy_body(pk_out *o, const cow_pack *src, const uint8_t **p, int tag, unsigned depth);
+static int copy_body(pk_out *o, pk_in *in, int tag, unsigned depth);
 
 /* A dict body: the shape's word, then the values in the shape's order. */
 static int
@@ -293,9 +308,8 @@ put_container(pk_out *o, const cow_val *v, unsigned depth)
     if ((rc = put_byte(o, PK_CONTAINER + (unsigned)code)))
         return rc;
     if (v->tag == COW_T_PACKED) {
-        const cow_pack *src = cow_ref_get(&v->u.w, COW_NK_PACK);
-        const uint8_t *p = items_of(src);
-        return copy_body(o, src, &p, tag, depth + 1);
+        pk_in in = reader_of(v);
+        return copy_body(o, &in, tag, depth + 1);
     }
     return is_dict_tag(tag) ? put_map_body(o, cow_val_getmap(v), depth + 1)
                             : put_vec_body(o, cow_val_getvec(v), depth + 1);
@@ -329,11 +343,6 @@ put_value(pk_out *o, const cow_val *v, unsigned depth)
 }
 
 /* ---- decoding (P3) -------------------------------------------------------- */
-
-typedef struct pk_in {
-    const uint8_t *p, *end;
-    const cow_pack *node;
-} pk_in;
 
 static int
 get(pk_in *in, void *dst, size_t len)
@@ -684,15 +693,6 @@ get_scalar_view(pk_in *in, cow_val *out)
     return get_value(in, out, 0, 0);
 }
 
-/* A reader at the body of v's container. */
-static pk_in
-reader_of(const cow_val *v)
-{
-    const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
-    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
-    return in;
-}
-
 int
 cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
 {
@@ -755,95 +755,61 @@ cow_pack_count(const cow_val *v, size_t *n)
 
 /* ---- transcoding: a packed child inlined into a new pack ----------------- */
 
-static int copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth);
-
-/* Copies `len` payload bytes at *p, checked against src's items. */
+/* A word index of the source, re-numbered for o. */
 static int
-copy_bytes(pk_out *o, const cow_pack *src, const uint8_t **p, size_t len)
-{
-    const uint8_t *end = items_of(src) + nbytes_of(src);
-    if (len > (size_t)(end - *p))
-        return COW_ECORRUPT;
-    int rc = put(o, *p, len);
-    *p += len;
-    return rc;
-}
-
-static int
-copy_byte(const cow_pack *src, const uint8_t **p, unsigned *b)
-{
-    if (*p >= items_of(src) + nbytes_of(src))
-        return COW_ECORRUPT;
-    *b = *(*p)++;
-    return COW_OK;
-}
-
-/* A word index of src, re-numbered for o. */
-static int
-copy_word_index(pk_out *o, const cow_pack *src, const uint8_t **p)
+copy_word_index(pk_out *o, pk_in *in)
 {
     unsigned idx, mine;
+    const cow_word *wp;
     int rc;
-    if ((rc = copy_byte(src, p, &idx)))
-        return rc;
-    if (idx >= nwords_of(src))
-        return COW_ECORRUPT;
-    if ((rc = add_word(o, cow_ref_export(&words_of(src)[idx]), &mine)))
+    if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, &wp))
+        || (rc = add_word(o, cow_ref_export(wp), &mine)))
         return rc;
     return put_byte(o, mine);
 }
 
+static int copy_item(pk_out *o, pk_in *in, unsigned depth);
+
 static int
-copy_body(pk_out *o, const cow_pack *src, const uint8_t **p, int tag, unsigned depth)
+copy_body(pk_out *o, pk_in *in, int tag, unsigned depth)
 {
     unsigned count;
     int rc;
     if (depth >= COW_PACK_MAX_DEPTH)
         return PK_NO;
     if (is_dict_tag(tag)) {
-        pk_in in = {*p, items_of(src) + nbytes_of(src), src};
+        pk_in shape = *in;              /* read for its key count; its index is copied */
         const cow_word *wp;
         const uint8_t *keys, *kend;
-        if ((rc = get_shape(&in, &wp, &count, &keys, &kend)))
-            return rc;
-        if ((rc = copy_word_index(o, src, p)))
+        if ((rc = get_shape(&shape, &wp, &count, &keys, &kend)) || (rc = copy_word_index(o, in)))
             return rc;
     }
-    else {
-        if ((rc = copy_byte(src, p, &count)) || (rc = put_byte(o, count)))
-            return rc;
-    }
+    else if ((rc = get_byte(in, &count)) || (rc = put_byte(o, count)))
+        return rc;
     for (unsigned i = 0; i < count && rc == COW_OK; i++)
-        rc = copy_item(o, src, p, depth);
+        rc = copy_item(o, in, depth);
     return rc;
 }
 
+/* One item: a container's body and a word's index are written anew for o;
+ * any other item's bytes are copied as they are (skip_item finds its end). */
 static int
-copy_item(pk_out *o, const cow_pack *src, const uint8_t **p, unsigned depth)
+copy_item(pk_out *o, pk_in *in, unsigned depth)
 {
-    unsigned code, len;
+    const uint8_t *at = in->p;
+    unsigned code;
     int rc;
-    if ((rc = copy_byte(src, p, &code)) || (rc = put_byte(o, code)))
+    if ((rc = get_byte(in, &code)))
         return rc;
-    if (code >= PK_SMALLINT || code <= PK_TRUE)
-        return COW_OK;
-    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
-        return copy_bytes(o, src, p, code - PK_SSTR);
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
-        return copy_body(o, src, p, container_tags[code - PK_CONTAINER], depth + 1);
-    switch (code) {
-    case PK_INT8: case PK_INT16: case PK_INT24: case PK_INT32: case PK_INT64:
-        return copy_bytes(o, src, p, int_width(code));
-    case PK_FLOAT: return copy_bytes(o, src, p, sizeof(double));
-    case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: case PK_WEXT: return copy_word_index(o, src, p);
-    case PK_STR:
-    case PK_BYTES:
-    case PK_SEXT:
-        if ((rc = copy_byte(src, p, &len)) || (rc = put_byte(o, len)))
-            return rc;
-        return copy_bytes(o, src, p, len);
-    }
-    return COW_ECORRUPT;
+        return (rc = put_byte(o, code)) ? rc
+               : copy_body(o, in, container_tags[code - PK_CONTAINER], depth + 1);
+    if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT)
+        return (rc = put_byte(o, code)) ? rc : copy_word_index(o, in);
+    in->p = at;
+    if ((rc = skip_item(in, depth)))
+        return rc;
+    return put(o, at, (size_t)(in->p - at));
 }
 
 /* ---- walking a pack (cow_pack_visit) --------------------------------------- */
@@ -964,8 +930,7 @@ fail:
 int
 cow_pack_unpack(const cow_val *v, cow_val *out)
 {
-    const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
-    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
+    pk_in in = reader_of(v);
     int rc;
     if (cow_ref_error() < 0 || kind_code(v->slen) < 0)
         return COW_ECORRUPT;
