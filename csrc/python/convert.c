@@ -500,6 +500,19 @@ cowpy_frozen_tag(int tag)
     return tag;
 }
 
+/* The parent a container read out of parent is a view of, or NULL, with
+ * *tag as it reads back: inside a frozen container it reads frozen, and a
+ * frozen value needs no write-back. */
+static CowObject *
+view_parent(CowObject *parent, uint8_t *tag)
+{
+    if (parent && cowpy_is_frozen(parent)) {
+        *tag = (uint8_t)cowpy_frozen_tag(*tag);
+        return NULL;
+    }
+    return parent && *tag == cowpy_frozen_tag(*tag) ? NULL : parent;
+}
+
 /* A packed value read out (pack.h P1): a tuple is built at once; a dict or
  * list becomes a container holding the pack, materialised on the first use
  * that needs the general form (cowpy_resolve) -- reads of scalar entries
@@ -520,12 +533,7 @@ packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         cow_val_release(&g);
         return res;
     }
-    if (parent && cowpy_is_frozen(parent)) {
-        g.slen = (uint8_t)cowpy_frozen_tag(g.slen);
-        parent = NULL;
-    }
-    if (parent && g.slen == cowpy_frozen_tag(g.slen))
-        parent = NULL;                   /* frozen values need no write-back */
+    parent = view_parent(parent, &g.slen);
     if ((obj = (CowObject *)wrap_as(st, g, g.slen)) == NULL)
         return NULL;
     if (parent) {
@@ -548,14 +556,9 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
         return scalar_to_object(st, v);
     cow_val_copy(&own, v);
-    if (parent && cowpy_is_frozen(parent)) {
-        own.tag = (uint8_t)cowpy_frozen_tag(own.tag);
-        parent = NULL;
-    }
+    parent = view_parent(parent, &own.tag);
     if ((obj = (CowObject *)cowpy_wrap(st, own)) == NULL)
         return NULL;
-    if (parent && own.tag == cowpy_frozen_tag(own.tag))
-        parent = NULL;                   /* frozen values need no write-back */
     if (parent)
         attach(obj, parent, key, hash, idx);
     return (PyObject *)obj;
