@@ -40,6 +40,8 @@ packed_lookup(PyObject *op, PyObject *key, PyObject **res)
     const char *s;
     cow_val v;
     int rc;
+    if (SELF->parent == NULL && SELF->root.tag != COW_T_PACKED)
+        return PACKED_GENERAL;          /* a detached general map: no resync, no pack */
     if (cowpy_resolve_lazy(SELF) < 0)
         return -1;
     if (SELF->root.tag != COW_T_PACKED || !PyUnicode_CheckExact(key))
