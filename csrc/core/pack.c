@@ -419,22 +419,44 @@ get_inline(pk_in *in, cow_val *out, size_t len, int is_str)
     return rc;
 }
 
+/* The value of tag a word item names, borrowed: its word exported, no
+ * reference taken. */
 static int
-get_word_value(pk_in *in, cow_val *out, int tag)
+get_word_view(pk_in *in, cow_val *out, int tag)
 {
     unsigned idx;
     const cow_word *wp;
     int rc;
     if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, &wp)))
         return rc;
-    if (tag != COW_T_BIGINT) {          /* V1, V8: a word holds only a long one */
-        const cow_blob *b = cow_ref_get(wp, COW_NK_BLOB);
-        if (cow_ref_error() < 0 || b->len <= (tag == COW_T_EXT ? COW_INLINE_MAX : COW_PACK_INLINE_MAX))
-            return COW_ECORRUPT;
-    }
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)tag;
     out->u.w = cow_ref_export(wp);
+    return COW_OK;
+}
+
+/* Whether an item of this code is a word index. */
+static int is_word_code(unsigned code) { return (code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT; }
+
+/* The value tag of a word item's code. */
+static int
+word_tag(unsigned code)
+{
+    return code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES
+           : code == PK_WEXT ? COW_T_EXT : COW_T_BIGINT;
+}
+
+static int
+get_word_value(pk_in *in, cow_val *out, int tag)
+{
+    int rc = get_word_view(in, out, tag);
+    if (rc)
+        return rc;
+    if (tag != COW_T_BIGINT) {          /* V1, V8: a word holds only a long one */
+        const cow_blob *b = cow_ref_get(&out->u.w, COW_NK_BLOB);
+        if (cow_ref_error() < 0 || b->len <= (tag == COW_T_EXT ? COW_INLINE_MAX : COW_PACK_INLINE_MAX))
+            return COW_ECORRUPT;
+    }
     cow_val_retain(out);
     return COW_OK;
 }
@@ -594,10 +616,8 @@ get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
         if ((rc = get(in, &f, sizeof f)) == COW_OK)
             *out = cow_val_float(f);
         return rc;
-    case PK_WSTR: return get_word_value(in, out, COW_T_STR);
-    case PK_WBYTES: return get_word_value(in, out, COW_T_BYTES);
-    case PK_WBIGINT: return get_word_value(in, out, COW_T_BIGINT);
-    case PK_WEXT: return get_word_value(in, out, COW_T_EXT);
+    case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: case PK_WEXT:
+        return get_word_value(in, out, word_tag(code));
     case PK_SEXT: return get_sext(in, out);
     case PK_STR:
     case PK_BYTES: {
@@ -641,7 +661,7 @@ skip_item(pk_in *in, unsigned depth)
         len = (unsigned)int_width(code);
     else if (code == PK_FLOAT)
         len = sizeof(double);
-    else if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT)
+    else if (is_word_code(code))
         return (rc = get_byte(in, &idx)) ? rc : idx < nwords_of(in->node) ? COW_OK : COW_ECORRUPT;
     else if (code == PK_STR || code == PK_BYTES || code == PK_SEXT) {
         if ((rc = get_byte(in, &len)))
@@ -679,16 +699,8 @@ get_scalar_view(pk_in *in, cow_val *out)
         in->p += len;
         return COW_OK;
     }
-    if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT) {
-        const cow_word *wp;
-        if ((rc = get_byte(in, &len)) || (rc = word_at(in, len, &wp)))
-            return rc;
-        memset(out, 0, sizeof *out);
-        out->tag = code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES
-                   : code == PK_WEXT ? COW_T_EXT : COW_T_BIGINT;
-        out->u.w = cow_ref_export(wp);
-        return COW_OK;
-    }
+    if (is_word_code(code))
+        return get_word_view(in, out, word_tag(code));
     in->p = at;                         /* numbers, None, bools: nothing to own */
     return get_value(in, out, 0, 0);
 }
@@ -804,7 +816,7 @@ copy_item(pk_out *o, pk_in *in, unsigned depth)
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
         return (rc = put_byte(o, code)) ? rc
                : copy_body(o, in, container_tags[code - PK_CONTAINER], depth + 1);
-    if ((code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT)
+    if (is_word_code(code))
         return (rc = put_byte(o, code)) ? rc : copy_word_index(o, in);
     in->p = at;
     if ((rc = skip_item(in, depth)))
