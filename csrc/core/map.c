@@ -59,6 +59,7 @@
 #include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
+#include "cowstore/twin.h"
 
 enum { HN_BITMAP = 0, HN_COLLISION = 1 };
 /* Bits of the hash consumed per level, and the shift at which they run out. */
@@ -218,7 +219,7 @@ hn_new(int kind, unsigned nleaves, unsigned nkids)
 static void
 hn_release(cow_hnode *n)
 {
-    if (n == NULL || --n->refcnt > 0)
+    if (n == NULL || !cow_refcnt_drop(&n->refcnt))
         return;
     if (n->kind == HN_BITMAP)
         for (unsigned i = 0; i < popc(n->nodemap); i++)
@@ -615,7 +616,7 @@ cow_map_clear(cow_map *m)
 void
 cow_map_release(cow_map *m)
 {
-    if (m == NULL || --m->refcnt > 0)
+    if (m == NULL || !cow_refcnt_drop(&m->refcnt))
         return;
     cow_map_clear(m);
     cow_free(m);

@@ -9,6 +9,7 @@
 #include "cowstore/node.h"
 #include "cowstore/pack.h"
 #include "cowstore/segment.h"
+#include "cowstore/twin.h"
 #include "cowstore/vec.h"
 
 enum {
@@ -94,7 +95,7 @@ void cow_pack_retain(cow_pack *p) { p->refcnt++; }   /* heap only: see cow_val_c
 void
 cow_pack_release(cow_pack *p)
 {
-    if (p == NULL || --p->refcnt > 0)
+    if (p == NULL || !cow_refcnt_drop(&p->refcnt))
         return;
     for (unsigned i = 0; i < nwords_of(p); i++)
         word_release(words_of(p)[i]);
@@ -116,7 +117,7 @@ static cow_blob *shape_cache[SHAPE_CACHE_SLOTS];
 static void
 blob_drop(cow_blob *b)
 {
-    if (b && --b->refcnt == 0)
+    if (b && cow_refcnt_drop(&b->refcnt))
         cow_free(b);
 }
 

@@ -28,6 +28,7 @@
 #include "cowstore/errors.h"
 #include "cowstore/node.h"
 #include "cowstore/ref.h"
+#include "cowstore/twin.h"
 
 static cow_ref_env *envs[COW_REF_MAX_ENVS];
 static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
@@ -83,6 +84,7 @@ cow_ref_env_remove(unsigned slot)
     if (slot == 0 || slot >= COW_REF_MAX_ENVS || envs[slot] == NULL)
         return;
     cow_ref_env_forget(envs[slot]);
+    cow_twin_forget_slot(slot);     /* T3: the slot may name another store next */
     cow_u64map_free(&envs[slot]->seg_pins);
     envs[slot] = NULL;
     for (unsigned i = 0; i < nactive; i++) {
@@ -232,12 +234,27 @@ exports_equal(const cow_word *a, const cow_word *b)
     return cow_ref_export(a) == cow_ref_export(b);
 }
 
+/* Whether heap node `heap` (or none) has the stored node *stored as its
+ * twin: the same bytes (twin.h T1).  A stale twin never matches, as
+ * segment ids are never reused in a store. */
+static int
+twin_of(cow_word heap, const cow_word *stored)
+{
+    cow_word twin;
+    if (heap == 0 || !(*(const uint32_t *)heap & COW_REFCNT_TWIN)
+        || cow_twin_find((const void *)heap, &twin) != COW_FOUND)
+        return 0;
+    return twin == cow_ref_export(stored);
+}
+
 int
 cow_word_same(const cow_word *a, const cow_word *b, int *one_map)
 {
     cow_word wa = *a, wb = *b;
-    if (!cow_word_stored(wa) || !cow_word_stored(wb))
-        return wa == wb;                /* a heap node or none on either side */
+    if (cow_word_stored(wa) != cow_word_stored(wb))
+        return cow_word_stored(wa) ? twin_of(wb, a) : twin_of(wa, b);
+    if (!cow_word_stored(wa))
+        return wa == wb;                /* heap nodes or none on both sides */
     if (cow_word_slot(wa) && cow_word_slot(wb))
         return wa == wb;                /* both name their store */
     if (cow_word_slot(wa) || cow_word_slot(wb))

@@ -34,6 +34,7 @@
 #include "cowstore/errors.h"
 #include "cowstore/node.h"
 #include "cowstore/segment.h"
+#include "cowstore/twin.h"
 
 void
 cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sink, void *ctx)
@@ -199,6 +200,19 @@ target_holds(cow_segw *w, uint32_t seg)
     return live;
 }
 
+/* The page word of a heap node's stored twin when twins are kept and the
+ * target still holds it (T3), else 0. */
+static cow_word
+twin_held(cow_segw *w, const void *node)
+{
+    cow_word twin;
+    if (w->fresh == NULL || cow_twin_find(node, &twin) != COW_FOUND
+        || cow_word_slot(twin) != w->slot || !target_holds(w, cow_word_seg(twin)))
+        return 0;
+    w->kept++;
+    return twin & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT);
+}
+
 cow_word
 cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
 {
@@ -217,6 +231,8 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
         return 0;
     if (cow_u64map_get(&w->memo, (uint64_t)(uintptr_t)node, &memo) == COW_FOUND)
         return (cow_word)memo;
+    if (!cow_word_stored(x) && (page = twin_held(w, node)) != 0)
+        return page;
     if (w->depth >= COW_SEGW_MAX_DEPTH) {
         fail(w, COW_ECORRUPT);          /* only pages describing a cycle nest this deep */
         return 0;
@@ -225,6 +241,9 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
     page = write_node(w, node, kind);
     w->depth--;
     if (page && cow_u64map_put(&w->memo, (uint64_t)(uintptr_t)node, page) < 0)
+        fail(w, COW_ENOMEM);
+    if (page && w->fresh && !cow_word_stored(x)
+        && cow_u64map_put(w->fresh, (uint64_t)(uintptr_t)node, page) < 0)
         fail(w, COW_ENOMEM);
     return page;
 }

@@ -14,6 +14,7 @@
 
 #include "cowstore/alloc.h"
 #include "cowstore/errors.h"
+#include "cowstore/twin.h"
 #include "store_impl.h"
 
 typedef struct root_list {
@@ -137,6 +138,7 @@ store_compact_locked(cow_store *s)
     int rc;
     if ((rc = store_grow_ahead(s)) < 0 || (rc = store_begin_write(s)) < 0)
         return rc;
+    cow_twin_forget_slot(s->slot);      /* T3: every segment moves */
     return store_commit_write(s, apply_compaction);
 }
 

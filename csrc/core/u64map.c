@@ -4,7 +4,8 @@
  * Invariants:
  *  U1  cap is 0 or a power of two, and len <= cap / 2.
  *  U2  every key is in the run of full cells starting at its home cell
- *      (hash & (cap - 1)); there are no deletions, so runs never break.
+ *      (hash & (cap - 1)): a deletion moves later keys of the run back into
+ *      the hole when their home allows, so runs never break.
  */
 #include <string.h>
 
@@ -99,4 +100,33 @@ cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val)
         return rc;
     place(m, key, val);
     return COW_OK;
+}
+
+/* Whether cell `cell` lies cyclically in [from, to): a key homed at `from`
+ * and now at `to` may move back into it. */
+static int
+cyclic_between(size_t from, size_t cell, size_t to)
+{
+    return from <= to ? from <= cell && cell < to : from <= cell || cell < to;
+}
+
+int
+cow_u64map_del(cow_u64map *m, uint64_t key)
+{
+    size_t hole, i, mask = m->cap - 1;
+    if (m->cap == 0)
+        return COW_NOT_FOUND;
+    for (hole = home(m, key); m->keys[hole] != key; hole = (hole + 1) & mask)
+        if (m->keys[hole] == 0)
+            return COW_NOT_FOUND;
+    for (i = (hole + 1) & mask; m->keys[i] != 0; i = (i + 1) & mask) {
+        if (cyclic_between(home(m, m->keys[i]), hole, i)) {    /* U2: it may move back */
+            m->keys[hole] = m->keys[i];
+            m->vals[hole] = m->vals[i];
+            hole = i;
+        }
+    }
+    m->keys[hole] = 0;
+    m->len--;
+    return COW_FOUND;
 }

@@ -11,6 +11,7 @@
 #include "cowstore/node.h"
 #include "cowstore/pack.h"
 #include "cowstore/segment.h"
+#include "cowstore/twin.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
@@ -242,7 +243,7 @@ cow_val_release(cow_val *v)
         cow_ref_pin(v->u.w, -1);
     else if (has_blob(v->tag)) {
         cow_blob *b = (cow_blob *)v->u.w;
-        if (--b->refcnt == 0)
+        if (cow_refcnt_drop(&b->refcnt))
             cow_free(b);
     }
     else if (cow_tag_is_vec(v->tag))

@@ -46,6 +46,7 @@
 #include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
+#include "cowstore/twin.h"
 #include "cowstore/vec.h"
 
 struct cow_vnode {
@@ -242,7 +243,7 @@ vn_inner_new(void)
 static void
 vn_release(cow_vnode *n)
 {
-    if (n == NULL || --n->refcnt > 0)
+    if (n == NULL || !cow_refcnt_drop(&n->refcnt))
         return;
     if (n->leaf) {
         for (unsigned i = 0; i < n->count; i++)
@@ -311,8 +312,8 @@ cow_vb_dup(cow_vecbody *dst, const cow_vecbody *src)
 int
 cow_vb_same(const cow_vecbody *a, const cow_vecbody *b)
 {
-    return a->len == b->len && cow_ref_export(&a->root) == cow_ref_export(&b->root)
-           && cow_ref_export(&a->tail) == cow_ref_export(&b->tail);
+    return a->len == b->len && cow_word_same(&a->root, &b->root, NULL)
+           && cow_word_same(&a->tail, &b->tail, NULL);
 }
 
 int
@@ -724,6 +725,8 @@ cow_vb_diff_blocks(const cow_vecbody *a, const cow_vecbody *b,
     for (size_t k = common; k < end; k += COW_VEC_WIDTH) {
         if (k < a->len && k < b->len && leaf_for(a, k) == leaf_for(b, k))
             continue;     /* one node: same values, same count */
+        if (k >= ta && ta == tb && a->len == b->len && cow_word_same(&a->tail, &b->tail, NULL))
+            continue;     /* a tail and its stored twin */
         if ((rc = visit(ctx, k)) < 0)
             return rc;
     }
@@ -796,7 +799,7 @@ size_t cow_vec_len(const cow_vec *v) { return v->b.len; }
 void
 cow_vec_release(cow_vec *v)
 {
-    if (v == NULL || --v->refcnt > 0)
+    if (v == NULL || !cow_refcnt_drop(&v->refcnt))
         return;
     cow_vb_clear(&v->b);
     cow_free(v);

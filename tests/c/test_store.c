@@ -30,6 +30,7 @@
 #include "cowstore/pack.h"
 #include "cowstore/ref.h"
 #include "cowstore/store.h"
+#include "cowstore/twin.h"
 #include "cowstore/value.h"
 #include "cowstore/vec.h"
 
@@ -1056,6 +1057,135 @@ Test(store, hostile_records_fail_cleanly)
     cr_assert_eq(got.tag, COW_T_DICT, "a failed commit changed the store");
     cow_val_release(&got);
     cow_store_close(s);
+    cow_val_release(&v);
+}
+
+/* ---- stored twins (twin.h) ------------------------------------------------------------------ */
+
+/* A big map with a copy taken before it is committed: */
+static cow_val
+big_map(int n)
+{
+    cow_map *m = new_map();
+    for (int64_t i = 0; i < n; i++)
+        map_put(m, mk_key(i), mk_leafval(i));
+    return cow_val_map(COW_T_DICT, m);
+}
+
+static cow_val
+copy_of(const cow_val *v)
+{
+    cow_map *c = cow_map_clone(cow_val_getmap(v));
+    cr_assert_not_null(c);
+    return cow_val_map(v->tag, c);
+}
+
+/* Sets key 17 of a map held exclusively (a copy's fresh header). */
+static void
+change_one_key(cow_val *v)
+{
+    cow_val key = mk_key(17);
+    cr_assert_eq(cow_map_set(cow_val_getmap(v), key, tu_hash(&key), cow_val_int(-1)), COW_OK);
+}
+
+static int
+count_block(void *ctx, size_t index)
+{
+    (*(size_t *)ctx)++;
+    return COW_OK;
+}
+
+/* Entry-log blocks cow_vb_diff_blocks finds differing between two maps. */
+static size_t
+diff_block_count(const cow_val *a, const cow_val *b)
+{
+    size_t n = 0;
+    cr_assert_eq(cow_vb_diff_blocks(&cow_val_getmap(a)->log, &cow_val_getmap(b)->log,
+                                    count_block, &n), COW_OK);
+    return n;
+}
+
+/* Copies keep sharing: a copy taken *before* the original was committed
+ * commits only its change, like one derived from the stored root -- the
+ * nodes it still shares are written as their twins' words, and a diff
+ * against the stored version sees only the changed block (a node is the
+ * same as its twin).  T1: a twinned node reads as shared (owning it copies
+ * it).  T2: once the heap values are gone, no twin is left. */
+Test(store, copy_before_commit_keeps_sharing)
+{
+    enum { N = 5000 };
+    cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
+    cow_val v = big_map(N), c = copy_of(&v), owned, stored;
+    uint64_t before, grown;
+    put_commit(s, "big", &v);
+    cr_assert_gt(cow_twin_count(), 0, "the commit recorded no twins");
+    cr_assert(cow_val_getmap(&v)->refcnt & COW_REFCNT_TWIN, "T1: the header has no twin bit");
+    owned = v;
+    cow_val_retain(&owned);
+    cr_assert_eq(cow_map_own(&owned.u.w), COW_OK);
+    cr_assert_neq(cow_val_getmap(&owned), cow_val_getmap(&v), "T1: a twinned header was owned in place");
+    cow_val_release(&owned);
+    before = stats_of(s).segment_bytes;
+    change_one_key(&c);
+    put_commit(s, "copy", &c);
+    grown = stats_of(s).segment_bytes - before;
+    cr_assert_lt(grown * 20, before, "the copy rewrote %llu of %llu bytes",
+                 (unsigned long long)grown, (unsigned long long)before);
+    expect_root(s, "copy", &c);
+    expect_root(s, "big", &v);
+    stored = get_ok(s, "big");
+    cr_assert_eq(diff_block_count(&v, &stored), 0, "a node and its twin differ to diff");
+    cr_assert_eq(diff_block_count(&c, &stored), 1, "diff visits more than the changed block");
+    cow_val_release(&stored);
+    cow_val_release(&c);
+    cow_val_release(&v);
+    cr_assert_eq(cow_twin_count(), 0, "T2: twins outlived their nodes");
+    cow_store_close(s);
+}
+
+/* T3: a twin whose segment was swept (its root deleted, nothing pinning
+ * it) is not trusted: the copy's commit writes those nodes again, and the
+ * copy reads back whole after a reopen. */
+Test(store, twin_of_swept_segment_is_rewritten)
+{
+    enum { N = 2000 };
+    cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
+    cow_val v = big_map(N), c = copy_of(&v);
+    put_commit(s, "big", &v);
+    del_commit(s, "big");
+    expect_no_segments(s);
+    change_one_key(&c);
+    put_commit(s, "copy", &c);
+    cow_store_close(s);
+    s = open_ok(tpath("db"), COW_STORE_NOSYNC);
+    expect_root(s, "copy", &c);
+    del_commit(s, "copy");
+    expect_no_segments(s);
+    cow_store_close(s);
+    cow_val_release(&c);
+    cow_val_release(&v);
+}
+
+/* T3: compaction and close forget the store's twins and clear their nodes'
+ * bits (owned in place again); a later commit -- to the same store or to
+ * another that reuses the env slot -- writes the value whole and right. */
+Test(store, twins_are_forgotten_at_compaction_and_close)
+{
+    cow_store *s = open_ok(tpath("a"), COW_STORE_NOSYNC), *t;
+    cow_val v = big_map(500);
+    put_commit(s, "v", &v);
+    cr_assert_gt(cow_twin_count(), 0);
+    cr_assert_eq(cow_store_compact(s), COW_OK, "compact: %s", cow_store_errmsg());
+    cr_assert_eq(cow_twin_count(), 0, "compaction kept twins of moved segments");
+    cr_assert_eq(cow_val_getmap(&v)->refcnt, 1, "the twin bit outlived its twin");
+    put_commit(s, "w", &v);
+    expect_root(s, "w", &v);
+    cow_store_close(s);
+    cr_assert_eq(cow_twin_count(), 0, "closing kept twins of the store");
+    t = open_ok(tpath("b"), COW_STORE_NOSYNC);
+    put_commit(t, "v", &v);
+    expect_root(t, "v", &v);
+    cow_store_close(t);
     cow_val_release(&v);
 }
 

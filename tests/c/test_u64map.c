@@ -247,3 +247,55 @@ Test(u64map, growth_failure_keeps_table)
     }
     cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
 }
+
+/* Delete: random puts and deletes of keys from the hostile families against
+ * a presence model; after every batch U1/U2 hold (a deletion closes its
+ * hole, so no run breaks), every present key reads its value, every deleted
+ * one is gone, and deleting an absent key answers NOT_FOUND. */
+Test(u64map, delete_against_model)
+{
+    uint64_t seed = 0x44454c4554ULL;
+    enum { N = 4000, STEPS = 40000, BATCH = 1000 };
+    uint64_t *keys = calloc(N, sizeof *keys);
+    unsigned *ver = calloc(N, sizeof *ver);
+    char *present = calloc(N, 1);
+    cow_u64map m;
+    size_t live = 0;
+    cr_assert(keys && ver && present);
+    make_keys(keys, N, seed);
+    cow_u64map_init(&m);
+    for (unsigned step = 1; step <= STEPS; step++) {
+        size_t i = tu_below(&seed, N);
+        if (tu_below(&seed, 3) == 0) {
+            cr_assert_eq(cow_u64map_del(&m, keys[i]), present[i] ? COW_FOUND : COW_NOT_FOUND,
+                         "delete of key %zu (present %d)", i, present[i]);
+            live -= present[i];
+            present[i] = 0;
+        } else {
+            ver[i] = step;
+            cr_assert_eq(cow_u64map_put(&m, keys[i], val_of(keys[i], step)), COW_OK);
+            live += !present[i];
+            present[i] = 1;
+        }
+        cr_assert_eq(m.len, live);
+        if (step % BATCH)
+            continue;
+        check_table(&m);
+        for (size_t k = 0; k < N; k++) {
+            uint64_t v = 0;
+            cr_assert_eq(cow_u64map_get(&m, keys[k], &v), present[k] ? COW_FOUND : COW_NOT_FOUND,
+                         "key %zu: present %d", k, present[k]);
+            if (present[k])
+                cr_assert_eq(v, val_of(keys[k], ver[k]), "key %zu has a stale value", k);
+        }
+    }
+    for (size_t k = 0; k < N; k++)
+        if (present[k])
+            cr_assert_eq(cow_u64map_del(&m, keys[k]), COW_FOUND);
+    cr_assert_eq(m.len, 0);
+    check_table(&m);
+    cow_u64map_free(&m);
+    free(keys);
+    free(ver);
+    free(present);
+}

@@ -127,7 +127,7 @@ cow_ref_get(const cow_word *wp, int kind)
  * a reference. */
 cow_word cow_ref_export(const cow_word *wp);
 /* Whether *a and *b name one node (or none), told from the words without
- * resolving them.  Comparing words read from two fixed nodes, pass the same
+ * resolving them; a heap node and its stored twin (twin.h) count as one.  Comparing words read from two fixed nodes, pass the same
  * *one_map (-1 at first): it caches whether those nodes lie in one store's
  * pages, so equal page-form words need no lookup of their store after the
  * first; NULL caches nothing. */

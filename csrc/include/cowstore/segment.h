@@ -50,10 +50,15 @@ typedef struct cow_segw {
     cow_u64map refs;        /* segment id + 1 -> 1: what the open segment names */
     cow_u64map memo;        /* node address -> page word: each node written once */
     cow_u64map live;        /* segment id + 1 -> 1 live / 2 freed, as seg_live said */
+    cow_u64map *fresh;      /* NULL, or: keep the stored twins (twin.h) of heap
+                             * nodes, and record here each heap node written
+                             * (address -> page word) for the caller to make
+                             * twins of once the commit holds */
     uint64_t bytes;         /* bytes of segments put so far */
     uint64_t segments;      /* segments put so far */
     uint64_t nodes;         /* nodes emitted so far */
-    uint64_t kept;          /* words kept because the target held their node */
+    uint64_t kept;          /* words kept because the target held their node
+                             * (stored words and twins) */
     size_t target;          /* segment size to close at (COW_SEG_TARGET unless set) */
     size_t ref_cost;        /* bytes each distinct segment named adds to the
                              * open one (the store's trailer); counted against

@@ -1,6 +1,6 @@
 /* A small open-addressing hash table from nonzero 64-bit keys to 64-bit
- * values: the commit's "node already written" memo and its sets of
- * referenced segments (see u64map.c). */
+ * values: the commit's "node already written" memo, its sets of referenced
+ * segments and the stored twins (see u64map.c). */
 #ifndef COWSTORE_U64MAP_H
 #define COWSTORE_U64MAP_H
 
@@ -21,5 +21,7 @@ void cow_u64map_clear(cow_u64map *m);          /* keeps the memory */
 int cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val);
 /* Inserts or replaces; COW_OK or COW_ENOMEM.  key must not be 0. */
 int cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val);
+/* Removes key: COW_FOUND or COW_NOT_FOUND. */
+int cow_u64map_del(cow_u64map *m, uint64_t key);
 
 #endif

@@ -1,0 +1,91 @@
+/* Stored twins: which stored node each heap node became when a commit
+ * wrote it.
+ *
+ * Why: a commit writes the heap nodes a value reaches that its store does
+ * not hold yet, and the committed container adopts the stored root.  A copy
+ * taken before the commit still holds the heap nodes; without twins the
+ * next commit of that copy would write them all again, though only its
+ * changes are new.  With them the segment writer keeps the stored word of
+ * every node the copy still shares (segment.c, cow_segw_ref).
+ *
+ * The table maps a node's address to its twin's word; it holds no
+ * reference, so it keeps no memory alive.
+ *
+ * Invariants (cited as T1.. by tests):
+ *  T1  a node has an entry iff its refcnt carries COW_REFCNT_TWIN.  The bit
+ *      makes the count differ from 1, so every write path-copies the node as
+ *      it does a shared one: its bytes never change while the entry exists,
+ *      and the twin stays equal to it.
+ *  T2  the entry dies with its node: the last release sees the bit and
+ *      forgets the entry before the memory is freed, so a reused address
+ *      never finds an old twin.
+ *  T3  an entry names its store by env slot; closing the store or compacting
+ *      it forgets its entries.  A twin whose segment was swept since it was
+ *      recorded is found out by the writer (it asks whether the store still
+ *      holds the segment) and the node is written again.
+ *  T4  the table is process-wide and touched only under the callers'
+ *      serialisation of heap nodes (the GIL in the binding), as the shape
+ *      cache of pack.c.
+ */
+#include "cowstore/errors.h"
+#include "cowstore/twin.h"
+#include "cowstore/u64map.h"
+
+static cow_u64map twins;
+
+int
+cow_twin_note(void *node, cow_word word)
+{
+    uint32_t *refcnt = node;
+    int rc = cow_u64map_put(&twins, (uint64_t)(uintptr_t)node, word);
+    if (rc == COW_OK)
+        *refcnt |= COW_REFCNT_TWIN;
+    return rc;
+}
+
+int
+cow_twin_find(const void *node, cow_word *word)
+{
+    uint64_t w;
+    if (cow_u64map_get(&twins, (uint64_t)(uintptr_t)node, &w) != COW_FOUND)
+        return COW_NOT_FOUND;
+    *word = (cow_word)w;
+    return COW_FOUND;
+}
+
+/* An empty table gives its memory back: most programs hold no twins for
+ * long (the committed container adopts its stored root). */
+static void
+free_if_empty(void)
+{
+    if (twins.len == 0)
+        cow_u64map_free(&twins);
+}
+
+void
+cow_twin_forget(const void *node)
+{
+    cow_u64map_del(&twins, (uint64_t)(uintptr_t)node);
+    free_if_empty();
+}
+
+void
+cow_twin_forget_slot(unsigned slot)
+{
+    for (size_t i = 0; i < twins.cap;) {
+        uint32_t *refcnt = (uint32_t *)(uintptr_t)twins.keys[i];
+        if (refcnt == NULL || cow_word_slot((cow_word)twins.vals[i]) != slot) {
+            i++;
+            continue;
+        }
+        *refcnt &= ~COW_REFCNT_TWIN;
+        cow_u64map_del(&twins, twins.keys[i]);  /* may shift a later key into i: look again */
+    }
+    free_if_empty();
+}
+
+long
+cow_twin_count(void)
+{
+    return (long)twins.len;
+}
