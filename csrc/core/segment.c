@@ -206,7 +206,7 @@ static cow_word
 twin_held(cow_segw *w, const void *node)
 {
     cow_word twin;
-    if (w->fresh == NULL || cow_twin_find(node, &twin) != COW_FOUND
+    if (!w->twins || cow_twin_find(node, &twin) != COW_FOUND
         || cow_word_slot(twin) != w->slot || !target_holds(w, cow_word_seg(twin)))
         return 0;
     w->kept++;
@@ -241,9 +241,6 @@ cow_segw_ref(cow_segw *w, const cow_word *wp, int kind)
     page = write_node(w, node, kind);
     w->depth--;
     if (page && cow_u64map_put(&w->memo, (uint64_t)(uintptr_t)node, page) < 0)
-        fail(w, COW_ENOMEM);
-    if (page && w->fresh && !cow_word_stored(x)
-        && cow_u64map_put(w->fresh, (uint64_t)(uintptr_t)node, page) < 0)
         fail(w, COW_ENOMEM);
     return page;
 }

@@ -340,7 +340,7 @@ store_close_if_unused(cow_store *s)
         mdb_env_close(s->env);
     }   /* else: the parent's handles; never touched after fork (ST3) */
     store_clear_ops(s);
-    cow_u64map_free(&s->fresh);
+    cow_u64map_free(&s->written);
     pthread_mutex_destroy(&s->gate);
     cow_free(s->ops);
     cow_free(s->old);

@@ -120,9 +120,10 @@ struct cow_store {
      * are reported (cow_store_commit_each). */
     pending_op *done;
     size_t ndone;
-    /* The heap nodes the transaction's commit wrote (address -> page word),
-     * made stored twins (twin.h) once it holds. */
-    cow_u64map fresh;
+    /* The nodes the transaction's commit wrote (the writer's memo: address
+     * -> page word); the heap ones become stored twins (twin.h) once it
+     * holds. */
+    cow_u64map written;
     int busy;               /* threads blocked inside a call on this store */
     size_t mapsize;         /* current map size (kept for reopening after fork) */
     int closing;

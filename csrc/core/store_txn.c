@@ -242,8 +242,7 @@ apply_ops(cow_store *s)
                     || (changes = cow_calloc(s->nops, sizeof *changes)) == NULL))
         goto done;
     store_segw_init(s, &w, 0);
-    cow_u64map_clear(&s->fresh);
-    w.fresh = &s->fresh;
+    w.twins = 1;
     for (size_t i = 0; i < s->nops && w.rc == COW_OK; i++)
         if (!s->ops[i].del)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
@@ -263,6 +262,9 @@ apply_ops(cow_store *s)
         rc = store_account_commit(s, s->state.seg_bytes - before, w.kept == 0);
     if (rc == COW_OK)
         rc = store_write_state(s);
+    cow_u64map_free(&s->written);
+    s->written = w.memo;                /* made twins if the commit holds */
+    cow_u64map_init(&w.memo);
     cow_segw_free(&w);
 done:
     cow_free(changes);
@@ -374,19 +376,6 @@ free_done(cow_store *s)
     s->ndone = 0;
 }
 
-/* The commit holds: each heap node it wrote gets its stored twin, so a
- * copy still sharing the node commits only its changes (twin.h).  A twin
- * that cannot be recorded only costs a later rewrite. */
-static void
-note_twins(cow_store *s)
-{
-    cow_word slot_bits = (cow_word)s->slot << COW_REF_SLOT_SHIFT;
-    for (size_t i = 0; i < s->fresh.cap; i++)
-        if (s->fresh.keys[i])
-            (void)cow_twin_note((void *)(uintptr_t)s->fresh.keys[i], s->fresh.vals[i] | slot_bits);
-    cow_u64map_free(&s->fresh);
-}
-
 int
 cow_store_commit_each(cow_store *s, cow_store_put_fn done, void *ctx)
 {
@@ -398,8 +387,8 @@ cow_store_commit_each(cow_store *s, cow_store_put_fn done, void *ctx)
     else
         rc = store_commit_write(s, apply_ops);
     if (rc == COW_OK)
-        note_twins(s);
-    cow_u64map_free(&s->fresh);
+        cow_twin_note_written(&s->written, s->slot);
+    cow_u64map_free(&s->written);
     drop_wtxn(s);
     move_ops_to_done(s);
     if (rc == COW_OK && s->bulk)

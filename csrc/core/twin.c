@@ -43,6 +43,19 @@ cow_twin_note(void *node, cow_word word)
     return rc;
 }
 
+void
+cow_twin_note_written(const cow_u64map *written, unsigned slot)
+{
+    cow_word slot_bits = (cow_word)slot << COW_REF_SLOT_SHIFT;
+    if (cow_u64map_reserve(&twins, written->len) < 0)
+        return;
+    for (size_t i = 0; i < written->cap; i++) {
+        uint32_t *refcnt = (uint32_t *)(uintptr_t)written->keys[i];
+        if (refcnt != NULL && *refcnt != COW_REFCNT_STORED)
+            (void)cow_twin_note(refcnt, written->vals[i] | slot_bits);
+    }
+}
+
 int
 cow_twin_find(const void *node, cow_word *word)
 {

@@ -93,6 +93,16 @@ grow(cow_u64map *m)
 }
 
 int
+cow_u64map_reserve(cow_u64map *m, size_t n)
+{
+    int rc;
+    while ((m->len + n) * 2 > m->cap)   /* U1 */
+        if ((rc = grow(m)) < 0)
+            return rc;
+    return COW_OK;
+}
+
+int
 cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val)
 {
     int rc;

@@ -48,12 +48,11 @@ typedef struct cow_segw {
     uint32_t seg;           /* its id, valid while have_seg */
     int have_seg;
     cow_u64map refs;        /* segment id + 1 -> 1: what the open segment names */
-    cow_u64map memo;        /* node address -> page word: each node written once */
+    cow_u64map memo;        /* node address -> page word: each node written once
+                             * (a store makes the heap ones twins once its
+                             * commit holds) */
     cow_u64map live;        /* segment id + 1 -> 1 live / 2 freed, as seg_live said */
-    cow_u64map *fresh;      /* NULL, or: keep the stored twins (twin.h) of heap
-                             * nodes, and record here each heap node written
-                             * (address -> page word) for the caller to make
-                             * twins of once the commit holds */
+    int twins;              /* keep the stored twins (twin.h) of heap nodes */
     uint64_t bytes;         /* bytes of segments put so far */
     uint64_t segments;      /* segments put so far */
     uint64_t nodes;         /* nodes emitted so far */

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "cowstore/ref.h"
+#include "cowstore/u64map.h"
 
 /* Set in the refcnt (the first field of every node) of a heap node that has
  * a twin (T1).  It makes the count read as shared, so no write changes the
@@ -31,6 +32,11 @@ cow_refcnt_drop(uint32_t *refcnt)
  * COW_OK or COW_ENOMEM (nothing recorded: the node is merely written again
  * by a later commit). */
 int cow_twin_note(void *node, cow_word word);
+/* A commit holds: every heap node of `written` (a segment writer's memo,
+ * node address -> page word in store slot `slot`) gets its twin.  Stored
+ * nodes (read from pages and copied) are skipped.  A twin that cannot be
+ * recorded (no memory) only costs a later rewrite. */
+void cow_twin_note_written(const cow_u64map *written, unsigned slot);
 /* The stored twin of a heap node (heap form): COW_FOUND or COW_NOT_FOUND. */
 int cow_twin_find(const void *node, cow_word *word);
 /* Forgets every twin in env slot `slot` (T3: the store closed or was
