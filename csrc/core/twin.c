@@ -15,7 +15,9 @@
  *  T1  a node has an entry iff its refcnt carries COW_REFCNT_TWIN.  The bit
  *      makes the count differ from 1, so every write path-copies the node as
  *      it does a shared one: its bytes never change while the entry exists,
- *      and the twin stays equal to it.
+ *      and the twin stays equal to it.  (A container header too: writers own
+ *      a header -- cow_map_own, cow_vec_own -- before changing it, as the
+ *      binding does on every write.)
  *  T2  the entry dies with its node: the last release sees the bit and
  *      forgets the entry before the memory is freed, so a reused address
  *      never finds an old twin.
