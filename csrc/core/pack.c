@@ -71,13 +71,24 @@ typedef struct pk_in {
     const cow_pack *node;
 } pk_in;
 
-/* A reader at the body of v's container (a poison node reads as empty). */
+/* A reader at the body of v's container, at its offset in the node (P6);
+ * a poison node, or an offset past the items, reads as empty. */
 static pk_in
 reader_of(const cow_val *v)
 {
     const cow_pack *p = cow_ref_get(&v->u.w, COW_NK_PACK);
-    pk_in in = {items_of(p), items_of(p) + nbytes_of(p), p};
+    size_t n = nbytes_of(p), off = cow_pack_offset(v);
+    pk_in in = {items_of(p) + (off < n ? off : n), items_of(p) + n, p};
     return in;
+}
+
+/* Whether a reader that read v's whole body stands where the body must end:
+ * a pack's own body ends its node; one of a batch (P6) is followed by the
+ * next. */
+static int
+body_ended(const cow_val *v, const pk_in *in)
+{
+    return cow_pack_offset(v) != 0 || in->p == in->end;
 }
 
 /* A word of a pack names a blob: drop the reference it holds. */
@@ -882,7 +893,7 @@ cow_pack_visit(const cow_val *v, const cow_pack_visitor *vis, void *ctx)
         return COW_ECORRUPT;
     if ((rc = visit_body(&in, v->slen, vis, ctx, 0)))
         return rc;
-    return in.p == in.end ? COW_OK : COW_ECORRUPT;
+    return body_ended(v, &in) ? COW_OK : COW_ECORRUPT;
 }
 
 /* ---- the public calls ------------------------------------------------------ */
@@ -904,6 +915,23 @@ put_body(pk_out *o, const cow_val *v)
     return put_vec_body(o, cow_val_getvec(v), 0);
 }
 
+/* The node o describes; its words' references pass to it.  NULL when out of
+ * memory (o left as it was). */
+static cow_pack *
+node_from(pk_out *o)
+{
+    cow_pack *p = cow_malloc(sizeof *p + o->nwords * sizeof(cow_word) + o->n);
+    if (p == NULL)
+        return NULL;
+    p->refcnt = 1;
+    p->size = (uint32_t)o->n | (uint32_t)o->nwords << COW_PACK_NWORDS_SHIFT;
+    memcpy(words_of(p), o->words, o->nwords * sizeof(cow_word));
+    memcpy((uint8_t *)items_of(p), o->buf, o->n);
+    o->nwords = 0;
+    live_packs++;
+    return p;
+}
+
 int
 cow_pack_make(const cow_val *v, cow_val *out)
 {
@@ -918,15 +946,10 @@ cow_pack_make(const cow_val *v, cow_val *out)
     o->nwords = 0;
     if ((rc = put_body(o, v)) != COW_OK)
         goto fail;
-    if ((p = cow_malloc(sizeof *p + o->nwords * sizeof(cow_word) + o->n)) == NULL) {
+    if ((p = node_from(o)) == NULL) {
         rc = COW_ENOMEM;
         goto fail;
     }
-    p->refcnt = 1;
-    p->size = (uint32_t)o->n | (uint32_t)o->nwords << COW_PACK_NWORDS_SHIFT;
-    memcpy(words_of(p), o->words, o->nwords * sizeof(cow_word));
-    memcpy((uint8_t *)items_of(p), o->buf, o->n);
-    live_packs++;
     memset(out, 0, sizeof *out);
     out->tag = COW_T_PACKED;
     out->slen = v->tag;
@@ -940,6 +963,101 @@ fail:
     return rc == PK_NO ? COW_NOT_FOUND : rc;
 }
 
+/* ---- batches (P6) ---------------------------------------------------------- */
+
+/* A batch being built: o holds a list body (count byte, then one container
+ * item per member); at[i] is the member's value, off[i] where its body
+ * starts. */
+typedef struct pk_batch {
+    pk_out o;
+    cow_val *at[COW_PACK_MAX_ITEMS];
+    size_t off[COW_PACK_MAX_ITEMS];
+    unsigned n;
+} pk_batch;
+
+/* Adds packed value *v as the next member: COW_OK, PK_NO when it does not
+ * fit (the batch left as it was) or an error. */
+static int
+batch_add(pk_batch *b, cow_val *v)
+{
+    size_t n = b->o.n;
+    unsigned nwords = b->o.nwords;
+    int rc;
+    if (b->n == COW_PACK_MAX_ITEMS)
+        return PK_NO;
+    if ((rc = put_container(&b->o, v, 0)) != COW_OK) {
+        while (b->o.nwords > nwords)
+            word_release(b->o.words[--b->o.nwords]);
+        b->o.n = n;
+        return rc;
+    }
+    b->at[b->n] = v;
+    b->off[b->n++] = n + 1;             /* past the item's code byte */
+    return COW_OK;
+}
+
+/* Makes the node of a batch of two or more members and points them at it;
+ * starts the next batch either way.  COW_OK or COW_ENOMEM (members kept as
+ * they were). */
+static int
+batch_flush(pk_batch *b)
+{
+    cow_pack *p = NULL;
+    int rc = COW_OK;
+    if (b->n >= 2) {
+        b->o.buf[0] = (uint8_t)b->n;    /* the list body's count */
+        if ((p = node_from(&b->o)) == NULL)
+            rc = COW_ENOMEM;
+    }
+    for (unsigned i = 0; p && i < b->n; i++) {
+        cow_val member = *b->at[i];
+        cow_pack_retain(p);
+        b->at[i]->u.w = cow_word_of(p);
+        cow_pack_set_offset(b->at[i], b->off[i]);
+        cow_val_release(&member);
+    }
+    cow_pack_release(p);                /* the members hold it now */
+    out_release(&b->o);
+    b->o.n = 1;                         /* room for the count */
+    b->n = 0;
+    return rc;
+}
+
+/* A pack of its own, on the heap, that nothing else holds: moving it into a
+ * batch costs no sharing. */
+static int
+is_lone_pack(const cow_val *v)
+{
+    return v->tag == COW_T_PACKED && cow_pack_offset(v) == 0 && !cow_word_stored(v->u.w)
+           && ((const cow_pack *)v->u.w)->refcnt == 1;
+}
+
+int
+cow_pack_batch(cow_val *vals, size_t n, size_t stride)
+{
+    pk_batch *b = cow_malloc(sizeof *b);
+    int rc = COW_OK;
+    if (b == NULL)
+        return COW_ENOMEM;
+    b->o.n = 1;
+    b->o.nwords = 0;
+    b->n = 0;
+    for (size_t i = 0; i < n && rc == COW_OK; i++) {
+        cow_val *v = &vals[i * stride];
+        if (!is_lone_pack(v))
+            continue;
+        if ((rc = batch_add(b, v)) == PK_NO && (rc = batch_flush(b)) == COW_OK
+            && (rc = batch_add(b, v)) == PK_NO)
+            rc = COW_OK;                /* too big to share a node: stays alone */
+    }
+    if (rc == COW_OK)
+        rc = batch_flush(b);
+    else
+        out_release(&b->o);
+    cow_free(b);
+    return rc;
+}
+
 int
 cow_pack_unpack(const cow_val *v, cow_val *out)
 {
@@ -949,7 +1067,7 @@ cow_pack_unpack(const cow_val *v, cow_val *out)
         return COW_ECORRUPT;
     if ((rc = get_container(&in, out, v->slen, v->aux, 0)) < 0)
         return rc;
-    if (in.p != in.end) {
+    if (!body_ended(v, &in)) {
         cow_val_release(out);
         return COW_ECORRUPT;            /* bytes past the container */
     }

@@ -171,7 +171,8 @@ check_head(const char *buf, size_t len, cow_parcel_head *head)
         return COW_ECORRUPT;
     memcpy(head, buf, HEAD_SIZE);
     if (memcmp(head->magic, COW_PARCEL_MAGIC, COW_PARCEL_MAGIC_LEN) != 0
-        || head->version != COW_PARCEL_VERSION || head->reserved != 0
+        || head->version < COW_PARCEL_VERSION_OLDEST_READ
+        || head->version > COW_PARCEL_VERSION || head->reserved != 0
         || head->size != len)
         return COW_ECORRUPT;
     if (head->nsegs > (len - HEAD_SIZE) / SPAN_SIZE)

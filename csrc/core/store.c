@@ -64,6 +64,8 @@
 
 #include "cowstore/alloc.h"
 #include "cowstore/errors.h"
+#include "cowstore/hash.h"
+#include "cowstore/pack.h"
 #include "store_impl.h"
 
 /* The calling thread's last error: threads never see each other's. */
@@ -143,7 +145,7 @@ check_format(cow_store *s, MDB_txn *txn, int create)
         return store_msg(COW_ECORRUPT, "store written on a host of the other byte order");
     if (rec[2] < COW_STORE_FORMAT_OLDEST_READ)
         return store_msg(COW_ESTORE, "store format 1, written by cowstore 0.1; this version "
-                                     "reads formats 2 and 3: export each root with cowstore 0.1 "
+                                     "reads formats 2 to 4: export each root with cowstore 0.1 "
                                      "(`cowstore export OLD NAME NAME.json`) and import it "
                                      "here (`cowstore import NEW NAME NAME.json`)");
     if (rec[2] > COW_STORE_FORMAT || rec[4] != sizeof(cow_val) || rec[5] != sizeof(cow_word))
@@ -153,7 +155,7 @@ check_format(cow_store *s, MDB_txn *txn, int create)
         v.mv_size = sizeof rec;
         v.mv_data = rec;
         if ((mrc = mdb_put(txn, s->meta, &k, &v, 0)) != 0)
-            return store_mdb_fail(s, mrc, "marking the store format 3");
+            return store_mdb_fail(s, mrc, "marking the store format 4");
     }
     return COW_OK;
 }
@@ -419,6 +421,11 @@ cow_store_slot(const cow_store *s)
 uint64_t
 cow_store_word_id(const cow_val *v)
 {
-    return cow_tag_has_word(v->tag) && cow_word_stored(v->u.w)
-               ? (uint64_t)(v->u.w & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT)) : 0;
+    uint64_t id;
+    if (!cow_tag_has_word(v->tag) || !cow_word_stored(v->u.w))
+        return 0;
+    id = (uint64_t)(v->u.w & ~(COW_REF_SLOT_MASK << COW_REF_SLOT_SHIFT));
+    if (v->tag == COW_T_PACKED && cow_pack_offset(v) != 0)
+        id ^= cow_hash_mix64(cow_pack_offset(v));   /* members of one batch differ */
+    return id;
 }

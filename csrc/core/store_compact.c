@@ -50,8 +50,8 @@ collect_name(void *ctx, const char *name, size_t len)
 static int
 same_value(const cow_val *a, const cow_val *b)
 {
-    if (a->tag != b->tag)
-        return 0;
+    if (a->tag != b->tag || memcmp(a->inl, b->inl, sizeof a->inl) != 0)
+        return 0;                       /* (a packed value's body offset) */
     if (cow_tag_has_word(a->tag) && cow_word_stored(a->u.w))
         return cow_word_stored(b->u.w) && cow_store_word_id(a) == cow_store_word_id(b);
     return memcmp(&a->u, &b->u, sizeof a->u) == 0;

@@ -753,8 +753,9 @@ equal_packed(const cow_val *a, const cow_val *b)
     int eq;
     if (rank(logical_tag(a)) != rank(logical_tag(b)))
         return 0;
-    if (a->tag == b->tag && cow_word_same(&a->u.w, &b->u.w, NULL))
-        return 1;
+    if (a->tag == b->tag && cow_pack_offset(a) == cow_pack_offset(b)
+        && cow_word_same(&a->u.w, &b->u.w, NULL))
+        return 1;                       /* one body of one node (pack.h P6) */
     eq = cow_val_equal(general(a, &ta), general(b, &tb));
     cow_val_release(&ta);
     cow_val_release(&tb);

@@ -126,6 +126,40 @@ pack_child(conv_ctx *cx, cow_val *v)
     return 0;
 }
 
+/* Entries converted a vector leaf at a time, so that the records among them
+ * share one node (pack.h P6): the entries of a list, or a map's values. */
+#define CONV_BLOCK COW_VEC_WIDTH
+#define CONV_MAP_BLOCK (COW_VEC_WIDTH / 2)
+
+static int
+batch_block(conv_ctx *cx, cow_val *vals, size_t n)
+{
+    int rc = n >= 2 ? cow_pack_batch(vals, n, 1) : COW_OK;
+    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+}
+
+static void
+release_all(cow_val *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cow_val_release(&vals[i]);
+}
+
+/* Batches a block of a vector's entries and appends them; steals them all
+ * on every path. */
+static int
+push_block(conv_ctx *cx, cow_vecbody *b, cow_val *block, size_t n)
+{
+    int rc = batch_block(cx, block, n), prc;
+    for (size_t i = 0; i < n; i++) {
+        if (rc < 0)
+            cow_val_release(&block[i]);
+        else if ((prc = cow_vb_push(b, block[i])) < 0)    /* steals it either way */
+            rc = cowpy_raise_int(cx->st, prc);
+    }
+    return rc;
+}
+
 /* Refuses a container already being converted further up (a cycle). */
 static int
 check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
@@ -143,23 +177,30 @@ conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val
     Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
     PyObject **items = PySequence_Fast_ITEMS(obj);
     cow_vec *vec = cow_vec_new();
-    cow_val e;
-    int rc;
+    cow_val block[CONV_BLOCK];
+    size_t nblock = 0;
     if (vec == NULL)
         return cowpy_raise_int(cx->st, COW_ENOMEM);
     for (Py_ssize_t i = 0; i < n; i++) {
         conv_frame here = {at, obj, NULL, i};
-        if (conv(cx, items[i], &here, &e) < 0 || pack_child(cx, &e) < 0)
+        if (conv(cx, items[i], &here, &block[nblock]) < 0)
             goto fail;
-        if ((rc = cow_vb_push(&vec->b, e)) < 0) {
-            cowpy_raise(cx->st, rc);
+        if (pack_child(cx, &block[nblock++]) < 0) {
+            nblock--;                   /* released by pack_child */
             goto fail;
+        }
+        if (nblock == CONV_BLOCK || i == n - 1) {
+            size_t full = nblock;
+            nblock = 0;
+            if (push_block(cx, &vec->b, block, full) < 0)
+                goto fail;
         }
     }
     cow_vb_trim(&vec->b);
     *out = cow_val_vec(tag, vec);
     return 0;
 fail:
+    release_all(block, nblock);
     cow_vec_release(vec);
     return -1;
 }
@@ -195,31 +236,63 @@ map_put(conv_ctx *cx, cow_map *map, cow_val k, uint64_t h, cow_val v)
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
+/* A block of a map's entries, converted, not yet inserted. */
+typedef struct conv_entries {
+    cow_val keys[CONV_MAP_BLOCK], vals[CONV_MAP_BLOCK];
+    uint64_t hashes[CONV_MAP_BLOCK];
+    size_t n;
+} conv_entries;
+
+/* Batches the block's values and inserts the entries; steals them all on
+ * every path and leaves the block empty. */
+static int
+put_entries(conv_ctx *cx, cow_map *map, conv_entries *e)
+{
+    int rc = batch_block(cx, e->vals, e->n);
+    for (size_t i = 0; i < e->n; i++) {
+        if (rc == 0)
+            rc = map_put(cx, map, e->keys[i], e->hashes[i], e->vals[i]);
+        else {
+            cow_val_release(&e->keys[i]);
+            cow_val_release(&e->vals[i]);
+        }
+    }
+    e->n = 0;
+    return rc;
+}
+
 static int
 conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, left = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
     cow_map *map = cow_map_new();
-    cow_val k, v;
-    uint64_t h;
+    conv_entries e;
     if (map == NULL)
         return cowpy_raise_int(cx->st, COW_ENOMEM);
+    e.n = 0;
     while (PyDict_Next(obj, &pos, &key, &value)) {
         conv_frame here = {at, obj, key, 0};
-        if (key_of(cx, key, &here, &k, &h) < 0)
+        left--;
+        if (key_of(cx, key, &here, &e.keys[e.n], &e.hashes[e.n]) < 0)
             goto fail;
-        if (conv(cx, value, &here, &v) < 0 || pack_child(cx, &v) < 0) {
-            cow_val_release(&k);
+        if (conv(cx, value, &here, &e.vals[e.n]) < 0 || pack_child(cx, &e.vals[e.n]) < 0) {
+            cow_val_release(&e.keys[e.n]);
             goto fail;
         }
-        if (map_put(cx, map, k, h, v) < 0)
-            goto fail;
+        if (++e.n == CONV_MAP_BLOCK || left == 0) {
+            if (put_entries(cx, map, &e) < 0)
+                goto fail;
+        }
     }
+    if (e.n && put_entries(cx, map, &e) < 0)    /* the dict shrank under us */
+        goto fail;
     cow_vb_trim(&map->log);
     *out = cow_val_map(COW_T_DICT, map);
     return 0;
 fail:
+    release_all(e.keys, e.n);
+    release_all(e.vals, e.n);
     cow_map_release(map);
     return -1;
 }
@@ -538,7 +611,7 @@ packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
         return NULL;
     if (parent) {
         attach(obj, parent, key, hash, idx);
-        obj->pfrom = cow_ref_export(&v->u.w);
+        cowpy_set_pfrom(obj, v);
     }
     return (PyObject *)obj;
 }

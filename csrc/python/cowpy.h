@@ -44,7 +44,16 @@ typedef struct CowObject {
     cow_word pfrom;             /* the pack (exported word, no reference) root
                                  * was materialised from while our slot in the
                                  * parent holds it packed; else 0 (pack.h P1) */
+    size_t poff;                /* the body offset in that pack (pack.h P6) */
 } CowObject;
+
+/* Records that self's root came from packed value v (pack.h P1, P6). */
+static inline void
+cowpy_set_pfrom(CowObject *self, const cow_val *v)
+{
+    self->pfrom = cow_ref_export(&v->u.w);
+    self->poff = cow_pack_offset(v);
+}
 
 /* The tag v reads back with: a packed value's is its container's (pack.h). */
 static inline int cowpy_logical_tag(const cow_val *v) { return v->tag == COW_T_PACKED ? v->slen : v->tag; }

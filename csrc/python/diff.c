@@ -138,6 +138,8 @@ same_word(const cow_val *a, const cow_val *b, int *one_map)
 {
     if (a->tag != b->tag)
         return 0;
+    if (a->tag == COW_T_PACKED && cow_pack_offset(a) != cow_pack_offset(b))
+        return 0;                       /* two members of one batch (pack.h P6) */
     if (cow_tag_has_word(a->tag))
         return cow_word_same(&a->u.w, &b->u.w, one_map);
     /* Constructors zero what a tag leaves unused, so equal inline values

@@ -450,6 +450,7 @@ stored_word_id(const CowObject *c)
         if (c->pfrom) {
             packed.tag = COW_T_PACKED;
             packed.u.w = c->pfrom;
+            cow_pack_set_offset(&packed, c->poff);
             return cow_store_word_id(&packed);
         }
     return 0;

@@ -34,7 +34,7 @@ cowpy_materialise(CowObject *self)
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(self), rc);
     if (self->parent)
-        self->pfrom = cow_ref_export(&self->root.u.w);
+        cowpy_set_pfrom(self, &self->root);
     cow_val_release(&self->root);
     self->root = general;
     return 0;
@@ -74,12 +74,12 @@ resync_packed(CowObject *self, const cow_val *cur)
         cowpy_detach(self);
         return 0;
     }
-    if (w == self->pfrom)
+    if (w == self->pfrom && cow_pack_offset(cur) == self->poff)
         return 0;
     cow_val_copy(&fresh, cur);          /* materialised on first use */
     cow_val_release(&self->root);
     self->root = fresh;
-    self->pfrom = w;
+    cowpy_set_pfrom(self, cur);
     self->mut++;
     return 0;
 }

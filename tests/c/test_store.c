@@ -210,7 +210,7 @@ Test(store, round_trip)
     cr_assert_eq(st.roots, 3);
     cr_assert_gt(st.segments, 0);
     cr_assert_geq(st.segment_bytes, st.segments * (st.page_size / 2));
-    cr_assert_eq(st.format_version, 3);
+    cr_assert_eq(st.format_version, 4);
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cr_assert_eq(stats_of(s).pins, 0);
@@ -787,7 +787,7 @@ format_version(const char *p, int set)
     return was;
 }
 
-/* Format 2 files (no packs) are read as they are and marked format 3 when
+/* Format 2 and 3 files are read as they are and marked format 4 when
  * opened writable; format 1 gets the conversion message; a later format is
  * refused. */
 Test(store, format_versions)
@@ -798,21 +798,26 @@ Test(store, format_versions)
     put_commit(s, "x", &v);
     cow_store_close(s);
     {
-        uint32_t was = format_version(p, 2);
-        cr_assert_eq(was, 3, "format %u", was);
+        uint32_t was = format_version(p, 3);
+        cr_assert_eq(was, 4, "format %u", was);
     }
     s = open_ok(p, COW_STORE_READONLY);
     got = get_ok(s, "x");
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cow_store_close(s);
-    cr_assert_eq(format_version(p, -1), 2, "a readonly open writes nothing");
+    cr_assert_eq(format_version(p, 2), 3, "a readonly open writes nothing");
+    s = open_ok(p, COW_STORE_READONLY);             /* format 2 reads too */
+    got = get_ok(s, "x");
+    expect_same(&v, &got, 0);
+    cow_val_release(&got);
+    cow_store_close(s);
     s = open_ok(p, 0);
     cow_store_close(s);
-    cr_assert_eq(format_version(p, 1), 3, "a writable open marks format 3");
+    cr_assert_eq(format_version(p, 1), 4, "a writable open marks format 4");
     cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ESTORE);
     cr_assert_not_null(strstr(cow_store_errmsg(), "format 1"), "%s", cow_store_errmsg());
-    format_version(p, 4);
+    format_version(p, 5);
     cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT);
     cr_assert_null(s);
     cow_val_release(&v);

@@ -10,7 +10,9 @@
  * A packed value is a cow_val tagged COW_T_PACKED:
  *
  *   tag = COW_T_PACKED, slen = the container's own tag (DICT, FDICT, LIST,
- *   FLIST or TUPLE), aux = its identity, u.w = the pack node (a cow_word).
+ *   FLIST or TUPLE), inl = u16 offset of its body in the node's items (0:
+ *   the node's own container; else a member of a batch, P6), aux = its
+ *   identity, u.w = the pack node (a cow_word).
  *
  * Pack node bytes (8-byte header, then the words, then the items):
  *
@@ -54,6 +56,13 @@
  *  P5  a nested container's identity is not stored: it is derived from its
  *      parent's and its position (the same at every materialisation), which
  *      is all views need; packing gives a nested container that identity.
+ *  P6  a batch is one node holding the bodies of up to 32 packed containers
+ *      that are entries of one list or map (cow_pack_batch): its items are a
+ *      list body of them, and each entry's value names the node with the
+ *      offset of its body (never 0: past the count and the item's code).
+ *      Entries of one vector leaf share their shape words and one header,
+ *      and lose their padding.  A member is read, copied and written as a
+ *      pack of its own is; copying one keeps the whole batch alive.
  */
 #ifndef COWSTORE_PACK_H
 #define COWSTORE_PACK_H
@@ -118,6 +127,26 @@ typedef struct cow_pack_visitor {
 } cow_pack_visitor;
 /* COW_OK, a callback's result, or COW_ECORRUPT. */
 int cow_pack_visit(const cow_val *v, const cow_pack_visitor *vis, void *ctx);
+
+/* The body offset of a packed value (P6), and setting it. */
+static inline size_t
+cow_pack_offset(const cow_val *v)
+{
+    return (size_t)v->inl[0] | (size_t)v->inl[1] << 8;
+}
+static inline void
+cow_pack_set_offset(cow_val *v, size_t off)
+{
+    v->inl[0] = (uint8_t)off;
+    v->inl[1] = (uint8_t)(off >> 8);
+}
+
+/* Batches (P6) the packed values among vals[0], vals[stride], ...
+ * (n of them) that are packs of their own nothing else holds: each run that
+ * fits one node becomes members of one batch.  Values stay equal; only
+ * their nodes change.  COW_OK or an error (the values as they were or
+ * batched, every one valid). */
+int cow_pack_batch(cow_val *vals, size_t n, size_t stride);
 
 void cow_pack_retain(cow_pack *p);
 void cow_pack_release(cow_pack *p);

@@ -37,7 +37,10 @@
 
 #define COW_PARCEL_MAGIC "COWPRCL1"
 #define COW_PARCEL_MAGIC_LEN 8
-#define COW_PARCEL_VERSION 1u
+/* 2: packed values may name a body inside a batch (pack.h P6), which a
+ * version-1 reader would misread; version 1 parcels read as they are. */
+#define COW_PARCEL_VERSION 2u
+#define COW_PARCEL_VERSION_OLDEST_READ 1u
 /* Segments close at this size: few table entries, few segment-cache misses;
  * a node still starts in the first 128 MiB of its segment (ref.h). */
 #define COW_PARCEL_SEG_TARGET ((size_t)1 << 20)

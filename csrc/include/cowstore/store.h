@@ -126,7 +126,8 @@ int cow_store_stats_get(cow_store *s, cow_store_stats *out);
 
 /* The env slot values of this store carry (for tests and pickling checks). */
 unsigned cow_store_slot(const cow_store *s);
-/* The segment id and offset a stored value's word names (0 for others). */
+/* The segment id and offset a stored value's word names (0 for others);
+ * for a member of a packed batch, mixed with its body offset (pack.h P6). */
 uint64_t cow_store_word_id(const cow_val *v);
 
 #endif
