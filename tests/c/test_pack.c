@@ -393,3 +393,193 @@ Test(pack, allocation_failures_leak_nothing)
         cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
     }
 }
+
+/* ---- batches (P6) ----------------------------------------------------------- */
+
+/* Record i: {"id": i, "name": "n<i>...", "tags": [i, "t"]}, with a name of
+ * name_len bytes (past 255 it is a word of the pack). */
+static cow_val
+record(int64_t i, size_t name_len)
+{
+    static const char *const keys[] = {"id", "name", "tags"};
+    char name[600];
+    cow_val tags[2] = {cow_val_int(i), str_of("t")}, vals[3];
+    cr_assert_lt(name_len, sizeof name);
+    memset(name, 'a' + (int)(i % 26), name_len);
+    name[name_len] = 0;
+    vals[0] = cow_val_int(i);
+    vals[1] = str_of(name);
+    vals[2] = list_of(COW_T_LIST, tags, 2);
+    return dict_of(keys, vals, 3);
+}
+
+/* n records, each packed on its own, and their general forms in gen. */
+static void
+packed_records(cow_val *vals, cow_val *gen, size_t n, size_t name_len)
+{
+    for (size_t i = 0; i < n; i++) {
+        gen[i] = record((int64_t)i, name_len);
+        vals[i] = packed(&gen[i]);
+    }
+}
+
+static void
+release_vals(cow_val *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cow_val_release(&vals[i]);
+}
+
+/* Members of one batch name one node at distinct offsets past its count and
+ * code bytes; each reads, unpacks (same identity), visits and compares as
+ * the pack it was, and only its own body; the node lives while a member
+ * does.  More than 32 start a second batch. */
+Test(pack, records_of_a_leaf_share_one_batch)
+{
+    enum { N = 40 };
+    cow_val vals[N], gen[N], got;
+    uint32_t idents[N];
+    long live_before;
+    packed_records(vals, gen, N, 6);
+    for (size_t i = 0; i < N; i++)
+        idents[i] = vals[i].aux;
+    live_before = cow_pack_live_nodes();
+    cr_assert_eq(cow_pack_batch(vals, N, 1), COW_OK);
+    cr_assert_eq(cow_pack_live_nodes(), 2, "%ld nodes for two batches (had %ld)",
+                 cow_pack_live_nodes(), live_before);
+    for (size_t i = 0; i < N; i++) {
+        size_t n;
+        cr_assert_eq(vals[i].tag, COW_T_PACKED);
+        cr_assert_eq(vals[i].aux, idents[i], "a member keeps its identity");
+        cr_assert_eq(vals[i].u.w, vals[i < 32 ? 0 : 32].u.w, "member %zu in another node", i);
+        cr_assert_geq(cow_pack_offset(&vals[i]), 2, "P6: past the count and code bytes");
+        if (i % 32)
+            cr_assert_gt(cow_pack_offset(&vals[i]), cow_pack_offset(&vals[i - 1]));
+        cr_assert(cow_val_equal(&vals[i], &gen[i]), "member %zu differs from its record", i);
+        cr_assert_eq(cow_pack_count(&vals[i], &n), COW_OK);
+        cr_assert_eq(n, 3);
+        cr_assert_eq(cow_pack_lookup(&vals[i], "id", 2, &got), COW_FOUND);
+        cr_assert_eq(got.u.i, (int64_t)i);
+        cr_assert_eq(cow_pack_unpack(&vals[i], &got), COW_OK);
+        cr_assert_eq(cow_val_getmap(&got)->ident, idents[i]);
+        cr_assert(cow_val_equal(&got, &gen[i]));
+        cow_val_release(&got);
+        {
+            counts c = {0};
+            cr_assert_eq(cow_pack_visit(&vals[i], &counting, &c), COW_OK);
+            cr_assert_eq(c.keys, 3, "a visit reads its own body only");
+            cr_assert_eq(c.begins, 2);
+        }
+        if (i > 0 && i != 32)
+            cr_assert(!cow_val_equal(&vals[i], &vals[i - 1]), "two members compare equal");
+    }
+    release_vals(vals, 31);
+    cr_assert_eq(cow_pack_live_nodes(), 2, "a member left keeps its batch");
+    cr_assert(cow_val_equal(&vals[31], &gen[31]));
+    release_vals(vals + 31, N - 31);
+    release_vals(gen, N);
+    cr_assert_eq(cow_pack_live_nodes(), 0);
+}
+
+/* What is not batched: general values, packs something else also holds (a
+ * copy would cost their sharing), members of a batch, a single pack; a
+ * batch closes where the node would pass its limits (here: words, one long
+ * name each), and a stride skips the keys of a map's log. */
+Test(pack, what_is_not_batched)
+{
+    enum { N = 40 };
+    cow_val vals[N], gen[N], shared, kv[6];
+    cow_word was;
+    packed_records(vals, gen, N, 300);
+    cr_assert_eq(cow_pack_batch(vals, N, 1), COW_OK);
+    for (size_t i = 0; i < N; i++)
+        cr_assert(cow_val_equal(&vals[i], &gen[i]));
+    cr_assert_neq(vals[0].u.w, vals[N - 1].u.w, "32 words per node: not one batch");
+    cr_assert_eq(vals[0].u.w, vals[1].u.w, "long names still share a node");
+    release_vals(vals, N);
+    release_vals(gen, N);
+
+    packed_records(vals, gen, 3, 6);
+    cow_val_copy(&shared, &vals[1]);
+    was = vals[1].u.w;
+    kv[0] = gen[0];                     /* a general dict */
+    kv[1] = vals[0];
+    kv[2] = cow_val_int(7);             /* a map's key, skipped by the stride */
+    kv[3] = vals[1];                    /* shared */
+    kv[4] = cow_val_int(8);
+    kv[5] = vals[2];
+    cr_assert_eq(cow_pack_batch(kv + 1, 3, 2), COW_OK);
+    cr_assert(kv[3].u.w == was && cow_pack_offset(&kv[3]) == 0, "a shared pack was batched");
+    cr_assert_neq(cow_pack_offset(&kv[1]), 0, "the lone packs around it were not");
+    cr_assert_eq(kv[1].u.w, kv[5].u.w);
+    cr_assert_eq(kv[2].tag, COW_T_INT);
+    cow_val_release(&shared);
+    was = kv[1].u.w;
+    cr_assert_eq(cow_pack_batch(kv + 1, 3, 2), COW_OK);
+    cr_assert(kv[1].u.w == was && kv[5].u.w == was, "members were batched again");
+    cr_assert_eq(cow_pack_offset(&kv[3]), 0, "a single lone pack was batched");
+    cr_assert(cow_val_equal(&kv[1], &gen[0]) && cow_val_equal(&kv[3], &gen[1])
+              && cow_val_equal(&kv[5], &gen[2]));
+    cr_assert_eq(cow_pack_batch(kv, 1, 1), COW_OK);
+    cr_assert_eq(kv[0].tag, COW_T_DICT, "a general value was touched");
+    release_vals(kv, 6);
+    release_vals(gen + 1, 2);
+}
+
+/* P3 for offsets: every offset of a batch node, and past it, read as any
+ * container kind: OK or COW_ECORRUPT, never a read outside the node (ASan
+ * builds check). */
+Test(pack, hostile_offsets_fail_cleanly)
+{
+    enum { N = 8 };
+    static const cow_tag tags[] = {COW_T_DICT, COW_T_LIST, COW_T_TUPLE};
+    cow_val vals[N], gen[N];
+    size_t nbytes;
+    packed_records(vals, gen, N, 6);
+    cr_assert_eq(cow_pack_batch(vals, N, 1), COW_OK);
+    nbytes = ((cow_pack *)vals[0].u.w)->size & COW_PACK_NBYTES_MASK;
+    for (size_t off = 0; off < nbytes + 8; off++) {
+        for (size_t t = 0; t < sizeof tags / sizeof tags[0]; t++) {
+            cow_val v = vals[0], got;
+            size_t n;
+            int outer = cow_ref_scope_enter();
+            v.slen = tags[t];
+            cow_pack_set_offset(&v, off);
+            if (cow_pack_unpack(&v, &got) == COW_OK)
+                cow_val_release(&got);
+            cow_pack_count(&v, &n);
+            cow_pack_lookup(&v, "name", 4, &got);
+            cow_pack_index(&v, 1, &got);
+            {
+                counts c = {0};
+                cow_pack_visit(&v, &counting, &c);
+            }
+            cow_ref_scope_leave(outer);
+        }
+    }
+    release_vals(vals, N);
+    release_vals(gen, N);
+}
+
+/* A batch that cannot be made (no memory) leaves every value as it was, or
+ * batched; nothing leaks at any allocation. */
+Test(pack, batch_allocation_failures_leak_nothing)
+{
+    enum { N = 5 };
+    tu_alloc_install();
+    for (long budget = 0; budget < 8; budget++) {
+        cow_val vals[N], gen[N];
+        int rc;
+        packed_records(vals, gen, N, 6);
+        tu_fail_after(budget);
+        rc = cow_pack_batch(vals, N, 1);
+        tu_fail_after(-1);
+        cr_assert(rc == COW_OK || rc == COW_ENOMEM, "budget %ld: %d", budget, rc);
+        for (size_t i = 0; i < N; i++)
+            cr_assert(cow_val_equal(&vals[i], &gen[i]), "budget %ld: value %zu changed", budget, i);
+        release_vals(vals, N);
+        release_vals(gen, N);
+        cow_pack_forget_shapes();
+        cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
+    }
+}

@@ -133,3 +133,48 @@ def test_stored_record_written_and_committed_again(tmp_path):
         s["recs"] = recs
         assert s["recs"][10]["tags"] == ["t0", "t1", "added"]
         assert s["recs"][11] == records(100)[11]
+
+
+# ---- batches: the records of one vector leaf share a node (pack.h P6) ----------
+
+
+def test_records_of_one_batch_stay_distinct():
+    """Two records of one batch share a node, not an identity: moving one into
+    the other's slot is a change to diff, equality, views and writes."""
+    f = freeze(records(40))
+    g = CowList(f)
+    v3 = g[3]
+    g[3] = g[5]                         # a sibling of the same batch
+    assert f != g and g[3] == f[5]
+    assert {c.path[0] for c in cowstore.diff(f, g)} == {3}
+    assert v3 == f[3]                   # the view of slot 3 detached, unchanged
+    g[3]["name"] = "changed"
+    assert g[5]["name"] == "user5" and f[3]["name"] == "user3" and f[5]["name"] == "user5"
+    v5 = g[5]
+    g[5] = f[6]
+    assert v5["name"] == "user5" and g[5]["name"] == "user6"
+
+
+def test_map_values_are_batched_too():
+    plain = {f"k{i}": r for i, r in enumerate(records(100))}
+    d = CowDict(plain)
+    assert thaw(d) == plain
+    d["k3"] = d["k4"]
+    assert d["k3"] == plain["k4"] and d != CowDict(plain)
+    assert {c.path for c in cowstore.diff(CowDict(plain), d)} >= {("k3", "id")}
+
+
+def test_stored_batches_read_written_and_pickled(tmp_path):
+    with cowstore.open(str(tmp_path / "s.cow")) as s:
+        s["recs"] = records(100)
+        recs = s["recs"]
+        r = recs[7]
+        assert pickle.loads(pickle.dumps(r)) == records(100)[7]
+        s["one"] = recs[40]             # a member alone as a root
+        recs[40], recs[41] = recs[41], recs[40]
+        s["recs"] = recs
+        assert s["one"] == records(100)[40]
+        assert [x["id"] for x in s["recs"][38:43]] == [38, 39, 41, 40, 42]
+        assert s["recs"] != records(100)
+        s.compact()
+        assert thaw(s["recs"])[41]["id"] == 40 and s["one"]["id"] == 40
