@@ -985,7 +985,10 @@ batch_add(pk_batch *b, cow_val *v)
     int rc;
     if (b->n == COW_PACK_MAX_ITEMS)
         return PK_NO;
-    if ((rc = put_container(&b->o, v, 0)) != COW_OK) {
+    if ((rc = put_container(&b->o, v, 0)) == COW_OK
+        && b->o.n + b->o.nwords * sizeof(cow_word) > COW_PACK_BATCH_MAX_BYTES)
+        rc = PK_NO;
+    if (rc != COW_OK) {
         while (b->o.nwords > nwords)
             word_release(b->o.words[--b->o.nwords]);
         b->o.n = n;
