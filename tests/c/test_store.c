@@ -948,40 +948,6 @@ Test(store, pinned_value_keeps_few_snapshots)
     cow_val_release(&keep);
 }
 
-/* ST2 with pins no single snapshot holds: a value read from root "a",
- * then "a" deleted; a value read from root "b" (committed after "a" was
- * gone), then "b" deleted.  The oldest snapshot lacks b's segments, the
- * newer ones a's, so one snapshot cannot cover both: the store keeps a
- * covering set -- one per generation -- not every snapshot since. */
-Test(store, pins_of_two_generations_keep_two_snapshots)
-{
-    enum { COMMITS = 150 };
-    cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
-    cow_val keep = mk_rich(50, 2), other = mk_rich(40, 3), held_a, held_b;
-    cow_store_stats st;
-    put_commit(s, "a", &keep);
-    held_a = get_ok(s, "a");
-    del_commit(s, "a");
-    put_commit(s, "b", &other);
-    held_b = get_ok(s, "b");
-    del_commit(s, "b");
-    for (int i = 0; i < COMMITS; i++) {
-        cow_val n = cow_val_int(i);
-        put_commit(s, "counter", &n);
-    }
-    st = stats_of(s);
-    cr_assert_leq(st.readers_used, 4, "%llu reader slots held after %d commits",
-                  (unsigned long long)st.readers_used, COMMITS);
-    expect_same(&keep, &held_a, 0);
-    expect_same(&other, &held_b, 0);
-    cow_val_release(&held_a);
-    cow_val_release(&held_b);
-    cr_assert_eq(stats_of(s).pins, 0);
-    cow_store_close(s);
-    cow_val_release(&keep);
-    cow_val_release(&other);
-}
-
 /* ---- fork (ST3) ------------------------------------------------------------------------------ */
 
 /* After fork the child reopens the store on first use (never touching the
