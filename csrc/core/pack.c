@@ -1038,9 +1038,14 @@ is_lone_pack(const cow_val *v)
 int
 cow_pack_batch(cow_val *vals, size_t n, size_t stride)
 {
-    pk_batch *b = cow_malloc(sizeof *b);
+    pk_batch *b;
+    size_t lone = 0;
     int rc = COW_OK;
-    if (b == NULL)
+    for (size_t i = 0; i < n && lone < 2; i++)
+        lone += (size_t)is_lone_pack(&vals[i * stride]);
+    if (lone < 2)
+        return COW_OK;                  /* nothing to share a node with */
+    if ((b = cow_malloc(sizeof *b)) == NULL)
         return COW_ENOMEM;
     b->o.n = 1;
     b->o.nwords = 0;

@@ -345,6 +345,15 @@ cow_vb_from(cow_vecbody *b, cow_val *vals, size_t n)
     return COW_OK;
 }
 
+cow_val *
+cow_vb_full_tail(cow_vecbody *b)
+{
+    cow_vnode *t = (cow_vnode *)b->tail;
+    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->count != COW_VEC_WIDTH)
+        return NULL;
+    return vn_vals(t);
+}
+
 void
 cow_vb_trim(cow_vecbody *b)
 {

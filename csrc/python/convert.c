@@ -400,6 +400,30 @@ cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 }
 
 int
+cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
+{
+    conv_ctx cx = {st};
+    if (conv(&cx, obj, NULL, out) < 0)
+        return -1;
+    return pack_child(&cx, out);
+}
+
+int
+cowpy_batch(cowpy_state *st, cow_val *vals, size_t n)
+{
+    conv_ctx cx = {st};
+    return batch_block(&cx, vals, n);
+}
+
+void
+cowpy_batch_full_tail(cow_vecbody *b, size_t stride)
+{
+    cow_val *vals = cow_vb_full_tail(b);
+    if (vals != NULL)   /* out of memory: the values stay as they are, unbatched */
+        (void)cow_pack_batch(vals + stride - 1, COW_VEC_WIDTH / stride, stride);
+}
+
+int
 cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out)
 {
     conv_ctx cx = {st};

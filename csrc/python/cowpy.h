@@ -150,6 +150,15 @@ Py_ssize_t cowpy_read_failed_num(Py_ssize_t res, PyObject *self, int err);
 /* Python -> owned cow_val; on error raises (naming type and path) and
  * returns -1.  Containers of ours are taken by value in O(1). */
 int cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
+/* An entry about to be inserted into a container (append, setitem,
+ * extend...): converted as cowpy_from_object, then packed if it is a small
+ * container (pack.h), as conversion packs nested ones. */
+int cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
+/* Batches the packed entries among vals[0..n) (pack.h P6); raises on error. */
+int cowpy_batch(cowpy_state *st, cow_val *vals, size_t n);
+/* After an append filled a vector's tail: batches its packed entries, every
+ * stride-th from the stride-th (1: a list's; 2: a map log's values). */
+void cowpy_batch_full_tail(cow_vecbody *b, size_t stride);
 /* A key for lookups: *owned says whether *out must be released.  Returns 1 on
  * success, 0 if the key is certainly absent (a NaN, a str with lone
  * surrogates), COWPY_PROBE_FOREIGN if it is hashable but of a type we never

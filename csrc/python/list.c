@@ -112,9 +112,11 @@ vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const ch
     out->n = 0;
     if (PyList_CheckExact(iterable) || PyTuple_CheckExact(iterable)) {
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(iterable); i++)
-            if (cowpy_from_object(st, PySequence_Fast_GET_ITEM(iterable, i), &v) < 0
+            if (cowpy_entry_from_object(st, PySequence_Fast_GET_ITEM(iterable, i), &v) < 0
                 || vals_push(out, &room, v) < 0)
                 goto fail;
+        if (cowpy_batch(st, out->vals, out->n) < 0)
+            goto fail;
         return 0;
     }
     if ((it = PyObject_GetIter(iterable)) == NULL) {
@@ -123,12 +125,12 @@ vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const ch
         goto fail;
     }
     while ((item = PyIter_Next(it)) != NULL) {
-        int rc = cowpy_from_object(st, item, &v);
+        int rc = cowpy_entry_from_object(st, item, &v);
         Py_DECREF(item);
         if (rc < 0 || vals_push(out, &room, v) < 0)
             goto fail;
     }
-    if (PyErr_Occurred())
+    if (PyErr_Occurred() || cowpy_batch(st, out->vals, out->n) < 0)
         goto fail;
     Py_DECREF(it);
     return 0;
@@ -227,7 +229,7 @@ list_set_index(PyObject *op, Py_ssize_t i, PyObject *value)
     }
     if (value == NULL)
         return list_splice(op, (size_t)i, (size_t)i + 1, &none);
-    if (cowpy_from_object(st, value, &v) < 0)
+    if (cowpy_entry_from_object(st, value, &v) < 0)
         return -1;
     if (cowpy_begin_write(SELF) < 0) {
         cow_val_release(&v);
@@ -475,7 +477,7 @@ COWPY_ENTRY(static, PyObject *, list_append, (PyObject *op, PyObject *x), (op, x
     cowpy_state *st = COWPY_ST(op);
     cow_val v;
     int rc;
-    if (cowpy_from_object(st, x, &v) < 0)
+    if (cowpy_entry_from_object(st, x, &v) < 0)
         return NULL;
     if (cowpy_begin_write(SELF) < 0) {
         cow_val_release(&v);
@@ -483,6 +485,7 @@ COWPY_ENTRY(static, PyObject *, list_append, (PyObject *op, PyObject *x), (op, x
     }
     if ((rc = cow_vb_push(body_of(op), v)) < 0)
         return cowpy_raise(st, rc);
+    cowpy_batch_full_tail(body_of(op), 1);
     if (cowpy_end_write(SELF) < 0)
         return NULL;
     Py_RETURN_NONE;

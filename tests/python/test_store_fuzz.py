@@ -2,7 +2,9 @@
 
 A real store file with varied data (nested dicts and lists, sets, long
 strings, bigints, several roots, a few versions so there are several
-segments) is copied with random byte flips or a random truncation; a
+segments) is copied with random byte flips (outside LMDB's own meta and
+B-tree pages, which LMDB trusts: see lmdb_btree_pages) or a random
+truncation; a
 subprocess opens each copy readonly and walks every root (thaw, iterate,
 len, lookups); a quarter as many copies are opened writable and committed to.  It must exit 0 or with a clean exception -- a
 cowstore.CowstoreError, or OSError/ValueError/KeyError/UnicodeDecodeError
@@ -151,6 +153,34 @@ def _run_walker(path, mode):
     return ("exit", f"exit {proc.returncode}; stdout {last!r}; stderr: {proc.stderr[-800:]}")
 
 
+# LMDB page header flags (lmdb.h: P_BRANCH, P_LEAF, P_OVERFLOW, P_META) at
+# byte 10 of a page, and an overflow run's page count at byte 12.
+P_BRANCH, P_LEAF, P_OVERFLOW, P_META = 0x01, 0x02, 0x04, 0x08
+FLAGS_AT, OVERFLOW_PAGES_AT = 10, 12
+
+
+def lmdb_btree_pages(blob):
+    """The pages of LMDB's own meta pages and B-trees (branch and leaf pages).
+
+    LMDB keeps no checksums and trusts these: a damaged leaf node of the segs
+    database can make mdb_get itself read outside the map and crash
+    (store-design.md, "Limits of these checks"), which no check of ours can
+    prevent.  What cowstore reads and checks -- segments and the nodes in
+    them, in overflow pages -- and the free pages stay fair game; damaged
+    root and state records are the C tests' (hostile_records_fail_cleanly)."""
+    pages, n, pg = set(), len(blob) // PAGE, 0
+    while pg < n:
+        flags = int.from_bytes(blob[pg * PAGE + FLAGS_AT: pg * PAGE + FLAGS_AT + 2], "little")
+        run = 1
+        if pg < 2 or flags & (P_BRANCH | P_LEAF | P_META):
+            pages.add(pg)
+        elif flags & P_OVERFLOW:                        # skip its continuation pages
+            at = pg * PAGE + OVERFLOW_PAGES_AT
+            run = max(1, min(int.from_bytes(blob[at:at + 4], "little"), n - pg))
+        pg += run
+    return pages
+
+
 def _mutate(blob, seed):
     """A damaged copy of blob and a description that reproduces it."""
     rng = random.Random(seed)
@@ -159,15 +189,18 @@ def _mutate(blob, seed):
         cut = rng.randrange(0, len(data))
         return bytes(data[:cut]), f"truncate to {cut} of {len(data)} bytes"
     nonzero = None
+    protected = lmdb_btree_pages(blob)
     flips = []
     for _ in range(rng.randint(1, MAX_FLIPS)):
-        if rng.random() < 0.5:
-            pos = rng.randrange(len(data))                  # anywhere
-        else:                                               # where there is data
-            if nonzero is None:
-                nonzero = [i for i in range(0, len(data), 7) if data[i]]
-            pos = rng.choice(nonzero) + rng.randrange(7)
-            pos = min(pos, len(data) - 1)
+        pos = None
+        while pos is None or pos // PAGE in protected:
+            if rng.random() < 0.5:
+                pos = rng.randrange(len(data))              # anywhere
+            else:                                           # where there is data
+                if nonzero is None:
+                    nonzero = [i for i in range(0, len(data), 7) if data[i]]
+                pos = rng.choice(nonzero) + rng.randrange(7)
+                pos = min(pos, len(data) - 1)
         xor = rng.randrange(1, 256)
         data[pos] ^= xor
         flips.append((pos, xor))

@@ -57,9 +57,10 @@
  *      parent's and its position (the same at every materialisation), which
  *      is all views need; packing gives a nested container that identity.
  *  P6  a batch is one node holding the bodies of up to 32 packed containers
- *      that are entries of one list or map (cow_pack_batch): its items are a
- *      list body of them, and each entry's value names the node with the
- *      offset of its body (never 0: past the count and the item's code).
+ *      (COW_PACK_BATCH_MAX_BYTES at most) that are entries of one list or
+ *      map (cow_pack_batch): its items are a list body of them, and each
+ *      entry's value names the node with the offset of its body (never 0:
+ *      past the count and the item's code).
  *      Entries of one vector leaf share their shape words and one header,
  *      and lose their padding.  A member is read, copied and written as a
  *      pack of its own is; copying one keeps the whole batch alive.

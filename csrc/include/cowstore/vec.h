@@ -45,6 +45,9 @@ int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equa
 /* Fills an empty body with vals[0..n) (stolen on every path) in one
  * allocation when they fit one leaf.  COW_OK or COW_ENOMEM (body empty). */
 int cow_vb_from(cow_vecbody *b, cow_val *vals, size_t n);
+/* The values of a full tail that is on the heap and not shared, to be
+ * replaced in place by equal ones (pack.h batches); else NULL. */
+cow_val *cow_vb_full_tail(cow_vecbody *b);
 /* Gives an unshared tail's unused slots back (a vector built to its final
  * size keeps no spare capacity); a shared tail is left alone. */
 void cow_vb_trim(cow_vecbody *b);
