@@ -94,7 +94,7 @@ dict_set(PyObject *op, PyObject *key, PyObject *value)
     cowpy_state *st = COWPY_ST(op);
     cow_val k, v;
     uint64_t h;
-    size_t entries;
+    size_t log_len;
     int rc;
     if (cowpy_store_key_in(SELF, key, &k, &h) < 0)
         return -1;
@@ -107,10 +107,10 @@ dict_set(PyObject *op, PyObject *key, PyObject *value)
         cow_val_release(&v);
         return -1;
     }
-    entries = cow_map_entries(map_of(op));
+    log_len = map_of(op)->log.len;
     if ((rc = cow_map_set(map_of(op), k, h, v)) < 0)
         return cowpy_raise_int(st, rc);
-    if (cow_map_entries(map_of(op)) > entries)      /* a new entry: the log grew */
+    if (map_of(op)->log.len > log_len)              /* a new entry: the log grew */
         cowpy_batch_full_tail(&map_of(op)->log, 2);
     return cowpy_end_write(SELF);
 }
