@@ -20,6 +20,7 @@ enum {
     PK_STR = 0x0c, PK_BYTES = 0x0d,
     PK_SEXT = 0x0e, PK_WEXT = 0x0f,     /* extension leaves (ext.h): inline, by word */
     PK_CONTAINER = 0x10,            /* + kind_code(tag), 0x10..0x14 */
+    PK_ISTR = 0x15,                 /* a repeated str by word: u8 index (P7) */
     PK_SSTR = 0x20,                 /* + length 0..COW_INLINE_MAX */
     PK_SMALLINT = 0x80,             /* + value 0..127 */
 };
@@ -124,6 +125,9 @@ cow_pack_release(cow_pack *p)
 #define SHAPE_MAX_BYTES (1 + COW_PACK_MAX_ITEMS * (1 + COW_PACK_INLINE_MAX))
 static const uint64_t SHAPE_SEED = 0x6a09e667f3bcc909ULL;
 static cow_blob *shape_cache[SHAPE_CACHE_SLOTS];
+/* The repeated strings of batches (P7) are interned the same way, apart. */
+static const uint64_t STRING_SEED = 0xbb67ae8584caa73bULL;
+static cow_blob *string_cache[SHAPE_CACHE_SLOTS];
 
 static void
 blob_drop(cow_blob *b)
@@ -137,16 +141,17 @@ cow_pack_forget_shapes(void)
 {
     for (size_t i = 0; i < SHAPE_CACHE_SLOTS; i++) {
         blob_drop(shape_cache[i]);
-        shape_cache[i] = NULL;
+        blob_drop(string_cache[i]);
+        shape_cache[i] = string_cache[i] = NULL;
     }
 }
 
-/* A new reference to the interned shape blob of these bytes, or NULL. */
+/* A new reference to the blob of these bytes interned in cache, or NULL. */
 static cow_blob *
-shape_intern(const uint8_t *bytes, size_t len)
+intern(cow_blob **cache, uint64_t seed, const uint8_t *bytes, size_t len)
 {
-    size_t slot = cow_hash_bytes(bytes, len, SHAPE_SEED) % SHAPE_CACHE_SLOTS;
-    cow_blob *b = shape_cache[slot];
+    size_t slot = cow_hash_bytes(bytes, len, seed) % SHAPE_CACHE_SLOTS;
+    cow_blob *b = cache[slot];
     cow_val v;
     if (b && b->len == len && memcmp(b->data, bytes, len) == 0) {
         b->refcnt++;
@@ -155,19 +160,33 @@ shape_intern(const uint8_t *bytes, size_t len)
     if (cow_val_blob(&v, COW_T_BYTES, bytes, len) < 0)
         return NULL;
     b = (cow_blob *)v.u.w;
-    blob_drop(shape_cache[slot]);
-    shape_cache[slot] = b;
+    blob_drop(cache[slot]);
+    cache[slot] = b;
     b->refcnt++;                        /* the cache's own reference */
     return b;
 }
 
+static cow_blob *
+shape_intern(const uint8_t *bytes, size_t len)
+{
+    return intern(shape_cache, SHAPE_SEED, bytes, len);
+}
+
 /* ---- encoding ------------------------------------------------------------ */
+
+/* The repeated strings a batch writes by word (P7): interned blobs. */
+#define PK_SUBST_MAX 12
+typedef struct pk_subst {
+    unsigned n;
+    cow_blob *blob[PK_SUBST_MAX];       /* each holds a reference */
+} pk_subst;
 
 typedef struct pk_out {
     uint8_t buf[COW_PACK_MAX_BYTES];
     size_t n;
     cow_word words[COW_PACK_MAX_WORDS];     /* exported; each holds a reference */
     unsigned nwords;
+    const pk_subst *subst;              /* NULL, or strings to write by word */
 } pk_out;
 
 static int
@@ -448,13 +467,17 @@ get_word_view(pk_in *in, cow_val *out, int tag)
 }
 
 /* Whether an item of this code is a word index. */
-static int is_word_code(unsigned code) { return (code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT; }
+static int
+is_word_code(unsigned code)
+{
+    return (code >= PK_WSTR && code <= PK_WBIGINT) || code == PK_WEXT || code == PK_ISTR;
+}
 
 /* The value tag of a word item's code. */
 static int
 word_tag(unsigned code)
 {
-    return code == PK_WSTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES
+    return code == PK_WSTR || code == PK_ISTR ? COW_T_STR : code == PK_WBYTES ? COW_T_BYTES
            : code == PK_WEXT ? COW_T_EXT : COW_T_BIGINT;
 }
 
@@ -471,6 +494,41 @@ get_word_value(pk_in *in, cow_val *out, int tag)
     }
     cow_val_retain(out);
     return COW_OK;
+}
+
+/* A repeated str by word (P7) as a borrowed view of its blob's bytes, of
+ * which there are 1..COW_PACK_INLINE_MAX. */
+static int
+get_istr_view(pk_in *in, cow_val *out)
+{
+    const cow_blob *b;
+    int rc = get_word_view(in, out, COW_T_STR);
+    if (rc)
+        return rc;
+    b = cow_ref_get(&out->u.w, COW_NK_BLOB);
+    if (cow_ref_error() < 0 || b->len == 0 || b->len > COW_PACK_INLINE_MAX)
+        return COW_ECORRUPT;
+    *out = cow_val_str_view(b->data, b->len);
+    return COW_OK;
+}
+
+/* The same str as a value of its own in canonical form (V1): inline when
+ * short, else the interned blob itself. */
+static int
+get_istr_value(pk_in *in, cow_val *out)
+{
+    const uint8_t *at = in->p;
+    cow_val view;
+    int rc = get_istr_view(in, &view);
+    if (rc)
+        return rc;
+    if (view.aux <= COW_INLINE_MAX)
+        return cow_val_str(out, view.u.ref, view.aux);
+    in->p = at;                         /* the index again: take its word */
+    rc = get_word_view(in, out, COW_T_STR);
+    if (rc == COW_OK)
+        cow_val_retain(out);
+    return rc;
 }
 
 /* An inline extension leaf: u8 length (1..14, V8), the bytes. */
@@ -630,6 +688,7 @@ get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
         return rc;
     case PK_WSTR: case PK_WBYTES: case PK_WBIGINT: case PK_WEXT:
         return get_word_value(in, out, word_tag(code));
+    case PK_ISTR: return get_istr_value(in, out);
     case PK_SEXT: return get_sext(in, out);
     case PK_STR:
     case PK_BYTES: {
@@ -711,6 +770,8 @@ get_scalar_view(pk_in *in, cow_val *out)
         in->p += len;
         return COW_OK;
     }
+    if (code == PK_ISTR)
+        return get_istr_view(in, out);
     if (is_word_code(code))
         return get_word_view(in, out, word_tag(code));
     in->p = at;                         /* numbers, None, bools: nothing to own */
@@ -794,6 +855,43 @@ copy_word_index(pk_out *o, pk_in *in)
 
 static int copy_item(pk_out *o, pk_in *in, unsigned depth);
 
+/* The bytes of an inline str item [at, end): its code, a length byte for
+ * the longer ones, the UTF-8.  0 when the item is no inline str. */
+static size_t
+inline_str_of(const uint8_t *at, const uint8_t *end, const uint8_t **bytes)
+{
+    size_t head = at[0] == PK_STR ? 2 : 1;
+    if (!((at[0] >= PK_SSTR && at[0] <= PK_SSTR + COW_INLINE_MAX) || at[0] == PK_STR))
+        return 0;
+    *bytes = at + head;
+    return (size_t)(end - at) - head;
+}
+
+/* Writes the inline str item [at, end) by word if it is one of o's repeated
+ * strings (P7): COW_OK, PK_NO (not one, or no word left: copy it), or an
+ * error. */
+static int
+put_subst(pk_out *o, const uint8_t *at, const uint8_t *end)
+{
+    const uint8_t *bytes;
+    size_t len = inline_str_of(at, end, &bytes);
+    unsigned idx;
+    int rc;
+    if (o->n + 2 > sizeof o->buf)
+        return PK_NO;                   /* (nor would the copy fit) */
+    for (unsigned i = 0; len && i < o->subst->n; i++) {
+        const cow_blob *b = o->subst->blob[i];
+        if (b->len != len || memcmp(b->data, bytes, len) != 0)
+            continue;
+        if ((rc = add_word(o, cow_word_of(b), &idx)) != COW_OK)
+            return rc;
+        o->buf[o->n++] = PK_ISTR;
+        o->buf[o->n++] = (uint8_t)idx;
+        return COW_OK;
+    }
+    return PK_NO;
+}
+
 static int
 copy_body(pk_out *o, pk_in *in, int tag, unsigned depth)
 {
@@ -832,6 +930,8 @@ copy_item(pk_out *o, pk_in *in, unsigned depth)
         return (rc = put_byte(o, code)) ? rc : copy_word_index(o, in);
     in->p = at;
     if ((rc = skip_item(in, depth)))
+        return rc;
+    if (o->subst && (rc = put_subst(o, at, in->p)) != PK_NO)
         return rc;
     return put(o, at, (size_t)(in->p - at));
 }
@@ -944,6 +1044,7 @@ cow_pack_make(const cow_val *v, cow_val *out)
         return COW_ENOMEM;
     o->n = 0;
     o->nwords = 0;
+    o->subst = NULL;
     if ((rc = put_body(o, v)) != COW_OK)
         goto fail;
     if ((p = node_from(o)) == NULL) {
@@ -968,12 +1069,96 @@ fail:
 /* A batch being built: o holds a list body (count byte, then one container
  * item per member); at[i] is the member's value, off[i] where its body
  * starts. */
+/* Distinct strings a batch counts to find its repeated ones (P7). */
+#define TALLY_SLOTS 256
+
+typedef struct str_tally {
+    struct { const char *p; size_t len; unsigned count; } cell[TALLY_SLOTS];
+    unsigned used;
+} str_tally;
+
 typedef struct pk_batch {
     pk_out o;
     cow_val *at[COW_PACK_MAX_ITEMS];
     size_t off[COW_PACK_MAX_ITEMS];
     unsigned n;
+    str_tally tally;
+    pk_subst subst;
 } pk_batch;
+
+/* Counts one str of a member (a visitor's scalar: inline strs come as views
+ * into the node, which outlives the count). */
+static int
+tally_scalar(void *ctx, const cow_val *v)
+{
+    str_tally *t = ctx;
+    size_t len = v->aux, h;
+    if (v->tag != COW_T_STR_VIEW || len < 2)
+        return COW_OK;                  /* one byte costs what its word index would */
+    h = cow_hash_bytes(v->u.ref, len, STRING_SEED) % TALLY_SLOTS;
+    for (;; h = (h + 1) % TALLY_SLOTS) {
+        if (t->cell[h].p == NULL) {
+            if (2 * t->used >= TALLY_SLOTS)
+                return COW_OK;          /* enough distinct ones seen */
+            t->cell[h].p = v->u.ref;
+            t->cell[h].len = len;
+            t->cell[h].count = 1;
+            t->used++;
+            return COW_OK;
+        }
+        if (t->cell[h].len == len && memcmp(t->cell[h].p, v->u.ref, len) == 0) {
+            t->cell[h].count++;
+            return COW_OK;
+        }
+    }
+}
+
+static int tally_begin(void *ctx, int tag, size_t n) { return COW_OK; }
+static int tally_key(void *ctx, const char *k, size_t len) { return COW_OK; }
+static int tally_end(void *ctx, int tag) { return COW_OK; }
+static const cow_pack_visitor tally_visitor = {tally_begin, tally_key, tally_scalar, tally_end};
+
+/* Bytes a str saves in each batch written by word, less its word there:
+ * its count spread over the batches the members will fill. */
+static long
+subst_saving(size_t len, unsigned count, size_t batches)
+{
+    long per_batch = (long)(count / batches);
+    return per_batch < 2 ? 0 : per_batch * ((long)len - 1) - (long)sizeof(cow_word);
+}
+
+/* The strings worth writing by word, most saving first, interned; batches
+ * is how many nodes the members will take. */
+static void
+choose_subst(str_tally *t, pk_subst *s, size_t batches)
+{
+    s->n = 0;
+    while (s->n < PK_SUBST_MAX) {
+        size_t best = TALLY_SLOTS;
+        long most = 0;
+        for (size_t i = 0; i < TALLY_SLOTS; i++) {
+            long saving = t->cell[i].p ? subst_saving(t->cell[i].len, t->cell[i].count, batches) : 0;
+            if (saving > most) {
+                most = saving;
+                best = i;
+            }
+        }
+        if (best == TALLY_SLOTS)
+            return;
+        t->cell[best].count = 0;        /* chosen */
+        s->blob[s->n] = intern(string_cache, STRING_SEED, (const uint8_t *)t->cell[best].p,
+                               t->cell[best].len);
+        s->n += s->blob[s->n] != NULL;  /* out of memory: written inline */
+    }
+}
+
+static void
+subst_release(pk_subst *s)
+{
+    for (unsigned i = 0; i < s->n; i++)
+        blob_drop(s->blob[i]);
+    s->n = 0;
+}
 
 /* Adds packed value *v as the next member: COW_OK, PK_NO when it does not
  * fit (the batch left as it was) or an error. */
@@ -1039,7 +1224,7 @@ int
 cow_pack_batch(cow_val *vals, size_t n, size_t stride)
 {
     pk_batch *b;
-    size_t lone = 0;
+    size_t lone = 0, bytes = 0;
     int rc = COW_OK;
     for (size_t i = 0; i < n && lone < 2; i++)
         lone += (size_t)is_lone_pack(&vals[i * stride]);
@@ -1049,7 +1234,18 @@ cow_pack_batch(cow_val *vals, size_t n, size_t stride)
         return COW_ENOMEM;
     b->o.n = 1;
     b->o.nwords = 0;
+    b->o.subst = &b->subst;
     b->n = 0;
+    memset(&b->tally, 0, sizeof b->tally);
+    for (size_t i = 0; i < n; i++) {
+        const cow_val *v = &vals[i * stride];
+        if (is_lone_pack(v)) {
+            const cow_pack *p = (const cow_pack *)v->u.w;
+            bytes += nbytes_of(p) + nwords_of(p) * sizeof(cow_word);
+            (void)cow_pack_visit(v, &tally_visitor, &b->tally);
+        }
+    }
+    choose_subst(&b->tally, &b->subst, bytes / COW_PACK_BATCH_MAX_BYTES + 1);
     for (size_t i = 0; i < n && rc == COW_OK; i++) {
         cow_val *v = &vals[i * stride];
         if (!is_lone_pack(v))
@@ -1062,6 +1258,7 @@ cow_pack_batch(cow_val *vals, size_t n, size_t stride)
         rc = batch_flush(b);
     else
         out_release(&b->o);
+    subst_release(&b->subst);
     cow_free(b);
     return rc;
 }

@@ -583,3 +583,46 @@ Test(pack, batch_allocation_failures_leak_nothing)
         cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
     }
 }
+
+/* P7: a str the members of a batch repeat is written once, by word, to an
+ * interned blob; it reads back as the str it is -- a view in place, and in
+ * canonical form when unpacked (V1: inline up to 14 bytes, a blob past). */
+Test(pack, repeated_strs_of_a_batch_are_words)
+{
+    enum { N = 24 };
+    static const char *const keys[] = {"status", "note", "id"};
+    static const char *const statuses[] = {"pending", "archived"};
+    const char *note = "a note longer than fourteen bytes";
+    cow_val vals[N], gen[N], got;
+    unsigned nwords;
+    for (size_t i = 0; i < N; i++) {
+        cow_val fields[3] = {str_of(statuses[i % 2]), str_of(note), cow_val_int((int64_t)i)};
+        gen[i] = dict_of(keys, fields, 3);
+        vals[i] = packed(&gen[i]);
+    }
+    cr_assert_eq(cow_pack_batch(vals, N, 1), COW_OK);
+    cr_assert_eq(vals[0].u.w, vals[N - 1].u.w, "one batch expected");
+    nwords = ((cow_pack *)vals[0].u.w)->size >> COW_PACK_NWORDS_SHIFT;
+    cr_assert_eq(nwords, 4, "shape + 3 repeated strs: %u words", nwords);
+    for (size_t i = 0; i < N; i++) {
+        cr_assert(cow_val_equal(&vals[i], &gen[i]), "member %zu", i);
+        cr_assert_eq(cow_pack_lookup(&vals[i], "status", 6, &got), COW_FOUND);
+        cr_assert(got.tag == COW_T_STR_VIEW && got.aux == strlen(statuses[i % 2])
+                  && memcmp(got.u.ref, statuses[i % 2], got.aux) == 0);
+        cr_assert_eq(cow_pack_unpack(&vals[i], &got), COW_OK);
+        {
+            cow_val k = str_of("status"), k2 = str_of("note");
+            const cow_val *s, *n;
+            cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &s), COW_FOUND);
+            cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k2, tu_hash(&k2), &n), COW_FOUND);
+            cr_assert_eq(s->tag, COW_T_SSTR, "V1: a short str comes back inline");
+            cr_assert_eq(n->tag, COW_T_STR);
+            cow_val_release(&k);
+            cow_val_release(&k2);
+        }
+        cr_assert_eq(cow_map_check(cow_val_getmap(&got)), COW_OK);
+        cow_val_release(&got);
+    }
+    release_vals(vals, N);
+    release_vals(gen, N);
+}

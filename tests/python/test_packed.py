@@ -178,3 +178,25 @@ def test_stored_batches_read_written_and_pickled(tmp_path):
         assert s["recs"] != records(100)
         s.compact()
         assert thaw(s["recs"])[41]["id"] == 40 and s["one"]["id"] == 40
+
+
+def test_repeated_strs_of_a_batch_read_back_as_themselves(tmp_path):
+    """Strs the records of a batch repeat are stored once per node by word
+    (pack.h P7); short and long, they read, compare, hash, diff, thaw and
+    round-trip through a store as the strs they are."""
+    statuses = ("pending", "an archived status longer than fourteen bytes", "x")
+    plain = [{"id": i, "status": statuses[i % 3], "tags": [statuses[(i + 1) % 3], "blue"]}
+             for i in range(100)]
+    f = freeze(plain)
+    assert thaw(f) == plain and f == plain
+    assert [r["status"] for r in f] == [r["status"] for r in plain]
+    assert type(f[1]["status"]) is str and f[1]["tags"][1] == "blue"
+    fl = FrozenList(plain)
+    assert hash(fl[4]) == hash(FrozenDict({**plain[4], "tags": FrozenList(plain[4]["tags"])}))
+    g = f.copy()
+    g[10]["status"] = "pending"
+    assert {c.path for c in cowstore.diff(f, g)} == {(10, "status")}
+    with cowstore.open(str(tmp_path / "s.cow")) as s:
+        s["recs"] = f
+        assert thaw(s["recs"]) == plain and s["recs"][5]["tags"] == plain[5]["tags"]
+        assert pickle.loads(pickle.dumps(s["recs"][7])) == plain[7]

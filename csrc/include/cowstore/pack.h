@@ -32,6 +32,7 @@
  *   0x0e 0x0f   an extension leaf (ext.h: datetime, Decimal, ...) inline
  *               (u8 length 1..14, the bytes) / by word (u8 word index)
  *   0x10..0x14  a nested DICT, FDICT, LIST, FLIST, TUPLE: its body
+ *   0x15        a repeated str by word (P7): u8 word index
  *   0x20..0x2e  str of 0..14 bytes inline: the bytes
  *   0x80..0xff  int 0..127
  *
@@ -64,6 +65,12 @@
  *      Entries of one vector leaf share their shape words and one header,
  *      and lose their padding.  A member is read, copied and written as a
  *      pack of its own is; copying one keeps the whole batch alive.
+ *  P7  in a batch, a str its members repeat (a status, a tag: where the
+ *      repeats save more than a word) is written by word (code 0x15) to a
+ *      blob of 1..255 bytes interned per process, as shapes are: two bytes
+ *      an occurrence.  It reads back as the str it is (V1: inline when
+ *      short).  Every other str of a pack is inline or, past 255 bytes, a
+ *      word (0x09) of a blob longer than 255.
  */
 #ifndef COWSTORE_PACK_H
 #define COWSTORE_PACK_H
