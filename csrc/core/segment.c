@@ -23,10 +23,16 @@
  * segment is written once and never rewritten.
  *
  * Invariants:
- *  S1  every page word emitted names a node appended earlier (in this
- *      segment or one put before it) or a node the target already held.
+ *  S1  every page word emitted names a node appended earlier (in a segment
+ *      of this write: put already, or still open and put by cow_segw_finish)
+ *      or a node the target already held.
  *  S2  the refs put with a segment are exactly the other segments its nodes'
  *      words name.
+ *  S3  up to COW_SEGW_OPEN segments are open at once; a node goes to the
+ *      fullest one it fits (best fit), a node bigger than the target to a
+ *      new one, and the fullest is closed when another must open.  (One open
+ *      segment closed at the first node that did not fit: pages of 1 KiB
+ *      record batches and 0.5 KiB leaves kept 15% of their room empty.)
  */
 #include <string.h>
 
@@ -46,7 +52,6 @@ cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sin
     w->copy_all = copy_all;
     w->sink = sink;
     w->ctx = ctx;
-    cow_u64map_init(&w->refs);
     cow_u64map_init(&w->memo);
     cow_u64map_init(&w->live);
 }
@@ -54,11 +59,13 @@ cow_segw_init(cow_segw *w, unsigned slot, int copy_all, const cow_segw_sink *sin
 void
 cow_segw_free(cow_segw *w)
 {
-    cow_free(w->buf);
-    cow_u64map_free(&w->refs);
+    for (unsigned i = 0; i < w->nopen; i++) {
+        cow_free(w->open[i].buf);
+        cow_u64map_free(&w->open[i].refs);
+    }
+    w->nopen = 0;
     cow_u64map_free(&w->memo);
     cow_u64map_free(&w->live);
-    w->buf = NULL;
     cow_ref_scope_leave(w->outer_error);       /* w->rc reported what it held */
 }
 
@@ -81,31 +88,32 @@ read_failed(cow_segw *w)
     return rc < 0;
 }
 
-/* Puts the open segment and closes it. */
+/* Puts open segment i and closes it (the last open one takes its place). */
 static int
-put_open_segment(cow_segw *w)
+put_open_segment(cow_segw *w, unsigned i)
 {
+    cow_segw_open *o = &w->open[i];
     uint32_t *refs = NULL;
     size_t n = 0;
     int rc;
-    if (read_failed(w) || !w->have_seg || w->rc < 0)
+    if (read_failed(w) || w->rc < 0)
         return w->rc;
-    if (w->refs.len && (refs = cow_malloc(w->refs.len * sizeof *refs)) == NULL) {
+    if (o->refs.len && (refs = cow_malloc(o->refs.len * sizeof *refs)) == NULL) {
         fail(w, COW_ENOMEM);
         return w->rc;
     }
-    for (size_t i = 0; i < w->refs.cap; i++)
-        if (w->refs.keys[i])
-            refs[n++] = (uint32_t)(w->refs.keys[i] - 1);
-    rc = w->sink->put(w->ctx, w->seg, w->buf, w->len, refs, n);
+    for (size_t k = 0; k < o->refs.cap; k++)
+        if (o->refs.keys[k])
+            refs[n++] = (uint32_t)(o->refs.keys[k] - 1);
+    rc = w->sink->put(w->ctx, o->seg, o->buf, o->len, refs, n);
     cow_free(refs);
     if (rc < 0)
         fail(w, rc);
-    w->bytes += w->len;
+    w->bytes += o->len;
     w->segments++;
-    w->have_seg = 0;
-    w->len = 0;
-    cow_u64map_clear(&w->refs);
+    cow_free(o->buf);
+    cow_u64map_free(&o->refs);
+    *o = w->open[--w->nopen];
     return w->rc;
 }
 
@@ -115,36 +123,65 @@ align8(size_t n)
     return (n + (COW_REF_UNIT - 1)) & ~(size_t)(COW_REF_UNIT - 1);
 }
 
-/* Makes room for a node of `size` bytes naming up to nkids other segments
- * in an open segment. */
+/* Whether a node of `size` naming up to nkids segments fits open segment o. */
 static int
+fits(const cow_segw *w, const cow_segw_open *o, size_t size, size_t nkids)
+{
+    return o->len + size + (o->refs.len + nkids) * w->ref_cost <= w->target;
+}
+
+/* Opens a new segment (closing the fullest when COW_SEGW_OPEN are open);
+ * its index, or -1 with w->rc set. */
+static int
+open_segment(cow_segw *w)
+{
+    cow_segw_open *o;
+    int rc;
+    if (w->nopen == COW_SEGW_OPEN) {
+        unsigned fullest = 0;
+        for (unsigned i = 1; i < w->nopen; i++)
+            if (w->open[i].len > w->open[fullest].len)
+                fullest = i;
+        if (put_open_segment(w, fullest) < 0)
+            return -1;
+    }
+    o = &w->open[w->nopen];
+    memset(o, 0, sizeof *o);
+    cow_u64map_init(&o->refs);
+    if ((rc = w->sink->new_id(w->ctx, &o->seg)) < 0) {
+        fail(w, rc);
+        return -1;
+    }
+    return (int)w->nopen++;
+}
+
+/* The open segment a node of `size` goes to, with room made for it: the
+ * fullest that fits (best fit), else a new one -- a node bigger than the
+ * target gets one of its own.  NULL with w->rc set on error. */
+static cow_segw_open *
 room_for(cow_segw *w, size_t size, size_t nkids)
 {
-    int rc;
-    size_t refs = (w->refs.len + nkids) * w->ref_cost;
-    if (w->have_seg && w->len + size + refs > w->target && w->len > 0
-        && put_open_segment(w) < 0)
-        return w->rc;
-    if (!w->have_seg) {
-        if ((rc = w->sink->new_id(w->ctx, &w->seg)) < 0) {
-            fail(w, rc);
-            return rc;
-        }
-        w->have_seg = 1;
-    }
-    if (w->len + size > w->cap) {
-        size_t cap = w->cap ? w->cap : 4096;
+    int best = -1;
+    cow_segw_open *o;
+    for (unsigned i = 0; i < w->nopen; i++)
+        if (fits(w, &w->open[i], size, nkids) && (best < 0 || w->open[i].len > w->open[best].len))
+            best = (int)i;
+    if (best < 0 && (best = open_segment(w)) < 0)
+        return NULL;
+    o = &w->open[best];
+    if (o->len + size > o->cap) {
+        size_t cap = o->cap ? o->cap : 4096;
         char *b;
-        while (cap < w->len + size)
+        while (cap < o->len + size)
             cap *= 2;
-        if ((b = cow_realloc(w->buf, cap)) == NULL) {
+        if ((b = cow_realloc(o->buf, cap)) == NULL) {
             fail(w, COW_ENOMEM);
-            return w->rc;
+            return NULL;
         }
-        w->buf = b;
-        w->cap = cap;
+        o->buf = b;
+        o->cap = cap;
     }
-    return COW_OK;
+    return o;
 }
 
 cow_word
@@ -152,27 +189,28 @@ cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, siz
               const cow_word *kids, size_t nkids)
 {
     size_t size = align8(hsize + bsize), off;
-    if (w->rc < 0 || room_for(w, size, nkids) < 0)
+    cow_segw_open *o;
+    if (w->rc < 0 || (o = room_for(w, size, nkids)) == NULL)
         return 0;
-    if (w->len / COW_REF_UNIT > COW_REF_OFF_MASK) {
+    if (o->len / COW_REF_UNIT > COW_REF_OFF_MASK) {
         fail(w, COW_EOVERFLOW);         /* a node starting past 128 MiB: cannot be named */
         return 0;
     }
-    off = w->len;
-    memcpy(w->buf + off, head, hsize);
+    off = o->len;
+    memcpy(o->buf + off, head, hsize);
     if (bsize)
-        memcpy(w->buf + off + hsize, body, bsize);
-    memset(w->buf + off + hsize + bsize, 0, size - hsize - bsize);
-    w->len += size;
+        memcpy(o->buf + off + hsize, body, bsize);
+    memset(o->buf + off + hsize + bsize, 0, size - hsize - bsize);
+    o->len += size;
     w->nodes++;
     for (size_t i = 0; i < nkids; i++) {
-        if (cow_word_stored(kids[i]) && cow_word_seg(kids[i]) != w->seg
-            && cow_u64map_put(&w->refs, (uint64_t)cow_word_seg(kids[i]) + 1, 1) < 0) {
+        if (cow_word_stored(kids[i]) && cow_word_seg(kids[i]) != o->seg
+            && cow_u64map_put(&o->refs, (uint64_t)cow_word_seg(kids[i]) + 1, 1) < 0) {
             fail(w, COW_ENOMEM);
             return 0;
         }
     }
-    return cow_word_make(w->seg, off, 0);
+    return cow_word_make(o->seg, off, 0);
 }
 
 static cow_word
@@ -283,7 +321,9 @@ cow_segw_value(cow_segw *w, const cow_val *src, cow_val *dst)
 int
 cow_segw_finish(cow_segw *w)
 {
-    return put_open_segment(w);
+    while (w->nopen > 0 && w->rc == COW_OK)
+        put_open_segment(w, 0);
+    return w->rc;
 }
 
 /* ---- measuring ------------------------------------------------------------------ */

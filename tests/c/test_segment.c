@@ -13,10 +13,11 @@
  *    maps, sets, lists, tuples, frozen kinds, maps with holes, vectors deep
  *    enough for two trie levels read back identical (tags, identities, entry
  *    order with holes), and pass cow_map_check / cow_vec_check;
- *  - S1: every page word names a segment put before it or the target's own
- *    (all reads after a write resolve without error);
- *  - S2: the refs put with a segment are other, earlier, existing segments,
- *    and they name what the segment's nodes reach outside it;
+ *  - S1: every page word names a segment of the same write or the
+ *    target's own (all reads after a write resolve without error);
+ *  - S2: the refs put with a segment are other existing segments, put by
+ *    the end of the write, and they name what the segment's nodes reach
+ *    outside it;
  *  - structural sharing: a value derived from a stored one with one change
  *    writes O(log n) bytes and keeps the rest (w.kept > 0); copy_all rewrites
  *    everything and depends on no old segment;
@@ -98,11 +99,12 @@ ms_put(void *ctx, uint32_t seg, const char *bytes, size_t len, const uint32_t *r
     cr_assert(len > 0 && len % COW_REF_UNIT == 0, "segment %u: %zu bytes", seg, len);
     if (off + len + MS_GAP > ms->cap)
         return COW_ENOMEM;
-    /* S2: refs name other segments, put before this one (children first) */
+    /* S2: refs name other segments, put before this one or, still open when
+     * it was put, by the end of the write (ms_write checks) */
     for (size_t i = 0; i < nrefs; i++) {
         cr_assert_neq(refs[i], seg, "S2: segment %u names itself", seg);
-        cr_assert(refs[i] < MS_MAXSEG && ms->len[refs[i]] > 0 && !ms->freed[refs[i]],
-                  "S2: segment %u names %u, which is not put or freed", seg, refs[i]);
+        cr_assert(refs[i] < MS_MAXSEG && refs[i] < ms->next_id && !ms->freed[refs[i]],
+                  "S2: segment %u names %u, which is not handed out or freed", seg, refs[i]);
         for (size_t j = 0; j < i; j++)
             cr_assert_neq(refs[i], refs[j], "S2: segment %u names %u twice", seg, refs[i]);
     }
@@ -215,6 +217,10 @@ ms_write(memstore *ms, const cow_val *src, int copy_all, cow_val *page)
     st.kept = w.kept;
     cow_segw_free(&w);
     cr_assert_eq(rc, COW_OK, "cow_segw: %s", cow_strerror(rc));
+    for (uint32_t s = st.first_seg; s < ms->next_id; s++)     /* S2, at the end */
+        for (size_t i = 0; i < ms->nrefs[s]; i++)
+            cr_assert(ms->len[ms->refs[s][i]] > 0, "S2: segment %u names %u, never put", s,
+                      ms->refs[s][i]);
     return st;
 }
 
@@ -570,8 +576,8 @@ Test(segment, other_store_words_are_copied)
 
 /* More than COW_SEG_TARGET bytes split into several segments at node
  * boundaries, none past the target unless it holds one node bigger than
- * the target; the later segments name the earlier ones (S2) and the whole
- * value reads back. */
+ * the target; the list's segment names the blobs' (S2) and the whole value
+ * reads back. */
 Test(segment, large_value_spans_segments)
 {
     enum { BLOBS = 10 };
@@ -596,7 +602,8 @@ Test(segment, large_value_spans_segments)
     for (uint32_t s = st.first_seg; s < ms.next_id; s++)
         cr_assert(ms.len[s] <= COW_SEG_TARGET || ms.len[s] == big_node,
                   "segment %u: %zu bytes", s, ms.len[s]);
-    cr_assert_gt(ms.nrefs[ms.next_id - 1], 0, "S2: the last segment names the blobs' segments");
+    cr_assert(write_names(&ms, st, st.first_seg, ms.next_id),
+              "S2: the list's segment names the blobs' segments");
     back = ms_open(&ms, &page);
     expect_same(&v, &back, 0);
     cow_val_release(&back);

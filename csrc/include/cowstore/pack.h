@@ -93,9 +93,9 @@
 #define COW_PACK_MAX_DEPTH 64
 /* Most bytes of a batch's words and items (P6).  A store segment fills one
  * page and a node never spans two, so big nodes waste page space: batches of
- * up to 4 KiB made the botocore corpus file 1.33x its JSON (segments 1.01x);
- * at 512..1024 bytes it is 1.13-1.14x, as without batches, and records keep
- * their gain (65.1 B/record in the file at 1 KiB, 65.4 at 4 KiB). */
+ * up to 4 KiB made the botocore corpus file 1.33x its JSON (segments 1.01x)
+ * with one open segment; at 512..1024 bytes it was 1.13-1.14x, as without
+ * batches (and 1.01x once segments were filled best fit, segment.c S3). */
 #define COW_PACK_BATCH_MAX_BYTES 1024
 
 typedef struct cow_pack {

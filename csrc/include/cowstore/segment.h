@@ -38,16 +38,26 @@ typedef struct cow_segw_sink {
                const uint32_t *refs, size_t nrefs);
 } cow_segw_sink;
 
+/* Segments a writer keeps open at once: a node goes to the fullest one it
+ * fits (best fit), so a segment is closed full rather than as soon as one
+ * node does not fit it. */
+#define COW_SEGW_OPEN 4
+
+/* A segment being filled. */
+typedef struct cow_segw_open {
+    char *buf;              /* its bytes */
+    size_t len, cap;
+    uint32_t seg;           /* its id */
+    cow_u64map refs;        /* segment id + 1 -> 1: what its nodes name elsewhere */
+} cow_segw_open;
+
 typedef struct cow_segw {
     unsigned slot;          /* the target store's env slot */
     int copy_all;           /* 1: rewrite nodes already in the target too (compaction) */
     const cow_segw_sink *sink;
     void *ctx;
-    char *buf;              /* the open segment's bytes */
-    size_t len, cap;
-    uint32_t seg;           /* its id, valid while have_seg */
-    int have_seg;
-    cow_u64map refs;        /* segment id + 1 -> 1: what the open segment names */
+    cow_segw_open open[COW_SEGW_OPEN];
+    unsigned nopen;         /* open[0..nopen) are open */
     cow_u64map memo;        /* node address -> page word: each node written once
                              * (a store makes the heap ones twins once its
                              * commit holds) */
