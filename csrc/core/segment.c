@@ -28,9 +28,10 @@
  *      or a node the target already held.
  *  S2  the refs put with a segment are exactly the other segments its nodes'
  *      words name.
- *  S3  up to COW_SEGW_OPEN segments are open at once; a node goes to the
- *      fullest one it fits (best fit), a node bigger than the target to a
- *      new one, and the fullest is closed when another must open.  (One open
+ *  S3  up to COW_SEGW_OPEN segments are open at once; a node goes to one
+ *      holding a child of it if it fits there, else to the fullest it fits
+ *      (best fit), a node bigger than the target to a new one, and the
+ *      fullest is closed when another must open.  (One open
  *      segment closed at the first node that did not fit: pages of 1 KiB
  *      record batches and 0.5 KiB leaves kept 15% of their room empty.)
  */
@@ -155,17 +156,36 @@ open_segment(cow_segw *w)
     return (int)w->nopen++;
 }
 
-/* The open segment a node of `size` goes to, with room made for it: the
- * fullest that fits (best fit), else a new one -- a node bigger than the
- * target gets one of its own.  NULL with w->rc set on error. */
-static cow_segw_open *
-room_for(cow_segw *w, size_t size, size_t nkids)
+/* Whether open segment o holds one of the node's children. */
+static int
+holds_a_kid(const cow_segw_open *o, const cow_word *kids, size_t nkids)
 {
-    int best = -1;
+    for (size_t i = 0; i < nkids; i++)
+        if (cow_word_stored(kids[i]) && cow_word_seg(kids[i]) == o->seg)
+            return 1;
+    return 0;
+}
+
+/* The open segment a node of `size` goes to, with room made for it: one
+ * that holds a child of it if one fits (a read hopping from it to that
+ * child stays in the segment), else the fullest that fits (best fit), else
+ * a new one -- a node bigger than the target gets one of its own.  NULL
+ * with w->rc set on error. */
+static cow_segw_open *
+room_for(cow_segw *w, size_t size, const cow_word *kids, size_t nkids)
+{
+    int best = -1, near = 0;
     cow_segw_open *o;
-    for (unsigned i = 0; i < w->nopen; i++)
-        if (fits(w, &w->open[i], size, nkids) && (best < 0 || w->open[i].len > w->open[best].len))
+    for (unsigned i = 0; i < w->nopen; i++) {
+        int kin;
+        if (!fits(w, &w->open[i], size, nkids))
+            continue;
+        kin = holds_a_kid(&w->open[i], kids, nkids);
+        if (best < 0 || kin > near || (kin == near && w->open[i].len > w->open[best].len)) {
             best = (int)i;
+            near = kin;
+        }
+    }
     if (best < 0 && (best = open_segment(w)) < 0)
         return NULL;
     o = &w->open[best];
@@ -190,7 +210,7 @@ cow_segw_emit(cow_segw *w, const void *head, size_t hsize, const void *body, siz
 {
     size_t size = align8(hsize + bsize), off;
     cow_segw_open *o;
-    if (w->rc < 0 || (o = room_for(w, size, nkids)) == NULL)
+    if (w->rc < 0 || (o = room_for(w, size, kids, nkids)) == NULL)
         return 0;
     if (o->len / COW_REF_UNIT > COW_REF_OFF_MASK) {
         fail(w, COW_EOVERFLOW);         /* a node starting past 128 MiB: cannot be named */

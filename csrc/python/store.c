@@ -261,11 +261,25 @@ COWPY_ENTRY(static, PyObject *, store_in_txn, (PyObject *op, PyObject *unused), 
     return PyBool_FromLong(STORE(op)->s && cow_store_in_txn(STORE(op)->s));
 }
 
+typedef struct names_ctx {
+    PyObject *list;
+    cowpy_state *st;
+} names_ctx;
+
+/* Names are written from str only: one that is not UTF-8 was damaged in
+ * LMDB's pages. */
 static int
 append_name(void *ctx, const char *name, size_t len)
 {
-    PyObject *s = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogateescape");
-    int rc = s ? PyList_Append(ctx, s) : -1;
+    names_ctx *cx = ctx;
+    PyObject *s = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, NULL);
+    int rc;
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_SetString(cx->st->CorruptStoreError,
+                        "corrupt store: a root name is not UTF-8 (damaged pages)");
+        return COW_ECORRUPT;
+    }
+    rc = s ? PyList_Append(cx->list, s) : -1;
     Py_XDECREF(s);
     return rc < 0 ? COW_ENOMEM : COW_OK;
 }
@@ -277,7 +291,8 @@ COWPY_ENTRY(static, PyObject *, store_names, (PyObject *op, PyObject *unused), (
     int rc;
     if (check_open(self) < 0 || (list = PyList_New(0)) == NULL)
         return NULL;
-    if ((rc = cow_store_names(self->s, append_name, list)) < 0) {
+    names_ctx cx = {list, self->st};
+    if ((rc = cow_store_names(self->s, append_name, &cx)) < 0) {
         Py_DECREF(list);
         return PyErr_Occurred() ? NULL : store_raise(self, rc);
     }

@@ -23,6 +23,34 @@ _SETS = (CowSet, FrozenSet, set, frozenset)
 
 # -- checksums -------------------------------------------------------------------
 
+# LMDB page header flags (lmdb.h: P_BRANCH, P_LEAF, P_OVERFLOW, P_META) at
+# byte 10 of a page, and an overflow run's page count at byte 12.
+P_BRANCH, P_LEAF, P_OVERFLOW, P_META = 0x01, 0x02, 0x04, 0x08
+FLAGS_AT, OVERFLOW_PAGES_AT = 10, 12
+
+
+def lmdb_btree_pages(blob, page):
+    """The pages of LMDB's own meta pages and B-trees (branch and leaf pages).
+
+    LMDB keeps no checksums and trusts these: a damaged leaf node of the segs
+    database can make mdb_get itself read outside the map and crash
+    (store-design.md, "Limits of these checks"), which no check of ours can
+    prevent.  What cowstore reads and checks -- segments and the nodes in
+    them, in overflow pages -- and the free pages stay fair game; damaged
+    root and state records are the C tests' (hostile_records_fail_cleanly)."""
+    pages, n, pg = set(), len(blob) // page, 0
+    while pg < n:
+        flags = int.from_bytes(blob[pg * page + FLAGS_AT: pg * page + FLAGS_AT + 2], "little")
+        run = 1
+        if pg < 2 or flags & (P_BRANCH | P_LEAF | P_META):
+            pages.add(pg)
+        elif flags & P_OVERFLOW:                        # skip its continuation pages
+            at = pg * page + OVERFLOW_PAGES_AT
+            run = max(1, min(int.from_bytes(blob[at:at + 4], "little"), n - pg))
+        pg += run
+    return pages
+
+
 def _feed(h, value):
     """Feeds a canonical encoding of value to h: dict and set order do not
     matter, store-backed and plain containers of equal content hash alike."""

@@ -53,18 +53,23 @@ def msgpack_note(per_record, data):
     return f", {per_record / theirs:.2f}x msgpack's {theirs:.1f} B/record"
 
 
-def freeze_measured(data):
-    """(cowstore.freeze(data), the heap bytes it keeps alive by tracemalloc)."""
+def built_measured(build):
+    """(what build() returns, the heap bytes it keeps alive by tracemalloc)."""
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        frozen = cowstore.freeze(data)
+        built = build()
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    return frozen, used
+    return built, used
+
+
+def freeze_measured(data):
+    """(cowstore.freeze(data), the heap bytes it keeps alive)."""
+    return built_measured(lambda: cowstore.freeze(data))
 
 
 def test_heap_bytes_per_record(data):
@@ -105,19 +110,6 @@ def test_store_file_at_most_msgpack(data, tmp_path):
     theirs = len(msgpack.packb(data))
     assert used <= theirs, f"store file {used / N:.1f} B/record > msgpack {theirs / N:.1f}"
 
-
-def built_measured(build):
-    """(what build() returns, the heap bytes it keeps alive by tracemalloc)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        built = build()
-        gc.collect()
-        used = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    return built, used
 
 
 def appended(data):

@@ -3,7 +3,7 @@
 A real store file with varied data (nested dicts and lists, sets, long
 strings, bigints, several roots, a few versions so there are several
 segments) is copied with random byte flips (outside LMDB's own meta and
-B-tree pages, which LMDB trusts: see lmdb_btree_pages) or a random
+B-tree pages, which LMDB trusts: see _store_workers.lmdb_btree_pages) or a random
 truncation; a
 subprocess opens each copy readonly and walks every root (thaw, iterate,
 len, lookups); a quarter as many copies are opened writable and committed to.  It must exit 0 or with a clean exception -- a
@@ -153,34 +153,6 @@ def _run_walker(path, mode):
     return ("exit", f"exit {proc.returncode}; stdout {last!r}; stderr: {proc.stderr[-800:]}")
 
 
-# LMDB page header flags (lmdb.h: P_BRANCH, P_LEAF, P_OVERFLOW, P_META) at
-# byte 10 of a page, and an overflow run's page count at byte 12.
-P_BRANCH, P_LEAF, P_OVERFLOW, P_META = 0x01, 0x02, 0x04, 0x08
-FLAGS_AT, OVERFLOW_PAGES_AT = 10, 12
-
-
-def lmdb_btree_pages(blob):
-    """The pages of LMDB's own meta pages and B-trees (branch and leaf pages).
-
-    LMDB keeps no checksums and trusts these: a damaged leaf node of the segs
-    database can make mdb_get itself read outside the map and crash
-    (store-design.md, "Limits of these checks"), which no check of ours can
-    prevent.  What cowstore reads and checks -- segments and the nodes in
-    them, in overflow pages -- and the free pages stay fair game; damaged
-    root and state records are the C tests' (hostile_records_fail_cleanly)."""
-    pages, n, pg = set(), len(blob) // PAGE, 0
-    while pg < n:
-        flags = int.from_bytes(blob[pg * PAGE + FLAGS_AT: pg * PAGE + FLAGS_AT + 2], "little")
-        run = 1
-        if pg < 2 or flags & (P_BRANCH | P_LEAF | P_META):
-            pages.add(pg)
-        elif flags & P_OVERFLOW:                        # skip its continuation pages
-            at = pg * PAGE + OVERFLOW_PAGES_AT
-            run = max(1, min(int.from_bytes(blob[at:at + 4], "little"), n - pg))
-        pg += run
-    return pages
-
-
 def _mutate(blob, seed):
     """A damaged copy of blob and a description that reproduces it."""
     rng = random.Random(seed)
@@ -189,7 +161,7 @@ def _mutate(blob, seed):
         cut = rng.randrange(0, len(data))
         return bytes(data[:cut]), f"truncate to {cut} of {len(data)} bytes"
     nonzero = None
-    protected = lmdb_btree_pages(blob)
+    protected = W.lmdb_btree_pages(blob, PAGE)
     flips = []
     for _ in range(rng.randint(1, MAX_FLIPS)):
         pos = None
