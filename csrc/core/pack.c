@@ -496,20 +496,30 @@ get_word_value(pk_in *in, cow_val *out, int tag)
     return COW_OK;
 }
 
-/* A repeated str by word (P7) as a borrowed view of its blob's bytes, of
- * which there are 1..COW_PACK_INLINE_MAX. */
+/* The word of a repeated str (P7), borrowed as a STR value, and its blob,
+ * checked to hold 1..COW_PACK_INLINE_MAX bytes. */
+static int
+get_istr_word(pk_in *in, cow_val *word, const cow_blob **b)
+{
+    int rc = get_word_view(in, word, COW_T_STR);
+    if (rc)
+        return rc;
+    *b = cow_ref_get(&word->u.w, COW_NK_BLOB);
+    if (cow_ref_error() < 0 || (*b)->len == 0 || (*b)->len > COW_PACK_INLINE_MAX)
+        return COW_ECORRUPT;
+    return COW_OK;
+}
+
+/* A repeated str by word (P7) as a borrowed view of its blob's bytes. */
 static int
 get_istr_view(pk_in *in, cow_val *out)
 {
+    cow_val word;
     const cow_blob *b;
-    int rc = get_word_view(in, out, COW_T_STR);
-    if (rc)
-        return rc;
-    b = cow_ref_get(&out->u.w, COW_NK_BLOB);
-    if (cow_ref_error() < 0 || b->len == 0 || b->len > COW_PACK_INLINE_MAX)
-        return COW_ECORRUPT;
-    *out = cow_val_str_view(b->data, b->len);
-    return COW_OK;
+    int rc = get_istr_word(in, &word, &b);
+    if (rc == COW_OK)
+        *out = cow_val_str_view(b->data, b->len);
+    return rc;
 }
 
 /* The same str as a value of its own in canonical form (V1): inline when
@@ -517,18 +527,14 @@ get_istr_view(pk_in *in, cow_val *out)
 static int
 get_istr_value(pk_in *in, cow_val *out)
 {
-    const uint8_t *at = in->p;
-    cow_val view;
-    int rc = get_istr_view(in, &view);
+    const cow_blob *b;
+    int rc = get_istr_word(in, out, &b);
     if (rc)
         return rc;
-    if (view.aux <= COW_INLINE_MAX)
-        return cow_val_str(out, view.u.ref, view.aux);
-    in->p = at;                         /* the index again: take its word */
-    rc = get_word_view(in, out, COW_T_STR);
-    if (rc == COW_OK)
-        cow_val_retain(out);
-    return rc;
+    if (b->len <= COW_INLINE_MAX)
+        return cow_val_str(out, b->data, b->len);
+    cow_val_retain(out);
+    return COW_OK;
 }
 
 /* An inline extension leaf: u8 length (1..14, V8), the bytes. */
@@ -563,13 +569,6 @@ get_int(pk_in *in, cow_val *out, unsigned code)
         i |= (int64_t)(~(uint64_t)0 << (8 * width));    /* sign-extend */
     *out = cow_val_int(i);
     return COW_OK;
-}
-
-static void
-release_all(cow_val *vals, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        cow_val_release(&vals[i]);
 }
 
 /* The next key of a shape as a value, refused if an earlier one equals it
@@ -608,7 +607,7 @@ get_dict_body(pk_in *in, cow_map *m, unsigned depth)
         }
     }
     if (rc < 0) {
-        release_all(kv, 2 * (size_t)i);
+        cow_vals_release(kv, 2 * (size_t)i);
         return rc;
     }
     return cow_map_fill(m, kv, count);
@@ -626,7 +625,7 @@ get_vec_body(pk_in *in, cow_vec *vec, unsigned depth)
         if ((rc = get_value(in, &vals[i], depth, nested_ident(vec->ident, i))))
             break;
     if (rc < 0) {
-        release_all(vals, i);
+        cow_vals_release(vals, i);
         return rc;
     }
     return cow_vb_from(&vec->b, vals, count);

@@ -35,8 +35,12 @@
 
 static cow_u64map twins;
 
-int
-cow_twin_note(void *node, cow_word word)
+/* Records that the live heap node `node` (refcnt its first field) was
+ * written as the stored node `word` (heap form: its slot filled in).
+ * COW_OK or COW_ENOMEM (nothing recorded: the node is merely written again
+ * by a later commit). */
+static int
+twin_note(void *node, cow_word word)
 {
     uint32_t *refcnt = node;
     int rc = cow_u64map_put(&twins, (uint64_t)(uintptr_t)node, word);
@@ -54,7 +58,7 @@ cow_twin_note_written(const cow_u64map *written, unsigned slot)
     for (size_t i = 0; i < written->cap; i++) {
         uint32_t *refcnt = (uint32_t *)(uintptr_t)written->keys[i];
         if (refcnt != NULL && *refcnt != COW_REFCNT_STORED)
-            (void)cow_twin_note(refcnt, written->vals[i] | slot_bits);
+            (void)twin_note(refcnt, written->vals[i] | slot_bits);
     }
 }
 

@@ -225,6 +225,13 @@ cow_val_retain(const cow_val *v)
 }
 
 void
+cow_vals_release(cow_val *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cow_val_release(&vals[i]);
+}
+
+void
 cow_val_copy(cow_val *dst, const cow_val *src)
 {
     *dst = *src;

@@ -138,13 +138,6 @@ batch_block(conv_ctx *cx, cow_val *vals, size_t n)
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
-static void
-release_all(cow_val *vals, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        cow_val_release(&vals[i]);
-}
-
 /* Batches a block of a vector's entries and appends them; steals them all
  * on every path. */
 static int
@@ -200,7 +193,7 @@ conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val
     *out = cow_val_vec(tag, vec);
     return 0;
 fail:
-    release_all(block, nblock);
+    cow_vals_release(block, nblock);
     cow_vec_release(vec);
     return -1;
 }
@@ -291,8 +284,8 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     *out = cow_val_map(COW_T_DICT, map);
     return 0;
 fail:
-    release_all(e.keys, e.n);
-    release_all(e.vals, e.n);
+    cow_vals_release(e.keys, e.n);
+    cow_vals_release(e.vals, e.n);
     cow_map_release(map);
     return -1;
 }

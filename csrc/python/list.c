@@ -73,8 +73,7 @@ typedef struct {
 static void
 vals_release(val_array *a)
 {
-    for (size_t i = 0; i < a->n; i++)
-        cow_val_release(&a->vals[i]);
+    cow_vals_release(a->vals, a->n);
     PyMem_Free(a->vals);
     a->vals = NULL;
     a->n = 0;

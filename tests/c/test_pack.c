@@ -423,13 +423,6 @@ packed_records(cow_val *vals, cow_val *gen, size_t n, size_t name_len)
     }
 }
 
-static void
-release_vals(cow_val *vals, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        cow_val_release(&vals[i]);
-}
-
 /* Members of one batch name one node at distinct offsets past its count and
  * code bytes; each reads, unpacks (same identity), visits and compares as
  * the pack it was, and only its own body; the node lives while a member
@@ -473,11 +466,11 @@ Test(pack, records_of_a_leaf_share_one_batch)
         if (i > 0 && i != 32)
             cr_assert(!cow_val_equal(&vals[i], &vals[i - 1]), "two members compare equal");
     }
-    release_vals(vals, 31);
+    cow_vals_release(vals, 31);
     cr_assert_eq(cow_pack_live_nodes(), 2, "a member left keeps its batch");
     cr_assert(cow_val_equal(&vals[31], &gen[31]));
-    release_vals(vals + 31, N - 31);
-    release_vals(gen, N);
+    cow_vals_release(vals + 31, N - 31);
+    cow_vals_release(gen, N);
     cr_assert_eq(cow_pack_live_nodes(), 0);
 }
 
@@ -496,8 +489,8 @@ Test(pack, what_is_not_batched)
         cr_assert(cow_val_equal(&vals[i], &gen[i]));
     cr_assert_neq(vals[0].u.w, vals[N - 1].u.w, "32 words per node: not one batch");
     cr_assert_eq(vals[0].u.w, vals[1].u.w, "long names still share a node");
-    release_vals(vals, N);
-    release_vals(gen, N);
+    cow_vals_release(vals, N);
+    cow_vals_release(gen, N);
 
     packed_records(vals, gen, 3, 6);
     cow_val_copy(&shared, &vals[1]);
@@ -522,8 +515,8 @@ Test(pack, what_is_not_batched)
               && cow_val_equal(&kv[5], &gen[2]));
     cr_assert_eq(cow_pack_batch(kv, 1, 1), COW_OK);
     cr_assert_eq(kv[0].tag, COW_T_DICT, "a general value was touched");
-    release_vals(kv, 6);
-    release_vals(gen + 1, 2);
+    cow_vals_release(kv, 6);
+    cow_vals_release(gen + 1, 2);
 }
 
 /* P3 for offsets: every offset of a batch node, and past it, read as any
@@ -557,8 +550,8 @@ Test(pack, hostile_offsets_fail_cleanly)
             cow_ref_scope_leave(outer);
         }
     }
-    release_vals(vals, N);
-    release_vals(gen, N);
+    cow_vals_release(vals, N);
+    cow_vals_release(gen, N);
 }
 
 /* A batch that cannot be made (no memory) leaves every value as it was, or
@@ -577,8 +570,8 @@ Test(pack, batch_allocation_failures_leak_nothing)
         cr_assert(rc == COW_OK || rc == COW_ENOMEM, "budget %ld: %d", budget, rc);
         for (size_t i = 0; i < N; i++)
             cr_assert(cow_val_equal(&vals[i], &gen[i]), "budget %ld: value %zu changed", budget, i);
-        release_vals(vals, N);
-        release_vals(gen, N);
+        cow_vals_release(vals, N);
+        cow_vals_release(gen, N);
         cow_pack_forget_shapes();
         cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
     }
@@ -623,6 +616,6 @@ Test(pack, repeated_strs_of_a_batch_are_words)
         cr_assert_eq(cow_map_check(cow_val_getmap(&got)), COW_OK);
         cow_val_release(&got);
     }
-    release_vals(vals, N);
-    release_vals(gen, N);
+    cow_vals_release(vals, N);
+    cow_vals_release(gen, N);
 }

@@ -27,11 +27,6 @@ cow_refcnt_drop(uint32_t *refcnt)
     return 1;
 }
 
-/* Records that the live heap node `node` (refcnt its first field) was
- * written as the stored node `word` (heap form: its slot filled in).
- * COW_OK or COW_ENOMEM (nothing recorded: the node is merely written again
- * by a later commit). */
-int cow_twin_note(void *node, cow_word word);
 /* A commit holds: every heap node of `written` (a segment writer's memo,
  * node address -> page word in store slot `slot`) gets its twin.  Stored
  * nodes (read from pages and copied) are skipped.  A twin that cannot be

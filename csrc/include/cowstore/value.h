@@ -125,6 +125,7 @@ uint32_t cow_next_ident(void);
 /* Takes one more reference to what a heap-form value holds (V5). */
 void cow_val_retain(const cow_val *v);
 void cow_val_release(cow_val *v);   /* leaves *v as NONE */
+void cow_vals_release(cow_val *vals, size_t n);     /* each of vals[0..n) */
 /* *dst = a new reference to *src, which may lie in a stored node (V7). */
 void cow_val_copy(cow_val *dst, const cow_val *src);
 
