@@ -182,3 +182,17 @@ def test_a_damaged_numpy_header_raises_corrupt_store_error(tmp_path, damage):
             a["arr"]
         assert len(cowstore.CowList([1, 2, 3])) == 3
         assert np.array_equal(a["ok"], array + 1)
+
+
+def test_a_root_name_that_is_not_utf8_is_corruption(tmp_path):
+    """Names are written from str only, so one that is not UTF-8 was damaged
+    in LMDB's leaf page: names() raises CorruptStoreError, not a name with
+    surrogates that fails later wherever it is printed or encoded."""
+    path = str(tmp_path / "names.cow")
+    with cowstore.open(path) as s, s.transaction():     # one commit: one leaf page
+        s["a-root-name-to-damage"] = [1, 2]
+        s["fine"] = 1
+    _patch(path, b"a-root-name-to-damage", 0, b"\xff")
+    with cowstore.open(path, readonly=True) as s:
+        with pytest.raises(cowstore.CorruptStoreError, match="not UTF-8"):
+            s.names()
