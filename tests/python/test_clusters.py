@@ -82,13 +82,54 @@ def test_dask_bag_over_a_stored_dataset(dask_client, tmp_path):
 
 # ---- Ray ------------------------------------------------------------------------------
 
+def _kill_all(procs):
+    """Kill and reap: Ray's Popen handles of a half-made node are waited on
+    too, or each warns at collection that its process is still running."""
+    import gc
+    import subprocess
+    import psutil
+    procs = list(procs)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    pids = {p.pid for p in procs}
+    for obj in gc.get_objects():
+        if isinstance(obj, subprocess.Popen) and obj.pid in pids and obj.returncode is None:
+            obj.wait(timeout=10)
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _start_ray(ray, attempts=2):
+    """ray.init, tried again once: on a loaded machine the raylet can miss
+    Ray's fixed 30 s registration wait.  A failed start leaves its daemons
+    running (Ray drops the half-made node), so they are killed here."""
+    import psutil
+    me = psutil.Process()
+    for attempt in range(attempts):
+        before = {p.pid for p in me.children(recursive=True)}
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception:
+            ray.shutdown()
+            _kill_all(p for p in me.children(recursive=True) if p.pid not in before)
+            if attempt + 1 == attempts:
+                raise
+
+
 @pytest.fixture(scope="module")
 def ray_module():
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install '.[ray]')")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray's workers cannot import this test module: send its functions by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if os.environ.get("COWSTORE_SANITIZED_RUN"):
+        pytest.skip("make test-sanitize preloads libasan, which Ray's own daemons (GCS, "
+                    "raylet) inherit; they may not start within Ray's fixed 30 s. "
+                    "make test runs these tests")
+    _start_ray(ray)
     try:
         yield ray
     finally:
