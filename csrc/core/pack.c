@@ -26,6 +26,8 @@ enum {
 };
 #define PK_SMALLINT_MAX 127
 #define PK_CONTAINER_KINDS 5
+/* The largest body offset a packed value holds (u16, pack.h P6, P8). */
+#define PK_MAX_OFFSET 0xffffu
 /* "Cannot be packed": internal result, never returned by the public calls. */
 #define PK_NO 1
 
@@ -67,10 +69,7 @@ static cow_word *words_of(const cow_pack *p) { return (cow_word *)(p + 1); }
 static const uint8_t *items_of(const cow_pack *p) { return (const uint8_t *)(words_of(p) + nwords_of(p)); }
 
 /* A reader of a pack's items: every read is checked against end (P3). */
-typedef struct pk_in {
-    const uint8_t *p, *end;
-    const cow_pack *node;
-} pk_in;
+typedef cow_pack_reader pk_in;
 
 /* A reader at the body of v's container, at its offset in the node (P6);
  * a poison node, or an offset past the items, reads as empty. */
@@ -745,10 +744,33 @@ skip_item(pk_in *in, unsigned depth)
     return COW_OK;
 }
 
-/* The item at the reader as a borrowed scalar (views into the node, words
- * exported without a reference); COW_PACK_NESTED for a container. */
+/* The container item whose code the reader just read, at entry pos of
+ * parent, as a packed value naming the node at its body (P8); the reader
+ * steps over the body, checked as a full decode would be (P3). */
 static int
-get_scalar_view(pk_in *in, cow_val *out)
+get_nested_view(pk_in *in, const cow_val *parent, unsigned code, size_t pos, cow_val *out)
+{
+    size_t off = (size_t)(in->p - items_of(in->node));
+    int rc;
+    in->p--;                            /* skip_item reads the code again */
+    if ((rc = skip_item(in, 0)))
+        return rc;
+    if (off > PK_MAX_OFFSET)
+        return COW_ECORRUPT;            /* P2 never packs so many bytes */
+    memset(out, 0, sizeof *out);
+    out->tag = COW_T_PACKED;
+    out->slen = (uint8_t)container_tags[code - PK_CONTAINER];
+    out->aux = nested_ident(parent->aux, pos);
+    out->u.w = cow_ref_export(&parent->u.w);
+    cow_pack_set_offset(out, off);
+    return COW_OK;
+}
+
+/* The item at the reader, entry pos of parent, borrowed (pack.h): views
+ * into the node, words exported without a reference, a nested container
+ * as a packed value (P8). */
+static int
+get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
 {
     const uint8_t *at = in->p;
     unsigned code, len;
@@ -756,7 +778,7 @@ get_scalar_view(pk_in *in, cow_val *out)
     if ((rc = get_byte(in, &code)))
         return rc;
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
-        return COW_PACK_NESTED;
+        return get_nested_view(in, parent, code, pos, out);
     if ((code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX) || code == PK_STR || code == PK_BYTES) {
         len = code - PK_SSTR;
         if (code == PK_STR || code == PK_BYTES)
@@ -797,7 +819,7 @@ cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
             for (unsigned j = 0; j < i; j++)
                 if ((rc = skip_item(&in, 0)))
                     return rc;
-            return (rc = get_scalar_view(&in, out)) ? rc : COW_FOUND;
+            return (rc = get_entry_view(&in, v, i, out)) ? rc : COW_FOUND;
         }
     }
     return COW_NOT_FOUND;
@@ -818,7 +840,48 @@ cow_pack_index(const cow_val *v, size_t i, cow_val *out)
     for (size_t j = 0; j < i; j++)
         if ((rc = skip_item(&in, 0)))
             return rc;
-    return (rc = get_scalar_view(&in, out)) ? rc : COW_FOUND;
+    return (rc = get_entry_view(&in, v, i, out)) ? rc : COW_FOUND;
+}
+
+int
+cow_pack_cursor_init(cow_pack_cursor *c, const cow_val *v)
+{
+    const cow_word *wp;
+    int rc;
+    memset(c, 0, sizeof *c);
+    c->in = reader_of(v);
+    c->v = v;
+    if (kind_code(v->slen) < 0)
+        return COW_ECORRUPT;
+    if (!is_dict_tag(v->slen))
+        rc = get_byte(&c->in, &c->count);
+    else if ((rc = get_shape(&c->in, &wp, &c->count, &c->keys, &c->kend)) == COW_OK)
+        c->shape = c->keys - 1;
+    return rc == COW_OK && c->count > COW_PACK_MAX_ITEMS ? COW_ECORRUPT : rc;
+}
+
+int
+cow_pack_cursor_next(cow_pack_cursor *c, const char **key, size_t *klen, cow_val *val)
+{
+    const uint8_t *k;
+    int rc;
+    if (c->pos >= c->count)
+        return COW_NOT_FOUND;
+    if (c->shape && (rc = next_key(&c->keys, c->kend, &k, klen)))
+        return rc;
+    if (c->shape)
+        *key = (const char *)k;
+    if ((rc = get_entry_view(&c->in, c->v, c->pos, val)))
+        return rc;
+    c->pos++;
+    return COW_FOUND;
+}
+
+size_t
+cow_pack_cursor_shape(const cow_pack_cursor *c, const uint8_t **shape)
+{
+    *shape = c->shape;
+    return c->shape ? (size_t)(c->kend - c->shape) : 0;
 }
 
 int
@@ -952,7 +1015,7 @@ visit_item(pk_in *in, const cow_pack_visitor *vis, void *ctx, unsigned depth)
         in->p++;
         return visit_body(in, container_tags[code - PK_CONTAINER], vis, ctx, depth + 1);
     }
-    if ((rc = get_scalar_view(in, &v)))
+    if ((rc = get_entry_view(in, NULL, 0, &v)))    /* a scalar: no parent needed */
         return rc;
     return vis->scalar(ctx, &v);
 }

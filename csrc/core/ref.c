@@ -34,7 +34,7 @@ static cow_ref_env *envs[COW_REF_MAX_ENVS];
 static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
 static unsigned nactive;
 /* The current read scope's first error (R4). */
-static _Thread_local int read_error;
+static COW_THREAD_LOCAL int read_error;
 
 int
 cow_ref_scope_enter(void)

@@ -528,7 +528,7 @@ is_number(const cow_val *v)
  * limit stops conversion first), so only pages describing a cycle get here,
  * and they must get an error, not a stack overflow. */
 #define COW_MAX_NESTING 4096
-static _Thread_local unsigned nesting;   /* per thread: walks in two threads do not add up */
+static COW_THREAD_LOCAL unsigned nesting;   /* per thread: walks in two threads do not add up */
 
 static int
 nest_enter(void)

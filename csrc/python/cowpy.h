@@ -197,6 +197,11 @@ PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
  * iterable's order, building it through dict.fromkeys). */
 int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 
+/* shape_keys.c: the key objects of a packed dict's shape (its blob's
+ * bytes, pack.h), interned and cached: a borrowed tuple, valid until the
+ * next call; NULL with an exception (CorruptStoreError for bad bytes). */
+PyObject *cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len);
+
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
 int cowpy_resolve_view(CowObject *self);

@@ -28,10 +28,27 @@ dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
     return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
 }
 
+/* A nested container read in place (pack.h P8) as the view d[key] returns. */
+static PyObject *
+nested_view(PyObject *op, const char *s, Py_ssize_t n, const cow_val *v)
+{
+    cow_val k;
+    uint64_t h;
+    PyObject *res;
+    int rc = cow_val_str(&k, s, (size_t)n);
+    if (rc == COW_OK && (rc = cow_val_hash(&k, &h)) < 0)
+        cow_val_release(&k);
+    if (rc < 0)
+        return cowpy_raise(COWPY_ST(op), rc);
+    res = cowpy_to_object(COWPY_ST(op), v, SELF, &k, h, 0);
+    cow_val_release(&k);
+    return res;
+}
+
 /* d[key] served in place from a packed root (pack.h) for a str key, the
  * view resynced first: 1 found (*res set unless res is NULL), 0 absent, -1
  * error, PACKED_GENERAL when the general path must answer (no packed root, a
- * key of another type, a nested container: it materialises the root). */
+ * key of another type). */
 #define PACKED_GENERAL 2
 static int
 packed_lookup(PyObject *op, PyObject *key, PyObject **res)
@@ -51,12 +68,14 @@ packed_lookup(PyObject *op, PyObject *key, PyObject **res)
         return PACKED_GENERAL;
     }
     rc = cow_pack_lookup(&SELF->root, s, (size_t)n, &v);
-    if (rc == COW_PACK_NESTED)
-        return PACKED_GENERAL;
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(op), rc);
-    if (rc == COW_FOUND && res && (*res = cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0)) == NULL)
-        return -1;
+    if (rc == COW_FOUND && res) {
+        *res = v.tag == COW_T_PACKED ? nested_view(op, s, n, &v)
+                                     : cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+        if (*res == NULL)
+            return -1;
+    }
     return rc == COW_FOUND;
 }
 

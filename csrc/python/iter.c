@@ -16,14 +16,38 @@ typedef struct {
     int reverse;
     cow_vec_iter fwd;       /* forward reads: amortised O(1) per step */
     PyObject *last_item;    /* items() result tuple, reused when unshared */
+    int packed;             /* snap is packed: read in place by pc (pack.h P8) */
+    cow_pack_cursor pc;
+    PyObject *keys;         /* a packed dict's key objects (its shape's), or NULL */
 } CowIter;
+
+/* A forward iterator over a packed root reads it in place, without
+ * materialising it: a record's entries cost no container of their own. */
+static int
+start_packed(CowIter *it)
+{
+    const uint8_t *shape;
+    size_t len;
+    int rc = cow_pack_cursor_init(&it->pc, &it->snap);
+    if (rc < 0)
+        return cowpy_raise_int(it->st, rc);
+    it->packed = 1;
+    if ((len = cow_pack_cursor_shape(&it->pc, &shape)) == 0)
+        return 0;
+    if ((it->keys = cowpy_shape_keys(it->st, shape, len)) == NULL)
+        return -1;
+    Py_INCREF(it->keys);
+    return 0;
+}
 
 PyObject *
 cowpy_iter_new(CowObject *owner, int kind, int reverse)
 {
     cowpy_state *st = COWPY_ST(owner);
     CowIter *it;
-    if (cowpy_resolve(owner) < 0)
+    if (cowpy_resolve_lazy(owner) < 0)
+        return NULL;
+    if ((owner->root.tag != COW_T_PACKED || reverse) && cowpy_resolve(owner) < 0)
         return NULL;
     if ((it = PyObject_New(CowIter, st->iter_type)) == NULL)
         return NULL;
@@ -32,13 +56,22 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     cow_val_copy(&it->snap, &owner->root);
     it->kind = kind;
     it->reverse = reverse;
+    it->last_item = NULL;
+    it->packed = 0;
+    it->keys = NULL;
+    if (it->snap.tag == COW_T_PACKED) {
+        if (start_packed(it) < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        return (PyObject *)it;
+    }
     it->pos = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
                                            : cow_val_getvec(&it->snap)->b.len;
     if (!reverse)
         it->pos = 0;
     cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &cow_val_getmap(&it->snap)->log
                                                              : &cow_val_getvec(&it->snap)->b, 0);
-    it->last_item = NULL;
     return (PyObject *)it;
 }
 
@@ -50,6 +83,7 @@ iter_dealloc(PyObject *op)
     cow_val_release(&it->snap);
     Py_XDECREF(it->owner);
     Py_XDECREF(it->last_item);
+    Py_XDECREF(it->keys);
     PyObject_Free(op);
     Py_DECREF(tp);
 }
@@ -128,6 +162,56 @@ exhaust(CowIter *it)
     cow_val_release(&it->snap);     /* leaves it NONE */
     Py_CLEAR(it->owner);
     Py_CLEAR(it->last_item);
+    Py_CLEAR(it->keys);
+}
+
+/* Entry p of a packed snapshot, v read in place (key: its UTF-8 for a
+ * dict), as owner[k] would return it: while owner still holds the very
+ * pack, a nested container is a view of owner that needs no resync. */
+static PyObject *
+packed_value(CowIter *it, const cow_val *v, const char *key, size_t klen, size_t p)
+{
+    cow_val k = cow_val_none();
+    uint64_t h = 0;
+    PyObject *res;
+    int rc = COW_OK;
+    if (!cowpy_is_mutable_container(v))
+        return cowpy_to_object(it->st, v, NULL, NULL, 0, 0);
+    if (it->keys && (rc = cow_val_str(&k, key, klen)) == COW_OK && (rc = cow_val_hash(&k, &h)) < 0)
+        cow_val_release(&k);
+    if (rc < 0)
+        return cowpy_raise(it->st, rc);
+    if (it->owner->root.tag == COW_T_PACKED && it->owner->root.u.w == it->snap.u.w
+        && cow_pack_offset(&it->owner->root) == cow_pack_offset(&it->snap))
+        res = cowpy_to_object(it->st, v, it->owner, it->keys ? &k : NULL, h, p);
+    else
+        res = cowpy_snapshot_value(it->owner, &it->snap, v, it->keys ? &k : NULL, h, p);
+    cow_val_release(&k);
+    return res;
+}
+
+static PyObject *
+packed_step(CowIter *it)
+{
+    const char *key = NULL;
+    size_t klen = 0, p = it->pc.pos;
+    PyObject *pk = NULL, *pv;
+    cow_val v;
+    int rc = cow_pack_cursor_next(&it->pc, &key, &klen, &v);
+    if (rc != COW_FOUND) {
+        exhaust(it);
+        return rc < 0 ? cowpy_raise(it->st, rc) : NULL;
+    }
+    if (it->keys && it->kind != COWPY_IT_VALUES) {
+        pk = Py_NewRef(PyTuple_GET_ITEM(it->keys, (Py_ssize_t)p));
+        if (it->kind == COWPY_IT_KEYS)
+            return pk;
+    }
+    if ((pv = packed_value(it, &v, key, klen, p)) == NULL) {
+        Py_XDECREF(pk);
+        return NULL;
+    }
+    return pk ? pair_of(it, pk, pv) : pv;
 }
 
 COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
@@ -138,6 +222,8 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
     Py_ssize_t p;
     if (it->owner == NULL)
         return NULL;
+    if (it->packed)
+        return packed_step(it);
     if ((p = next_pos(it, &a, &b)) < 0) {
         exhaust(it);
         return NULL;                /* the end (COWPY_ENTRY raises if poison ended it) */
@@ -155,6 +241,8 @@ COWPY_ENTRY(static, PyObject *, iter_length_hint,
     size_t n;
     if (it->owner == NULL)
         return PyLong_FromLong(0);
+    if (it->packed)
+        return PyLong_FromSize_t(it->pc.count - it->pc.pos);
     n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
                                  : cow_val_getvec(&it->snap)->b.len;
     return PyLong_FromSize_t(it->reverse ? it->pos : n - it->pos);

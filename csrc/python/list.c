@@ -32,16 +32,16 @@ item_at(PyObject *op, size_t i)
     return cowpy_to_object(COWPY_ST(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
 }
 
-/* l[i] of a packed root, in place (pack.h): the item, NULL with an error,
- * or NULL without one when the general path must answer (a nested
- * container, an index out of range). */
+/* l[i] of a packed root, in place (pack.h; a nested container as a view
+ * of it, P8): the item, NULL with an error, or NULL without one when the
+ * general path must answer (an index out of range). */
 static PyObject *
 packed_item(PyObject *op, Py_ssize_t i)
 {
     cow_val v;
     int rc = i < 0 ? COW_NOT_FOUND : cow_pack_index(&SELF->root, (size_t)i, &v);
     if (rc == COW_FOUND)
-        return cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+        return cowpy_to_object(COWPY_ST(op), &v, SELF, NULL, 0, (size_t)i);
     if (rc < 0)
         cowpy_raise_int(COWPY_ST(op), rc);
     return NULL;
@@ -199,6 +199,7 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
 {
     PyObject *plain = PySequence_List(op);
     val_array all;
+    Py_ssize_t len;
     int rc;
     if (plain == NULL)
         return -1;
@@ -208,7 +209,11 @@ list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
     Py_DECREF(plain);
     if (rc < 0)
         return -1;
-    return list_splice(op, 0, body_of(op)->len, &all);
+    if ((len = list_len_body(op)) < 0) {
+        vals_release(&all);
+        return -1;
+    }
+    return list_splice(op, 0, (size_t)len, &all);
 }
 
 static int
@@ -278,9 +283,11 @@ static PyObject *
 list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
 {
     cowpy_state *st = COWPY_ST(op);
-    cow_vec *vec = cow_vec_new();
+    cow_vec *vec;
     int rc = COW_OK;
-    if (vec == NULL)
+    if (cowpy_resolve(SELF) < 0)        /* a packed root: read the general form */
+        return NULL;
+    if ((vec = cow_vec_new()) == NULL)
         return cowpy_raise(st, COW_ENOMEM);
     for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++)
         rc = push_copy(&vec->b, cow_vb_get(body_of(op), (size_t)(start + k * step)));

@@ -88,10 +88,14 @@ int
 cowpy_resolve_view(CowObject *self)
 {
     const cow_val *cur;
-    if (cowpy_resolve(self->parent) < 0)
+    /* A parent that has not moved on may stay packed: our root, read in
+     * place from its pack (pack.h P8), is still what its slot holds. */
+    if (cowpy_resolve_lazy(self->parent) < 0)
         return -1;
     if (self->parent == NULL || self->parent->mut == self->seen)
         return 0;
+    if (cowpy_resolve(self->parent) < 0)
+        return -1;
     self->seen = self->parent->mut;
     cur = slot_in_parent(self);
     if (cur != NULL && cur->tag == COW_T_PACKED)

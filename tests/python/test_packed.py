@@ -200,3 +200,48 @@ def test_repeated_strs_of_a_batch_read_back_as_themselves(tmp_path):
         s["recs"] = f
         assert thaw(s["recs"]) == plain and s["recs"][5]["tags"] == plain[5]["tags"]
         assert pickle.loads(pickle.dumps(s["recs"][7])) == plain[7]
+
+
+def test_slices_of_a_packed_list_read_out_of_a_container():
+    # A packed list's slice used to read its pack as a general vector (a crash).
+    f = freeze([[1, 2, 3], [4], []])
+    assert f[0][0:2] == [1, 2] and f[0][::-1] == [3, 2, 1] and f[2][-1:] == []
+    c = CowList([[1, 2, 3], [4]])
+    c[0][::2] = ["a", "b"]
+    assert c == [["a", 2, "b"], [4]]
+    del c[1][::1]
+    assert c == [["a", 2, "b"], []]
+
+
+def test_a_nested_container_read_in_place_is_a_live_view():
+    f = FrozenList(records(6))                   # frozen: nested reads stay frozen
+    assert type(f[3]["tags"]) is FrozenList and f[3]["tags"] == ["t0", "t1", "t2"]
+    rows = CowList(records(6))
+    r = rows[3]
+    tags, again = r["tags"], r["tags"]
+    assert type(tags) is CowList and tags == ["t0", "t1", "t2"] and tags[1:] == ["t1", "t2"]
+    tags.append("t3")
+    assert again == ["t0", "t1", "t2", "t3"] and rows[3]["tags"][-1] == "t3"
+    assert r == dict(records(6)[3], tags=["t0", "t1", "t2", "t3"])
+    r["tags"] = ["x"]                            # the slot replaced: the old view detaches
+    assert tags == ["t0", "t1", "t2", "t3"] and rows[3]["tags"] == ["x"]
+
+
+def test_iterating_a_packed_record_reads_it_in_place():
+    rows = CowList(records(8))
+    first, second = rows[2], rows[4]
+    assert list(first) == list(records(8)[2])
+    assert [k for k in first][0] is [k for k in second][0], "one key object per shape"
+    assert list(first.values()) == list(records(8)[2].values())
+    assert dict(first.items()) == records(8)[2]
+    for k, v in first.items():                   # nested values write back
+        if k == "tags":
+            v.append("new")
+    assert rows[2]["tags"] == ["t0", "t1", "new"]
+    it = iter(second.items())
+    next(it)
+    second["name"] = "changed"                   # the iterator reads its snapshot
+    rest = dict(it)
+    assert rest["name"] == "user4" and rest["tags"] == []
+    assert list(reversed(rows[5])) == list(reversed(records(8)[5]))
+    assert list(iter(rows[3])) == list(records(8)[3]) and iter(rows[3]).__length_hint__() == 6

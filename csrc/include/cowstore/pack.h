@@ -71,6 +71,11 @@
  *      an occurrence.  It reads back as the str it is (V1: inline when
  *      short).  Every other str of a pack is inline or, past 255 bytes, a
  *      word (0x09) of a blob longer than 255.
+ *  P8  a nested container read in place (cow_pack_lookup, cursors) is a
+ *      packed value naming its parent's node at the offset of its body, as
+ *      a batch member does (P6), with the identity P5 derives: it reads,
+ *      compares and materialises as the same container of its materialised
+ *      parent, and holds the parent's whole node while it lives.
  */
 #ifndef COWSTORE_PACK_H
 #define COWSTORE_PACK_H
@@ -115,18 +120,42 @@ int cow_pack_make(const cow_val *v, cow_val *out);
  * COW_ECORRUPT. */
 int cow_pack_unpack(const cow_val *v, cow_val *out);
 /* Reading one entry in place, without materialising (the hot reads of a
- * record).  Results are borrowed scalars: inline str/bytes as *_VIEW values
- * into the node (V4: never stored), words exported without a reference;
- * valid while v is held.  A container entry gives COW_PACK_NESTED (the
- * caller materialises instead). */
-#define COW_PACK_NESTED 2
-/* d[key] for a packed dict and a str key: COW_FOUND, COW_NOT_FOUND,
- * COW_PACK_NESTED or an error. */
+ * record).  Results are borrowed, valid while v is held: inline str/bytes
+ * as *_VIEW values into the node (V4: never stored), words exported without
+ * a reference, and a nested container as a packed value of its own naming
+ * v's node at its body's offset (P8). */
+/* d[key] for a packed dict and a str key: COW_FOUND, COW_NOT_FOUND or an
+ * error. */
 int cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out);
 /* l[i] for a packed list or tuple (0 <= i): as cow_pack_lookup. */
 int cow_pack_index(const cow_val *v, size_t i, cow_val *out);
 /* len(): COW_OK or COW_ECORRUPT. */
 int cow_pack_count(const cow_val *v, size_t *n);
+
+/* A reader of a pack's items (pack.c): every read is checked against end. */
+typedef struct cow_pack_reader {
+    const uint8_t *p, *end;
+    const cow_pack *node;
+} cow_pack_reader;
+
+/* Iteration in place: a packed container's entries in order, each read as
+ * cow_pack_lookup reads one, in O(1) per entry. */
+typedef struct cow_pack_cursor {
+    cow_pack_reader in;
+    const cow_val *v;               /* the container (held by the caller) */
+    const uint8_t *shape;           /* a dict's shape blob (see above), else NULL */
+    const uint8_t *keys, *kend;     /* the shape's keys not yet read */
+    unsigned count, pos;            /* entries, and entries read */
+} cow_pack_cursor;
+/* Starts at the first entry of v (held while the cursor is used): COW_OK or
+ * COW_ECORRUPT. */
+int cow_pack_cursor_init(cow_pack_cursor *c, const cow_val *v);
+/* The next entry: COW_FOUND with *val (and, for a dict, its key's UTF-8 in
+ * *key, *klen), COW_NOT_FOUND after the last, or an error. */
+int cow_pack_cursor_next(cow_pack_cursor *c, const char **key, size_t *klen, cow_val *val);
+/* Bytes of a dict cursor's shape blob (its key count, then each key as u8
+ * length and UTF-8): 0 for a list. */
+size_t cow_pack_cursor_shape(const cow_pack_cursor *c, const uint8_t **shape);
 
 /* A walk over a pack's whole content in order, for readers that build
  * something else from it (thaw): begin(tag, n) opens a container of n

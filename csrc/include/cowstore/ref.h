@@ -139,6 +139,16 @@ void cow_ref_view(cow_word w, int delta);
 
 /* ---- read scopes (see above) ------------------------------------------- */
 
+/* A thread-local read on every call (the scope's slot).  The initial-exec
+ * model reads it at a fixed offset from the thread pointer, where the
+ * default for a dlopen'ed extension calls __tls_get_addr each time; glibc
+ * keeps static TLS room for a few such words in modules loaded later. */
+#if defined(__GNUC__)
+#define COW_THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define COW_THREAD_LOCAL _Thread_local
+#endif
+
 /* Opens a scope: returns the enclosing scope's error (pass it to the
  * matching cow_ref_scope_leave) and clears the slot. */
 int cow_ref_scope_enter(void);
