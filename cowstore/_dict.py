@@ -17,9 +17,6 @@ class CowKeysView(KeysView):
     """Live, set-like view of a CowDict's keys (like ``dict_keys``)."""
     __slots__ = ()
 
-    def __iter__(self):
-        return self._mapping._iter(_KEYS)
-
     def __reversed__(self):
         return self._mapping._iter(_KEYS, True)
 
@@ -34,9 +31,6 @@ class CowKeysView(KeysView):
 class CowValuesView(ValuesView):
     """Live view of a CowDict's values (like ``dict_values``)."""
     __slots__ = ()
-
-    def __iter__(self):
-        return self._mapping._iter(_VALUES)
 
     def __reversed__(self):
         return self._mapping._iter(_VALUES, True)
@@ -53,9 +47,6 @@ class CowItemsView(ItemsView):
     """Live, set-like view of a CowDict's items (like ``dict_items``)."""
     __slots__ = ()
 
-    def __iter__(self):
-        return self._mapping._iter(_ITEMS)
-
     def __reversed__(self):
         return self._mapping._iter(_ITEMS, True)
 
@@ -65,6 +56,14 @@ class CowItemsView(ItemsView):
     @property
     def mapping(self):
         return self._mapping
+
+
+# DictBase.keys(), .values() and .items() make these, and _register gives
+# each class a C __iter__ (csrc/python/dict.c): the hot loop of a record's
+# items() runs no Python frame.
+for _kind, _cls in (("keys", CowKeysView), ("values", CowValuesView), ("items", CowItemsView)):
+    _cowstore._register(_kind, _cls)
+del _kind, _cls
 
 
 def _as_plain_dict(args, kwargs, name):
@@ -103,15 +102,6 @@ class _DictReads(_cowstore.DictBase):
             for key in iterable:
                 new[key] = value
         return new
-
-    def keys(self):
-        return CowKeysView(self)
-
-    def values(self):
-        return CowValuesView(self)
-
-    def items(self):
-        return CowItemsView(self)
 
     def __reversed__(self):
         return self._iter(_KEYS, True)

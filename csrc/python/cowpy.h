@@ -69,10 +69,17 @@ cowpy_is_mutable_container(const cow_val *v)
  * read back): never fresh, so __init__ on it refills as the builtins do. */
 #define COWPY_MUT_MADE 1
 
+/* Kinds of iterators and views: a dict's keys, values or items (the first
+ * COWPY_VIEW_KINDS, which have view classes), a list's or set's elements. */
+enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
+#define COWPY_VIEW_KINDS 3
+
 /* Module state: the types the package registers and our exceptions. */
 typedef struct cowpy_state {
     PyTypeObject *dict_base, *list_base, *set_base, *iter_type, *diff_type;
     PyObject *cls[COW_T__COUNT];    /* Python class for each container tag */
+    PyObject *view_cls[COWPY_VIEW_KINDS];   /* keys, values, items views' classes */
+    PyObject *str_mapping;          /* "_mapping", interned: a view's container */
     PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
     PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
     PyObject *StoreError, *ReadonlyStoreError, *ConflictError;
@@ -291,7 +298,9 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
 PyObject *cowpy_diff(PyObject *mod, PyObject *args);
 
 /* iter.c: iterator over a snapshot; kind selects what each step yields. */
-enum { COWPY_IT_KEYS, COWPY_IT_VALUES, COWPY_IT_ITEMS, COWPY_IT_ELEMS };
+/* dict.c: registers the Python class of the keys (kind COWPY_IT_KEYS),
+ * values or items views, and gives it its C __iter__; -1 with an error. */
+int cowpy_register_view(cowpy_state *st, int kind, PyObject *cls);
 PyObject *cowpy_iter_new(CowObject *owner, int kind, int reverse);
 
 extern PyType_Spec cowpy_dict_spec, cowpy_list_spec, cowpy_set_spec, cowpy_iter_spec;

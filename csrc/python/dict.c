@@ -285,6 +285,86 @@ COWPY_ENTRY(static, PyObject *, dict_iter, (PyObject *op), (op))
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }
 
+/* ---- views ----------------------------------------------------------------
+ * keys(), values() and items() return the classes of cowstore/_dict.py,
+ * made here without running their Python __init__, and each class's
+ * __iter__ is a C method: a loop over a record's items() runs no Python
+ * frame of ours (it cost about a third of the loop). */
+
+static PyObject *
+make_view(PyObject *op, int kind)
+{
+    cowpy_state *st = COWPY_ST(op);
+    PyTypeObject *cls = (PyTypeObject *)st->view_cls[kind];
+    PyObject *view;
+    if (cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cowstore view classes not registered");
+        return NULL;
+    }
+    if ((view = cls->tp_alloc(cls, 0)) != NULL && PyObject_SetAttr(view, st->str_mapping, op) < 0)
+        Py_CLEAR(view);
+    return view;
+}
+
+static PyObject *dict_keys(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_KEYS); }
+static PyObject *dict_values(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_VALUES); }
+static PyObject *dict_items(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_ITEMS); }
+
+/* "_mapping", interned at the first registration: view_iter has no module
+ * state to keep it in (the view classes are not ours). */
+static PyObject *view_mapping_name;
+
+/* iter(view): an iterator of the view's container, or of whatever
+ * _mapping a user gave the view, through its _iter. */
+static PyObject *
+view_iter(PyObject *view, int kind)
+{
+    PyObject *res, *m = PyObject_GetAttr(view, view_mapping_name);
+    if (m == NULL)
+        return NULL;
+    if (Py_TYPE(m)->tp_iter == dict_iter) {
+        int outer = cow_ref_scope_enter();
+        res = cowpy_iter_new((CowObject *)m, kind, 0);
+        int err = cow_ref_scope_leave(outer);
+        if (err != COW_OK)
+            res = cowpy_read_failed(res, m, err);
+    }
+    else
+        res = PyObject_CallMethod(m, "_iter", "i", kind);
+    Py_DECREF(m);
+    return res;
+}
+
+static PyObject *keys_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_KEYS); }
+static PyObject *values_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_VALUES); }
+static PyObject *items_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_ITEMS); }
+
+static PyMethodDef view_iter_defs[COWPY_VIEW_KINDS] = {
+    {"__iter__", keys_iter, METH_NOARGS, "Implement iter(self)."},
+    {"__iter__", values_iter, METH_NOARGS, "Implement iter(self)."},
+    {"__iter__", items_iter, METH_NOARGS, "Implement iter(self)."},
+};
+
+int
+cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
+{
+    PyObject *descr;
+    int rc;
+    if (st->str_mapping == NULL && (st->str_mapping = PyUnicode_InternFromString("_mapping")) == NULL)
+        return -1;
+    if (view_mapping_name == NULL)
+        view_mapping_name = Py_NewRef(st->str_mapping);     /* kept for the process */
+    if ((descr = PyDescr_NewMethod((PyTypeObject *)cls, &view_iter_defs[kind])) == NULL)
+        return -1;
+    rc = PyObject_SetAttrString(cls, "__iter__", descr);
+    Py_DECREF(descr);
+    if (rc < 0)
+        return -1;
+    Py_INCREF(cls);
+    Py_XSETREF(st->view_cls[kind], cls);
+    return 0;
+}
+
 /* _merge(src): insert every pair of a dict or cowstore dict, one write. */
 COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, src))
 {
@@ -338,6 +418,9 @@ static PyMethodDef dict_methods[] = {
      "D.setdefault(k[,d]) -> D.get(k,d), also set D[k]=d if k not in D."},
     {"clear", cowpy_map_clear, METH_NOARGS, "Remove all items."},
     {"_iter", dict_iter_kind, METH_VARARGS, NULL},
+    {"keys", dict_keys, METH_NOARGS, "D.keys() -> a set-like view of D's keys."},
+    {"values", dict_values, METH_NOARGS, "D.values() -> a view of D's values."},
+    {"items", dict_items, METH_NOARGS, "D.items() -> a set-like view of D's items."},
     {"_merge", dict_merge, METH_O, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},

@@ -48,7 +48,11 @@ static const char *const tag_names[COW_T__COUNT] = {
     [COW_T_SET] = "set", [COW_T_FSET] = "frozenset",
 };
 
-/* _register(kind, cls): the Python class to build for a container kind. */
+/* The views a dict's keys(), values() and items() make, by COWPY_IT_*. */
+static const char *const view_names[COWPY_VIEW_KINDS] = {"keys", "values", "items"};
+
+/* _register(kind, cls): the Python class to build for a container kind, or
+ * for a dict view ("keys", "values", "items"). */
 COWPY_ENTRY(static, PyObject *, cowpy_register, (PyObject *mod, PyObject *args), (mod, args))
 {
     cowpy_state *st = state_of_module(mod);
@@ -56,6 +60,9 @@ COWPY_ENTRY(static, PyObject *, cowpy_register, (PyObject *mod, PyObject *args),
     PyObject *cls;
     if (!PyArg_ParseTuple(args, "sO!:_register", &kind, &PyType_Type, &cls))
         return NULL;
+    for (int k = 0; k < COWPY_VIEW_KINDS; k++)
+        if (strcmp(view_names[k], kind) == 0)
+            return cowpy_register_view(st, k, cls) < 0 ? NULL : Py_NewRef(Py_None);
     for (int t = 0; t < COW_T__COUNT; t++)
         if (tag_names[t] && strcmp(tag_names[t], kind) == 0) {
             Py_INCREF(cls);
@@ -193,6 +200,9 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->str_decode);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_VISIT(st->cls[t]);
+    for (int k = 0; k < COWPY_VIEW_KINDS; k++)
+        Py_VISIT(st->view_cls[k]);
+    Py_VISIT(st->str_mapping);
     return 0;
 }
 
@@ -213,6 +223,9 @@ cowpy_clear(PyObject *mod)
     Py_CLEAR(st->str_decode);
     for (int t = 0; t < COW_T__COUNT; t++)
         Py_CLEAR(st->cls[t]);
+    for (int k = 0; k < COWPY_VIEW_KINDS; k++)
+        Py_CLEAR(st->view_cls[k]);
+    Py_CLEAR(st->str_mapping);
     Py_CLEAR(st->CowstoreError);
     Py_CLEAR(st->UnsupportedTypeError);
     Py_CLEAR(st->CycleError);
