@@ -36,6 +36,26 @@ load_le64(const unsigned char *p)
     return w;
 }
 
+static uint64_t
+load_le32(const unsigned char *p)
+{
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+}
+
+/* The last 1..7 bytes as a little-endian word padded with zeros, without a
+ * variable-length copy (a call per hash): 4..7 bytes are two overlapping
+ * 4-byte loads, whose shared bytes land on the same places. */
+static uint64_t
+load_tail(const unsigned char *p, size_t len)
+{
+    uint64_t w = 0;
+    if (len >= 4)
+        return load_le32(p) | load_le32(p + len - 4) << (8 * (len - 4));
+    for (size_t i = 0; i < len; i++)
+        w |= (uint64_t)p[i] << (8 * i);
+    return w;
+}
+
 uint64_t
 cow_hash_bytes(const void *data, size_t len, uint64_t seed)
 {
@@ -47,11 +67,8 @@ cow_hash_bytes(const void *data, size_t len, uint64_t seed)
         p += 8;
         len -= 8;
     }
-    if (len) {
-        unsigned char last[8] = {0};
-        memcpy(last, p, len);
-        h = (h ^ load_le64(last)) * ROUND_MUL;
-    }
+    if (len)
+        h = (h ^ load_tail(p, len)) * ROUND_MUL;
     return cow_hash_mix64(h);
 }
 

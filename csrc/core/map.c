@@ -258,17 +258,18 @@ hn_own(cow_word *slot)
 
 static size_t nentries(const cow_map *m);
 
-/* Key of an entry named by an index leaf; a number past the log (only from
- * a corrupt stored index, H6) reads as a HOLE, which equals no probe. */
+/* Key of an entry named by an index leaf, its value beside it (p[1]: one
+ * log walk reads both); a number past the log (only from a corrupt stored
+ * index, H6) reads as a HOLE, which equals no probe. */
 static const cow_val *
 entry_key(const cow_map *m, uint32_t entry)
 {
-    static const cow_val hole;
+    static const cow_val hole[2];
     if (entry >= nentries(m)) {
         cow_ref_set_error(COW_ECORRUPT);
-        return &hole;
+        return hole;
     }
-    return cow_vb_get(&m->log, 2 * (size_t)entry);
+    return cow_vb_get_pair(&m->log, 2 * (size_t)entry);
 }
 
 /* Position of the first leaf whose key is not ordered below probe (H4). */
@@ -286,8 +287,10 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     return lo;
 }
 
+/* Lookups set *entry and *kv (the entry's key, its value at kv[1]). */
 static int
-coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entry)
+coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entry,
+          const cow_val **kv)
 {
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
         const cow_val *k = entry_key(m, hn_leaves(n)[i].entry);
@@ -295,6 +298,7 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
             break;
         if (cow_val_equal(k, key)) {
             *entry = hn_leaves(n)[i].entry;
+            *kv = k;
             return COW_FOUND;
         }
     }
@@ -302,18 +306,18 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
 }
 
 static int
-index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry)
+index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, const cow_val **kv)
 {
     const cow_hnode *n = hn_at(&m->index);
     for (unsigned shift = 0; shift <= HN_HASH_BITS + HN_BITS; shift += HN_BITS) {
         uint32_t bit;
         if (n->kind == HN_COLLISION)
-            return n->count && hn_leaves(n)[0].hash == h ? coll_find(m, n, key, entry)
+            return n->count && hn_leaves(n)[0].hash == h ? coll_find(m, n, key, entry, kv)
                                                          : COW_NOT_FOUND;
         bit = bit_at(h, shift);
         if (n->datamap & bit) {
             const cow_hleaf *lf = &hn_leaves(n)[popc(n->datamap & (bit - 1))];
-            if (lf->hash != h || !cow_val_equal(entry_key(m, lf->entry), key))
+            if (lf->hash != h || !cow_val_equal(*kv = entry_key(m, lf->entry), key))
                 return COW_NOT_FOUND;
             *entry = lf->entry;
             return COW_FOUND;
@@ -332,17 +336,31 @@ nentries(const cow_map *m)
     return m->log.len / 2;
 }
 
-int
-cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
+static int
+find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, const cow_val **kv)
 {
     if (m->index)
-        return index_find(m, key, hash32(hash), entry);
+        return index_find(m, key, hash32(hash), entry, kv);
     for (size_t e = 0; e < nentries(m); e++)
-        if (cow_val_equal(entry_key(m, (uint32_t)e), key)) {
+        if (cow_val_equal(*kv = entry_key(m, (uint32_t)e), key)) {
             *entry = e;
             return COW_FOUND;
         }
     return COW_NOT_FOUND;
+}
+
+int
+cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
+{
+    const cow_val *kv;
+    return find_entry(m, key, hash, entry, &kv);
+}
+
+int
+cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **kv)
+{
+    size_t e;
+    return find_entry(m, key, hash, &e, kv);
 }
 
 /* ---- index insertion ---------------------------------------------------- */
@@ -654,10 +672,10 @@ cow_map_own(cow_word *w)
 int
 cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val)
 {
-    size_t e;
-    int rc = cow_map_find(m, key, hash, &e);
+    const cow_val *kv;
+    int rc = cow_map_get_entry(m, key, hash, &kv);
     if (rc == COW_FOUND)
-        *val = cow_map_entry_val(m, e);
+        *val = &kv[1];
     return rc;
 }
 

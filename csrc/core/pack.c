@@ -701,9 +701,39 @@ get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
 
 /* ---- reading one entry in place ------------------------------------------ */
 
-/* Steps over one item (P3: checked like a full decode). */
-static int
+/* Payload bytes of an item of fixed size after its code, or PK_VARLEN. */
+#define PK_VARLEN 0xffu
+static inline unsigned
+fixed_payload(unsigned code)
+{
+    if (code >= PK_SMALLINT || code <= PK_TRUE)
+        return 0;
+    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
+        return code - PK_SSTR;
+    if (code >= PK_INT8 && code <= PK_INT64)
+        return (unsigned)int_width(code);
+    return code == PK_FLOAT ? (unsigned)sizeof(double) : PK_VARLEN;
+}
+
+static int skip_item_slow(pk_in *in, unsigned depth);
+
+/* Steps over one item (P3: checked like a full decode); the scalars of
+ * fixed size, most items of a record, inline. */
+static inline int
 skip_item(pk_in *in, unsigned depth)
+{
+    if (in->p < in->end) {
+        unsigned len = fixed_payload(*in->p);
+        if (len != PK_VARLEN && len < (size_t)(in->end - in->p)) {
+            in->p += 1 + len;
+            return COW_OK;
+        }
+    }
+    return skip_item_slow(in, depth);
+}
+
+static int
+skip_item_slow(pk_in *in, unsigned depth)
 {
     unsigned code, len, count, idx;
     int rc;
@@ -815,7 +845,7 @@ cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
     for (unsigned i = 0; i < count; i++) {
         if ((rc = next_key(&keys, kend, &k, &len)))
             return rc;
-        if (len == klen && memcmp(k, key, len) == 0) {
+        if (len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0))) {
             for (unsigned j = 0; j < i; j++)
                 if ((rc = skip_item(&in, 0)))
                     return rc;

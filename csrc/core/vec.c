@@ -399,6 +399,21 @@ cow_vb_get(const cow_vecbody *b, size_t i)
     return val_ok(n, &vn_vals(n)[i & COW_VEC_MASK]);
 }
 
+const cow_val *
+cow_vb_get_pair(const cow_vecbody *b, size_t i)
+{
+    static const cow_val poison_pair[2] = {{.tag = COW_T_NONE}, {.tag = COW_T_NONE}};
+    cow_vnode *n = leaf_for(b, i);
+    const cow_val *v = &vn_vals(n)[i & COW_VEC_MASK];
+    if ((i & COW_VEC_MASK) + 1 >= n->count) {
+        cow_ref_set_error(COW_ECORRUPT);      /* a stored leaf shorter than its vector */
+        return poison_pair;
+    }
+    if (vn_stored(n) && (stored_val_ok(&v[0]) != &v[0] || stored_val_ok(&v[1]) != &v[1]))
+        return poison_pair;
+    return v;
+}
+
 /* Owns the leaf holding index i (< len) and every node above it; *leaf
  * receives it.  Copies hold equal values, so an error changes nothing. */
 static int

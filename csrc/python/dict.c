@@ -11,21 +11,21 @@ map_of(PyObject *op)
     return cow_val_getmap(&SELF->root);
 }
 
-/* Looks key up: 1 found (*entry set), 0 absent, -1 error. */
+/* Looks key up: 1 found (its stored key and value in kv[0], kv[1]), 0
+ * absent, -1 error. */
 static int
-dict_lookup(PyObject *op, PyObject *key, size_t *entry, uint64_t *hash)
+dict_get_entry(PyObject *op, PyObject *key, const cow_val **kv, uint64_t *hash)
 {
-    cowpy_state *st = COWPY_ST(op);
     cow_val probe;
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
         return -1;
     if ((rc = cowpy_lookup_key(SELF, key, &probe, hash, &owned)) <= 0)
         return rc;
-    rc = cow_map_find(map_of(op), &probe, *hash, entry);
+    rc = cow_map_get_entry(map_of(op), &probe, *hash, kv);
     if (owned)
         cow_val_release(&probe);
-    return rc < 0 ? cowpy_raise_int(st, rc) : rc == COW_FOUND;
+    return rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : rc == COW_FOUND;
 }
 
 /* A nested container read in place (pack.h P8) as the view d[key] returns. */
@@ -79,18 +79,17 @@ packed_lookup(PyObject *op, PyObject *key, PyObject **res)
     return rc == COW_FOUND;
 }
 
-/* The value at entry as a Python object (a view for nested containers). */
+/* The value kv[1] of key kv[0] as a Python object (a view for nested
+ * containers). */
 static PyObject *
-value_at(PyObject *op, size_t entry, uint64_t hash)
+value_of(PyObject *op, const cow_val *kv, uint64_t hash)
 {
-    cow_map *m = map_of(op);
-    return cowpy_to_object(COWPY_ST(op), cow_map_entry_val(m, entry),
-                           SELF, cow_map_entry_key(m, entry), hash, 0);
+    return cowpy_to_object(COWPY_ST(op), &kv[1], SELF, &kv[0], hash, 0);
 }
 
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
 {
-    size_t entry;
+    const cow_val *kv;
     uint64_t hash;
     PyObject *res;
     int rc = packed_lookup(op, key, &res);
@@ -99,9 +98,8 @@ COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (
             _PyErr_SetKeyError(key);
         return rc == 1 ? res : NULL;
     }
-    rc = dict_lookup(op, key, &entry, &hash);
-    if (rc == 1)
-        return value_at(op, entry, hash);
+    if ((rc = dict_get_entry(op, key, &kv, &hash)) == 1)
+        return value_of(op, kv, hash);
     if (rc == 0)
         _PyErr_SetKeyError(key);
     return NULL;
@@ -172,16 +170,16 @@ COWPY_ENTRY(static, int, dict_ass_subscript,
 
 COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key))
 {
-    size_t entry;
+    const cow_val *kv;
     uint64_t hash;
     int rc = packed_lookup(op, key, NULL);
-    return rc != PACKED_GENERAL ? rc : dict_lookup(op, key, &entry, &hash);
+    return rc != PACKED_GENERAL ? rc : dict_get_entry(op, key, &kv, &hash);
 }
 
 COWPY_ENTRY(static, PyObject *, dict_get,
             (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
-    size_t entry;
+    const cow_val *kv;
     uint64_t hash;
     int rc;
     PyObject *res;
@@ -192,10 +190,10 @@ COWPY_ENTRY(static, PyObject *, dict_get,
             return NULL;
         return rc ? res : Py_NewRef(nargs > 1 ? args[1] : Py_None);
     }
-    if ((rc = dict_lookup(op, args[0], &entry, &hash)) < 0)
+    if ((rc = dict_get_entry(op, args[0], &kv, &hash)) < 0)
         return NULL;
     if (rc)
-        return value_at(op, entry, hash);
+        return value_of(op, kv, hash);
     return Py_NewRef(nargs > 1 ? args[1] : Py_None);
 }
 
@@ -251,20 +249,20 @@ COWPY_ENTRY(static, PyObject *, dict_popitem, (PyObject *op, PyObject *unused), 
 COWPY_ENTRY(static, PyObject *, dict_setdefault,
             (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
-    size_t entry;
+    const cow_val *kv;
     uint64_t hash;
     int rc;
     if (!_PyArg_CheckPositional("setdefault", nargs, 1, 2))
         return NULL;
-    if ((rc = dict_lookup(op, args[0], &entry, &hash)) < 0)
+    if ((rc = dict_get_entry(op, args[0], &kv, &hash)) < 0)
         return NULL;
     if (rc == 0) {
         if (dict_set(op, args[0], nargs > 1 ? args[1] : Py_None) < 0)
             return NULL;
-        if ((rc = dict_lookup(op, args[0], &entry, &hash)) <= 0)
+        if ((rc = dict_get_entry(op, args[0], &kv, &hash)) <= 0)
             return NULL;
     }
-    return value_at(op, entry, hash);
+    return value_of(op, kv, hash);
 }
 
 /* _iter(kind, reverse): iterator over keys (0), values (1) or items (2). */

@@ -27,6 +27,11 @@ static const struct {
     {"a\0", 2, COW_SEED_STR, 0xb8569b51d9d33f0bULL},
     {"abcdefgh", 8, COW_SEED_STR, 0x00fa6da7698548c5ULL},
     {"hello, world!", 13, COW_SEED_STR, 0xcaffdd9d293efc8fULL},
+    /* tails of 3, 4, 7 and 3 bytes after a word: each way the tail is read */
+    {"abc", 3, COW_SEED_STR, 0x92bf852f96ff253eULL},
+    {"abcd", 4, COW_SEED_STR, 0x420b6e7ab9d9ff6aULL},
+    {"abcdefg", 7, COW_SEED_STR, 0x892934912c24c36cULL},
+    {"key12345678", 11, COW_SEED_STR, 0x4e3db8960c62b771ULL},
     {"The quick brown fox jumps over the lazy dog", 43, COW_SEED_STR, 0xc4a3ad2fe18a5d35ULL},
     {"a", 1, COW_SEED_BYTES, 0x78d82548b582da33ULL},
     {"", 0, 0, 0},

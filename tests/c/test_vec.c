@@ -755,3 +755,19 @@ Test(vec, trim_keeps_values_and_shared_tails)
     cr_assert_eq(cow_vec_check(&b), COW_OK);
     cow_vb_clear(&b);
 }
+
+/* A pair read by one walk is the two values cow_vb_get reads, at every
+ * position of every leaf (a map entry's key and value). */
+Test(vec, pairs_are_the_values_at_i_and_i_plus_1)
+{
+    cow_vecbody b;
+    cow_vb_init(&b);
+    for (int64_t i = 0; i < 2 * 1100; i++)
+        cr_assert_eq(cow_vb_push(&b, cow_val_int(i)), COW_OK);
+    for (size_t i = 0; i + 1 < b.len; i += 2) {
+        const cow_val *p = cow_vb_get_pair(&b, i);
+        cr_assert(p[0].u.i == (int64_t)i && p[1].u.i == (int64_t)i + 1);
+        cr_assert_eq(p, cow_vb_get(&b, i));
+    }
+    cow_vb_clear(&b);
+}

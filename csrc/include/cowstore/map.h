@@ -42,6 +42,8 @@ size_t cow_map_len(const cow_map *m);
 /* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */
 int cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry);
 int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val);
+/* As cow_map_get, with the stored key: kv[0] the key, kv[1] its value. */
+int cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **kv);
 /* Inserts or replaces: steals key and val.  A replaced key keeps its place.
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */

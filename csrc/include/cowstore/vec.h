@@ -38,6 +38,9 @@ void cow_vb_init(cow_vecbody *b);
 void cow_vb_clear(cow_vecbody *b);
 void cow_vb_dup(cow_vecbody *dst, const cow_vecbody *src);
 const cow_val *cow_vb_get(const cow_vecbody *b, size_t i);   /* borrowed; i < len */
+/* Values i and i + 1 (i even, i + 1 < len: one leaf holds both) by one walk,
+ * as p[0] and p[1]: a map entry's key and value (borrowed). */
+const cow_val *cow_vb_get_pair(const cow_vecbody *b, size_t i);
 int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
