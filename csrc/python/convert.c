@@ -669,6 +669,15 @@ cowpy_freeze_object(cowpy_state *st, PyObject *obj)
 }
 
 static PyObject *
+key_object_of(cowpy_state *st, const cow_val *k)
+{
+    const char *p;
+    size_t n;
+    cow_val_span(k, &p, &n);
+    return cowpy_key_object(st, p, n);
+}
+
+static PyObject *
 thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
 {
     PyObject *res = as_set ? (frozen ? PyFrozenSet_New(NULL) : PySet_New(NULL)) : PyDict_New();
@@ -680,9 +689,10 @@ thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
         int rc;
         if (k->tag == COW_T_HOLE)
             continue;
-        /* Keys stay hashable: frozen maps and lists come back as ours. */
-        pk = (k->tag == COW_T_FDICT || k->tag == COW_T_FLIST)
-                 ? cowpy_to_object(st, k, NULL, NULL, 0, 0) : cowpy_thaw(st, k);
+        /* Keys stay hashable: frozen maps and lists come back as ours;
+         * str keys are shared (key_cache.c). */
+        pk = (k->tag == COW_T_FDICT || k->tag == COW_T_FLIST) ? cowpy_to_object(st, k, NULL, NULL, 0, 0)
+             : cow_tag_is_str(k->tag) ? key_object_of(st, k) : cowpy_thaw(st, k);
         if (pk && !as_set)
             pv = cowpy_thaw(st, cow_map_entry_val(m, e));
         rc = pk == NULL || (!as_set && pv == NULL) ? -1
@@ -780,13 +790,9 @@ static int
 thaw_key(void *ctx, const char *utf8, size_t len)
 {
     thaw_ctx *t = ctx;
-    PyObject *k = PyUnicode_DecodeUTF8(utf8, (Py_ssize_t)len, "strict");
-    if (k == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-            return THAW_PYERR;
-        PyErr_Clear();
-        return COW_ECORRUPT;            /* keys are kept valid: damaged pages */
-    }
+    PyObject *k = cowpy_key_object(t->st, utf8, len);     /* shared, as json.loads' */
+    if (k == NULL)
+        return THAW_PYERR;
     Py_XSETREF(t->key[t->depth - 1], k);
     return 0;
 }

@@ -204,10 +204,12 @@ PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
  * iterable's order, building it through dict.fromkeys). */
 int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 
-/* shape_keys.c: the key objects of a packed dict's shape (its blob's
- * bytes, pack.h), interned and cached: a borrowed tuple, valid until the
- * next call; NULL with an exception (CorruptStoreError for bad bytes). */
+/* key_cache.c: the key objects of a packed dict's shape (its blob's bytes,
+ * pack.h), interned and cached: a borrowed tuple, valid until the next
+ * call; and one key's str from its UTF-8, interned and cached (a new
+ * reference).  NULL with an exception (CorruptStoreError for bad bytes). */
 PyObject *cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len);
+PyObject *cowpy_key_object(cowpy_state *st, const char *utf8, size_t len);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */

@@ -245,3 +245,12 @@ def test_iterating_a_packed_record_reads_it_in_place():
     assert rest["name"] == "user4" and rest["tags"] == []
     assert list(reversed(rows[5])) == list(reversed(records(8)[5]))
     assert list(iter(rows[3])) == list(records(8)[3]) and iter(rows[3]).__length_hint__() == 6
+
+
+def test_thawed_records_share_their_key_objects():
+    # As json.loads' key memo: one str per key, not one per key per record.
+    plain = thaw(freeze(records(50)))
+    assert plain == records(50)
+    assert all(list(r)[1] is list(plain[0])[1] for r in plain)
+    general = thaw(CowDict({f"k{i}": {"name": i} for i in range(40)}))
+    assert list(general["k3"])[0] is list(general["k4"])[0]
