@@ -516,8 +516,10 @@ get_istr_view(pk_in *in, cow_val *out)
     cow_val word;
     const cow_blob *b;
     int rc = get_istr_word(in, &word, &b);
-    if (rc == COW_OK)
+    if (rc == COW_OK) {
         *out = cow_val_str_view(b->data, b->len);
+        out->slen = COW_VIEW_REPEATED;
+    }
     return rc;
 }
 

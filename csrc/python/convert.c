@@ -562,6 +562,8 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     case COW_T_EXT: return cowpy_ext_to(st, v);
     }
     cow_val_span(v, &p, &n);
+    if (v->tag == COW_T_STR_VIEW && v->slen == COW_VIEW_REPEATED)
+        return cowpy_key_object(st, p, n);     /* one object per content (key_cache.c) */
     if (cow_tag_is_str(v->tag)) {
         PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
         /* Strings are kept as valid UTF-8 (lone surrogates are refused on

@@ -254,3 +254,10 @@ def test_thawed_records_share_their_key_objects():
     assert all(list(r)[1] is list(plain[0])[1] for r in plain)
     general = thaw(CowDict({f"k{i}": {"name": i} for i in range(40)}))
     assert list(general["k3"])[0] is list(general["k4"])[0]
+
+
+def test_a_repeated_str_reads_back_as_one_object():
+    rows = freeze([{"id": i, "status": ("active", "pending")[i % 2]} for i in range(64)])
+    assert rows[0]["status"] is rows[2]["status"] and rows[1]["status"] == "pending"
+    plain = thaw(rows)
+    assert plain[0]["status"] is plain[4]["status"] and plain[3]["status"] == "pending"

@@ -112,6 +112,9 @@ int cow_val_bigint(cow_val *out, const uint8_t *le_twos, size_t len);
 /* A blob of any length (never inline) under `tag`: shapes (pack.h). */
 int cow_val_blob(cow_val *out, cow_tag tag, const void *data, size_t len);
 /* A borrowed probe key (V4); len must fit 32 bits (else make an owned value). */
+/* The slen of a STR_VIEW of a repeated str (pack.h P7): one str a pack's
+ * records share, which a reader may make once and share too. */
+#define COW_VIEW_REPEATED 1
 cow_val cow_val_str_view(const char *utf8, size_t len);
 cow_val cow_val_bytes_view(const void *data, size_t len);
 /* Wraps a container: steals the caller's reference to vec/map. */
