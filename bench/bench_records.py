@@ -27,6 +27,7 @@ PLAIN, JSON, MSGPACK = "plain Python objects", "JSON text (compact)", "msgpack"
 ARROW, ARROW_IPC = "Arrow table (in memory)", "Arrow IPC file"
 IMMUTABLES, PYRSISTENT = "immutables.Map + tuples", "pyrsistent.freeze"
 HEAP, SEGMENTS, FILE = "cowstore heap", "cowstore store segments", "cowstore store file"
+THAWED = "plain objects from cowstore.thaw"
 
 
 def traced(fn):
@@ -63,6 +64,7 @@ def measure(text, tmp, persistent=False):
             got[name] = traced(lambda: convert(data))[0] if mod else None
             notes += [note] if note else []
     got[HEAP], frozen = traced(lambda: cowstore.freeze(data))
+    got[THAWED] = traced(lambda: cowstore.thaw(frozen))[0]
     del frozen
     path = os.path.join(tmp, "data.cow")
     stats = bench_store_size.write_store(path, data)
@@ -136,7 +138,7 @@ def run():
         "`pa.memory_map`: the file is usable as it lies on disk); immutables = dicts as "
         "`immutables.Map`, lists as tuples; pyrsistent = `pyrsistent.freeze(data)` (both "
         "tracemalloc, records only); cowstore heap = tracemalloc's bytes kept alive by "
-        "`cowstore.freeze(data)` (gc'd); store = `store['ds'] = data` committed to a new "
+        "`cowstore.freeze(data)` (gc'd); thaw = the same of `cowstore.thaw` of that (plain objects, their key strs shared as json.loads shares them, and a pack's repeated strs too); store = `store['ds'] = data` committed to a new "
         "store file, then `stats()['file_bytes']` (the pages LMDB uses, which is also the "
         "file's size here) and `stats()['segment_bytes']` (the nodes alone). Sizes are "
         "deterministic (immutables and pyrsistent aside, see below): one measurement "

@@ -59,6 +59,7 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->last_item = NULL;
     it->packed = 0;
     it->keys = NULL;
+    it->pos = 0;
     if (it->snap.tag == COW_T_PACKED) {
         if (start_packed(it) < 0) {
             Py_DECREF(it);
