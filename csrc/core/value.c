@@ -117,12 +117,7 @@ cow_next_ident(void)
     return ++ident_counter;
 }
 
-static int
-has_blob(int tag)
-{
-    return tag == COW_T_BIGINT || tag == COW_T_STR || tag == COW_T_BYTES || tag == COW_T_NDARRAY
-        || tag == COW_T_EXT;
-}
+static int has_blob(int tag) { return cow_tag_has_blob(tag); }
 
 /* The item size a dtype string names if it has the form of a stored kind
  * (value.h: order, kind, 1..COW_NDARRAY_MAX_ITEM in decimal, NUL), else 0.
@@ -199,12 +194,6 @@ cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_
     *shape = dims;
     *data = b->data + h->data_off;
     return COW_OK;
-}
-
-int
-cow_tag_has_word(int tag)
-{
-    return has_blob(tag) || cow_tag_is_vec(tag) || cow_tag_is_map(tag) || tag == COW_T_PACKED;
 }
 
 void

@@ -247,7 +247,8 @@ vn_release(cow_vnode *n)
         return;
     if (n->leaf) {
         for (unsigned i = 0; i < n->count; i++)
-            cow_val_release(&vn_vals(n)[i]);
+            if (cow_tag_has_word(vn_vals(n)[i].tag))     /* scalars hold nothing */
+                cow_val_release(&vn_vals(n)[i]);
     }
     else {
         for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
@@ -271,8 +272,15 @@ vn_own(cow_word *slot, unsigned cap, int kind)
         if (c == NULL)
             return COW_ENOMEM;
         c->count = n->count;
-        for (unsigned i = 0; i < n->count; i++)
-            cow_val_copy(&vn_vals(c)[i], val_ok(n, &vn_vals(n)[i]));
+        if (vn_stored(n)) {
+            for (unsigned i = 0; i < n->count; i++)
+                cow_val_copy(&vn_vals(c)[i], val_ok(n, &vn_vals(n)[i]));
+        }
+        else {                  /* heap values hold heap-form words: copy, retain */
+            memcpy(vn_vals(c), vn_vals(n), n->count * sizeof(cow_val));
+            for (unsigned i = 0; i < n->count; i++)
+                cow_val_retain(&vn_vals(c)[i]);
+        }
     }
     else {
         c = vn_inner_new();

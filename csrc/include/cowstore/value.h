@@ -138,8 +138,6 @@ static inline struct cow_vec *cow_val_getvec(const cow_val *v) { return (struct 
 static inline struct cow_map *cow_val_getmap(const cow_val *v) { return (struct cow_map *)cow_ref_get(&v->u.w, COW_NK_MAP); }
 /* 1 when the value's blob/vector/map is in a store's pages. */
 int cow_val_stored(const cow_val *v);
-/* 1 when a value of this tag holds a cow_word. */
-int cow_tag_has_word(int tag);
 /* Checks a value read from pages: a storable tag, a sane inline length. */
 int cow_val_check_stored(const cow_val *v);
 
@@ -184,6 +182,18 @@ static inline int cow_tag_is_bytes(int t) { return t == COW_T_SBYTES || t == COW
 static inline int cow_tag_is_number(int t) { return t >= COW_T_BOOL && t <= COW_T_FLOAT; }
 static inline int cow_tag_is_vec(int t) { return t == COW_T_TUPLE || t == COW_T_LIST || t == COW_T_FLIST; }
 static inline int cow_tag_is_map(int t) { return t >= COW_T_DICT && t <= COW_T_FSET; }
+/* 1 when a value of this tag holds a blob; a cow_word (inline: every copy
+ * and release of a value asks it). */
+static inline int
+cow_tag_has_blob(int t)
+{
+    return t == COW_T_BIGINT || t == COW_T_STR || t == COW_T_BYTES || t == COW_T_NDARRAY || t == COW_T_EXT;
+}
+static inline int
+cow_tag_has_word(int t)
+{
+    return cow_tag_has_blob(t) || cow_tag_is_vec(t) || cow_tag_is_map(t) || t == COW_T_PACKED;
+}
 static inline int cow_tag_is_set(int t) { return t == COW_T_SET || t == COW_T_FSET; }
 
 /* Stable hash (same in every process and version).  COW_ETYPE for mutable
