@@ -9,9 +9,7 @@ import os
 
 from setuptools import Extension, setup
 
-# Hidden visibility: the core's functions are called directly inside the
-# module, not through the PLT (only PyInit__cowstore is exported).
-compile_args = ["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter",
+compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-Werror=implicit-function-declaration",
                 "-Werror=int-conversion", "-Werror=incompatible-pointer-types"]
 link_args = []
