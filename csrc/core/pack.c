@@ -741,10 +741,8 @@ skip_item_slow(pk_in *in, unsigned depth)
     int rc;
     if ((rc = get_byte(in, &code)))
         return rc;
-    if (code >= PK_SMALLINT || code <= PK_TRUE)
-        return COW_OK;
-    if (code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX)
-        len = code - PK_SSTR;
+    if ((len = fixed_payload(code)) != PK_VARLEN)
+        ;                               /* a truncated fixed-size item: checked below */
     else if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
         const cow_word *wp;
         const uint8_t *keys, *kend;
@@ -758,10 +756,6 @@ skip_item_slow(pk_in *in, unsigned depth)
             rc = skip_item(in, depth + 1);
         return rc;
     }
-    else if (code >= PK_INT8 && code <= PK_INT64)
-        len = (unsigned)int_width(code);
-    else if (code == PK_FLOAT)
-        len = sizeof(double);
     else if (is_word_code(code))
         return (rc = get_byte(in, &idx)) ? rc : idx < nwords_of(in->node) ? COW_OK : COW_ECORRUPT;
     else if (code == PK_STR || code == PK_BYTES || code == PK_SEXT) {
@@ -899,10 +893,11 @@ cow_pack_cursor_next(cow_pack_cursor *c, const char **key, size_t *klen, cow_val
     int rc;
     if (c->pos >= c->count)
         return COW_NOT_FOUND;
-    if (c->shape && (rc = next_key(&c->keys, c->kend, &k, klen)))
-        return rc;
-    if (c->shape)
+    if (c->shape) {
+        if ((rc = next_key(&c->keys, c->kend, &k, klen)))
+            return rc;
         *key = (const char *)k;
+    }
     if ((rc = get_entry_view(&c->in, c->v, c->pos, val)))
         return rc;
     c->pos++;

@@ -117,8 +117,6 @@ cow_next_ident(void)
     return ++ident_counter;
 }
 
-static int has_blob(int tag) { return cow_tag_has_blob(tag); }
-
 /* The item size a dtype string names if it has the form of a stored kind
  * (value.h: order, kind, 1..COW_NDARRAY_MAX_ITEM in decimal, NUL), else 0.
  * numpy decides which sizes exist for a kind. */
@@ -203,7 +201,7 @@ cow_val_retain(const cow_val *v)
         return;
     if (cow_word_stored(v->u.w))
         cow_ref_pin(v->u.w, +1);
-    else if (has_blob(v->tag))
+    else if (cow_tag_has_blob(v->tag))
         ((cow_blob *)v->u.w)->refcnt++;
     else if (cow_tag_is_vec(v->tag))
         cow_vec_retain((cow_vec *)v->u.w);
@@ -237,7 +235,7 @@ cow_val_release(cow_val *v)
         ;
     else if (cow_word_stored(v->u.w))
         cow_ref_pin(v->u.w, -1);
-    else if (has_blob(v->tag)) {
+    else if (cow_tag_has_blob(v->tag)) {
         cow_blob *b = (cow_blob *)v->u.w;
         if (cow_refcnt_drop(&b->refcnt))
             cow_free(b);

@@ -79,7 +79,6 @@ typedef struct cowpy_state {
     PyTypeObject *dict_base, *list_base, *set_base, *iter_type, *diff_type;
     PyObject *cls[COW_T__COUNT];    /* Python class for each container tag */
     PyObject *view_cls[COWPY_VIEW_KINDS];   /* keys, values, items views' classes */
-    PyObject *str_mapping;          /* "_mapping", interned: a view's container */
     PyObject *CowstoreError, *UnsupportedTypeError, *CycleError, *FrozenError;
     PyObject *CowMemoryError, *CowValueError, *CowOverflowError, *CorruptStoreError;
     PyObject *StoreError, *ReadonlyStoreError, *ConflictError;

@@ -28,18 +28,16 @@ dict_get_entry(PyObject *op, PyObject *key, const cow_val **kv, uint64_t *hash)
     return rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : rc == COW_FOUND;
 }
 
-/* A nested container read in place (pack.h P8) as the view d[key] returns. */
+/* A nested container read in place (pack.h P8) as the view d[key] returns:
+ * attached to us under key, stored as a key is. */
 static PyObject *
-nested_view(PyObject *op, const char *s, Py_ssize_t n, const cow_val *v)
+nested_view(PyObject *op, PyObject *key, const cow_val *v)
 {
     cow_val k;
     uint64_t h;
     PyObject *res;
-    int rc = cow_val_str(&k, s, (size_t)n);
-    if (rc == COW_OK && (rc = cow_val_hash(&k, &h)) < 0)
-        cow_val_release(&k);
-    if (rc < 0)
-        return cowpy_raise(COWPY_ST(op), rc);
+    if (cowpy_store_key(COWPY_ST(op), key, &k, &h) < 0)
+        return NULL;
     res = cowpy_to_object(COWPY_ST(op), v, SELF, &k, h, 0);
     cow_val_release(&k);
     return res;
@@ -71,7 +69,7 @@ packed_lookup(PyObject *op, PyObject *key, PyObject **res)
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(op), rc);
     if (rc == COW_FOUND && res) {
-        *res = v.tag == COW_T_PACKED ? nested_view(op, s, n, &v)
+        *res = v.tag == COW_T_PACKED ? nested_view(op, key, &v)
                                      : cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
         if (*res == NULL)
             return -1;
@@ -289,17 +287,21 @@ COWPY_ENTRY(static, PyObject *, dict_iter, (PyObject *op), (op))
  * __iter__ is a C method: a loop over a record's items() runs no Python
  * frame of ours (it cost about a third of the loop). */
 
+/* "_mapping", a view's container: interned at the first registration, for
+ * the process (view_iter has no module state: the view classes are not
+ * ours). */
+static PyObject *view_mapping_name;
+
 static PyObject *
 make_view(PyObject *op, int kind)
 {
-    cowpy_state *st = COWPY_ST(op);
-    PyTypeObject *cls = (PyTypeObject *)st->view_cls[kind];
+    PyTypeObject *cls = (PyTypeObject *)COWPY_ST(op)->view_cls[kind];
     PyObject *view;
     if (cls == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "cowstore view classes not registered");
         return NULL;
     }
-    if ((view = cls->tp_alloc(cls, 0)) != NULL && PyObject_SetAttr(view, st->str_mapping, op) < 0)
+    if ((view = cls->tp_alloc(cls, 0)) != NULL && PyObject_SetAttr(view, view_mapping_name, op) < 0)
         Py_CLEAR(view);
     return view;
 }
@@ -307,10 +309,6 @@ make_view(PyObject *op, int kind)
 static PyObject *dict_keys(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_KEYS); }
 static PyObject *dict_values(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_VALUES); }
 static PyObject *dict_items(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_ITEMS); }
-
-/* "_mapping", interned at the first registration: view_iter has no module
- * state to keep it in (the view classes are not ours). */
-static PyObject *view_mapping_name;
 
 /* iter(view): an iterator of the view's container, or of whatever
  * _mapping a user gave the view, through its _iter. */
@@ -348,10 +346,8 @@ cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
 {
     PyObject *descr;
     int rc;
-    if (st->str_mapping == NULL && (st->str_mapping = PyUnicode_InternFromString("_mapping")) == NULL)
+    if (view_mapping_name == NULL && (view_mapping_name = PyUnicode_InternFromString("_mapping")) == NULL)
         return -1;
-    if (view_mapping_name == NULL)
-        view_mapping_name = Py_NewRef(st->str_mapping);     /* kept for the process */
     if ((descr = PyDescr_NewMethod((PyTypeObject *)cls, &view_iter_defs[kind])) == NULL)
         return -1;
     rc = PyObject_SetAttrString(cls, "__iter__", descr);

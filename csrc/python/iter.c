@@ -166,27 +166,24 @@ exhaust(CowIter *it)
     Py_CLEAR(it->keys);
 }
 
-/* Entry p of a packed snapshot, v read in place (key: its UTF-8 for a
- * dict), as owner[k] would return it: while owner still holds the very
- * pack, a nested container is a view of owner that needs no resync. */
+/* Entry p of a packed snapshot, v read in place, as owner[k] would return
+ * it (k: the key object, a dict's): while owner still holds the very pack,
+ * a nested container is a view of owner that needs no resync. */
 static PyObject *
-packed_value(CowIter *it, const cow_val *v, const char *key, size_t klen, size_t p)
+packed_value(CowIter *it, const cow_val *v, PyObject *key, size_t p)
 {
     cow_val k = cow_val_none();
     uint64_t h = 0;
     PyObject *res;
-    int rc = COW_OK;
     if (!cowpy_is_mutable_container(v))
         return cowpy_to_object(it->st, v, NULL, NULL, 0, 0);
-    if (it->keys && (rc = cow_val_str(&k, key, klen)) == COW_OK && (rc = cow_val_hash(&k, &h)) < 0)
-        cow_val_release(&k);
-    if (rc < 0)
-        return cowpy_raise(it->st, rc);
+    if (key && cowpy_store_key(it->st, key, &k, &h) < 0)
+        return NULL;
     if (it->owner->root.tag == COW_T_PACKED && it->owner->root.u.w == it->snap.u.w
         && cow_pack_offset(&it->owner->root) == cow_pack_offset(&it->snap))
-        res = cowpy_to_object(it->st, v, it->owner, it->keys ? &k : NULL, h, p);
+        res = cowpy_to_object(it->st, v, it->owner, key ? &k : NULL, h, p);
     else
-        res = cowpy_snapshot_value(it->owner, &it->snap, v, it->keys ? &k : NULL, h, p);
+        res = cowpy_snapshot_value(it->owner, &it->snap, v, key ? &k : NULL, h, p);
     cow_val_release(&k);
     return res;
 }
@@ -196,23 +193,20 @@ packed_step(CowIter *it)
 {
     const char *key = NULL;
     size_t klen = 0, p = it->pc.pos;
-    PyObject *pk = NULL, *pv;
+    PyObject *k = NULL, *pv;
     cow_val v;
     int rc = cow_pack_cursor_next(&it->pc, &key, &klen, &v);
     if (rc != COW_FOUND) {
         exhaust(it);
         return rc < 0 ? cowpy_raise(it->st, rc) : NULL;
     }
-    if (it->keys && it->kind != COWPY_IT_VALUES) {
-        pk = Py_NewRef(PyTuple_GET_ITEM(it->keys, (Py_ssize_t)p));
-        if (it->kind == COWPY_IT_KEYS)
-            return pk;
-    }
-    if ((pv = packed_value(it, &v, key, klen, p)) == NULL) {
-        Py_XDECREF(pk);
+    if (it->keys)
+        k = PyTuple_GET_ITEM(it->keys, (Py_ssize_t)p);     /* borrowed */
+    if (it->kind == COWPY_IT_KEYS && k)
+        return Py_NewRef(k);
+    if ((pv = packed_value(it, &v, k, p)) == NULL)
         return NULL;
-    }
-    return pk ? pair_of(it, pk, pv) : pv;
+    return it->kind == COWPY_IT_ITEMS && k ? pair_of(it, Py_NewRef(k), pv) : pv;
 }
 
 COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))

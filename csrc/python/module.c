@@ -202,7 +202,6 @@ cowpy_traverse(PyObject *mod, visitproc visit, void *arg)
         Py_VISIT(st->cls[t]);
     for (int k = 0; k < COWPY_VIEW_KINDS; k++)
         Py_VISIT(st->view_cls[k]);
-    Py_VISIT(st->str_mapping);
     return 0;
 }
 
@@ -225,7 +224,6 @@ cowpy_clear(PyObject *mod)
         Py_CLEAR(st->cls[t]);
     for (int k = 0; k < COWPY_VIEW_KINDS; k++)
         Py_CLEAR(st->view_cls[k]);
-    Py_CLEAR(st->str_mapping);
     Py_CLEAR(st->CowstoreError);
     Py_CLEAR(st->UnsupportedTypeError);
     Py_CLEAR(st->CycleError);
