@@ -20,14 +20,20 @@
  * among set bits (popcount of lower bits) is its position; if bit 5 of the
  * nodemap is set instead, descend into the child and use bits 5..9 (22).
  *
- * Index node bytes (16-byte header, then leaves, then child pointers):
+ * Index node bytes (16-byte header, then child words, then leaves):
  *
- *   +--------+------+-------+---------+---------+----------------------+-----------+
- *   | refcnt | kind | count | datamap | nodemap | {hash32, entry} x d  | kid * x k |
- *   |  u32   | u16  |  u16  |   u32   |   u32   | 8 bytes each         | 8 bytes   |
- *   +--------+------+-------+---------+---------+----------------------+-----------+
+ *   +--------+------+-------+---------+---------+-----------+---------------+
+ *   | refcnt | kind | count | datamap | nodemap | kid  x k  | entry  x d    |
+ *   |  u32   | u16  |  u16  |   u32   |   u32   | 8 bytes   | u32 each      |
+ *   +--------+------+-------+---------+---------+-----------+---------------+
  *   bitmap node: d = popcount(datamap), k = popcount(nodemap), count unused.
  *   collision node: d = count leaves with one hash32, sorted by key; k = 0.
+ *
+ * A leaf is only an entry number (format 5; formats 2-4 kept the hash32
+ * beside it): the hash bits that place it are its path, and a probe is
+ * compared with the key in the log, which a hit reads anyway.  Splitting a
+ * slot rehashes the key already there.  Kids come first so that they stay
+ * 8-byte aligned after any number of 4-byte leaves.
  *
  * Depth bound: 32 hash bits at 5 per level fill levels 0..6 (shifts 0..30,
  * the last taking 2 bits); keys whose whole hash32 collides sit in a collision
@@ -66,10 +72,8 @@ enum { HN_BITMAP = 0, HN_COLLISION = 1 };
 #define HN_BITS 5
 #define HN_HASH_BITS 32
 
-typedef struct cow_hleaf {
-    uint32_t hash;
-    uint32_t entry;
-} cow_hleaf;
+/* An index leaf: the number of the entry it names. */
+typedef uint32_t cow_hleaf;
 
 struct cow_hnode {
     uint32_t refcnt;
@@ -101,8 +105,15 @@ hn_nleaves(const cow_hnode *n)
     return n->kind == HN_COLLISION ? n->count : popc(n->datamap);
 }
 
-static cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(n + 1); }
-static cow_word *hn_kids(const cow_hnode *n) { return (cow_word *)(hn_leaves(n) + hn_nleaves(n)); }
+static unsigned hn_nkids(const cow_hnode *n) { return n->kind == HN_BITMAP ? popc(n->nodemap) : 0; }
+static cow_word *hn_kids(const cow_hnode *n) { return (cow_word *)(n + 1); }
+static cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(hn_kids(n) + hn_nkids(n)); }
+
+static size_t
+hn_size(unsigned nleaves, unsigned nkids)
+{
+    return sizeof(cow_hnode) + nkids * sizeof(cow_word) + nleaves * sizeof(cow_hleaf);
+}
 
 /* The node *wp names where one must exist; NULL (corrupt pages) is poison. */
 static cow_hnode *
@@ -196,16 +207,14 @@ cow_map_stored_size(const void *p, size_t avail, int kind)
     const cow_hnode *n = p;
     if (avail < sizeof(cow_hnode) || n->refcnt != COW_REFCNT_STORED || n->kind > HN_COLLISION)
         return 0;
-    size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
-           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
+    size = hn_size(hn_nleaves(n), hn_nkids(n));
     return size <= avail ? size : 0;
 }
 
 static cow_hnode *
 hn_new(int kind, unsigned nleaves, unsigned nkids)
 {
-    cow_hnode *n = cow_malloc(sizeof(cow_hnode) + nleaves * sizeof(cow_hleaf)
-                          + nkids * sizeof(cow_hnode *));
+    cow_hnode *n = cow_malloc(hn_size(nleaves, nkids));
     if (n == NULL)
         return NULL;
     n->refcnt = 1;
@@ -239,8 +248,7 @@ hn_own(cow_word *slot)
         return COW_OK;
     if (!kids_ok(n))
         return COW_ECORRUPT;
-    size = sizeof(cow_hnode) + hn_nleaves(n) * sizeof(cow_hleaf)
-           + (n->kind == HN_BITMAP ? popc(n->nodemap) : 0) * sizeof(cow_word);
+    size = hn_size(hn_nleaves(n), hn_nkids(n));
     if ((c = cow_malloc(size)) == NULL)
         return COW_ENOMEM;
     memcpy(c, n, size);
@@ -279,7 +287,7 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     unsigned lo = 0, hi = n->count;
     while (lo < hi) {
         unsigned mid = (lo + hi) / 2;
-        if (cow_val_order(entry_key(m, hn_leaves(n)[mid].entry), probe) < 0)
+        if (cow_val_order(entry_key(m, hn_leaves(n)[mid]), probe) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -293,11 +301,11 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
           const cow_val **kv)
 {
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
-        const cow_val *k = entry_key(m, hn_leaves(n)[i].entry);
+        const cow_val *k = entry_key(m, hn_leaves(n)[i]);
         if (cow_val_order(k, key) != 0)
             break;
         if (cow_val_equal(k, key)) {
-            *entry = hn_leaves(n)[i].entry;
+            *entry = hn_leaves(n)[i];
             *kv = k;
             return COW_FOUND;
         }
@@ -311,15 +319,14 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cons
     const cow_hnode *n = hn_at(&m->index);
     for (unsigned shift = 0; shift <= HN_HASH_BITS + HN_BITS; shift += HN_BITS) {
         uint32_t bit;
-        if (n->kind == HN_COLLISION)
-            return n->count && hn_leaves(n)[0].hash == h ? coll_find(m, n, key, entry, kv)
-                                                         : COW_NOT_FOUND;
+        if (n->kind == HN_COLLISION)    /* reached by every bit of h: its hash32 */
+            return coll_find(m, n, key, entry, kv);
         bit = bit_at(h, shift);
         if (n->datamap & bit) {
-            const cow_hleaf *lf = &hn_leaves(n)[popc(n->datamap & (bit - 1))];
-            if (lf->hash != h || !cow_val_equal(*kv = entry_key(m, lf->entry), key))
+            cow_hleaf lf = hn_leaves(n)[popc(n->datamap & (bit - 1))];
+            if (!cow_val_equal(*kv = entry_key(m, lf), key))
                 return COW_NOT_FOUND;
-            *entry = lf->entry;
+            *entry = lf;
             return COW_FOUND;
         }
         if (!(n->nodemap & bit))
@@ -365,16 +372,17 @@ cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, const cow
 
 /* ---- index insertion ---------------------------------------------------- */
 
-/* A subtree at `shift` holding two leaves with distinct entries. */
+/* A subtree at `shift` holding two leaves with distinct entries, whose keys
+ * hash to ha and hb. */
 static cow_hnode *
-hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
+hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, uint32_t ha, cow_hleaf b, uint32_t hb)
 {
     cow_hnode *n, *kid;
     uint32_t ba, bb;
     if (shift >= HN_HASH_BITS) {
         if ((n = hn_new(HN_COLLISION, 2, 0)) == NULL)
             return NULL;
-        if (cow_val_order(entry_key(m, b.entry), entry_key(m, a.entry)) < 0) {
+        if (cow_val_order(entry_key(m, b), entry_key(m, a)) < 0) {
             cow_hleaf t = a;
             a = b;
             b = t;
@@ -383,8 +391,8 @@ hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
         hn_leaves(n)[1] = b;
         return n;
     }
-    ba = bit_at(a.hash, shift);
-    bb = bit_at(b.hash, shift);
+    ba = bit_at(ha, shift);
+    bb = bit_at(hb, shift);
     if (ba != bb) {
         if ((n = hn_new(HN_BITMAP, 2, 0)) == NULL)
             return NULL;
@@ -393,7 +401,7 @@ hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, cow_hleaf b)
         hn_leaves(n)[ba < bb ? 1 : 0] = b;
         return n;
     }
-    if ((kid = hn_pair(m, shift + HN_BITS, a, b)) == NULL)
+    if ((kid = hn_pair(m, shift + HN_BITS, a, ha, b, hb)) == NULL)
         return NULL;
     if ((n = hn_new(HN_BITMAP, 0, 1)) == NULL) {
         hn_release(kid);
@@ -452,9 +460,9 @@ coll_insert(const cow_map *m, cow_word *slot, cow_hleaf leaf)
     unsigned pos;
     if (n->count == COW_MAP_MAX_COLLISIONS)
         return COW_EOVERFLOW;           /* count would wrap: refuse, never lose the bucket */
-    pos = coll_lower_bound(m, n, entry_key(m, leaf.entry));
+    pos = coll_lower_bound(m, n, entry_key(m, leaf));
     if (n->refcnt == 1) {              /* unshared: grow in place, one memmove */
-        c = cow_realloc(n, sizeof(cow_hnode) + (n->count + 1u) * sizeof(cow_hleaf));
+        c = cow_realloc(n, hn_size(n->count + 1u, 0));
         if (c == NULL)
             return COW_ENOMEM;
         memmove(hn_leaves(c) + pos + 1, hn_leaves(c) + pos, (c->count - pos) * sizeof(cow_hleaf));
@@ -472,19 +480,16 @@ coll_insert(const cow_map *m, cow_word *slot, cow_hleaf leaf)
 }
 
 /* The common insert into an unshared node: grow it where it lies instead of
- * building a copy (children shift up by one leaf). */
+ * building a copy (the leaves after it move up by one). */
 static int
 hn_add_leaf_in_place(cow_word *slot, uint32_t bit, cow_hleaf leaf)
 {
     cow_hnode *n = (cow_hnode *)*slot;
     unsigned nleaves = popc(n->datamap), nkids = popc(n->nodemap);
     unsigned pos = popc(n->datamap & (bit - 1));
-    cow_hnode *g = cow_realloc(n, sizeof(cow_hnode) + (nleaves + 1) * sizeof(cow_hleaf)
-                              + nkids * sizeof(cow_word));
+    cow_hnode *g = cow_realloc(n, hn_size(nleaves + 1, nkids));
     if (g == NULL)
         return COW_ENOMEM;
-    memmove((char *)(hn_leaves(g) + nleaves + 1), (char *)(hn_leaves(g) + nleaves),
-            nkids * sizeof(cow_word));
     memmove(hn_leaves(g) + pos + 1, hn_leaves(g) + pos, (nleaves - pos) * sizeof(cow_hleaf));
     hn_leaves(g)[pos] = leaf;
     g->datamap |= bit;
@@ -492,26 +497,31 @@ hn_add_leaf_in_place(cow_word *slot, uint32_t bit, cow_hleaf leaf)
     return COW_OK;
 }
 
+static int key_hash32(const cow_val *key, uint32_t *h);
+
+/* Inserts the leaf of an entry whose key hashes to h. */
 static int
-hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf)
+hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf, uint32_t h)
 {
     cow_hnode *n = hn_at(slot), *sub;
-    uint32_t bit;
+    uint32_t bit, hold;
     int rc;
     if (n->kind == HN_COLLISION)
         return coll_insert(m, slot, leaf);
-    bit = bit_at(leaf.hash, shift);
+    bit = bit_at(h, shift);
     if (n->nodemap & bit) {
         if ((rc = hn_own(slot)) < 0)
             return rc;
         n = (cow_hnode *)*slot;
         if (shift >= HN_HASH_BITS)
             return COW_ECORRUPT;          /* a bitmap node below level 6: bad pages */
-        return hn_insert(m, &hn_kids(n)[popc(n->nodemap & (bit - 1))], shift + HN_BITS, leaf);
+        return hn_insert(m, &hn_kids(n)[popc(n->nodemap & (bit - 1))], shift + HN_BITS, leaf, h);
     }
     if (n->datamap & bit) {       /* two leaves share this slot: push both down */
         int pos = (int)popc(n->datamap & (bit - 1));
-        if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], leaf)) == NULL)
+        if ((rc = key_hash32(entry_key(m, hn_leaves(n)[pos]), &hold)) < 0)
+            return rc;
+        if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], hold, leaf, h)) == NULL)
             return COW_ENOMEM;
         cow_hnode *c = hn_rebuild(n, n->datamap & ~bit, n->nodemap | bit, pos, -1, leaf,
                                   -1, (int)popc(n->nodemap & (bit - 1)), sub);
@@ -543,7 +553,7 @@ pair_other(const cow_hnode *n, uint32_t entry, cow_hleaf *other)
     if (hn_nleaves(n) != 2 || (n->kind == HN_BITMAP && n->nodemap))
         return 0;
     for (unsigned i = 0; i < 2; i++)
-        if (hn_leaves(n)[i].entry == entry) {
+        if (hn_leaves(n)[i] == entry) {
             *other = hn_leaves(n)[1 - i];
             return 1;
         }
@@ -555,7 +565,7 @@ coll_delete(cow_word *slot, uint32_t entry)
 {
     cow_hnode *n = hn_at(slot), *c;
     unsigned pos = 0;
-    while (pos < n->count && hn_leaves(n)[pos].entry != entry)
+    while (pos < n->count && hn_leaves(n)[pos] != entry)
         pos++;
     if (pos == n->count)
         return COW_EKEY;
@@ -575,14 +585,14 @@ hn_delete(cow_word *slot, unsigned shift, uint32_t h, uint32_t entry)
 {
     cow_hnode *n = hn_at(slot);
     uint32_t bit;
-    cow_hleaf up = {0, 0};
+    cow_hleaf up = 0;
     int rc, kpos;
     if (n->kind == HN_COLLISION)
         return coll_delete(slot, entry);
     bit = bit_at(h, shift);
     if (n->datamap & bit) {
         int pos = (int)popc(n->datamap & (bit - 1));
-        if (hn_leaves(n)[pos].entry != entry)
+        if (hn_leaves(n)[pos] != entry)
             return COW_EKEY;
         return replace(slot, hn_rebuild(n, n->datamap & ~bit, n->nodemap, pos, -1, up,
                                         -1, -1, NULL));
@@ -698,12 +708,12 @@ index_build(cow_map *m, cow_word *out)
     if (rootn == NULL)
         return COW_ENOMEM;
     for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
-        cow_hleaf leaf = {0, (uint32_t)e};
         const cow_val *k = entry_key(m, (uint32_t)e);
+        uint32_t h;
         if (k->tag == COW_T_HOLE)
             continue;
-        if ((rc = key_hash32(k, &leaf.hash)) == COW_OK)
-            rc = hn_insert(m, &root, 0, leaf);
+        if ((rc = key_hash32(k, &h)) == COW_OK)
+            rc = hn_insert(m, &root, 0, (cow_hleaf)e, h);
     }
     if (rc < 0) {
         hw_release(root);
@@ -733,10 +743,8 @@ cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val)
     }
     if ((rc = cow_vb_push(&m->log, val)) < 0)
         goto undo_key;
-    if (m->index) {
-        cow_hleaf leaf = {hash32(hash), (uint32_t)n};
-        rc = hn_insert(m, &m->index, 0, leaf);
-    }
+    if (m->index)
+        rc = hn_insert(m, &m->index, 0, (cow_hleaf)n, hash32(hash));
     else if (n + 1 > COW_MAP_LINEAR_MAX)
         rc = index_build(m, &m->index);
     if (rc < 0) {
@@ -968,47 +976,68 @@ cow_map_write_node(cow_segw *w, const void *node, int kind)
                              hn_nleaves(n) * sizeof(cow_hleaf), NULL, 0);
     for (size_t i = 0; i < nkids; i++)
         kids[i] = kid_ok(n, hn_kids(n)[i]) ? cow_segw_ref(w, &hn_kids(n)[i], COW_NK_HNODE) : 0;
-    /* leaves then kids, as one body */
-    struct { cow_hleaf l[COW_SEGW_MAX_KIDS]; cow_word k[COW_SEGW_MAX_KIDS]; } body;
+    /* kids then leaves, as one body */
+    struct { cow_word k[COW_SEGW_MAX_KIDS]; cow_hleaf l[COW_SEGW_MAX_KIDS]; } body;
     size_t nl = hn_nleaves(n);
-    memcpy(body.l, hn_leaves(n), nl * sizeof(cow_hleaf));
-    memcpy((char *)body.l + nl * sizeof(cow_hleaf), kids, nkids * sizeof(cow_word));
+    memcpy(body.k, kids, nkids * sizeof(cow_word));
+    memcpy((char *)body.k + nkids * sizeof(cow_word), hn_leaves(n), nl * sizeof(cow_hleaf));
     return cow_segw_emit(w, &head, sizeof head, &body,
-                         nl * sizeof(cow_hleaf) + nkids * sizeof(cow_word), kids, nkids);
+                         nkids * sizeof(cow_word) + nl * sizeof(cow_hleaf), kids, nkids);
 }
 
 /* ---- validation (H1..H5) ------------------------------------------------ */
 
-static int
-check_node(const cow_map *m, const cow_hnode *n, unsigned shift, int is_root,
-           size_t *seen)
+/* Bits of hash32 that the path to a node at `shift` fixed. */
+static uint32_t
+path_mask(unsigned shift)
 {
+    return shift >= HN_HASH_BITS ? UINT32_MAX : (1u << shift) - 1u;
+}
+
+/* H3 for one leaf at slot `slot` of a node at `shift` whose path fixed
+ * `prefix`: it names a live entry whose key hashes there. */
+static int
+check_leaf(const cow_map *m, cow_hleaf lf, unsigned shift, uint32_t prefix, unsigned slot)
+{
+    uint32_t h;
+    if (lf >= nentries(m) || entry_key(m, lf)->tag == COW_T_HOLE
+        || key_hash32(entry_key(m, lf), &h) < 0 || (h & path_mask(shift)) != prefix)
+        return COW_EINVAL;
+    return shift >= HN_HASH_BITS || ((h >> shift) & 31u) == slot ? COW_OK : COW_EINVAL;
+}
+
+static int
+check_node(const cow_map *m, const cow_hnode *n, unsigned shift, uint32_t prefix,
+           int is_root, size_t *seen)
+{
+    unsigned leaf = 0, kid = 0;
     if (n->kind == HN_COLLISION) {
         if (shift < HN_HASH_BITS || n->count < 2)
             return COW_EINVAL;                                      /* H5 */
         for (unsigned i = 0; i < n->count; i++) {
-            if (hn_leaves(n)[i].hash != hn_leaves(n)[0].hash)
-                return COW_EINVAL;
-            if (i && cow_val_order(entry_key(m, hn_leaves(n)[i - 1].entry),
-                                   entry_key(m, hn_leaves(n)[i].entry)) > 0)
+            if (check_leaf(m, hn_leaves(n)[i], shift, prefix, 0) < 0)
+                return COW_EINVAL;                                  /* H3 */
+            if (i && cow_val_order(entry_key(m, hn_leaves(n)[i - 1]),
+                                   entry_key(m, hn_leaves(n)[i])) > 0)
                 return COW_EINVAL;                                  /* H4 */
         }
+        *seen += n->count;
+        return COW_OK;
     }
-    else if (shift >= HN_HASH_BITS || (n->datamap & n->nodemap)
-             || (!is_root && popc(n->nodemap) == 0 && popc(n->datamap) < 2))
+    if (shift >= HN_HASH_BITS || (n->datamap & n->nodemap)
+        || (!is_root && popc(n->nodemap) == 0 && popc(n->datamap) < 2))
         return COW_EINVAL;                                          /* H5 */
-    for (unsigned i = 0; i < hn_nleaves(n); i++) {
-        const cow_hleaf *lf = &hn_leaves(n)[i];
-        uint32_t h;
-        if (lf->entry >= nentries(m) || entry_key(m, lf->entry)->tag == COW_T_HOLE
-            || key_hash32(entry_key(m, lf->entry), &h) < 0 || h != lf->hash)
-            return COW_EINVAL;                                      /* H3 */
-        (*seen)++;
+    for (unsigned slot = 0; slot < 32; slot++) {
+        if (n->datamap & (1u << slot)) {
+            if (check_leaf(m, hn_leaves(n)[leaf++], shift, prefix, slot) < 0)
+                return COW_EINVAL;                                  /* H3 */
+            (*seen)++;
+        }
+        else if ((n->nodemap & (1u << slot))
+                 && check_node(m, hn_kid(n, kid++), shift + HN_BITS,
+                               prefix | (uint32_t)slot << shift, 0, seen) < 0)
+            return COW_EINVAL;
     }
-    if (n->kind == HN_BITMAP)
-        for (unsigned i = 0; i < popc(n->nodemap); i++)
-            if (check_node(m, hn_kid(n, i), shift + HN_BITS, 0, seen) < 0)
-                return COW_EINVAL;
     return COW_OK;
 }
 
@@ -1024,7 +1053,7 @@ cow_map_check(const cow_map *m)
         return COW_EINVAL;                                          /* H2 */
     if ((m->index != 0) != (nentries(m) > COW_MAP_LINEAR_MAX))
         return COW_EINVAL;                                          /* H1 */
-    if (m->index && (check_node(m, hn_at(&m->index), 0, 1, &seen) < 0 || seen != live))
+    if (m->index && (check_node(m, hn_at(&m->index), 0, 0, 1, &seen) < 0 || seen != live))
         return COW_EINVAL;                                          /* H3 */
     return COW_OK;
 }

@@ -114,6 +114,18 @@ store_msg(int rc, const char *text)
 
 /* ---- open and close -------------------------------------------------------- */
 
+/* Format n was written by cowstore 0.n (see COW_STORE_FORMAT). */
+static int
+old_format(uint32_t n)
+{
+    char msg[COW_STORE_MSG_MAX];
+    snprintf(msg, sizeof msg, "store format %u, written by cowstore 0.%u; this version reads "
+             "format %u only: export each root with cowstore 0.%u (`cowstore export OLD NAME "
+             "NAME.json`) and import it here (`cowstore import NEW NAME NAME.json`)",
+             n, n, COW_STORE_FORMAT, n);
+    return store_msg(COW_ESTORE, msg);
+}
+
 static int
 check_format(cow_store *s, MDB_txn *txn, int create)
 {
@@ -144,19 +156,9 @@ check_format(cow_store *s, MDB_txn *txn, int create)
     if (rec[3] != COW_STORE_BOM)
         return store_msg(COW_ECORRUPT, "store written on a host of the other byte order");
     if (rec[2] < COW_STORE_FORMAT_OLDEST_READ)
-        return store_msg(COW_ESTORE, "store format 1, written by cowstore 0.1; this version "
-                                     "reads formats 2 to 4: export each root with cowstore 0.1 "
-                                     "(`cowstore export OLD NAME NAME.json`) and import it "
-                                     "here (`cowstore import NEW NAME NAME.json`)");
+        return old_format(rec[2]);
     if (rec[2] > COW_STORE_FORMAT || rec[4] != sizeof(cow_val) || rec[5] != sizeof(cow_word))
         return store_msg(COW_ECORRUPT, "unsupported store format version");
-    if (rec[2] < COW_STORE_FORMAT && create) {      /* see COW_STORE_FORMAT */
-        rec[2] = COW_STORE_FORMAT;
-        v.mv_size = sizeof rec;
-        v.mv_data = rec;
-        if ((mrc = mdb_put(txn, s->meta, &k, &v, 0)) != 0)
-            return store_mdb_fail(s, mrc, "marking the store format 4");
-    }
     return COW_OK;
 }
 

@@ -40,7 +40,11 @@ enum key_kind {
     K_INT,      /* int id */
     K_STR,      /* str: inline for even ids, blob for odd ones */
     K_MIX,      /* by id % 4: int, inline str, blob str, bytes equal to str id-2 */
+    K_FORCED,   /* K_MIX below FILLERS, then ints built to collide (forced_key) */
 };
+
+static cow_val forced_key(int64_t id);
+static int64_t forced_fillers(void);
 
 /* Longest key text, with room to spare. */
 #define KEY_BUF 64
@@ -71,9 +75,12 @@ static cow_val
 key_for(int kind, int64_t id)
 {
     char buf[KEY_BUF];
-    int cls = key_class(kind, id);
+    int cls;
     cow_val v;
     size_t n;
+    if (kind == K_FORCED && id >= forced_fillers())
+        return forced_key(id);
+    cls = key_class(kind == K_FORCED ? K_MIX : kind, id);
     if (cls == 0)
         return cow_val_int(id);
     n = key_text(cls, id, buf);
@@ -88,8 +95,11 @@ key_for(int kind, int64_t id)
 static cow_val
 probe_for(int kind, int64_t id, char buf[KEY_BUF])
 {
-    int cls = key_class(kind, id);
+    int cls;
     size_t n;
+    if (kind == K_FORCED && id >= forced_fillers())
+        return forced_key(id);                          /* an int: nothing to release */
+    cls = key_class(kind == K_FORCED ? K_MIX : kind, id);
     if (cls == 0)
         return id == 1 ? cow_val_bool(1) : id % 2 ? cow_val_float((double)id) : cow_val_int(id);
     n = key_text(cls, id, buf);
@@ -875,41 +885,158 @@ Test(map, real_collisions_in_copies)
     cr_assert_eq(cow_map_live_nodes(), 0);
 }
 
-/* ---- forced collisions through the hash argument ------------------------------------ */
+/* ---- real collisions: keys built to hash where a test wants ----------------------------- */
 
-/* The fake hash: three classes.  Class 0 keys share one full hash (collision
- * nodes), class 1 differs from it only in bit 31 (a chain of bitmap nodes down
- * to the last level), class 2 only in bit 0 (split at the root). */
+/* The index keeps no hashes (map.c): a split rehashes the key already in a
+ * slot, so the hash given to cow_map_set must be the key's own.  Colliding
+ * keys are built by running the stable hash (hash.c, pinned by test_hash.c)
+ * backwards: each of its steps is a bijection on 64-bit words. */
+#define ROUND_MUL 0x9fb21c651e98df25ULL     /* hash.c's word multiplier */
+
+/* The inverse of an odd multiplier mod 2^64 (Newton: each step doubles the
+ * correct low bits). */
+static uint64_t
+inv_mul(uint64_t m)
+{
+    uint64_t x = m;
+    for (int i = 0; i < 6; i++)
+        x *= 2 - m * x;
+    return x;
+}
+
+/* x with x ^= x >> s undone. */
+static uint64_t
+unxorshift(uint64_t x, unsigned s)
+{
+    uint64_t y = x;
+    for (unsigned k = s; k < 64; k += s)
+        y = x ^ (y >> s);
+    return y;
+}
+
+/* The x whose cow_hash_mix64 is h. */
+static uint64_t
+unmix64(uint64_t h)
+{
+    h = unxorshift(h, 31);
+    h *= inv_mul(0x94d049bb133111ebULL);
+    h = unxorshift(h, 27);
+    h *= inv_mul(0xbf58476d1ce4e5b9ULL);
+    return unxorshift(h, 30);
+}
+
+/* An int key whose hash is h. */
+static cow_val
+int_hashing_to(uint64_t h)
+{
+    cow_val k = cow_val_int((int64_t)unmix64(h));
+    cr_assert_eq(tu_hash(&k), h);
+    return k;
+}
+
+/* An 8-byte str (or bytes) key whose hash is h: one word, no tail. */
+static cow_val
+span_hashing_to(uint64_t h, int is_str)
+{
+    uint64_t x = unmix64(h), w, seed = is_str ? COW_SEED_STR : COW_SEED_BYTES;
+    unsigned char raw[8];
+    cow_val k;
+    x ^= x >> 32;       /* self-inverse */
+    w = (x * inv_mul(ROUND_MUL)) ^ (seed ^ 8 * ROUND_MUL);
+    for (int i = 0; i < 8; i++)
+        raw[i] = (unsigned char)(w >> (8 * i));
+    if (is_str)
+        cr_assert_eq(cow_val_str(&k, (const char *)raw, 8), COW_OK);
+    else
+        k = tu_bytes(raw, 8);
+    cr_assert_eq(tu_hash(&k), h);
+    return k;
+}
+
+/* The element hash a one- or two-entry map or set must add to acc_have
+ * so that it hashes to h (cow_map_hash: mix(seed * M + acc + live)). */
+static uint64_t
+acc_needed(uint64_t h, uint64_t seed, uint64_t live, uint64_t acc_have)
+{
+    return unmix64(h) - seed * ROUND_MUL - live - acc_have;
+}
+
+/* The frozenset {a, b} hashing to h, b chosen to make it so; `swap` inserts
+ * b first (the same set, built in the other order). */
+static cow_val
+fset_hashing_to(uint64_t h, int64_t a, int swap)
+{
+    cow_map *s = cow_map_new();
+    cow_val ka = cow_val_int(a), kb, probe;
+    uint64_t zero = cow_hash_mix64(0), ea = cow_hash_mix64(tu_hash(&ka) ^ zero);
+    kb = int_hashing_to(unmix64(acc_needed(h, COW_SEED_SET, 2, ea)) ^ zero);
+    cr_assert_eq(cow_map_set(s, swap ? kb : ka, tu_hash(swap ? &kb : &ka), cow_val_none()), COW_OK);
+    cr_assert_eq(cow_map_set(s, swap ? ka : kb, tu_hash(swap ? &ka : &kb), cow_val_none()), COW_OK);
+    probe = cow_val_map(COW_T_FSET, s);
+    cr_assert_eq(tu_hash(&probe), h);
+    return probe;
+}
+
+/* The tuple (k,) hashing to h (vec_hash: combine(combine(seed, hk), 1)). */
+static cow_val
+tuple_hashing_to(uint64_t h)
+{
+    cow_vec *t = cow_vec_new();
+    uint64_t acc1 = (unmix64(h) - 1) * inv_mul(ROUND_MUL);
+    cow_val tuple;
+    cr_assert_eq(cow_vb_push(&t->b, int_hashing_to(unmix64(acc1) - COW_SEED_TUPLE * ROUND_MUL)),
+                 COW_OK);
+    tuple = cow_val_vec(COW_T_TUPLE, t);
+    cr_assert_eq(tu_hash(&tuple), h);
+    return tuple;
+}
+
+/* The frozen dict {k: 100} hashing to h. */
+static cow_val
+fdict_hashing_to(uint64_t h)
+{
+    cow_map *d = cow_map_new();
+    cow_val v = cow_val_int(100), k, out;
+    uint64_t hv = cow_hash_mix64(tu_hash(&v));
+    k = int_hashing_to(unmix64(acc_needed(h, COW_SEED_MAP, 1, 0)) ^ hv);
+    cr_assert_eq(cow_map_set(d, k, tu_hash(&k), v), COW_OK);
+    out = cow_val_map(COW_T_FDICT, d);
+    cr_assert_eq(tu_hash(&out), h);
+    return out;
+}
+
+Test(map, colliding_keys_are_built_right)
+{
+    cow_val a = fset_hashing_to(0x1234, 7, 0), b = fset_hashing_to(0x1234, 7, 1);
+    cr_assert(cow_val_equal(&a, &b));
+    cow_val_release(&a);
+    cow_val_release(&b);
+}
+
+/* Three classes of forced keys.  Class 0 keys share one 32-bit index hash
+ * (collision nodes), class 1 differs from it only in bit 31 (a chain of
+ * bitmap nodes down to the last level), class 2 only in bit 0 (split at the
+ * root).  The 64-bit hashes differ by key: the index folds them to 32 bits. */
 #define FAKE_HASH 0x5eed5eed12345678ULL
 #define FILLERS 12
 
 static uint64_t
-fake_hash(int kind, int64_t id)
+forced_hash(int64_t id)
 {
-    static const uint64_t flip[3] = {0, 1ULL << 31, 1};
-    return FAKE_HASH ^ flip[id % 3];
+    static const uint32_t flip[3] = {0, 1u << 31, 1};
+    uint32_t hi = (uint32_t)((uint64_t)id * 2654435761u) + 1u;
+    uint32_t want = (uint32_t)(FAKE_HASH ^ (FAKE_HASH >> 32)) ^ flip[id % 3];
+    return (uint64_t)hi << 32 | (hi ^ want);
 }
 
-/* Ids below FILLERS are fillers: inserted first under their real hashes, so
- * the index exists before any fake-hash key arrives and never gets rebuilt. */
-static uint64_t
-filler_or_fake(int kind, int64_t id)
-{
-    cow_val k;
-    uint64_t h;
-    if (id >= FILLERS)
-        return fake_hash(kind, id);
-    k = key_for(kind, id);
-    h = tu_hash(&k);
-    cow_val_release(&k);
-    return h;
-}
+static cow_val forced_key(int64_t id) { return int_hashing_to(forced_hash(id)); }
+static int64_t forced_fillers(void) { return FILLERS; }
 
 Test(map, forced_collisions_many_keys)
 {
     enum { NKEYS = 90 };
     harness h;
-    h_init(&h, K_MIX, FILLERS + NKEYS, filler_or_fake, 0, "forced collisions");
+    h_init(&h, K_FORCED, FILLERS + NKEYS, NULL, 0, "forced collisions");
     for (int64_t i = 0; i < FILLERS; i++)
         h_set(&h, i, i);
     cr_assert_not_null(h.m->index);
@@ -919,12 +1046,14 @@ Test(map, forced_collisions_many_keys)
             h_find(&h, j);
     }
     h_verify(&h);
-    /* The given hash is what the index uses: the real hash misses. */
+    /* The classes collide as meant: in all 32 index bits, or all but one. */
     {
-        cow_val k = key_for(K_MIX, FILLERS + 5);
-        size_t e;
-        cr_assert_eq(cow_map_find(h.m, &k, tu_hash(&k), &e), COW_NOT_FOUND);
-        cow_val_release(&k);
+        cow_val a = key_for(K_FORCED, FILLERS), b = key_for(K_FORCED, FILLERS + 3);
+        cow_val c = key_for(K_FORCED, FILLERS + 1);
+        uint64_t ha = tu_hash(&a), hb = tu_hash(&b), hc = tu_hash(&c);
+        cr_assert_neq(ha, hb);
+        cr_assert_eq((uint32_t)(ha ^ ha >> 32), (uint32_t)(hb ^ hb >> 32));
+        cr_assert_eq((uint32_t)(ha ^ ha >> 32) ^ (uint32_t)(hc ^ hc >> 32), 1u << 31);
     }
     for (int64_t i = FILLERS; i < FILLERS + NKEYS; i += 3)    /* a third go */
         h_del(&h, i);
@@ -946,12 +1075,11 @@ Test(map, forced_collisions_many_keys)
 
 Test(map, forced_collisions_random_ops)
 {
-    /* Short runs, so holes never outnumber the live fillers: no compaction,
-     * and no popitem (which rehashes for real). */
+    /* Short runs, so holes never outnumber the live fillers: no compaction. */
     for (uint64_t seed = 1; seed <= 40; seed++) {
         uint64_t rng = seed;
         harness h;
-        h_init(&h, K_MIX, FILLERS + 40, filler_or_fake, 0, "forced collisions, random");
+        h_init(&h, K_FORCED, FILLERS + 40, NULL, 0, "forced collisions, random");
         for (int64_t i = 0; i < FILLERS; i++)
             h_set(&h, i, i);
         for (int step = 0; step < 150; step++) {
@@ -976,17 +1104,8 @@ Test(map, forced_collisions_random_ops)
 }
 
 /* Frozen sets as keys: all of one kind compare 0 under cow_val_order, so a
- * collision bucket holds them as one run that lookups scan (H4). */
-static cow_val
-fset_of(int64_t a, int64_t b)
-{
-    cow_map *s = cow_map_new();
-    cow_val ka = cow_val_int(a), kb = cow_val_int(b);
-    cr_assert_eq(cow_map_set(s, ka, tu_hash(&ka), cow_val_none()), COW_OK);
-    cr_assert_eq(cow_map_set(s, kb, tu_hash(&kb), cow_val_none()), COW_OK);
-    return cow_val_map(COW_T_FSET, s);
-}
-
+ * collision bucket holds them as one run that lookups scan (H4).  Every key
+ * here hashes to FAKE_HASH. */
 Test(map, forced_collisions_container_keys)
 {
     enum { NSETS = 12 };
@@ -997,54 +1116,40 @@ Test(map, forced_collisions_container_keys)
         cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_none()), COW_OK);
     }
     for (int i = 0; i < NSETS; i++)
-        cr_assert_eq(cow_map_set(m, fset_of(i, i + 100), FAKE_HASH, cow_val_int(i)), COW_OK);
-    /* The same hash, other kinds: tuples, a frozen dict, ints, str, bytes. */
-    {
-        cow_vec *t = cow_vec_new();
-        cr_assert_eq(cow_vb_push(&t->b, cow_val_int(5)), COW_OK);
-        cr_assert_eq(cow_map_set(m, cow_val_vec(COW_T_TUPLE, t), FAKE_HASH, cow_val_int(-5)),
+        cr_assert_eq(cow_map_set(m, fset_hashing_to(FAKE_HASH, i, 0), FAKE_HASH, cow_val_int(i)),
                      COW_OK);
-        cow_map *d = cow_map_new();
-        cow_val k = cow_val_int(0);
-        cr_assert_eq(cow_map_set(d, k, tu_hash(&k), cow_val_int(100)), COW_OK);
-        cr_assert_eq(cow_map_set(m, cow_val_map(COW_T_FDICT, d), FAKE_HASH, cow_val_int(-6)),
-                     COW_OK);
-        cr_assert_eq(cow_map_set(m, cow_val_int(0), FAKE_HASH, cow_val_int(-7)), COW_OK);
-        cr_assert_eq(cow_map_set(m, tu_str("k0"), FAKE_HASH, cow_val_int(-8)), COW_OK);
-        cr_assert_eq(cow_map_set(m, tu_bytes("k0", 2), FAKE_HASH, cow_val_int(-9)), COW_OK);
-    }
+    /* The same hash, other kinds: a tuple, a frozen dict, an int, str, bytes. */
+    cr_assert_eq(cow_map_set(m, tuple_hashing_to(FAKE_HASH), FAKE_HASH, cow_val_int(-5)), COW_OK);
+    cr_assert_eq(cow_map_set(m, fdict_hashing_to(FAKE_HASH), FAKE_HASH, cow_val_int(-6)), COW_OK);
+    cr_assert_eq(cow_map_set(m, int_hashing_to(FAKE_HASH), FAKE_HASH, cow_val_int(-7)), COW_OK);
+    cr_assert_eq(cow_map_set(m, span_hashing_to(FAKE_HASH, 1), FAKE_HASH, cow_val_int(-8)), COW_OK);
+    cr_assert_eq(cow_map_set(m, span_hashing_to(FAKE_HASH, 0), FAKE_HASH, cow_val_int(-9)), COW_OK);
+    cr_assert_eq(cow_map_check(m), COW_OK);
     for (int i = 0; i < NSETS; i++) {
-        cow_val probe = fset_of(i + 100, i);         /* same set, other order */
+        cow_val probe = fset_hashing_to(FAKE_HASH, i, 1);    /* same set, other order */
         cr_assert_eq(cow_map_get(m, &probe, FAKE_HASH, &got), COW_FOUND, "frozenset %d", i);
         cr_assert_eq(got->u.i, i);
         cow_val_release(&probe);
     }
     {
-        cow_val absent = fset_of(1, 2), zero = cow_val_float(0.0);
-        cow_val s = cow_val_str_view("k0", 2), b = cow_val_bytes_view("k0", 2);
-        cow_val item = cow_val_float(5.0);
-        cow_vec *t = cow_vec_new();
-        cr_assert_eq(cow_vb_push(&t->b, item), COW_OK);
-        cow_val tuple = cow_val_vec(COW_T_TUPLE, t);
-        cr_assert_eq(cow_map_get(m, &absent, FAKE_HASH, &got), COW_NOT_FOUND);
-        cr_assert_eq(cow_map_get(m, &zero, FAKE_HASH, &got), COW_FOUND);
-        cr_assert_eq(got->u.i, -7);
-        cr_assert_eq(cow_map_get(m, &s, FAKE_HASH, &got), COW_FOUND);
-        cr_assert_eq(got->u.i, -8);
-        cr_assert_eq(cow_map_get(m, &b, FAKE_HASH, &got), COW_FOUND);
-        cr_assert_eq(got->u.i, -9);
-        cr_assert_eq(cow_map_get(m, &tuple, FAKE_HASH, &got), COW_FOUND, "(5.0,) finds (5,)");
-        cr_assert_eq(got->u.i, -5);
-        cow_val_release(&absent);
-        cow_val_release(&tuple);
+        cow_val probes[] = {fset_hashing_to(FAKE_HASH, 1000, 0), tuple_hashing_to(FAKE_HASH),
+                            fdict_hashing_to(FAKE_HASH), int_hashing_to(FAKE_HASH),
+                            span_hashing_to(FAKE_HASH, 1), span_hashing_to(FAKE_HASH, 0)};
+        for (int i = 0; i < 6; i++) {
+            cr_assert_eq(cow_map_get(m, &probes[i], FAKE_HASH, &got),
+                         i ? COW_FOUND : COW_NOT_FOUND, "probe %d", i);
+            cr_assert(i == 0 || got->u.i == -4 - i, "probe %d", i);
+            cow_val_release(&probes[i]);
+        }
     }
     for (int i = 0; i < NSETS; i += 2) {
-        cow_val probe = fset_of(i, i + 100);
+        cow_val probe = fset_hashing_to(FAKE_HASH, i, 0);
         cr_assert_eq(cow_map_del(m, &probe, FAKE_HASH, NULL), COW_FOUND, "del frozenset %d", i);
         cow_val_release(&probe);
     }
+    cr_assert_eq(cow_map_check(m), COW_OK);
     for (int i = 0; i < NSETS; i++) {
-        cow_val probe = fset_of(i, i + 100);
+        cow_val probe = fset_hashing_to(FAKE_HASH, i, 0);
         cr_assert_eq(cow_map_get(m, &probe, FAKE_HASH, &got), i % 2 ? COW_FOUND : COW_NOT_FOUND,
                      "frozenset %d after deletes", i);
         cow_val_release(&probe);
@@ -1224,17 +1329,19 @@ Test(map, collision_bucket_limit, .timeout = 120)
         cow_val k = cow_val_int(-1 - i);
         cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_none()), COW_OK);
     }
-    for (int64_t i = 0; i < LIMIT; i++)
-        cr_assert_eq(cow_map_set(m, cow_val_int(i), FAKE_HASH, cow_val_none()), COW_OK,
+    for (int64_t i = 0; i < LIMIT; i++) {
+        cow_val k = int_hashing_to(forced_hash(3 * i));
+        cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_none()), COW_OK,
                      "colliding key %lld", (long long)i);
-    cr_assert_eq(cow_map_set(m, cow_val_int(LIMIT), FAKE_HASH,
+    }
+    cr_assert_eq(cow_map_set(m, int_hashing_to(forced_hash(3 * LIMIT)), forced_hash(3 * LIMIT),
                              tu_str("a blob that the refused set must release")),
                  COW_EOVERFLOW);
     cr_assert_eq(cow_map_len(m), FILLERS + LIMIT, "a refused key leaves no entry");
     cr_assert_eq(cow_map_entries(m), FILLERS + LIMIT);
     for (int64_t i = 0; i <= LIMIT; i++) {
-        cow_val k = cow_val_int(i);
-        cr_assert_eq(cow_map_find(m, &k, FAKE_HASH, &e), i < LIMIT ? COW_FOUND : COW_NOT_FOUND,
+        cow_val k = int_hashing_to(forced_hash(3 * i));
+        cr_assert_eq(cow_map_find(m, &k, tu_hash(&k), &e), i < LIMIT ? COW_FOUND : COW_NOT_FOUND,
                      "colliding key %lld", (long long)i);
     }
     cow_map_release(m);

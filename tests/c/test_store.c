@@ -210,7 +210,7 @@ Test(store, round_trip)
     cr_assert_eq(st.roots, 3);
     cr_assert_gt(st.segments, 0);
     cr_assert_geq(st.segment_bytes, st.segments * (st.page_size / 2));
-    cr_assert_eq(st.format_version, 4);
+    cr_assert_eq(st.format_version, 5);
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cr_assert_eq(stats_of(s).pins, 0);
@@ -787,9 +787,9 @@ format_version(const char *p, int set)
     return was;
 }
 
-/* Format 2 and 3 files are read as they are and marked format 4 when
- * opened writable; format 1 gets the conversion message; a later format is
- * refused. */
+/* Files of formats 1 to 4 are refused with the message that says how to
+ * convert them (their index nodes have the old layout), by a readonly open
+ * too, which writes nothing; a later format is refused as unsupported. */
 Test(store, format_versions)
 {
     const char *p = tpath("fmt");
@@ -797,29 +797,30 @@ Test(store, format_versions)
     cow_val v = mk_rich(20, 2), got;
     put_commit(s, "x", &v);
     cow_store_close(s);
-    {
-        uint32_t was = format_version(p, 3);
-        cr_assert_eq(was, 4, "format %u", was);
-    }
     s = open_ok(p, COW_STORE_READONLY);
     got = get_ok(s, "x");
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cow_store_close(s);
-    cr_assert_eq(format_version(p, 2), 3, "a readonly open writes nothing");
-    s = open_ok(p, COW_STORE_READONLY);             /* format 2 reads too */
+    for (int old = 4; old >= 1; old--) {
+        char want[64];
+        format_version(p, old);
+        cr_assert_eq(cow_store_open(p, old % 2 ? COW_STORE_READONLY : 0, 0, &s), COW_ESTORE);
+        cr_assert_null(s);
+        snprintf(want, sizeof want, "format %d, written by cowstore 0.%d", old, old);
+        cr_assert_not_null(strstr(cow_store_errmsg(), want), "%s", cow_store_errmsg());
+        cr_assert_not_null(strstr(cow_store_errmsg(), "cowstore export"));
+        cr_assert_eq(format_version(p, -1), (uint32_t)old, "a refused open writes nothing");
+    }
+    format_version(p, 6);
+    cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT);
+    cr_assert_null(s);
+    format_version(p, 5);
+    s = open_ok(p, COW_STORE_READONLY);
     got = get_ok(s, "x");
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cow_store_close(s);
-    s = open_ok(p, 0);
-    cow_store_close(s);
-    cr_assert_eq(format_version(p, 1), 4, "a writable open marks format 4");
-    cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ESTORE);
-    cr_assert_not_null(strstr(cow_store_errmsg(), "format 1"), "%s", cow_store_errmsg());
-    format_version(p, 5);
-    cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT);
-    cr_assert_null(s);
     cow_val_release(&v);
 }
 
