@@ -266,18 +266,45 @@ hn_own(cow_word *slot)
 
 static size_t nentries(const cow_map *m);
 
-/* Key of an entry named by an index leaf, its value beside it (p[1]: one
- * log walk reads both); a number past the log (only from a corrupt stored
- * index, H6) reads as a HOLE, which equals no probe. */
-static const cow_val *
-entry_key(const cow_map *m, uint32_t entry)
+/* Key of an entry named by an index leaf into kv[0], its value beside it
+ * into kv[1] (one log walk reads both; borrowed copies, vec.h); a number past
+ * the log (only from a corrupt stored index, H6) reads as a HOLE, which
+ * equals no probe. */
+static void
+entry_pair(const cow_map *m, uint32_t entry, cow_val kv[2])
 {
-    static const cow_val hole[2];
     if (entry >= nentries(m)) {
         cow_ref_set_error(COW_ECORRUPT);
-        return hole;
+        kv[0] = kv[1] = cow_val_hole();
+        return;
     }
-    return cow_vb_get_pair(&m->log, 2 * (size_t)entry);
+    cow_vb_get_pair(&m->log, 2 * (size_t)entry, kv);
+}
+
+/* The key alone (borrowed copy), checked as by entry_pair. */
+static cow_val
+entry_key(const cow_map *m, uint32_t entry)
+{
+    if (entry >= nentries(m)) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return cow_val_hole();
+    }
+    return cow_vb_get(&m->log, 2 * (size_t)entry);
+}
+
+/* cow_val_order of two entries' keys, or of one's and a probe. */
+static int
+key_order(const cow_map *m, uint32_t entry, const cow_val *probe)
+{
+    cow_val k = entry_key(m, entry);
+    return cow_val_order(&k, probe);
+}
+
+static int
+keys_order(const cow_map *m, uint32_t a, uint32_t b)
+{
+    cow_val kb = entry_key(m, b);
+    return key_order(m, a, &kb);
 }
 
 /* Position of the first leaf whose key is not ordered below probe (H4). */
@@ -287,7 +314,7 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     unsigned lo = 0, hi = n->count;
     while (lo < hi) {
         unsigned mid = (lo + hi) / 2;
-        if (cow_val_order(entry_key(m, hn_leaves(n)[mid]), probe) < 0)
+        if (key_order(m, hn_leaves(n)[mid], probe) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -298,15 +325,14 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
 /* Lookups set *entry and *kv (the entry's key, its value at kv[1]). */
 static int
 coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entry,
-          const cow_val **kv)
+          cow_val kv[2])
 {
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
-        const cow_val *k = entry_key(m, hn_leaves(n)[i]);
-        if (cow_val_order(k, key) != 0)
+        entry_pair(m, hn_leaves(n)[i], kv);
+        if (cow_val_order(&kv[0], key) != 0)
             break;
-        if (cow_val_equal(k, key)) {
+        if (cow_val_equal(&kv[0], key)) {
             *entry = hn_leaves(n)[i];
-            *kv = k;
             return COW_FOUND;
         }
     }
@@ -314,7 +340,7 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
 }
 
 static int
-index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, const cow_val **kv)
+index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cow_val kv[2])
 {
     const cow_hnode *n = hn_at(&m->index);
     for (unsigned shift = 0; shift <= HN_HASH_BITS + HN_BITS; shift += HN_BITS) {
@@ -324,7 +350,8 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cons
         bit = bit_at(h, shift);
         if (n->datamap & bit) {
             cow_hleaf lf = hn_leaves(n)[popc(n->datamap & (bit - 1))];
-            if (!cow_val_equal(*kv = entry_key(m, lf), key))
+            entry_pair(m, lf, kv);
+            if (!cow_val_equal(&kv[0], key))
                 return COW_NOT_FOUND;
             *entry = lf;
             return COW_FOUND;
@@ -344,27 +371,29 @@ nentries(const cow_map *m)
 }
 
 static int
-find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, const cow_val **kv)
+find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, cow_val kv[2])
 {
     if (m->index)
         return index_find(m, key, hash32(hash), entry, kv);
-    for (size_t e = 0; e < nentries(m); e++)
-        if (cow_val_equal(*kv = entry_key(m, (uint32_t)e), key)) {
+    for (size_t e = 0; e < nentries(m); e++) {
+        entry_pair(m, (uint32_t)e, kv);
+        if (cow_val_equal(&kv[0], key)) {
             *entry = e;
             return COW_FOUND;
         }
+    }
     return COW_NOT_FOUND;
 }
 
 int
 cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
 {
-    const cow_val *kv;
-    return find_entry(m, key, hash, entry, &kv);
+    cow_val kv[2];
+    return find_entry(m, key, hash, entry, kv);
 }
 
 int
-cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **kv)
+cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val kv[2])
 {
     size_t e;
     return find_entry(m, key, hash, &e, kv);
@@ -382,7 +411,7 @@ hn_pair(const cow_map *m, unsigned shift, cow_hleaf a, uint32_t ha, cow_hleaf b,
     if (shift >= HN_HASH_BITS) {
         if ((n = hn_new(HN_COLLISION, 2, 0)) == NULL)
             return NULL;
-        if (cow_val_order(entry_key(m, b), entry_key(m, a)) < 0) {
+        if (keys_order(m, b, a) < 0) {
             cow_hleaf t = a;
             a = b;
             b = t;
@@ -460,7 +489,8 @@ coll_insert(const cow_map *m, cow_word *slot, cow_hleaf leaf)
     unsigned pos;
     if (n->count == COW_MAP_MAX_COLLISIONS)
         return COW_EOVERFLOW;           /* count would wrap: refuse, never lose the bucket */
-    pos = coll_lower_bound(m, n, entry_key(m, leaf));
+    cow_val probe = entry_key(m, leaf);
+    pos = coll_lower_bound(m, n, &probe);
     if (n->refcnt == 1) {              /* unshared: grow in place, one memmove */
         c = cow_realloc(n, hn_size(n->count + 1u, 0));
         if (c == NULL)
@@ -519,7 +549,8 @@ hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf, uint
     }
     if (n->datamap & bit) {       /* two leaves share this slot: push both down */
         int pos = (int)popc(n->datamap & (bit - 1));
-        if ((rc = key_hash32(entry_key(m, hn_leaves(n)[pos]), &hold)) < 0)
+        cow_val held = entry_key(m, hn_leaves(n)[pos]);
+        if ((rc = key_hash32(&held, &hold)) < 0)
             return rc;
         if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], hold, leaf, h)) == NULL)
             return COW_ENOMEM;
@@ -629,8 +660,8 @@ cow_map_new(void)
 void cow_map_retain(cow_map *m) { m->refcnt++; }   /* heap only: see cow_val_copy */
 size_t cow_map_len(const cow_map *m) { return m->live; }
 size_t cow_map_entries(const cow_map *m) { return nentries(m); }
-const cow_val *cow_map_entry_key(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e); }
-const cow_val *cow_map_entry_val(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e + 1); }
+cow_val cow_map_entry_key(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e); }
+cow_val cow_map_entry_val(const cow_map *m, size_t e) { return cow_vb_get(&m->log, 2 * e + 1); }
 
 void
 cow_map_clear(cow_map *m)
@@ -680,12 +711,12 @@ cow_map_own(cow_word *w)
 }
 
 int
-cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val)
+cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, cow_val *val)
 {
-    const cow_val *kv;
-    int rc = cow_map_get_entry(m, key, hash, &kv);
+    cow_val kv[2];
+    int rc = cow_map_get_entry(m, key, hash, kv);
     if (rc == COW_FOUND)
-        *val = &kv[1];
+        *val = kv[1];
     return rc;
 }
 
@@ -708,11 +739,11 @@ index_build(cow_map *m, cow_word *out)
     if (rootn == NULL)
         return COW_ENOMEM;
     for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
-        const cow_val *k = entry_key(m, (uint32_t)e);
+        cow_val k = entry_key(m, (uint32_t)e);
         uint32_t h;
-        if (k->tag == COW_T_HOLE)
+        if (k.tag == COW_T_HOLE)
             continue;
-        if ((rc = key_hash32(k, &h)) == COW_OK)
+        if ((rc = key_hash32(&k, &h)) == COW_OK)
             rc = hn_insert(m, &root, 0, (cow_hleaf)e, h);
     }
     if (rc < 0) {
@@ -788,11 +819,13 @@ compact(cow_map *m)
     cow_map fresh = {0};
     int rc = COW_OK;
     for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
-        cow_val k, v;
-        if (entry_key(m, (uint32_t)e)->tag == COW_T_HOLE)
+        cow_val kv[2];
+        entry_pair(m, (uint32_t)e, kv);
+        if (kv[0].tag == COW_T_HOLE)
             continue;
-        cow_val_copy(&k, entry_key(m, (uint32_t)e));
-        cow_val_copy(&v, cow_map_entry_val(m, e));
+        cow_val k = kv[0], v = kv[1];
+        cow_val_retain(&k);
+        cow_val_retain(&v);
         if ((rc = cow_vb_push(&fresh.log, k)) == COW_OK)
             rc = cow_vb_push(&fresh.log, v);
         else
@@ -817,7 +850,7 @@ compact(cow_map *m)
 static size_t
 trailing_start(const cow_map *m, size_t end)
 {
-    while (end > 0 && entry_key(m, (uint32_t)(end - 1))->tag == COW_T_HOLE)
+    while (end > 0 && entry_key(m, (uint32_t)(end - 1)).tag == COW_T_HOLE)
         end--;
     return end;
 }
@@ -870,7 +903,8 @@ cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
     if ((rc = own_for_removal(m, e)) < 0
         || (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0))
         return rc;
-    cow_val_copy(&val, cow_map_entry_val(m, e));
+    val = cow_map_entry_val(m, e);
+    cow_val_retain(&val);
     cow_vb_set(&m->log, 2 * e + 1, cow_val_none());
     cow_vb_set(&m->log, 2 * e, cow_val_hole());
     m->live--;
@@ -894,7 +928,8 @@ cow_map_popitem(cow_map *m, cow_val *key, cow_val *val)
     if ((rc = own_for_removal(m, e)) < 0)
         return rc;
     if (m->index) {
-        if ((rc = key_hash32(entry_key(m, (uint32_t)e), &h)) < 0
+        cow_val last = entry_key(m, (uint32_t)e);
+        if ((rc = key_hash32(&last, &h)) < 0
             || (rc = hn_delete(&m->index, 0, h, (uint32_t)e)) < 0)
             return rc;
     }
@@ -915,12 +950,13 @@ cow_map_equal(const cow_map *a, const cow_map *b)
     if (a->live != b->live)
         return 0;
     for (size_t e = 0; e < nentries(a); e++) {
-        const cow_val *k = entry_key(a, (uint32_t)e), *vb;
+        cow_val kv[2], vb;
         uint64_t h;
-        if (k->tag == COW_T_HOLE)
+        entry_pair(a, (uint32_t)e, kv);
+        if (kv[0].tag == COW_T_HOLE)
             continue;
-        if (cow_val_hash(k, &h) < 0 || cow_map_get(b, k, h, &vb) != COW_FOUND
-            || !cow_val_equal(cow_map_entry_val(a, e), vb))
+        if (cow_val_hash(&kv[0], &h) < 0 || cow_map_get(b, &kv[0], h, &vb) != COW_FOUND
+            || !cow_val_equal(&kv[1], &vb))
             return 0;
     }
     return 1;
@@ -932,12 +968,13 @@ cow_map_hash(const cow_map *m, int is_set, uint64_t *out)
     uint64_t acc = 0, hk, hv = 0;
     int rc;
     for (size_t e = 0; e < nentries(m); e++) {
-        const cow_val *k = entry_key(m, (uint32_t)e);
-        if (k->tag == COW_T_HOLE)
+        cow_val kv[2];
+        entry_pair(m, (uint32_t)e, kv);
+        if (kv[0].tag == COW_T_HOLE)
             continue;
-        if ((rc = cow_val_hash(k, &hk)) < 0)
+        if ((rc = cow_val_hash(&kv[0], &hk)) < 0)
             return rc;
-        if (!is_set && (rc = cow_val_hash_content(cow_map_entry_val(m, e), &hv)) < 0)
+        if (!is_set && (rc = cow_val_hash_content(&kv[1], &hv)) < 0)
             return rc;
         acc += cow_hash_mix64(hk ^ cow_hash_mix64(hv));   /* order-insensitive */
     }
@@ -1000,8 +1037,8 @@ static int
 check_leaf(const cow_map *m, cow_hleaf lf, unsigned shift, uint32_t prefix, unsigned slot)
 {
     uint32_t h;
-    if (lf >= nentries(m) || entry_key(m, lf)->tag == COW_T_HOLE
-        || key_hash32(entry_key(m, lf), &h) < 0 || (h & path_mask(shift)) != prefix)
+    cow_val k = lf < nentries(m) ? entry_key(m, lf) : cow_val_hole();
+    if (k.tag == COW_T_HOLE || key_hash32(&k, &h) < 0 || (h & path_mask(shift)) != prefix)
         return COW_EINVAL;
     return shift >= HN_HASH_BITS || ((h >> shift) & 31u) == slot ? COW_OK : COW_EINVAL;
 }
@@ -1017,8 +1054,7 @@ check_node(const cow_map *m, const cow_hnode *n, unsigned shift, uint32_t prefix
         for (unsigned i = 0; i < n->count; i++) {
             if (check_leaf(m, hn_leaves(n)[i], shift, prefix, 0) < 0)
                 return COW_EINVAL;                                  /* H3 */
-            if (i && cow_val_order(entry_key(m, hn_leaves(n)[i - 1]),
-                                   entry_key(m, hn_leaves(n)[i])) > 0)
+            if (i && keys_order(m, hn_leaves(n)[i - 1], hn_leaves(n)[i]) > 0)
                 return COW_EINVAL;                                  /* H4 */
         }
         *seen += n->count;
@@ -1048,8 +1084,8 @@ cow_map_check(const cow_map *m)
     if (m->log.len % 2 || cow_vec_check(&m->log) < 0)
         return COW_EINVAL;
     for (size_t e = 0; e < nentries(m); e++)
-        live += entry_key(m, (uint32_t)e)->tag != COW_T_HOLE;
-    if (live != m->live || (nentries(m) && entry_key(m, (uint32_t)(nentries(m) - 1))->tag == COW_T_HOLE))
+        live += entry_key(m, (uint32_t)e).tag != COW_T_HOLE;
+    if (live != m->live || (nentries(m) && entry_key(m, (uint32_t)(nentries(m) - 1)).tag == COW_T_HOLE))
         return COW_EINVAL;                                          /* H2 */
     if ((m->index != 0) != (nentries(m) > COW_MAP_LINEAR_MAX))
         return COW_EINVAL;                                          /* H1 */

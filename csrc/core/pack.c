@@ -286,14 +286,14 @@ put_map_body(pk_out *o, const cow_map *m, unsigned depth)
         return PK_NO;
     shape[0] = (uint8_t)cow_map_len(m);
     for (size_t e = 0; e < cow_map_entries(m); e++) {
-        const cow_val *k = cow_map_entry_key(m, e);
+        cow_val k = cow_map_entry_key(m, e);
         const char *p;
         size_t len;
-        if (k->tag == COW_T_HOLE)
+        if (k.tag == COW_T_HOLE)
             continue;
-        if (k->tag != COW_T_SSTR && k->tag != COW_T_STR)
+        if (k.tag != COW_T_SSTR && k.tag != COW_T_STR)
             return PK_NO;               /* P2: shapes hold str keys */
-        cow_val_span(k, &p, &len);
+        cow_val_span(&k, &p, &len);
         if (len > COW_PACK_INLINE_MAX)
             return PK_NO;
         shape[n++] = (uint8_t)len;
@@ -307,8 +307,10 @@ put_map_body(pk_out *o, const cow_map *m, unsigned depth)
     if (rc || (rc = put_byte(o, idx)))
         return rc;
     for (size_t e = 0; e < cow_map_entries(m) && rc == COW_OK; e++)
-        if (cow_map_entry_key(m, e)->tag != COW_T_HOLE)
-            rc = put_value(o, cow_map_entry_val(m, e), depth);
+        if (cow_map_entry_key(m, e).tag != COW_T_HOLE) {
+            cow_val v = cow_map_entry_val(m, e);
+            rc = put_value(o, &v, depth);
+        }
     return rc;
 }
 

@@ -218,11 +218,16 @@ cow_ref_resolve(const cow_word *wp, int kind)
 cow_word
 cow_ref_export(const cow_word *wp)
 {
-    cow_word w = *wp;
+    return cow_ref_export_from(*wp, wp);
+}
+
+cow_word
+cow_ref_export_from(cow_word w, const void *where)
+{
     unsigned slot;
     if (!cow_word_stored(w) || cow_word_slot(w) != 0)
         return w;
-    slot = slot_containing(wp);
+    slot = slot_containing(where);
     /* A word outside every mapping (a poison node's) stays slot 0 and
      * resolves to poison again wherever it is copied. */
     return w | ((cow_word)slot << COW_REF_SLOT_SHIFT);

@@ -18,6 +18,18 @@
  *   |  u32   |  u8  | u8  |  u8   | u8  | inner: cow_vnode *kids[32]   |
  *   +--------+------+-----+-------+-----+------------------------------+
  *
+ * A packed leaf (leaf == VN_PACKED, cap == count) holds its values as
+ * compact items (compact.h), with the offset of every fourth one:
+ *
+ *   | header | u16 bytes | u16 mark[8] | items: `bytes` bytes              |
+ *
+ * item 4j starts at mark[j], so a read skips at most three items.  A full
+ * tail entering the trie is packed when that saves a quarter of its bytes
+ * (a map of short keys and small ints: ~14 bytes an entry, not 32); the
+ * first write to a packed leaf unpacks it, as a path copy would copy it.
+ * Reads return values by copy (cow_vb_get), so no caller holds a pointer
+ * into a leaf; an iterator decodes a packed leaf once into its buffer.
+ *
  * Operations: cow_vb_get (walk), cow_vb_set (vn_own along the path),
  * cow_vb_push (tail, or push_tail_into_trie when the tail is full),
  * cow_vb_pop (tail, or take_last_leaf when the tail empties).
@@ -43,19 +55,33 @@
 #include <string.h>
 
 #include "cowstore/alloc.h"
+#include "cowstore/compact.h"
 #include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
 #include "cowstore/twin.h"
 #include "cowstore/vec.h"
 
+enum { VN_INNER = 0, VN_LEAF = 1, VN_PACKED = 2 };
+
 struct cow_vnode {
     uint32_t refcnt;
-    uint8_t leaf;       /* 1: vals follow, 0: kids follow */
+    uint8_t leaf;       /* VN_LEAF: vals follow, VN_PACKED: items, VN_INNER: kids */
     uint8_t cap;        /* leaf: value slots allocated */
     uint8_t count;      /* leaf: value slots used */
     uint8_t pad;
 };
+
+/* A packed leaf marks the offset of every VN_MARK_EVERY-th item. */
+#define VN_MARK_EVERY 4
+typedef struct vn_packed {
+    uint16_t bytes;                                 /* of the items */
+    uint16_t mark[COW_VEC_WIDTH / VN_MARK_EVERY];   /* item 4j starts at mark[j] */
+} vn_packed;
+/* A full leaf is packed when its items take at most this share of a plain
+ * leaf's value bytes (a quarter saved, or it is not worth a decode). */
+#define VN_PACK_NUM 3
+#define VN_PACK_DEN 4
 
 /* A new tail starts with room for this many values, doubling up to 32, so a
  * small list costs a small node. */
@@ -73,6 +99,8 @@ tailoff(size_t len)
 
 static cow_val *vn_vals(cow_vnode *n) { return (cow_val *)(n + 1); }
 static cow_word *vn_kids(cow_vnode *n) { return (cow_word *)(n + 1); }
+static vn_packed *vn_pk(cow_vnode *n) { return (vn_packed *)(n + 1); }
+static const uint8_t *vn_items(cow_vnode *n) { return (const uint8_t *)(vn_pk(n) + 1); }
 
 /* The node *wp names where one must exist (a walk): NULL -- possible only in
  * a corrupt stored node -- reads as poison. */
@@ -101,20 +129,138 @@ kid_ok(const cow_vnode *n, cow_word w)
     return 0;
 }
 
+static const cow_val *corrupt_val(void);
+
 static const cow_val *
 stored_val_ok(const cow_val *v)
 {
-    static const cow_val poison_val = {.tag = COW_T_NONE};
-    if (cow_val_check_stored(v) == COW_OK)
-        return v;
-    cow_ref_set_error(COW_ECORRUPT);
-    return &poison_val;
+    return cow_val_check_stored(v) == COW_OK ? v : corrupt_val();
 }
 
 static const cow_val *
 val_ok(const cow_vnode *leaf, const cow_val *v)
 {
     return vn_stored(leaf) ? stored_val_ok(v) : v;
+}
+
+/* ---- packed leaves ------------------------------------------------------- */
+
+static const cow_val *
+corrupt_val(void)
+{
+    static const cow_val poison_val = {.tag = COW_T_NONE};
+    cow_ref_set_error(COW_ECORRUPT);
+    return &poison_val;
+}
+
+/* A value read out of stored leaf bytes at `at`, checked (VEC6) and with
+ * its word exported: a copy leaves the pages, and a page-form word names its
+ * store by where it lies (ref.h). */
+static cow_val
+stored_out(cow_val v, const cow_val *at)
+{
+    if (cow_val_check_stored(&v) < 0)
+        return *corrupt_val();
+    if (cow_tag_has_word(v.tag))
+        v.u.w = cow_ref_export_from(v.u.w, (const char *)at + offsetof(cow_val, u));
+    return v;
+}
+
+/* Decodes the item at pos of packed leaf n into *out; returns the next
+ * position, or 0 (and poison in *out) when the bytes are bad. */
+static size_t
+packed_decode(cow_vnode *n, size_t pos, cow_val *out)
+{
+    const vn_packed *pk = vn_pk(n);
+    const uint8_t *item = vn_items(n) + pos;
+    size_t len = pos < pk->bytes ? cow_ci_decode(item, pk->bytes - pos, out) : 0;
+    if (len == 0) {
+        *out = *corrupt_val();
+        return 0;
+    }
+    if (vn_stored(n))   /* a raw item holds the value after its code byte */
+        *out = stored_out(*out, (const cow_val *)(item + 1));
+    return pos + len;
+}
+
+/* Value `slot` of packed leaf n: from the mark before it, skip, decode.
+ * Offsets of a stored leaf are checked against its bytes (VEC6). */
+static cow_val
+packed_get(cow_vnode *n, unsigned slot)
+{
+    const vn_packed *pk = vn_pk(n);
+    size_t pos = pk->mark[slot / VN_MARK_EVERY], len;
+    cow_val v;
+    for (unsigned k = slot % VN_MARK_EVERY; k > 0; k--) {
+        if (pos >= pk->bytes || (len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0)
+            return *corrupt_val();
+        pos += len;
+    }
+    packed_decode(n, pos, &v);
+    return v;
+}
+
+/* Every value of packed leaf n into out[0..count), in one pass. */
+static void
+packed_get_all(cow_vnode *n, cow_val *out)
+{
+    size_t pos = 0;
+    for (unsigned i = 0; i < n->count; i++)
+        pos = packed_decode(n, pos, &out[i]);
+}
+
+/* Value `slot` (< count) of leaf n, borrowed, by copy. */
+static cow_val
+leaf_get(cow_vnode *n, unsigned slot)
+{
+    if (n->leaf == VN_PACKED)
+        return packed_get(n, slot);
+    if (vn_stored(n))
+        return stored_out(vn_vals(n)[slot], &vn_vals(n)[slot]);
+    return vn_vals(n)[slot];
+}
+
+/* A full heap leaf about to enter the trie, rewritten packed when that saves
+ * VN_PACK_DEN - VN_PACK_NUM quarters of its bytes; its values move into the
+ * new node (no retain).  Returns the leaf to keep: the old one when packing
+ * does not pay or memory is short (packing is never needed). */
+/* vals[0..n) as the items of a packed leaf into *head and items; returns
+ * their bytes, or 0 when packing does not save VN_PACK_DEN - VN_PACK_NUM
+ * quarters of the plain leaf's value bytes. */
+static size_t
+pack_items(const cow_val *vals, unsigned n, vn_packed *head, uint8_t *items)
+{
+    size_t pos = 0;
+    memset(head, 0, sizeof *head);
+    for (unsigned i = 0; i < n; i++) {
+        if (i % VN_MARK_EVERY == 0)
+            head->mark[i / VN_MARK_EVERY] = (uint16_t)pos;
+        pos += cow_ci_encode(&vals[i], items + pos);
+    }
+    if (n == 0 || (sizeof *head + pos) * VN_PACK_DEN > n * sizeof(cow_val) * VN_PACK_NUM)
+        return 0;
+    head->bytes = (uint16_t)pos;
+    return pos;
+}
+
+static cow_word
+leaf_compacted(cow_word w)
+{
+    cow_vnode *t = (cow_vnode *)w, *p;
+    uint8_t buf[COW_VEC_WIDTH * COW_CI_MAX];
+    vn_packed head;
+    size_t pos;
+    if (cow_word_stored(w) || t->refcnt != 1 || t->leaf != VN_LEAF)
+        return w;
+    if ((pos = pack_items(vn_vals(t), t->count, &head, buf)) == 0)
+        return w;
+    if ((p = cow_malloc(sizeof(cow_vnode) + sizeof head + pos)) == NULL)
+        return w;
+    *p = (cow_vnode){1, VN_PACKED, t->count, t->count, 0};
+    memcpy(vn_pk(p), &head, sizeof head);
+    memcpy((uint8_t *)vn_items(p), buf, pos);
+    cow_free(t);                    /* one node for another: live_nodes stays */
+    return cow_word_of(p);
 }
 
 /* Kid k of inner node n, where one must exist. */
@@ -206,11 +352,20 @@ cow_vec_stored_size(const void *p, size_t avail, int kind)
         size = sizeof(cow_vec);
         return avail >= size && cow_vb_stored_ok(&((const cow_vec *)p)->b) ? size : 0;
     }
-    if (n->leaf > 1 || (kind == COW_NK_VLEAF && !n->leaf) || (kind == COW_NK_VINNER && n->leaf))
+    if (n->leaf > VN_PACKED || (kind == COW_NK_VLEAF && !n->leaf)
+        || (kind == COW_NK_VINNER && n->leaf))
         return 0;
     if (n->leaf && (n->cap > COW_VEC_WIDTH || n->count > n->cap))
         return 0;
-    size = sizeof(cow_vnode) + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
+    if (n->leaf == VN_PACKED) {     /* items are checked where they are read */
+        size = sizeof(cow_vnode) + sizeof(vn_packed);
+        if (n->cap != n->count || avail < size)
+            return 0;
+        size += ((const vn_packed *)(n + 1))->bytes;
+    }
+    else
+        size = sizeof(cow_vnode)
+               + (n->leaf ? n->cap * sizeof(cow_val) : COW_VEC_WIDTH * sizeof(cow_word));
     return size <= avail ? size : 0;
 }
 
@@ -245,7 +400,13 @@ vn_release(cow_vnode *n)
 {
     if (n == NULL || !cow_refcnt_drop(&n->refcnt))
         return;
-    if (n->leaf) {
+    if (n->leaf == VN_PACKED) {
+        cow_val vals[COW_VEC_WIDTH];
+        packed_get_all(n, vals);
+        for (unsigned i = 0; i < n->count; i++)
+            cow_val_release(&vals[i]);
+    }
+    else if (n->leaf) {
         for (unsigned i = 0; i < n->count; i++)
             if (cow_tag_has_word(vn_vals(n)[i].tag))     /* scalars hold nothing */
                 cow_val_release(&vn_vals(n)[i]);
@@ -265,14 +426,19 @@ static int
 vn_own(cow_word *slot, unsigned cap, int kind)
 {
     cow_vnode *n = vn_at(slot, kind), *c;
-    if (n->refcnt == 1 && (!n->leaf || n->cap >= cap))
+    if (n->refcnt == 1 && (!n->leaf || (n->leaf == VN_LEAF && n->cap >= cap)))
         return COW_OK;
     if (n->leaf) {
         c = vn_leaf_new(cap > n->cap ? cap : n->cap);
         if (c == NULL)
             return COW_ENOMEM;
         c->count = n->count;
-        if (vn_stored(n)) {
+        if (n->leaf == VN_PACKED) {     /* unpacked for writing (words exported) */
+            packed_get_all(n, vn_vals(c));
+            for (unsigned i = 0; i < n->count; i++)
+                cow_val_retain(&vn_vals(c)[i]);
+        }
+        else if (vn_stored(n)) {
             for (unsigned i = 0; i < n->count; i++)
                 cow_val_copy(&vn_vals(c)[i], val_ok(n, &vn_vals(n)[i]));
         }
@@ -357,7 +523,8 @@ cow_val *
 cow_vb_full_tail(cow_vecbody *b)
 {
     cow_vnode *t = (cow_vnode *)b->tail;
-    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->count != COW_VEC_WIDTH)
+    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->leaf != VN_LEAF
+        || t->count != COW_VEC_WIDTH)
         return NULL;
     return vn_vals(t);
 }
@@ -366,7 +533,8 @@ void
 cow_vb_trim(cow_vecbody *b)
 {
     cow_vnode *t = (cow_vnode *)b->tail, *small;
-    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->cap == t->count)
+    if (t == NULL || cow_word_stored(b->tail) || t->refcnt != 1 || t->leaf != VN_LEAF
+        || t->cap == t->count)
         return;
     small = cow_realloc(t, sizeof(cow_vnode) + t->count * sizeof(cow_val));
     if (small == NULL)
@@ -401,25 +569,34 @@ leaf_for(const cow_vecbody *b, size_t i)
 }
 
 const cow_val *
-cow_vb_get(const cow_vecbody *b, size_t i)
+cow_vb_slot(const cow_vecbody *b, size_t i)
 {
     cow_vnode *n = leaf_for(b, i);
-    return val_ok(n, &vn_vals(n)[i & COW_VEC_MASK]);
+    return n->leaf == VN_PACKED ? NULL : &vn_vals(n)[i & COW_VEC_MASK];
 }
 
-const cow_val *
-cow_vb_get_pair(const cow_vecbody *b, size_t i)
+cow_val
+cow_vb_get(const cow_vecbody *b, size_t i)
 {
-    static const cow_val poison_pair[2] = {{.tag = COW_T_NONE}, {.tag = COW_T_NONE}};
+    return leaf_get(leaf_for(b, i), i & COW_VEC_MASK);
+}
+
+void
+cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
+{
     cow_vnode *n = leaf_for(b, i);
-    const cow_val *v = &vn_vals(n)[i & COW_VEC_MASK];
-    if ((i & COW_VEC_MASK) + 1 >= n->count) {
-        cow_ref_set_error(COW_ECORRUPT);      /* a stored leaf shorter than its vector */
-        return poison_pair;
+    unsigned slot = i & COW_VEC_MASK;
+    if (slot + 1 >= n->count) {
+        out[0] = out[1] = *corrupt_val();     /* a stored leaf shorter than its vector */
+        return;
     }
-    if (vn_stored(n) && (stored_val_ok(&v[0]) != &v[0] || stored_val_ok(&v[1]) != &v[1]))
-        return poison_pair;
-    return v;
+    if (n->leaf == VN_PACKED) {
+        out[0] = packed_get(n, slot);
+        out[1] = packed_get(n, slot + 1);
+        return;
+    }
+    out[0] = leaf_get(n, slot);
+    out[1] = leaf_get(n, slot + 1);
 }
 
 /* Owns the leaf holding index i (< len) and every node above it; *leaf
@@ -517,6 +694,7 @@ push_tail_into_trie(cow_vecbody *b, size_t t0)
 {
     cow_vnode *top;
     cow_word path;
+    b->tail = leaf_compacted(b->tail);
     if (b->root == 0) {
         b->root = b->tail;
         b->shift = 0;
@@ -632,7 +810,8 @@ cow_vb_pop(cow_vecbody *b, cow_val *out)
     if (b->len == 0)
         return COW_EINDEX;
     tail = leaf_for(b, b->len - 1);
-    cow_val_copy(&v, val_ok(tail, &vn_vals(tail)[(b->len - 1) & COW_VEC_MASK]));
+    v = leaf_get(tail, (b->len - 1) & COW_VEC_MASK);
+    cow_val_retain(&v);
     if (b->len - tailoff(b->len) == 1) {
         if (b->len > 1) {
             rc = take_last_leaf(&b->root, b->shift, b->len - 1 - COW_VEC_WIDTH, &leaf);
@@ -666,6 +845,7 @@ cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start)
     it->leaf_base = 0;
     it->leaf_count = 0;
     it->leaf_stored = 0;
+    it->leaf_packed = 0;
 }
 
 const cow_val *
@@ -680,6 +860,13 @@ cow_vec_iter_next(cow_vec_iter *it)
         it->leaf_base = i & ~(size_t)COW_VEC_MASK;
         it->leaf_count = n->count;
         it->leaf_stored = vn_stored(n);
+        it->leaf_packed = n->leaf == VN_PACKED;
+        if (it->leaf_packed)                    /* decoded (and checked) once */
+            packed_get_all(n, it->unpacked);
+    }
+    if (it->leaf_packed) {
+        it->i++;
+        return &it->unpacked[i - it->leaf_base];
     }
     if (it->leaf_stored) {
         it->i++;
@@ -795,15 +982,21 @@ cow_vec_write_node(cow_segw *w, const void *node, int kind)
         return cow_segw_emit(w, &out, sizeof out, NULL, 0, kids, 2);
     }
     cow_vnode *n = (cow_vnode *)node;
-    if (n->leaf) {
+    if (n->leaf) {                  /* stored packed when that pays */
         cow_val vals[COW_VEC_WIDTH];
-        cow_vnode head = {COW_REFCNT_STORED, 1, n->count, n->count, 0};
+        cow_vnode head = {COW_REFCNT_STORED, VN_LEAF, n->count, n->count, 0};
+        struct { vn_packed pk; uint8_t items[COW_VEC_WIDTH * COW_CI_MAX]; } body;
         for (unsigned i = 0; i < n->count; i++) {
-            cow_segw_value(w, val_ok(n, &vn_vals(n)[i]), &vals[i]);
+            cow_val v = leaf_get(n, i);
+            cow_segw_value(w, &v, &vals[i]);
             if (cow_tag_has_word(vals[i].tag))
                 kids[nkids++] = vals[i].u.w;
         }
-        return cow_segw_emit(w, &head, sizeof head, vals, n->count * sizeof(cow_val),
+        if (pack_items(vals, n->count, &body.pk, body.items) == 0)
+            return cow_segw_emit(w, &head, sizeof head, vals, n->count * sizeof(cow_val),
+                                 kids, nkids);
+        head.leaf = VN_PACKED;
+        return cow_segw_emit(w, &head, sizeof head, &body, sizeof body.pk + body.pk.bytes,
                              kids, nkids);
     }
     cow_vnode head = {COW_REFCNT_STORED, 0, 0, 0, 0};
@@ -873,13 +1066,32 @@ vn_poison(const cow_vnode *n)
     return n == cow_vec_poison(COW_NK_VLEAF) || n == cow_vec_poison(COW_NK_VINNER);
 }
 
+/* A packed leaf's items decode, fill its bytes exactly and sit at its marks
+ * (true of any other node). */
+static int
+packed_ok(const cow_vnode *n)
+{
+    cow_vnode *p = (cow_vnode *)n;
+    size_t pos = 0;
+    if (n->leaf != VN_PACKED)
+        return 1;
+    for (unsigned i = 0; i < n->count; i++) {
+        cow_val v;
+        if (i % VN_MARK_EVERY == 0 && vn_pk(p)->mark[i / VN_MARK_EVERY] != pos)
+            return 0;
+        if ((pos = packed_decode(p, pos, &v)) == 0)
+            return 0;
+    }
+    return pos == vn_pk(p)->bytes && n->cap == n->count;
+}
+
 static int
 check_node(const cow_vnode *n, uint32_t level, size_t base, size_t limit)
 {
     if (n == NULL || n->refcnt < 1 || vn_poison(n))
         return COW_EINVAL;                                    /* VEC5 */
     if (level == 0)
-        return n->leaf && n->count == COW_VEC_WIDTH ? COW_OK : COW_EINVAL;  /* VEC3 */
+        return n->leaf && n->count == COW_VEC_WIDTH && packed_ok(n) ? COW_OK : COW_EINVAL; /* VEC3 */
     if (n->leaf)
         return COW_EINVAL;
     for (size_t k = 0; k < COW_VEC_WIDTH; k++) {
@@ -902,7 +1114,7 @@ cow_vec_check(const cow_vecbody *b)
     if ((b->len == 0) != (tail == NULL))
         return COW_EINVAL;                                    /* VEC1 */
     if (tail && (tail->count != b->len - to || tail->count > tail->cap
-                 || !tail->leaf || tail->refcnt < 1))
+                 || !tail->leaf || tail->refcnt < 1 || !packed_ok(tail)))
         return COW_EINVAL;                                    /* VEC2 */
     if ((to == 0) != (b->root == 0))
         return COW_EINVAL;                                    /* VEC3 */

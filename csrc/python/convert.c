@@ -686,7 +686,8 @@ thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
     if (res == NULL)
         return NULL;
     for (size_t e = 0; e < cow_map_entries(m); e++) {
-        const cow_val *k = cow_map_entry_key(m, e);
+        cow_val kv = cow_map_entry_key(m, e), vv;
+        const cow_val *k = &kv;
         PyObject *pk, *pv = NULL;
         int rc;
         if (k->tag == COW_T_HOLE)
@@ -696,7 +697,7 @@ thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
         pk = (k->tag == COW_T_FDICT || k->tag == COW_T_FLIST) ? cowpy_to_object(st, k, NULL, NULL, 0, 0)
              : cow_tag_is_str(k->tag) ? key_object_of(st, k) : cowpy_thaw(st, k);
         if (pk && !as_set)
-            pv = cowpy_thaw(st, cow_map_entry_val(m, e));
+            pv = cowpy_thaw(st, (vv = cow_map_entry_val(m, e), &vv));
         rc = pk == NULL || (!as_set && pv == NULL) ? -1
              : as_set ? PySet_Add(res, pk) : PyDict_SetItem(res, pk, pv);
         Py_XDECREF(pk);

@@ -14,7 +14,7 @@ map_of(PyObject *op)
 /* Looks key up: 1 found (its stored key and value in kv[0], kv[1]), 0
  * absent, -1 error. */
 static int
-dict_get_entry(PyObject *op, PyObject *key, const cow_val **kv, uint64_t *hash)
+dict_get_entry(PyObject *op, PyObject *key, cow_val kv[2], uint64_t *hash)
 {
     cow_val probe;
     int owned = 0, rc;
@@ -87,7 +87,7 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
 
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
 {
-    const cow_val *kv;
+    cow_val kv[2];
     uint64_t hash;
     PyObject *res;
     int rc = packed_lookup(op, key, &res);
@@ -96,7 +96,7 @@ COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (
             _PyErr_SetKeyError(key);
         return rc == 1 ? res : NULL;
     }
-    if ((rc = dict_get_entry(op, key, &kv, &hash)) == 1)
+    if ((rc = dict_get_entry(op, key, kv, &hash)) == 1)
         return value_of(op, kv, hash);
     if (rc == 0)
         _PyErr_SetKeyError(key);
@@ -168,16 +168,16 @@ COWPY_ENTRY(static, int, dict_ass_subscript,
 
 COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key))
 {
-    const cow_val *kv;
+    cow_val kv[2];
     uint64_t hash;
     int rc = packed_lookup(op, key, NULL);
-    return rc != PACKED_GENERAL ? rc : dict_get_entry(op, key, &kv, &hash);
+    return rc != PACKED_GENERAL ? rc : dict_get_entry(op, key, kv, &hash);
 }
 
 COWPY_ENTRY(static, PyObject *, dict_get,
             (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
-    const cow_val *kv;
+    cow_val kv[2];
     uint64_t hash;
     int rc;
     PyObject *res;
@@ -188,7 +188,7 @@ COWPY_ENTRY(static, PyObject *, dict_get,
             return NULL;
         return rc ? res : Py_NewRef(nargs > 1 ? args[1] : Py_None);
     }
-    if ((rc = dict_get_entry(op, args[0], &kv, &hash)) < 0)
+    if ((rc = dict_get_entry(op, args[0], kv, &hash)) < 0)
         return NULL;
     if (rc)
         return value_of(op, kv, hash);
@@ -247,17 +247,17 @@ COWPY_ENTRY(static, PyObject *, dict_popitem, (PyObject *op, PyObject *unused), 
 COWPY_ENTRY(static, PyObject *, dict_setdefault,
             (PyObject *op, PyObject *const *args, Py_ssize_t nargs), (op, args, nargs))
 {
-    const cow_val *kv;
+    cow_val kv[2];
     uint64_t hash;
     int rc;
     if (!_PyArg_CheckPositional("setdefault", nargs, 1, 2))
         return NULL;
-    if ((rc = dict_get_entry(op, args[0], &kv, &hash)) < 0)
+    if ((rc = dict_get_entry(op, args[0], kv, &hash)) < 0)
         return NULL;
     if (rc == 0) {
         if (dict_set(op, args[0], nargs > 1 ? args[1] : Py_None) < 0)
             return NULL;
-        if ((rc = dict_get_entry(op, args[0], &kv, &hash)) <= 0)
+        if ((rc = dict_get_entry(op, args[0], kv, &hash)) <= 0)
             return NULL;
     }
     return value_of(op, kv, hash);
@@ -378,10 +378,12 @@ COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, 
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
     for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
-        if (cow_map_entry_key(om, e)->tag == COW_T_HOLE)
+        k = cow_map_entry_key(om, e);
+        if (k.tag == COW_T_HOLE)
             continue;
-        cow_val_copy(&k, cow_map_entry_key(om, e));
-        cow_val_copy(&v, cow_map_entry_val(om, e));
+        v = cow_map_entry_val(om, e);
+        cow_val_retain(&k);
+        cow_val_retain(&v);
         cow_val_hash(&k, &h);
         rc = cow_map_set(map_of(op), k, h, v);
     }

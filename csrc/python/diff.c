@@ -83,7 +83,9 @@ typedef struct diff_frame {
     size_t pos;             /* current entry (map) or next index (list) */
     uint64_t epoch;         /* the fill the fields below belong to (D5) */
     cow_vec_iter r[2];      /* readers, just past the current entry / index */
-    const cow_val *k[2], *v[2];     /* map: entry pos of each side, or NULL */
+    cow_val k[2], v[2];     /* map: entry pos of each side (borrowed copies:
+                             * frames move when the stack grows) */
+    uint8_t has[2];         /* side s has a live entry pos */
     int one_map;            /* the two leaves read: cow_word_same's cache */
 } diff_frame;
 
@@ -269,10 +271,12 @@ frame_obj(DiffIter *it, size_t d, int s)
         k--;                            /* the root's objects always exist */
     for (k++; k <= d; k++) {
         diff_frame *up = &it->frames[k - 1], *f = &it->frames[k];
+        cow_val kcopy;
         const cow_val *key = NULL;
         uint64_t h = 0;
         if (up->is_map) {
-            key = cow_map_entry_key(cow_val_getmap(&up->side[s]), f->at[s]);
+            kcopy = cow_map_entry_key(cow_val_getmap(&up->side[s]), f->at[s]);
+            key = &kcopy;
             cow_val_hash(key, &h);
         }
         f->obj[s] = cowpy_snapshot_value((CowObject *)up->obj[s], &up->side[s], &f->side[s],
@@ -292,6 +296,7 @@ value_obj(DiffIter *it, int s, const cow_val *v, size_t at)
 {
     size_t d = it->depth - 1;
     diff_frame *f;
+    cow_val kcopy;
     const cow_val *key = NULL;
     uint64_t h = 0;
     PyObject *parent;
@@ -303,7 +308,8 @@ value_obj(DiffIter *it, int s, const cow_val *v, size_t at)
         return NULL;
     f = &it->frames[d];
     if (f->is_map) {
-        key = cow_map_entry_key(cow_val_getmap(&f->side[s]), at);
+        kcopy = cow_map_entry_key(cow_val_getmap(&f->side[s]), at);
+        key = &kcopy;
         cow_val_hash(key, &h);
     }
     return cowpy_snapshot_value((CowObject *)parent, &f->side[s], v, key, h, f->is_map ? 0 : at);
@@ -399,7 +405,7 @@ compare(DiffIter *it, const cow_val *key, const cow_val *old, const cow_val *new
 /* Where key lies in side s of the top frame: 1 (*entry, *val set), 0 absent,
  * -1 on error. */
 static int
-find_in(DiffIter *it, int s, const cow_val *key, size_t *entry, const cow_val **val)
+find_in(DiffIter *it, int s, const cow_val *key, size_t *entry, cow_val *val)
 {
     const cow_map *m = cow_val_getmap(&top(it)->side[s]);
     uint64_t h;
@@ -418,11 +424,14 @@ find_in(DiffIter *it, int s, const cow_val *key, size_t *entry, const cow_val **
 static int
 meet_key(DiffIter *it, int s, const cow_val *key, const cow_val *val, size_t pos)
 {
+    cow_val found;
     const cow_val *other = NULL;
     size_t at = 0;
-    int rc = find_in(it, !s, key, &at, &other);
+    int rc = find_in(it, !s, key, &at, &found);
     if (rc < 0)
         return -1;
+    if (rc == 1)
+        other = &found;
     if (rc == 1 && (s == 0 ? at < pos : at <= pos))
         return STEP_NEXT;               /* met at the other side's entry */
     return s == 0 ? compare(it, key, val, other, pos, at, 0)
@@ -433,16 +442,20 @@ meet_key(DiffIter *it, int s, const cow_val *key, const cow_val *val, size_t pos
 static int
 map_entry(DiffIter *it, diff_frame *f)
 {
-    const cow_val *k0 = f->k[0], *k1 = f->k[1], *v1 = f->v[1];
+    /* Copies on this stack: compare and meet_key may push a frame, which
+     * moves f and the values it holds. */
+    cow_val kv[4] = {f->k[0], f->v[0], f->k[1], f->v[1]};
+    const cow_val *k0 = f->has[0] ? &kv[0] : NULL, *k1 = f->has[1] ? &kv[2] : NULL;
+    const cow_val *v0 = &kv[1], *v1 = &kv[3];
     size_t pos = f->pos;
     int rc;
     if (f->phase == 0) {
         f->phase = 1;
         if (k0 && k1 && same_word(k0, k1, &f->one_map)) {
             f->phase = 2;               /* one key at one entry: met once */
-            return compare(it, k0, f->v[0], v1, pos, pos, 1);
+            return compare(it, k0, v0, v1, pos, pos, 1);
         }
-        if (k0 && (rc = meet_key(it, 0, k0, f->v[0], pos)) != STEP_NEXT)
+        if (k0 && (rc = meet_key(it, 0, k0, v0, pos)) != STEP_NEXT)
             return rc;                  /* f may have moved: not read again */
     }
     if (f->phase == 1) {
@@ -455,15 +468,18 @@ map_entry(DiffIter *it, diff_frame *f)
 
 /* ---- walking a frame ------------------------------------------------------- */
 
-/* Reads the next map entry of r into *k, *v (both NULL past the end or at a
- * hole). */
+/* Reads the next map entry of side s of f (f->has[s] 0 past the end or at
+ * a hole). */
 static void
-read_entry(cow_vec_iter *r, const cow_val **k, const cow_val **v)
+read_entry(diff_frame *f, int s)
 {
-    *k = cow_vec_iter_next(r);
-    *v = *k ? cow_vec_iter_next(r) : NULL;
-    if (*k == NULL || *v == NULL || (*k)->tag == COW_T_HOLE)
-        *k = *v = NULL;
+    const cow_val *k = cow_vec_iter_next(&f->r[s]);
+    const cow_val *v = k ? cow_vec_iter_next(&f->r[s]) : NULL;
+    f->has[s] = k != NULL && v != NULL && k->tag != COW_T_HOLE;
+    if (f->has[s]) {
+        f->k[s] = borrow(k);            /* exported: copies leave the pages */
+        f->v[s] = borrow(v);
+    }
 }
 
 /* Positions the readers of f at its entry or index pos for this fill (D5). */
@@ -473,7 +489,7 @@ seek(DiffIter *it, diff_frame *f)
     for (int s = 0; s < 2; s++) {
         cow_vec_iter_init(&f->r[s], body_of(&f->side[s]), f->is_map ? 2 * f->pos : f->pos);
         if (f->is_map)
-            read_entry(&f->r[s], &f->k[s], &f->v[s]);
+            read_entry(f, s);
     }
     f->one_map = -1;
     f->epoch = it->epoch;
@@ -498,8 +514,8 @@ map_step(DiffIter *it)
                 return rc;              /* f->phase says where to resume */
             f->pos++;
             f->phase = 0;
-            read_entry(&f->r[0], &f->k[0], &f->v[0]);
-            read_entry(&f->r[1], &f->k[1], &f->v[1]);
+            read_entry(f, 0);
+            read_entry(f, 1);
         }
     }
     return STEP_DONE;
@@ -518,11 +534,16 @@ list_step(DiffIter *it)
             seek(it, f);
         while (f->pos < end) {
             const cow_val *a = cow_vec_iter_next(&f->r[0]), *b = cow_vec_iter_next(&f->r[1]);
+            cow_val ab[2];              /* on this stack: a push moves f */
             size_t i = f->pos++;
             int rc;
             if (a == NULL && b == NULL)
                 break;                  /* past both ends */
-            if ((rc = compare(it, NULL, a, b, i, i, 1)) != STEP_NEXT)
+            if (a)
+                ab[0] = borrow(a);
+            if (b)
+                ab[1] = borrow(b);
+            if ((rc = compare(it, NULL, a ? &ab[0] : NULL, b ? &ab[1] : NULL, i, i, 1)) != STEP_NEXT)
                 return rc;
         }
     }

@@ -36,7 +36,8 @@ cowpy_foreign_key(cowpy_state *st, const cow_val *root, PyObject *obj, cow_val *
     cow_val_copy(&snap, root);
     m = cow_val_getmap(&snap);
     for (size_t e = 0; e < cow_map_entries(m) && rc == 0; e++) {
-        const cow_val *stored = cow_map_entry_key(m, e);
+        cow_val stored_key = cow_map_entry_key(m, e);
+        const cow_val *stored = &stored_key;
         if (stored->tag == COW_T_HOLE)
             continue;
         if ((k = cowpy_to_object(st, stored, NULL, NULL, 0, 0)) == NULL) {

@@ -15,6 +15,8 @@ typedef struct {
     int kind;
     int reverse;
     cow_vec_iter fwd;       /* forward reads: amortised O(1) per step */
+    cow_val rev[2];         /* reverse reads: the entry or element last read
+                             * (borrowed copies, vec.h) */
     PyObject *last_item;    /* items() result tuple, reused when unshared */
     int packed;             /* snap is packed: read in place by pc (pack.h P8) */
     cow_pack_cursor pc;
@@ -99,12 +101,19 @@ next_pos(CowIter *it, const cow_val **a, const cow_val **b)
     while (it->reverse ? it->pos > 0 : it->pos < n) {
         size_t p = it->reverse ? --it->pos : it->pos++;
         if (!is_map) {
-            *a = it->reverse ? cow_vb_get(&cow_val_getvec(&it->snap)->b, p) : cow_vec_iter_next(&it->fwd);
+            if (it->reverse) {
+                it->rev[0] = cow_vb_get(&cow_val_getvec(&it->snap)->b, p);
+                *a = &it->rev[0];
+            }
+            else
+                *a = cow_vec_iter_next(&it->fwd);
             return (Py_ssize_t)p;
         }
         if (it->reverse) {
-            *a = cow_map_entry_key(cow_val_getmap(&it->snap), p);
-            *b = cow_map_entry_val(cow_val_getmap(&it->snap), p);
+            it->rev[0] = cow_map_entry_key(cow_val_getmap(&it->snap), p);
+            it->rev[1] = cow_map_entry_val(cow_val_getmap(&it->snap), p);
+            *a = &it->rev[0];
+            *b = &it->rev[1];
         }
         else {
             *a = cow_vec_iter_next(&it->fwd);

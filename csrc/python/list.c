@@ -29,7 +29,8 @@ COWPY_ENTRY(static, Py_ssize_t, list_len, (PyObject *op), (op))
 static PyObject *
 item_at(PyObject *op, size_t i)
 {
-    return cowpy_to_object(COWPY_ST(op), cow_vb_get(body_of(op), i), SELF, NULL, 0, i);
+    cow_val v = cow_vb_get(body_of(op), i);
+    return cowpy_to_object(COWPY_ST(op), &v, SELF, NULL, 0, i);
 }
 
 /* l[i] of a packed root, in place (pack.h; a nested container as a view
@@ -290,7 +291,10 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
     if ((vec = cow_vec_new()) == NULL)
         return cowpy_raise(st, COW_ENOMEM);
     for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++)
-        rc = push_copy(&vec->b, cow_vb_get(body_of(op), (size_t)(start + k * step)));
+    {
+        cow_val v = cow_vb_get(body_of(op), (size_t)(start + k * step));
+        rc = push_copy(&vec->b, &v);
+    }
     if (rc < 0) {
         cow_vec_release(vec);
         return cowpy_raise(st, rc);
@@ -553,7 +557,8 @@ COWPY_ENTRY(static, PyObject *, list_pop, (PyObject *op, PyObject *args), (op, a
         rc = cowpy_end_write(SELF);
     }
     else {
-        cow_val_copy(&v, cow_vb_get(body_of(op), (size_t)i));
+        v = cow_vb_get(body_of(op), (size_t)i);
+        cow_val_retain(&v);
         rc = list_splice(op, (size_t)i, (size_t)i + 1, &none);
     }
     res = rc < 0 ? NULL : cowpy_to_object(st, &v, NULL, NULL, 0, 0);
@@ -581,7 +586,8 @@ COWPY_ENTRY(static, PyObject *, list_reverse, (PyObject *op, PyObject *unused), 
     if ((all.vals = PyMem_Malloc((n ? n : 1) * sizeof(cow_val))) == NULL)
         return PyErr_NoMemory();
     for (all.n = 0; all.n < n; all.n++) {
-        cow_val_copy(&all.vals[all.n], cow_vb_get(body_of(op), n - 1 - all.n));
+        all.vals[all.n] = cow_vb_get(body_of(op), n - 1 - all.n);
+        cow_val_retain(&all.vals[all.n]);
     }
     if (list_splice(op, 0, n, &all) < 0)
         return NULL;

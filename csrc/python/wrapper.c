@@ -47,19 +47,20 @@ cowpy_detach(CowObject *self)
     cow_val_release(&self->pkey);
 }
 
-/* The value now in our slot of the parent, or NULL if the slot is gone. */
+/* The value now in our slot of the parent into *out (borrowed copy, vec.h),
+ * or NULL if the slot is gone. */
 static const cow_val *
-slot_in_parent(CowObject *self)
+slot_in_parent(CowObject *self, cow_val *out)
 {
-    const cow_val *cur = NULL;
     const cow_val *proot = &self->parent->root;
-    if (cow_tag_is_map(proot->tag)) {
-        if (cow_map_get(cow_val_getmap(proot), &self->pkey, self->phash, &cur) != COW_FOUND)
-            return NULL;
-        return cur;
-    }
+    if (cow_tag_is_map(proot->tag))
+        return cow_map_get(cow_val_getmap(proot), &self->pkey, self->phash, out) == COW_FOUND
+               ? out : NULL;
     const cow_vecbody *b = &cow_val_getvec(proot)->b;
-    return self->pidx < b->len ? cow_vb_get(b, self->pidx) : NULL;
+    if (self->pidx >= b->len)
+        return NULL;
+    *out = cow_vb_get(b, self->pidx);
+    return out;
 }
 
 /* Our slot holds a packed container (pack.h P1): the same one we were made
@@ -88,6 +89,7 @@ int
 cowpy_resolve_view(CowObject *self)
 {
     const cow_val *cur;
+    cow_val slot;
     /* A parent that has not moved on may stay packed: our root, read in
      * place from its pack (pack.h P8), is still what its slot holds. */
     if (cowpy_resolve_lazy(self->parent) < 0)
@@ -97,7 +99,7 @@ cowpy_resolve_view(CowObject *self)
     if (cowpy_resolve(self->parent) < 0)
         return -1;
     self->seen = self->parent->mut;
-    cur = slot_in_parent(self);
+    cur = slot_in_parent(self, &slot);
     if (cur != NULL && cur->tag == COW_T_PACKED)
         return resync_packed(self, cur);
     if (cur == NULL || cur->tag != cowpy_logical_tag(&self->root)

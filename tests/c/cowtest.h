@@ -210,4 +210,33 @@ tu_vec_own(cow_vec **v)
     return rc;
 }
 
+/* Test sugar over the reads that return borrowed copies (vec.h, map.h):
+ * the copy kept in a per-thread ring and a pointer to it returned, valid
+ * for the next TU_RING reads -- enough for the comparisons tests make. */
+#define TU_RING 64
+static inline const cow_val *
+tu_keep(cow_val v)
+{
+    static _Thread_local cow_val ring[TU_RING];
+    static _Thread_local unsigned next;
+    cow_val *slot = &ring[next++ % TU_RING];
+    *slot = v;
+    return slot;
+}
+
+static inline const cow_val *tu_vb_get(const cow_vecbody *b, size_t i) { return tu_keep(cow_vb_get(b, i)); }
+static inline const cow_val *tu_entry_key(const cow_map *m, size_t e) { return tu_keep(cow_map_entry_key(m, e)); }
+static inline const cow_val *tu_entry_val(const cow_map *m, size_t e) { return tu_keep(cow_map_entry_val(m, e)); }
+
+/* cow_map_get with *val pointing at the ring. */
+static inline int
+tu_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val)
+{
+    cow_val v;
+    int rc = cow_map_get(m, key, hash, &v);
+    if (rc == COW_FOUND)
+        *val = tu_keep(v);
+    return rc;
+}
+
 #endif

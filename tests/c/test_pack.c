@@ -241,12 +241,12 @@ Test(pack, packed_children_are_inlined)
     {
         cow_val k = str_of("child"), g2;
         const cow_val *got, *got2;
-        cr_assert_eq(cow_map_get(cow_val_getmap(&g), &k, tu_hash(&k), &got), COW_FOUND);
+        cr_assert_eq(tu_map_get(cow_val_getmap(&g), &k, tu_hash(&k), &got), COW_FOUND);
         cr_assert_eq(got->tag, COW_T_DICT, "nested containers come back general");
         cr_assert(cow_val_equal(got, &child));
         /* P5: a nested identity is derived, the same at every materialisation */
         cr_assert_eq(cow_pack_unpack(&pp, &g2), COW_OK);
-        cr_assert_eq(cow_map_get(cow_val_getmap(&g2), &k, tu_hash(&k), &got2), COW_FOUND);
+        cr_assert_eq(tu_map_get(cow_val_getmap(&g2), &k, tu_hash(&k), &got2), COW_FOUND);
         cr_assert_eq(cow_val_getmap(got)->ident, cow_val_getmap(got2)->ident);
         cr_assert_neq(cow_val_getmap(got)->ident, cow_val_getmap(&g)->ident);
         cow_val_release(&g2);
@@ -303,7 +303,7 @@ Test(pack, a_nested_container_is_read_in_place)
     uint64_t h;
     cow_val k = str_of("l");
     cow_val_hash(&k, &h);
-    cr_assert_eq(cow_map_get(cow_val_getmap(&whole), &k, h, &l), COW_FOUND);
+    cr_assert_eq(tu_map_get(cow_val_getmap(&whole), &k, h, &l), COW_FOUND);
     cr_assert(cow_val_equal(&g, l) && cow_val_equal(&got, l));
     cr_assert_eq(cow_val_getvec(&g)->ident, cow_val_getvec(l)->ident, "P5 identity");
     cr_assert_eq(got.aux, cow_val_getvec(l)->ident);
@@ -684,8 +684,8 @@ Test(pack, repeated_strs_of_a_batch_are_words)
         {
             cow_val k = str_of("status"), k2 = str_of("note");
             const cow_val *s, *n;
-            cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &s), COW_FOUND);
-            cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k2, tu_hash(&k2), &n), COW_FOUND);
+            cr_assert_eq(tu_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &s), COW_FOUND);
+            cr_assert_eq(tu_map_get(cow_val_getmap(&got), &k2, tu_hash(&k2), &n), COW_FOUND);
             cr_assert_eq(s->tag, COW_T_SSTR, "V1: a short str comes back inline");
             cr_assert_eq(n->tag, COW_T_STR);
             cow_val_release(&k);

@@ -75,7 +75,7 @@ Test(parcel, round_trip_rich_value_and_release_once)
     expect_same(&v, &back, 0);
     cr_assert_eq(tu_read_error(), COW_OK);
     /* a value read out of the parcel keeps it open after the root goes */
-    cow_val_copy(&child, cow_map_entry_val(cow_val_getmap(&back), 0));
+    cow_val_copy(&child, tu_entry_val(cow_val_getmap(&back), 0));
     cow_val_release(&back);
     cr_assert_eq(o.released, 0);
     cow_val_release(&child);
@@ -179,11 +179,11 @@ walk(const cow_val *v, int depth)
         const cow_map *m = cow_val_getmap(v);
         size_t ne = cow_map_entries(m);
         for (size_t e = 0; e < ne && e < WALK_LIMIT; e++) {
-            const cow_val *k = cow_map_entry_key(m, e), *found;
-            walk(k, depth + 1);
-            walk(cow_map_entry_val(m, e), depth + 1);
-            if (cow_val_hash(k, &h) == COW_OK)
-                (void)cow_map_get(m, k, h, &found);
+            cow_val k = cow_map_entry_key(m, e), val = cow_map_entry_val(m, e), found;
+            walk(&k, depth + 1);
+            walk(&val, depth + 1);
+            if (cow_val_hash(&k, &h) == COW_OK)
+                (void)cow_map_get(m, &k, h, &found);
         }
     }
 }

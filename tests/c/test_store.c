@@ -851,7 +851,7 @@ Test(store, packed_values_round_trip)
     }
     {
         cow_val k = tu_str("rec");
-        cr_assert_eq(cow_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &slot), COW_FOUND);
+        cr_assert_eq(tu_map_get(cow_val_getmap(&got), &k, tu_hash(&k), &slot), COW_FOUND);
         cow_val_release(&k);
     }
     cr_assert_eq(slot->tag, COW_T_PACKED);
@@ -895,14 +895,14 @@ Test(store, batched_records_round_trip)
     put_commit(s, "l", &list);
     got = get_ok(s, "l");
     for (size_t i = 0; i < N; i++) {
-        const cow_val *slot = cow_vb_get(&cow_val_getvec(&got)->b, i);
+        const cow_val *slot = tu_vb_get(&cow_val_getvec(&got)->b, i);
         cr_assert(slot->tag == COW_T_PACKED && cow_val_stored(slot));
         cr_assert_neq(cow_pack_offset(slot), 0);
-        cr_assert_eq(slot->u.w, cow_vb_get(&cow_val_getvec(&got)->b, 0)->u.w,
+        cr_assert_eq(slot->u.w, tu_vb_get(&cow_val_getvec(&got)->b, 0)->u.w,
                      "member %zu stored apart from its batch", i);
         cr_assert(cow_val_equal(slot, &recs[i]), "member %zu reads back wrong", i);
     }
-    cow_val_copy(&bad, cow_vb_get(&cow_val_getvec(&got)->b, 3));
+    cow_val_copy(&bad, tu_vb_get(&cow_val_getvec(&got)->b, 3));
     cow_pack_set_offset(&bad, 4000);
     cr_assert_eq(cow_pack_unpack(&bad, &g), COW_ECORRUPT);
     cow_val_release(&bad);

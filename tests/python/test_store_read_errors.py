@@ -2,9 +2,9 @@
 CorruptStoreError from that very call -- not None, not an empty result -- and
 never from a later, unrelated call, nor from a call in another thread.
 
-Each test damages one known spot of a real store file: the tag byte of one
-key's value in a map's entry log (a tag no value has, so the log leaf's
-check fails when that entry is read), or one field of a numpy leaf's header.
+Each test damages one known spot of a real store file: the code byte of one
+key's item in a map's packed entry log (a code no item has, so decoding
+fails when that entry is read), or one field of a numpy leaf's header.
 The spot is found by searching the file for the key's (or the header's)
 bytes, which a one-commit store holds exactly once.
 """
@@ -18,8 +18,8 @@ import cowstore
 
 KEYS = 40                   # past COW_MAP_LINEAR_MAX: lookups go through the hash index
 DAMAGED = "key-00017"
-SSTR_TAG = 6                # cowstore/value.h: COW_T_SSTR, an inline str (<= 14 bytes)
-BAD_TAG = 0xEE              # past COW_T__COUNT: no value has it
+SSTR_ITEM = 0x10            # cowstore/compact.h: + length, an inline str item
+BAD_CODE = 0x0E             # cowstore/compact.h: no item has this code
 THREAD_TIMEOUT = 30         # seconds; a hung thread fails the test instead of the run
 
 
@@ -43,8 +43,8 @@ def damaged(tmp_path):
     with open(path, "rb") as f:
         data = f.read()
     at = data.index(raw)
-    assert (data[at - 2], data[at - 1]) == (SSTR_TAG, len(raw)), "not an inline str value"
-    _patch(path, raw, -2, bytes([BAD_TAG]))
+    assert data[at - 1] == SSTR_ITEM + len(raw), "not a str item of a packed leaf"
+    _patch(path, raw, -1, bytes([BAD_CODE]))
     with cowstore.open(path, readonly=True) as s:
         yield s
 

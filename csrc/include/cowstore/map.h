@@ -41,9 +41,10 @@ size_t cow_map_len(const cow_map *m);
 
 /* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */
 int cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry);
-int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **val);
+/* The value is borrowed by copy (cow_vb_get: valid while the map holds it). */
+int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, cow_val *val);
 /* As cow_map_get, with the stored key: kv[0] the key, kv[1] its value. */
-int cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, const cow_val **kv);
+int cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val kv[2]);
 /* Inserts or replaces: steals key and val.  A replaced key keeps its place.
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */
@@ -62,8 +63,8 @@ void cow_map_clear(cow_map *m);
 
 /* Entry access by log position (holes have key tag COW_T_HOLE). */
 size_t cow_map_entries(const cow_map *m);
-const cow_val *cow_map_entry_key(const cow_map *m, size_t entry);
-const cow_val *cow_map_entry_val(const cow_map *m, size_t entry);
+cow_val cow_map_entry_key(const cow_map *m, size_t entry);     /* borrowed copies */
+cow_val cow_map_entry_val(const cow_map *m, size_t entry);
 
 /* Order-insensitive equality (dict ==); shares short-cut to 1. */
 int cow_map_equal(const cow_map *a, const cow_map *b);

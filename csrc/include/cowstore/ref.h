@@ -126,6 +126,9 @@ cow_ref_get(const cow_word *wp, int kind)
 /* *wp as a word that is valid anywhere (the slot filled in), without taking
  * a reference. */
 cow_word cow_ref_export(const cow_word *wp);
+/* As cow_ref_export for word w read from address `where` (which may be
+ * unaligned: a packed leaf's item). */
+cow_word cow_ref_export_from(cow_word w, const void *where);
 /* Whether *a and *b name one node (or none), told from the words without
  * resolving them; a heap node and its stored twin (twin.h) count as one.  Comparing words read from two fixed nodes, pass the same
  * *one_map (-1 at first): it caches whether those nodes lie in one store's

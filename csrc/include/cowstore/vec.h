@@ -37,14 +37,20 @@ typedef struct cow_vec {
 void cow_vb_init(cow_vecbody *b);
 void cow_vb_clear(cow_vecbody *b);
 void cow_vb_dup(cow_vecbody *dst, const cow_vecbody *src);
-const cow_val *cow_vb_get(const cow_vecbody *b, size_t i);   /* borrowed; i < len */
+/* Value i < len, borrowed by copy (no reference taken; valid while the
+ * body holds it): a packed leaf has no cow_val to point to.  A stored value's
+ * word comes exported (ref.h), valid anywhere. */
+cow_val cow_vb_get(const cow_vecbody *b, size_t i);
 /* Values i and i + 1 (i even, i + 1 < len: one leaf holds both) by one walk,
- * as p[0] and p[1]: a map entry's key and value (borrowed). */
-const cow_val *cow_vb_get_pair(const cow_vecbody *b, size_t i);
+ * into out[0] and out[1]: a map entry's key and value (borrowed, as above). */
+void cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2]);
 int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
 int cow_vb_same(const cow_vecbody *a, const cow_vecbody *b); /* same nodes: equal */
+/* Where value i < len lies in its leaf, NULL when the leaf is packed: for
+ * tests that damage stored bytes in place (readers use cow_vb_get). */
+const cow_val *cow_vb_slot(const cow_vecbody *b, size_t i);
 /* Fills an empty body with vals[0..n) (stolen on every path) in one
  * allocation when they fit one leaf.  COW_OK or COW_ENOMEM (body empty). */
 int cow_vb_from(cow_vecbody *b, cow_val *vals, size_t n);
@@ -70,9 +76,14 @@ typedef struct cow_vec_iter {
     size_t leaf_count;      /* values leaf holds (a stored leaf may hold fewer
                              * than its vector's length claims) */
     int leaf_stored;        /* leaf is in pages: check each value handed out */
+    int leaf_packed;        /* values come from unpacked (no pointer to it is
+                             * kept, so an iterator may be moved) */
+    cow_val unpacked[COW_VEC_WIDTH];    /* a packed leaf's values, decoded once */
 } cow_vec_iter;
 void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
-const cow_val *cow_vec_iter_next(cow_vec_iter *it);            /* NULL at end */
+/* NULL at end; the value stays valid until the iterator leaves its leaf of
+ * 32 (an entry's key and value, at 2i and 2i + 1, share one). */
+const cow_val *cow_vec_iter_next(cow_vec_iter *it);
 
 /* Calls visit(ctx, start) for the first index of every 32-value block that
  * may differ between a and b: blocks held in different nodes, and every block
