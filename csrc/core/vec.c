@@ -183,21 +183,53 @@ packed_decode(cow_vnode *n, size_t pos, cow_val *out)
     return pos + len;
 }
 
-/* Value `slot` of packed leaf n: from the mark before it, skip, decode.
- * Offsets of a stored leaf are checked against its bytes (VEC6). */
-static cow_val
-packed_get(cow_vnode *n, unsigned slot)
+/* Where item `slot` of packed leaf n starts: from the mark before it, skip.
+ * Offsets of a stored leaf are checked against its bytes (VEC6): a bad one
+ * gives SIZE_MAX, which packed_decode reads as corrupt. */
+static size_t
+packed_find(cow_vnode *n, unsigned slot)
 {
     const vn_packed *pk = vn_pk(n);
     size_t pos = pk->mark[slot / VN_MARK_EVERY], len;
-    cow_val v;
     for (unsigned k = slot % VN_MARK_EVERY; k > 0; k--) {
         if (pos >= pk->bytes || (len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0)
-            return *corrupt_val();
+            return SIZE_MAX;
         pos += len;
     }
-    packed_decode(n, pos, &v);
+    return pos;
+}
+
+static cow_val
+packed_get(cow_vnode *n, unsigned slot)
+{
+    cow_val v;
+    packed_decode(n, packed_find(n, slot), &v);
     return v;
+}
+
+/* Values slot and slot + 1 by one skip: a map entry's key and value. */
+static void
+packed_get_pair(cow_vnode *n, unsigned slot, cow_val out[2])
+{
+    size_t next = packed_decode(n, packed_find(n, slot), &out[0]);
+    packed_decode(n, next ? next : SIZE_MAX, &out[1]);
+}
+
+/* Writes v (stolen) over item `slot` of an unshared heap packed leaf when
+ * its item can take the length of the one there (a counter, a flag, an int
+ * no wider): 1 done, 0 the leaf must be unpacked first. */
+static int
+packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
+{
+    uint8_t item[COW_CI_MAX];
+    size_t pos = packed_find(n, slot), next, len;
+    cow_val old;
+    if ((next = packed_decode(n, pos, &old)) == 0
+        || (len = cow_ci_encode_as(&v, next - pos, item)) == 0)
+        return 0;
+    cow_val_release(&old);
+    memcpy((uint8_t *)vn_items(n) + pos, item, len);
+    return 1;
 }
 
 /* Every value of packed leaf n into out[0..count), in one pass. */
@@ -591,8 +623,7 @@ cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
         return;
     }
     if (n->leaf == VN_PACKED) {
-        out[0] = packed_get(n, slot);
-        out[1] = packed_get(n, slot + 1);
+        packed_get_pair(n, slot, out);
         return;
     }
     out[0] = leaf_get(n, slot);
@@ -600,9 +631,10 @@ cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
 }
 
 /* Owns the leaf holding index i (< len) and every node above it; *leaf
- * receives it.  Copies hold equal values, so an error changes nothing. */
+ * receives it.  Copies hold equal values, so an error changes nothing.
+ * With keep_packed, an unshared heap packed leaf is left packed. */
 static int
-own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf)
+own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf, int keep_packed)
 {
     cow_word *slot = &b->tail;
     int rc;
@@ -614,7 +646,9 @@ own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf)
             slot = &vn_kids((cow_vnode *)*slot)[(i >> level) & COW_VEC_MASK];
         }
     }
-    if ((rc = vn_own(slot, 0, COW_NK_VLEAF)) < 0)
+    keep_packed = keep_packed && !cow_word_stored(*slot)
+                  && ((cow_vnode *)*slot)->leaf == VN_PACKED && ((cow_vnode *)*slot)->refcnt == 1;
+    if (!keep_packed && (rc = vn_own(slot, 0, COW_NK_VLEAF)) < 0)
         return rc;
     *leaf = (cow_vnode *)*slot;
     if ((i & COW_VEC_MASK) >= (*leaf)->count) {
@@ -628,7 +662,12 @@ int
 cow_vb_set(cow_vecbody *b, size_t i, cow_val v)
 {
     cow_vnode *leaf;
-    int rc = i < b->len ? own_leaf(b, i, &leaf) : COW_EINDEX;
+    int rc = i < b->len ? own_leaf(b, i, &leaf, 1) : COW_EINDEX;
+    if (rc == COW_OK && leaf->leaf == VN_PACKED) {
+        if (packed_set_in_place(leaf, i & COW_VEC_MASK, v))
+            return COW_OK;
+        rc = own_leaf(b, i, &leaf, 0);          /* unpacked: the path is owned */
+    }
     if (rc < 0) {
         cow_val_release(&v);
         return rc;
@@ -644,7 +683,7 @@ cow_vb_own(cow_vecbody *b, size_t from, size_t to)
     cow_vnode *leaf;
     int rc;
     for (size_t i = from; i < to && i < b->len; i = (i | COW_VEC_MASK) + 1)
-        if ((rc = own_leaf(b, i, &leaf)) < 0)
+        if ((rc = own_leaf(b, i, &leaf, 0)) < 0)
             return rc;
     return COW_OK;
 }

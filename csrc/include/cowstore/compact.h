@@ -8,7 +8,7 @@
  * Unlike a pack's items (pack.h), which decode to views, this form is exact:
  * decoding an item gives back the very bytes of the value encoded, so a
  * reader cannot tell a packed leaf from a plain one.  Values the short forms
- * do not reproduce bit for bit are kept whole (CI_RAW, 16 bytes).
+ * do not reproduce bit for bit are kept whole (COW_CI_RAW, 16 bytes).
  *
  *   code byte     follows                       value
  *   0x00          -                             NONE
@@ -16,7 +16,7 @@
  *   0x03          -                             HOLE
  *   0x04 + k      k + 1 bytes (k = 0..7), LE    INT sign-extended
  *   0x0c          8 bytes                       FLOAT bits
- *   0x0d          16 bytes                      the cow_val as it is (CI_RAW)
+ *   0x0d          16 bytes                      the cow_val as it is (COW_CI_RAW)
  *   0x10 + n      n bytes (n = 0..14)           SSTR of length n
  *   0x20 + n      n bytes                       SBYTES of length n
  *   0x30 + n      n bytes (n = 1..14)           SEXT of length n
@@ -33,17 +33,103 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "cowstore/value.h"
 
 /* Longest item: a raw value and its code. */
 #define COW_CI_MAX (1 + sizeof(cow_val))
 
+/* Item codes (see the table above). */
+enum cow_ci_code {
+    COW_CI_NONE = 0x00,
+    COW_CI_FALSE = 0x01,
+    COW_CI_TRUE = 0x02,
+    COW_CI_HOLE = 0x03,
+    COW_CI_INT = 0x04,          /* + width - 1 */
+    COW_CI_FLOAT = 0x0c,
+    COW_CI_RAW = 0x0d,
+    COW_CI_SSTR = 0x10,         /* + length */
+    COW_CI_SBYTES = 0x20,
+    COW_CI_SEXT = 0x30,
+    COW_CI_SPAN_MASK = 0x0f,
+};
+
 /* Writes v's item at out (room for COW_CI_MAX); returns its length. */
 size_t cow_ci_encode(const cow_val *v, uint8_t *out);
+/* Writes v's item in exactly len bytes when it can -- its own length, or an
+ * int in a wider width than it needs (it decodes the same) -- so it can
+ * replace an item of that length in place; returns len, or 0. */
+size_t cow_ci_encode_as(const cow_val *v, size_t len, uint8_t *out);
+
+/* The reads are inline: a packed leaf's every read runs them. */
+
+/* The length of the item at p, 0 if corrupt. */
+static inline size_t
+cow_ci_size(const uint8_t *p, size_t avail)
+{
+    size_t n;
+    if (avail == 0)
+        return 0;
+    if (p[0] >= COW_CI_SSTR && p[0] <= COW_CI_SEXT + COW_INLINE_MAX)
+        n = (p[0] & COW_CI_SPAN_MASK) <= COW_INLINE_MAX ? 1u + (p[0] & COW_CI_SPAN_MASK) : 0;
+    else if (p[0] <= COW_CI_HOLE)
+        n = 1;
+    else if (p[0] < COW_CI_FLOAT)
+        n = 2u + (p[0] - COW_CI_INT);
+    else
+        n = p[0] == COW_CI_FLOAT ? 9 : p[0] == COW_CI_RAW ? COW_CI_MAX : 0;
+    return n <= avail ? n : 0;
+}
+
+/* width bytes at p, little-endian. */
+static inline uint64_t
+cow_ci_get_le(const uint8_t *p, unsigned width)
+{
+    uint64_t x = 0;
+    for (unsigned k = 0; k < width; k++)
+        x |= (uint64_t)p[k] << (8 * k);
+    return x;
+}
+
 /* Reads the item at p (avail bytes there) into *out, bitwise (a word is
  * borrowed, as a leaf's slot would be); returns its length, 0 if corrupt. */
-size_t cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out);
-/* The length of the item at p, 0 if corrupt. */
-size_t cow_ci_size(const uint8_t *p, size_t avail);
+static inline size_t
+cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
+{
+    size_t n = cow_ci_size(p, avail);
+    unsigned w;
+    if (n == 0 || p[0] == COW_CI_SEXT)
+        return 0;                           /* an empty SEXT breaks V8 */
+    if (p[0] == COW_CI_RAW) {
+        memcpy(out, p + 1, sizeof *out);
+        return n;
+    }
+    memset(out, 0, sizeof *out);
+    if (p[0] >= COW_CI_SSTR) {
+        out->tag = (uint8_t)(p[0] < COW_CI_SBYTES ? COW_T_SSTR : p[0] < COW_CI_SEXT ? COW_T_SBYTES
+                                                                          : COW_T_SEXT);
+        out->slen = (uint8_t)(n - 1);
+        memcpy((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
+        return n;
+    }
+    switch (p[0]) {
+    case COW_CI_NONE: out->tag = COW_T_NONE; break;
+    case COW_CI_HOLE: out->tag = COW_T_HOLE; break;
+    case COW_CI_FALSE: case COW_CI_TRUE: out->tag = COW_T_BOOL; out->u.i = p[0] == COW_CI_TRUE; break;
+    case COW_CI_FLOAT: {
+        uint64_t bits = cow_ci_get_le(p + 1, 8);
+        out->tag = COW_T_FLOAT;
+        memcpy(&out->u.f, &bits, sizeof bits);
+        break;
+    }
+    default:                                /* COW_CI_INT + width - 1 */
+        w = (unsigned)(n - 1);
+        out->tag = COW_T_INT;
+        out->u.i = (int64_t)(cow_ci_get_le(p + 1, w) << (64 - 8 * w)) >> (64 - 8 * w);
+        break;
+    }
+    return n;
+}
 
 #endif
