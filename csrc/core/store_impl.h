@@ -33,7 +33,7 @@
 
 #define COW_STORE_MAGIC UINT64_C(0x00524f5453574f43)   /* "COWSTOR\0" */
 /* 5: a hash index leaf is its entry number alone (map.c; before, 8 bytes
- * with the hash); 4: packed values may name a body inside a batch node
+ * with the hash), and vector leaves may be packed (vec.c, compact.h); 4: packed values may name a body inside a batch node
  * (pack.h P6: an offset in bytes a format-3 reader ignores); 3: packed
  * containers (pack.h), a node kind and value tag format 2 lacks; 2:
  * segments carry their refs in a trailer and are freed by sweeps (no

@@ -47,9 +47,13 @@
  *        written; a write copies it to the heap (vn_own) with every word it
  *        holds exported, and the walk that reads a stored node checks its
  *        kind (leaf or inner) and, at a leaf, that the index is below count.
+ *  VEC7  a packed leaf has cap == count; its items decode, end exactly at
+ *        `bytes`, and mark[j] is where item 4j starts (packed_ok).  A read
+ *        of a stored one checks each offset against `bytes` before use.
  *
  * Stored node bytes are the heap bytes with refcnt = COW_REFCNT_STORED, child
- * words in page form and leaves trimmed to cap == count.
+ * words in page form and leaves trimmed to cap == count; a leaf is stored
+ * packed when that pays, whatever its form on the heap.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -110,7 +110,7 @@ size_t cow_vec_len(const cow_vec *v);
  * leaves; checked before a stored vector or map header is used. */
 int cow_vb_stored_ok(const cow_vecbody *b);
 
-/* Debug validator: checks invariants VEC1..VEC4; returns COW_OK or COW_EINVAL. */
+/* Debug validator: checks invariants VEC1..VEC4 and VEC7; returns COW_OK or COW_EINVAL. */
 int cow_vec_check(const cow_vecbody *b);
 /* Number of live vector nodes in this process (for leak tests). */
 long cow_vec_live_nodes(void);
