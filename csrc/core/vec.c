@@ -236,6 +236,26 @@ packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
     return 1;
 }
 
+/* Retains (+1) or releases (-1) the words of heap packed leaf n's values:
+ * only raw items can hold one, so the others are skipped, not decoded. */
+static void
+packed_words(cow_vnode *n, int delta)
+{
+    const vn_packed *pk = vn_pk(n);
+    size_t pos = 0, len;
+    for (unsigned i = 0; i < n->count && pos < pk->bytes; i++, pos += len) {
+        cow_val v;
+        if ((len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0)
+            return;
+        if (vn_items(n)[pos] != COW_CI_RAW || cow_ci_decode(vn_items(n) + pos, len, &v) == 0)
+            continue;
+        if (delta > 0)
+            cow_val_retain(&v);
+        else
+            cow_val_release(&v);
+    }
+}
+
 /* Every value of packed leaf n into out[0..count), in one pass. */
 static void
 packed_get_all(cow_vnode *n, cow_val *out)
@@ -436,12 +456,8 @@ vn_release(cow_vnode *n)
 {
     if (n == NULL || !cow_refcnt_drop(&n->refcnt))
         return;
-    if (n->leaf == VN_PACKED) {
-        cow_val vals[COW_VEC_WIDTH];
-        packed_get_all(n, vals);
-        for (unsigned i = 0; i < n->count; i++)
-            cow_val_release(&vals[i]);
-    }
+    if (n->leaf == VN_PACKED)
+        packed_words(n, -1);
     else if (n->leaf) {
         for (unsigned i = 0; i < n->count; i++)
             if (cow_tag_has_word(vn_vals(n)[i].tag))     /* scalars hold nothing */
@@ -634,6 +650,26 @@ cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
     out[1] = leaf_get(n, slot + 1);
 }
 
+/* Makes the heap packed leaf *slot names unshared, as a packed copy (its
+ * words retained) when it is shared: a path copy of half the bytes. */
+static int
+packed_own(cow_word *slot)
+{
+    cow_vnode *n = (cow_vnode *)*slot, *c;
+    size_t size = sizeof(cow_vnode) + sizeof(vn_packed) + vn_pk(n)->bytes;
+    if (n->refcnt == 1)
+        return COW_OK;
+    if ((c = cow_malloc(size)) == NULL)
+        return COW_ENOMEM;
+    memcpy(c, n, size);
+    c->refcnt = 1;
+    live_nodes++;
+    packed_words(c, +1);
+    vn_release(n);
+    *slot = cow_word_of(c);
+    return COW_OK;
+}
+
 /* Owns the leaf holding index i (< len) and every node above it; *leaf
  * receives it.  Copies hold equal values, so an error changes nothing.
  * With keep_packed, an unshared heap packed leaf is left packed. */
@@ -651,8 +687,8 @@ own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf, int keep_packed)
         }
     }
     keep_packed = keep_packed && !cow_word_stored(*slot)
-                  && ((cow_vnode *)*slot)->leaf == VN_PACKED && ((cow_vnode *)*slot)->refcnt == 1;
-    if (!keep_packed && (rc = vn_own(slot, 0, COW_NK_VLEAF)) < 0)
+                  && ((cow_vnode *)*slot)->leaf == VN_PACKED;
+    if (keep_packed ? (rc = packed_own(slot)) < 0 : (rc = vn_own(slot, 0, COW_NK_VLEAF)) < 0)
         return rc;
     *leaf = (cow_vnode *)*slot;
     if ((i & COW_VEC_MASK) >= (*leaf)->count) {

@@ -1049,12 +1049,92 @@ walk(const cow_val *v, int depth)
  * faults -- ASan and the poisoned gaps prove no read leaves a segment --
  * and some flips are reported as COW_ECORRUPT.  Unflipped bytes read clean
  * (the control). */
+static void flip_rounds(cow_val v);
+
 Test(segment, random_flips_never_crash)
+{
+    flip_rounds(mk_rich(60, 3));
+}
+
+/* A value whose leaves are stored packed (vec.c, compact.h): a list of small
+ * ints, short strs, None, bools and floats, and a {str: int} map. */
+static cow_val
+mk_packable(void)
+{
+    cow_vec *vec = new_vec();
+    cow_map *m = new_map();
+    for (int64_t i = 0; i < 200; i++) {
+        cow_val x = i % 5 == 0 ? tu_str("s%lld", (long long)i) : i % 5 == 1 ? cow_val_none()
+                    : i % 5 == 2 ? cow_val_bool(i % 2) : i % 5 == 3 ? cow_val_float(i / 4.0)
+                    : cow_val_int(i * 1000);
+        cr_assert_eq(cow_vb_push(&vec->b, x), COW_OK);
+    }
+    for (int64_t i = 0; i < 100; i++)
+        map_put(m, tu_str("key%lld", (long long)i), cow_val_int(i));
+    cr_assert_eq(cow_vb_push(&vec->b, cow_val_map(COW_T_DICT, m)), COW_OK);
+    return cow_val_vec(COW_T_LIST, vec);
+}
+
+Test(segment, random_flips_in_packed_leaves_never_crash)
+{
+    flip_rounds(mk_packable());
+}
+
+/* A stored packed leaf is read through its items: an item whose code byte
+ * no item has reads as poison with COW_ECORRUPT (by index, pair and
+ * iterator alike), and the restored byte reads clean again. */
+Test(segment, damaged_packed_item_reads_as_poison)
+{
+    static const char item[] = "\x14s100";     /* compact.h: SSTR code + 4, bytes */
+    memstore ms;
+    cow_val v = mk_packable(), page, stored, x, pair[2];
+    const cow_vecbody *b;
+    cow_vec_iter it;
+    char *at = NULL;
+    wstats st;
+    ms_init(&ms, MS_CAP);
+    st = ms_write(&ms, &v, 0, &page);
+    stored = ms_open(&ms, &page);
+    b = &cow_val_getvec(&stored)->b;
+    cr_assert_null(cow_vb_slot(b, 0), "small values are stored packed");
+    expect_same(&v, &stored, 0);
+    for (uint32_t seg = st.first_seg; seg < st.first_seg + st.segments; seg++)
+        for (size_t i = 0; i + sizeof item - 1 <= ms.len[seg]; i++)
+            if (memcmp(ms.buf + ms.off[seg] + i, item, sizeof item - 1) == 0) {
+                cr_assert_null(at, "the item occurs once");
+                at = ms.buf + ms.off[seg] + i;
+            }
+    cr_assert_not_null(at);
+    at[0] = 0x0e;
+    x = cow_vb_get(b, 100);
+    cr_assert_eq(x.tag, COW_T_NONE);
+    cr_assert_eq(tu_read_error(), COW_ECORRUPT);
+    cow_vb_get_pair(b, 100, pair);
+    cr_assert_eq(tu_read_error(), COW_ECORRUPT);
+    cow_vec_iter_init(&it, b, 96);
+    while (cow_vec_iter_next(&it) != NULL && it.i < 128)
+        ;
+    cr_assert_eq(tu_read_error(), COW_ECORRUPT);
+    cr_assert_neq(cow_vec_check(b), COW_OK);
+    tu_read_error();
+    at[0] = 0x14;
+    x = cow_vb_get(b, 100);
+    cr_assert(x.tag == COW_T_SSTR && x.slen == 4 && memcmp((char *)&x + COW_INLINE_OFFSET, "s100", 4) == 0);
+    cr_assert_eq(tu_read_error(), COW_OK);
+    cow_val_release(&stored);
+    cow_val_release(&v);
+    ms_free(&ms);
+}
+
+/* Writes v (stolen), then flips random bytes of its segments FLIP_ROUNDS
+ * times, walking everything after each. */
+static void
+flip_rounds(cow_val v)
 {
     enum { ROUNDS = FLIP_ROUNDS };
     uint64_t seed = FLIP_SEED;
     memstore ms;
-    cow_val v = mk_rich(60, 3), page, stored;
+    cow_val page, stored;
     wstats st;
     char *orig;
     size_t off, len, detected = 0;

@@ -773,3 +773,72 @@ Test(vec, pairs_are_the_values_at_i_and_i_plus_1)
     }
     cow_vb_clear(&b);
 }
+
+/* ---- packed leaves (VEC7) ------------------------------------------------------------ */
+
+/* Small values are packed when a full leaf enters the trie; a write that
+ * fits an item's length goes in place (the leaf stays packed), a wider one
+ * unpacks the leaf; a copy taken before keeps its packed leaf and values;
+ * blob values keep their references right through packing, unpacking,
+ * popping and clearing (ASan's leak check and the live-node count). */
+Test(vec, packed_leaves_read_write_and_share)
+{
+    enum { N = 32 * 5 + 7 };
+    cow_vecbody b, copy;
+    cow_vec_iter it;
+    const cow_val *x;
+    cow_vb_init(&b);
+    for (int64_t i = 0; i < N; i++)
+        cr_assert_eq(cow_vb_push(&b, i % 16 == 5 ? tu_str("a blob string, #%lld", (long long)i)
+                                                 : cow_val_int(i)), COW_OK);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    cr_assert_null(cow_vb_slot(&b, 0), "a leaf of small ints is packed");
+    cr_assert_not_null(cow_vb_slot(&b, N - 1), "the tail stays plain");
+    cow_vec_iter_init(&it, &b, 0);
+    for (int64_t i = 0; i < N; i++) {
+        cow_val v = cow_vb_get(&b, (size_t)i);
+        cr_assert_not_null(x = cow_vec_iter_next(&it));
+        cr_assert(cow_val_equal(&v, x), "index %lld", (long long)i);
+        cr_assert_eq(v.tag, i % 16 == 5 ? COW_T_STR : COW_T_INT);
+        if (v.tag == COW_T_INT)
+            cr_assert_eq(v.u.i, i);
+    }
+    cow_vb_dup(&copy, &b);
+    cr_assert_eq(cow_vb_set(&b, 3, cow_val_int(-1)), COW_OK);          /* shared: path copy */
+    cr_assert_eq(cow_vb_set(&b, 4, cow_val_int(-2)), COW_OK);          /* now in place */
+    cr_assert_null(cow_vb_slot(&b, 4), "a write that fits keeps the leaf packed");
+    cr_assert_eq(cow_vb_get(&b, 3).u.i, -1);
+    cr_assert_eq(cow_vb_get(&b, 4).u.i, -2);
+    cr_assert_eq(cow_vb_get(&copy, 3).u.i, 3, "the copy keeps its value");
+    cr_assert_null(cow_vb_slot(&copy, 3));
+    cr_assert_eq(cow_vb_set(&b, 6, cow_val_int(INT64_MAX)), COW_OK);  /* wider: unpacks */
+    cr_assert_not_null(cow_vb_slot(&b, 6));
+    cr_assert_eq(cow_vb_get(&b, 6).u.i, INT64_MAX);
+    cr_assert_eq(cow_vb_get(&b, 5).tag, COW_T_STR);
+    cr_assert_eq(cow_vec_check(&b), COW_OK);
+    cr_assert_eq(cow_vec_check(&copy), COW_OK);
+    for (int64_t i = N - 1; i >= 0; i--) {                             /* pops through */
+        cow_val v;
+        cr_assert_eq(cow_vb_pop(&copy, &v), COW_OK);
+        cr_assert_eq(v.tag, i % 16 == 5 ? COW_T_STR : COW_T_INT);
+        if (v.tag == COW_T_INT)
+            cr_assert_eq(v.u.i, i);
+        cow_val_release(&v);
+        cr_assert_eq(cow_vec_check(&copy), COW_OK);
+    }
+    cow_vb_clear(&copy);
+    cow_vb_clear(&b);
+    cr_assert_eq(cow_vec_live_nodes(), 0);
+}
+
+/* A leaf whose values would not shrink by a quarter stays plain. */
+Test(vec, leaves_of_blobs_stay_plain)
+{
+    cow_vecbody b;
+    cow_vb_init(&b);
+    for (int64_t i = 0; i < 64; i++)
+        cr_assert_eq(cow_vb_push(&b, tu_str("a blob string, #%lld", (long long)i)), COW_OK);
+    cr_assert_not_null(cow_vb_slot(&b, 0));
+    cow_vb_clear(&b);
+    cr_assert_eq(cow_vec_live_nodes(), 0);
+}
