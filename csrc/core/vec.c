@@ -276,13 +276,9 @@ leaf_get(cow_vnode *n, unsigned slot)
     return vn_vals(n)[slot];
 }
 
-/* A full heap leaf about to enter the trie, rewritten packed when that saves
- * VN_PACK_DEN - VN_PACK_NUM quarters of its bytes; its values move into the
- * new node (no retain).  Returns the leaf to keep: the old one when packing
- * does not pay or memory is short (packing is never needed). */
 /* vals[0..n) as the items of a packed leaf into *head and items; returns
- * their bytes, or 0 when packing does not save VN_PACK_DEN - VN_PACK_NUM
- * quarters of the plain leaf's value bytes. */
+ * their bytes, or 0 when packing would not save a quarter of the plain
+ * leaf's value bytes (VN_PACK_NUM / VN_PACK_DEN). */
 static size_t
 pack_items(const cow_val *vals, unsigned n, vn_packed *head, uint8_t *items)
 {
@@ -299,6 +295,10 @@ pack_items(const cow_val *vals, unsigned n, vn_packed *head, uint8_t *items)
     return pos;
 }
 
+/* A full heap leaf about to enter the trie, rewritten packed when that pays
+ * (pack_items); its values move into the new node (no retain).  Returns the
+ * leaf to keep: the old one when packing does not pay or memory is short
+ * (packing is never needed). */
 static cow_word
 leaf_compacted(cow_word w)
 {
