@@ -290,8 +290,7 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
         return NULL;
     if ((vec = cow_vec_new()) == NULL)
         return cowpy_raise(st, COW_ENOMEM);
-    for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++)
-    {
+    for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++) {
         cow_val v = cow_vb_get(body_of(op), (size_t)(start + k * step));
         rc = push_copy(&vec->b, &v);
     }
