@@ -11,6 +11,7 @@
  * structure that contains itself raises CycleError.  Nothing is half-stored:
  * a failed conversion releases what it built. */
 #include "cowpy.h"
+#include "cowstore/strset.h"
 
 /* One level of the conversion in progress, for cycle checks and error paths. */
 typedef struct conv_frame {
@@ -22,6 +23,8 @@ typedef struct conv_frame {
 
 typedef struct conv_ctx {
     cowpy_state *st;
+    int share_strs;             /* long strs go through strs (a container's) */
+    cow_strset strs;            /* the long strs converted so far (strset.h) */
 } conv_ctx;
 
 static int conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out);
@@ -102,7 +105,8 @@ conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
     int rc;
     if (s == NULL)
         return -1;
-    rc = cow_val_str(out, s, (size_t)n);
+    rc = cx->share_strs ? cow_strset_str(&cx->strs, s, (size_t)n, out)
+                        : cow_val_str(out, s, (size_t)n);
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
@@ -385,20 +389,40 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
 }
 
+/* A conversion of obj whole: equal long strs within it share one blob
+ * (strset.h), which a lone str has no use for. */
+static void
+ctx_open(conv_ctx *cx, cowpy_state *st, PyObject *obj)
+{
+    cx->st = st;
+    cx->share_strs = Py_TYPE(obj) != &PyUnicode_Type;
+    cow_strset_init(&cx->strs);
+}
+
+static int
+ctx_close(conv_ctx *cx, int rc)
+{
+    cow_strset_free(&cx->strs);
+    return rc;
+}
+
 int
 cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 {
-    conv_ctx cx = {st};
-    return conv(&cx, obj, NULL, out);
+    conv_ctx cx;
+    ctx_open(&cx, st, obj);
+    return ctx_close(&cx, conv(&cx, obj, NULL, out));
 }
 
 int
 cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 {
-    conv_ctx cx = {st};
-    if (conv(&cx, obj, NULL, out) < 0)
-        return -1;
-    return pack_child(&cx, out);
+    conv_ctx cx;
+    int rc;
+    ctx_open(&cx, st, obj);
+    if ((rc = conv(&cx, obj, NULL, out)) == 0)
+        rc = pack_child(&cx, out);
+    return ctx_close(&cx, rc);
 }
 
 int
@@ -419,8 +443,9 @@ cowpy_batch_full_tail(cow_vecbody *b, size_t stride)
 int
 cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out)
 {
-    conv_ctx cx = {st};
-    return conv_set(&cx, dict, NULL, out);
+    conv_ctx cx;
+    ctx_open(&cx, st, dict);
+    return ctx_close(&cx, conv_set(&cx, dict, NULL, out));
 }
 
 int
