@@ -44,7 +44,7 @@ for _kind, _cls in (("dict", CowDict), ("frozendict", FrozenDict), ("list", CowL
 del _kind, _cls
 _parcel.register_forking_pickler((CowDict, FrozenDict, CowList, FrozenList, CowSet, FrozenSet))
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",

@@ -152,7 +152,7 @@ intern(cow_blob **cache, uint64_t seed, const uint8_t *bytes, size_t len)
     size_t slot = cow_hash_bytes(bytes, len, seed) % SHAPE_CACHE_SLOTS;
     cow_blob *b = cache[slot];
     cow_val v;
-    if (b && b->len == len && memcmp(b->data, bytes, len) == 0) {
+    if (b && cow_blob_len(b) == len && memcmp(cow_blob_data(b), bytes, len) == 0) {
         b->refcnt++;
         return b;
     }
@@ -417,11 +417,11 @@ get_shape(pk_in *in, const cow_word **wp, unsigned *count, const uint8_t **keys,
     if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, wp)))
         return rc;
     b = cow_ref_get(*wp, COW_NK_BLOB);
-    if (cow_ref_error() < 0 || b->len == 0)
+    if (cow_ref_error() < 0 || cow_blob_len(b) == 0)
         return COW_ECORRUPT;
-    *count = (uint8_t)b->data[0];
-    *keys = (const uint8_t *)b->data + 1;
-    *end = (const uint8_t *)b->data + b->len;
+    *count = (uint8_t)cow_blob_data(b)[0];
+    *keys = (const uint8_t *)cow_blob_data(b) + 1;
+    *end = (const uint8_t *)cow_blob_data(b) + cow_blob_len(b);
     return *count <= COW_PACK_MAX_ITEMS ? COW_OK : COW_ECORRUPT;
 }
 
@@ -490,7 +490,7 @@ get_word_value(pk_in *in, cow_val *out, int tag)
         return rc;
     if (tag != COW_T_BIGINT) {          /* V1, V8: a word holds only a long one */
         const cow_blob *b = cow_ref_get(&out->u.w, COW_NK_BLOB);
-        if (cow_ref_error() < 0 || b->len <= (tag == COW_T_EXT ? COW_INLINE_MAX : COW_PACK_INLINE_MAX))
+        if (cow_ref_error() < 0 || cow_blob_len(b) <= (tag == COW_T_EXT ? COW_INLINE_MAX : COW_PACK_INLINE_MAX))
             return COW_ECORRUPT;
     }
     cow_val_retain(out);
@@ -506,7 +506,7 @@ get_istr_word(pk_in *in, cow_val *word, const cow_blob **b)
     if (rc)
         return rc;
     *b = cow_ref_get(&word->u.w, COW_NK_BLOB);
-    if (cow_ref_error() < 0 || (*b)->len == 0 || (*b)->len > COW_PACK_INLINE_MAX)
+    if (cow_ref_error() < 0 || cow_blob_len(*b) == 0 || cow_blob_len(*b) > COW_PACK_INLINE_MAX)
         return COW_ECORRUPT;
     return COW_OK;
 }
@@ -519,7 +519,7 @@ get_istr_view(pk_in *in, cow_val *out)
     const cow_blob *b;
     int rc = get_istr_word(in, &word, &b);
     if (rc == COW_OK) {
-        *out = cow_val_str_view(b->data, b->len);
+        *out = cow_val_str_view(cow_blob_data(b), cow_blob_len(b));
         out->slen = COW_VIEW_REPEATED;
     }
     return rc;
@@ -534,8 +534,8 @@ get_istr_value(pk_in *in, cow_val *out)
     int rc = get_istr_word(in, out, &b);
     if (rc)
         return rc;
-    if (b->len <= COW_INLINE_MAX)
-        return cow_val_str(out, b->data, b->len);
+    if (cow_blob_len(b) <= COW_INLINE_MAX)
+        return cow_val_str(out, cow_blob_data(b), cow_blob_len(b));
     cow_val_retain(out);
     return COW_OK;
 }
@@ -972,7 +972,7 @@ put_subst(pk_out *o, const uint8_t *at, const uint8_t *end)
         return PK_NO;                   /* (nor would the copy fit) */
     for (unsigned i = 0; len && i < o->subst->n; i++) {
         const cow_blob *b = o->subst->blob[i];
-        if (b->len != len || memcmp(b->data, bytes, len) != 0)
+        if (cow_blob_len(b) != len || memcmp(cow_blob_data(b), bytes, len) != 0)
             continue;
         if ((rc = add_word(o, cow_word_of(b), &idx)) != COW_OK)
             return rc;

@@ -32,16 +32,18 @@
 #include "cowstore/value.h"
 
 #define COW_STORE_MAGIC UINT64_C(0x00524f5453574f43)   /* "COWSTOR\0" */
-/* 5: a hash index leaf is its entry number alone (map.c; before, 8 bytes
+/* 6: a blob's header is 8 bytes (value.h; 24 before, with room for a
+ * cached hash); 5: a hash index leaf is its entry number alone (map.c; before, 8 bytes
  * with the hash), and vector leaves may be packed (vec.c, compact.h); 4: packed values may name a body inside a batch node
  * (pack.h P6: an offset in bytes a format-3 reader ignores); 3: packed
  * containers (pack.h), a node kind and value tag format 2 lacks; 2:
  * segments carry their refs in a trailer and are freed by sweeps (no
  * segmeta database); 1 counted references per segment.  Files of formats
- * 1-4 are refused with a message that says how to convert them: every map
- * past 8 entries has index nodes of the old layout. */
-#define COW_STORE_FORMAT 5u
-#define COW_STORE_FORMAT_OLDEST_READ 5u
+ * 1-5 are refused with a message that says how to convert them: every str
+ * past 14 bytes is a blob, and every map past 8 entries has index nodes,
+ * of the old layouts. */
+#define COW_STORE_FORMAT 6u
+#define COW_STORE_FORMAT_OLDEST_READ 6u
 #define COW_STORE_BOM 0x01020304u
 /* LMDB's page header on 64-bit hosts (MDB_page): an overflow page holds the
  * page size less this. */

@@ -42,7 +42,7 @@ slot_of(const cow_strset *s, const char *data, size_t len)
     size_t i = home_of(s, data, len);
     for (;; i = (i + 1) & (s->cap - 1)) {
         cow_blob *b = s->slots[i];
-        if (b == NULL || (b->len == len && memcmp(b->data, data, len) == 0))
+        if (b == NULL || (cow_blob_len(b) == len && memcmp(cow_blob_data(b), data, len) == 0))
             return &s->slots[i];
     }
 }
@@ -74,7 +74,7 @@ grow(cow_strset *s)
     s->used = live;
     for (size_t i = 0; i < old_cap; i++)
         if (old[i])
-            *slot_of(s, old[i]->data, old[i]->len) = old[i];
+            *slot_of(s, cow_blob_data(old[i]), cow_blob_len(old[i])) = old[i];
     cow_free(old);
     return COW_OK;
 }

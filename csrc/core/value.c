@@ -18,15 +18,17 @@
 static int
 blob_new(cow_val *out, cow_tag tag, const void *data, size_t len)
 {
-    cow_blob *b = cow_malloc(sizeof(cow_blob) + len);
+    cow_blob *b = cow_malloc(cow_blob_head_size(len) + len);
     if (b == NULL)
         return COW_ENOMEM;
     b->refcnt = 1;
-    b->hash_ok = 0;
-    b->hash = 0;
-    b->len = len;
+    b->len32 = len < COW_BLOB_HUGE ? (uint32_t)len : COW_BLOB_HUGE;
+    if (b->len32 == COW_BLOB_HUGE) {
+        uint64_t n = len;
+        memcpy(b->body, &n, sizeof n);
+    }
     if (len && data)
-        memcpy(b->data, data, len);
+        memcpy(cow_blob_data(b), data, len);
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)tag;
     out->u.w = cow_word_of(b);
@@ -168,11 +170,11 @@ cow_val_ndarray(cow_val *out, const char *dtype, uint32_t ndim, const uint64_t *
     if ((rc = blob_new(out, COW_T_NDARRAY, NULL, off + nbytes)) < 0)
         return rc;
     b = (cow_blob *)out->u.w;
-    memcpy(b->data, &head, sizeof head);
+    memcpy(cow_blob_data(b), &head, sizeof head);
     if (ndim)
-        memcpy(b->data + sizeof head, shape, ndim * sizeof(uint64_t));
+        memcpy(cow_blob_data(b) + sizeof head, shape, ndim * sizeof(uint64_t));
     if (nbytes)
-        memcpy(b->data + off, data, nbytes);
+        memcpy(cow_blob_data(b) + off, data, nbytes);
     return COW_OK;
 }
 
@@ -181,16 +183,18 @@ cow_ndarray_parts(const cow_val *v, const cow_ndarray_head **head, const uint64_
                   const char **data)
 {
     const cow_blob *b = cow_val_getblob(v);
-    const cow_ndarray_head *h = (const cow_ndarray_head *)b->data;
-    const uint64_t *dims = (const uint64_t *)(b->data + sizeof *h);
-    if (b->len < sizeof *h || h->ndim > COW_NDARRAY_MAX_DIM
+    const char *bytes = cow_blob_data(b);
+    size_t len = cow_blob_len(b);
+    const cow_ndarray_head *h = (const cow_ndarray_head *)bytes;
+    const uint64_t *dims = (const uint64_t *)(bytes + sizeof *h);
+    if (len < sizeof *h || h->ndim > COW_NDARRAY_MAX_DIM
         || h->data_off != sizeof *h + h->ndim * sizeof(uint64_t)
-        || h->data_off > b->len || b->len - h->data_off != h->nbytes
+        || h->data_off > len || len - h->data_off != h->nbytes
         || memchr(h->dtype, 0, sizeof h->dtype) == NULL || !ndarray_size_ok(h, dims))
         return COW_ECORRUPT;
     *head = h;
     *shape = dims;
-    *data = b->data + h->data_off;
+    *data = bytes + h->data_off;
     return COW_OK;
 }
 
@@ -274,18 +278,20 @@ cow_val_check_stored(const cow_val *v)
 
 /* ---- stored blobs --------------------------------------------------------- */
 
-/* A stored blob: the heap header with refcnt COW_REFCNT_STORED and no cached
- * hash (hash_ok 0: pages are never written, so it is recomputed), then the
- * bytes. */
+/* A stored blob: the heap bytes with refcnt COW_REFCNT_STORED. */
 cow_word
 cow_blob_write_node(cow_segw *w, const void *node, int kind)
 {
     const cow_blob *b = node;
-    cow_blob head = {COW_REFCNT_STORED, 0, 0, b->len};
-    return cow_segw_emit(w, &head, sizeof head, b->data, b->len, NULL, 0);
+    size_t len = cow_blob_len(b), hsize = cow_blob_head_size(len);
+    char head[sizeof(cow_blob) + sizeof(uint64_t)];
+    uint32_t stored = COW_REFCNT_STORED;
+    memcpy(head, b, hsize);
+    memcpy(head, &stored, sizeof stored);
+    return cow_segw_emit(w, head, hsize, cow_blob_data(b), len, NULL, 0);
 }
 
-static cow_blob poison_blob = {COW_REFCNT_STORED, 1, 0, 0};
+static cow_blob poison_blob = {COW_REFCNT_STORED, 0};
 
 void *cow_blob_poison(int kind) { return &poison_blob; }
 
@@ -293,9 +299,13 @@ size_t
 cow_blob_stored_size(const void *p, size_t avail, int kind)
 {
     const cow_blob *b = p;
-    if (avail < sizeof(cow_blob) || b->refcnt != COW_REFCNT_STORED)
+    size_t hsize = sizeof(cow_blob), len;
+    if (avail < hsize || b->refcnt != COW_REFCNT_STORED)
         return 0;
-    return b->len <= avail - sizeof(cow_blob) ? sizeof(cow_blob) + b->len : 0;
+    if (b->len32 == COW_BLOB_HUGE && avail < (hsize += sizeof(uint64_t)))
+        return 0;
+    len = cow_blob_len(b);
+    return len <= avail - hsize && cow_blob_head_size(len) == hsize ? hsize + len : 0;
 }
 
 void
@@ -318,8 +328,8 @@ cow_val_span(const cow_val *v, const char **data, size_t *len)
     case COW_T_BIGINT:
     case COW_T_NDARRAY:
     case COW_T_EXT:
-        *data = cow_val_getblob(v)->data;
-        *len = cow_val_getblob(v)->len;
+        *data = cow_blob_data(cow_val_getblob(v));
+        *len = cow_blob_len(cow_val_getblob(v));
         return;
     default:
         *data = NULL;
@@ -429,8 +439,8 @@ num_canon(const cow_val *v, cow_num *n)
         return;
     case COW_T_BIGINT:
         n->kind = NUM_BIG;
-        n->big = (const uint8_t *)cow_val_getblob(v)->data;
-        n->nbig = cow_val_getblob(v)->len;
+        n->big = (const uint8_t *)cow_blob_data(cow_val_getblob(v));
+        n->nbig = cow_blob_len(cow_val_getblob(v));
         return;
     case COW_T_SEXT:
     case COW_T_EXT:
@@ -537,16 +547,6 @@ span_hash(const cow_val *v, uint64_t seed)
 {
     const char *p;
     size_t n;
-    if (v->tag == COW_T_STR || v->tag == COW_T_BYTES) {
-        cow_blob *b = cow_val_getblob(v);
-        if (!b->hash_ok) {
-            if (b->refcnt == COW_REFCNT_STORED)   /* pages are read-only */
-                return cow_hash_bytes(b->data, b->len, seed);
-            b->hash = cow_hash_bytes(b->data, b->len, seed);
-            b->hash_ok = 1;
-        }
-        return b->hash;
-    }
     cow_val_span(v, &p, &n);
     return cow_hash_bytes(p, n, seed);
 }

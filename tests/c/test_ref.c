@@ -132,7 +132,7 @@ at(fake_env *f, uint32_t seg, size_t off)
 static void
 put_blob(fake_env *f, uint32_t seg, size_t off, size_t len)
 {
-    cow_blob head = {COW_REFCNT_STORED, 0, 0, len};
+    cow_blob head = {COW_REFCNT_STORED, (uint32_t)len};
     memcpy(at(f, seg, off), &head, sizeof head);
     for (size_t i = 0; i < len; i++)
         at(f, seg, off)[sizeof head + i] = (char)('a' + i % 26);
@@ -166,7 +166,7 @@ expect_poison(const cow_word *wp, int kind, const char *why)
     cr_assert_eq(cow_ref_scope_leave(outer), COW_ECORRUPT, "R2: %s: no COW_ECORRUPT recorded", why);
     cr_assert_eq(cow_ref_error(), outer, "R4: %s: the enclosing scope was changed", why);
     switch (kind) {     /* poison is empty */
-    case COW_NK_BLOB: cr_assert_eq(((cow_blob *)p)->len, 0, "%s", why); break;
+    case COW_NK_BLOB: cr_assert_eq(cow_blob_len((cow_blob *)p), 0, "%s", why); break;
     case COW_NK_VEC: cr_assert_eq(((cow_vec *)p)->b.len, 0, "%s", why); break;
     case COW_NK_MAP: cr_assert_eq(((cow_map *)p)->live, 0, "%s", why);
                      cr_assert_eq(((cow_map *)p)->log.len, 0, "%s", why); break;
@@ -218,8 +218,8 @@ Test(ref, resolve_good_heap_words)
     w3 = heap_word(&f, 3, 64);
     b = cow_ref_get(&w1, COW_NK_BLOB);
     cr_assert_eq((char *)b, at(&f, 1, 16));
-    cr_assert_eq(b->len, 40);
-    cr_assert_eq(b->data[39], 'a' + 39 % 26);
+    cr_assert_eq(cow_blob_len(b), 40);
+    cr_assert_eq(cow_blob_data(b)[39], 'a' + 39 % 26);
     cr_assert_eq((char *)cow_ref_get(&w2, COW_NK_BLOB), at(&f, 2, 0));
     cr_assert_eq((char *)cow_ref_get(&w3, COW_NK_BLOB), at(&f, 3, 64));
     cr_assert_eq(tu_read_error(), COW_OK);
@@ -252,8 +252,8 @@ Test(ref, resolve_page_words_by_address)
     cow_word *page;
     cow_blob *b;
     fake_init(&f);
-    /* seg 3 ends at FAKE_SIZE: a 24-byte blob header + 40 bytes fills its last 64 */
-    put_blob(&f, 3, f.seg_len[3] - 64, 40);
+    /* seg 3 ends at FAKE_SIZE: an 8-byte blob header + 56 bytes fills its last 64 */
+    put_blob(&f, 3, f.seg_len[3] - 64, 56);
     page = (cow_word *)at(&f, 1, 512);
     *page = cow_word_make(3, f.seg_len[3] - 64, 0);
     b = cow_ref_get(page, COW_NK_BLOB);
@@ -305,8 +305,8 @@ Test(ref, page_word_picks_its_own_env)
     wa = (cow_word *)at(&a, 1, 0);
     wb = (cow_word *)at(&b, 1, 0);
     *wa = *wb = cow_word_make(2, 0, 0);
-    cr_assert_eq(((cow_blob *)cow_ref_get(wa, COW_NK_BLOB))->len, 5);
-    cr_assert_eq(((cow_blob *)cow_ref_get(wb, COW_NK_BLOB))->len, 9);
+    cr_assert_eq(cow_blob_len((cow_blob *)cow_ref_get(wa, COW_NK_BLOB)), 5);
+    cr_assert_eq(cow_blob_len((cow_blob *)cow_ref_get(wb, COW_NK_BLOB)), 9);
     xb = cow_ref_export(wb);
     cr_assert_eq(cow_word_slot(xb), b.slot);
     cr_assert_eq(tu_read_error(), COW_OK);
@@ -409,13 +409,19 @@ Test(ref, node_crossing_segment_end_poisons)
     fake_env f;
     cow_word w;
     fake_init(&f);
-    /* blob: 24-byte header + len; 64 bytes remain at the end of segment 3 */
+    /* blob: 8-byte header + len; 64 bytes remain at the end of segment 3 */
+    cow_blob *b = (cow_blob *)at(&f, 3, f.seg_len[3] - 64);
+    uint64_t huge = SIZE_MAX;
     put_blob(&f, 3, f.seg_len[3] - 64, 40);
-    ((cow_blob *)at(&f, 3, f.seg_len[3] - 64))->len = 41;
+    b->len32 = 57;
     w = heap_word(&f, 3, f.seg_len[3] - 64);
     expect_poison(&w, COW_NK_BLOB, "blob one byte too long");
-    ((cow_blob *)at(&f, 3, f.seg_len[3] - 64))->len = SIZE_MAX;
+    b->len32 = COW_BLOB_HUGE;
+    memcpy(b->body, &huge, sizeof huge);
     expect_poison(&w, COW_NK_BLOB, "blob of SIZE_MAX bytes");
+    huge = 8;
+    memcpy(b->body, &huge, sizeof huge);
+    expect_poison(&w, COW_NK_BLOB, "a short blob in the huge form (not canonical)");
     /* only 8 bytes left: too few for a blob, a map, a vec or an hnode header */
     memset(at(&f, 3, f.seg_len[3] - 8), 0xff, 8);
     *(uint32_t *)at(&f, 3, f.seg_len[3] - 8) = COW_REFCNT_STORED;
@@ -589,7 +595,7 @@ Test(ref, poison_reads_as_empty_containers)
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VLEAF), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_vec_poison(COW_NK_VINNER), COW_REFCNT_STORED);
     cr_assert_eq(*(uint32_t *)cow_map_poison(COW_NK_HNODE), COW_REFCNT_STORED);
-    cr_assert_eq(((cow_blob *)cow_blob_poison(COW_NK_BLOB))->len, 0);
+    cr_assert_eq(cow_blob_len((cow_blob *)cow_blob_poison(COW_NK_BLOB)), 0);
     fake_free(&f);
 }
 
@@ -629,7 +635,7 @@ Test(ref, a_bad_read_is_reported_by_its_own_scope)
     good = heap_word(&f, 1, 0);
     outer = cow_ref_scope_enter();
     inner = cow_ref_scope_enter();
-    cr_assert_eq(((cow_blob *)cow_ref_get(&bad, COW_NK_BLOB))->len, 0, "poison");
+    cr_assert_eq(cow_blob_len((cow_blob *)cow_ref_get(&bad, COW_NK_BLOB)), 0, "poison");
     cr_assert_eq(cow_ref_scope_leave(inner), COW_ECORRUPT);
     cr_assert_eq((char *)cow_ref_get(&good, COW_NK_BLOB), at(&f, 1, 0));
     cr_assert_eq(cow_ref_scope_leave(outer), COW_OK, "the inner error leaked out");
@@ -733,7 +739,7 @@ Test(ref, segment_cache_enomem_is_reported_as_enomem)
         int outer = cow_ref_scope_enter();
         long failures = tu_alloc.failures;
         tu_fail_after(budget);
-        cr_assert_eq(((cow_blob *)cow_ref_get(&w, COW_NK_BLOB))->len, 0, "poison");
+        cr_assert_eq(cow_blob_len((cow_blob *)cow_ref_get(&w, COW_NK_BLOB)), 0, "poison");
         tu_fail_after(-1);
         cr_assert_gt(tu_alloc.failures, failures, "budget %ld: nothing was refused", budget);
         cr_assert_eq(cow_ref_scope_leave(outer), COW_ENOMEM, "budget %ld", budget);

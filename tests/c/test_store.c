@@ -210,7 +210,7 @@ Test(store, round_trip)
     cr_assert_eq(st.roots, 3);
     cr_assert_gt(st.segments, 0);
     cr_assert_geq(st.segment_bytes, st.segments * (st.page_size / 2));
-    cr_assert_eq(st.format_version, 5);
+    cr_assert_eq(st.format_version, 6);
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cr_assert_eq(stats_of(s).pins, 0);
@@ -787,7 +787,7 @@ format_version(const char *p, int set)
     return was;
 }
 
-/* Files of formats 1 to 4 are refused with the message that says how to
+/* Files of formats 1 to 5 are refused with the message that says how to
  * convert them (their index nodes have the old layout), by a readonly open
  * too, which writes nothing; a later format is refused as unsupported. */
 Test(store, format_versions)
@@ -802,7 +802,7 @@ Test(store, format_versions)
     expect_same(&v, &got, 0);
     cow_val_release(&got);
     cow_store_close(s);
-    for (int old = 4; old >= 1; old--) {
+    for (int old = 5; old >= 1; old--) {
         char want[64];
         format_version(p, old);
         cr_assert_eq(cow_store_open(p, old % 2 ? COW_STORE_READONLY : 0, 0, &s), COW_ESTORE);
@@ -812,10 +812,10 @@ Test(store, format_versions)
         cr_assert_not_null(strstr(cow_store_errmsg(), "cowstore export"));
         cr_assert_eq(format_version(p, -1), (uint32_t)old, "a refused open writes nothing");
     }
-    format_version(p, 6);
+    format_version(p, 7);
     cr_assert_eq(cow_store_open(p, COW_STORE_READONLY, 0, &s), COW_ECORRUPT);
     cr_assert_null(s);
-    format_version(p, 5);
+    format_version(p, 6);
     s = open_ok(p, COW_STORE_READONLY);
     got = get_ok(s, "x");
     expect_same(&v, &got, 0);

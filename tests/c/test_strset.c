@@ -42,8 +42,8 @@ static void
 assert_holds(const cow_val *v, const char *s, size_t len)
 {
     const cow_blob *b = blob_of(v);
-    cr_assert_eq(b->len, len);
-    cr_assert_eq(memcmp(b->data, s, len), 0);
+    cr_assert_eq(cow_blob_len(b), len);
+    cr_assert_eq(memcmp(cow_blob_data(b), s, len), 0);
 }
 
 Test(strset, equal_long_strings_share_one_blob)

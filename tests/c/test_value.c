@@ -106,7 +106,7 @@ Test(value, inline_boundary_str_and_bytes)
             cr_assert_eq(s.tag, COW_T_STR, "str of %zu bytes must be a blob", len);
             cr_assert_eq(b.tag, COW_T_BYTES, "bytes of %zu bytes must be a blob", len);
             cr_assert_eq(cow_val_getblob(&s)->refcnt, 1);
-            cr_assert_eq(cow_val_getblob(&s)->len, len);
+            cr_assert_eq(cow_blob_len(cow_val_getblob(&s)), len);
         }
         cow_val_span(&s, &p, &n);
         cr_assert_eq(n, len);
@@ -633,7 +633,7 @@ nd_3x4(void)
 static cow_ndarray_head *
 nd_head(cow_val *v)
 {
-    return (cow_ndarray_head *)cow_val_getblob(v)->data;
+    return (cow_ndarray_head *)cow_blob_data(cow_val_getblob(v));
 }
 
 static int

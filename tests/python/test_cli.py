@@ -157,14 +157,14 @@ def test_ls_lists_roots_keys_and_sizes(files):
 def test_info_reports_roots_sizes_and_format(files):
     _, store, _, _ = files
     text = cli("info", store, check=0).stdout
-    for fragment in ("cowstore format 5", "live data", "segments", "nodes", "roots       2",
+    for fragment in ("cowstore format 6", "live data", "segments", "nodes", "roots       2",
                      "lmdb", "free pages", "database     entries", "segs   "):
         assert fragment in text, text
     data = json.loads(cli("info", store, "--json", check=0).stdout)
     assert data["names"]["rows"] == {"type": "list", "length": "1500"}
     assert data["roots"] == 2
     assert data["nodes"] >= 1500 // 32 and data["file_size"] >= data["segment_bytes"] > 0
-    assert data["format_version"] == 5 and data["unfinished_imports"] == 0
+    assert data["format_version"] == 6 and data["unfinished_imports"] == 0
     assert data["lmdb"]["segs"]["overflow_pages"] >= data["segments"]
     assert data["lmdb"]["roots"]["entries"] == 2
 

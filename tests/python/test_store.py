@@ -504,7 +504,7 @@ def test_stats_keys_and_values(store, path):
     assert set(s0) == STATS_KEYS
     assert s0["roots"] == 0 and s0["segments"] == 0 and s0["segment_bytes"] == 0
     assert s0["path"] == store.path == os.path.realpath(path)
-    assert s0["format_version"] == 5
+    assert s0["format_version"] == 6
     assert s0["page_size"] > 0 and s0["page_size"] & (s0["page_size"] - 1) == 0
     store["a"] = {"x": list(range(1000))}
     store["b"] = "s"

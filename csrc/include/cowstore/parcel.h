@@ -37,11 +37,12 @@
 
 #define COW_PARCEL_MAGIC "COWPRCL1"
 #define COW_PARCEL_MAGIC_LEN 8
-/* 3: hash index leaves without their hash (store format 5, map.c), so
+/* 4: 8-byte blob headers (store format 6, value.h), so versions 1 to 3
+ * are refused; 3: hash index leaves without their hash (store format 5, map.c), so
  * versions 1 and 2 are refused; 2: packed values may name a body inside a
  * batch (pack.h P6). */
-#define COW_PARCEL_VERSION 3u
-#define COW_PARCEL_VERSION_OLDEST_READ 3u
+#define COW_PARCEL_VERSION 4u
+#define COW_PARCEL_VERSION_OLDEST_READ 4u
 /* Segments close at this size: few table entries, few segment-cache misses;
  * a node still starts in the first 128 MiB of its segment (ref.h). */
 #define COW_PARCEL_SEG_TARGET ((size_t)1 << 20)

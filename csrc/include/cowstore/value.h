@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cowstore/errors.h"
 #include "cowstore/ref.h"
@@ -89,14 +90,51 @@ typedef struct cow_val {
     } u;
 } cow_val;
 
-/* A refcounted immutable byte string (long str, bytes, bigint). */
+/* A refcounted immutable byte string: a long str or bytes, a bigint, an
+ * array or an extension leaf.  The same bytes in the heap and in pages
+ * (refcnt COW_REFCNT_STORED there):
+ *
+ *   +--------+--------+---------------------------+
+ *   | refcnt |  len   | bytes                     |   len < COW_BLOB_HUGE
+ *   |  u32   |  u32   |                           |
+ *   +--------+--------+---------+-----------------+
+ *   | refcnt |  HUGE  | u64 len | bytes           |   4 GiB - 1 bytes or more
+ *   +--------+--------+---------+-----------------+
+ *
+ * An 8-byte header: format 5 spent 24 bytes (a 64-bit length and a cached
+ * hash), which weighed on every key of 15 bytes or more.  Hashes are
+ * computed when asked for (a map caches nothing per key either: it rehashes
+ * a key only to split an index slot).  Read through cow_blob_len and
+ * cow_blob_data. */
+#define COW_BLOB_HUGE UINT32_MAX
 typedef struct cow_blob {
     uint32_t refcnt;
-    uint32_t hash_ok;   /* 1 once hash holds the cached hash */
-    uint64_t hash;
-    size_t len;
-    char data[];
+    uint32_t len32;     /* the length, or COW_BLOB_HUGE: a u64 length leads body */
+    char body[];
 } cow_blob;
+
+static inline size_t
+cow_blob_len(const cow_blob *b)
+{
+    uint64_t n;
+    if (b->len32 != COW_BLOB_HUGE)
+        return b->len32;
+    memcpy(&n, b->body, sizeof n);
+    return (size_t)n;
+}
+
+static inline char *
+cow_blob_data(const cow_blob *b)
+{
+    return (char *)b->body + (b->len32 == COW_BLOB_HUGE ? sizeof(uint64_t) : 0);
+}
+
+/* Header bytes of a blob of len bytes. */
+static inline size_t
+cow_blob_head_size(size_t len)
+{
+    return sizeof(cow_blob) + (len >= COW_BLOB_HUGE ? sizeof(uint64_t) : 0);
+}
 
 static inline cow_val cow_val_none(void) { cow_val v = {0}; v.tag = COW_T_NONE; return v; }
 static inline cow_val cow_val_hole(void) { cow_val v = {0}; v.tag = COW_T_HOLE; return v; }
