@@ -24,6 +24,15 @@ if os.environ.get("COWSTORE_SANITIZE") == "1":
            "-fno-omit-frame-pointer", "-g"]
     compile_args += san
     link_args += san
+elif os.environ.get("COWSTORE_DEBUG") != "1":
+    # Whole-program optimisation: the hot paths cross files (dict.c ->
+    # map.c -> vec.c -> compact.h, value.c), and a module exports one symbol,
+    # so no call needs to stay interposable.  Side by side: d[k] at 10^3
+    # 68 -> 64 ns, items() 45 -> 42 ns/entry, set in place 107 -> 100 ns,
+    # a record's field 56 -> 54 ns; nothing slower.
+    lto = ["-flto=auto", "-fno-semantic-interposition"]
+    compile_args += lto
+    link_args += lto + ["-O2"]
 
 sources = sorted(glob.glob("csrc/core/*.c")) + sorted(glob.glob("csrc/python/*.c"))
 
