@@ -51,8 +51,13 @@ floats = st.sampled_from(EDGE_FLOATS)
 # A small alphabet makes equal keys common; the second part reaches any code
 # point UTF-8 can encode.  (Lone surrogates cannot be stored, a documented
 # difference: see test_lone_surrogates_are_storable.)
+# Long strs (blobs past 14 bytes, value.h; pack items past 255) from a small
+# pool, each drawn as a new object: equal long strs in one value share a blob
+# (strset.h), which no later write may let show.
+LONG_TEXTS = ["x" * 15, "é" * 8, "a long key, 22 bytes!", "\U0001f600" * 64, "y" * 255, "z" * 256]
 texts = (st.text(alphabet="ab\x00é\U0001f600", max_size=3)
-         | st.text(st.characters(codec="utf-8"), max_size=3))
+         | st.text(st.characters(codec="utf-8"), max_size=3)
+         | st.sampled_from(LONG_TEXTS).map(lambda s: "".join(list(s))))
 # Extension leaves (docs/semantics.md, "Values cowstore stores"), among them
 # numbers equal to the ints and floats above, and one instant in two zones.
 _NOON = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc)
