@@ -91,7 +91,7 @@ static uint32_t hash32(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
  * asks for POPCNT when the CPU building the extension has it: x86-64 since
  * 2008); else SWAR, since the baseline x86-64 target has no POPCNT and
  * __builtin_popcount would call into libgcc.  d[k] at 10^3: 64 -> 58 ns. */
-static unsigned
+static inline unsigned
 popc(uint32_t x)
 {
 #if defined(__POPCNT__) || defined(__aarch64__)
@@ -111,9 +111,9 @@ hn_nleaves(const cow_hnode *n)
     return n->kind == HN_COLLISION ? n->count : popc(n->datamap);
 }
 
-static unsigned hn_nkids(const cow_hnode *n) { return n->kind == HN_BITMAP ? popc(n->nodemap) : 0; }
-static cow_word *hn_kids(const cow_hnode *n) { return (cow_word *)(n + 1); }
-static cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(hn_kids(n) + hn_nkids(n)); }
+static inline unsigned hn_nkids(const cow_hnode *n) { return n->kind == HN_BITMAP ? popc(n->nodemap) : 0; }
+static inline cow_word *hn_kids(const cow_hnode *n) { return (cow_word *)(n + 1); }
+static inline cow_hleaf *hn_leaves(const cow_hnode *n) { return (cow_hleaf *)(hn_kids(n) + hn_nkids(n)); }
 
 static size_t
 hn_size(unsigned nleaves, unsigned nkids)
@@ -122,7 +122,7 @@ hn_size(unsigned nleaves, unsigned nkids)
 }
 
 /* The node *wp names where one must exist; NULL (corrupt pages) is poison. */
-static cow_hnode *
+static inline cow_hnode *
 hn_at(const cow_word *wp)
 {
     cow_hnode *n = cow_ref_get(wp, COW_NK_HNODE);
@@ -137,7 +137,7 @@ static void hn_release(cow_hnode *n);
 
 /* A kid word of a stored node is checked where it is followed (H6): it must
  * name a stored node.  A bad one records COW_ECORRUPT. */
-static int
+static inline int
 kid_ok(const cow_hnode *n, cow_word w)
 {
     if (n->refcnt != COW_REFCNT_STORED || (w != 0 && cow_word_page_ok(w)))
@@ -157,7 +157,7 @@ kids_ok(const cow_hnode *n)
 }
 
 /* Kid i of bitmap node n. */
-static cow_hnode *
+static inline cow_hnode *
 hn_kid(const cow_hnode *n, unsigned i)
 {
     if (!kid_ok(n, hn_kids(n)[i]))
