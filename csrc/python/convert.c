@@ -572,6 +572,40 @@ tuple_of(cowpy_state *st, const cow_vec *vec, int thaw)
     return t;
 }
 
+/* Whether the n bytes at p are all ASCII, a word at a time. */
+static int
+is_ascii(const char *p, size_t n)
+{
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t acc = 0, w;
+    size_t i = 0;
+    for (; i + sizeof w <= n; i += sizeof w) {
+        memcpy(&w, p + i, sizeof w);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (uint8_t)p[i];
+    return (acc & high) == 0;
+}
+
+/* Keys and short values are mostly ASCII: a str of those bytes made
+ * directly (PyUnicode_DecodeUTF8 dispatches through its error handling
+ * first).  NULL, no error set, for other bytes, one byte (CPython's own
+ * cached strs) and long ones. */
+#define ASCII_FAST_MAX 64
+static PyObject *
+ascii_str(const char *p, size_t n)
+{
+    PyObject *s;
+    if (n < 2 || n > ASCII_FAST_MAX || !is_ascii(p, n))
+        return NULL;
+    if ((s = PyUnicode_New((Py_ssize_t)n, 127)) != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    else
+        PyErr_Clear();              /* the general path raises it again */
+    return s;
+}
+
 static PyObject *
 scalar_to_object(cowpy_state *st, const cow_val *v)
 {
@@ -590,7 +624,10 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     if (v->tag == COW_T_STR_VIEW && v->slen == COW_VIEW_REPEATED)
         return cowpy_key_object(st, p, n);     /* one object per content (key_cache.c) */
     if (cow_tag_is_str(v->tag)) {
-        PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
+        PyObject *s = ascii_str(p, n);
+        if (s != NULL)
+            return s;
+        s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
         /* Strings are kept as valid UTF-8 (lone surrogates are refused on
          * the way in), so bytes that do not decode were damaged in a file. */
         if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
