@@ -108,7 +108,9 @@ class JsonReader:
     """Top-level items of a JSON or JSON Lines stream (binary, UTF-8).
 
     ``kind`` is "array", "object", "scalar" or "lines"; iterate to get the
-    items: values, or (key, value) pairs for an object.  ``bytes_read``
+    items: values, or (key, value) pairs for an object (a key the text
+    repeats comes each time: setting the pairs in order gives what
+    json.loads gives, the last value at the first place).  ``bytes_read``
     follows the input for progress bars.
     """
 
