@@ -722,14 +722,20 @@ fixed_payload(unsigned code)
 static int skip_item_slow(pk_in *in, unsigned depth);
 
 /* Steps over one item (P3: checked like a full decode); the scalars of
- * fixed size, most items of a record, inline. */
+ * fixed size and the word items (a record's repeated strs, P7), most items
+ * of a record, inline. */
 static inline int
 skip_item(pk_in *in, unsigned depth)
 {
     if (in->p < in->end) {
+        size_t avail = (size_t)(in->end - in->p);
         unsigned len = fixed_payload(*in->p);
-        if (len != PK_VARLEN && len < (size_t)(in->end - in->p)) {
+        if (len != PK_VARLEN && len < avail) {
             in->p += 1 + len;
+            return COW_OK;
+        }
+        if (is_word_code(*in->p) && avail >= 2 && in->p[1] < nwords_of(in->node)) {
+            in->p += 2;
             return COW_OK;
         }
     }

@@ -13,10 +13,15 @@
  *
  * Node bytes (8-byte header, then the payload):
  *
- *   +--------+------+-----+-------+-----+------------------------------+
- *   | refcnt | leaf | cap | count | pad | leaf: cow_val vals[cap]      |
- *   |  u32   |  u8  | u8  |  u8   | u8  | inner: cow_vnode *kids[32]   |
- *   +--------+------+-----+-------+-----+------------------------------+
+ *   +--------+------+-----+-------+-------+----------------------------+
+ *   | refcnt | leaf | cap | count | words | leaf: cow_val vals[cap]    |
+ *   |  u32   |  u8  | u8  |  u8   |  u8   | inner: cow_vnode *kids[32] |
+ *   +--------+------+-----+-------+-------+----------------------------+
+ *
+ * `words` is 1 on a heap packed leaf whose items may hold a word (a raw item
+ * of a long str, a container...), so that copying or freeing one of short
+ * keys and small ints retains and releases nothing without a scan; it is 0
+ * everywhere else, pages included.
  *
  * A packed leaf (leaf == VN_PACKED, cap == count) holds its values as
  * compact items (compact.h), with the offset of every fourth one:
@@ -50,6 +55,9 @@
  *  VEC7  a packed leaf has cap == count; its items decode, end exactly at
  *        `bytes`, and mark[j] is where item 4j starts (packed_ok).  A read
  *        of a stored one checks each offset against `bytes` before use.
+ *  VEC8  a heap packed leaf with an item that holds a word has words == 1
+ *        (packed_ok); a stored one is written with words == 0 and never
+ *        retains or releases.
  *
  * Stored node bytes are the heap bytes with refcnt = COW_REFCNT_STORED, child
  * words in page form and leaves trimmed to cap == count; a leaf is stored
@@ -73,7 +81,7 @@ struct cow_vnode {
     uint8_t leaf;       /* VN_LEAF: vals follow, VN_PACKED: items, VN_INNER: kids */
     uint8_t cap;        /* leaf: value slots allocated */
     uint8_t count;      /* leaf: value slots used */
-    uint8_t pad;
+    uint8_t words;      /* heap packed leaf: an item may hold a word (above) */
 };
 
 /* A packed leaf marks the offset of every VN_MARK_EVERY-th item. */
@@ -232,6 +240,7 @@ packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
         || (len = cow_ci_encode_as(&v, next - pos, item)) == 0)
         return 0;
     cow_val_release(&old);
+    n->words |= cow_tag_has_word(v.tag);
     memcpy((uint8_t *)vn_items(n) + pos, item, len);
     return 1;
 }
@@ -243,6 +252,8 @@ packed_words(cow_vnode *n, int delta)
 {
     const vn_packed *pk = vn_pk(n);
     size_t pos = 0, len;
+    if (!n->words)
+        return;
     for (unsigned i = 0; i < n->count && pos < pk->bytes; i++, pos += len) {
         cow_val v;
         if ((len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0)
@@ -313,6 +324,8 @@ leaf_compacted(cow_word w)
     if ((p = cow_malloc(sizeof(cow_vnode) + sizeof head + pos)) == NULL)
         return w;
     *p = (cow_vnode){1, VN_PACKED, t->count, t->count, 0};
+    for (unsigned i = 0; i < t->count; i++)
+        p->words |= cow_tag_has_word(vn_vals(t)[i].tag);
     memcpy(vn_pk(p), &head, sizeof head);
     memcpy((uint8_t *)vn_items(p), buf, pos);
     cow_free(t);                    /* one node for another: live_nodes stays */
@@ -435,7 +448,7 @@ vn_leaf_new(unsigned cap)
     n->leaf = 1;
     n->cap = (uint8_t)cap;
     n->count = 0;
-    n->pad = 0;
+    n->words = 0;
     live_nodes++;
     return n;
 }
@@ -464,8 +477,8 @@ vn_release(cow_vnode *n)
                 cow_val_release(&vn_vals(n)[i]);
     }
     else {
-        for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
-            vw_release(vn_kids(n)[i]);
+        for (unsigned i = 0; i < COW_VEC_WIDTH && vn_kids(n)[i]; i++)
+            vw_release(vn_kids(n)[i]);  /* kids are a prefix (VEC4); see vn_own */
     }
     live_nodes--;
     cow_free(n);
@@ -504,7 +517,10 @@ vn_own(cow_word *slot, unsigned cap, int kind)
         c = vn_inner_new();
         if (c == NULL)
             return COW_ENOMEM;
-        for (unsigned i = 0; i < COW_VEC_WIDTH; i++)
+        /* Kids are a prefix of the slots (VEC4): the copy stops at the first
+         * empty one, as most slots of a small trie's nodes are (a walk past
+         * a hole in a hostile stored node reads poison either way). */
+        for (unsigned i = 0; i < COW_VEC_WIDTH && vn_kids(n)[i]; i++)
             vn_kids(c)[i] = kid_ok(n, vn_kids(n)[i]) ? vw_share(&vn_kids(n)[i]) : 0;
     }
     vw_release(*slot);
@@ -1145,8 +1161,8 @@ vn_poison(const cow_vnode *n)
     return n == cow_vec_poison(COW_NK_VLEAF) || n == cow_vec_poison(COW_NK_VINNER);
 }
 
-/* A packed leaf's items decode, fill its bytes exactly and sit at its marks
- * (true of any other node). */
+/* A packed leaf's items decode, fill its bytes exactly and sit at its marks,
+ * and its words flag covers them (VEC7, VEC8; true of any other node). */
 static int
 packed_ok(const cow_vnode *n)
 {
@@ -1160,6 +1176,8 @@ packed_ok(const cow_vnode *n)
             return 0;
         if ((pos = packed_decode(p, pos, &v)) == 0)
             return 0;
+        if (cow_tag_has_word(v.tag) && !n->words && !vn_stored(p))
+            return 0;                   /* VEC8: packed_words would skip it */
     }
     return pos == vn_pk(p)->bytes && n->cap == n->count;
 }

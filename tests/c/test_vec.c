@@ -842,3 +842,35 @@ Test(vec, leaves_of_blobs_stay_plain)
     cow_vb_clear(&b);
     cr_assert_eq(cow_vec_live_nodes(), 0);
 }
+
+/* VEC8: a packed leaf's copy retains the blob of its one raw item, wherever
+ * that item sits, and a leaf of ints alone copies and frees retaining
+ * nothing; ASan and the leak check see a missed or extra reference. */
+Test(vec, packed_leaf_words_flag_covers_its_blobs)
+{
+    for (int64_t at = -1; at < 32; at += 32) {     /* no blob; a blob last in leaf 0 */
+        cow_vecbody b, copy;
+        cow_vb_init(&b);
+        for (int64_t i = 0; i < 64; i++)
+            cr_assert_eq(cow_vb_push(&b, i == at ? tu_str("the only blob, #%lld", (long long)i)
+                                                 : cow_val_int(i)), COW_OK);
+        cr_assert_null(cow_vb_slot(&b, 0), "leaf 0 is packed");
+        cr_assert_eq(cow_vec_check(&b), COW_OK);
+        cow_vb_dup(&copy, &b);
+        cr_assert_eq(cow_vb_set(&copy, 0, cow_val_int(-1)), COW_OK);  /* path copy */
+        cr_assert_null(cow_vb_slot(&copy, 0), "the copy's leaf stays packed");
+        cr_assert_eq(cow_vec_check(&copy), COW_OK);
+        cow_vb_clear(&b);
+        if (at >= 0) {
+            cow_val v = cow_vb_get(&copy, (size_t)at);
+            const char *p;
+            size_t n;
+            cr_assert_eq(v.tag, COW_T_STR);
+            cow_val_span(&v, &p, &n);
+            cr_assert(n == 18 && memcmp(p, "the only blob, #31", 18) == 0);
+        }
+        cr_assert_eq(cow_vb_get(&copy, 0).u.i, -1);
+        cow_vb_clear(&copy);
+        cr_assert_eq(cow_vec_live_nodes(), 0);
+    }
+}
