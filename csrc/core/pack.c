@@ -1,5 +1,6 @@
 /* Packed containers: encoding, decoding, shapes, and the node's hooks.
  * Layout, item codes and invariants P1..P5 are in cowstore/pack.h. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "cowstore/alloc.h"
@@ -417,8 +418,8 @@ get_shape(pk_in *in, const cow_word **wp, unsigned *count, const uint8_t **keys,
     if ((rc = get_byte(in, &idx)) || (rc = word_at(in, idx, wp)))
         return rc;
     b = cow_ref_get(*wp, COW_NK_BLOB);
-    if (cow_ref_error() < 0 || cow_blob_len(b) == 0)
-        return COW_ECORRUPT;
+    if ((cow_word_stored(**wp) && cow_ref_error() < 0) || cow_blob_len(b) == 0)
+        return COW_ECORRUPT;            /* only a stored word resolves with an error */
     *count = (uint8_t)cow_blob_data(b)[0];
     *keys = (const uint8_t *)cow_blob_data(b) + 1;
     *end = (const uint8_t *)cow_blob_data(b) + cow_blob_len(b);
@@ -833,30 +834,89 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
     return get_value(in, out, 0, 0);
 }
 
+/* ---- field hints ----------------------------------------------------------
+ * A program reads the same few fields of many records of one shape, so the
+ * scan of the shape's keys is remembered: the offset and position a key was
+ * last found at, per (shape key bytes, probe key bytes) address pair, in a
+ * direct-mapped table.  A hint only says which key to compare first -- that
+ * key is bounds-checked and compared as the scan compares -- so a stale or
+ * colliding one (a freed shape, an address reused by other bytes) costs the
+ * scan, never a wrong answer.  Each slot is one relaxed atomic word (a tag
+ * of the address pair, the key's offset, its position), so threads reading
+ * at once may only lose hints; a thread-local table would not fit the
+ * static TLS a loaded extension may use. */
+#define FIELD_HINT_BITS 8
+#define FIELD_HINT_MUL 0x9e3779b97f4a7c15ULL   /* 2^64 / golden ratio: spreads addresses */
+#define FIELD_HINT_OFF_SHIFT 8                  /* slot word: tag:40 | off:16 | pos:8 */
+#define FIELD_HINT_TAG_SHIFT 24
+static _Atomic uint64_t field_hints[1u << FIELD_HINT_BITS];
+
+/* The hint slot of an address pair, and the tag its word carries. */
+static _Atomic uint64_t *
+field_hint_of(const uint8_t *keys, const char *key, uint64_t *tag)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)keys ^ (uint64_t)(uintptr_t)key >> 3) * FIELD_HINT_MUL;
+    *tag = (h << FIELD_HINT_BITS) >> FIELD_HINT_TAG_SHIFT;
+    return &field_hints[h >> (64 - FIELD_HINT_BITS)];
+}
+
+/* Whether the shape key whose entry starts at keys + off is key. */
+static int
+key_at(const uint8_t *keys, const uint8_t *kend, size_t off, const char *key, size_t klen)
+{
+    const uint8_t *k = keys + off;
+    return off < (size_t)(kend - keys) && *k == klen && (size_t)(kend - k - 1) >= klen
+           && (klen == 0 || memcmp(k + 1, key, klen) == 0);
+}
+
+/* The position of key in the shape's keys [keys, kend) of count keys, by
+ * its hint or a scan (which leaves a hint): COW_FOUND, COW_NOT_FOUND or
+ * COW_ECORRUPT. */
+static int
+find_field(const uint8_t *keys, const uint8_t *kend, unsigned count, const char *key,
+           size_t klen, unsigned *pos)
+{
+    uint64_t tag, hint;
+    _Atomic uint64_t *slot = field_hint_of(keys, key, &tag);
+    const uint8_t *k, *at = keys;
+    size_t len;
+    int rc;
+    hint = atomic_load_explicit(slot, memory_order_relaxed);
+    if (hint >> FIELD_HINT_TAG_SHIFT == tag && (uint8_t)hint < count
+        && key_at(keys, kend, (uint16_t)(hint >> FIELD_HINT_OFF_SHIFT), key, klen)) {
+        *pos = (uint8_t)hint;
+        return COW_FOUND;
+    }
+    for (unsigned i = 0; i < count; i++) {
+        if ((rc = next_key(&at, kend, &k, &len)))
+            return rc;
+        if (len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0))) {
+            hint = tag << FIELD_HINT_TAG_SHIFT | (uint64_t)(k - 1 - keys) << FIELD_HINT_OFF_SHIFT | i;
+            atomic_store_explicit(slot, hint, memory_order_relaxed);
+            *pos = i;
+            return COW_FOUND;
+        }
+    }
+    return COW_NOT_FOUND;
+}
+
 int
 cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
 {
     pk_in in = reader_of(v);
     const cow_word *wp;
-    const uint8_t *keys, *kend, *k;
-    unsigned count;
-    size_t len;
+    const uint8_t *keys, *kend;
+    unsigned count, pos;
     int rc;
     if (!is_dict_tag(v->slen))
         return COW_ECORRUPT;
-    if ((rc = get_shape(&in, &wp, &count, &keys, &kend)))
+    if ((rc = get_shape(&in, &wp, &count, &keys, &kend))
+        || (rc = find_field(keys, kend, count, key, klen, &pos)) != COW_FOUND)
         return rc;
-    for (unsigned i = 0; i < count; i++) {
-        if ((rc = next_key(&keys, kend, &k, &len)))
+    for (unsigned j = 0; j < pos; j++)
+        if ((rc = skip_item(&in, 0)))
             return rc;
-        if (len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0))) {
-            for (unsigned j = 0; j < i; j++)
-                if ((rc = skip_item(&in, 0)))
-                    return rc;
-            return (rc = get_entry_view(&in, v, i, out)) ? rc : COW_FOUND;
-        }
-    }
-    return COW_NOT_FOUND;
+    return (rc = get_entry_view(&in, v, pos, out)) ? rc : COW_FOUND;
 }
 
 int

@@ -282,6 +282,50 @@ Test(pack, reads_in_place)
     cow_val_release(&d);
 }
 
+/* Field hints (pack.c) never change an answer: one probe key's bytes read
+ * two shapes that hold it at different places, a shape whose key changed
+ * under its hint, and random shape bytes under a hint (ASan sees any read
+ * outside the blob). */
+Test(pack, field_hints_never_change_an_answer)
+{
+    static const char *const ka[] = {"a", "bb", "ccc"}, *const kb[] = {"ccc", "a", "bb"};
+    static const char probe[] = "ccc";
+    cow_val va[3] = {cow_val_int(1), cow_val_int(2), cow_val_int(3)};
+    cow_val vb[3] = {cow_val_int(30), cow_val_int(10), cow_val_int(20)};
+    cow_val da = dict_of(ka, va, 3), db = dict_of(kb, vb, 3), pa = packed(&da), pb = packed(&db);
+    cow_val got;
+    cow_blob *shape = (cow_blob *)words_of(&pa)[0];
+    uint8_t *bytes = (uint8_t *)cow_blob_data(shape);
+    uint32_t rng = 777;
+    for (int round = 0; round < 4; round++) {
+        cr_assert_eq(cow_pack_lookup(&pa, probe, 3, &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 3);
+        cr_assert_eq(cow_pack_lookup(&pb, probe, 3, &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 30);
+        cr_assert_eq(cow_pack_lookup(&pa, "bb", 2, &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 2);
+    }
+    cr_assert_eq(bytes[0], 3);
+    memcpy(bytes + 1 + 2 + 3 + 1, "ddd", 3);          /* a's third key is now "ddd" */
+    cr_assert_eq(cow_pack_lookup(&pa, probe, 3, &got), COW_NOT_FOUND, "the hint is checked");
+    cr_assert_eq(cow_pack_lookup(&pa, "ddd", 3, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, 3);
+    for (int round = 0; round < 20000; round++) {
+        int outer = cow_ref_scope_enter();
+        for (size_t i = 0; i < cow_blob_len(shape); i++) {
+            rng = rng * 1103515245u + 12345u;
+            bytes[i] = (uint8_t)(rng >> 16) % 8;        /* small counts and lengths */
+        }
+        cow_pack_lookup(&pa, probe, 3, &got);
+        cow_pack_lookup(&pa, "ddd", 3, &got);
+        cow_ref_scope_leave(outer);
+    }
+    cow_val_release(&pa);
+    cow_val_release(&pb);
+    cow_val_release(&da);
+    cow_val_release(&db);
+}
+
 /* P8: a nested container read in place names the parent's node at its
  * body, with the identity its parent's materialisation gives it. */
 Test(pack, a_nested_container_is_read_in_place)
