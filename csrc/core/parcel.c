@@ -207,7 +207,6 @@ cow_parcel_open(const void *buf, size_t len, cow_parcel_release release, void *o
     p->env.ctx = p;
     p->env.unpinned = parcel_unpinned;
     cow_u64map_init(&p->env.seg_pins);
-    cow_u64map_init(&p->env.seg_cache);
     p->table = (const char *)buf + HEAD_SIZE;
     p->nsegs = head.nsegs;
     if ((slot = cow_ref_env_add(&p->env)) < 0) {

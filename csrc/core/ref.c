@@ -8,7 +8,10 @@
  * Invariants:
  *  R1  a registered env's segment cache holds, for each cached id, the offset
  *      and length LMDB reported for that segment; ids are never reused, so an
- *      entry stays right for as long as any pinned word can name it.
+ *      entry stays right for as long as any pinned word can name it.  Every
+ *      cached id sits in the run of full slots from its home (id & (cap - 1);
+ *      nothing is ever removed but all at once), and `last`, when set, points
+ *      at a slot of the current table.
  *  R2  cow_ref_resolve returns either a node whose bytes [p, p + size) lie in
  *      [base + off, base + off + len) of its segment, or a poison node with
  *      an error recorded in the calling thread's read scope: COW_ENOMEM if
@@ -29,6 +32,9 @@
 #include "cowstore/node.h"
 #include "cowstore/ref.h"
 #include "cowstore/twin.h"
+
+/* First segment cache size: the segments of a small store without growing. */
+#define SPANS_MIN_CAP 64
 
 static cow_ref_env *envs[COW_REF_MAX_ENVS];
 static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
@@ -104,9 +110,9 @@ cow_ref_env_at(unsigned slot)
 void
 cow_ref_env_forget(cow_ref_env *env)
 {
-    cow_u64map_free(&env->seg_cache);
-    cow_free(env->seg_spans);
-    env->seg_spans = NULL;
+    cow_free(env->spans);
+    env->spans = NULL;
+    env->last = NULL;
     env->nspans = env->capspans = 0;
 }
 
@@ -122,53 +128,62 @@ slot_containing(const void *p)
     return 0;
 }
 
-/* Caches where segment seg lies (R1); its index in seg_spans in *idx. */
-static int
-cache_put(cow_ref_env *env, uint32_t seg, size_t off, size_t len, size_t *idx)
+/* The slot of segment seg in a span table of cap slots (a power of two):
+ * the one holding it, or the empty one where it would go. */
+static cow_seg_span *
+span_slot(cow_seg_span *spans, size_t cap, uint32_t seg)
 {
-    if (env->nspans == env->capspans) {
-        size_t cap = env->capspans ? env->capspans * 2 : 16;
-        uint64_t (*spans)[2] = cow_realloc(env->seg_spans, cap * sizeof *spans);
-        if (spans == NULL)
-            return COW_ENOMEM;
-        env->seg_spans = spans;
-        env->capspans = cap;
-    }
-    if (cow_u64map_put(&env->seg_cache, (uint64_t)seg + 1, env->nspans) < 0)
+    size_t i = seg & (cap - 1);
+    while (spans[i].len != 0 && spans[i].seg != seg)
+        i = (i + 1) & (cap - 1);
+    return &spans[i];
+}
+
+/* Doubles the span table (or makes the first one), rehashing every span. */
+static int
+spans_grow(cow_ref_env *env)
+{
+    size_t cap = env->capspans ? 2 * env->capspans : SPANS_MIN_CAP;
+    cow_seg_span *spans = cow_calloc(cap, sizeof *spans);
+    if (spans == NULL)
         return COW_ENOMEM;
-    env->seg_spans[env->nspans][0] = off;
-    env->seg_spans[env->nspans][1] = len;
-    *idx = env->nspans++;
+    for (size_t i = 0; i < env->capspans; i++)
+        if (env->spans[i].len != 0)
+            *span_slot(spans, cap, env->spans[i].seg) = env->spans[i];
+    cow_free(env->spans);
+    env->spans = spans;
+    env->capspans = cap;
+    env->last = NULL;
     return COW_OK;
 }
 
-/* Where segment seg of env lies: [*start, *start + *len), checked to be
- * inside the file and 8-byte aligned (nodes are read as structs). */
+/* Where segment seg of env lies, checked to be inside the map (R1): from
+ * the cache, or asked of the env's lookup and cached. */
 static int
-segment_span(cow_ref_env *env, uint32_t seg, const char **start, size_t *len)
+segment_span(cow_ref_env *env, uint32_t seg, const cow_seg_span **span)
 {
-    uint64_t idx;
-    size_t off, n, i;
+    cow_seg_span *slot;
+    size_t off, n;
     int rc;
-    if (env->nspans && env->last_seg == seg) {
-        i = env->last_span;
+    if (env->last != NULL && env->last->seg == seg) {
+        *span = env->last;
+        return COW_OK;
     }
-    else if (cow_u64map_get(&env->seg_cache, (uint64_t)seg + 1, &idx) == COW_FOUND) {
-        i = (size_t)idx;
+    if (env->capspans != 0 && (slot = span_slot(env->spans, env->capspans, seg))->len != 0) {
+        *span = env->last = slot;
+        return COW_OK;
     }
-    else {
-        if (env->lookup == NULL || (rc = env->lookup(env->ctx, seg, &off, &n)) < 0)
-            return COW_ECORRUPT;
-        if (off > env->size || n > env->size - off || n == 0 || n > UINT32_MAX
-            || (uintptr_t)(env->base + off) % COW_REF_UNIT != 0)
-            return COW_ECORRUPT;
-        if ((rc = cache_put(env, seg, off, n, &i)) < 0)
-            return rc;
-    }
-    env->last_seg = seg;
-    env->last_span = i;
-    *start = env->base + env->seg_spans[i][0];
-    *len = (size_t)env->seg_spans[i][1];
+    if (env->lookup == NULL || (rc = env->lookup(env->ctx, seg, &off, &n)) < 0)
+        return COW_ECORRUPT;
+    if (off > env->size || n > env->size - off || n == 0 || n > UINT32_MAX
+        || (uintptr_t)(env->base + off) % COW_REF_UNIT != 0)
+        return COW_ECORRUPT;
+    if (2 * (env->nspans + 1) > env->capspans && (rc = spans_grow(env)) < 0)
+        return rc;
+    slot = span_slot(env->spans, env->capspans, seg);
+    *slot = (cow_seg_span){seg, (uint32_t)n, off};
+    env->nspans++;
+    *span = env->last = slot;
     return COW_OK;
 }
 
@@ -200,16 +215,18 @@ cow_ref_resolve(const cow_word *wp, int kind)
 {
     cow_word w = *wp;
     cow_ref_env *env = env_of(wp, w);
-    const char *start, *p;
+    const cow_seg_span *span;
+    const char *p;
     size_t len, off = cow_word_off(w);
     int rc;
     if (env == NULL)
         return poison(kind, COW_ECORRUPT);
-    if ((rc = segment_span(env, cow_word_seg(w), &start, &len)) < 0)
+    if ((rc = segment_span(env, cow_word_seg(w), &span)) < 0)
         return poison(kind, rc);
+    len = span->len;
     if (off >= len || len - off < COW_REF_UNIT)
         return poison(kind, COW_ECORRUPT);
-    p = start + off;
+    p = env->base + span->off + off;
     if (stored_size(p, len - off, kind) == 0)
         return poison(kind, COW_ECORRUPT);
     return (void *)p;

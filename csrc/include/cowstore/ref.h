@@ -190,12 +190,21 @@ typedef struct cow_ref_env {
     /* Called when pins drops to 0 (the store may now close what it kept
      * open for them); may be NULL. */
     void (*unpinned)(struct cow_ref_env *env);
-    cow_u64map seg_cache;       /* segment id + 1 -> index into seg_spans */
-    uint64_t (*seg_spans)[2];   /* (offset in the map, length) per cached segment */
-    size_t nspans, capspans;
-    uint32_t last_seg;          /* the segment resolved last (most hops stay in one) */
-    size_t last_span;           /* its index, valid while nspans > 0 */
+    /* The segment cache (ref.c R1): open addressing over a power-of-two
+     * table kept at most half full, home slot = id (ids are handed out in
+     * sequence), so a hit reads one 16-byte slot. */
+    struct cow_seg_span *spans;
+    size_t nspans, capspans;    /* slots used, slots */
+    const struct cow_seg_span *last;    /* resolved last (most hops stay in one), or NULL */
 } cow_ref_env;
+
+/* Where a cached segment lies in its env's map.  len == 0: an empty slot
+ * (no segment is empty). */
+typedef struct cow_seg_span {
+    uint32_t seg;
+    uint32_t len;
+    uint64_t off;
+} cow_seg_span;
 
 /* Registers env in a free slot (1..127); returns the slot or a negative error. */
 int cow_ref_env_add(cow_ref_env *env);
