@@ -104,8 +104,8 @@ put_open_segment(cow_segw *w, unsigned i)
         return w->rc;
     }
     for (size_t k = 0; k < o->refs.cap; k++)
-        if (o->refs.keys[k])
-            refs[n++] = (uint32_t)(o->refs.keys[k] - 1);
+        if (o->refs.cells[k].key)
+            refs[n++] = (uint32_t)(o->refs.cells[k].key - 1);
     rc = w->sink->put(w->ctx, o->seg, o->buf, o->len, refs, n);
     cow_free(refs);
     if (rc < 0)

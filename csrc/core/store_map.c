@@ -155,9 +155,9 @@ holds_pinned(cow_store *s, MDB_txn *t)
 {
     const cow_u64map *p = &s->ref.seg_pins;
     for (size_t i = 0; i < p->cap; i++) {
-        uint32_t seg = (uint32_t)(p->keys[i] - 1);
+        uint32_t seg = (uint32_t)(p->cells[i].key - 1);
         MDB_val k = {sizeof seg, &seg}, v;
-        if (p->keys[i] && p->vals[i] && mdb_get(t, s->segs, &k, &v) != 0)
+        if (p->cells[i].key && p->cells[i].val && mdb_get(t, s->segs, &k, &v) != 0)
             return 0;
     }
     return 1;

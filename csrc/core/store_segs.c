@@ -254,9 +254,9 @@ mark_pins(cow_store *s, mark_state *m)
     MDB_val k, v;
     int rc;
     for (size_t i = 0; i < p->cap; i++) {
-        uint32_t seg = (uint32_t)(p->keys[i] - 1);
+        uint32_t seg = (uint32_t)(p->cells[i].key - 1);
         k = (MDB_val){sizeof seg, &seg};
-        if (!p->keys[i] || !p->vals[i] || mdb_get(s->wtxn, s->segs, &k, &v) != 0)
+        if (!p->cells[i].key || !p->cells[i].val || mdb_get(s->wtxn, s->segs, &k, &v) != 0)
             continue;
         if ((rc = push(m, seg)) != COW_OK)
             return rc;

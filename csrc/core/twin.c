@@ -56,9 +56,9 @@ cow_twin_note_written(const cow_u64map *written, unsigned slot)
     if (cow_u64map_reserve(&twins, written->len) < 0)
         return;
     for (size_t i = 0; i < written->cap; i++) {
-        uint32_t *refcnt = (uint32_t *)(uintptr_t)written->keys[i];
+        uint32_t *refcnt = (uint32_t *)(uintptr_t)written->cells[i].key;
         if (refcnt != NULL && *refcnt != COW_REFCNT_STORED)
-            (void)twin_note(refcnt, written->vals[i] | slot_bits);
+            (void)twin_note(refcnt, written->cells[i].val | slot_bits);
     }
 }
 
@@ -92,13 +92,13 @@ void
 cow_twin_forget_slot(unsigned slot)
 {
     for (size_t i = 0; i < twins.cap;) {
-        uint32_t *refcnt = (uint32_t *)(uintptr_t)twins.keys[i];
-        if (refcnt == NULL || cow_word_slot((cow_word)twins.vals[i]) != slot) {
+        uint32_t *refcnt = (uint32_t *)(uintptr_t)twins.cells[i].key;
+        if (refcnt == NULL || cow_word_slot((cow_word)twins.cells[i].val) != slot) {
             i++;
             continue;
         }
         *refcnt &= ~COW_REFCNT_TWIN;
-        cow_u64map_del(&twins, twins.keys[i]);  /* may shift a later key into i: look again */
+        cow_u64map_del(&twins, twins.cells[i].key);  /* may shift a later key into i: look again */
     }
     free_if_empty();
 }

@@ -26,8 +26,7 @@ cow_u64map_init(cow_u64map *m)
 void
 cow_u64map_free(cow_u64map *m)
 {
-    cow_free(m->keys);
-    cow_free(m->vals);
+    cow_free(m->cells);
     cow_u64map_init(m);
 }
 
@@ -35,7 +34,7 @@ void
 cow_u64map_clear(cow_u64map *m)
 {
     if (m->cap)
-        memset(m->keys, 0, m->cap * sizeof *m->keys);
+        memset(m->cells, 0, m->cap * sizeof *m->cells);
     m->len = 0;
 }
 
@@ -51,10 +50,10 @@ cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val)
     if (m->cap == 0)
         return COW_NOT_FOUND;
     for (size_t i = home(m, key);; i = (i + 1) & (m->cap - 1)) {
-        if (m->keys[i] == 0)
+        if (m->cells[i].key == 0)
             return COW_NOT_FOUND;
-        if (m->keys[i] == key) {
-            *val = m->vals[i];
+        if (m->cells[i].key == key) {
+            *val = m->cells[i].val;
             return COW_FOUND;
         }
     }
@@ -64,11 +63,10 @@ static void
 place(cow_u64map *m, uint64_t key, uint64_t val)
 {
     size_t i = home(m, key);
-    while (m->keys[i] != 0 && m->keys[i] != key)
+    while (m->cells[i].key != 0 && m->cells[i].key != key)
         i = (i + 1) & (m->cap - 1);
-    m->len += m->keys[i] == 0;
-    m->keys[i] = key;
-    m->vals[i] = val;
+    m->len += m->cells[i].key == 0;
+    m->cells[i] = (cow_u64cell){key, val};
 }
 
 static int
@@ -77,16 +75,11 @@ grow(cow_u64map *m)
     cow_u64map bigger;
     bigger.cap = m->cap ? m->cap * 2 : U64MAP_MIN_CAP;
     bigger.len = 0;
-    bigger.keys = cow_calloc(bigger.cap, sizeof *bigger.keys);
-    bigger.vals = cow_malloc(bigger.cap * sizeof *bigger.vals);
-    if (bigger.keys == NULL || bigger.vals == NULL) {
-        cow_free(bigger.keys);
-        cow_free(bigger.vals);
+    if ((bigger.cells = cow_calloc(bigger.cap, sizeof *bigger.cells)) == NULL)
         return COW_ENOMEM;
-    }
     for (size_t i = 0; i < m->cap; i++)
-        if (m->keys[i])
-            place(&bigger, m->keys[i], m->vals[i]);
+        if (m->cells[i].key)
+            place(&bigger, m->cells[i].key, m->cells[i].val);
     cow_u64map_free(m);
     *m = bigger;
     return COW_OK;
@@ -126,17 +119,16 @@ cow_u64map_del(cow_u64map *m, uint64_t key)
     size_t hole, i, mask = m->cap - 1;
     if (m->cap == 0)
         return COW_NOT_FOUND;
-    for (hole = home(m, key); m->keys[hole] != key; hole = (hole + 1) & mask)
-        if (m->keys[hole] == 0)
+    for (hole = home(m, key); m->cells[hole].key != key; hole = (hole + 1) & mask)
+        if (m->cells[hole].key == 0)
             return COW_NOT_FOUND;
-    for (i = (hole + 1) & mask; m->keys[i] != 0; i = (i + 1) & mask) {
-        if (cyclic_between(home(m, m->keys[i]), hole, i)) {    /* U2: it may move back */
-            m->keys[hole] = m->keys[i];
-            m->vals[hole] = m->vals[i];
+    for (i = (hole + 1) & mask; m->cells[i].key != 0; i = (i + 1) & mask) {
+        if (cyclic_between(home(m, m->cells[i].key), hole, i)) {   /* U2: it may move back */
+            m->cells[hole] = m->cells[i];
             hole = i;
         }
     }
-    m->keys[hole] = 0;
+    m->cells[hole].key = 0;
     m->len--;
     return COW_FOUND;
 }

@@ -7,9 +7,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A cell: a key beside its value, so a hit reads one cache line. */
+typedef struct cow_u64cell {
+    uint64_t key;       /* 0 = empty cell */
+    uint64_t val;
+} cow_u64cell;
+
 typedef struct cow_u64map {
-    uint64_t *keys;     /* 0 = empty cell */
-    uint64_t *vals;
+    cow_u64cell *cells;
     size_t cap;         /* a power of two, or 0 before the first insert */
     size_t len;
 } cow_u64map;
