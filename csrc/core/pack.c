@@ -1,5 +1,5 @@
 /* Packed containers: encoding, decoding, shapes, and the node's hooks.
- * Layout, item codes and invariants P1..P5 are in cowstore/pack.h. */
+ * Layout, item codes and invariants P1..P8 are in cowstore/pack.h. */
 #include <stdatomic.h>
 #include <string.h>
 

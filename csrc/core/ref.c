@@ -157,8 +157,9 @@ spans_grow(cow_ref_env *env)
     return COW_OK;
 }
 
-/* Where segment seg of env lies, checked to be inside the map (R1): from
- * the cache, or asked of the env's lookup and cached. */
+/* Where segment seg of env lies, checked to be inside the map and 8-byte
+ * aligned (nodes are read as structs): from the cache, or asked of the
+ * env's lookup and cached (R1). */
 static int
 segment_span(cow_ref_env *env, uint32_t seg, const cow_seg_span **span)
 {
