@@ -860,13 +860,21 @@ field_hint_of(const uint8_t *keys, const char *key, uint64_t *tag)
     return &field_hints[h >> (64 - FIELD_HINT_BITS)];
 }
 
+/* Whether shape key [k, k + len) is the probe key. */
+static int
+key_is(const uint8_t *k, size_t len, const char *key, size_t klen)
+{
+    return len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0));
+}
+
 /* Whether the shape key whose entry starts at keys + off is key. */
 static int
 key_at(const uint8_t *keys, const uint8_t *kend, size_t off, const char *key, size_t klen)
 {
-    const uint8_t *k = keys + off;
-    return off < (size_t)(kend - keys) && *k == klen && (size_t)(kend - k - 1) >= klen
-           && (klen == 0 || memcmp(k + 1, key, klen) == 0);
+    const uint8_t *at = keys + off, *k;
+    size_t len;
+    return off < (size_t)(kend - keys) && next_key(&at, kend, &k, &len) == COW_OK
+           && key_is(k, len, key, klen);
 }
 
 /* The position of key in the shape's keys [keys, kend) of count keys, by
@@ -890,7 +898,7 @@ find_field(const uint8_t *keys, const uint8_t *kend, unsigned count, const char 
     for (unsigned i = 0; i < count; i++) {
         if ((rc = next_key(&at, kend, &k, &len)))
             return rc;
-        if (len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0))) {
+        if (key_is(k, len, key, klen)) {
             hint = tag << FIELD_HINT_TAG_SHIFT | (uint64_t)(k - 1 - keys) << FIELD_HINT_OFF_SHIFT | i;
             atomic_store_explicit(slot, hint, memory_order_relaxed);
             *pos = i;
