@@ -364,6 +364,37 @@ vw_release(cow_word w)
         vn_release((cow_vnode *)w);
 }
 
+/* vw_release for a kid word, with the common case -- a heap kid another
+ * node still holds -- done without a call. */
+static inline void
+kid_release(cow_word w)
+{
+    cow_vnode *k = (cow_vnode *)w;
+    if (!cow_word_stored(w) && (k->refcnt & ~COW_REFCNT_TWIN) > 1)
+        k->refcnt--;
+    else
+        vw_release(w);
+}
+
+/* The kids of a heap inner node, copied into `to` with a reference each: a
+ * heap node's stored kid is in heap form already (ref.h), so there is
+ * nothing to check or export, only a count to raise -- the whole cost of
+ * copying a full inner node on a path copy, so it stays this short.
+ * Returns how many there were. */
+static unsigned
+heap_kids_share(const cow_word *from, cow_word *to)
+{
+    unsigned i;
+    for (i = 0; i < COW_VEC_WIDTH && from[i]; i++) {
+        cow_word w = to[i] = from[i];
+        if (cow_word_stored(w))
+            cow_ref_pin(w, +1);
+        else
+            ((cow_vnode *)w)->refcnt++;
+    }
+    return i;
+}
+
 /* ---- stored nodes -------------------------------------------------------- */
 
 static struct {
@@ -453,14 +484,31 @@ vn_leaf_new(unsigned cap)
     return n;
 }
 
+/* An inner node whose kids the caller fills: every slot, or a prefix and
+ * then vn_clear_from the rest. */
+static cow_vnode *
+vn_inner_raw(void)
+{
+    cow_vnode *n = cow_malloc(sizeof(cow_vnode) + COW_VEC_WIDTH * sizeof(cow_word));
+    if (n == NULL)
+        return NULL;
+    *n = (cow_vnode){1, VN_INNER, 0, 0, 0};
+    live_nodes++;
+    return n;
+}
+
+static void
+vn_clear_from(cow_vnode *n, unsigned first)
+{
+    memset(&vn_kids(n)[first], 0, (COW_VEC_WIDTH - first) * sizeof(cow_word));
+}
+
 static cow_vnode *
 vn_inner_new(void)
 {
-    cow_vnode *n = cow_calloc(1, sizeof(cow_vnode) + COW_VEC_WIDTH * sizeof(cow_vnode *));
-    if (n == NULL)
-        return NULL;
-    n->refcnt = 1;
-    live_nodes++;
+    cow_vnode *n = vn_inner_raw();
+    if (n != NULL)
+        vn_clear_from(n, 0);
     return n;
 }
 
@@ -478,7 +526,7 @@ vn_release(cow_vnode *n)
     }
     else {
         for (unsigned i = 0; i < COW_VEC_WIDTH && vn_kids(n)[i]; i++)
-            vw_release(vn_kids(n)[i]);  /* kids are a prefix (VEC4); see vn_own */
+            kid_release(vn_kids(n)[i]);     /* kids are a prefix (VEC4); see vn_own */
     }
     live_nodes--;
     cow_free(n);
@@ -514,14 +562,20 @@ vn_own(cow_word *slot, unsigned cap, int kind)
         }
     }
     else {
-        c = vn_inner_new();
+        unsigned i = 0;
+        c = vn_inner_raw();
         if (c == NULL)
             return COW_ENOMEM;
         /* Kids are a prefix of the slots (VEC4): the copy stops at the first
          * empty one, as most slots of a small trie's nodes are (a walk past
          * a hole in a hostile stored node reads poison either way). */
-        for (unsigned i = 0; i < COW_VEC_WIDTH && vn_kids(n)[i]; i++)
-            vn_kids(c)[i] = kid_ok(n, vn_kids(n)[i]) ? vw_share(&vn_kids(n)[i]) : 0;
+        if (vn_stored(n)) {
+            for (; i < COW_VEC_WIDTH && vn_kids(n)[i]; i++)
+                vn_kids(c)[i] = kid_ok(n, vn_kids(n)[i]) ? vw_share(&vn_kids(n)[i]) : 0;
+        }
+        else
+            i = heap_kids_share(vn_kids(n), vn_kids(c));
+        vn_clear_from(c, i);
     }
     vw_release(*slot);
     *slot = cow_word_of(c);

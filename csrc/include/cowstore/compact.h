@@ -92,13 +92,35 @@ cow_ci_get_le(const uint8_t *p, unsigned width)
     return x;
 }
 
+/* The 8 bytes at p as a little-endian number: one load. */
+static inline uint64_t
+cow_ci_load_le64(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof x);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x;
+}
+
+/* The int of an item of n bytes (code, then n - 1 bytes) at p, where avail
+ * bytes are readable: one load when 8 follow the code, else byte by byte. */
+static inline int64_t
+cow_ci_int_at(const uint8_t *p, size_t n, size_t avail)
+{
+    unsigned shift = (unsigned)(64 - 8 * (n - 1));
+    uint64_t x = avail > sizeof(uint64_t) ? cow_ci_load_le64(p + 1) : cow_ci_get_le(p + 1, (unsigned)(n - 1));
+    return (int64_t)(x << shift) >> shift;
+}
+
 /* Reads the item at p (avail bytes there) into *out, bitwise (a word is
- * borrowed, as a leaf's slot would be); returns its length, 0 if corrupt. */
+ * borrowed, as a leaf's slot would be); returns its length, 0 if corrupt.
+ * A short str (a map's key) and an int (its value) are tested first. */
 static inline size_t
 cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
 {
     size_t n = cow_ci_size(p, avail);
-    unsigned w;
     if (n == 0 || p[0] == COW_CI_SEXT)
         return 0;                           /* an empty SEXT breaks V8 */
     if (p[0] == COW_CI_RAW) {
@@ -113,21 +135,21 @@ cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
         memcpy((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
         return n;
     }
+    if (p[0] >= COW_CI_INT && p[0] < COW_CI_FLOAT) {
+        out->tag = COW_T_INT;
+        out->u.i = cow_ci_int_at(p, n, avail);
+        return n;
+    }
     switch (p[0]) {
     case COW_CI_NONE: out->tag = COW_T_NONE; break;
     case COW_CI_HOLE: out->tag = COW_T_HOLE; break;
     case COW_CI_FALSE: case COW_CI_TRUE: out->tag = COW_T_BOOL; out->u.i = p[0] == COW_CI_TRUE; break;
-    case COW_CI_FLOAT: {
-        uint64_t bits = cow_ci_get_le(p + 1, 8);
+    default: {                              /* COW_CI_FLOAT: 8 bytes of bits */
+        uint64_t bits = cow_ci_load_le64(p + 1);
         out->tag = COW_T_FLOAT;
         memcpy(&out->u.f, &bits, sizeof bits);
         break;
     }
-    default:                                /* COW_CI_INT + width - 1 */
-        w = (unsigned)(n - 1);
-        out->tag = COW_T_INT;
-        out->u.i = (int64_t)(cow_ci_get_le(p + 1, w) << (64 - 8 * w)) >> (64 - 8 * w);
-        break;
     }
     return n;
 }
