@@ -328,11 +328,27 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     return lo;
 }
 
-/* Lookups set *entry and *kv (the entry's key, its value at kv[1]). */
+/* Whether entry e's key is key; the entry's key and value into kv, unless
+ * kv is NULL (a caller that wants only where it is: no value decoded). */
+static int
+entry_is(const cow_map *m, uint32_t e, const cow_val *key, cow_val kv[2])
+{
+    cow_val k;
+    if (kv == NULL) {
+        k = entry_key(m, e);
+        return cow_val_equal(&k, key);
+    }
+    entry_pair(m, e, kv);
+    return cow_val_equal(&kv[0], key);
+}
+
+/* Lookups set *entry and, unless kv is NULL, *kv (the entry's key, its
+ * value at kv[1]). */
 static int
 coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entry,
-          cow_val kv[2])
+          cow_val kv_out[2])
 {
+    cow_val kv_local[2], *kv = kv_out ? kv_out : kv_local;
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
         entry_pair(m, hn_leaves(n)[i], kv);
         if (cow_val_order(&kv[0], key) != 0)
@@ -356,8 +372,7 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cow_
         bit = bit_at(h, shift);
         if (n->datamap & bit) {
             cow_hleaf lf = hn_leaves(n)[popc(n->datamap & (bit - 1))];
-            entry_pair(m, lf, kv);
-            if (!cow_val_equal(&kv[0], key))
+            if (!entry_is(m, lf, key, kv))
                 return COW_NOT_FOUND;
             *entry = lf;
             return COW_FOUND;
@@ -382,8 +397,7 @@ find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, c
     if (m->index)
         return index_find(m, key, hash32(hash), entry, kv);
     for (size_t e = 0; e < nentries(m); e++) {
-        entry_pair(m, (uint32_t)e, kv);
-        if (cow_val_equal(&kv[0], key)) {
+        if (entry_is(m, (uint32_t)e, key, kv)) {
             *entry = e;
             return COW_FOUND;
         }
@@ -394,8 +408,7 @@ find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, c
 int
 cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
 {
-    cow_val kv[2];
-    return find_entry(m, key, hash, entry, kv);
+    return find_entry(m, key, hash, entry, NULL);
 }
 
 int

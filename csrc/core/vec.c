@@ -234,12 +234,15 @@ static int
 packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
 {
     uint8_t item[COW_CI_MAX];
-    size_t pos = packed_find(n, slot), next, len;
+    const vn_packed *pk = vn_pk(n);
+    size_t pos = packed_find(n, slot), len;
     cow_val old;
-    if ((next = packed_decode(n, pos, &old)) == 0
-        || (len = cow_ci_encode_as(&v, next - pos, item)) == 0)
+    if (pos >= pk->bytes || (len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0
+        || cow_ci_encode_as(&v, len, item) != len)
         return 0;
-    cow_val_release(&old);
+    /* Only a raw item can hold a word to release (packed_words). */
+    if (vn_items(n)[pos] == COW_CI_RAW && cow_ci_decode(vn_items(n) + pos, len, &old) == len)
+        cow_val_release(&old);
     n->words |= cow_tag_has_word(v.tag);
     memcpy((uint8_t *)vn_items(n) + pos, item, len);
     return 1;

@@ -414,11 +414,25 @@ cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
     return ctx_close(&cx, conv(&cx, obj, NULL, out));
 }
 
+/* Whether obj converts to a scalar with no help from a conv_ctx's state:
+ * no str to share, nothing nested (the common value of d[k] = v). */
+static int
+is_plain_scalar(PyObject *obj)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    return tp == &PyLong_Type || tp == &PyUnicode_Type || tp == &PyFloat_Type
+           || tp == &PyBool_Type || obj == Py_None;
+}
+
 int
 cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 {
     conv_ctx cx;
     int rc;
+    if (is_plain_scalar(obj)) {
+        cx = (conv_ctx){st};
+        return conv(&cx, obj, NULL, out);
+    }
     ctx_open(&cx, st, obj);
     if ((rc = conv(&cx, obj, NULL, out)) == 0)
         rc = pack_child(&cx, out);
@@ -452,6 +466,19 @@ int
 cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
 {
     conv_ctx cx = {st};
+    Py_ssize_t n;
+    const char *s;
+    int rc;
+    /* The commonest key, a str, made and hashed from its UTF-8 at once, as
+     * conv and cow_val_hash would (a lone surrogate raises as conv_str). */
+    if (Py_TYPE(obj) == &PyUnicode_Type) {
+        if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
+            return -1;
+        if ((rc = cow_val_str(out, s, (size_t)n)) < 0)
+            return cowpy_raise_int(st, rc);
+        *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
+        return 0;
+    }
     return key_of(&cx, obj, NULL, out, hash);
 }
 

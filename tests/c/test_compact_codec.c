@@ -86,6 +86,50 @@ Test(compact, words_are_written_raw)
     cow_val_release(&list);
 }
 
+/* C1 for any bytes: a value of a short-form kind whose other bytes are not
+ * what the short form keeps (padding set, a bool of 2, an empty inline
+ * leaf) is written raw, and every value decodes back byte for byte.  Half
+ * the rounds start canonical and flip one byte, so both answers are met. */
+Test(compact, any_bytes_round_trip_exactly)
+{
+    static const cow_tag tags[] = {COW_T_NONE, COW_T_HOLE, COW_T_BOOL, COW_T_INT, COW_T_FLOAT,
+                                   COW_T_SSTR, COW_T_SBYTES, COW_T_SEXT};
+    int raw = 0, short_form = 0;
+    srand(20261205);
+    for (int round = 0; round < 200000; round++) {
+        uint8_t item[COW_CI_MAX], bytes[sizeof(cow_val)];
+        cow_val v, back;
+        size_t len;
+        for (size_t i = 0; i < sizeof bytes; i++)
+            bytes[i] = (uint8_t)rand();
+        memcpy(&v, bytes, sizeof v);
+        v.tag = tags[rand() % (int)(sizeof tags / sizeof tags[0])];
+        v.slen = (uint8_t)(rand() % (COW_INLINE_MAX + 2));
+        if (round % 2) {                /* canonical, then maybe one byte off */
+            cow_val c = {0};
+            c.tag = v.tag;
+            c.slen = v.tag >= COW_T_SSTR ? v.slen % (COW_INLINE_MAX + 1) : 0;
+            if (c.tag == COW_T_INT || c.tag == COW_T_FLOAT)
+                c.u = v.u;
+            else if (c.tag == COW_T_BOOL)
+                c.u.i = v.u.i & 1;
+            else
+                memcpy((char *)&c + COW_INLINE_OFFSET, (char *)&v + COW_INLINE_OFFSET, c.slen);
+            if (rand() % 4 == 0)
+                ((uint8_t *)&c)[1 + rand() % (sizeof c - 1)] ^= (uint8_t)(1 + rand() % 255);
+            v = c;
+        }
+        len = cow_ci_encode(&v, item);
+        cr_assert_eq(cow_ci_decode(item, len, &back), len);
+        cr_assert_eq(memcmp(&back, &v, sizeof v), 0, "round %d, tag %d: not exact", round, v.tag);
+        if (len == COW_CI_MAX)
+            raw++;
+        else
+            short_form++;
+    }
+    cr_assert(raw > 1000 && short_form > 1000, "both forms met: %d raw, %d short", raw, short_form);
+}
+
 /* Writing in a given length: an int widens to fill it; anything that cannot
  * fit it exactly is refused (the caller unpacks instead). */
 Test(compact, encode_as_widens_ints_only)
