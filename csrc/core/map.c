@@ -418,6 +418,41 @@ cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val k
     return find_entry(m, key, hash, &e, kv);
 }
 
+/* The index walk of index_find over heap nodes, for the entry a str's hash
+ * leads to (its key still to compare): COW_FOUND with *entry, COW_NOT_FOUND,
+ * or COW_ASK_GENERAL at a stored node or a collision node. */
+static int
+heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
+{
+    cow_word w = m->index;
+    for (unsigned shift = 0; shift < HN_HASH_BITS && !cow_word_stored(w); shift += HN_BITS) {
+        const cow_hnode *n = (const cow_hnode *)w;
+        uint32_t bit = bit_at(h, shift);
+        if (n->kind != HN_BITMAP)
+            return COW_ASK_GENERAL;
+        if (n->datamap & bit) {
+            *entry = hn_leaves(n)[popc(n->datamap & (bit - 1))];
+            return COW_FOUND;
+        }
+        if (!(n->nodemap & bit))
+            return COW_NOT_FOUND;
+        w = hn_kids(n)[popc(n->nodemap & (bit - 1))];
+    }
+    return COW_ASK_GENERAL;
+}
+
+int
+cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, cow_val *val)
+{
+    uint32_t e;
+    int rc;
+    if (m->index == 0 || (rc = heap_index_entry(m, hash32(hash), &e)) != COW_FOUND)
+        return m->index == 0 ? COW_ASK_GENERAL : rc;
+    if (e >= nentries(m))
+        return COW_ASK_GENERAL;
+    return cow_vb_heap_value_of_str(&m->log, 2 * (size_t)e, s, n, val);
+}
+
 /* ---- index insertion ---------------------------------------------------- */
 
 /* A subtree at `shift` holding two leaves with distinct entries, whose keys

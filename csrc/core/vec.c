@@ -723,6 +723,61 @@ cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
     out[1] = leaf_get(n, slot + 1);
 }
 
+/* The heap leaf holding index i < len, or NULL when a stored node lies on
+ * the way (the walk the general read makes, without its checks: heap nodes
+ * are well formed). */
+static const cow_vnode *
+heap_leaf_for(const cow_vecbody *b, size_t i)
+{
+    cow_word w;
+    if (i >= tailoff(b->len))
+        w = b->tail;
+    else {
+        w = b->root;
+        for (uint32_t level = b->shift; level > 0 && !cow_word_stored(w); level -= COW_VEC_BITS)
+            w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
+    }
+    return cow_word_stored(w) ? NULL : (const cow_vnode *)w;
+}
+
+/* Whether packed item `item` (the leaf's bytes end at `end`) is the str
+ * [s, s + n): COW_FOUND or COW_NOT_FOUND, COW_ASK_GENERAL for a raw item.
+ * A str of at most COW_INLINE_MAX bytes is an inline item and a longer one
+ * a raw one (V1, C1), and no other kind of value equals a str. */
+static int
+item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
+{
+    if (item[0] == COW_CI_RAW)
+        return COW_ASK_GENERAL;
+    if (n > COW_INLINE_MAX || item[0] != COW_CI_SSTR + n || (size_t)(end - item) <= n)
+        return COW_NOT_FOUND;
+    return memcmp(item + 1, s, n) == 0 ? COW_FOUND : COW_NOT_FOUND;
+}
+
+int
+cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val)
+{
+    const cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i) : NULL;
+    cow_vnode *at = (cow_vnode *)leaf;
+    unsigned slot = i & COW_VEC_MASK;
+    cow_val probe;
+    size_t pos;
+    int rc;
+    if (leaf == NULL || slot + 1 >= leaf->count)
+        return COW_ASK_GENERAL;
+    if (leaf->leaf != VN_PACKED) {
+        probe = cow_val_str_view(s, n);
+        *val = vn_vals(at)[slot + 1];
+        return cow_val_equal(&vn_vals(at)[slot], &probe) ? COW_FOUND : COW_NOT_FOUND;
+    }
+    if ((pos = packed_find(at, slot)) >= vn_pk(at)->bytes)
+        return COW_ASK_GENERAL;
+    rc = item_is_str(vn_items(at) + pos, vn_items(at) + vn_pk(at)->bytes, s, n);
+    if (rc == COW_FOUND && packed_decode(at, pos + 1 + n, val) == 0)
+        return COW_ASK_GENERAL;
+    return rc;
+}
+
 /* Makes the heap packed leaf *slot names unshared, as a packed copy (its
  * words retained) when it is shared: a path copy of half the bytes. */
 static int

@@ -85,12 +85,48 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
     return cowpy_to_object(COWPY_ST(op), &kv[1], SELF, &kv[0], hash, 0);
 }
 
+/* d[key] for the commonest case -- an ASCII str key, a general map on the
+ * heap, a scalar value -- read by the core's fast path (map.h
+ * cow_map_get_str), the key's bytes and hash taken straight from the str:
+ * 1 found (*res set unless res is NULL), 0 absent, -1 error,
+ * PACKED_GENERAL when the general path must answer. */
+static int
+fast_str_lookup(PyObject *op, PyObject *key, PyObject **res)
+{
+    const cow_val *root = &SELF->root;
+    cow_val v;
+    const char *s;
+    size_t n;
+    int rc;
+    if (Py_TYPE(key) != &PyUnicode_Type || !PyUnicode_IS_COMPACT_ASCII(key)
+        || cowpy_resolve_lazy(SELF) < 0 || !cow_tag_is_map(root->tag) || cow_word_stored(root->u.w))
+        return PyErr_Occurred() ? -1 : PACKED_GENERAL;
+    s = (const char *)PyUnicode_DATA(key);
+    n = (size_t)PyUnicode_GET_LENGTH(key);
+    rc = cow_map_get_str(map_of(op), s, n, cow_hash_bytes(s, n, COW_SEED_STR), &v);
+    if (rc == COW_NOT_FOUND || (rc == COW_FOUND && res == NULL))
+        return rc;
+    if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
+        return PACKED_GENERAL;          /* a container: made there, a view of us */
+    *res = cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+    return *res ? 1 : -1;
+}
+
+/* d[key] by the fast path, else in place from a packed root: as
+ * packed_lookup, whose PACKED_GENERAL leaves it to dict_get_entry. */
+static int
+quick_lookup(PyObject *op, PyObject *key, PyObject **res)
+{
+    int rc = fast_str_lookup(op, key, res);
+    return rc == PACKED_GENERAL ? packed_lookup(op, key, res) : rc;
+}
+
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
 {
     cow_val kv[2];
     uint64_t hash;
     PyObject *res;
-    int rc = packed_lookup(op, key, &res);
+    int rc = quick_lookup(op, key, &res);
     if (rc != PACKED_GENERAL) {
         if (rc == 0)
             _PyErr_SetKeyError(key);
@@ -170,7 +206,7 @@ COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key)
 {
     cow_val kv[2];
     uint64_t hash;
-    int rc = packed_lookup(op, key, NULL);
+    int rc = quick_lookup(op, key, NULL);
     return rc != PACKED_GENERAL ? rc : dict_get_entry(op, key, kv, &hash);
 }
 
@@ -183,7 +219,7 @@ COWPY_ENTRY(static, PyObject *, dict_get,
     PyObject *res;
     if (!_PyArg_CheckPositional("get", nargs, 1, 2))
         return NULL;
-    if ((rc = packed_lookup(op, args[0], &res)) != PACKED_GENERAL) {
+    if ((rc = quick_lookup(op, args[0], &res)) != PACKED_GENERAL) {
         if (rc < 0)
             return NULL;
         return rc ? res : Py_NewRef(nargs > 1 ? args[1] : Py_None);

@@ -28,6 +28,8 @@ typedef enum cow_err {
 typedef enum cow_found {
     COW_NOT_FOUND = 0,
     COW_FOUND = 1,
+    COW_ASK_GENERAL = 2,    /* a fast path's answer: the general lookup must
+                             * give it (a stored node on the way, a rare item) */
 } cow_found;
 
 /* Static message for a cow_err code; never NULL. */

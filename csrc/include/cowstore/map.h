@@ -45,6 +45,11 @@ int cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *en
 int cow_map_get(const cow_map *m, const cow_val *key, uint64_t hash, cow_val *val);
 /* As cow_map_get, with the stored key: kv[0] the key, kv[1] its value. */
 int cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val kv[2]);
+/* The fast d[k] of a str key [s, s + n) whose cow_val_hash is hash: as
+ * cow_map_get, or COW_ASK_GENERAL when that must answer (a stored node on
+ * the way, no index, a collision node, a raw key item).  It reads heap
+ * nodes only, so it records no error. */
+int cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, cow_val *val);
 /* Inserts or replaces: steals key and val.  A replaced key keeps its place.
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */
