@@ -44,7 +44,7 @@ encode_short(const cow_val *v, uint8_t *out)
         out[0] = (uint8_t)((v->tag == COW_T_SSTR ? COW_CI_SSTR : v->tag == COW_T_SBYTES ? COW_CI_SBYTES
                                                                                  : COW_CI_SEXT)
                            + v->slen);
-        memcpy(out + 1, (const char *)v + COW_INLINE_OFFSET, v->slen);
+        cow_copy_short(out + 1, (const char *)v + COW_INLINE_OFFSET, v->slen);
         return 1u + v->slen;
     default:
         return 0;
@@ -75,7 +75,7 @@ short_form_exact(const cow_val *v)
     case COW_T_SSTR:
     case COW_T_SBYTES:
         kept.slen = v->slen;
-        memcpy((char *)&kept + COW_INLINE_OFFSET, (const char *)v + COW_INLINE_OFFSET, v->slen);
+        cow_copy_short((char *)&kept + COW_INLINE_OFFSET, (const char *)v + COW_INLINE_OFFSET, v->slen);
         break;
     }
     return memcmp(&kept, v, sizeof kept) == 0;

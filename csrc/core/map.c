@@ -405,19 +405,6 @@ find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, c
     return COW_NOT_FOUND;
 }
 
-int
-cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
-{
-    return find_entry(m, key, hash, entry, NULL);
-}
-
-int
-cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val kv[2])
-{
-    size_t e;
-    return find_entry(m, key, hash, &e, kv);
-}
-
 /* The index walk of index_find over heap nodes, for the entry a str's hash
  * leads to (its key still to compare): COW_FOUND with *entry, COW_NOT_FOUND,
  * or COW_ASK_GENERAL at a stored node or a collision node. */
@@ -441,16 +428,51 @@ heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
     return COW_ASK_GENERAL;
 }
 
+/* The entry of str [s, s + n) whose hash is hash, and its value unless val
+ * is NULL, by the fast walk: as cow_map_find, or COW_ASK_GENERAL. */
+static int
+find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t *entry,
+              cow_val *val)
+{
+    int rc;
+    if (m->index == 0 || (rc = heap_index_entry(m, hash32(hash), entry)) == COW_ASK_GENERAL)
+        return COW_ASK_GENERAL;
+    if (rc == COW_NOT_FOUND)
+        return rc;
+    return *entry < nentries(m) ? cow_vb_heap_value_of_str(&m->log, 2 * (size_t)*entry, s, n, val)
+                                : COW_ASK_GENERAL;
+}
+
+int
+cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
+{
+    const char *s;
+    size_t n;
+    uint32_t e;
+    int rc;
+    /* A str key (a write's, a del's) of a heap map: the fast walk first. */
+    if (key->tag == COW_T_SSTR || key->tag == COW_T_STR_VIEW) {
+        cow_val_span(key, &s, &n);
+        if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
+            *entry = e;
+            return rc;
+        }
+    }
+    return find_entry(m, key, hash, entry, NULL);
+}
+
+int
+cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_val kv[2])
+{
+    size_t e;
+    return find_entry(m, key, hash, &e, kv);
+}
+
 int
 cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, cow_val *val)
 {
     uint32_t e;
-    int rc;
-    if (m->index == 0 || (rc = heap_index_entry(m, hash32(hash), &e)) != COW_FOUND)
-        return m->index == 0 ? COW_ASK_GENERAL : rc;
-    if (e >= nentries(m))
-        return COW_ASK_GENERAL;
-    return cow_vb_heap_value_of_str(&m->log, 2 * (size_t)e, s, n, val);
+    return find_str_fast(m, s, n, hash, &e, val);
 }
 
 /* ---- index insertion ---------------------------------------------------- */

@@ -382,7 +382,7 @@ get(pk_in *in, void *dst, size_t len)
 {
     if (len > (size_t)(in->end - in->p))
         return COW_ECORRUPT;
-    memcpy(dst, in->p, len);
+    cow_copy_short(dst, in->p, len);    /* a code, an int or a float: <= 8 */
     in->p += len;
     return COW_OK;
 }
@@ -554,7 +554,7 @@ get_sext(pk_in *in, cow_val *out)
     memset(out, 0, sizeof *out);
     out->tag = COW_T_SEXT;
     out->slen = (uint8_t)len;
-    memcpy((char *)out + COW_INLINE_OFFSET, in->p, len);
+    cow_copy_short((char *)out + COW_INLINE_OFFSET, in->p, len);
     in->p += len;
     return COW_OK;
 }
@@ -568,7 +568,7 @@ get_int(pk_in *in, cow_val *out, unsigned code)
     int rc = get(in, raw, width);
     if (rc)
         return rc;
-    memcpy(&i, raw, width);
+    cow_copy_short(&i, raw, width);
     if (width < 8 && (raw[width - 1] & 0x80))
         i |= (int64_t)(~(uint64_t)0 << (8 * width));    /* sign-extend */
     *out = cow_val_int(i);

@@ -43,8 +43,7 @@ small_or_blob(cow_val *out, cow_tag small, cow_tag big, const void *data, size_t
     memset(out, 0, sizeof *out);
     out->tag = (uint8_t)small;
     out->slen = (uint8_t)len;
-    if (len)
-        memcpy((char *)out + COW_INLINE_OFFSET, data, len);
+    cow_copy_short((char *)out + COW_INLINE_OFFSET, data, len);
     return COW_OK;
 }
 

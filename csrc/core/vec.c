@@ -274,8 +274,12 @@ packed_words(cow_vnode *n, int delta)
 static void
 packed_get_all(cow_vnode *n, cow_val *out)
 {
-    size_t pos = 0;
-    for (unsigned i = 0; i < n->count; i++)
+    size_t pos = 0, len;
+    unsigned i = 0;
+    if (!vn_stored(n))          /* heap items are well formed (VEC7): no checks */
+        for (; i < n->count && (len = cow_ci_decode(vn_items(n) + pos, vn_pk(n)->bytes - pos, &out[i])); i++)
+            pos += len;
+    for (; i < n->count; i++)   /* a stored leaf's, checked (or the rest: poison) */
         pos = packed_decode(n, pos, &out[i]);
 }
 
@@ -767,13 +771,14 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
         return COW_ASK_GENERAL;
     if (leaf->leaf != VN_PACKED) {
         probe = cow_val_str_view(s, n);
-        *val = vn_vals(at)[slot + 1];
+        if (val != NULL)
+            *val = vn_vals(at)[slot + 1];
         return cow_val_equal(&vn_vals(at)[slot], &probe) ? COW_FOUND : COW_NOT_FOUND;
     }
     if ((pos = packed_find(at, slot)) >= vn_pk(at)->bytes)
         return COW_ASK_GENERAL;
     rc = item_is_str(vn_items(at) + pos, vn_items(at) + vn_pk(at)->bytes, s, n);
-    if (rc == COW_FOUND && packed_decode(at, pos + 1 + n, val) == 0)
+    if (rc == COW_FOUND && val != NULL && packed_decode(at, pos + 1 + n, val) == 0)
         return COW_ASK_GENERAL;
     return rc;
 }

@@ -724,12 +724,38 @@ packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     return (PyObject *)obj;
 }
 
+/* An inline str of 2..14 ASCII bytes as a str (NULL, no error set, for any
+ * other value): the commonest key, checked a word at a time over the whole
+ * value (its tag and length bytes are ASCII too). */
+static PyObject *
+inline_ascii_str(const cow_val *v)
+{
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t w[2];
+    PyObject *s;
+    if (v->tag != COW_T_SSTR || v->slen < 2 || v->slen > COW_INLINE_MAX)
+        return NULL;
+    memcpy(w, v, sizeof w);
+    if (((w[0] | w[1]) & high) != 0)
+        return NULL;
+    if ((s = PyUnicode_New(v->slen, 127)) != NULL)
+        cow_copy_short(PyUnicode_1BYTE_DATA(s), (const char *)v + COW_INLINE_OFFSET, v->slen);
+    else
+        PyErr_Clear();              /* the general path raises it again */
+    return s;
+}
+
 PyObject *
 cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                 const cow_val *key, uint64_t hash, size_t idx)
 {
     CowObject *obj;
     cow_val own;
+    PyObject *s;
+    if (v->tag == COW_T_INT)                /* the hot cases first */
+        return PyLong_FromLongLong(v->u.i);
+    if ((s = inline_ascii_str(v)) != NULL)
+        return s;
     if (v->tag == COW_T_PACKED)
         return packed_to_object(st, v, parent, key, hash, idx);
     if (v->tag == COW_T_TUPLE)

@@ -132,7 +132,7 @@ cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
         out->tag = (uint8_t)(p[0] < COW_CI_SBYTES ? COW_T_SSTR : p[0] < COW_CI_SEXT ? COW_T_SBYTES
                                                                           : COW_T_SEXT);
         out->slen = (uint8_t)(n - 1);
-        memcpy((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
+        cow_copy_short((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
         return n;
     }
     if (p[0] >= COW_CI_INT && p[0] < COW_CI_FLOAT) {

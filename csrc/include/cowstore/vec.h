@@ -48,7 +48,8 @@ void cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2]);
  * even) into *val when value i is that str (COW_FOUND), COW_NOT_FOUND when
  * it is another value, COW_ASK_GENERAL when cow_vb_get_pair and
  * cow_val_equal must answer: a stored node on the path, or a key item kept
- * whole (raw).  It reads heap nodes only, so it records no error. */
+ * whole (raw).  val may be NULL: then only the key is compared.  It reads
+ * heap nodes only, so it records no error. */
 int cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val);
 int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
