@@ -43,29 +43,15 @@ nested_view(PyObject *op, PyObject *key, const cow_val *v)
     return res;
 }
 
-/* d[key] served in place from a packed root (pack.h) for a str key, the
- * view resynced first: 1 found (*res set unless res is NULL), 0 absent, -1
- * error, PACKED_GENERAL when the general path must answer (no packed root, a
- * key of another type). */
+/* d[key] served in place from a packed root (pack.h), for str key of
+ * UTF-8 [s, s + n): 1 found (*res set unless res is NULL), 0 absent, -1
+ * error. */
 #define PACKED_GENERAL 2
 static int
-packed_lookup(PyObject *op, PyObject *key, PyObject **res)
+packed_lookup(PyObject *op, PyObject *key, const char *s, size_t n, PyObject **res)
 {
-    Py_ssize_t n;
-    const char *s;
     cow_val v;
-    int rc;
-    if (SELF->parent == NULL && SELF->root.tag != COW_T_PACKED)
-        return PACKED_GENERAL;          /* a detached general map: no resync, no pack */
-    if (cowpy_resolve_lazy(SELF) < 0)
-        return -1;
-    if (SELF->root.tag != COW_T_PACKED || !PyUnicode_CheckExact(key))
-        return PACKED_GENERAL;
-    if ((s = PyUnicode_AsUTF8AndSize(key, &n)) == NULL) {
-        PyErr_Clear();                  /* lone surrogates: the general path's */
-        return PACKED_GENERAL;
-    }
-    rc = cow_pack_lookup(&SELF->root, s, (size_t)n, &v);
+    int rc = cow_pack_lookup(&SELF->root, s, n, &v);
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(op), rc);
     if (rc == COW_FOUND && res) {
@@ -85,25 +71,15 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
     return cowpy_to_object(COWPY_ST(op), &kv[1], SELF, &kv[0], hash, 0);
 }
 
-/* d[key] for the commonest case -- an ASCII str key, a general map on the
- * heap, a scalar value -- read by the core's fast path (map.h
- * cow_map_get_str), the key's bytes and hash taken straight from the str:
- * 1 found (*res set unless res is NULL), 0 absent, -1 error,
- * PACKED_GENERAL when the general path must answer. */
+/* d[key] for the commonest case -- a str key of UTF-8 [s, s + n), a
+ * general map on the heap, a scalar value -- read by the core's fast path
+ * (map.h cow_map_get_str): 1 found (*res set unless res is NULL), 0
+ * absent, -1 error, PACKED_GENERAL when the general path must answer. */
 static int
-fast_str_lookup(PyObject *op, PyObject *key, PyObject **res)
+fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
 {
-    const cow_val *root = &SELF->root;
     cow_val v;
-    const char *s;
-    size_t n;
-    int rc;
-    if (Py_TYPE(key) != &PyUnicode_Type || !PyUnicode_IS_COMPACT_ASCII(key)
-        || cowpy_resolve_lazy(SELF) < 0 || !cow_tag_is_map(root->tag) || cow_word_stored(root->u.w))
-        return PyErr_Occurred() ? -1 : PACKED_GENERAL;
-    s = (const char *)PyUnicode_DATA(key);
-    n = (size_t)PyUnicode_GET_LENGTH(key);
-    rc = cow_map_get_str(map_of(op), s, n, cow_hash_bytes(s, n, COW_SEED_STR), &v);
+    int rc = cow_map_get_str(map_of(op), s, n, cow_hash_bytes(s, n, COW_SEED_STR), &v);
     if (rc == COW_NOT_FOUND || (rc == COW_FOUND && res == NULL))
         return rc;
     if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
@@ -112,13 +88,33 @@ fast_str_lookup(PyObject *op, PyObject *key, PyObject **res)
     return *res ? 1 : -1;
 }
 
-/* d[key] by the fast path, else in place from a packed root: as
- * packed_lookup, whose PACKED_GENERAL leaves it to dict_get_entry. */
+/* d[key] for a str key, the view resynced first: read in place from a
+ * packed root, or by the fast path from a heap map (the key's UTF-8 taken
+ * straight from an ASCII str).  As fast_str_lookup; PACKED_GENERAL leaves
+ * it to dict_get_entry (another key type, lone surrogates, stored maps). */
 static int
 quick_lookup(PyObject *op, PyObject *key, PyObject **res)
 {
-    int rc = fast_str_lookup(op, key, res);
-    return rc == PACKED_GENERAL ? packed_lookup(op, key, res) : rc;
+    const cow_val *root = &SELF->root;
+    Py_ssize_t len;
+    const char *s;
+    if (Py_TYPE(key) != &PyUnicode_Type)
+        return PACKED_GENERAL;
+    if (cowpy_resolve_lazy(SELF) < 0)
+        return -1;
+    if (PyUnicode_IS_COMPACT_ASCII(key)) {
+        s = (const char *)PyUnicode_DATA(key);
+        len = PyUnicode_GET_LENGTH(key);
+    }
+    else if ((s = PyUnicode_AsUTF8AndSize(key, &len)) == NULL) {
+        PyErr_Clear();                  /* lone surrogates: the general path's */
+        return PACKED_GENERAL;
+    }
+    if (root->tag == COW_T_PACKED)
+        return packed_lookup(op, key, s, (size_t)len, res);
+    if (cow_tag_is_map(root->tag) && !cow_word_stored(root->u.w))
+        return fast_str_lookup(op, s, (size_t)len, res);
+    return PACKED_GENERAL;
 }
 
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
