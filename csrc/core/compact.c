@@ -7,10 +7,9 @@
 static unsigned
 int_width(int64_t i)
 {
-    unsigned w = 1;
-    while (w < 8 && (i < -((int64_t)1 << (8 * w - 1)) || i >= ((int64_t)1 << (8 * w - 1))))
-        w++;
-    return w;
+    uint64_t magnitude = (uint64_t)(i ^ (i >> 63));     /* ~i for a negative i */
+    unsigned bits = magnitude ? 65u - (unsigned)__builtin_clzll(magnitude) : 1u;   /* with a sign bit */
+    return (bits + 7) / 8;
 }
 
 static size_t
@@ -96,11 +95,13 @@ cow_ci_encode(const cow_val *v, uint8_t *out)
 size_t
 cow_ci_encode_as(const cow_val *v, size_t len, uint8_t *out)
 {
-    if (cow_ci_encode(v, out) == len)
+    /* An int (a counter, a flag: the common overwrite) in any width it fits,
+     * its own or wider, as long as its short form is exact (C1). */
+    if (v->tag == COW_T_INT && len >= 2 && len <= 9 && int_width(v->u.i) <= len - 1
+        && short_form_exact(v)) {
+        out[0] = (uint8_t)(COW_CI_INT + len - 2);
+        put_le(out + 1, (uint64_t)v->u.i, (unsigned)(len - 1));
         return len;
-    if (v->tag != COW_T_INT || len < 2 || len > 9 || int_width(v->u.i) > len - 1)
-        return 0;
-    out[0] = (uint8_t)(COW_CI_INT + len - 2);
-    put_le(out + 1, (uint64_t)v->u.i, (unsigned)(len - 1));
-    return len;
+    }
+    return cow_ci_encode(v, out) == len ? len : 0;
 }

@@ -452,7 +452,8 @@ cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
     int rc;
     /* A str key (a write's, a del's) of a heap map: the fast walk first. */
     if (key->tag == COW_T_SSTR || key->tag == COW_T_STR_VIEW) {
-        cow_val_span(key, &s, &n);
+        s = key->tag == COW_T_SSTR ? (const char *)key + COW_INLINE_OFFSET : key->u.ref;
+        n = key->tag == COW_T_SSTR ? (key->slen <= COW_INLINE_MAX ? key->slen : 0) : key->aux;
         if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
             *entry = e;
             return rc;

@@ -814,7 +814,9 @@ own_leaf(cow_vecbody *b, size_t i, cow_vnode **leaf, int keep_packed)
     if (i < tailoff(b->len)) {
         slot = &b->root;
         for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS) {
-            if ((rc = vn_own(slot, 0, COW_NK_VINNER)) < 0)
+            /* an unshared heap node is owned already: no call (vn_own's test) */
+            int owned = !cow_word_stored(*slot) && ((cow_vnode *)*slot)->refcnt == 1;
+            if (!owned && (rc = vn_own(slot, 0, COW_NK_VINNER)) < 0)
                 return rc;
             slot = &vn_kids((cow_vnode *)*slot)[(i >> level) & COW_VEC_MASK];
         }

@@ -429,6 +429,15 @@ cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
 {
     conv_ctx cx;
     int rc;
+    if (Py_TYPE(obj) == &PyLong_Type) {     /* the commonest value: an int64 */
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {
+            *out = cow_val_int(x);
+            return 0;
+        }
+        PyErr_Clear();                  /* conv_int raises it again, or makes a bigint */
+    }
     if (is_plain_scalar(obj)) {
         cx = (conv_ctx){st};
         return conv(&cx, obj, NULL, out);
@@ -472,7 +481,11 @@ cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
     /* The commonest key, a str, made and hashed from its UTF-8 at once, as
      * conv and cow_val_hash would (a lone surrogate raises as conv_str). */
     if (Py_TYPE(obj) == &PyUnicode_Type) {
-        if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
+        if (PyUnicode_IS_COMPACT_ASCII(obj)) {
+            s = (const char *)PyUnicode_DATA(obj);
+            n = PyUnicode_GET_LENGTH(obj);
+        }
+        else if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
             return -1;
         if ((rc = cow_val_str(out, s, (size_t)n)) < 0)
             return cowpy_raise_int(st, rc);

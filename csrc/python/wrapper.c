@@ -151,7 +151,12 @@ enum { VIEW_EXCLUSIVE_REFS = 2 };
 int
 cowpy_begin_write(CowObject *self)
 {
+    const cow_val *r = &self->root;
     int rc;
+    /* The common write: a detached, unfrozen heap container owned already. */
+    if (self->parent == NULL && (r->tag == COW_T_DICT || r->tag == COW_T_SET || r->tag == COW_T_LIST)
+        && !cow_word_stored(r->u.w) && refcnt_of(r) == 1)
+        return 0;
     if (cowpy_resolve(self) < 0)
         return -1;
     if (cowpy_is_frozen(self)) {
