@@ -188,6 +188,11 @@ segment_span(cow_ref_env *env, uint32_t seg, const cow_seg_span **span)
     return COW_OK;
 }
 
+/* Out of line and cold: the resolve that succeeds, every read's, then keeps
+ * few registers and no call but the size check. */
+#if defined(__GNUC__)
+__attribute__((noinline, cold))
+#endif
 static void *
 poison(int kind, int err)
 {
@@ -303,12 +308,11 @@ void
 cow_ref_pin(cow_word w, int delta)
 {
     cow_ref_env *env = envs[cow_word_slot(w)];
-    uint64_t key = (uint64_t)cow_word_seg(w) + 1, n = 0;
+    uint64_t key = (uint64_t)cow_word_seg(w) + 1, now;
     if (env == NULL)
         return;
     env->pins += delta;
-    cow_u64map_get(&env->seg_pins, key, &n);
-    if (cow_u64map_put(&env->seg_pins, key, n + (uint64_t)(int64_t)delta) < 0)
+    if (cow_u64map_add(&env->seg_pins, key, (uint64_t)(int64_t)delta, &now) < 0)
         env->pins_untracked = 1;
     if (env->pins == 0) {
         cow_u64map_clear(&env->seg_pins);

@@ -105,6 +105,24 @@ cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val)
     return COW_OK;
 }
 
+int
+cow_u64map_add(cow_u64map *m, uint64_t key, uint64_t delta, uint64_t *now)
+{
+    size_t i;
+    int rc;
+    if ((m->len + 1) * 2 > m->cap && (rc = grow(m)) < 0)   /* U1 */
+        return rc;
+    for (i = home(m, key); m->cells[i].key != 0 && m->cells[i].key != key; i = (i + 1) & (m->cap - 1))
+        ;
+    if (m->cells[i].key == 0) {
+        m->cells[i].key = key;
+        m->cells[i].val = 0;
+        m->len++;
+    }
+    *now = m->cells[i].val += delta;
+    return COW_OK;
+}
+
 /* Whether cell `cell` lies cyclically in [from, to): a key homed at `from`
  * and now at `to` may move back into it. */
 static int

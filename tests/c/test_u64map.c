@@ -299,3 +299,55 @@ Test(u64map, delete_against_model)
     free(ver);
     free(present);
 }
+
+/* Add: counts raised and lowered by one probe, against a model of counts,
+ * through every growth; a key is created at its first add (from 0), a count
+ * back at 0 stays a key, and an add that cannot grow the table changes
+ * nothing. */
+Test(u64map, add_against_model)
+{
+    enum { KEYS = 3000, ROUNDS = 60000 };
+    uint64_t seed = 0x414444ULL, *keys = calloc(KEYS, sizeof *keys);
+    int64_t *count = calloc(KEYS, sizeof *count);
+    cow_u64map m;
+    uint64_t now, v;
+    size_t present = 0;
+    cr_assert(keys && count);
+    make_keys(keys, KEYS, seed);
+    cow_u64map_init(&m);
+    for (int r = 0; r < ROUNDS; r++) {
+        size_t k = tu_below(&seed, r < ROUNDS / 2 ? KEYS : 64);     /* spread, then churn a few */
+        int64_t delta = count[k] > 0 && tu_below(&seed, 3) == 0 ? -1 : 1;
+        int was = cow_u64map_get(&m, keys[k], &v) == COW_FOUND;
+        cr_assert_eq(cow_u64map_add(&m, keys[k], (uint64_t)delta, &now), COW_OK);
+        count[k] += delta;
+        present += !was;
+        cr_assert_eq(now, (uint64_t)count[k], "round %d: count %lld, map says %llu", r,
+                     (long long)count[k], (unsigned long long)now);
+        cr_assert_eq(m.len, present);
+    }
+    check_table(&m);
+    for (size_t k = 0; k < KEYS; k++)
+        if (cow_u64map_get(&m, keys[k], &v) == COW_FOUND)
+            cr_assert_eq(v, (uint64_t)count[k]);
+        else
+            cr_assert_eq(count[k], 0, "a counted key is missing");
+    cow_u64map_free(&m);
+    tu_alloc_install();
+    {
+        cow_u64map full;
+        enum { N = FIRST_CAP / 2 };
+        cow_u64map_init(&full);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(cow_u64map_add(&full, keys[i], 1, &now), COW_OK);
+        tu_fail_after(0);
+        cr_assert_eq(cow_u64map_add(&full, keys[N], 1, &now), COW_ENOMEM);
+        tu_fail_after(-1);
+        cr_assert_eq(full.len, N);
+        cr_assert_eq(cow_u64map_get(&full, keys[N], &v), COW_NOT_FOUND);
+        cow_u64map_free(&full);
+    }
+    cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
+    free(keys);
+    free(count);
+}

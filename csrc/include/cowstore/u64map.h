@@ -26,6 +26,9 @@ void cow_u64map_clear(cow_u64map *m);          /* keeps the memory */
 int cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val);
 /* Inserts or replaces; COW_OK or COW_ENOMEM.  key must not be 0. */
 int cow_u64map_put(cow_u64map *m, uint64_t key, uint64_t val);
+/* Adds delta to key's value (a missing key counts from 0) by one probe;
+ * the new value into *now.  COW_OK or COW_ENOMEM (nothing changed). */
+int cow_u64map_add(cow_u64map *m, uint64_t key, uint64_t delta, uint64_t *now);
 /* Grows the table so that n more keys go in without growing: COW_OK or
  * COW_ENOMEM. */
 int cow_u64map_reserve(cow_u64map *m, size_t n);
