@@ -755,7 +755,7 @@ item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
         return COW_ASK_GENERAL;
     if (n > COW_INLINE_MAX || item[0] != COW_CI_SSTR + n || (size_t)(end - item) <= n)
         return COW_NOT_FOUND;
-    return memcmp(item + 1, s, n) == 0 ? COW_FOUND : COW_NOT_FOUND;
+    return cow_equal_short(item + 1, s, n) ? COW_FOUND : COW_NOT_FOUND;
 }
 
 int
@@ -778,7 +778,9 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
     if ((pos = packed_find(at, slot)) >= vn_pk(at)->bytes)
         return COW_ASK_GENERAL;
     rc = item_is_str(vn_items(at) + pos, vn_items(at) + vn_pk(at)->bytes, s, n);
-    if (rc == COW_FOUND && val != NULL && packed_decode(at, pos + 1 + n, val) == 0)
+    pos += 1 + n;                       /* the value's item, decoded in place (heap: no checks) */
+    if (rc == COW_FOUND && val != NULL
+        && (pos >= vn_pk(at)->bytes || cow_ci_decode(vn_items(at) + pos, vn_pk(at)->bytes - pos, val) == 0))
         return COW_ASK_GENERAL;
     return rc;
 }

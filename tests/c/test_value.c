@@ -714,3 +714,25 @@ Test(value, ndarray_writer_refuses_what_the_reader_would)
     cr_assert_eq(cow_val_ndarray(&v, "|b1", 0, shape, data, 1), COW_OK, "a 0-d array");
     cow_val_release(&v);
 }
+
+/* The short copy and compare of inline bytes (value.h): every length up to
+ * 16 copies exactly its bytes (not one more: the canary after them stays),
+ * and a difference at any one place is seen. */
+Test(value, short_copy_and_compare_cover_every_byte)
+{
+    for (size_t n = 0; n <= 16; n++) {
+        char src[16], dst[17], other[16];
+        for (size_t i = 0; i < sizeof src; i++)
+            src[i] = (char)('a' + i);
+        memset(dst, '#', sizeof dst);
+        cow_copy_short(dst, src, n);
+        cr_assert_eq(memcmp(dst, src, n), 0, "length %zu: copy differs", n);
+        cr_assert_eq(dst[n], '#', "length %zu: a byte past the end was written", n);
+        cr_assert(cow_equal_short(src, dst, n), "length %zu: equal bytes differ", n);
+        for (size_t at = 0; at < n; at++) {
+            memcpy(other, src, sizeof other);
+            other[at] ^= 0x20;
+            cr_assert(!cow_equal_short(src, other, n), "length %zu: byte %zu not compared", n, at);
+        }
+    }
+}

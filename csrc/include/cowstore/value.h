@@ -73,6 +73,30 @@ typedef enum cow_tag {
 /* Where inline bytes start inside a cow_val. */
 #define COW_INLINE_OFFSET 2
 
+/* Whether n <= 16 bytes at a and b are equal, by two overlapping loads of
+ * 8, 4, 2 or 1 bytes each (a short key against a probe: no call). */
+static inline int
+cow_equal_short(const void *a, const void *b, size_t n)
+{
+    const char *x = (const char *)a, *y = (const char *)b;
+    uint64_t a8, b8, c8, d8;
+    uint32_t a4, b4, c4, d4;
+    uint16_t a2, b2, c2, d2;
+    if (n >= 8) {
+        memcpy(&a8, x, 8), memcpy(&b8, x + n - 8, 8), memcpy(&c8, y, 8), memcpy(&d8, y + n - 8, 8);
+        return ((a8 ^ c8) | (b8 ^ d8)) == 0;
+    }
+    if (n >= 4) {
+        memcpy(&a4, x, 4), memcpy(&b4, x + n - 4, 4), memcpy(&c4, y, 4), memcpy(&d4, y + n - 4, 4);
+        return ((a4 ^ c4) | (b4 ^ d4)) == 0;
+    }
+    if (n >= 2) {
+        memcpy(&a2, x, 2), memcpy(&b2, x + n - 2, 2), memcpy(&c2, y, 2), memcpy(&d2, y + n - 2, 2);
+        return ((a2 ^ c2) | (b2 ^ d2)) == 0;
+    }
+    return n == 0 || x[0] == y[0];
+}
+
 /* Copies n <= 16 bytes as two overlapping moves of 8, 4, 2 or 1 bytes.
  * Inline bytes are copied on every read and write of a short str, and a
  * memcpy of a length the compiler cannot bound is inlined as `rep movsq`
