@@ -428,6 +428,23 @@ heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
     return COW_ASK_GENERAL;
 }
 
+/* The bytes of an inline str or a str view key: 1, or 0 for another key. */
+static int
+str_key_span(const cow_val *key, const char **s, size_t *n)
+{
+    if (key->tag == COW_T_SSTR) {
+        *s = (const char *)key + COW_INLINE_OFFSET;
+        *n = key->slen <= COW_INLINE_MAX ? key->slen : 0;
+        return 1;
+    }
+    if (key->tag == COW_T_STR_VIEW) {
+        *s = key->u.ref;
+        *n = key->aux;
+        return 1;
+    }
+    return 0;
+}
+
 /* The entry of str [s, s + n) whose hash is hash, and its value unless val
  * is NULL, by the fast walk: as cow_map_find, or COW_ASK_GENERAL. */
 static int
@@ -451,9 +468,7 @@ cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
     uint32_t e;
     int rc;
     /* A str key (a write's, a del's) of a heap map: the fast walk first. */
-    if (key->tag == COW_T_SSTR || key->tag == COW_T_STR_VIEW) {
-        s = key->tag == COW_T_SSTR ? (const char *)key + COW_INLINE_OFFSET : key->u.ref;
-        n = key->tag == COW_T_SSTR ? (key->slen <= COW_INLINE_MAX ? key->slen : 0) : key->aux;
+    if (str_key_span(key, &s, &n)) {
         if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
             *entry = e;
             return rc;
@@ -831,12 +846,36 @@ index_build(cow_map *m, cow_word *out)
     return COW_OK;
 }
 
+/* The fast overwrite of a str key's value in a heap map: COW_FOUND when
+ * written in place (the path was unshared; val held no word), COW_NOT_FOUND
+ * when the key is absent (an insert follows), else COW_ASK_GENERAL. */
+static int
+set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val)
+{
+    const char *s;
+    size_t n;
+    uint32_t e;
+    int rc;
+    if (!str_key_span(key, &s, &n) || m->index == 0
+        || (rc = heap_index_entry(m, hash32(hash), &e)) == COW_ASK_GENERAL)
+        return COW_ASK_GENERAL;
+    if (rc == COW_NOT_FOUND || e >= nentries(m))
+        return rc == COW_NOT_FOUND ? rc : COW_ASK_GENERAL;
+    return cow_vb_heap_set_after_str(&m->log, 2 * (size_t)e, s, n, val);
+}
+
 int
 cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val)
 {
     size_t e, n = nentries(m);
     cow_val undo;
-    int rc = cow_map_find(m, &key, hash, &e);
+    int rc = set_str_fast(m, &key, hash, &val);
+    if (rc == COW_FOUND) {
+        cow_val_release(&key);
+        return COW_OK;
+    }
+    if (rc == COW_ASK_GENERAL)
+        rc = cow_map_find(m, &key, hash, &e);
     if (rc == COW_FOUND) {
         cow_val_release(&key);
         return cow_vb_set(&m->log, 2 * e + 1, val);

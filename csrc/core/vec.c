@@ -785,6 +785,52 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
     return rc;
 }
 
+/* The unshared heap packed leaf holding index i < len, or NULL when a node
+ * on the way is stored or shared (a write must copy it first) or the leaf
+ * is not packed. */
+static cow_vnode *
+owned_packed_leaf_for(const cow_vecbody *b, size_t i)
+{
+    cow_word w;
+    if (i >= tailoff(b->len))
+        w = b->tail;
+    else {
+        w = b->root;
+        for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS) {
+            if (cow_word_stored(w) || ((cow_vnode *)w)->refcnt != 1)
+                return NULL;
+            w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
+        }
+    }
+    if (cow_word_stored(w) || ((cow_vnode *)w)->refcnt != 1 || ((cow_vnode *)w)->leaf != VN_PACKED)
+        return NULL;
+    return (cow_vnode *)w;
+}
+
+int
+cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, const cow_val *val)
+{
+    cow_vnode *leaf = i + 1 < b->len ? owned_packed_leaf_for(b, i) : NULL;
+    uint8_t item[COW_CI_MAX], *items;
+    size_t pos, bytes, len;
+    int rc;
+    if (leaf == NULL || (i & COW_VEC_MASK) + 1 >= leaf->count)
+        return COW_ASK_GENERAL;
+    items = (uint8_t *)vn_items(leaf);
+    bytes = vn_pk(leaf)->bytes;
+    if ((pos = packed_find(leaf, i & COW_VEC_MASK)) >= bytes
+        || (rc = item_is_str(items + pos, items + bytes, s, n)) != COW_FOUND)
+        return pos >= bytes ? COW_ASK_GENERAL : rc;
+    pos += 1 + n;
+    /* A raw old item may hold a word to release, and only a raw new one can
+     * hold one: both are the general write's (cow_vb_set). */
+    if (pos >= bytes || (len = cow_ci_size(items + pos, bytes - pos)) == 0 || items[pos] == COW_CI_RAW
+        || cow_ci_encode_as(val, len, item) != len || item[0] == COW_CI_RAW)
+        return COW_ASK_GENERAL;
+    cow_copy_short(items + pos, item, len);
+    return COW_FOUND;
+}
+
 /* Makes the heap packed leaf *slot names unshared, as a packed copy (its
  * words retained) when it is shared: a path copy of half the bytes. */
 static int
