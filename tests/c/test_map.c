@@ -1608,3 +1608,40 @@ Test(map, get_str_agrees_with_get)
     }
     cr_assert(answered > 1000 && handed_on > 20, "%d answered, %d handed on", answered, handed_on);
 }
+
+/* The fast overwrite (cow_vb_heap_set_after_str behind cow_map_set): values
+ * rewritten in place in packed leaves -- same width, narrower, wider (which
+ * the general write unpacks for) -- read back right, and a copy taken
+ * before keeps every old value (its shared path is never written in place). */
+Test(map, overwrite_in_place_keeps_copies_apart)
+{
+    enum { N = 3000 };
+    cow_map *m = cow_map_new(), *copy;
+    for (int64_t id = 0; id < N; id++) {
+        cow_val k = key_for(K_STR, 2 * id);             /* even ids: inline strs */
+        cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_int(id)), COW_OK);
+    }
+    copy = cow_map_clone(m);
+    for (int round = 1; round <= 3; round++) {
+        for (int64_t id = 0; id < N; id++) {
+            int64_t want = round == 1 ? -id : round == 2 ? id % 7 : id << 40;
+            cow_val k = key_for(K_STR, 2 * id);
+            cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_int(want)), COW_OK);
+        }
+        cr_assert_eq(cow_map_check(m), COW_OK);
+        for (int64_t id = 0; id < N; id++) {
+            char buf[KEY_BUF];
+            cow_val p = probe_for(K_STR, 2 * id, buf);
+            const cow_val *got;
+            int64_t want = round == 1 ? -id : round == 2 ? id % 7 : id << 40;
+            cr_assert_eq(tu_map_get(m, &p, tu_hash(&p), &got), COW_FOUND);
+            cr_assert(got->tag == COW_T_INT && got->u.i == want, "round %d, id %lld", round,
+                      (long long)id);
+            cr_assert_eq(tu_map_get(copy, &p, tu_hash(&p), &got), COW_FOUND);
+            cr_assert(got->tag == COW_T_INT && got->u.i == id, "the copy changed at %lld",
+                      (long long)id);
+        }
+    }
+    cow_map_release(copy);
+    cow_map_release(m);
+}
