@@ -846,11 +846,16 @@ index_build(cow_map *m, cow_word *out)
     return COW_OK;
 }
 
-/* The fast overwrite of a str key's value in a heap map: COW_FOUND when
- * written in place (the path was unshared; val held no word), COW_NOT_FOUND
- * when the key is absent (an insert follows), else COW_ASK_GENERAL. */
+/* set_str_fast's answer when it wrote the value itself. */
+#define SET_WRITTEN 3
+
+/* The fast overwrite of a str key's value in a heap map: SET_WRITTEN when
+ * written in place (the path was unshared; val held no word), COW_FOUND
+ * with *entry when the key is there but the general write must copy the
+ * path, COW_NOT_FOUND when it is absent (an insert follows), else
+ * COW_ASK_GENERAL. */
 static int
-set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val)
+set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val, size_t *entry)
 {
     const char *s;
     size_t n;
@@ -861,7 +866,10 @@ set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val)
         return COW_ASK_GENERAL;
     if (rc == COW_NOT_FOUND || e >= nentries(m))
         return rc == COW_NOT_FOUND ? rc : COW_ASK_GENERAL;
-    return cow_vb_heap_set_after_str(&m->log, 2 * (size_t)e, s, n, val);
+    *entry = e;
+    if ((rc = cow_vb_heap_set_after_str(&m->log, 2 * (size_t)e, s, n, val)) != COW_ASK_GENERAL)
+        return rc == COW_FOUND ? SET_WRITTEN : rc;
+    return cow_vb_heap_value_of_str(&m->log, 2 * (size_t)e, s, n, NULL);   /* after a copy */
 }
 
 int
@@ -869,8 +877,8 @@ cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val)
 {
     size_t e, n = nentries(m);
     cow_val undo;
-    int rc = set_str_fast(m, &key, hash, &val);
-    if (rc == COW_FOUND) {
+    int rc = set_str_fast(m, &key, hash, &val, &e);
+    if (rc == SET_WRITTEN) {
         cow_val_release(&key);
         return COW_OK;
     }
