@@ -21,6 +21,8 @@ typedef struct {
     int packed;             /* snap is packed: read in place by pc (pack.h P8) */
     cow_pack_cursor pc;
     PyObject *keys;         /* a packed dict's key objects (its shape's), or NULL */
+    int is_map;             /* snap is a general map: entries, not elements */
+    size_t end;             /* entries or elements snap holds (it never changes) */
 } CowIter;
 
 /* A forward iterator over a packed root reads it in place, without
@@ -61,6 +63,8 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->last_item = NULL;
     it->packed = 0;
     it->keys = NULL;
+    it->is_map = 0;
+    it->end = 0;
     it->pos = 0;
     if (it->snap.tag == COW_T_PACKED) {
         if (start_packed(it) < 0) {
@@ -69,10 +73,9 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
         }
         return (PyObject *)it;
     }
-    it->pos = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
-                                           : cow_val_getvec(&it->snap)->b.len;
-    if (!reverse)
-        it->pos = 0;
+    it->is_map = cow_tag_is_map(it->snap.tag);
+    it->end = it->is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
+    it->pos = reverse ? it->end : 0;
     cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &cow_val_getmap(&it->snap)->log
                                                              : &cow_val_getvec(&it->snap)->b, 0);
     return (PyObject *)it;
@@ -96,9 +99,18 @@ iter_dealloc(PyObject *op)
 static Py_ssize_t
 next_pos(CowIter *it, const cow_val **a, const cow_val **b)
 {
-    int is_map = cow_tag_is_map(it->snap.tag);
-    size_t n = is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
-    while (it->reverse ? it->pos > 0 : it->pos < n) {
+    int is_map = it->is_map;
+    if (is_map && !it->reverse) {       /* the common loop: forward over entries */
+        while (it->pos < it->end) {
+            *a = cow_vec_iter_next(&it->fwd);
+            *b = cow_vec_iter_next(&it->fwd);
+            if ((*a)->tag != COW_T_HOLE)
+                return (Py_ssize_t)it->pos++;
+            it->pos++;
+        }
+        return -1;
+    }
+    while (it->reverse ? it->pos > 0 : it->pos < it->end) {
         size_t p = it->reverse ? --it->pos : it->pos++;
         if (!is_map) {
             if (it->reverse) {
@@ -109,16 +121,10 @@ next_pos(CowIter *it, const cow_val **a, const cow_val **b)
                 *a = cow_vec_iter_next(&it->fwd);
             return (Py_ssize_t)p;
         }
-        if (it->reverse) {
-            it->rev[0] = cow_map_entry_key(cow_val_getmap(&it->snap), p);
-            it->rev[1] = cow_map_entry_val(cow_val_getmap(&it->snap), p);
-            *a = &it->rev[0];
-            *b = &it->rev[1];
-        }
-        else {
-            *a = cow_vec_iter_next(&it->fwd);
-            *b = cow_vec_iter_next(&it->fwd);
-        }
+        it->rev[0] = cow_map_entry_key(cow_val_getmap(&it->snap), p);     /* reverse */
+        it->rev[1] = cow_map_entry_val(cow_val_getmap(&it->snap), p);
+        *a = &it->rev[0];
+        *b = &it->rev[1];
         if ((*a)->tag != COW_T_HOLE)
             return (Py_ssize_t)p;
     }
@@ -236,7 +242,7 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
         exhaust(it);
         return NULL;                /* the end (COWPY_ENTRY raises if poison ended it) */
     }
-    if (cow_tag_is_map(it->snap.tag))
+    if (it->is_map)
         return map_step(it, st, (size_t)p, a, b);
     return cowpy_snapshot_value(it->owner, &it->snap, a, NULL, 0, (size_t)p);
 }
@@ -251,8 +257,7 @@ COWPY_ENTRY(static, PyObject *, iter_length_hint,
         return PyLong_FromLong(0);
     if (it->packed)
         return PyLong_FromSize_t(it->pc.count - it->pc.pos);
-    n = cow_tag_is_map(it->snap.tag) ? cow_map_entries(cow_val_getmap(&it->snap))
-                                 : cow_val_getvec(&it->snap)->b.len;
+    n = it->end;
     return PyLong_FromSize_t(it->reverse ? it->pos : n - it->pos);
 }
 
