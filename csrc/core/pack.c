@@ -864,7 +864,9 @@ field_hint_of(const uint8_t *keys, const char *key, uint64_t *tag)
 static int
 key_is(const uint8_t *k, size_t len, const char *key, size_t klen)
 {
-    return len == klen && (len == 0 || (k[0] == (uint8_t)key[0] && memcmp(k, key, len) == 0));
+    if (len != klen)
+        return 0;
+    return len <= 16 ? cow_equal_short(k, key, len) : memcmp(k, key, len) == 0;
 }
 
 /* Whether the shape key whose entry starts at keys + off is key. */

@@ -737,22 +737,35 @@ packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     return (PyObject *)obj;
 }
 
-/* An inline str of 2..14 ASCII bytes as a str (NULL, no error set, for any
- * other value): the commonest key, checked a word at a time over the whole
- * value (its tag and length bytes are ASCII too). */
+/* An inline str of 2..14 ASCII bytes, or a view of 2..16 (a record's
+ * field read in place), as a str (NULL, no error set, for any other
+ * value): the commonest keys and short values, checked and copied a word
+ * at a time. */
 static PyObject *
-inline_ascii_str(const cow_val *v)
+short_ascii_str(const cow_val *v)
 {
     const uint64_t high = 0x8080808080808080ULL;
     uint64_t w[2];
+    const char *p;
+    size_t n;
     PyObject *s;
-    if (v->tag != COW_T_SSTR || v->slen < 2 || v->slen > COW_INLINE_MAX)
+    if (v->tag == COW_T_SSTR && v->slen >= 2 && v->slen <= COW_INLINE_MAX) {
+        memcpy(w, v, sizeof w);     /* its tag and length bytes are ASCII too */
+        p = (const char *)v + COW_INLINE_OFFSET;
+        n = v->slen;
+    }
+    else if (v->tag == COW_T_STR_VIEW && v->aux >= 2 && v->aux <= sizeof w && v->slen == 0) {
+        p = v->u.ref;
+        n = v->aux;
+        w[0] = w[1] = 0;
+        cow_copy_short(w, p, n);
+    }
+    else
         return NULL;
-    memcpy(w, v, sizeof w);
     if (((w[0] | w[1]) & high) != 0)
         return NULL;
-    if ((s = PyUnicode_New(v->slen, 127)) != NULL)
-        cow_copy_short(PyUnicode_1BYTE_DATA(s), (const char *)v + COW_INLINE_OFFSET, v->slen);
+    if ((s = PyUnicode_New((Py_ssize_t)n, 127)) != NULL)
+        cow_copy_short(PyUnicode_1BYTE_DATA(s), p, n);
     else
         PyErr_Clear();              /* the general path raises it again */
     return s;
@@ -767,7 +780,7 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     PyObject *s;
     if (v->tag == COW_T_INT)                /* the hot cases first */
         return PyLong_FromLongLong(v->u.i);
-    if ((s = inline_ascii_str(v)) != NULL)
+    if ((s = short_ascii_str(v)) != NULL)
         return s;
     if (v->tag == COW_T_PACKED)
         return packed_to_object(st, v, parent, key, hash, idx);
