@@ -428,21 +428,16 @@ heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
     return COW_ASK_GENERAL;
 }
 
-/* The bytes of an inline str or a str view key: 1, or 0 for another key. */
+/* The entry the index names for hash by the fast walk: COW_FOUND (a log
+ * entry, its key still to compare), COW_NOT_FOUND, or COW_ASK_GENERAL (no
+ * index, a stored or collision node). */
 static int
-str_key_span(const cow_val *key, const char **s, size_t *n)
+heap_entry_for(const cow_map *m, uint64_t hash, uint32_t *entry)
 {
-    if (key->tag == COW_T_SSTR) {
-        *s = (const char *)key + COW_INLINE_OFFSET;
-        *n = key->slen <= COW_INLINE_MAX ? key->slen : 0;
-        return 1;
-    }
-    if (key->tag == COW_T_STR_VIEW) {
-        *s = key->u.ref;
-        *n = key->aux;
-        return 1;
-    }
-    return 0;
+    int rc;
+    if (m->index == 0 || (rc = heap_index_entry(m, hash32(hash), entry)) == COW_ASK_GENERAL)
+        return COW_ASK_GENERAL;
+    return rc == COW_FOUND && *entry >= nentries(m) ? COW_ASK_GENERAL : rc;
 }
 
 /* The entry of str [s, s + n) whose hash is hash, and its value unless val
@@ -451,13 +446,8 @@ static int
 find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t *entry,
               cow_val *val)
 {
-    int rc;
-    if (m->index == 0 || (rc = heap_index_entry(m, hash32(hash), entry)) == COW_ASK_GENERAL)
-        return COW_ASK_GENERAL;
-    if (rc == COW_NOT_FOUND)
-        return rc;
-    return *entry < nentries(m) ? cow_vb_heap_value_of_str(&m->log, 2 * (size_t)*entry, s, n, val)
-                                : COW_ASK_GENERAL;
+    int rc = heap_entry_for(m, hash, entry);
+    return rc == COW_FOUND ? cow_vb_heap_value_of_str(&m->log, 2 * (size_t)*entry, s, n, val) : rc;
 }
 
 int
@@ -468,7 +458,7 @@ cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
     uint32_t e;
     int rc;
     /* A str key (a write's, a del's) of a heap map: the fast walk first. */
-    if (str_key_span(key, &s, &n)) {
+    if (cow_val_str_bytes(key, &s, &n)) {
         if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
             *entry = e;
             return rc;
@@ -861,11 +851,10 @@ set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val, 
     size_t n;
     uint32_t e;
     int rc;
-    if (!str_key_span(key, &s, &n) || m->index == 0
-        || (rc = heap_index_entry(m, hash32(hash), &e)) == COW_ASK_GENERAL)
+    if (!cow_val_str_bytes(key, &s, &n))
         return COW_ASK_GENERAL;
-    if (rc == COW_NOT_FOUND || e >= nentries(m))
-        return rc == COW_NOT_FOUND ? rc : COW_ASK_GENERAL;
+    if ((rc = heap_entry_for(m, hash, &e)) != COW_FOUND)
+        return rc;
     *entry = e;
     if ((rc = cow_vb_heap_set_after_str(&m->log, 2 * (size_t)e, s, n, val)) != COW_ASK_GENERAL)
         return rc == COW_FOUND ? SET_WRITTEN : rc;

@@ -673,24 +673,6 @@ cow_val_hash_content(const cow_val *v, uint64_t *out)
 
 /* ---- equality and order ------------------------------------------------- */
 
-/* The bytes of an inline str or a str view, as cow_val_span gives them:
- * 1, or 0 for any other value. */
-static inline int
-short_str_span(const cow_val *v, const char **data, size_t *len)
-{
-    if (v->tag == COW_T_SSTR) {
-        *data = (const char *)v + COW_INLINE_OFFSET;
-        *len = v->slen <= COW_INLINE_MAX ? v->slen : 0;     /* V1; pages may lie */
-        return 1;
-    }
-    if (v->tag == COW_T_STR_VIEW) {
-        *data = v->u.ref;
-        *len = v->aux;
-        return 1;
-    }
-    return 0;
-}
-
 static int
 span_order(const cow_val *a, const cow_val *b)
 {
@@ -781,7 +763,7 @@ cow_val_equal(const cow_val *a, const cow_val *b)
     size_t na, nb;
     /* The hot case: a key found in a map (short, inline) against a probe (a
      * view of the caller's str), told apart with no call. */
-    if (short_str_span(a, &pa, &na) && short_str_span(b, &pb, &nb))
+    if (cow_val_str_bytes(a, &pa, &na) && cow_val_str_bytes(b, &pb, &nb))
         return na == nb && (na <= COW_INLINE_MAX ? cow_equal_short(pa, pb, na) : memcmp(pa, pb, na) == 0);
     if (cow_tag_is_str(a->tag) && cow_tag_is_str(b->tag))
         return span_order(a, b) == 0;

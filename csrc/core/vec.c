@@ -728,20 +728,21 @@ cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2])
 }
 
 /* The heap leaf holding index i < len, or NULL when a stored node lies on
- * the way (the walk the general read makes, without its checks: heap nodes
- * are well formed). */
-static const cow_vnode *
-heap_leaf_for(const cow_vecbody *b, size_t i)
+ * the way -- or, with `owned`, a shared one (a write must copy it first).
+ * The walk the general read makes, without its checks: heap nodes are well
+ * formed. */
+static inline cow_vnode *
+heap_leaf_for(const cow_vecbody *b, size_t i, int owned)
 {
-    cow_word w;
-    if (i >= tailoff(b->len))
-        w = b->tail;
-    else {
-        w = b->root;
-        for (uint32_t level = b->shift; level > 0 && !cow_word_stored(w); level -= COW_VEC_BITS)
-            w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
+    cow_word w = i >= tailoff(b->len) ? b->tail : b->root;
+    uint32_t level = i >= tailoff(b->len) ? 0 : b->shift;
+    for (;; level -= COW_VEC_BITS) {
+        if (cow_word_stored(w) || (owned && ((cow_vnode *)w)->refcnt != 1))
+            return NULL;
+        if (level == 0)
+            return (cow_vnode *)w;
+        w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
     }
-    return cow_word_stored(w) ? NULL : (const cow_vnode *)w;
 }
 
 /* Whether packed item `item` (the leaf's bytes end at `end`) is the str
@@ -761,7 +762,7 @@ item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
 int
 cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val)
 {
-    const cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i) : NULL;
+    const cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i, 0) : NULL;
     cow_vnode *at = (cow_vnode *)leaf;
     unsigned slot = i & COW_VEC_MASK;
     cow_val probe;
@@ -785,36 +786,14 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
     return rc;
 }
 
-/* The unshared heap packed leaf holding index i < len, or NULL when a node
- * on the way is stored or shared (a write must copy it first) or the leaf
- * is not packed. */
-static cow_vnode *
-owned_packed_leaf_for(const cow_vecbody *b, size_t i)
-{
-    cow_word w;
-    if (i >= tailoff(b->len))
-        w = b->tail;
-    else {
-        w = b->root;
-        for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS) {
-            if (cow_word_stored(w) || ((cow_vnode *)w)->refcnt != 1)
-                return NULL;
-            w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
-        }
-    }
-    if (cow_word_stored(w) || ((cow_vnode *)w)->refcnt != 1 || ((cow_vnode *)w)->leaf != VN_PACKED)
-        return NULL;
-    return (cow_vnode *)w;
-}
-
 int
 cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, const cow_val *val)
 {
-    cow_vnode *leaf = i + 1 < b->len ? owned_packed_leaf_for(b, i) : NULL;
+    cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i, 1) : NULL;
     uint8_t item[COW_CI_MAX], *items;
     size_t pos, bytes, len;
     int rc;
-    if (leaf == NULL || (i & COW_VEC_MASK) + 1 >= leaf->count)
+    if (leaf == NULL || leaf->leaf != VN_PACKED || (i & COW_VEC_MASK) + 1 >= leaf->count)
         return COW_ASK_GENERAL;
     items = (uint8_t *)vn_items(leaf);
     bytes = vn_pk(leaf)->bytes;

@@ -43,10 +43,12 @@ nested_view(PyObject *op, PyObject *key, const cow_val *v)
     return res;
 }
 
+/* The answer of the quick lookups below when dict_get_entry must give it. */
+#define LOOKUP_GENERAL 2
+
 /* d[key] served in place from a packed root (pack.h), for str key of
  * UTF-8 [s, s + n): 1 found (*res set unless res is NULL), 0 absent, -1
  * error. */
-#define PACKED_GENERAL 2
 static int
 packed_lookup(PyObject *op, PyObject *key, const char *s, size_t n, PyObject **res)
 {
@@ -74,7 +76,7 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
 /* d[key] for the commonest case -- a str key of UTF-8 [s, s + n), a
  * general map on the heap, a scalar value -- read by the core's fast path
  * (map.h cow_map_get_str): 1 found (*res set unless res is NULL), 0
- * absent, -1 error, PACKED_GENERAL when the general path must answer. */
+ * absent, -1 error, LOOKUP_GENERAL when the general path must answer. */
 static int
 fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
 {
@@ -83,14 +85,14 @@ fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
     if (rc == COW_NOT_FOUND || (rc == COW_FOUND && res == NULL))
         return rc;
     if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
-        return PACKED_GENERAL;          /* a container: made there, a view of us */
+        return LOOKUP_GENERAL;          /* a container: made there, a view of us */
     *res = cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
     return *res ? 1 : -1;
 }
 
 /* d[key] for a str key, the view resynced first: read in place from a
  * packed root, or by the fast path from a heap map (the key's UTF-8 taken
- * straight from an ASCII str).  As fast_str_lookup; PACKED_GENERAL leaves
+ * straight from an ASCII str).  As fast_str_lookup; LOOKUP_GENERAL leaves
  * it to dict_get_entry (another key type, lone surrogates, stored maps). */
 static int
 quick_lookup(PyObject *op, PyObject *key, PyObject **res)
@@ -99,7 +101,7 @@ quick_lookup(PyObject *op, PyObject *key, PyObject **res)
     Py_ssize_t len;
     const char *s;
     if (Py_TYPE(key) != &PyUnicode_Type)
-        return PACKED_GENERAL;
+        return LOOKUP_GENERAL;
     if (cowpy_resolve_lazy(SELF) < 0)
         return -1;
     if (PyUnicode_IS_COMPACT_ASCII(key)) {
@@ -108,13 +110,13 @@ quick_lookup(PyObject *op, PyObject *key, PyObject **res)
     }
     else if ((s = PyUnicode_AsUTF8AndSize(key, &len)) == NULL) {
         PyErr_Clear();                  /* lone surrogates: the general path's */
-        return PACKED_GENERAL;
+        return LOOKUP_GENERAL;
     }
     if (root->tag == COW_T_PACKED)
         return packed_lookup(op, key, s, (size_t)len, res);
     if (cow_tag_is_map(root->tag) && !cow_word_stored(root->u.w))
         return fast_str_lookup(op, s, (size_t)len, res);
-    return PACKED_GENERAL;
+    return LOOKUP_GENERAL;
 }
 
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
@@ -123,7 +125,7 @@ COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (
     uint64_t hash;
     PyObject *res;
     int rc = quick_lookup(op, key, &res);
-    if (rc != PACKED_GENERAL) {
+    if (rc != LOOKUP_GENERAL) {
         if (rc == 0)
             _PyErr_SetKeyError(key);
         return rc == 1 ? res : NULL;
@@ -203,7 +205,7 @@ COWPY_ENTRY(static, int, dict_contains, (PyObject *op, PyObject *key), (op, key)
     cow_val kv[2];
     uint64_t hash;
     int rc = quick_lookup(op, key, NULL);
-    return rc != PACKED_GENERAL ? rc : dict_get_entry(op, key, kv, &hash);
+    return rc != LOOKUP_GENERAL ? rc : dict_get_entry(op, key, kv, &hash);
 }
 
 COWPY_ENTRY(static, PyObject *, dict_get,
@@ -215,7 +217,7 @@ COWPY_ENTRY(static, PyObject *, dict_get,
     PyObject *res;
     if (!_PyArg_CheckPositional("get", nargs, 1, 2))
         return NULL;
-    if ((rc = quick_lookup(op, args[0], &res)) != PACKED_GENERAL) {
+    if ((rc = quick_lookup(op, args[0], &res)) != LOOKUP_GENERAL) {
         if (rc < 0)
             return NULL;
         return rc ? res : Py_NewRef(nargs > 1 ? args[1] : Py_None);

@@ -269,6 +269,23 @@ size_t cow_bigint_minimal_len(const uint8_t *le, size_t len);
 void cow_val_span(const cow_val *v, const char **data, size_t *len);
 
 static inline int cow_tag_is_str(int t) { return t == COW_T_SSTR || t == COW_T_STR || t == COW_T_STR_VIEW; }
+/* The bytes of an inline str or a str view, as cow_val_span gives them but
+ * with no call (the hot keys and probes): 1, or 0 for any other value. */
+static inline int
+cow_val_str_bytes(const cow_val *v, const char **data, size_t *len)
+{
+    if (v->tag == COW_T_SSTR) {
+        *data = (const char *)v + COW_INLINE_OFFSET;
+        *len = v->slen <= COW_INLINE_MAX ? v->slen : 0;     /* V1; pages may lie */
+        return 1;
+    }
+    if (v->tag == COW_T_STR_VIEW) {
+        *data = v->u.ref;
+        *len = v->aux;
+        return 1;
+    }
+    return 0;
+}
 static inline int cow_tag_is_bytes(int t) { return t == COW_T_SBYTES || t == COW_T_BYTES || t == COW_T_BYTES_VIEW; }
 static inline int cow_tag_is_number(int t) { return t >= COW_T_BOOL && t <= COW_T_FLOAT; }
 static inline int cow_tag_is_vec(int t) { return t == COW_T_TUPLE || t == COW_T_LIST || t == COW_T_FLIST; }
