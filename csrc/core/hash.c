@@ -24,18 +24,6 @@ cow_hash_mix64(uint64_t x)
     return x;
 }
 
-/* An unaligned little-endian 64-bit load: one instruction on LE hosts. */
-static uint64_t
-load_le64(const unsigned char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, sizeof w);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    w = __builtin_bswap64(w);
-#endif
-    return w;
-}
-
 static uint64_t
 load_le32(const unsigned char *p)
 {
@@ -62,7 +50,7 @@ cow_hash_bytes(const void *data, size_t len, uint64_t seed)
     const unsigned char *p = data;
     uint64_t h = seed ^ ((uint64_t)len * ROUND_MUL);
     while (len >= 8) {
-        h = (h ^ load_le64(p)) * ROUND_MUL;
+        h = (h ^ cow_load_le64(p)) * ROUND_MUL;
         h ^= h >> 32;
         p += 8;
         len -= 8;

@@ -628,6 +628,21 @@ is_ascii(const char *p, size_t n)
     return (acc & high) == 0;
 }
 
+/* A str of n ASCII bytes at p (NULL, no error set, when out of memory:
+ * the general path raises it again). */
+static PyObject *
+new_ascii_str(const char *p, size_t n)
+{
+    PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (s == NULL)
+        PyErr_Clear();
+    else if (n <= 16)
+        cow_copy_short(PyUnicode_1BYTE_DATA(s), p, n);
+    else
+        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    return s;
+}
+
 /* Keys and short values are mostly ASCII: a str of those bytes made
  * directly (PyUnicode_DecodeUTF8 dispatches through its error handling
  * first).  NULL, no error set, for other bytes, one byte (CPython's own
@@ -636,14 +651,9 @@ is_ascii(const char *p, size_t n)
 static PyObject *
 ascii_str(const char *p, size_t n)
 {
-    PyObject *s;
     if (n < 2 || n > ASCII_FAST_MAX || !is_ascii(p, n))
         return NULL;
-    if ((s = PyUnicode_New((Py_ssize_t)n, 127)) != NULL)
-        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
-    else
-        PyErr_Clear();              /* the general path raises it again */
-    return s;
+    return new_ascii_str(p, n);
 }
 
 static PyObject *
@@ -748,7 +758,6 @@ short_ascii_str(const cow_val *v)
     uint64_t w[2];
     const char *p;
     size_t n;
-    PyObject *s;
     if (v->tag == COW_T_SSTR && v->slen >= 2 && v->slen <= COW_INLINE_MAX) {
         memcpy(w, v, sizeof w);     /* its tag and length bytes are ASCII too */
         p = (const char *)v + COW_INLINE_OFFSET;
@@ -762,13 +771,7 @@ short_ascii_str(const cow_val *v)
     }
     else
         return NULL;
-    if (((w[0] | w[1]) & high) != 0)
-        return NULL;
-    if ((s = PyUnicode_New((Py_ssize_t)n, 127)) != NULL)
-        cow_copy_short(PyUnicode_1BYTE_DATA(s), p, n);
-    else
-        PyErr_Clear();              /* the general path raises it again */
-    return s;
+    return ((w[0] | w[1]) & high) != 0 ? NULL : new_ascii_str(p, n);
 }
 
 PyObject *

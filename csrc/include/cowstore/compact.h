@@ -35,6 +35,7 @@
 
 #include <string.h>
 
+#include "cowstore/hash.h"
 #include "cowstore/value.h"
 
 /* Longest item: a raw value and its code. */
@@ -92,25 +93,13 @@ cow_ci_get_le(const uint8_t *p, unsigned width)
     return x;
 }
 
-/* The 8 bytes at p as a little-endian number: one load. */
-static inline uint64_t
-cow_ci_load_le64(const uint8_t *p)
-{
-    uint64_t x;
-    memcpy(&x, p, sizeof x);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    x = __builtin_bswap64(x);
-#endif
-    return x;
-}
-
 /* The int of an item of n bytes (code, then n - 1 bytes) at p, where avail
  * bytes are readable: one load when 8 follow the code, else byte by byte. */
 static inline int64_t
 cow_ci_int_at(const uint8_t *p, size_t n, size_t avail)
 {
     unsigned shift = (unsigned)(64 - 8 * (n - 1));
-    uint64_t x = avail > sizeof(uint64_t) ? cow_ci_load_le64(p + 1) : cow_ci_get_le(p + 1, (unsigned)(n - 1));
+    uint64_t x = avail > sizeof(uint64_t) ? cow_load_le64(p + 1) : cow_ci_get_le(p + 1, (unsigned)(n - 1));
     return (int64_t)(x << shift) >> shift;
 }
 
@@ -145,7 +134,7 @@ cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
     case COW_CI_HOLE: out->tag = COW_T_HOLE; break;
     case COW_CI_FALSE: case COW_CI_TRUE: out->tag = COW_T_BOOL; out->u.i = p[0] == COW_CI_TRUE; break;
     default: {                              /* COW_CI_FLOAT: 8 bytes of bits */
-        uint64_t bits = cow_ci_load_le64(p + 1);
+        uint64_t bits = cow_load_le64(p + 1);
         out->tag = COW_T_FLOAT;
         memcpy(&out->u.f, &bits, sizeof bits);
         break;

@@ -9,6 +9,21 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+/* The 8 bytes at p (unaligned) as a little-endian number: one load on
+ * little-endian hosts.  The hash reads words so; packed items keep their
+ * ints and floats so (compact.h). */
+static inline uint64_t
+cow_load_le64(const void *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof x);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x;
+}
 
 /* Hash of a byte string, mixed with a per-kind seed (str vs bytes vs bigint). */
 uint64_t cow_hash_bytes(const void *data, size_t len, uint64_t seed);
