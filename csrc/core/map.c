@@ -460,7 +460,8 @@ cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
     /* A str key (a write's, a del's) of a heap map: the fast walk first. */
     if (cow_val_str_bytes(key, &s, &n)) {
         if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
-            *entry = e;
+            if (rc == COW_FOUND)
+                *entry = e;
             return rc;
         }
     }
@@ -840,12 +841,12 @@ index_build(cow_map *m, cow_word *out)
 #define SET_WRITTEN 3
 
 /* The fast overwrite of a str key's value in a heap map: SET_WRITTEN when
- * written in place (the path was unshared; val held no word), COW_FOUND
+ * written in place (the path was unshared; val stolen), COW_FOUND
  * with *entry when the key is there but the general write must copy the
  * path, COW_NOT_FOUND when it is absent (an insert follows), else
  * COW_ASK_GENERAL. */
 static int
-set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, const cow_val *val, size_t *entry)
+set_str_fast(cow_map *m, const cow_val *key, uint64_t hash, cow_val val, size_t *entry)
 {
     const char *s;
     size_t n;
@@ -866,7 +867,7 @@ cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val)
 {
     size_t e, n = nentries(m);
     cow_val undo;
-    int rc = set_str_fast(m, &key, hash, &val, &e);
+    int rc = set_str_fast(m, &key, hash, val, &e);
     if (rc == SET_WRITTEN) {
         cow_val_release(&key);
         return COW_OK;

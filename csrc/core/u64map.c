@@ -59,12 +59,20 @@ cow_u64map_get(const cow_u64map *m, uint64_t key, uint64_t *val)
     }
 }
 
-static void
-place(cow_u64map *m, uint64_t key, uint64_t val)
+/* The cell holding key, or the empty one where it goes (cap > 0). */
+static size_t
+cell_of(const cow_u64map *m, uint64_t key)
 {
     size_t i = home(m, key);
     while (m->cells[i].key != 0 && m->cells[i].key != key)
         i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void
+place(cow_u64map *m, uint64_t key, uint64_t val)
+{
+    size_t i = cell_of(m, key);
     m->len += m->cells[i].key == 0;
     m->cells[i] = (cow_u64cell){key, val};
 }
@@ -112,8 +120,7 @@ cow_u64map_add(cow_u64map *m, uint64_t key, uint64_t delta, uint64_t *now)
     int rc;
     if ((m->len + 1) * 2 > m->cap && (rc = grow(m)) < 0)   /* U1 */
         return rc;
-    for (i = home(m, key); m->cells[i].key != 0 && m->cells[i].key != key; i = (i + 1) & (m->cap - 1))
-        ;
+    i = cell_of(m, key);
     if (m->cells[i].key == 0) {
         m->cells[i].key = key;
         m->cells[i].val = 0;

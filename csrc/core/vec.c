@@ -227,15 +227,16 @@ packed_get_pair(cow_vnode *n, unsigned slot, cow_val out[2])
     packed_decode(n, next ? next : SIZE_MAX, &out[1]);
 }
 
-/* Writes v (stolen) over item `slot` of an unshared heap packed leaf when
- * its item can take the length of the one there (a counter, a flag, an int
- * no wider): 1 done, 0 the leaf must be unpacked first. */
-static int
-packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
+/* Writes v over the item at byte pos of an unshared heap packed leaf when
+ * v's item can take that item's length (a counter, a flag, an int no
+ * wider): 1 done (v stolen, a raw old value released), 0 the leaf must be
+ * unpacked first (v untouched). */
+static inline int
+packed_write_at(cow_vnode *n, size_t pos, cow_val v)
 {
     uint8_t item[COW_CI_MAX];
     const vn_packed *pk = vn_pk(n);
-    size_t pos = packed_find(n, slot), len;
+    size_t len;
     cow_val old;
     if (pos >= pk->bytes || (len = cow_ci_size(vn_items(n) + pos, pk->bytes - pos)) == 0
         || cow_ci_encode_as(&v, len, item) != len)
@@ -246,6 +247,13 @@ packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
     n->words |= cow_tag_has_word(v.tag);
     memcpy((uint8_t *)vn_items(n) + pos, item, len);
     return 1;
+}
+
+/* packed_write_at over item `slot`. */
+static int
+packed_set_in_place(cow_vnode *n, unsigned slot, cow_val v)
+{
+    return packed_write_at(n, packed_find(n, slot), v);
 }
 
 /* Retains (+1) or releases (-1) the words of heap packed leaf n's values:
@@ -762,15 +770,14 @@ item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
 int
 cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val)
 {
-    const cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i, 0) : NULL;
-    cow_vnode *at = (cow_vnode *)leaf;
+    cow_vnode *at = i + 1 < b->len ? heap_leaf_for(b, i, 0) : NULL;
     unsigned slot = i & COW_VEC_MASK;
     cow_val probe;
     size_t pos;
     int rc;
-    if (leaf == NULL || slot + 1 >= leaf->count)
+    if (at == NULL || slot + 1 >= at->count)
         return COW_ASK_GENERAL;
-    if (leaf->leaf != VN_PACKED) {
+    if (at->leaf != VN_PACKED) {
         probe = cow_val_str_view(s, n);
         if (val != NULL)
             *val = vn_vals(at)[slot + 1];
@@ -787,27 +794,18 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
 }
 
 int
-cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, const cow_val *val)
+cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, cow_val val)
 {
     cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i, 1) : NULL;
-    uint8_t item[COW_CI_MAX], *items;
-    size_t pos, bytes, len;
+    size_t pos;
     int rc;
-    if (leaf == NULL || leaf->leaf != VN_PACKED || (i & COW_VEC_MASK) + 1 >= leaf->count)
+    if (leaf == NULL || leaf->leaf != VN_PACKED || (i & COW_VEC_MASK) + 1 >= leaf->count
+        || (pos = packed_find(leaf, i & COW_VEC_MASK)) >= vn_pk(leaf)->bytes)
         return COW_ASK_GENERAL;
-    items = (uint8_t *)vn_items(leaf);
-    bytes = vn_pk(leaf)->bytes;
-    if ((pos = packed_find(leaf, i & COW_VEC_MASK)) >= bytes
-        || (rc = item_is_str(items + pos, items + bytes, s, n)) != COW_FOUND)
-        return pos >= bytes ? COW_ASK_GENERAL : rc;
-    pos += 1 + n;
-    /* A raw old item may hold a word to release, and only a raw new one can
-     * hold one: both are the general write's (cow_vb_set). */
-    if (pos >= bytes || (len = cow_ci_size(items + pos, bytes - pos)) == 0 || items[pos] == COW_CI_RAW
-        || cow_ci_encode_as(val, len, item) != len || item[0] == COW_CI_RAW)
-        return COW_ASK_GENERAL;
-    cow_copy_short(items + pos, item, len);
-    return COW_FOUND;
+    rc = item_is_str(vn_items(leaf) + pos, vn_items(leaf) + vn_pk(leaf)->bytes, s, n);
+    if (rc != COW_FOUND)
+        return rc;
+    return packed_write_at(leaf, pos + 1 + n, val) ? COW_FOUND : COW_ASK_GENERAL;
 }
 
 /* Makes the heap packed leaf *slot names unshared, as a packed copy (its

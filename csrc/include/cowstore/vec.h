@@ -53,12 +53,12 @@ void cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2]);
 int cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val);
 /* The fast overwrite of a map entry's value: when value i (i even) is the
  * str [s, s + n) and every node down to its packed leaf is an unshared
- * heap node, value i + 1 is replaced by *val in place (COW_FOUND: val held
- * no word, so nothing is taken from it); COW_NOT_FOUND when value i is
- * another value; COW_ASK_GENERAL when cow_vb_set must write it (a shared
- * or stored node on the way, a plain leaf, a raw item, a value that does
- * not fit the old one's bytes). */
-int cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, const cow_val *val);
+ * heap node, value i + 1 is replaced by val in place when val's item fits
+ * the old one's bytes (COW_FOUND: val stolen); COW_NOT_FOUND when value i
+ * is another value; COW_ASK_GENERAL when cow_vb_set must write it (a
+ * shared or stored node on the way, a plain leaf, a raw key item, a value
+ * that does not fit), val untouched. */
+int cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, cow_val val);
 int cow_vb_set(cow_vecbody *b, size_t i, cow_val v);         /* steals v */
 int cow_vb_push(cow_vecbody *b, cow_val v);                  /* steals v */
 int cow_vb_pop(cow_vecbody *b, cow_val *out);                /* new reference in *out */
