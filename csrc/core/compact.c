@@ -12,11 +12,13 @@ int_width(int64_t i)
     return (bits + 7) / 8;
 }
 
+/* x's low width bytes (1..8), little-endian: x as 8 such bytes, then a
+ * short copy of width of them, not a loop per byte. */
 static size_t
 put_le(uint8_t *out, uint64_t x, unsigned width)
 {
-    for (unsigned k = 0; k < width; k++)
-        out[k] = (uint8_t)(x >> (8 * k));
+    uint64_t le = cow_load_le64(&x);        /* its own inverse: a swap or nothing */
+    cow_copy_short(out, &le, width);
     return width;
 }
 
@@ -80,6 +82,15 @@ short_form_exact(const cow_val *v)
     return memcmp(&kept, v, sizeof kept) == 0;
 }
 
+/* short_form_exact for an int, in one load: its first word is the tag,
+ * every other byte zero. */
+_Static_assert(offsetof(cow_val, u) == sizeof(uint64_t), "an int's tag word is its first 8 bytes");
+static int
+int_form_exact(const cow_val *v)
+{
+    return cow_load_le64(v) == COW_T_INT;
+}
+
 size_t
 cow_ci_encode(const cow_val *v, uint8_t *out)
 {
@@ -98,7 +109,7 @@ cow_ci_encode_as(const cow_val *v, size_t len, uint8_t *out)
     /* An int (a counter, a flag: the common overwrite) in any width it fits,
      * its own or wider, as long as its short form is exact (C1). */
     if (v->tag == COW_T_INT && len >= 2 && len <= 9 && int_width(v->u.i) <= len - 1
-        && short_form_exact(v)) {
+        && int_form_exact(v)) {
         out[0] = (uint8_t)(COW_CI_INT + len - 2);
         put_le(out + 1, (uint64_t)v->u.i, (unsigned)(len - 1));
         return len;

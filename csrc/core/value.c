@@ -232,11 +232,9 @@ cow_val_copy(cow_val *dst, const cow_val *src)
 }
 
 void
-cow_val_release(cow_val *v)
+cow_val_release_word(cow_val *v)     /* v has a word (cow_tag_has_word) */
 {
-    if (!cow_tag_has_word(v->tag))
-        ;
-    else if (cow_word_stored(v->u.w))
+    if (cow_word_stored(v->u.w))
         cow_ref_pin(v->u.w, -1);
     else if (cow_tag_has_blob(v->tag)) {
         cow_blob *b = (cow_blob *)v->u.w;

@@ -424,20 +424,12 @@ is_plain_scalar(PyObject *obj)
            || tp == &PyBool_Type || obj == Py_None;
 }
 
-int
-cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
+/* cowpy_entry_from_object of anything but an int64. */
+static int
+entry_general(cowpy_state *st, PyObject *obj, cow_val *out)
 {
     conv_ctx cx;
     int rc;
-    if (Py_TYPE(obj) == &PyLong_Type) {     /* the commonest value: an int64 */
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(obj, &overflow);
-        if (!overflow && !(x == -1 && PyErr_Occurred())) {
-            *out = cow_val_int(x);
-            return 0;
-        }
-        PyErr_Clear();                  /* conv_int raises it again, or makes a bigint */
-    }
     if (is_plain_scalar(obj)) {
         cx = (conv_ctx){st};
         return conv(&cx, obj, NULL, out);
@@ -446,6 +438,44 @@ cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
     if ((rc = conv(&cx, obj, NULL, out)) == 0)
         rc = pack_child(&cx, out);
     return ctx_close(&cx, rc);
+}
+
+/* Whether int obj fits one digit (|x| < 2^30), read from the object with
+ * no call: CPython 3.11's layout, a sign in the size.  Other versions
+ * answer 0 and take PyLong_AsLongLongAndOverflow. */
+static inline int
+one_digit_int(PyObject *obj, long long *x)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    Py_ssize_t size = Py_SIZE(obj);
+    if (size < -1 || size > 1)
+        return 0;
+    *x = (long long)size * (long long)((PyLongObject *)obj)->ob_digit[0];
+    return 1;
+#else
+    (void)obj, (void)x;
+    return 0;
+#endif
+}
+
+int
+cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
+{
+    if (Py_TYPE(obj) == &PyLong_Type) {     /* the commonest value: an int64 */
+        int overflow;
+        long long x;
+        if (one_digit_int(obj, &x)) {
+            *out = cow_val_int(x);
+            return 0;
+        }
+        x = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {
+            *out = cow_val_int(x);
+            return 0;
+        }
+        PyErr_Clear();                  /* conv_int raises it again, or makes a bigint */
+    }
+    return entry_general(st, obj, out);
 }
 
 int
@@ -471,10 +501,18 @@ cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out)
     return ctx_close(&cx, conv_set(&cx, dict, NULL, out));
 }
 
+/* cowpy_store_key of anything but a str: a conv_ctx, zeroed, which the
+ * str path has no use for. */
+static int
+store_key_general(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
+{
+    conv_ctx cx = {st};
+    return key_of(&cx, obj, NULL, out, hash);
+}
+
 int
 cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
 {
-    conv_ctx cx = {st};
     Py_ssize_t n;
     const char *s;
     int rc;
@@ -492,7 +530,7 @@ cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
         *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
         return 0;
     }
-    return key_of(&cx, obj, NULL, out, hash);
+    return store_key_general(st, obj, out, hash);
 }
 
 int
@@ -774,16 +812,15 @@ short_ascii_str(const cow_val *v)
     return ((w[0] | w[1]) & high) != 0 ? NULL : new_ascii_str(p, n);
 }
 
-PyObject *
-cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
-                const cow_val *key, uint64_t hash, size_t idx)
+/* cowpy_to_object of anything but an int. */
+static PyObject *
+to_object_general(cowpy_state *st, const cow_val *v, CowObject *parent,
+                  const cow_val *key, uint64_t hash, size_t idx)
 {
     CowObject *obj;
     cow_val own;
     PyObject *s;
-    if (v->tag == COW_T_INT)                /* the hot cases first */
-        return PyLong_FromLongLong(v->u.i);
-    if ((s = short_ascii_str(v)) != NULL)
+    if ((s = short_ascii_str(v)) != NULL)   /* the next hottest case */
         return s;
     if (v->tag == COW_T_PACKED)
         return packed_to_object(st, v, parent, key, hash, idx);
@@ -798,6 +835,17 @@ cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     if (parent)
         attach(obj, parent, key, hash, idx);
     return (PyObject *)obj;
+}
+
+/* The commonest value, an int, is made here with no frame of our own (gcc
+ * set up to_object_general's before testing the tag). */
+PyObject *
+cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
+                const cow_val *key, uint64_t hash, size_t idx)
+{
+    if (v->tag == COW_T_INT)
+        return PyLong_FromLongLong(v->u.i);
+    return to_object_general(st, v, parent, key, hash, idx);
 }
 
 PyObject *

@@ -147,6 +147,38 @@ Test(compact, encode_as_widens_ints_only)
     cr_assert_eq(cow_ci_encode_as(&minus, 1, item), 0);
 }
 
+/* Every int width's edges, written in every length they fit (their own and
+ * each wider one): exactly len bytes written, the same int read back; a
+ * byte that is not the int's (a stray aux) breaks C1, so it is refused. */
+Test(compact, encode_as_writes_edge_ints_in_every_width)
+{
+    for (unsigned w = 1; w <= 8; w++) {
+        int64_t hi = w == 8 ? INT64_MAX : ((int64_t)1 << (8 * w - 1)) - 1;
+        int64_t lo = w == 8 ? INT64_MIN : -((int64_t)1 << (8 * w - 1));
+        int64_t edges[] = {hi, lo};
+        for (int k = 0; k < 2; k++)
+            for (size_t len = 1; len <= 9; len++) {
+                uint8_t item[COW_CI_MAX + 1];
+                cow_val v = cow_val_int(edges[k]), back;
+                memset(item, 0xa5, sizeof item);
+                if (len < 1 + w) {
+                    cr_assert_eq(cow_ci_encode_as(&v, len, item), 0, "%lld in %zu", (long long)edges[k], len);
+                    continue;
+                }
+                cr_assert_eq(cow_ci_encode_as(&v, len, item), len);
+                cr_assert_eq(item[len], 0xa5, "a byte past the item was written");
+                cr_assert_eq(cow_ci_decode(item, len, &back), len);
+                cr_assert(back.tag == COW_T_INT && back.u.i == edges[k], "%lld in %zu", (long long)edges[k], len);
+            }
+    }
+    {
+        uint8_t item[COW_CI_MAX];
+        cow_val stray = cow_val_int(7);
+        stray.aux = 1;
+        cr_assert_eq(cow_ci_encode_as(&stray, 2, item), 0, "not exact: written raw, not in place");
+    }
+}
+
 /* Every code byte, every available length up to an item's longest: sizes
  * and decodes never read past avail, and codes no item has are refused. */
 Test(compact, hostile_items_are_refused_in_bounds)

@@ -736,3 +736,16 @@ Test(value, short_copy_and_compare_cover_every_byte)
         }
     }
 }
+
+/* The tag masks (one bit test each) say what the tags' kinds say, and a
+ * byte past the tags (a page's lie) holds neither a blob nor a word. */
+Test(value, tag_masks_match_the_kinds)
+{
+    for (int t = 0; t < 256; t++) {
+        int blob = t == COW_T_BIGINT || t == COW_T_STR || t == COW_T_BYTES || t == COW_T_NDARRAY
+                   || t == COW_T_EXT;
+        int word = blob || cow_tag_is_vec(t) || cow_tag_is_map(t) || t == COW_T_PACKED;
+        cr_assert_eq(cow_tag_has_blob(t), blob, "tag %d", t);
+        cr_assert_eq(cow_tag_has_word(t), word, "tag %d", t);
+    }
+}

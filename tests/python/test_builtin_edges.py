@@ -364,3 +364,25 @@ def test_cowset_keeps_the_iterables_order_whatever_the_hash_seed():
 def test_cowset_keeps_the_first_of_equal_elements_as_set_does():
     for items in ([1, 1.0, True], [True, 1], [2.0, 2]):
         assert [type(x) for x in CowSet(items)] == [type(x) for x in set(items)]
+
+
+# ---- ints at the edges of their machine forms ------------------------------------
+
+INT_EDGES = [0, 1, -1, 255, 256, -5, -6, 2 ** 30 - 1, 2 ** 30, -(2 ** 30 - 1), -(2 ** 30),
+             -(2 ** 30) - 1, 2 ** 31, 2 ** 63 - 1, -(2 ** 63), 2 ** 63, -(2 ** 63) - 1, 2 ** 64,
+             10 ** 30, -(10 ** 30), True, False]
+
+
+@pytest.mark.parametrize("value", INT_EDGES)
+def test_an_int_value_set_and_read_back_is_the_same_int(value):
+    """d[k] = v takes a one-digit int straight from the object (convert.c
+    one_digit_int), a wider one through the C API, a bool as a bool; every
+    edge of those forms reads back equal and of the same type, on the first
+    write and on an overwrite in place."""
+    d = CowDict({"k": 7, "other": "x"})
+    for _ in range(2):
+        d["k"] = value
+        got = d["k"]
+        assert got == value and type(got) is type(value), (value, got)
+    d["k"] = -value if not isinstance(value, bool) else not value
+    assert d["k"] == (-value if not isinstance(value, bool) else not value)

@@ -97,6 +97,9 @@ cow_equal_short(const void *a, const void *b, size_t n)
     return n == 0 || x[0] == y[0];
 }
 
+/* The most bytes cow_copy_short and cow_equal_short take. */
+#define COW_SHORT_MAX 16
+
 /* Copies n <= 16 bytes as two overlapping moves of 8, 4, 2 or 1 bytes.
  * Inline bytes are copied on every read and write of a short str, and a
  * memcpy of a length the compiler cannot bound is inlined as `rep movsq`
@@ -218,7 +221,6 @@ uint32_t cow_next_ident(void);
 
 /* Takes one more reference to what a heap-form value holds (V5). */
 void cow_val_retain(const cow_val *v);
-void cow_val_release(cow_val *v);   /* leaves *v as NONE */
 void cow_vals_release(cow_val *vals, size_t n);     /* each of vals[0..n) */
 /* *dst = a new reference to *src, which may lie in a stored node (V7). */
 void cow_val_copy(cow_val *dst, const cow_val *src);
@@ -292,17 +294,38 @@ static inline int cow_tag_is_vec(int t) { return t == COW_T_TUPLE || t == COW_T_
 static inline int cow_tag_is_map(int t) { return t >= COW_T_DICT && t <= COW_T_FSET; }
 /* 1 when a value of this tag holds a blob; a cow_word (inline: every copy
  * and release of a value asks it). */
+#define COW_TAG_BIT(t) (1u << (t))
+#define COW_BLOB_TAGS (COW_TAG_BIT(COW_T_BIGINT) | COW_TAG_BIT(COW_T_STR) | COW_TAG_BIT(COW_T_BYTES) \
+                       | COW_TAG_BIT(COW_T_NDARRAY) | COW_TAG_BIT(COW_T_EXT))
+#define COW_WORD_TAGS (COW_BLOB_TAGS | COW_TAG_BIT(COW_T_TUPLE) | COW_TAG_BIT(COW_T_LIST)        \
+                       | COW_TAG_BIT(COW_T_FLIST) | COW_TAG_BIT(COW_T_DICT) | COW_TAG_BIT(COW_T_FDICT) \
+                       | COW_TAG_BIT(COW_T_SET) | COW_TAG_BIT(COW_T_FSET) | COW_TAG_BIT(COW_T_PACKED))
+_Static_assert(COW_T__COUNT <= 32, "a tag set is one 32-bit mask");
+/* One bit test each (a tag read from a page may be any byte: past the
+ * tags, neither). */
 static inline int
 cow_tag_has_blob(int t)
 {
-    return t == COW_T_BIGINT || t == COW_T_STR || t == COW_T_BYTES || t == COW_T_NDARRAY || t == COW_T_EXT;
+    return (unsigned)t < COW_T__COUNT && (COW_BLOB_TAGS >> t) & 1u;
 }
 static inline int
 cow_tag_has_word(int t)
 {
-    return cow_tag_has_blob(t) || cow_tag_is_vec(t) || cow_tag_is_map(t) || t == COW_T_PACKED;
+    return (unsigned)t < COW_T__COUNT && (COW_WORD_TAGS >> t) & 1u;
 }
 static inline int cow_tag_is_set(int t) { return t == COW_T_SET || t == COW_T_FSET; }
+
+/* Drops v, leaving it NONE.  A value without a word (the commonest:
+ * ints, short strs) costs a test here, no call. */
+void cow_val_release_word(cow_val *v);
+static inline void
+cow_val_release(cow_val *v)
+{
+    if (cow_tag_has_word(v->tag))
+        cow_val_release_word(v);
+    else
+        *v = cow_val_none();
+}
 
 /* Stable hash (same in every process and version).  COW_ETYPE for mutable
  * containers (LIST, DICT, SET), which are unhashable as in Python. */
