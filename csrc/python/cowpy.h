@@ -230,7 +230,10 @@ cowpy_resolve(CowObject *self)
 static inline int
 cowpy_resolve_lazy(CowObject *self)
 {
-    return self->parent ? cowpy_resolve_view(self) : 0;
+    const CowObject *parent = self->parent;
+    if (parent == NULL || (parent->parent == NULL && parent->mut == self->seen))
+        return 0;           /* a view of a detached parent that has not moved on */
+    return cowpy_resolve_view(self);
 }
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */

@@ -150,6 +150,14 @@ cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
         *out = cow_val_int(cow_ci_int_at(p, n, avail));
         return n;
     }
+    if (avail > 0 && (unsigned)(p[0] - COW_CI_SSTR) <= COW_INLINE_MAX) {
+        size_t n = 1u + (p[0] - COW_CI_SSTR);
+        if (n > avail)
+            return 0;
+        *out = (cow_val){.tag = COW_T_SSTR, .slen = (uint8_t)(n - 1)};
+        cow_copy_short((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
+        return n;
+    }
     return cow_ci_decode_other(p, avail, out);
 }
 

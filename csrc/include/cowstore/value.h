@@ -292,8 +292,6 @@ static inline int cow_tag_is_bytes(int t) { return t == COW_T_SBYTES || t == COW
 static inline int cow_tag_is_number(int t) { return t >= COW_T_BOOL && t <= COW_T_FLOAT; }
 static inline int cow_tag_is_vec(int t) { return t == COW_T_TUPLE || t == COW_T_LIST || t == COW_T_FLIST; }
 static inline int cow_tag_is_map(int t) { return t >= COW_T_DICT && t <= COW_T_FSET; }
-/* 1 when a value of this tag holds a blob; a cow_word (inline: every copy
- * and release of a value asks it). */
 #define COW_TAG_BIT(t) (1u << (t))
 #define COW_BLOB_TAGS (COW_TAG_BIT(COW_T_BIGINT) | COW_TAG_BIT(COW_T_STR) | COW_TAG_BIT(COW_T_BYTES) \
                        | COW_TAG_BIT(COW_T_NDARRAY) | COW_TAG_BIT(COW_T_EXT))
@@ -301,8 +299,9 @@ static inline int cow_tag_is_map(int t) { return t >= COW_T_DICT && t <= COW_T_F
                        | COW_TAG_BIT(COW_T_FLIST) | COW_TAG_BIT(COW_T_DICT) | COW_TAG_BIT(COW_T_FDICT) \
                        | COW_TAG_BIT(COW_T_SET) | COW_TAG_BIT(COW_T_FSET) | COW_TAG_BIT(COW_T_PACKED))
 _Static_assert(COW_T__COUNT <= 32, "a tag set is one 32-bit mask");
-/* One bit test each (a tag read from a page may be any byte: past the
- * tags, neither). */
+/* 1 when a value of this tag holds a blob; a cow_word (inline, one bit
+ * test each: every copy and release of a value asks it).  A tag read from a
+ * page may be any byte: past the tags, neither. */
 static inline int
 cow_tag_has_blob(int t)
 {
