@@ -198,7 +198,7 @@ packed_decode(cow_vnode *n, size_t pos, cow_val *out)
 /* Where item `slot` of packed leaf n starts: from the mark before it, skip.
  * Offsets of a stored leaf are checked against its bytes (VEC6): a bad one
  * gives SIZE_MAX, which packed_decode reads as corrupt. */
-static size_t
+static inline size_t
 packed_find(cow_vnode *n, unsigned slot)
 {
     const vn_packed *pk = vn_pk(n);
