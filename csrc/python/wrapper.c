@@ -153,9 +153,11 @@ cowpy_begin_write(CowObject *self)
 {
     const cow_val *r = &self->root;
     int rc;
-    /* The common write: a detached, unfrozen heap container owned already. */
-    if (self->parent == NULL && (r->tag == COW_T_DICT || r->tag == COW_T_SET || r->tag == COW_T_LIST)
-        && !cow_word_stored(r->u.w) && refcnt_of(r) == 1)
+    /* The common write: a detached, unfrozen heap container owned already
+     * (its node read straight from the word: it is not stored). */
+    if (self->parent == NULL && !cow_word_stored(r->u.w)
+        && ((r->tag == COW_T_DICT || r->tag == COW_T_SET) ? ((const cow_map *)r->u.w)->refcnt == 1
+            : r->tag == COW_T_LIST && ((const cow_vec *)r->u.w)->refcnt == 1))
         return 0;
     if (cowpy_resolve(self) < 0)
         return -1;
