@@ -63,6 +63,7 @@
 #include "cowstore/hash.h"
 #include "cowstore/map.h"
 #include "cowstore/node.h"
+#include "cowstore/prefetch.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
 #include "cowstore/twin.h"
@@ -71,6 +72,11 @@ enum { HN_BITMAP = 0, HN_COLLISION = 1 };
 /* Bits of the hash consumed per level, and the shift at which they run out. */
 #define HN_BITS 5
 #define HN_HASH_BITS 32
+
+/* Lines past its header prefetched when a walk reaches an index node: a
+ * node of the deep, sparse levels a large map misses on spans one to three
+ * (prefetch.h). */
+#define HN_PREFETCH_LINES 2
 
 /* An index leaf: the number of the entry it names. */
 typedef uint32_t cow_hleaf;
@@ -380,6 +386,7 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cow_
         if (!(n->nodemap & bit))
             return COW_NOT_FOUND;
         n = hn_kid(n, popc(n->nodemap & (bit - 1)));
+        cow_prefetch_tail(n, HN_PREFETCH_LINES);
     }
     cow_ref_set_error(COW_ECORRUPT);    /* deeper than H5 allows: corrupt pages */
     return COW_NOT_FOUND;
@@ -424,6 +431,7 @@ heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
         if (!(n->nodemap & bit))
             return COW_NOT_FOUND;
         w = hn_kids(n)[popc(n->nodemap & (bit - 1))];
+        cow_prefetch_tail((const void *)w, HN_PREFETCH_LINES);
     }
     return COW_ASK_GENERAL;
 }

@@ -69,6 +69,7 @@
 #include "cowstore/alloc.h"
 #include "cowstore/compact.h"
 #include "cowstore/node.h"
+#include "cowstore/prefetch.h"
 #include "cowstore/ref.h"
 #include "cowstore/segment.h"
 #include "cowstore/twin.h"
@@ -83,6 +84,11 @@ struct cow_vnode {
     uint8_t count;      /* leaf: value slots used */
     uint8_t words;      /* heap packed leaf: an item may hold a word (above) */
 };
+
+/* Lines past its header prefetched when a walk reaches a leaf: a packed
+ * leaf's marks lie in its first line and its items in the next three or so
+ * (prefetch.h). */
+#define VN_LEAF_PREFETCH_LINES 3
 
 /* A packed leaf marks the offset of every VN_MARK_EVERY-th item. */
 #define VN_MARK_EVERY 4
@@ -696,6 +702,7 @@ leaf_for(const cow_vecbody *b, size_t i)
         for (uint32_t level = b->shift; level > 0; level -= COW_VEC_BITS)
             n = vn_kid(n, (i >> level) & COW_VEC_MASK,
                        level > COW_VEC_BITS ? COW_NK_VINNER : COW_NK_VLEAF);
+        cow_prefetch_tail(n, VN_LEAF_PREFETCH_LINES);
         if (!n->leaf) {                 /* poison standing in for an inner node */
             cow_ref_set_error(COW_ECORRUPT);
             n = cow_vec_poison(COW_NK_VLEAF);
@@ -753,6 +760,8 @@ heap_leaf_for(const cow_vecbody *b, size_t i, int owned)
         if (level == 0)
             return (cow_vnode *)w;
         w = vn_kids((cow_vnode *)w)[(i >> level) & COW_VEC_MASK];
+        if (level == COW_VEC_BITS)
+            cow_prefetch_tail((const void *)w, VN_LEAF_PREFETCH_LINES);
     }
 }
 
