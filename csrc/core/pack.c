@@ -820,6 +820,8 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
     const uint8_t *at = in->p;
     unsigned code, len;
     int rc;
+    if (in->p < in->end && (*in->p >= PK_SMALLINT || *in->p <= PK_FLOAT))
+        return get_value(in, out, 0, 0);    /* numbers, None, bools: nothing to own */
     if ((rc = get_byte(in, &code)))
         return rc;
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
@@ -840,7 +842,7 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
         return get_istr_view(in, out);
     if (is_word_code(code))
         return get_word_view(in, out, word_tag(code));
-    in->p = at;                         /* numbers, None, bools: nothing to own */
+    in->p = at;                         /* SEXT (an unknown code: refused there) */
     return get_value(in, out, 0, 0);
 }
 
