@@ -837,6 +837,17 @@ to_object_general(cowpy_state *st, const cow_val *v, CowObject *parent,
     return (PyObject *)obj;
 }
 
+PyObject *
+cowpy_scalar_to_object(cowpy_state *st, const cow_val *v)
+{
+    PyObject *s;
+    if (v->tag == COW_T_INT)
+        return PyLong_FromLongLong(v->u.i);
+    if ((s = short_ascii_str(v)) != NULL)
+        return s;
+    return scalar_to_object(st, v);
+}
+
 /* The commonest value, an int, is made here with no frame of our own (gcc
  * set up to_object_general's before testing the tag). */
 PyObject *

@@ -58,7 +58,7 @@ packed_lookup(PyObject *op, PyObject *key, const char *s, size_t n, PyObject **r
         return cowpy_raise_int(COWPY_ST(op), rc);
     if (rc == COW_FOUND && res) {
         *res = v.tag == COW_T_PACKED ? nested_view(op, key, &v)
-                                     : cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+                                     : cowpy_scalar_to_object(COWPY_ST(op), &v);
         if (*res == NULL)
             return -1;
     }
@@ -86,7 +86,7 @@ fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
         return rc;
     if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
         return LOOKUP_GENERAL;          /* a container: made there, a view of us */
-    *res = cowpy_to_object(COWPY_ST(op), &v, NULL, NULL, 0, 0);
+    *res = cowpy_scalar_to_object(COWPY_ST(op), &v);
     return *res ? 1 : -1;
 }
 

@@ -164,7 +164,7 @@ map_step(CowIter *it, cowpy_state *st, size_t e, const cow_val *k, const cow_val
     if (cowpy_is_mutable_container(v))
         cow_val_hash(k, &h);
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag) && v->tag != COW_T_PACKED)
-        pv = cowpy_to_object(st, v, NULL, NULL, 0, 0);  /* a scalar: no view to make */
+        pv = cowpy_scalar_to_object(st, v);     /* no view to make */
     else
         pv = cowpy_snapshot_value(it->owner, &it->snap, v, k, h, e);
     if (pv == NULL) {
