@@ -1097,10 +1097,11 @@ cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start)
     it->leaf_count = 0;
     it->leaf_stored = 0;
     it->leaf_packed = 0;
+    it->fast_end = 0;
 }
 
 const cow_val *
-cow_vec_iter_next(cow_vec_iter *it)
+cow_vec_iter_step(cow_vec_iter *it)
 {
     size_t i = it->i;
     if (i >= it->b->len)
@@ -1114,6 +1115,10 @@ cow_vec_iter_next(cow_vec_iter *it)
         it->leaf_packed = n->leaf == VN_PACKED;
         if (it->leaf_packed)                    /* decoded (and checked) once */
             packed_get_all(n, it->unpacked);
+        it->fast_end = it->leaf_stored && !it->leaf_packed ? 0
+                       : i - it->leaf_base >= it->leaf_count ? 0
+                       : it->leaf_base + it->leaf_count < it->b->len ? it->leaf_base + it->leaf_count
+                       : it->b->len;
     }
     if (it->leaf_packed) {
         it->i++;

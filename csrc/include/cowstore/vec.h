@@ -90,15 +90,30 @@ typedef struct cow_vec_iter {
     size_t leaf_base;       /* index of leaf[0] */
     size_t leaf_count;      /* values leaf holds (a stored leaf may hold fewer
                              * than its vector's length claims) */
+    size_t fast_end;        /* below it, the current leaf's values need no
+                             * check: a heap leaf's, within the length */
     int leaf_stored;        /* leaf is in pages: check each value handed out */
     int leaf_packed;        /* values come from unpacked (no pointer to it is
                              * kept, so an iterator may be moved) */
     cow_val unpacked[COW_VEC_WIDTH];    /* a packed leaf's values, decoded once */
 } cow_vec_iter;
 void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
+/* cow_vec_iter_next past the fast window: a new leaf, a stored one, or the
+ * end. */
+const cow_val *cow_vec_iter_step(cow_vec_iter *it);
 /* NULL at end; the value stays valid until the iterator leaves its leaf of
- * 32 (an entry's key and value, at 2i and 2i + 1, share one). */
-const cow_val *cow_vec_iter_next(cow_vec_iter *it);
+ * 32 (an entry's key and value, at 2i and 2i + 1, share one).  Inline: a
+ * step inside a heap leaf is an index and a test. */
+static inline const cow_val *
+cow_vec_iter_next(cow_vec_iter *it)
+{
+    size_t i = it->i;
+    if (i < it->fast_end) {
+        it->i = i + 1;
+        return it->leaf_packed ? &it->unpacked[i - it->leaf_base] : &it->leaf[i - it->leaf_base];
+    }
+    return cow_vec_iter_step(it);
+}
 
 /* Calls visit(ctx, start) for the first index of every 32-value block that
  * may differ between a and b: blocks held in different nodes, and every block
