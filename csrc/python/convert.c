@@ -440,9 +440,9 @@ entry_general(cowpy_state *st, PyObject *obj, cow_val *out)
     return ctx_close(&cx, rc);
 }
 
-/* Whether int obj fits one digit (|x| < 2^30), read from the object with
- * no call: CPython 3.11's layout, a sign in the size.  Other versions
- * answer 0 and take PyLong_AsLongLongAndOverflow. */
+/* Whether int obj fits one digit (PyLong_SHIFT bits), read from the
+ * object with no call: CPython 3.11's layout, a sign in the size.  Other
+ * versions answer 0 and take PyLong_AsLongLongAndOverflow. */
 static inline int
 one_digit_int(PyObject *obj, long long *x)
 {

@@ -190,8 +190,9 @@ int cowpy_store_key_in(CowObject *self, PyObject *obj, cow_val *out, uint64_t *h
  * parent at (key, idx) when parent is not NULL. */
 PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                           const cow_val *key, uint64_t hash, size_t idx);
-/* cowpy_to_object of a value that is no container and no pack (a number,
- * a str, bytes, an extension leaf): in a frame of two arguments, not six. */
+/* cowpy_to_object of a value that is no container (no map, no list, no
+ * tuple) and no pack -- a number, a str, bytes, an extension leaf -- in a
+ * frame of two arguments, not six.  Callers rule the others out first. */
 PyObject *cowpy_scalar_to_object(cowpy_state *st, const cow_val *v);
 /* The tag v reads back with out of a frozen container: DICT, LIST and SET
  * become their frozen counterparts, every other tag stays. */

@@ -103,7 +103,8 @@ cow_ci_int_at(const uint8_t *p, size_t n, size_t avail)
     return (int64_t)(x << shift) >> shift;
 }
 
-/* cow_ci_decode of any item but an int (which it reads itself). */
+/* cow_ci_decode of any item but an int or a short str (which it reads
+ * itself). */
 static inline size_t
 cow_ci_decode_other(const uint8_t *p, size_t avail, cow_val *out)
 {
@@ -138,8 +139,9 @@ cow_ci_decode_other(const uint8_t *p, size_t avail, cow_val *out)
 
 /* Reads the item at p (avail bytes there) into *out, bitwise (a word is
  * borrowed, as a leaf's slot would be); returns its length, 0 if corrupt.
- * An int (a map's commonest value) is read here, inlined everywhere; the
- * rest where the compiler chooses (left to it, the whole was a call). */
+ * An int and a short str (a map's commonest value and key) are read here,
+ * inlined everywhere; the rest where the compiler chooses (left to it, the
+ * whole was a call). */
 static inline __attribute__((always_inline)) size_t
 cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
 {

@@ -91,7 +91,8 @@ typedef struct cow_vec_iter {
     size_t leaf_count;      /* values leaf holds (a stored leaf may hold fewer
                              * than its vector's length claims) */
     size_t fast_end;        /* below it, the current leaf's values need no
-                             * check: a heap leaf's, within the length */
+                             * check: a heap leaf's, or a packed leaf's
+                             * (checked when decoded), within the length */
     int leaf_stored;        /* leaf is in pages: check each value handed out */
     int leaf_packed;        /* values come from unpacked (no pointer to it is
                              * kept, so an iterator may be moved) */
@@ -103,7 +104,7 @@ void cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start);
 const cow_val *cow_vec_iter_step(cow_vec_iter *it);
 /* NULL at end; the value stays valid until the iterator leaves its leaf of
  * 32 (an entry's key and value, at 2i and 2i + 1, share one).  Inline: a
- * step inside a heap leaf is an index and a test. */
+ * step inside a heap or packed leaf is an index and a test. */
 static inline const cow_val *
 cow_vec_iter_next(cow_vec_iter *it)
 {
