@@ -100,6 +100,7 @@ def run():
     res["notes"].append("CowDict's copy+set includes `copy()` and dropping the copy; the "
                         "persistent maps' set includes dropping the new version. Both make "
                         "one new version per write.")
+    res["notes"].append(H.DICT_AT_1E6_NOTE)
     res["plots"].append({"file": "bench_setitem.png", "title": "Q4: setitem (median)",
                          "panels": [{"title": "time per write", "ylabel": "ns per write",
                                      "series": series}]})
