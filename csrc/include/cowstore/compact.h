@@ -117,6 +117,8 @@ cow_ci_decode_other(const uint8_t *p, size_t avail, cow_val *out)
     }
     memset(out, 0, sizeof *out);
     if (p[0] >= COW_CI_SSTR) {
+        if (n - 1 > COW_INLINE_MAX)         /* never (cow_ci_size): said for gcc's bounds */
+            return 0;
         out->tag = (uint8_t)(p[0] < COW_CI_SBYTES ? COW_T_SSTR : p[0] < COW_CI_SEXT ? COW_T_SBYTES
                                                                           : COW_T_SEXT);
         out->slen = (uint8_t)(n - 1);
