@@ -878,7 +878,7 @@ key_is(const uint8_t *k, size_t len, const char *key, size_t klen)
 {
     if (len != klen)
         return 0;
-    return len <= 16 ? cow_equal_short(k, key, len) : memcmp(k, key, len) == 0;
+    return len <= COW_SHORT_MAX ? cow_equal_short(k, key, len) : memcmp(k, key, len) == 0;
 }
 
 /* Whether the shape key whose entry starts at keys + off is key. */

@@ -1103,7 +1103,7 @@ cow_vec_iter_init(cow_vec_iter *it, const cow_vecbody *b, size_t start)
 const cow_val *
 cow_vec_iter_step(cow_vec_iter *it)
 {
-    size_t i = it->i;
+    size_t i = it->i, end;
     if (i >= it->b->len)
         return NULL;
     if (it->leaf == NULL || i < it->leaf_base || i - it->leaf_base >= it->leaf_count) {
@@ -1115,10 +1115,9 @@ cow_vec_iter_step(cow_vec_iter *it)
         it->leaf_packed = n->leaf == VN_PACKED;
         if (it->leaf_packed)                    /* decoded (and checked) once */
             packed_get_all(n, it->unpacked);
-        it->fast_end = it->leaf_stored && !it->leaf_packed ? 0
-                       : i - it->leaf_base >= it->leaf_count ? 0
-                       : it->leaf_base + it->leaf_count < it->b->len ? it->leaf_base + it->leaf_count
-                       : it->b->len;
+        end = it->leaf_base + it->leaf_count < it->b->len ? it->leaf_base + it->leaf_count
+                                                          : it->b->len;
+        it->fast_end = (it->leaf_stored && !it->leaf_packed) || i >= end ? 0 : end;
     }
     if (it->leaf_packed) {
         it->i++;

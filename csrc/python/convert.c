@@ -674,7 +674,7 @@ new_ascii_str(const char *p, size_t n)
     PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
     if (s == NULL)
         PyErr_Clear();
-    else if (n <= 16)
+    else if (n <= COW_SHORT_MAX)
         cow_copy_short(PyUnicode_1BYTE_DATA(s), p, n);
     else
         memcpy(PyUnicode_1BYTE_DATA(s), p, n);

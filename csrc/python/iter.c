@@ -76,8 +76,8 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->is_map = cow_tag_is_map(it->snap.tag);
     it->end = it->is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
     it->pos = reverse ? it->end : 0;
-    cow_vec_iter_init(&it->fwd, cow_tag_is_map(it->snap.tag) ? &cow_val_getmap(&it->snap)->log
-                                                             : &cow_val_getvec(&it->snap)->b, 0);
+    cow_vec_iter_init(&it->fwd, it->is_map ? &cow_val_getmap(&it->snap)->log
+                                           : &cow_val_getvec(&it->snap)->b, 0);
     return (PyObject *)it;
 }
 

@@ -103,6 +103,16 @@ cow_ci_int_at(const uint8_t *p, size_t n, size_t avail)
     return (int64_t)(x << shift) >> shift;
 }
 
+/* An inline item of n bytes at p (code, then n - 1 <= COW_INLINE_MAX bytes)
+ * as a value of tag into *out. */
+static inline __attribute__((always_inline)) size_t
+cow_ci_inline_span(const uint8_t *p, size_t n, int tag, cow_val *out)
+{
+    *out = (cow_val){.tag = (uint8_t)tag, .slen = (uint8_t)(n - 1)};
+    cow_copy_short((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
+    return n;
+}
+
 /* cow_ci_decode of any item but an int or a short str (which it reads
  * itself). */
 static inline size_t
@@ -115,16 +125,13 @@ cow_ci_decode_other(const uint8_t *p, size_t avail, cow_val *out)
         memcpy(out, p + 1, sizeof *out);
         return n;
     }
-    memset(out, 0, sizeof *out);
     if (p[0] >= COW_CI_SSTR) {
         if (n - 1 > COW_INLINE_MAX)         /* never (cow_ci_size): said for gcc's bounds */
             return 0;
-        out->tag = (uint8_t)(p[0] < COW_CI_SBYTES ? COW_T_SSTR : p[0] < COW_CI_SEXT ? COW_T_SBYTES
-                                                                          : COW_T_SEXT);
-        out->slen = (uint8_t)(n - 1);
-        cow_copy_short((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
-        return n;
+        return cow_ci_inline_span(p, n, p[0] < COW_CI_SBYTES ? COW_T_SSTR
+                                        : p[0] < COW_CI_SEXT ? COW_T_SBYTES : COW_T_SEXT, out);
     }
+    memset(out, 0, sizeof *out);
     switch (p[0]) {
     case COW_CI_NONE: out->tag = COW_T_NONE; break;
     case COW_CI_HOLE: out->tag = COW_T_HOLE; break;
@@ -156,11 +163,7 @@ cow_ci_decode(const uint8_t *p, size_t avail, cow_val *out)
     }
     if (avail > 0 && (unsigned)(p[0] - COW_CI_SSTR) <= COW_INLINE_MAX) {
         size_t n = 1u + (p[0] - COW_CI_SSTR);
-        if (n > avail)
-            return 0;
-        *out = (cow_val){.tag = COW_T_SSTR, .slen = (uint8_t)(n - 1)};
-        cow_copy_short((char *)out + COW_INLINE_OFFSET, p + 1, n - 1);
-        return n;
+        return n > avail ? 0 : cow_ci_inline_span(p, n, COW_T_SSTR, out);
     }
     return cow_ci_decode_other(p, avail, out);
 }

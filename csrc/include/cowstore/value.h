@@ -73,6 +73,9 @@ typedef enum cow_tag {
 /* Where inline bytes start inside a cow_val. */
 #define COW_INLINE_OFFSET 2
 
+/* The most bytes cow_equal_short and cow_copy_short take. */
+#define COW_SHORT_MAX 16
+
 /* Whether n <= 16 bytes at a and b are equal, by two overlapping loads of
  * 8, 4, 2 or 1 bytes each (a short key against a probe: no call). */
 static inline int
@@ -96,9 +99,6 @@ cow_equal_short(const void *a, const void *b, size_t n)
     }
     return n == 0 || x[0] == y[0];
 }
-
-/* The most bytes cow_copy_short and cow_equal_short take. */
-#define COW_SHORT_MAX 16
 
 /* Copies n <= 16 bytes as two overlapping moves of 8, 4, 2 or 1 bytes.
  * Inline bytes are copied on every read and write of a short str, and a
