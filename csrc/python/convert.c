@@ -629,25 +629,35 @@ attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, siz
         cow_val_copy(&obj->pkey, key);
 }
 
+/* The tuple of a tuple-tagged value.  Its vector is held while walked: an
+ * extension decoder runs Python code, which may drop the container that
+ * holds v. */
 static PyObject *
-tuple_of(cowpy_state *st, const cow_vec *vec, int thaw)
+tuple_of(cowpy_state *st, const cow_val *v, int thaw)
 {
-    PyObject *t = PyTuple_New((Py_ssize_t)vec->b.len), *item;
+    cow_val held;
+    const cow_vec *vec;
+    PyObject *t, *item;
     cow_vec_iter it;
     const cow_val *e;
     Py_ssize_t i = 0;
-    if (t == NULL)
-        return NULL;
+    cow_val_copy(&held, v);
+    vec = cow_val_getvec(&held);
+    if ((t = PyTuple_New((Py_ssize_t)vec->b.len)) == NULL)
+        goto fail;
     cow_vec_iter_init(&it, &vec->b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL) {
         item = thaw ? cowpy_thaw(st, e) : cowpy_to_object(st, e, NULL, NULL, 0, 0);
-        if (item == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
+        if (item == NULL)
+            goto fail;
         PyTuple_SET_ITEM(t, i++, item);
     }
+    cow_val_release(&held);
     return t;
+fail:
+    Py_XDECREF(t);
+    cow_val_release(&held);
+    return NULL;
 }
 
 /* Whether the n bytes at p are all ASCII, a word at a time. */
@@ -825,7 +835,7 @@ to_object_general(cowpy_state *st, const cow_val *v, CowObject *parent,
     if (v->tag == COW_T_PACKED)
         return packed_to_object(st, v, parent, key, hash, idx);
     if (v->tag == COW_T_TUPLE)
-        return tuple_of(st, cow_val_getvec(v), 0);
+        return tuple_of(st, v, 0);
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
         return scalar_to_object(st, v);
     cow_val_copy(&own, v);
@@ -1043,20 +1053,25 @@ PyObject *
 cowpy_thaw(cowpy_state *st, const cow_val *v)
 {
     PyObject *res;
+    cow_val held;
     if (Py_EnterRecursiveCall(" while thawing"))
         return NULL;
-    switch (v->tag) {
-    case COW_T_TUPLE: res = tuple_of(st, cow_val_getvec(v), 1); break;
+    /* What is walked is held: an extension decoder runs Python code, which
+     * may drop or write to the container that holds v. */
+    cow_val_copy(&held, v);
+    switch (held.tag) {
+    case COW_T_TUPLE: res = tuple_of(st, &held, 1); break;
     case COW_T_LIST:
-    case COW_T_FLIST: res = thaw_list(st, cow_val_getvec(v)); break;
+    case COW_T_FLIST: res = thaw_list(st, cow_val_getvec(&held)); break;
     case COW_T_DICT:
-    case COW_T_FDICT: res = thaw_map(st, cow_val_getmap(v), 0, 0); break;
-    case COW_T_SET: res = thaw_map(st, cow_val_getmap(v), 1, 0); break;
-    case COW_T_FSET: res = thaw_map(st, cow_val_getmap(v), 1, 1); break;
-    case COW_T_NDARRAY: res = cowpy_ndarray_to(st, v, 1); break;
-    case COW_T_PACKED: res = thaw_packed(st, v); break;
-    default: res = scalar_to_object(st, v);
+    case COW_T_FDICT: res = thaw_map(st, cow_val_getmap(&held), 0, 0); break;
+    case COW_T_SET: res = thaw_map(st, cow_val_getmap(&held), 1, 0); break;
+    case COW_T_FSET: res = thaw_map(st, cow_val_getmap(&held), 1, 1); break;
+    case COW_T_NDARRAY: res = cowpy_ndarray_to(st, &held, 1); break;
+    case COW_T_PACKED: res = thaw_packed(st, &held); break;
+    default: res = scalar_to_object(st, &held);
     }
+    cow_val_release(&held);
     Py_LeaveRecursiveCall();
     return res;
 }

@@ -4,6 +4,7 @@ namedtuples, dataclasses, registered classes and the pickle fallback, through
 freeze/thaw, copy, pickling, stores (read in a fresh process), diff and JSON."""
 import copy
 import datetime as dt
+import gc
 import io
 import json
 import pickle
@@ -370,3 +371,45 @@ def test_cli_get_and_export_write_json_forms(tmp_path):
     assert json.loads(cli("export", path, "r", "-")) == [
         {"at": "2024-01-02T00:00:00+00:00", "p": "1.10",
          "id": "00000000-0000-0000-0000-000000000001"}]
+
+
+class _Dropper:
+    """A registered class whose decoder drops the container being read."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return isinstance(other, _Dropper) and self.n == other.n
+
+    __hash__ = None
+
+
+@pytest.mark.parametrize("shape", ["tuple", "list", "dict", "small tuple"])
+@pytest.mark.parametrize("read", ["getitem", "thaw", "reduce"])
+def test_a_decoder_that_drops_the_container_being_read_does_not_break_the_read(shape, read):
+    holder = {}
+
+    def from_data(n):
+        d = holder.pop("d", None)
+        if d is not None:                   # drop the only reference, then reuse the memory
+            d["v"] = None
+            del d
+            gc.collect()
+            holder["junk"] = [bytes(64) for _ in range(2000)]
+        return _Dropper(n)
+
+    cowstore.register(_Dropper, lambda x: x.n, from_data)
+    try:
+        items = [_Dropper(0)] + ["s" * 40 + str(i) for i in range(2 if shape == "small tuple"
+                                                                  else 200)]
+        value = {"tuple": tuple(items), "small tuple": tuple(items), "list": items,
+                 "dict": {i: x for i, x in enumerate(items)}}[shape]
+        holder["d"] = cowstore.CowDict({"v": value})
+        d = holder["d"]
+        got = (d["v"] if read == "getitem" else cowstore.thaw(d)["v"] if read == "thaw"
+               else d.__reduce__()[1][0]["v"])
+        del d
+        assert got == value
+    finally:
+        cowstore.unregister(_Dropper)
