@@ -2,6 +2,7 @@
  * rest of the dict API).  Hot paths live here: d[k], d[k] = v, del d[k],
  * k in d, len, iteration, get, pop, setdefault, copy. */
 #include "cowpy.h"
+#include <structmember.h>              /* T_OBJECT_EX, READONLY: a view's slot */
 
 #define SELF ((CowObject *)op)
 
@@ -326,16 +327,36 @@ COWPY_ENTRY(static, PyObject *, dict_iter, (PyObject *op), (op))
  * ours). */
 static PyObject *view_mapping_name;
 
+/* The address of the "_mapping" slot (MappingView's __slots__) of view, an
+ * instance of type tp, or NULL when tp's "_mapping" is something else (a
+ * user's property): read and written there, a view skips the generic
+ * attribute protocol, a third of a small record's items() loop. */
+static PyObject **
+view_mapping_slot(PyTypeObject *tp, PyObject *view)
+{
+    PyObject *d = _PyType_Lookup(tp, view_mapping_name);     /* borrowed, cached */
+    PyMemberDef *m;
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+        return NULL;
+    m = ((PyMemberDescrObject *)d)->d_member;
+    return m->type == T_OBJECT_EX && !(m->flags & READONLY) ? (PyObject **)((char *)view + m->offset)
+                                                            : NULL;
+}
+
 static PyObject *
 make_view(PyObject *op, int kind)
 {
     PyTypeObject *cls = (PyTypeObject *)COWPY_ST(op)->view_cls[kind];
-    PyObject *view;
+    PyObject *view, **slot;
     if (cls == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "cowstore view classes not registered");
         return NULL;
     }
-    if ((view = cls->tp_alloc(cls, 0)) != NULL && PyObject_SetAttr(view, view_mapping_name, op) < 0)
+    if ((view = cls->tp_alloc(cls, 0)) == NULL)
+        return NULL;
+    if ((slot = view_mapping_slot(cls, view)) != NULL)
+        *slot = Py_NewRef(op);          /* a new object's slot is NULL */
+    else if (PyObject_SetAttr(view, view_mapping_name, op) < 0)
         Py_CLEAR(view);
     return view;
 }
@@ -349,9 +370,11 @@ static PyObject *dict_items(PyObject *op, PyObject *unused) { return make_view(o
 static PyObject *
 view_iter(PyObject *view, int kind)
 {
-    PyObject *res, *m = PyObject_GetAttr(view, view_mapping_name);
-    if (m == NULL)
-        return NULL;
+    PyObject *res, *m, **slot = view_mapping_slot(Py_TYPE(view), view);
+    if (slot && *slot)
+        m = Py_NewRef(*slot);
+    else if ((m = PyObject_GetAttr(view, view_mapping_name)) == NULL)
+        return NULL;                    /* unset: AttributeError, as Python's getattr */
     if (Py_TYPE(m)->tp_iter == dict_iter) {
         int outer = cow_ref_scope_enter();
         res = cowpy_iter_new((CowObject *)m, kind, 0);

@@ -78,6 +78,30 @@ def test_dict_api_surface():
     assert CowDict[str, int] is not None
 
 
+def test_views_made_by_hand_or_by_subclasses_iterate_as_dict_views():
+    d = CowDict(a=1, b=2)
+    view_classes = [type(d.keys()), type(d.values()), type(d.items())]
+    # Made by hand: their __init__ fills the _mapping slot.
+    for cls, want in zip(view_classes, (["a", "b"], [1, 2], [("a", 1), ("b", 2)])):
+        assert list(cls(d)) == want and len(cls(d)) == 2
+
+    class Renamed(view_classes[2]):
+        """A subclass whose _mapping is a property: iteration goes through it."""
+
+        @property
+        def _mapping(self):
+            return CowDict(z=26)
+
+        @_mapping.setter
+        def _mapping(self, mapping):
+            pass
+
+    assert list(Renamed(d)) == [("z", 26)]
+    # Never initialised: the slot is empty, so iterating raises as getattr would.
+    with pytest.raises(AttributeError):
+        iter(view_classes[0].__new__(view_classes[0]))
+
+
 def test_nested_views_write_through_and_detach():
     d = CowDict({"a": {"b": 1}, "l": [1, {"deep": []}]})
     d["a"]["b"] = 2
