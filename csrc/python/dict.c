@@ -365,8 +365,23 @@ static PyObject *dict_keys(PyObject *op, PyObject *unused) { return make_view(op
 static PyObject *dict_values(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_VALUES); }
 static PyObject *dict_items(PyObject *op, PyObject *unused) { return make_view(op, COWPY_IT_ITEMS); }
 
+/* The iterator collections.abc's view class of this kind gives: for a
+ * view a user made of a mapping that is not ours (its _iter is ours). */
+static PyObject *
+abc_view_iter(PyObject *view, int kind)
+{
+    static const char *const abc_names[COWPY_VIEW_KINDS] = {"KeysView", "ValuesView", "ItemsView"};
+    PyObject *abc = PyImport_ImportModule("collections.abc"), *cls = NULL, *res = NULL;
+    if (abc != NULL && (cls = PyObject_GetAttrString(abc, abc_names[kind])) != NULL)
+        res = PyObject_CallMethod(cls, "__iter__", "O", view);
+    Py_XDECREF(cls);
+    Py_XDECREF(abc);
+    return res;
+}
+
 /* iter(view): an iterator of the view's container, or of whatever
- * _mapping a user gave the view, through its _iter. */
+ * _mapping a user gave the view: through its _iter, else as
+ * collections.abc's views iterate. */
 static PyObject *
 view_iter(PyObject *view, int kind)
 {
@@ -382,8 +397,10 @@ view_iter(PyObject *view, int kind)
         if (err != COW_OK)
             res = cowpy_read_failed(res, m, err);
     }
-    else
+    else if (PyObject_HasAttrString(m, "_iter"))
         res = PyObject_CallMethod(m, "_iter", "i", kind);
+    else
+        res = abc_view_iter(view, kind);
     Py_DECREF(m);
     return res;
 }

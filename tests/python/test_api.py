@@ -81,9 +81,10 @@ def test_dict_api_surface():
 def test_views_made_by_hand_or_by_subclasses_iterate_as_dict_views():
     d = CowDict(a=1, b=2)
     view_classes = [type(d.keys()), type(d.values()), type(d.items())]
-    # Made by hand: their __init__ fills the _mapping slot.
+    # Made by hand (their __init__ fills the _mapping slot), over any mapping.
     for cls, want in zip(view_classes, (["a", "b"], [1, 2], [("a", 1), ("b", 2)])):
         assert list(cls(d)) == want and len(cls(d)) == 2
+        assert list(cls({"a": 1, "b": 2})) == want
 
     class Renamed(view_classes[2]):
         """A subclass whose _mapping is a property: iteration goes through it."""
