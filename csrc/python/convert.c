@@ -605,6 +605,7 @@ wrap_as(cowpy_state *st, cow_val v, int tag)
     obj->root = v;
     obj->pkey = cow_val_none();
     obj->mut = COWPY_MUT_MADE;
+    cowpy_untrack_own(st, (PyObject *)obj, tag);
     return (PyObject *)obj;
 }
 

@@ -269,6 +269,7 @@ cowpy_new_like(PyObject *op, cow_val v)
     ((CowObject *)res)->root = v;
     ((CowObject *)res)->pkey = cow_val_none();
     ((CowObject *)res)->mut = COWPY_MUT_MADE;
+    cowpy_untrack_own(COWPY_ST(op), res, v.tag);
     return res;
 }
 
@@ -306,6 +307,7 @@ cowpy_new_empty(PyTypeObject *type, cow_tag tag, cow_tag frozen_tag)
     self->st = st;
     self->root = root;
     self->pkey = cow_val_none();
+    cowpy_untrack_own(st, (PyObject *)self, tag);
     return (PyObject *)self;
 }
 

@@ -2,6 +2,7 @@
 documented places where cowstore differs."""
 import collections.abc as abc
 import copy
+import gc
 import pickle
 
 import pytest
@@ -101,6 +102,29 @@ def test_views_made_by_hand_or_by_subclasses_iterate_as_dict_views():
     # Never initialised: the slot is empty, so iterating raises as getattr would.
     with pytest.raises(AttributeError):
         iter(view_classes[0].__new__(view_classes[0]))
+
+
+def test_the_package_containers_are_untracked_and_subclass_cycles_still_collect():
+    """Our own classes' instances hold nothing the GC could follow, so they are
+    off its lists (a full collection does not walk records held by the
+    program); a user's subclass may hold a __dict__ and stays tracked."""
+    d = cowstore.freeze({"rows": [{"a": 1}], "s": {1}})
+    made = [CowDict(), CowList([1]), FrozenDict(a=1).copy(), d, d["rows"], d["rows"][0],
+            d["s"], copy.copy(d), CowSet([1]), FrozenList([2]), FrozenSet([3])]
+    assert not any(gc.is_tracked(x) for x in made)
+
+    freed = []
+
+    class Node(CowDict):
+        def __del__(self):
+            freed.append(True)
+
+    node = Node(a=1)
+    node.me = node                          # a cycle only the GC can free
+    assert gc.is_tracked(node) and gc.is_tracked(node.copy())
+    del node
+    gc.collect()
+    assert freed
 
 
 def test_nested_views_write_through_and_detach():
