@@ -27,7 +27,6 @@ from ._cowstore import (
     UnsupportedTypeError,
 )
 from ._diff import MISSING, Change, diff
-from ._ext import register, set_fallback, unregister
 from ._dict import CowDict, CowItemsView, CowKeysView, CowValuesView, FrozenDict
 from ._list import CowList, FrozenList
 from . import _parcel
@@ -45,6 +44,23 @@ del _kind, _cls
 _parcel.register_forking_pickler((CowDict, FrozenDict, CowList, FrozenList, CowSet, FrozenSet))
 
 __version__ = "0.6.0"
+
+# The extension-leaf codec (datetime, Decimal, UUID, enums, dataclasses...)
+# imports a dozen standard modules, half of `import cowstore`'s time and
+# GC-tracked objects: it is imported when first needed, by the binding at
+# the first such value, or here at the first use of its public functions.
+_EXT_API = ("register", "unregister", "set_fallback")
+
+
+def __getattr__(name):
+    if name in _EXT_API:
+        from . import _ext
+        return getattr(_ext, name)
+    raise AttributeError(f"module 'cowstore' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXT_API))
 
 __all__ = [
     "CowDict", "FrozenDict", "CowList", "FrozenList", "CowSet", "FrozenSet",

@@ -15,7 +15,6 @@ import fcntl
 import itertools
 import os
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -159,7 +158,10 @@ def _remove_files(path):
 
 
 def _anon_dir():
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    if os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    import tempfile                     # shutil, bz2, lzma, random: not at import
+    return tempfile.gettempdir()
 
 
 def _anon_name():

@@ -4,6 +4,8 @@ import collections.abc as abc
 import copy
 import gc
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -381,3 +383,19 @@ def test_wrong_argument_types_raise_like_the_builtins():
         CowDict().update(5)
     assert [c.path for c in cowstore.diff(CowDict(), 5)] == [()]   # a whole-value change
     assert l == [1, 2]
+
+
+def test_the_extension_codec_is_imported_on_first_use():
+    """`import cowstore` leaves out the extension-leaf codec and its dozen
+    standard modules (half the import's time); the first datetime stored, or
+    the first cowstore.register, brings it in."""
+    code = ("import sys, datetime, cowstore\n"
+            "print('cowstore._ext' in sys.modules)\n"
+            "assert cowstore.thaw(cowstore.freeze([datetime.date(2020, 1, 2)])) == "
+            "[datetime.date(2020, 1, 2)]\n"
+            "print('cowstore._ext' in sys.modules, callable(cowstore.register))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True"]
+    with pytest.raises(AttributeError, match="no_such_name"):
+        cowstore.no_such_name
