@@ -790,15 +790,19 @@ skip_item_slow(pk_in *in, unsigned depth)
 }
 
 /* The container item whose code the reader just read, at entry pos of
- * parent, as a packed value naming the node at its body (P8); the reader
- * steps over the body, checked as a full decode would be (P3). */
+ * parent, as a packed value naming the node at its body (P8).  With step,
+ * the reader steps over the body, checked as a full decode would be (P3):
+ * a cursor's next item follows it.  A lookup's or an index's view is left
+ * unwalked: every later read of it has a checked reader of its own (P3),
+ * and d["tags"] no longer decodes the list twice. */
 static int
-get_nested_view(pk_in *in, const cow_val *parent, unsigned code, size_t pos, cow_val *out)
+get_nested_view(pk_in *in, const cow_val *parent, unsigned code, size_t pos, int step,
+                cow_val *out)
 {
     size_t off = (size_t)(in->p - items_of(in->node));
     int rc;
     in->p--;                            /* skip_item reads the code again */
-    if ((rc = skip_item(in, 0)))
+    if (step && (rc = skip_item(in, 0)))
         return rc;
     if (off > PK_MAX_OFFSET)
         return COW_ECORRUPT;            /* P2 never packs so many bytes */
@@ -813,9 +817,9 @@ get_nested_view(pk_in *in, const cow_val *parent, unsigned code, size_t pos, cow
 
 /* The item at the reader, entry pos of parent, borrowed (pack.h): views
  * into the node, words exported without a reference, a nested container
- * as a packed value (P8). */
+ * as a packed value (P8), stepped over when step (get_nested_view). */
 static int
-get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
+get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *out)
 {
     const uint8_t *at = in->p;
     unsigned code, len;
@@ -825,7 +829,7 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, cow_val *out)
     if ((rc = get_byte(in, &code)))
         return rc;
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
-        return get_nested_view(in, parent, code, pos, out);
+        return get_nested_view(in, parent, code, pos, step, out);
     if ((code >= PK_SSTR && code <= PK_SSTR + COW_INLINE_MAX) || code == PK_STR || code == PK_BYTES) {
         len = code - PK_SSTR;
         if (code == PK_STR || code == PK_BYTES)
@@ -938,7 +942,7 @@ cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
     for (unsigned j = 0; j < pos; j++)
         if ((rc = skip_item(&in, 0)))
             return rc;
-    return (rc = get_entry_view(&in, v, pos, out)) ? rc : COW_FOUND;
+    return (rc = get_entry_view(&in, v, pos, 0, out)) ? rc : COW_FOUND;
 }
 
 int
@@ -956,7 +960,7 @@ cow_pack_index(const cow_val *v, size_t i, cow_val *out)
     for (size_t j = 0; j < i; j++)
         if ((rc = skip_item(&in, 0)))
             return rc;
-    return (rc = get_entry_view(&in, v, i, out)) ? rc : COW_FOUND;
+    return (rc = get_entry_view(&in, v, i, 0, out)) ? rc : COW_FOUND;
 }
 
 int
@@ -988,7 +992,7 @@ cow_pack_cursor_next(cow_pack_cursor *c, const char **key, size_t *klen, cow_val
             return rc;
         *key = (const char *)k;
     }
-    if ((rc = get_entry_view(&c->in, c->v, c->pos, val)))
+    if ((rc = get_entry_view(&c->in, c->v, c->pos, 1, val)))
         return rc;
     c->pos++;
     return COW_FOUND;
@@ -1132,7 +1136,7 @@ visit_item(pk_in *in, const cow_pack_visitor *vis, void *ctx, unsigned depth)
         in->p++;
         return visit_body(in, container_tags[code - PK_CONTAINER], vis, ctx, depth + 1);
     }
-    if ((rc = get_entry_view(in, NULL, 0, &v)))    /* a scalar: no parent needed */
+    if ((rc = get_entry_view(in, NULL, 0, 1, &v)))     /* a scalar: no parent needed */
         return rc;
     return vis->scalar(ctx, &v);
 }
