@@ -327,6 +327,40 @@ list_unmarked(cow_store *s, const mark_state *m, uint32_t **out, size_t *n)
     return rc;
 }
 
+/* LMDB's header of an overflow run (mdb.c's MDB_page, which lmdb.h does not
+ * export): a segment's bytes follow it in the run's first page.  Reads never
+ * use it, but mdb_del frees the run by it, trusting its flags and page
+ * count: damaged, they abort the process in mdb_ovpage_free (found by the
+ * fuzzer) or free pages still in use.  So a sweep checks it first. */
+#define LMDB_PAGE_HEADER 16         /* PAGEHDRSZ */
+#define LMDB_PAGE_FLAGS_AT 10       /* u16 mp_flags */
+#define LMDB_PAGE_COUNT_AT 12       /* u32 mp_pages: the run's length */
+#define LMDB_P_OVERFLOW 0x04        /* the only flag of a run on disk */
+
+/* Whether the overflow run holding segment value v (in the file's map; a
+ * run this transaction wrote is LMDB's own memory, not checked) has the
+ * header LMDB wrote: its own page number, only the overflow flag, and as
+ * many pages as v's size takes (mdb.c OVPAGES). */
+static int
+seg_run_intact(const cow_store *s, const MDB_val *v)
+{
+    const char *data = v->mv_data, *page = data - LMDB_PAGE_HEADER;
+    MDB_stat st;
+    uint64_t pgno;
+    uint32_t pages;
+    uint16_t flags;
+    if (data < s->ref.base || data >= s->ref.base + s->ref.size)
+        return 1;
+    mdb_env_stat(s->env, &st);
+    if ((size_t)(page - s->ref.base) % st.ms_psize != 0)
+        return 0;                   /* every segment is a run (seg_min_size) */
+    memcpy(&pgno, page, sizeof pgno);
+    memcpy(&flags, page + LMDB_PAGE_FLAGS_AT, sizeof flags);
+    memcpy(&pages, page + LMDB_PAGE_COUNT_AT, sizeof pages);
+    return pgno == (uint64_t)(page - s->ref.base) / st.ms_psize && flags == LMDB_P_OVERFLOW
+           && pages == (LMDB_PAGE_HEADER - 1 + v->mv_size) / st.ms_psize + 1;
+}
+
 /* Deletes every segment not marked (SG3 kept). */
 static int
 sweep_unmarked(cow_store *s, const mark_state *m)
@@ -336,8 +370,11 @@ sweep_unmarked(cow_store *s, const mark_state *m)
     int mrc = 0, rc = list_unmarked(s, m, &ids, &n);
     for (size_t i = 0; i < n && rc == COW_OK; i++) {
         MDB_val k = {sizeof ids[i], &ids[i]}, v;
-        if ((mrc = mdb_get(s->wtxn, s->segs, &k, &v)) != 0
-            || (mrc = mdb_del(s->wtxn, s->segs, &k, NULL)) != 0) {
+        if ((mrc = mdb_get(s->wtxn, s->segs, &k, &v)) == 0 && !seg_run_intact(s, &v)) {
+            rc = store_msg(COW_ECORRUPT, "a segment's overflow page header is damaged");
+            break;
+        }
+        if (mrc != 0 || (mrc = mdb_del(s->wtxn, s->segs, &k, NULL)) != 0) {
             rc = store_mdb_fail(s, mrc, "deleting a segment");
             break;
         }

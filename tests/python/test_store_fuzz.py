@@ -272,3 +272,43 @@ def test_walker_reports_a_missing_file_cleanly(tmp_path):
     """The harness itself: a missing file opened readonly is a clean error."""
     outcome, detail = _run_walker(str(tmp_path / "absent.cow"), "walk")
     assert outcome == "clean", detail
+
+
+def _overflow_runs(blob):
+    """The first page of every overflow run in blob (each segment is one)."""
+    pg, firsts = 0, []
+    while pg < len(blob) // PAGE:
+        at = pg * PAGE
+        flags = int.from_bytes(blob[at + W.FLAGS_AT: at + W.FLAGS_AT + 2], "little")
+        run = 1
+        if pg >= 2 and flags & W.P_OVERFLOW:
+            firsts.append(pg)
+            run = max(1, int.from_bytes(blob[at + W.OVERFLOW_PAGES_AT: at + W.OVERFLOW_PAGES_AT + 4],
+                                        "little"))
+        pg += run
+    return firsts
+
+
+@pytest.mark.parametrize("field", ["flags", "page count"])
+def test_a_damaged_overflow_header_fails_the_commit_not_the_process(base_store, tmp_path, field):
+    """LMDB frees a segment's pages by the header of its overflow run, trusting
+    it (a dirty flag read from disk aborted the process in mdb_ovpage_free,
+    found by the fuzzer).  The sweep checks each header first: the commit that
+    would free a damaged run fails with CorruptStoreError (the walker's first
+    commit, which frees nothing, lands), and reads, which never use the
+    header, still see every root."""
+    blob = bytearray(base_store)
+    runs = _overflow_runs(blob)
+    assert len(runs) >= 3
+    for pg in runs:
+        at = pg * PAGE
+        if field == "flags":
+            blob[at + W.FLAGS_AT] |= 0x10                       # LMDB's P_DIRTY
+        else:
+            blob[at + W.OVERFLOW_PAGES_AT] += 1                 # one page too many
+    path = str(tmp_path / "runs.cow")
+    with open(path, "wb") as f:
+        f.write(blob)
+    outcome, detail = _run_walker(path, "walk-write")
+    assert outcome == "clean" and "overflow page header is damaged" in detail, (outcome, detail)
+    assert _run_walker(path, "walk") == ("ok", "OK 9 roots")
