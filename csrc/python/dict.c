@@ -405,15 +405,30 @@ view_iter(PyObject *view, int kind)
     return res;
 }
 
-static PyObject *keys_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_KEYS); }
-static PyObject *values_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_VALUES); }
-static PyObject *items_iter(PyObject *view, PyObject *unused) { return view_iter(view, COWPY_IT_ITEMS); }
+static PyObject *keys_iter(PyObject *view) { return view_iter(view, COWPY_IT_KEYS); }
+static PyObject *values_iter(PyObject *view) { return view_iter(view, COWPY_IT_VALUES); }
+static PyObject *items_iter(PyObject *view) { return view_iter(view, COWPY_IT_ITEMS); }
 
-static PyMethodDef view_iter_defs[COWPY_VIEW_KINDS] = {
-    {"__iter__", keys_iter, METH_NOARGS, "Implement iter(self)."},
-    {"__iter__", values_iter, METH_NOARGS, "Implement iter(self)."},
-    {"__iter__", items_iter, METH_NOARGS, "Implement iter(self)."},
-};
+static const getiterfunc view_iters[COWPY_VIEW_KINDS] = {keys_iter, values_iter, items_iter};
+
+/* A slot wrapper __iter__ for cls that calls fn, as list.__iter__ calls
+ * list's tp_iter: made with the slot definition list's wrapper carries,
+ * which CPython recognises when the attribute is set, making fn the
+ * class's tp_iter itself.  iter(view) then calls fn directly, not a method
+ * found by name and called through vectorcall (a tenth of starting a small
+ * record's items() loop).  Were that recognition to go, the wrapper would
+ * still be called, through the generic slot. */
+static PyObject *
+iter_slot_wrapper(PyObject *cls, getiterfunc fn)
+{
+    PyObject *proto = PyDict_GetItemString(PyList_Type.tp_dict, "__iter__");    /* borrowed */
+    if (proto == NULL || !Py_IS_TYPE(proto, &PyWrapperDescr_Type)) {
+        PyErr_SetString(PyExc_RuntimeError, "list.__iter__ is not a slot wrapper");
+        return NULL;
+    }
+    return PyDescr_NewWrapper((PyTypeObject *)cls, ((PyWrapperDescrObject *)proto)->d_base,
+                              (void *)fn);
+}
 
 int
 cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
@@ -422,7 +437,7 @@ cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
     int rc;
     if (view_mapping_name == NULL && (view_mapping_name = PyUnicode_InternFromString("_mapping")) == NULL)
         return -1;
-    if ((descr = PyDescr_NewMethod((PyTypeObject *)cls, &view_iter_defs[kind])) == NULL)
+    if ((descr = iter_slot_wrapper(cls, view_iters[kind])) == NULL)
         return -1;
     rc = PyObject_SetAttrString(cls, "__iter__", descr);
     Py_DECREF(descr);
