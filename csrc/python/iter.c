@@ -194,7 +194,7 @@ packed_value(CowIter *it, const cow_val *v, PyObject *key, size_t p)
     cow_val k = cow_val_none();
     uint64_t h = 0;
     PyObject *res;
-    if (v->tag != COW_T_PACKED)         /* a pack holds no other container */
+    if (v->tag != COW_T_PACKED)         /* a pack's containers are all packed */
         return cowpy_scalar_to_object(it->st, v);
     if (!cowpy_is_mutable_container(v))
         return cowpy_to_object(it->st, v, NULL, NULL, 0, 0);
