@@ -880,9 +880,7 @@ field_hint_of(const uint8_t *keys, const char *key, uint64_t *tag)
 static int
 key_is(const uint8_t *k, size_t len, const char *key, size_t klen)
 {
-    if (len != klen)
-        return 0;
-    return len <= COW_SHORT_MAX ? cow_equal_short(k, key, len) : memcmp(k, key, len) == 0;
+    return len == klen && cow_bytes_equal(k, key, len);
 }
 
 /* Whether the shape key whose entry starts at keys + off is key. */

@@ -762,7 +762,7 @@ cow_val_equal(const cow_val *a, const cow_val *b)
     /* The hot case: a key found in a map (short, inline) against a probe (a
      * view of the caller's str), told apart with no call. */
     if (cow_val_str_bytes(a, &pa, &na) && cow_val_str_bytes(b, &pb, &nb))
-        return na == nb && (na <= COW_SHORT_MAX ? cow_equal_short(pa, pb, na) : memcmp(pa, pb, na) == 0);
+        return na == nb && cow_bytes_equal(pa, pb, na);
     if (cow_tag_is_str(a->tag) && cow_tag_is_str(b->tag))
         return span_order(a, b) == 0;
     if (a->tag == COW_T_PACKED || b->tag == COW_T_PACKED)

@@ -251,10 +251,7 @@ packed_write_at(cow_vnode *n, size_t pos, cow_val v)
     if (vn_items(n)[pos] == COW_CI_RAW && cow_ci_decode(vn_items(n) + pos, len, &old) == len)
         cow_val_release(&old);
     n->words |= cow_tag_has_word(v.tag);
-    if (len <= COW_SHORT_MAX)           /* all but a raw item: no call */
-        cow_copy_short((uint8_t *)vn_items(n) + pos, item, len);
-    else
-        memcpy((uint8_t *)vn_items(n) + pos, item, len);
+    cow_copy_bytes((uint8_t *)vn_items(n) + pos, item, len);     /* all but a raw item: no call */
     return 1;
 }
 

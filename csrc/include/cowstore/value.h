@@ -129,6 +129,23 @@ cow_copy_short(void *dst, const void *src, size_t n)
         d[0] = s[0];
 }
 
+/* Whether n bytes at a and b are equal; copies n bytes: short ones (keys,
+ * inline strs, items) with no call, longer ones by the library. */
+static inline int
+cow_bytes_equal(const void *a, const void *b, size_t n)
+{
+    return n <= COW_SHORT_MAX ? cow_equal_short(a, b, n) : memcmp(a, b, n) == 0;
+}
+
+static inline void
+cow_copy_bytes(void *dst, const void *src, size_t n)
+{
+    if (n <= COW_SHORT_MAX)
+        cow_copy_short(dst, src, n);
+    else
+        memcpy(dst, src, n);
+}
+
 struct cow_blob;
 struct cow_vec;
 struct cow_map;
