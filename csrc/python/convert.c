@@ -630,35 +630,28 @@ attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, siz
         cow_val_copy(&obj->pkey, key);
 }
 
-/* The tuple of a tuple-tagged value.  Its vector is held while walked: an
- * extension decoder runs Python code, which may drop the container that
- * holds v. */
+/* The tuple of a tuple's vector, which the caller holds while it is walked:
+ * an extension decoder runs Python code, which may drop the container the
+ * tuple was read from. */
 static PyObject *
-tuple_of(cowpy_state *st, const cow_val *v, int thaw)
+tuple_of(cowpy_state *st, const cow_vec *vec, int thaw)
 {
-    cow_val held;
-    const cow_vec *vec;
-    PyObject *t, *item;
+    PyObject *t = PyTuple_New((Py_ssize_t)vec->b.len), *item;
     cow_vec_iter it;
     const cow_val *e;
     Py_ssize_t i = 0;
-    cow_val_copy(&held, v);
-    vec = cow_val_getvec(&held);
-    if ((t = PyTuple_New((Py_ssize_t)vec->b.len)) == NULL)
-        goto fail;
+    if (t == NULL)
+        return NULL;
     cow_vec_iter_init(&it, &vec->b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL) {
         item = thaw ? cowpy_thaw(st, e) : cowpy_to_object(st, e, NULL, NULL, 0, 0);
-        if (item == NULL)
-            goto fail;
+        if (item == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
         PyTuple_SET_ITEM(t, i++, item);
     }
-    cow_val_release(&held);
     return t;
-fail:
-    Py_XDECREF(t);
-    cow_val_release(&held);
-    return NULL;
 }
 
 /* Whether the n bytes at p are all ASCII, a word at a time. */
@@ -685,10 +678,8 @@ new_ascii_str(const char *p, size_t n)
     PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
     if (s == NULL)
         PyErr_Clear();
-    else if (n <= COW_SHORT_MAX)
-        cow_copy_short(PyUnicode_1BYTE_DATA(s), p, n);
     else
-        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+        cow_copy_bytes(PyUnicode_1BYTE_DATA(s), p, n);
     return s;
 }
 
@@ -835,11 +826,14 @@ to_object_general(cowpy_state *st, const cow_val *v, CowObject *parent,
         return s;
     if (v->tag == COW_T_PACKED)
         return packed_to_object(st, v, parent, key, hash, idx);
-    if (v->tag == COW_T_TUPLE)
-        return tuple_of(st, v, 0);
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
         return scalar_to_object(st, v);
     cow_val_copy(&own, v);
+    if (own.tag == COW_T_TUPLE) {       /* held while walked (tuple_of) */
+        s = tuple_of(st, cow_val_getvec(&own), 0);
+        cow_val_release(&own);
+        return s;
+    }
     parent = view_parent(parent, &own.tag);
     if ((obj = (CowObject *)cowpy_wrap(st, own)) == NULL)
         return NULL;
@@ -1061,7 +1055,7 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
      * may drop or write to the container that holds v. */
     cow_val_copy(&held, v);
     switch (held.tag) {
-    case COW_T_TUPLE: res = tuple_of(st, &held, 1); break;
+    case COW_T_TUPLE: res = tuple_of(st, cow_val_getvec(&held), 1); break;
     case COW_T_LIST:
     case COW_T_FLIST: res = thaw_list(st, cow_val_getvec(&held)); break;
     case COW_T_DICT:

@@ -93,8 +93,9 @@ typedef struct cowpy_state {
  * statement makes, and these hold no reference the GC could follow (the C
  * base has no tp_traverse), so tracking only made each full collection
  * walk them: 19 ms a collection with 300,000 records read out and held.
- * CPython untracks dicts of atomic values for the same reason.  A user's subclass stays tracked: its instances may
- * hold a __dict__ or slots, or be referenced from their own class. */
+ * CPython untracks dicts of atomic values for the same reason.  A user's
+ * subclass stays tracked: its instances may hold a __dict__ or slots, or be
+ * referenced from their own class. */
 static inline void
 cowpy_untrack_own(const cowpy_state *st, PyObject *obj, int tag)
 {
