@@ -17,6 +17,7 @@ cow_strerror(int code)
     case COW_EREADONLY: return "store is readonly";
     case COW_ECLOSED: return "store is closed";
     case COW_ECONFLICT: return "transaction conflict";
+    case COW_EDEPTH: return "containers nested too deeply for this operation";
     }
     return "unknown cowstore error";
 }

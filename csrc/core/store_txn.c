@@ -248,7 +248,8 @@ apply_ops(cow_store *s)
             cow_segw_value(&w, &s->ops[i].v, &pages[i]);
     rc = cow_segw_finish(&w);
     if (rc == COW_EOVERFLOW && cow_store_errmsg()[0] == '\0')     /* the sink names its own */
-        store_msg(rc, "cannot store containers nested more than 256 levels deep");
+        store_msg(rc, "cannot store containers nested this deep: a store takes 256 levels "
+                  "(small containers packed into their parent do not count)");
     else if (rc == COW_ECORRUPT)
         store_msg(rc, "a value read from a store failed validation (corrupt pages)");
     for (size_t i = 0; i < s->nops; i++) {

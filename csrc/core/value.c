@@ -231,6 +231,63 @@ cow_val_copy(cow_val *dst, const cow_val *src)
     }
 }
 
+/* ---- releasing deep nesting ----------------------------------------------
+ * Freeing a container releases its values, so freeing nested heap
+ * containers recurses once per level -- and a copy is O(1), so a loop of
+ * x = CowDict({'a': x}) nests 10^5 levels without any recursion to build
+ * them.  As CPython's trashcan does for its containers: past
+ * RELEASE_DEPTH_MAX levels a container's release is deferred to a list of
+ * the thread's, which the outermost release drains, each entry again from
+ * depth 1.  The list is allocated only then; if it cannot grow, the release
+ * recurses as before. */
+#define RELEASE_DEPTH_MAX 512
+static COW_THREAD_LOCAL unsigned release_depth;
+static COW_THREAD_LOCAL cow_val *deferred;
+static COW_THREAD_LOCAL size_t ndeferred, deferred_cap;
+
+static int
+release_defer(const cow_val *v)
+{
+    if (ndeferred == deferred_cap) {
+        size_t cap = deferred_cap ? 2 * deferred_cap : 64;
+        cow_val *grown = cow_realloc(deferred, cap * sizeof *grown);
+        if (grown == NULL)
+            return 0;
+        deferred = grown;
+        deferred_cap = cap;
+    }
+    deferred[ndeferred++] = *v;
+    return 1;
+}
+
+static void
+release_container(const cow_val *v)
+{
+    if (cow_tag_is_vec(v->tag))
+        cow_vec_release((cow_vec *)v->u.w);
+    else
+        cow_map_release((cow_map *)v->u.w);
+}
+
+static void
+release_nested(const cow_val *v)
+{
+    if (release_depth >= RELEASE_DEPTH_MAX && release_defer(v))
+        return;
+    release_depth++;
+    release_container(v);
+    if (release_depth == 1)
+        while (ndeferred > 0) {
+            cow_val next = deferred[--ndeferred];
+            release_container(&next);
+        }
+    if (--release_depth == 0 && deferred != NULL) {
+        cow_free(deferred);
+        deferred = NULL;
+        deferred_cap = 0;
+    }
+}
+
 void
 cow_val_release_word(cow_val *v)     /* v has a word (cow_tag_has_word) */
 {
@@ -241,12 +298,10 @@ cow_val_release_word(cow_val *v)     /* v has a word (cow_tag_has_word) */
         if (cow_refcnt_drop(&b->refcnt))
             cow_free(b);
     }
-    else if (cow_tag_is_vec(v->tag))
-        cow_vec_release((cow_vec *)v->u.w);
     else if (v->tag == COW_T_PACKED)
         cow_pack_release((cow_pack *)v->u.w);
     else
-        cow_map_release((cow_map *)v->u.w);
+        release_nested(v);      /* a vector or a map */
     *v = cow_val_none();
 }
 
@@ -518,17 +573,19 @@ is_number(const cow_val *v)
 /* ---- nesting bound --------------------------------------------------------- */
 
 /* Containers nested deeper than this are refused by the recursive walks
- * (hash, equality, order): Python data cannot nest this deep (its recursion
- * limit stops conversion first), so only pages describing a cycle get here,
- * and they must get an error, not a stack overflow. */
+ * (hash, equality, order), so that they get an error, not a stack overflow:
+ * heap ones (a loop of x = CowDict({'a': x}) nests without recursing) get
+ * COW_EDEPTH, a RecursionError as dict's walks raise, and stored ones
+ * COW_ECORRUPT -- a commit refuses nesting this deep (cow_store_put), so
+ * only pages describing a cycle get here. */
 #define COW_MAX_NESTING 4096
 static COW_THREAD_LOCAL unsigned nesting;   /* per thread: walks in two threads do not add up */
 
 static int
-nest_enter(void)
+nest_enter(const cow_val *v)
 {
     if (nesting >= COW_MAX_NESTING) {
-        cow_ref_set_error(COW_ECORRUPT);
+        cow_ref_set_error(cow_word_stored(v->u.w) ? COW_ECORRUPT : COW_EDEPTH);
         return 0;
     }
     nesting++;
@@ -605,8 +662,8 @@ hash_impl(const cow_val *v, int frozen, uint64_t *out)
         return hash_packed(v, frozen, out);
     if (!cow_tag_is_vec(v->tag) && !cow_tag_is_map(v->tag))
         return hash_walk(v, frozen, out);
-    if (!nest_enter())
-        return COW_ECORRUPT;
+    if (!nest_enter(v))
+        return cow_word_stored(v->u.w) ? COW_ECORRUPT : COW_EDEPTH;
     rc = hash_walk(v, frozen, out);
     nest_leave();
     return rc;
@@ -769,7 +826,7 @@ cow_val_equal(const cow_val *a, const cow_val *b)
         return equal_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return equal_walk(a, b);
-    if (!nest_enter())
+    if (!nest_enter(a))
         return 0;
     eq = equal_walk(a, b);
     nest_leave();
@@ -835,7 +892,7 @@ cow_val_order(const cow_val *a, const cow_val *b)
         return order_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return order_walk(a, b);
-    if (!nest_enter())
+    if (!nest_enter(a))
         return 0;
     c = order_walk(a, b);
     nest_leave();

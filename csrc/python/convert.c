@@ -167,12 +167,29 @@ check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
     return 0;
 }
 
-/* tuple and list elements -> a vector. */
+/* Python code that a conversion runs -- a key's __hash__, a registered
+ * class's to_data, a dataclass field's property -- may change the list, dict
+ * or set being converted: each item is held while it is converted, and a
+ * change of size is refused, as dict iteration refuses it (a RuntimeError,
+ * the item just converted released). */
 static int
-conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val *out)
+size_kept(Py_ssize_t now, Py_ssize_t before, const char *what, cow_val *converted)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
-    PyObject **items = PySequence_Fast_ITEMS(obj);
+    if (now == before)
+        return 1;
+    cow_val_release(converted);
+    PyErr_Format(PyExc_RuntimeError, "%s changed size during conversion to cowstore", what);
+    return 0;
+}
+
+/* The elements of tuple or list `items` -> a vector; obj is the container
+ * they came from (the same object, or a subclass's whose own __iter__ made
+ * `items`), named in paths and cycle checks. */
+static int
+conv_seq(conv_ctx *cx, PyObject *obj, PyObject *items, const conv_frame *at, cow_tag tag,
+         cow_val *out)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
     cow_vec *vec = cow_vec_new();
     cow_val block[CONV_BLOCK];
     size_t nblock = 0;
@@ -180,7 +197,12 @@ conv_seq(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_tag tag, cow_val
         return cowpy_raise_int(cx->st, COW_ENOMEM);
     for (Py_ssize_t i = 0; i < n; i++) {
         conv_frame here = {at, obj, NULL, i};
-        if (conv(cx, items[i], &here, &block[nblock]) < 0)
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        int rc;
+        Py_INCREF(item);
+        rc = conv(cx, item, &here, &block[nblock]);
+        Py_DECREF(item);
+        if (rc < 0 || !size_kept(PySequence_Fast_GET_SIZE(items), n, "list", &block[nblock]))
             goto fail;
         if (pack_child(cx, &block[nblock++]) < 0) {
             nblock--;                   /* released by pack_child */
@@ -258,36 +280,85 @@ put_entries(conv_ctx *cx, cow_map *map, conv_entries *e)
     return rc;
 }
 
+/* Converts (key, value), both held, into the block's next slot (not yet
+ * counted); on failure nothing is left there. */
+static int
+dict_entry(conv_ctx *cx, PyObject *key, PyObject *value, const conv_frame *at, conv_entries *e)
+{
+    conv_frame here = {at->up, at->container, key, 0};
+    if (key_of(cx, key, &here, &e->keys[e->n], &e->hashes[e->n]) < 0)
+        return -1;
+    if (conv(cx, value, &here, &e->vals[e->n]) < 0 || pack_child(cx, &e->vals[e->n]) < 0) {
+        cow_val_release(&e->keys[e->n]);
+        return -1;
+    }
+    return 0;
+}
+
+/* The next (key, value) of dict obj, as new references: 1, or 0 at the
+ * end, -1 raised.  A subclass with an __iter__ of its own (OrderedDict)
+ * is read as dict(obj) reads it, through the list of its keys() (`keys`)
+ * and its __getitem__, so that its order and overrides hold. */
+static int
+next_entry(PyObject *obj, PyObject *keys, Py_ssize_t *pos, PyObject **key, PyObject **value)
+{
+    if (keys == NULL) {
+        if (!PyDict_Next(obj, pos, key, value))
+            return 0;
+        Py_INCREF(*value);
+    }
+    else {
+        if (*pos >= PyList_GET_SIZE(keys))
+            return 0;
+        *key = PyList_GET_ITEM(keys, (*pos)++);
+        if ((*value = PyObject_GetItem(obj, *key)) == NULL)
+            return -1;
+    }
+    Py_INCREF(*key);
+    return 1;
+}
+
 static int
 conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
-    Py_ssize_t pos = 0, left = PyDict_GET_SIZE(obj);
-    PyObject *key, *value;
-    cow_map *map = cow_map_new();
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(obj);
+    PyObject *key, *value, *keys = NULL;
+    cow_map *map = NULL;
+    conv_frame self = {at, obj, NULL, 0};
     conv_entries e;
-    if (map == NULL)
-        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    int more;
     e.n = 0;
-    while (PyDict_Next(obj, &pos, &key, &value)) {
-        conv_frame here = {at, obj, key, 0};
-        left--;
-        if (key_of(cx, key, &here, &e.keys[e.n], &e.hashes[e.n]) < 0)
-            goto fail;
-        if (conv(cx, value, &here, &e.vals[e.n]) < 0 || pack_child(cx, &e.vals[e.n]) < 0) {
-            cow_val_release(&e.keys[e.n]);
-            goto fail;
-        }
-        if (++e.n == CONV_MAP_BLOCK || left == 0) {
-            if (put_entries(cx, map, &e) < 0)
-                goto fail;
-        }
-    }
-    if (e.n && put_entries(cx, map, &e) < 0)    /* the dict shrank under us */
+    if (Py_TYPE(obj)->tp_iter != PyDict_Type.tp_iter && (keys = PyMapping_Keys(obj)) == NULL)
+        return -1;
+    if ((map = cow_map_new()) == NULL) {
+        cowpy_raise_int(cx->st, COW_ENOMEM);
         goto fail;
+    }
+    while ((more = next_entry(obj, keys, &pos, &key, &value)) != 0) {
+        int rc;
+        if (more < 0)
+            goto fail;
+        rc = dict_entry(cx, key, value, &self, &e);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto fail;
+        if (PyDict_GET_SIZE(obj) != size) {
+            cow_val_release(&e.keys[e.n]);
+            size_kept(PyDict_GET_SIZE(obj), size, "dict", &e.vals[e.n]);
+            goto fail;
+        }
+        if (++e.n == CONV_MAP_BLOCK && put_entries(cx, map, &e) < 0)
+            goto fail;
+    }
+    if (e.n && put_entries(cx, map, &e) < 0)
+        goto fail;
+    Py_XDECREF(keys);
     cow_vb_trim(&map->log);
     *out = cow_val_map(COW_T_DICT, map);
     return 0;
 fail:
+    Py_XDECREF(keys);
     cow_vals_release(e.keys, e.n);
     cow_vals_release(e.vals, e.n);
     cow_map_release(map);
@@ -305,10 +376,16 @@ next_element(PyObject *obj, Py_ssize_t *pos, PyObject **key)
     return _PySet_NextEntry(obj, pos, key, &pyhash);
 }
 
+static Py_ssize_t
+elements_in(PyObject *obj)
+{
+    return PyDict_Check(obj) ? PyDict_GET_SIZE(obj) : PySet_GET_SIZE(obj);
+}
+
 static int
 conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, size = elements_in(obj);
     PyObject *key;
     cow_map *map = cow_map_new();
     cow_val k;
@@ -316,7 +393,12 @@ conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     if (map == NULL)
         return cowpy_raise_int(cx->st, COW_ENOMEM);
     while (next_element(obj, &pos, &key)) {
-        if (key_of(cx, key, at, &k, &h) < 0 || map_put(cx, map, k, h, cow_val_none()) < 0)
+        int rc;
+        Py_INCREF(key);
+        rc = key_of(cx, key, at, &k, &h);
+        Py_DECREF(key);
+        if (rc < 0 || !size_kept(elements_in(obj), size, PyDict_Check(obj) ? "dict" : "set", &k)
+            || map_put(cx, map, k, h, cow_val_none()) < 0)
             goto fail;
     }
     cow_vb_trim(&map->log);
@@ -325,6 +407,22 @@ conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 fail:
     cow_map_release(map);
     return -1;
+}
+
+/* A list, or a subclass's items as list(obj) gives them: through its own
+ * __iter__ if it has one. */
+static int
+conv_list(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+{
+    PyObject *items;
+    int rc;
+    if (Py_TYPE(obj)->tp_iter == PyList_Type.tp_iter)
+        return conv_seq(cx, obj, obj, at, COW_T_LIST, out);
+    if ((items = PySequence_List(obj)) == NULL)
+        return -1;
+    rc = conv_seq(cx, obj, items, at, COW_T_LIST, out);
+    Py_DECREF(items);
+    return rc;
 }
 
 static int
@@ -336,9 +434,9 @@ conv_container(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     if (Py_EnterRecursiveCall(" while converting to cowstore"))
         return -1;
     if (PyTuple_CheckExact(obj))
-        rc = conv_seq(cx, obj, at, COW_T_TUPLE, out);
+        rc = conv_seq(cx, obj, obj, at, COW_T_TUPLE, out);
     else if (PyList_Check(obj))
-        rc = conv_seq(cx, obj, at, COW_T_LIST, out);
+        rc = conv_list(cx, obj, at, out);
     else if (PyDict_Check(obj))
         rc = conv_dict(cx, obj, at, out);
     else

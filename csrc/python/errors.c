@@ -16,6 +16,7 @@ exception_for(cowpy_state *st, int code)
     case COW_EOVERFLOW: return st->CowOverflowError;
     case COW_ECORRUPT: return st->CorruptStoreError;
     case COW_ETYPE: return st->UnsupportedTypeError;
+    case COW_EDEPTH: return PyExc_RecursionError;
     }
     return st->CowValueError;
 }

@@ -151,7 +151,10 @@ push_copy(cow_vecbody *dst, const cow_val *v)
 }
 
 /* Replaces [start, stop) with ins (whose values are taken over), in one
- * write.  Appends at the end push in place; anything else rebuilds. */
+ * write.  Appends at the end push in place; anything else rebuilds.  The
+ * bounds are clamped to the length first, as list_ass_slice clamps them:
+ * converting ins may have run Python code (a generator, a registered
+ * class's to_data) that shortened the list since they were computed. */
 static int
 list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
 {
@@ -163,6 +166,8 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
     b = body_of(op);
+    stop = stop < b->len ? stop : b->len;
+    start = start < stop ? start : stop;
     if (start == b->len && stop == b->len) {
         for (size_t i = 0; i < ins->n && rc == COW_OK; i++)
             rc = push_copy(b, &ins->vals[i]);
@@ -193,21 +198,43 @@ fail:
     return -1;
 }
 
-/* Extended-slice assignment or deletion, done the way list does it on a
- * plain list of our items, then stored back. */
-static int
-list_assign_extended(PyObject *op, PyObject *slice, PyObject *value)
+/* The slice of the indices [start, stop) by step that PySlice_AdjustIndices
+ * gave for some length, fixed: the same indices at any length (a negative
+ * step's stop of -1, "through index 0", becomes None). */
+static PyObject *
+fixed_slice(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step)
 {
-    PyObject *plain = PySequence_List(op);
+    PyObject *a = PyLong_FromSsize_t(start), *b = NULL, *c = PyLong_FromSsize_t(step), *res = NULL;
+    if (a && c && (b = stop < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(stop)) != NULL)
+        res = PySlice_New(a, b, c);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    return res;
+}
+
+/* Extended-slice assignment or deletion of the indices [start, stop) by
+ * step, done the way list does it on a plain list of our items, then
+ * stored back.  As list does, the value is read before the items (its
+ * generator may write to the list: that write is kept) and the indices
+ * are the ones computed before reading it. */
+static int
+list_assign_extended(PyObject *op, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step,
+                     PyObject *value)
+{
+    PyObject *seq = NULL, *plain = NULL, *slice = NULL;
     val_array all;
     Py_ssize_t len;
-    int rc;
-    if (plain == NULL)
+    int rc = -1;
+    if (value && (seq = PySequence_Fast(value, "must assign iterable to extended slice")) == NULL)
         return -1;
-    rc = value ? PyObject_SetItem(plain, slice, value) : PyObject_DelItem(plain, slice);
+    if ((plain = PySequence_List(op)) != NULL && (slice = fixed_slice(start, stop, step)) != NULL)
+        rc = seq ? PyObject_SetItem(plain, slice, seq) : PyObject_DelItem(plain, slice);
     if (rc == 0)
         rc = vals_from_iterable(COWPY_ST(op), plain, &all, NULL);
-    Py_DECREF(plain);
+    Py_XDECREF(seq);
+    Py_XDECREF(plain);
+    Py_XDECREF(slice);
     if (rc < 0)
         return -1;
     if ((len = list_len_body(op)) < 0) {
@@ -265,7 +292,7 @@ COWPY_ENTRY(static, int, list_ass_subscript,
         return -1;
     PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
-        return list_assign_extended(op, item, value);
+        return list_assign_extended(op, start, stop, step, value);
     if (value && vals_from_iterable(COWPY_ST(op), value, &ins, "can only assign an iterable") < 0)
         return -1;
     if (stop < start)

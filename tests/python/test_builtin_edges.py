@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import cowstore
-from cowstore import CowDict, CowList, CowSet, FrozenDict, FrozenList, FrozenSet
+from cowstore import CowDict, CowList, CowSet, FrozenDict, FrozenList, FrozenSet, _cowstore
 
 LISTS = [list, CowList]
 DICTS = [dict, CowDict]
@@ -386,3 +386,62 @@ def test_an_int_value_set_and_read_back_is_the_same_int(value):
         assert got == value and type(got) is type(value), (value, got)
     d["k"] = -value if not isinstance(value, bool) else not value
     assert d["k"] == (-value if not isinstance(value, bool) else not value)
+
+
+def _nested(cls, depth):
+    x = cls()
+    for _ in range(depth):
+        x = cls({"a": x}) if cls is CowDict else cls([x, 1])
+    return x
+
+
+@pytest.mark.parametrize("cls", [CowDict, CowList])
+def test_containers_nested_past_the_c_stack_free_without_crashing(cls):
+    """A copy is O(1), so x = CowDict({'a': x}) in a loop nests 200,000
+    levels without any recursion to build them.  Freeing them used to
+    recurse once per level and overflow the C stack (a segfault); past a
+    bound the releases are now deferred, as CPython's trashcan defers."""
+    before = _cowstore._live_nodes()
+    x = _nested(cls, 200_000)
+    y = x.copy()
+    del x
+    del y
+    assert _cowstore._live_nodes() == before
+
+
+def test_walks_of_containers_nested_too_deep_raise_recursion_error():
+    """==, hash and ordering walk nested containers recursively, up to 4,096
+    levels: past that, heap containers raise RecursionError as dict's own
+    walks do, not CorruptStoreError (no store is involved)."""
+    assert _nested(CowDict, 4000) == _nested(CowDict, 4000)
+    deep, other = _nested(CowDict, 5000), _nested(CowDict, 5000)
+    with pytest.raises(RecursionError):
+        deep == other
+    with pytest.raises(RecursionError):
+        hash(FrozenDict(deep))
+    with pytest.raises(RecursionError):
+        CowList([deep]) < CowList([other])
+
+
+@pytest.mark.parametrize("n", [10, 100, 1000])
+@pytest.mark.parametrize("target", [slice(5, 8), slice(5, 80), slice(None, None, 2),
+                                    slice(None, None, -3)])
+def test_slice_assignment_from_a_generator_that_changes_the_list(n, target):
+    """The assigned generator runs before the slice is written, and may change
+    the list: as list does, a simple slice is clamped to the new length and
+    an extended one keeps the indices computed before (and the generator's
+    own writes).  A shortened list read past its end here before."""
+    def run(lst):
+        def gen():
+            if target.step is None:
+                del lst[:35]
+            else:
+                lst.append(99)
+            yield from range(len(range(n)[target]))
+        try:
+            lst[target] = gen()
+        except ValueError as exc:
+            return str(exc)
+        return list(lst)
+
+    assert run(CowList(range(n))) == run(list(range(n)))

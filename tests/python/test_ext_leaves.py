@@ -413,3 +413,74 @@ def test_a_decoder_that_drops_the_container_being_read_does_not_break_the_read(s
         assert got == value
     finally:
         cowstore.unregister(_Dropper)
+
+
+class _Changer:
+    """A registered class whose encoder changes the container being stored."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return isinstance(other, _Changer) and self.n == other.n
+
+    def __hash__(self):
+        return hash(self.n)
+
+
+def _reuse_freed_memory():
+    gc.collect()
+    return [bytes(64) for _ in range(2000)]
+
+
+@pytest.mark.parametrize("where", ["list item", "dict key", "dict value", "set element"])
+def test_an_encoder_that_resizes_the_container_being_converted_is_refused(where):
+    """Python code run by a conversion (here a registered class's to_data)
+    that resizes the list, dict or set being converted gets a RuntimeError,
+    as dict iteration does; before, conversion went on with items it had
+    borrowed, freed by then, and crashed."""
+    filler = ["s" * 40 + str(i) for i in range(300)]
+    src = {"list item": [_Changer(0)] + filler, "dict key": {_Changer(0): filler},
+           "dict value": {"a": _Changer(0), **{s: s for s in filler}},
+           "set element": {_Changer(0), *filler}}[where]
+    junk = []
+
+    def to_data(x):
+        src.clear()
+        junk.append(_reuse_freed_memory())
+        return x.n
+
+    cowstore.register(_Changer, to_data, _Changer)
+    try:
+        with pytest.raises(RuntimeError, match="changed size during conversion"):
+            cowstore.CowDict()["v"] = src
+    finally:
+        cowstore.unregister(_Changer)
+
+
+@pytest.mark.parametrize("how", ["insert", "slice", "extend at a slice"])
+def test_an_encoder_that_empties_the_list_being_written_leaves_it_as_list_would(how):
+    """insert and slice assignment convert the new items after computing
+    where they go; if that conversion empties the list, the place is clamped
+    to the new length, as list_ass_slice clamps it (this read past the end
+    of the vector before)."""
+    target = cowstore.CowList(range(40))
+    junk = []
+
+    def to_data(x):
+        target.clear()
+        junk.append(_reuse_freed_memory())
+        return x.n
+
+    cowstore.register(_Changer, to_data, _Changer)
+    try:
+        if how == "insert":
+            target.insert(30, _Changer(1))
+        elif how == "slice":
+            target[5:8] = [_Changer(1)]
+        else:
+            target[30:30] = [_Changer(1), _Changer(2)]
+        assert list(target) == ([_Changer(1)] if how != "extend at a slice"
+                                else [_Changer(1), _Changer(2)])
+    finally:
+        cowstore.unregister(_Changer)

@@ -922,6 +922,6 @@ def test_nesting_past_the_limit_is_a_clear_error(store):
     deep = 1
     for _ in range(300):
         deep = {0: deep}
-    with pytest.raises(cowstore.CowOverflowError, match="nested more than 256"):
+    with pytest.raises(cowstore.CowOverflowError, match="nested this deep: a store takes 256 levels"):
         store["deep"] = deep
     assert "deep" not in store

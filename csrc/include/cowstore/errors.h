@@ -22,6 +22,7 @@ typedef enum cow_err {
     COW_EREADONLY = -9,  /* a write to a store opened readonly */
     COW_ECLOSED = -10,   /* an operation on a closed store */
     COW_ECONFLICT = -11, /* a transaction must restart: another writer interleaved */
+    COW_EDEPTH = -12,    /* heap containers nested past a recursive walk's bound */
 } cow_err;
 
 /* Lookup outcome: errors are negative cow_err values. */
