@@ -212,6 +212,36 @@ Test(value, retain_release_balance_containers)
     cr_assert_eq(cow_map_live_nodes(), hnodes);
 }
 
+/* A map holding a list holding a map ... nested far deeper than the C
+ * stack could recurse (one frame chain per level): releasing the outermost
+ * frees every level, deferred past a bound (value.c, "releasing deep
+ * nesting"), with no node left behind; and a copy of the middle, held
+ * meanwhile, keeps its half alive until released itself. */
+Test(value, releasing_deep_nesting_frees_every_level_without_recursing)
+{
+    enum { LEVELS = 200000 };
+    long vnodes = cow_vec_live_nodes(), hnodes = cow_map_live_nodes();
+    cow_val v = cow_val_int(0), middle = cow_val_none();
+    for (int i = 0; i < LEVELS; i++) {
+        if (i % 2) {
+            cow_map *map = cow_map_new();
+            cow_val k = cow_val_int(i);
+            cr_assert_not_null(map);
+            cr_assert_eq(cow_map_set(map, k, tu_hash(&k), v), COW_OK);
+            v = cow_val_map(COW_T_DICT, map);
+        }
+        else
+            v = seq_of(COW_T_LIST, 1, &v);
+        if (i == LEVELS / 2)
+            cow_val_copy(&middle, &v);
+    }
+    cow_val_release(&v);
+    cr_assert_gt(cow_vec_live_nodes(), vnodes, "the held middle keeps its levels");
+    cow_val_release(&middle);
+    cr_assert_eq(cow_vec_live_nodes(), vnodes);
+    cr_assert_eq(cow_map_live_nodes(), hnodes);
+}
+
 /* ---- V2, V3: numbers ---------------------------------------------------- */
 
 Test(value, one_equals_one_point_zero_equals_true)
