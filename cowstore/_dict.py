@@ -4,16 +4,26 @@ The C base (``_cowstore.DictBase``) implements the hot paths; this module adds
 construction, views, ``update``, ``|``, comparisons, ``repr`` and pickling.
 """
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
-from types import GenericAlias
+from types import GenericAlias, MappingProxyType
 
-from . import _cowstore
+from . import _cowstore, _subclass
 from ._parcel import reduce_ex
 from ._ref import store_reference
 
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
+_ABSENT = object()
 
 
-class CowKeysView(KeysView):
+class _ViewMapping:
+    """``view.mapping``: a read-only proxy of the container, as dict views give."""
+    __slots__ = ()
+
+    @property
+    def mapping(self):
+        return MappingProxyType(self._mapping)
+
+
+class CowKeysView(_ViewMapping, KeysView):
     """Live, set-like view of a CowDict's keys (like ``dict_keys``)."""
     __slots__ = ()
 
@@ -23,12 +33,8 @@ class CowKeysView(KeysView):
     def __repr__(self):
         return f"{type(self).__name__}({list(self)!r})"
 
-    @property
-    def mapping(self):
-        return self._mapping
 
-
-class CowValuesView(ValuesView):
+class CowValuesView(_ViewMapping, ValuesView):
     """Live view of a CowDict's values (like ``dict_values``)."""
     __slots__ = ()
 
@@ -38,12 +44,8 @@ class CowValuesView(ValuesView):
     def __repr__(self):
         return f"{type(self).__name__}({list(self)!r})"
 
-    @property
-    def mapping(self):
-        return self._mapping
 
-
-class CowItemsView(ItemsView):
+class CowItemsView(_ViewMapping, ItemsView):
     """Live, set-like view of a CowDict's items (like ``dict_items``)."""
     __slots__ = ()
 
@@ -53,9 +55,16 @@ class CowItemsView(ItemsView):
     def __repr__(self):
         return f"{type(self).__name__}({list(self)!r})"
 
-    @property
-    def mapping(self):
-        return self._mapping
+    def __contains__(self, item):
+        # As dict_items: anything but a 2-tuple is simply absent (ItemsView
+        # would unpack it), and a subclass's __missing__ is not asked.
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        mapping = self._mapping
+        if not isinstance(mapping, _cowstore.DictBase):
+            return ItemsView.__contains__(self, item)
+        value = _cowstore.DictBase.get(mapping, item[0], _ABSENT)
+        return value is not _ABSENT and (value is item[1] or value == item[1])
 
 
 # DictBase.keys(), .values() and .items() make these, and _register gives
@@ -81,7 +90,11 @@ class _DictReads(_cowstore.DictBase):
     """Read-side methods shared by CowDict and FrozenDict."""
     __slots__ = ()
 
-    def __init__(self, *args, **kwargs):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _subclass.adopt(cls)
+
+    def __init__(self, /, *args, **kwargs):
         if self._fresh():
             self._init(_as_plain_dict(args, kwargs, type(self).__name__))
         elif len(args) > 1:
@@ -125,14 +138,14 @@ class _DictReads(_cowstore.DictBase):
             return NotImplemented
         merged = CowDict(self)
         merged._merge(other)
-        return type(self)(merged) if type(self) is not CowDict else merged
+        return _subclass.own_type(self)(merged)
 
     def __ror__(self, other):
         if not isinstance(other, (dict, _cowstore.DictBase)):
             return NotImplemented
         merged = CowDict(other)
         merged._merge(self)
-        return type(self)(merged) if type(self) is not CowDict else merged
+        return _subclass.own_type(self)(merged)
 
     def __repr__(self):
         if not len(self):
@@ -165,6 +178,8 @@ class CowDict(_DictReads):
         CowDict.update(self, *args, **kwargs)      # dict.__init__ on a dict: an update
 
     def update(self, other=(), /, **kwargs):
+        if kwargs:              # converted first: a bad keyword value changes nothing
+            kwargs = CowDict(kwargs)
         if isinstance(other, (dict, _cowstore.DictBase)):
             self._merge(other)
         elif hasattr(other, "keys"):

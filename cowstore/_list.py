@@ -4,10 +4,12 @@ The C base (``_cowstore.ListBase``) implements indexing, slicing, append,
 pop, insert, extend, remove, index, count, reverse and copy; this module adds
 construction, comparisons, ``+``, ``*``, ``sort``, ``repr`` and pickling.
 """
+import operator
+import sys
 from collections.abc import MutableSequence, Sequence
 from types import GenericAlias
 
-from . import _cowstore
+from . import _cowstore, _subclass
 from ._parcel import reduce_ex
 from ._ref import store_reference
 
@@ -18,6 +20,33 @@ def _as_sequence(iterable):
     items = CowList()       # extend, unlike list(), takes no __length_hint__ at its word
     _cowstore.ListBase.extend(items, iterable)
     return items
+
+
+#: The most items a list may hold, as CPython's list: PY_SSIZE_T_MAX / 8.
+_MAX_ITEMS = sys.maxsize // 8
+
+
+def _repeated(items, count):
+    """A CowList of items repeated count times, as list * count: the count
+    an index-sized int (OverflowError), a result list could not allocate a
+    MemoryError, found before any work; built by doubling (log count
+    extends of shared nodes)."""
+    count = operator.index(count)
+    if not -sys.maxsize - 1 <= count <= sys.maxsize:
+        raise OverflowError(f"cannot fit '{type(count).__name__}' into an index-sized integer")
+    n = len(items)
+    if count <= 0 or n == 0:
+        return CowList()
+    if n > _MAX_ITEMS // count:
+        raise MemoryError
+    result, chunk = CowList(), CowList(items)
+    while True:
+        if count & 1:
+            result.extend(chunk)
+        count >>= 1
+        if not count:
+            return result
+        chunk.extend(chunk)
 
 
 def _compare(a, b, op):
@@ -31,6 +60,10 @@ def _compare(a, b, op):
 class _ListReads(_cowstore.ListBase):
     """Read-side methods shared by CowList and FrozenList."""
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _subclass.adopt(cls)
 
     def __init__(self, iterable=(), /):
         if self._fresh():
@@ -65,24 +98,19 @@ class _ListReads(_cowstore.ListBase):
             return NotImplemented
         joined = CowList(self)
         joined.extend(other)
-        return type(self)(joined) if type(self) is not CowList else joined
+        return _subclass.own_type(self)(joined)
 
     def __radd__(self, other):
         if not self._comparable(other):
             return NotImplemented
         joined = CowList(other)
         joined.extend(self)
-        return type(self)(joined) if type(self) is not CowList else joined
+        return _subclass.own_type(self)(joined)
 
     def __mul__(self, count):
-        try:
-            count = count.__index__()
-        except AttributeError:
+        if not hasattr(type(count), "__index__"):
             return NotImplemented
-        repeated = CowList()
-        for _ in range(max(count, 0)):
-            repeated.extend(self)
-        return type(self)(repeated) if type(self) is not CowList else repeated
+        return _subclass.own_type(self)(_repeated(self, count))
 
     __rmul__ = __mul__
 
@@ -135,19 +163,21 @@ class CowList(_ListReads):
         return self
 
     def __imul__(self, count):
-        count = count.__index__()
-        if count <= 0:
-            self.clear()
-        else:
-            snapshot = self.copy()
-            for _ in range(count - 1):
-                self.extend(snapshot)
+        if not hasattr(type(count), "__index__"):
+            raise TypeError(f"can't multiply sequence by non-int of type '{type(count).__name__}'")
+        repeated = _repeated(self, count)
+        if len(repeated) != len(self):
+            self[:] = repeated
         return self
 
 
 class FrozenList(_ListReads):
     """An immutable CowList; hashable when its contents are."""
     __slots__ = ()
+
+    def sort(self, *, key=None, reverse=False):
+        # The one mutator CowList adds to the C base: it raises as theirs do.
+        raise _cowstore.FrozenError("'FrozenList' object is immutable")
 
     def _refill(self, iterable):
         pass                # as tuple.__init__: the contents were fixed at creation

@@ -7,13 +7,15 @@ set algebra, comparisons, ``repr`` and pickling.
 from collections.abc import MutableSet, Set
 from types import GenericAlias
 
-from . import _cowstore
+from . import _cowstore, _subclass
 from ._parcel import reduce_ex
 from ._ref import store_reference
 
 
 def _is_set(obj):
-    return isinstance(obj, (set, frozenset, _cowstore.SetBase))
+    # A set, or set-like as collections.abc.Set says (dict.keys(), items()),
+    # which set's own operators and comparisons accept too.
+    return isinstance(obj, (set, frozenset, _cowstore.SetBase, Set))
 
 
 def _as_set(iterable):
@@ -24,6 +26,10 @@ class _SetReads(_cowstore.SetBase):
     """Read-side methods shared by CowSet and FrozenSet."""
     __slots__ = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _subclass.adopt(cls)
+
     def __init__(self, iterable=(), /):
         if self._fresh():
             # dict.fromkeys keeps the iterable's order, as update() does
@@ -32,7 +38,16 @@ class _SetReads(_cowstore.SetBase):
             self._refill(iterable)
 
     def _build(self, items):
-        return type(self)(items)
+        return _subclass.own_type(self)(items)
+
+    def _build_reflected(self, other, items):
+        # other op self, other a builtin set or frozenset, which defers to
+        # us: the result is ours, mutable as the left operand is (as
+        # frozenset | set gives a frozenset), so that s |= FrozenSet(...)
+        # leaves s a mutable set.
+        if isinstance(other, frozenset):
+            return FrozenSet(items)
+        return CowSet(items) if isinstance(other, set) else self._build(items)
 
     def union(self, *others):
         result = CowSet(self)
@@ -41,10 +56,14 @@ class _SetReads(_cowstore.SetBase):
         return self._build(result)
 
     def intersection(self, *others):
+        # As set: the smaller side is iterated (the other one when of equal
+        # size, or not a set) and keeps its element of two equal ones (1, True).
         result = CowSet(self)
         for other in others:
-            other = _as_set(other)
-            result = CowSet(x for x in result if x in other)
+            if _is_set(other) and len(other) > len(result):
+                result = CowSet(x for x in result if x in other)
+            else:
+                result = CowSet(x for x in other if x in result)
         return self._build(result)
 
     def difference(self, *others):
@@ -82,19 +101,30 @@ class _SetReads(_cowstore.SetBase):
         return self.symmetric_difference(other) if _is_set(other) else NotImplemented
 
     def __rsub__(self, other):
-        return self._build(CowSet(other).difference(self)) if _is_set(other) else NotImplemented
+        if not _is_set(other):
+            return NotImplemented
+        return self._build_reflected(other, CowSet(other).difference(self))
 
     def __ror__(self, other):
         # other's elements first, so of two equal ones (1, 1.0) other's is kept, as set does
-        return self._build(CowSet(other).union(self)) if _is_set(other) else NotImplemented
+        if not _is_set(other):
+            return NotImplemented
+        return self._build_reflected(other, CowSet(other).union(self))
 
-    __rand__ = __and__
-    __rxor__ = __xor__
+    def __rand__(self, other):
+        if not _is_set(other):
+            return NotImplemented
+        return self._build_reflected(other, CowSet(other).intersection(self))
+
+    def __rxor__(self, other):
+        if not _is_set(other):
+            return NotImplemented
+        return self._build_reflected(other, CowSet(other).symmetric_difference(self))
 
     def __eq__(self, other):
         if isinstance(other, _cowstore.SetBase):
             return self._equal(other)
-        if isinstance(other, (set, frozenset)):
+        if _is_set(other):
             return len(self) == len(other) and all(x in self for x in other)
         return NotImplemented
 
@@ -192,9 +222,17 @@ class CowSet(_SetReads):
         return self
 
 
+def _immutable(self, *args):
+    raise _cowstore.FrozenError(f"'{type(self).__name__}' object is immutable")
+
+
 class FrozenSet(_SetReads):
     """An immutable CowSet (what a stored ``frozenset`` reads back as)."""
     __slots__ = ()
+
+    # The mutators CowSet adds to the C base raise as the base's do.
+    discard = remove = update = _immutable
+    intersection_update = difference_update = symmetric_difference_update = _immutable
 
     def _refill(self, iterable):
         pass                # as frozenset.__init__: the contents were fixed at creation

@@ -261,6 +261,10 @@ int cowpy_end_write(CowObject *self);           /* bump mut, write back into par
 void cowpy_detach(CowObject *self);
 void cowpy_object_dealloc(PyObject *self);
 int cowpy_is_frozen(const CowObject *self);
+/* A mutator's first check: -1 with FrozenError when self is frozen, so that
+ * it raises whatever its arguments (an existing key, an empty list), as
+ * every write does; 0 otherwise, with nothing owned or copied yet. */
+int cowpy_refuse_frozen(CowObject *self);
 PyObject *cowpy_copy(PyObject *self, PyObject *unused);
 /* Value v read out of snap -- a retained copy of owner's root taken earlier --
  * as owner[k] would return it (new reference): a nested mutable container is

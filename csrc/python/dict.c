@@ -120,22 +120,44 @@ quick_lookup(PyObject *op, PyObject *key, PyObject **res)
     return LOOKUP_GENERAL;
 }
 
+/* d[key] for an absent key: a subclass's __missing__(key) answers, as
+ * dict_subscript calls it (looked up on the type, bound as a method);
+ * otherwise KeyError. */
+static PyObject *
+missing_key(PyObject *op, PyObject *key)
+{
+    static PyObject *name;          /* "__missing__", interned for the process */
+    PyObject *missing, *bound, *res;
+    descrgetfunc bind;
+    if ((PyObject *)Py_TYPE(op) == COWPY_ST(op)->cls[SELF->root.tag])
+        missing = NULL;             /* the package's own class has none */
+    else if (name == NULL && (name = PyUnicode_InternFromString("__missing__")) == NULL)
+        return NULL;
+    else
+        missing = _PyType_Lookup(Py_TYPE(op), name);   /* borrowed */
+    if (missing == NULL) {
+        _PyErr_SetKeyError(key);
+        return NULL;
+    }
+    bind = Py_TYPE(missing)->tp_descr_get;
+    if ((bound = bind ? bind(missing, op, (PyObject *)Py_TYPE(op)) : Py_NewRef(missing)) == NULL)
+        return NULL;
+    res = PyObject_CallOneArg(bound, key);
+    Py_DECREF(bound);
+    return res;
+}
+
 COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (op, key))
 {
     cow_val kv[2];
     uint64_t hash;
     PyObject *res;
     int rc = quick_lookup(op, key, &res);
-    if (rc != LOOKUP_GENERAL) {
-        if (rc == 0)
-            _PyErr_SetKeyError(key);
-        return rc == 1 ? res : NULL;
-    }
+    if (rc != LOOKUP_GENERAL)
+        return rc == 1 ? res : rc == 0 ? missing_key(op, key) : NULL;
     if ((rc = dict_get_entry(op, key, kv, &hash)) == 1)
         return value_of(op, kv, hash);
-    if (rc == 0)
-        _PyErr_SetKeyError(key);
-    return NULL;
+    return rc == 0 ? missing_key(op, key) : NULL;
 }
 
 static int
@@ -173,10 +195,8 @@ dict_remove(PyObject *op, PyObject *key, cow_val *out)
     cow_val probe;
     uint64_t h;
     int owned = 0, rc;
-    if (cowpy_resolve(SELF) < 0)
+    if (cowpy_refuse_frozen(SELF) < 0)
         return -1;
-    if (cowpy_is_frozen(SELF))
-        return cowpy_begin_write(SELF);        /* raises FrozenError */
     if ((rc = cowpy_lookup_key(SELF, key, &probe, &h, &owned)) <= 0)
         return rc;
     if ((rc = cowpy_begin_write(SELF)) == 0)
@@ -285,7 +305,7 @@ COWPY_ENTRY(static, PyObject *, dict_setdefault,
     cow_val kv[2];
     uint64_t hash;
     int rc;
-    if (!_PyArg_CheckPositional("setdefault", nargs, 1, 2))
+    if (!_PyArg_CheckPositional("setdefault", nargs, 1, 2) || cowpy_refuse_frozen(SELF) < 0)
         return NULL;
     if ((rc = dict_get_entry(op, args[0], kv, &hash)) < 0)
         return NULL;

@@ -198,13 +198,17 @@ fail:
     return -1;
 }
 
-/* The slice of the indices [start, stop) by step that PySlice_AdjustIndices
- * gave for some length, fixed: the same indices at any length (a negative
- * step's stop of -1, "through index 0", becomes None). */
+/* The slice of the n indices from start to stop by step that
+ * PySlice_AdjustIndices gave for some length, fixed: the same indices at
+ * any length (a negative step's stop of -1, "through index 0", becomes
+ * None; no index, an empty slice). */
 static PyObject *
-fixed_slice(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step)
+fixed_slice(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step, Py_ssize_t n)
 {
-    PyObject *a = PyLong_FromSsize_t(start), *b = NULL, *c = PyLong_FromSsize_t(step), *res = NULL;
+    PyObject *a, *b = NULL, *c = PyLong_FromSsize_t(step), *res = NULL;
+    if (n == 0)
+        start = stop = 0;
+    a = PyLong_FromSsize_t(start);
     if (a && c && (b = stop < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(stop)) != NULL)
         res = PySlice_New(a, b, c);
     Py_XDECREF(a);
@@ -220,7 +224,7 @@ fixed_slice(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step)
  * are the ones computed before reading it. */
 static int
 list_assign_extended(PyObject *op, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t step,
-                     PyObject *value)
+                     Py_ssize_t n, PyObject *value)
 {
     PyObject *seq = NULL, *plain = NULL, *slice = NULL;
     val_array all;
@@ -228,7 +232,7 @@ list_assign_extended(PyObject *op, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t
     int rc = -1;
     if (value && (seq = PySequence_Fast(value, "must assign iterable to extended slice")) == NULL)
         return -1;
-    if ((plain = PySequence_List(op)) != NULL && (slice = fixed_slice(start, stop, step)) != NULL)
+    if ((plain = PySequence_List(op)) != NULL && (slice = fixed_slice(start, stop, step, n)) != NULL)
         rc = seq ? PyObject_SetItem(plain, slice, seq) : PyObject_DelItem(plain, slice);
     if (rc == 0)
         rc = vals_from_iterable(COWPY_ST(op), plain, &all, NULL);
@@ -275,7 +279,7 @@ list_set_index(PyObject *op, Py_ssize_t i, PyObject *value)
 COWPY_ENTRY(static, int, list_ass_subscript,
             (PyObject *op, PyObject *item, PyObject *value), (op, item, value))
 {
-    Py_ssize_t start, stop, step, len;
+    Py_ssize_t start, stop, step, len, n;
     val_array ins = {NULL, 0};
     if (PyIndex_Check(item)) {
         Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
@@ -290,9 +294,9 @@ COWPY_ENTRY(static, int, list_ass_subscript,
     }
     if (PySlice_Unpack(item, &start, &stop, &step) < 0 || (len = list_len_body(op)) < 0)
         return -1;
-    PySlice_AdjustIndices(len, &start, &stop, step);
+    n = PySlice_AdjustIndices(len, &start, &stop, step);
     if (step != 1)
-        return list_assign_extended(op, start, stop, step, value);
+        return list_assign_extended(op, start, stop, step, n, value);
     if (value && vals_from_iterable(COWPY_ST(op), value, &ins, "can only assign an iterable") < 0)
         return -1;
     if (stop < start)
@@ -494,7 +498,7 @@ COWPY_ENTRY(static, PyObject *, list_count, (PyObject *op, PyObject *x), (op, x)
 COWPY_ENTRY(static, PyObject *, list_remove, (PyObject *op, PyObject *x), (op, x))
 {
     val_array none = {NULL, 0};
-    Py_ssize_t i = list_find(op, x, 0, SIZE_MAX);
+    Py_ssize_t i = cowpy_refuse_frozen(SELF) < 0 ? -2 : list_find(op, x, 0, SIZE_MAX);
     if (i == -2)
         return NULL;
     if (i < 0 || (size_t)i >= body_of(op)->len) {       /* == may have shortened the list */
@@ -567,7 +571,8 @@ COWPY_ENTRY(static, PyObject *, list_pop, (PyObject *op, PyObject *args), (op, a
     cow_val v;
     PyObject *res;
     int rc;
-    if (!PyArg_ParseTuple(args, "|n:pop", &i) || (len = list_len_body(op)) < 0)
+    if (!PyArg_ParseTuple(args, "|n:pop", &i) || cowpy_refuse_frozen(SELF) < 0
+        || (len = list_len_body(op)) < 0)
         return NULL;
     if (len == 0 || (i < 0 ? i + len < 0 : i >= len)) {
         PyErr_SetString(PyExc_IndexError, len ? "pop index out of range" : "pop from empty list");

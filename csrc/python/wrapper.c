@@ -9,6 +9,14 @@ cowpy_is_frozen(const CowObject *self)
     return t == COW_T_FDICT || t == COW_T_FLIST || t == COW_T_FSET;
 }
 
+int
+cowpy_refuse_frozen(CowObject *self)
+{
+    if (cowpy_resolve(self) < 0)
+        return -1;
+    return cowpy_is_frozen(self) ? cowpy_begin_write(self) : 0;     /* raises FrozenError */
+}
+
 static uint32_t
 ident_of(const cow_val *v)
 {
@@ -260,7 +268,9 @@ clone_root(cowpy_state *st, cow_val *v)
 PyObject *
 cowpy_new_like(PyObject *op, cow_val v)
 {
-    PyObject *res = Py_TYPE(op)->tp_alloc(Py_TYPE(op), 0);
+    PyObject *own = COWPY_ST(op)->cls[v.tag];
+    PyTypeObject *tp = own ? (PyTypeObject *)own : Py_TYPE(op);
+    PyObject *res = tp->tp_alloc(tp, 0);
     if (res == NULL) {
         cow_val_release(&v);
         return NULL;

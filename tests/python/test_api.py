@@ -123,7 +123,9 @@ def test_the_package_containers_are_untracked_and_subclass_cycles_still_collect(
 
     node = Node(a=1)
     node.me = node                          # a cycle only the GC can free
-    assert gc.is_tracked(node) and gc.is_tracked(node.copy())
+    assert gc.is_tracked(node) and gc.is_tracked(copy.copy(node))
+    assert copy.copy(node).me is node and not gc.is_tracked(node.copy())   # copy(): a CowDict
+    freed.clear()                           # the copies' own __del__
     del node
     gc.collect()
     assert freed

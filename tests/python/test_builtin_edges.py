@@ -445,3 +445,118 @@ def test_slice_assignment_from_a_generator_that_changes_the_list(n, target):
         return list(lst)
 
     assert run(CowList(range(n))) == run(list(range(n)))
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:        # the type is what is compared
+        return ("raised", type(exc))
+
+
+@pytest.mark.parametrize("probe", [1, (1, 2, 3), [1, 2], (1, 2), (1, 3), (2, 1), ()])
+def test_items_view_membership_and_set_operations_as_dict(probe):
+    """Anything but a (key, value) pair is absent from items(), as dict_items
+    says (collections.abc.ItemsView unpacks it: TypeError, ValueError, or a
+    list found); the set operations, built on it, follow."""
+    mine, theirs = CowDict({1: 2}).items(), {1: 2}.items()
+    assert (probe in mine) == (probe in theirs)
+    others = [{probe, (1, 2)}, [probe]] if not isinstance(probe, list) else [[probe]]
+    for other in others:
+        for op in (lambda a, o: a & set(o) if isinstance(o, set) else a & set(),
+                   lambda a, o: a.isdisjoint(o),
+                   lambda a, o: set(o) - a if isinstance(o, set) else a - set()):
+            assert _outcome(lambda: op(mine, other)) == _outcome(lambda: op(theirs, other))
+
+
+def test_view_mapping_is_a_read_only_proxy_as_dict_views_give():
+    d = CowDict({1: 2})
+    for view in (d.keys(), d.values(), d.items()):
+        assert view.mapping == {1: 2}
+        with pytest.raises(TypeError):
+            view.mapping[3] = 4
+    d[3] = 4
+    assert d.keys().mapping[3] == 4            # live, as dict's is
+
+
+@pytest.mark.parametrize("cls", [CowDict, FrozenDict])
+def test_self_is_an_ordinary_keyword_key(cls):
+    assert cls(self=1, other=2) == dict(self=1, other=2)
+    if cls is CowDict:
+        d = CowDict()
+        d.__init__(self=3)
+        assert d == {"self": 3}
+
+
+@pytest.mark.parametrize("count", [2**64, -2**64, 2**62, 2**62 + 1, -3, 0, 3, True, 2.0, "2",
+                                   None])
+@pytest.mark.parametrize("items", [[], [1], [1, 2]])
+def test_repeat_counts_raise_as_list_does(items, count):
+    """A count that fits no index is OverflowError, a result list could not
+    hold MemoryError, a non-int TypeError, all at once (this used to extend
+    `count` times: an endless loop for a huge count)."""
+    def repeat_in_place(lst):
+        lst *= count
+        return list(lst)
+
+    for op in (lambda lst: list(lst * count), lambda lst: list(count * lst), repeat_in_place):
+        assert _outcome(lambda: op(CowList(items))) == _outcome(lambda: op(list(items)))
+
+
+@pytest.mark.parametrize("left", [set, frozenset])
+@pytest.mark.parametrize("right", [CowSet, FrozenSet])
+def test_a_builtin_set_on_the_left_keeps_its_mutability(left, right):
+    """set |= FrozenSet(...) leaves a mutable set (set | frozenset is a set);
+    frozenset | CowSet is frozen."""
+    s = left({1})
+    s |= right([2])
+    assert s == {1, 2}
+    assert isinstance(s, (set, CowSet)) == (left is set)
+    for res in (left({1}) & right([1]), left({1}) - right([2]), left({1}) ^ right([2])):
+        assert isinstance(res, (set, CowSet)) == (left is set)
+
+
+def test_sets_compare_and_combine_with_dict_views_as_set_does():
+    keys, items = {1: 2}.keys(), {1: 2}.items()
+    assert CowSet([1]) == keys and keys == CowSet([1]) and FrozenSet([(1, 2)]) == items
+    assert CowSet([1]) <= keys and CowSet([1, 5]) > keys
+    assert CowSet([1, 3]) - keys == {3} and CowSet([3]) | keys == {1, 3}
+
+
+@pytest.mark.parametrize("others", [([1],), ([1.0, 1],), ({True},), ({1: 0}.keys(),),
+                                    (CowSet([True, 9, 8]),), ([1], {True})])
+@pytest.mark.parametrize("start", [[True], [True, 3], [1.0, 3, 4, 5]])
+def test_intersection_keeps_the_element_set_keeps(start, others):
+    """Of two equal elements (1, 1.0, True) set.intersection keeps the one of
+    the side it iterates: the smaller, or the other when not larger."""
+    def shown(s):
+        return sorted((type(x).__name__, x) for x in s)
+
+    plain = [set(o) if isinstance(o, CowSet) else o for o in others]
+    assert shown(CowSet(start).intersection(*others)) == shown(set(start).intersection(*plain))
+    mine, theirs = CowSet(start), set(start)
+    mine.intersection_update(*others)
+    theirs.intersection_update(*plain)
+    assert shown(mine) == shown(theirs)
+
+
+@pytest.mark.parametrize("obj, call", [
+    (FrozenSet([1]), lambda s: s.discard(1)), (FrozenSet([1]), lambda s: s.remove(5)),
+    (FrozenSet([1]), lambda s: s.update([2])), (FrozenSet([1]), lambda s: s.difference_update()),
+    (FrozenSet([1]), lambda s: s.intersection_update([1])),
+    (FrozenSet([1]), lambda s: s.symmetric_difference_update([1])),
+    (FrozenList([2, 1]), lambda s: s.sort()), (FrozenList(), lambda s: s.pop()),
+    (FrozenList([1]), lambda s: s.remove(7)), (FrozenDict({1: 2}), lambda d: d.setdefault(1)),
+])
+def test_every_mutator_of_a_frozen_container_raises_frozen_error(obj, call):
+    """Whatever the arguments (an existing key, an empty list, an absent
+    item): the container is immutable first."""
+    with pytest.raises(cowstore.FrozenError):
+        call(obj)
+
+
+def test_update_with_a_bad_keyword_value_changes_nothing():
+    d = CowDict({1: 2})
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        d.update({3: 4}, x=object())
+    assert d == {1: 2}

@@ -980,8 +980,10 @@ class SetMachine(PairsMachine):
               "^": lambda a, b: a ^ b}[op]
         res = fn(form(other), c) if reflected else fn(c, form(other))
         want = set(fn(other, m) if reflected else fn(m, other))
-        # the left operand's type wins, as in frozenset | set; plain sets defer to us
-        assert type(res) is (form if reflected and form in (CowSet, FrozenSet) else CowSet)
+        # the left operand's mutability wins, as in frozenset | set; plain sets
+        # defer to us (so s |= FrozenSet(...) leaves s a mutable set)
+        assert type(res) is ({CowSet: CowSet, FrozenSet: FrozenSet, frozenset: FrozenSet}
+                             .get(form, CowSet) if reflected else CowSet)
         if op == "&":
             want = intersected(res, want, m, other)
         assert_same(CowSet(res), want)

@@ -1,0 +1,96 @@
+"""Users' subclasses of the containers, copied and pickled as subclasses of
+dict, list and set are.
+
+The package's own classes copy and pickle in C and hold no attributes.  A
+user's subclass may add attributes (its ``__dict__``) and an ``__init__``
+whose signature is its own, so, as for the builtins' subclasses:
+
+- ``copy.copy``, ``copy.deepcopy`` and pickling keep the class and the
+  attributes (``deepcopy`` copies them deeply), and rebuild through the
+  class's ``__new__`` and the base's initialiser, never the subclass's
+  ``__init__``;
+- what makes a new container from one (``copy()``, a slice, ``|``, ``+``,
+  ``*``, the set algebra) gives the package's own type, as ``dict`` gives a
+  ``dict`` for ``dict_subclass | {}``.
+
+The container modules call ``adopt`` from ``__init_subclass__``; the
+package's own classes are left to their C methods.
+"""
+import copy as _copy
+
+from . import _cowstore
+
+_OWN_MODULES = ("cowstore._dict", "cowstore._list", "cowstore._set")
+#: Where the package's classes and their C bases are defined.
+_PACKAGE_MODULES = _OWN_MODULES + ("cowstore._cowstore",)
+
+
+def own_type(obj):
+    """The package's class that obj is an instance of (CowDict, FrozenList...)."""
+    for cls in type(obj).__mro__:
+        if cls.__module__ in _OWN_MODULES and not cls.__name__.startswith("_"):
+            return cls
+    raise TypeError(f"{type(obj).__name__} is not a cowstore container")
+
+
+def rebuild(cls, value, state=None):
+    """An instance of cls holding value (O(1) for a cowstore container), made
+    by cls.__new__ and the base's initialiser, with state as its __dict__."""
+    obj = cls.__new__(cls)
+    obj._init(value)
+    if state:
+        obj.__dict__.update(state)
+    return obj
+
+
+def _state(obj):
+    return getattr(obj, "__dict__", None) or None
+
+
+def _subclass_copy(self):
+    return rebuild(type(self), self, _state(self))
+
+
+def _subclass_deepcopy(self, memo):
+    new = rebuild(type(self), self)
+    memo[id(self)] = new
+    state = _state(self)
+    if state:
+        new.__dict__.update(_copy.deepcopy(state, memo))
+    return new
+
+
+def _subclass_reduce(self):
+    # By value: a store reference would come back as the package's type.
+    return (rebuild, (type(self), self._thaw()), _state(self))
+
+
+def _subclass_reduce_ex(self, protocol):
+    from pickle import PickleBuffer
+    from ._parcel import PICKLE_BUFFERS_PROTOCOL
+    if type(self).__reduce__ is not _subclass_reduce:
+        return self.__reduce__()            # the subclass's own, as object.__reduce_ex__ does
+    if protocol >= PICKLE_BUFFERS_PROTOCOL:
+        return (rebuild_from_parcel, (type(self), PickleBuffer(_cowstore._parcel(self))),
+                _state(self))
+    return _subclass_reduce(self)
+
+
+def rebuild_from_parcel(cls, buffer):
+    """Unpickles a subclass instance from its parcel (its state set after)."""
+    return rebuild(cls, _cowstore._open_parcel(buffer))
+
+
+_METHODS = {"__copy__": _subclass_copy, "__deepcopy__": _subclass_deepcopy,
+            "__reduce__": _subclass_reduce, "__reduce_ex__": _subclass_reduce_ex}
+
+
+def adopt(cls):
+    """Gives a user's subclass the methods above, where neither it nor a
+    user's class between it and the package's defines its own."""
+    if cls.__module__ in _OWN_MODULES:
+        return
+    for name, method in _METHODS.items():
+        if not any(name in vars(c) for c in cls.__mro__
+                   if c.__module__ not in _PACKAGE_MODULES and c is not object):
+            setattr(cls, name, method)
