@@ -103,7 +103,7 @@ class _DictReads(_cowstore.DictBase):
             self._refill(args, kwargs)
 
     @classmethod
-    def fromkeys(cls, iterable, value=None):
+    def fromkeys(cls, iterable, value=None, /):
         # As dict.fromkeys: cls() then each key set, so a subclass's own
         # __new__ and __init__ are called as they are for dict subclasses.
         new = cls()

@@ -39,7 +39,14 @@ COWPY_ENTRY(extern, PyObject *, cowpy_parcel, (PyObject *mod, PyObject *obj), (m
     int rc;
     if (cowpy_from_object(st, obj, &v) < 0)
         return NULL;
-    if ((rc = cow_parcel_build(&v, &out)) < 0) {
+    if ((rc = cow_parcel_build(&v, &out)) == COW_EOVERFLOW) {
+        PyErr_SetString(st->CowOverflowError,
+                        "cannot make a parcel of containers nested this deep: a parcel, as a "
+                        "store, takes 256 levels (small containers packed into their parent "
+                        "do not count)");
+        goto fail;
+    }
+    if (rc < 0) {
         cowpy_raise(st, rc);
         goto fail;
     }

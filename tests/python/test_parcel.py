@@ -237,3 +237,15 @@ def test_a_parcel_value_can_be_committed_to_a_store(tmp_path):
     store["v"] = back
     del back
     assert thaw(store["v"]) == thaw(freeze(_data(50)))
+
+
+def test_nesting_past_the_limit_is_a_clear_error():
+    """A parcel is written as a store's segments are: 256 levels of general
+    containers at most (int keys keep them general), refused by name."""
+    deep = 1
+    for _ in range(300):
+        deep = {0: deep}
+    with pytest.raises(cowstore.CowOverflowError, match="nested this deep: a parcel"):
+        cowstore.parcel(deep)
+    with pytest.raises(cowstore.CowOverflowError, match="nested this deep: a parcel"):
+        pickle.dumps(cowstore.freeze(deep), protocol=5)
