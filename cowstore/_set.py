@@ -100,26 +100,24 @@ class _SetReads(_cowstore.SetBase):
     def __xor__(self, other):
         return self.symmetric_difference(other) if _is_set(other) else NotImplemented
 
-    def __rsub__(self, other):
+    def _reflected(self, other, method):
+        # other op self: other's elements first, so of two equal ones (1,
+        # 1.0) other's is kept, as set does
         if not _is_set(other):
             return NotImplemented
-        return self._build_reflected(other, CowSet(other).difference(self))
+        return self._build_reflected(other, getattr(CowSet(other), method)(self))
+
+    def __rsub__(self, other):
+        return self._reflected(other, "difference")
 
     def __ror__(self, other):
-        # other's elements first, so of two equal ones (1, 1.0) other's is kept, as set does
-        if not _is_set(other):
-            return NotImplemented
-        return self._build_reflected(other, CowSet(other).union(self))
+        return self._reflected(other, "union")
 
     def __rand__(self, other):
-        if not _is_set(other):
-            return NotImplemented
-        return self._build_reflected(other, CowSet(other).intersection(self))
+        return self._reflected(other, "intersection")
 
     def __rxor__(self, other):
-        if not _is_set(other):
-            return NotImplemented
-        return self._build_reflected(other, CowSet(other).symmetric_difference(self))
+        return self._reflected(other, "symmetric_difference")
 
     def __eq__(self, other):
         if isinstance(other, _cowstore.SetBase):

@@ -2,6 +2,7 @@
 date, time, timedelta, Decimal, Fraction, complex, UUID, enum members,
 namedtuples, dataclasses, registered classes and the pickle fallback, through
 freeze/thaw, copy, pickling, stores (read in a fresh process), diff and JSON."""
+import contextlib
 import copy
 import datetime as dt
 import gc
@@ -428,9 +429,23 @@ class _Changer:
         return hash(self.n)
 
 
-def _reuse_freed_memory():
-    gc.collect()
-    return [bytes(64) for _ in range(2000)]
+@contextlib.contextmanager
+def _encoder_that_clears(container):
+    """_Changer registered with a to_data that clears container, then
+    reuses the memory that freed."""
+    junk = []
+
+    def to_data(x):
+        container.clear()
+        gc.collect()
+        junk.append([bytes(64) for _ in range(2000)])
+        return x.n
+
+    cowstore.register(_Changer, to_data, _Changer)
+    try:
+        yield
+    finally:
+        cowstore.unregister(_Changer)
 
 
 @pytest.mark.parametrize("where", ["list item", "dict key", "dict value", "set element"])
@@ -443,19 +458,9 @@ def test_an_encoder_that_resizes_the_container_being_converted_is_refused(where)
     src = {"list item": [_Changer(0)] + filler, "dict key": {_Changer(0): filler},
            "dict value": {"a": _Changer(0), **{s: s for s in filler}},
            "set element": {_Changer(0), *filler}}[where]
-    junk = []
-
-    def to_data(x):
-        src.clear()
-        junk.append(_reuse_freed_memory())
-        return x.n
-
-    cowstore.register(_Changer, to_data, _Changer)
-    try:
+    with _encoder_that_clears(src):
         with pytest.raises(RuntimeError, match="changed size during conversion"):
             cowstore.CowDict()["v"] = src
-    finally:
-        cowstore.unregister(_Changer)
 
 
 @pytest.mark.parametrize("how", ["insert", "slice", "extend at a slice"])
@@ -465,15 +470,7 @@ def test_an_encoder_that_empties_the_list_being_written_leaves_it_as_list_would(
     to the new length, as list_ass_slice clamps it (this read past the end
     of the vector before)."""
     target = cowstore.CowList(range(40))
-    junk = []
-
-    def to_data(x):
-        target.clear()
-        junk.append(_reuse_freed_memory())
-        return x.n
-
-    cowstore.register(_Changer, to_data, _Changer)
-    try:
+    with _encoder_that_clears(target):
         if how == "insert":
             target.insert(30, _Changer(1))
         elif how == "slice":
@@ -482,5 +479,3 @@ def test_an_encoder_that_empties_the_list_being_written_leaves_it_as_list_would(
             target[30:30] = [_Changer(1), _Changer(2)]
         assert list(target) == ([_Changer(1)] if how != "extend at a slice"
                                 else [_Changer(1), _Changer(2)])
-    finally:
-        cowstore.unregister(_Changer)
