@@ -39,7 +39,7 @@ import pickle
 import struct
 import uuid
 
-from ._cowstore import CorruptStoreError
+from ._cowstore import CorruptStoreError, CowOverflowError, CycleError
 
 DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, FRACTION, COMPLEX, UUID = range(1, 9)
 ENUM, NAMEDTUPLE, DATACLASS, USER, PICKLE = range(16, 21)
@@ -60,16 +60,30 @@ DEC_EXP_LIMIT = 1000
 # trailing zeros its coefficient gets back): a bound on the work a damaged
 # file can ask for.
 DEC_SHIFT_LIMIT = 100_000
+# A NaN's diagnostic digits (27 in the default context) fit this many bits.
+NAN_PAYLOAD_BITS = 140
+# Decimals of more digits than this are read back once when stored: one that
+# would not read back (a limit of the reader's) is refused, never lost.
+DEC_CHECKED_DIGITS = 64
+NAN_CHECKED_DIGITS = 40
 # Decimal flags: sign, then the kind of value.
 DEC_SIGN, DEC_INF, DEC_NAN, DEC_SNAN = 1, 2, 4, 6
 
 _EPOCH = _dt.datetime(1, 1, 1)
 _US = _dt.timedelta(microseconds=1)
 
-# Enum members that are also instances of these (IntEnum, StrEnum, IntFlag)
-# equal plain ints and strings, which a record by class path cannot: they
-# are not stored (UnsupportedTypeError; store .value).
-_MIXINS = (int, float, str, bytes, complex)
+# Instances of subclasses of these (IntEnum, StrEnum, a str subclass) equal
+# plain values, which a record by class path, or a pickle, cannot: they are
+# not stored (UnsupportedTypeError; store the plain value), not even by the
+# pickle fallback.  Enums mixing in any other data type are refused too.
+_MIXINS = (int, float, str, bytes, complex, tuple, decimal.Decimal, _dt.date, _dt.time,
+           _dt.timedelta)
+# The classes stored natively, before any registered class is looked up.
+_NATIVE = (type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset,
+           _dt.datetime, _dt.date, _dt.time, _dt.timedelta, decimal.Decimal,
+           fractions.Fraction, complex, uuid.UUID)
+# How deep the plain data of a record may nest (its writer and reader agree).
+RECORD_MAX_DEPTH = 200
 
 # cowstore.register: class -> (path, to_data, from_data); path -> class.
 _registry = {}
@@ -121,9 +135,9 @@ class _Reader:
     def byte(self):
         return self.take(1)[0]
 
-    def varint(self):
+    def varint(self, max_bits=70):
         n = shift = 0
-        while shift < 70:
+        while shift < max_bits:
             b = self.byte()
             n |= (b & 0x7F) << shift
             if not b & 0x80:
@@ -175,10 +189,9 @@ def _decimal_key(x):
     if not any(digits):
         return bytes([K_INT, 0])
     if abs(exp) > DEC_EXP_LIMIT:
-        coef = int("".join(map(str, digits)))
-        while coef % 10 == 0:
-            coef //= 10
-            exp += 1
+        text = "".join(map(str, digits))        # no int: it may pass int's 4,300 digits
+        coef = text.rstrip("0")
+        exp += len(text) - len(coef)
         return bytes([K_DEC]) + _counted(f"{'-' if sign else ''}{coef}e{exp}".encode())
     return _ratio_key(fractions.Fraction(x))
 
@@ -217,8 +230,18 @@ def _encode_decimal(x):
     if x.is_finite():
         body += _zigzag(exp)
     elif x.is_nan():
-        body += _varint(int("".join(map(str, digits))) if digits else 0)
+        body += _varint(_digits_int(digits) if digits else 0)
     return bytes([DECIMAL]) + _decimal_key(x) + body
+
+
+def _digits_int(digits):
+    """The int of a Decimal's digit tuple, however many digits (int(str)
+    refuses more than 4,300)."""
+    return int(decimal.Decimal((0, digits, 0)))
+
+
+def _int_digits(n):
+    return decimal.Decimal(n).as_tuple().digits
 
 
 def _key_ratio(kind, val):
@@ -241,9 +264,9 @@ def _finite_decimal(kind, val, sign, exp):
         text = val.decode("ascii")
         coef_text, _, norm_exp = text.lstrip("-").partition("e")
         shift = int(norm_exp) - exp
-        if not 0 <= shift <= DEC_SHIFT_LIMIT:
+        if not 0 <= shift <= DEC_SHIFT_LIMIT or not coef_text.isdigit():
             raise CorruptStoreError("damaged extension value: Decimal exponent")
-        coef = int(coef_text) * 10 ** shift
+        return decimal.Decimal((sign, tuple(map(int, coef_text)) + (0,) * shift, exp))
     else:
         value = _key_ratio(kind, val)
         if value and abs(exp) > DEC_EXP_LIMIT:        # zero alone has any exponent
@@ -252,7 +275,7 @@ def _finite_decimal(kind, val, sign, exp):
         if scaled.denominator != 1:
             raise CorruptStoreError("damaged extension value: Decimal coefficient")
         coef = scaled.numerator
-    return decimal.Decimal((sign, tuple(map(int, str(coef))), exp))
+    return decimal.Decimal((sign, _int_digits(coef), exp))
 
 
 def _decode_decimal(r):
@@ -262,12 +285,25 @@ def _decode_decimal(r):
     if special == DEC_INF:
         return decimal.Decimal("-Infinity" if sign else "Infinity")
     if special in (DEC_NAN, DEC_SNAN):
-        coef = r.varint()
+        coef = r.varint(NAN_PAYLOAD_BITS)
         text = ("-" if sign else "") + ("sNaN" if special == DEC_SNAN else "NaN")
         return decimal.Decimal(text + (str(coef) if coef else ""))
     if special:
         raise CorruptStoreError("damaged extension value: bad Decimal flags")
     return _finite_decimal(kind, val, sign, r.zigzag())
+
+
+def _decimal_reads_back(x, data):
+    digits = len(x.as_tuple().digits)
+    if digits <= (NAN_CHECKED_DIGITS if x.is_nan() else DEC_CHECKED_DIGITS):
+        return True
+    try:
+        r = _Reader(data, 1)
+        back = _decode_decimal(r)
+        r.end()
+    except CorruptStoreError:
+        return False
+    return back.as_tuple() == x.as_tuple()
 
 
 def _decode_fraction(r):
@@ -369,8 +405,9 @@ def _importable(cls):
         return False
 
 
-def _record(obj):
-    """Bytes of plain data (a record's fields), nested leaves included."""
+def _record(obj, depth=0, active=None):
+    """Bytes of plain data (a record's fields), nested leaves included;
+    active holds the ids of the containers being written (a cycle)."""
     from . import _cowstore
     t = type(obj)
     if obj is None:
@@ -385,18 +422,55 @@ def _record(obj):
         return b"s" + _counted(obj.encode("utf-8"))
     if t is bytes:
         return b"b" + _counted(obj)
-    if isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase, _cowstore.SetBase)):
-        return _record(_cowstore.thaw(obj))
-    if t in (tuple, list, set, frozenset):
-        code = {tuple: b"t", list: b"l", set: b"S", frozenset: b"Z"}[t]
-        return code + _varint(len(obj)) + b"".join(_record(e) for e in obj)
-    if t is dict:
-        return b"d" + _varint(len(obj)) + b"".join(_record(k) + _record(v)
-                                                   for k, v in obj.items())
+    if t in _CONTAINER_CODES or isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase,
+                                                 _cowstore.SetBase)):
+        return _container_record(obj, depth, active if active is not None else set())
     data = encode(obj)
     if data is None:
         raise _Unstorable(obj)
     return b"x" + _counted(data)
+
+
+# Plain containers in a record, and the frozen cowstore ones, which come
+# back frozen (hashable, as they went in); mutable cowstore ones come back
+# as the builtins.
+_CONTAINER_CODES = {tuple: b"t", list: b"l", set: b"S", frozenset: b"Z", dict: b"d"}
+
+
+def _frozen_code(obj):
+    from ._dict import FrozenDict
+    from ._list import FrozenList
+    from ._set import FrozenSet
+    for cls, code in ((FrozenList, b"L"), (FrozenDict, b"D"), (FrozenSet, b"Z")):
+        if isinstance(obj, cls):
+            return code
+    return None
+
+
+def _container_record(obj, depth, active):
+    from . import _cowstore
+    if depth >= RECORD_MAX_DEPTH:
+        raise CowOverflowError(f"cowstore cannot store data nested more than {RECORD_MAX_DEPTH} "
+                               "levels deep inside a dataclass, namedtuple or registered class")
+    if id(obj) in active:
+        raise CycleError("cowstore cannot store a self-referencing structure inside a "
+                         "dataclass, namedtuple or registered class")
+    code = _CONTAINER_CODES.get(type(obj))
+    if code is None:                    # a cowstore container
+        frozen, obj = _frozen_code(obj), _cowstore.thaw(obj)
+        code = frozen or _CONTAINER_CODES[type(obj)]
+    active.add(id(obj))
+    try:
+        if code == b"d" or code == b"D":
+            parts = [_record(k, depth + 1, active) + _record(v, depth + 1, active)
+                     for k, v in obj.items()]
+        else:
+            parts = [_record(e, depth + 1, active) for e in obj]
+            if code in (b"S", b"Z"):
+                parts.sort()            # canonical: equal sets give equal bytes
+    finally:
+        active.discard(id(obj))
+    return code + _varint(len(parts)) + b"".join(parts)
 
 
 class _Unstorable(Exception):
@@ -404,7 +478,7 @@ class _Unstorable(Exception):
 
 
 def _read_record(r, depth=0):
-    if depth > 200:
+    if depth > RECORD_MAX_DEPTH:
         raise CorruptStoreError("damaged extension value: nested too deep")
     code = r.take(1)
     if code == b"N":
@@ -419,18 +493,29 @@ def _read_record(r, depth=0):
         return r.counted(True).decode("utf-8")
     if code == b"b":
         return bytes(r.counted(True))
-    if code in (b"t", b"l", b"S", b"Z"):
+    if code in (b"t", b"l", b"S", b"Z", b"L"):
         items = [_read_record(r, depth + 1) for _ in range(r.varint())]
+        if code == b"L":
+            from ._list import FrozenList
+            return FrozenList(items)
         return {b"t": tuple, b"l": list, b"S": set, b"Z": frozenset}[code](items)
-    if code == b"d":
-        return {_read_record(r, depth + 1): _read_record(r, depth + 1)
-                for _ in range(r.varint())}
+    if code in (b"d", b"D"):
+        items = {_read_record(r, depth + 1): _read_record(r, depth + 1)
+                 for _ in range(r.varint())}
+        if code == b"D":
+            from ._dict import FrozenDict
+            return FrozenDict(items)
+        return items
     if code == b"x":
         return decode(bytes(r.counted()))
     raise CorruptStoreError("damaged extension value: unknown record code")
 
 
 def _hashable(obj):
+    """Whether obj may be a key: hashable, and by value -- an object equal
+    only to itself (eq=False) could not stay itself through storing."""
+    if type(obj).__eq__ is object.__eq__ and not isinstance(obj, enum.Enum):
+        return False
     try:
         hash(obj)
         return True
@@ -443,8 +528,47 @@ def _object(kind, cls, fields, obj):
     return bytes([head]) + _counted(class_path(cls).encode()) + _record(fields)
 
 
+_UNSET = object()
+
+
 def _dataclass_fields(obj):
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    """Its fields (an init=False one never set left out, as copy leaves it),
+    then any other attribute its __dict__ holds (set by __post_init__)."""
+    fields = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, _UNSET)
+        if value is not _UNSET:
+            fields[f.name] = value
+    for name, value in getattr(obj, "__dict__", {}).items():
+        fields.setdefault(name, value)
+    return fields
+
+
+_enum_members_checked = {}
+
+
+def _enum_member_reads_back(obj):
+    """Whether cls(value read back) gives obj back: a value not equal to
+    itself once rebuilt (NaN), or an enum mixing in a data type, would not.
+    Found once per member."""
+    ok = _enum_members_checked.get(obj)
+    if ok is None:
+        cls = type(obj)
+        try:
+            back = _read_record(_Reader(_record(obj.value)))
+            ok = getattr(cls, "_member_type_", object) is object and cls(back) is obj
+        except Exception:
+            ok = False
+        _enum_members_checked[obj] = ok
+    return ok
+
+
+def _plain_namedtuple(obj):
+    """Whether cls(*fields) gives obj back: the namedtuple's own __new__, no
+    instance __dict__ (a subclass without __slots__ = ())."""
+    cls = type(obj)
+    base = next((c for c in cls.__mro__ if "_fields" in vars(c)), None)
+    return base is not None and cls.__new__ is base.__new__ and not getattr(obj, "__dict__", None)
 
 
 def _new_dataclass(cls, fields):
@@ -461,9 +585,11 @@ def _encode_object(obj):
     entry = _registry.get(cls)
     if entry is not None:
         return _object(USER, cls, entry[1](obj), obj)
-    if isinstance(obj, enum.Enum) and not isinstance(obj, _MIXINS) and _importable(cls):
+    if isinstance(obj, _MIXINS) and not (isinstance(obj, tuple) and hasattr(cls, "_fields")):
+        return None                     # an IntEnum, a str subclass...: see _MIXINS
+    if isinstance(obj, enum.Enum) and _enum_member_reads_back(obj) and _importable(cls):
         return _object(ENUM, cls, obj.value, obj)
-    if isinstance(obj, tuple) and hasattr(cls, "_fields") and _importable(cls):
+    if isinstance(obj, tuple) and _plain_namedtuple(obj) and _importable(cls):
         return _object(NAMEDTUPLE, cls, tuple(obj), obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls):
         return _object(DATACLASS, cls, _dataclass_fields(obj), obj)
@@ -533,7 +659,8 @@ def encode(obj):
     if t is _dt.timedelta:
         return struct.pack("<BiII", TIMEDELTA, obj.days, obj.seconds, obj.microseconds)
     if t is decimal.Decimal:
-        return _encode_decimal(obj)
+        data = _encode_decimal(obj)
+        return data if _decimal_reads_back(obj, data) else None
     if t is fractions.Fraction:
         return bytes([FRACTION]) + _ratio_key(obj)
     if t is complex:
@@ -601,6 +728,8 @@ def register(cls, to_data, from_data):
         raise TypeError("cowstore.register needs a class")
     if not callable(to_data) or not callable(from_data):
         raise TypeError("cowstore.register needs two callables")
+    if cls in _NATIVE:
+        raise TypeError(f"cowstore stores {cls.__name__} itself: it cannot be registered")
     _registry[cls] = (class_path(cls), to_data, from_data)
     _registered_paths[class_path(cls)] = cls
 

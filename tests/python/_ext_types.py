@@ -57,3 +57,44 @@ def money_to_data(m):
 
 def money_from_data(data):
     return Money(*data)
+
+
+# ---- values an audit found stored and then unreadable, or changed ----------
+
+class NanEnum(enum.Enum):
+    N = float("nan")
+
+
+class TupleEnum(tuple, enum.Enum):
+    A = (1, 2)
+
+
+class Parsed(collections.namedtuple("Parsed", "x")):
+    """A namedtuple whose own __new__ takes other arguments than its fields."""
+    __slots__ = ()
+
+    def __new__(cls, text):
+        return super().__new__(cls, int(text))
+
+
+class Loose(collections.namedtuple("Loose", "x")):
+    """A namedtuple subclass without __slots__ = (): instances get a __dict__."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    x: object
+
+
+@dataclasses.dataclass
+class Derived:
+    a: int
+    later: int = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.extra = self.a * 2
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ByIdentity:
+    x: int
