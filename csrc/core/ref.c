@@ -41,6 +41,7 @@ static unsigned active[COW_REF_MAX_ENVS];   /* registered slots, compact */
 static unsigned nactive;
 /* The current read scope's first error (R4). */
 static COW_THREAD_LOCAL int read_error;
+_Atomic unsigned long cow_ref_moves;
 
 int
 cow_ref_scope_enter(void)

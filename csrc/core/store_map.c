@@ -62,13 +62,17 @@ sync_mapping(cow_store *s, MDB_txn *txn)
 {
     MDB_envinfo info;
     struct stat st;
+    const char *before = s->ref.base;
     int rc;
     mdb_env_info(s->env, &info);
     if ((rc = store_file_stat(s, &st)) < 0)
         return rc;
     s->mapsize = info.me_mapsize;
     s->ref.size = (size_t)st.st_size < info.me_mapsize ? (size_t)st.st_size : info.me_mapsize;
-    return locate_map(s, txn, &s->ref.base);
+    rc = locate_map(s, txn, &s->ref.base);
+    if (s->ref.base != before)
+        cow_ref_moves++;            /* iterators holding page pointers re-find their place */
+    return rc;
 }
 
 /* Doubles the map (or adopts a larger size another process set: size 0). */

@@ -23,7 +23,37 @@ typedef struct {
     PyObject *keys;         /* a packed dict's key objects (its shape's), or NULL */
     int is_map;             /* snap is a general map: entries, not elements */
     size_t end;             /* entries or elements snap holds (it never changes) */
+    unsigned long moves;    /* cow_ref_moves when fwd or pc last found their place */
 } CowIter;
+
+/* The forward reader over the general map or vector snap, at its start. */
+static const cow_vecbody *
+snap_body(CowIter *it)
+{
+    return it->is_map ? &cow_val_getmap(&it->snap)->log : &cow_val_getvec(&it->snap)->b;
+}
+
+/* A store's map moved since fwd or pc last read (ref.h cow_ref_moves): their
+ * pointers into pages are stale, so they find their place again from the
+ * snapshot's word, at the position they had reached. */
+static int
+reseat(CowIter *it)
+{
+    it->moves = cow_ref_moves;
+    if (!it->packed) {
+        cow_vec_iter_init(&it->fwd, snap_body(it), it->fwd.i);
+        return 0;
+    }
+    unsigned done = it->pc.pos;
+    int rc = cow_pack_cursor_init(&it->pc, &it->snap);
+    for (unsigned i = 0; i < done && rc >= 0; i++) {
+        const char *key;
+        size_t klen;
+        cow_val v;
+        rc = cow_pack_cursor_next(&it->pc, &key, &klen, &v);
+    }
+    return rc < 0 ? cowpy_raise_int(it->st, rc) : 0;
+}
 
 /* A forward iterator over a packed root reads it in place, without
  * materialising it: a record's entries cost no container of their own. */
@@ -66,6 +96,7 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->is_map = 0;
     it->end = 0;
     it->pos = 0;
+    it->moves = cow_ref_moves;
     if (it->snap.tag == COW_T_PACKED) {
         if (start_packed(it) < 0) {
             Py_DECREF(it);
@@ -76,8 +107,7 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->is_map = cow_tag_is_map(it->snap.tag);
     it->end = it->is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
     it->pos = reverse ? it->end : 0;
-    cow_vec_iter_init(&it->fwd, it->is_map ? &cow_val_getmap(&it->snap)->log
-                                           : &cow_val_getvec(&it->snap)->b, 0);
+    cow_vec_iter_init(&it->fwd, snap_body(it), 0);
     return (PyObject *)it;
 }
 
@@ -237,6 +267,8 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
     const cow_val *a = NULL, *b = NULL;
     Py_ssize_t p;
     if (it->owner == NULL)
+        return NULL;
+    if (it->moves != cow_ref_moves && reseat(it) < 0)
         return NULL;
     if (it->packed)
         return packed_step(it);

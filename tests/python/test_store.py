@@ -925,3 +925,30 @@ def test_nesting_past_the_limit_is_a_clear_error(store):
     with pytest.raises(cowstore.CowOverflowError, match="nested this deep: a store takes 256 levels"):
         store["deep"] = deep
     assert "deep" not in store
+
+
+def test_iterators_keep_their_place_when_the_map_grows(path):
+    """A write that grows the map moves it to another address; iterators
+    started before hold pointers into the old one (a leaf, a pack cursor)
+    and find their place again from their snapshot (this segfaulted)."""
+    s = cowstore.open(path, map_size=1 << 20)
+    try:
+        plain = {"l": [f"s{i}" * 4 for i in range(10000)],
+                 "d": {f"k{i}": f"v{i}" * 3 for i in range(5000)},
+                 "set": {f"e{i}" for i in range(3000)},
+                 "recs": [{"a": i, "b": "x" * (i % 5), "c": [i] * 3} for i in range(3000)]}
+        s.update(plain)
+        got = {"l": s["l"], "d": s["d"], "set": s["set"], "rec": s["recs"][7]}
+        iters = {"l": iter(got["l"]), "items": iter(got["d"].items()),
+                 "keys": iter(got["d"].keys()), "set": iter(got["set"]),
+                 "rec": iter(got["rec"].items())}
+        started = {name: [next(it), next(it)] for name, it in iters.items()}
+        map_before = s.stats()["map_bytes"]
+        s["big"] = [f"t{i}" * 20 for i in range(200000)]
+        assert s.stats()["map_bytes"] > map_before
+        whole = {name: started[name] + list(it) for name, it in iters.items()}
+        assert whole["l"] == plain["l"] and whole["items"] == list(plain["d"].items())
+        assert whole["keys"] == list(plain["d"]) and set(whole["set"]) == plain["set"]
+        assert whole["rec"] == list(plain["recs"][7].items())
+    finally:
+        s.close()
