@@ -162,20 +162,24 @@ check_format(cow_store *s, MDB_txn *txn, int create)
     return COW_OK;
 }
 
+/* Opens the databases in one transaction: a write one that creates what is
+ * missing when create, else a read one.  *missing is set when a database
+ * is absent (a new file). */
 static int
-open_dbs(cow_store *s)
+open_dbs_in(cow_store *s, int create, int *missing)
 {
-    int create = !(s->flags & COW_STORE_READONLY);
     unsigned f = create ? MDB_CREATE : 0;
     MDB_txn *txn;
     int rc, mrc = mdb_txn_begin(s->env, NULL, create ? 0 : MDB_RDONLY, &txn);
+    *missing = 0;
     if (mrc != 0)
         return store_mdb_fail(s, mrc, "opening the store");
     if ((mrc = mdb_dbi_open(txn, "meta", f, &s->meta)) != 0
         || (mrc = mdb_dbi_open(txn, "roots", f, &s->roots)) != 0
         || (mrc = mdb_dbi_open(txn, "segs", f | MDB_INTEGERKEY, &s->segs)) != 0) {
         mdb_txn_abort(txn);
-        if (mrc == MDB_NOTFOUND)
+        *missing = mrc == MDB_NOTFOUND;
+        if (*missing)
             return store_msg(COW_ECORRUPT, "not a cowstore store (missing databases)");
         return store_mdb_fail(s, mrc, "opening the store's databases");
     }
@@ -185,6 +189,20 @@ open_dbs(cow_store *s)
     }
     mrc = mdb_txn_commit(txn);
     return mrc ? store_mdb_fail(s, mrc, "opening the store") : COW_OK;
+}
+
+/* The store's databases: opened in a read transaction when the file has
+ * them, so that opening (and reopening after fork) never waits for
+ * another process's writer -- nor deadlocks on a writer lock the forking
+ * parent holds; created in a write transaction only in a new, writable
+ * file. */
+static int
+open_dbs(cow_store *s)
+{
+    int missing, rc = open_dbs_in(s, 0, &missing);
+    if (rc < 0 && missing && !(s->flags & COW_STORE_READONLY))
+        rc = open_dbs_in(s, 1, &missing);
+    return rc;
 }
 
 /* The file must hold every page LMDB's meta says is used: a truncated file

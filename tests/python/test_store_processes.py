@@ -529,3 +529,55 @@ def test_snapshot_in_child_survives_parent_commits(tmp_path, method):
     assert before == after == W.checksum(W.snapshot_version(0))
     assert snap_k == 0 and latest == 8
     store.close()
+
+
+def test_fork_inside_a_transaction_does_not_deadlock(tmp_path):
+    """The child reopens every store it inherited; it used to do so with a
+    write transaction, waiting for the writer lock its parent holds while
+    the parent waited for it.  Now the reopen only reads."""
+    s = cowstore.open(str(tmp_path / "f.cow"))
+    with s.transaction():
+        s["p"] = 1
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if "p" not in cowstore.open(str(tmp_path / "f.cow")) else 1)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    assert s["p"] == 1
+    s.close()
+
+
+def _hold_a_transaction(path, inside, release):
+    s = cowstore.open(path)
+    with s.transaction():
+        s["held"] = 1
+        inside.set()
+        release.wait(30)
+
+
+def test_opening_a_store_does_not_wait_for_another_process_writer(tmp_path):
+    """Opening an existing store reads its databases in a read transaction:
+    it used to take a write transaction, waiting (holding the GIL) until
+    another process's transaction ended."""
+    path = str(tmp_path / "o.cow")
+    cowstore.open(path).close()
+    ctx = multiprocessing.get_context("fork")
+    inside, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_a_transaction, args=(path, inside, release))
+    holder.start()
+    try:
+        assert inside.wait(30)
+        started = time.monotonic()
+        s = cowstore.open(path)
+        opened_in = time.monotonic() - started
+        assert "held" not in s          # the holder's write is not committed yet
+        s.close()
+    finally:
+        release.set()
+        holder.join(30)
+    assert opened_in < 2 and holder.exitcode == 0
