@@ -527,7 +527,13 @@ def share(obj):
 # -- pickling store-backed values by reference ---------------------------------
 
 def _resolve_reference(store_path, name, path, word):
-    store = Store(store_path, readonly=not os.access(store_path, os.W_OK))
+    # Writable when the file is (a worker may write to it later), unless this
+    # process has it open readonly already (a value pickled and loaded in
+    # the process, or a fork child, of a readonly store).
+    try:
+        store = Store(store_path, readonly=not os.access(store_path, os.W_OK))
+    except _cowstore.ReadonlyStoreError:
+        store = Store(store_path, readonly=True)
     try:
         value = store[name]
         for step in path:

@@ -581,3 +581,18 @@ def test_opening_a_store_does_not_wait_for_another_process_writer(tmp_path):
         release.set()
         holder.join(30)
     assert opened_in < 2 and holder.exitcode == 0
+
+
+def test_values_of_a_readonly_store_unpickle_here_and_in_fork_workers(tmp_path):
+    """A reference is resolved by opening the file writable when it is, which
+    this process refused while it had the file open readonly: unpickling
+    failed here, and a fork Pool respawned its workers for ever."""
+    path = str(tmp_path / "ro.cow")
+    with cowstore.open(path) as s:
+        s["rows"] = [{"a": i} for i in range(100)]
+    ro = cowstore.open(path, readonly=True)
+    rows = ro["rows"]
+    assert pickle.loads(pickle.dumps(rows)) == rows
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map_async(len, [rows, rows]).get(timeout=60) == [100, 100]
+    ro.close()
