@@ -97,7 +97,7 @@ cowpy_ndarray_from(cowpy_state *st, PyObject *obj, cow_val *out)
     int rc = -1, code;
     if (np == NULL || (arr = PyObject_CallMethod(np, "ascontiguousarray", "O", obj)) == NULL
         || (dstr = plain_dtype_str(st, arr)) == NULL || (ds = PyUnicode_AsUTF8(dstr)) == NULL
-        || (shape = PyObject_GetAttrString(arr, "shape")) == NULL)
+        || (shape = PyObject_GetAttrString(obj, "shape")) == NULL)     /* arr's is 1-d for 0-d */
         goto done;
     if (!PyTuple_Check(shape) || (ndim = PyTuple_GET_SIZE(shape)) > COW_NDARRAY_MAX_DIM) {
         PyErr_SetString(st->UnsupportedTypeError, "numpy array with an unusual shape");
@@ -151,7 +151,7 @@ cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy)
     if (flat)
         res = PyObject_CallMethod(flat, copy ? "copy" : "view", NULL);
     if (res)
-        Py_SETREF(res, PyObject_CallMethod(res, "reshape", "O", shape));
+        Py_SETREF(res, PyObject_CallMethod(res, "reshape", "(O)", shape));  /* () too: 0-d */
     /* The header has the form cow_ndarray_parts checks, so numpy refusing it
      * means a dtype or shape this numpy has no array for ("<f5"): damage. */
     if (res == NULL && (PyErr_ExceptionMatches(PyExc_ValueError)

@@ -104,3 +104,15 @@ def test_diff_compares_arrays_by_dtype_shape_and_bytes(tmp_path):
         changes = {c.path: c for c in cowstore.diff(store["v1"], store["v2"])}
     assert set(changes) == {("data", 0), ("kind",)}
     assert changes[("data", 0)].new.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_a_zero_dimensional_array_keeps_its_shape(tmp_path):
+    """np.ascontiguousarray makes a 0-d array 1-d; the shape stored is the
+    array's own, so np.array(5.0) reads back 0-d and differs from [5.0]."""
+    zero, one = np.array(5.0), np.array([5.0])
+    with cowstore.open(str(tmp_path / "z.cow")) as s:
+        s["z"] = {"z": zero}
+        for got in (cowstore.freeze({"z": zero})["z"], s["z"]["z"]):
+            assert got.shape == () and got.dtype == zero.dtype and got == 5.0
+    assert cowstore.freeze({"z": zero}) != cowstore.freeze({"z": one})
+    assert list(cowstore.diff(cowstore.freeze({"z": zero}), cowstore.freeze({"z": one})))
