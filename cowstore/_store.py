@@ -241,7 +241,7 @@ class Store(collections.abc.MutableMapping):
             path = created = _anonymous_path()
         else:
             created = None
-        path = os.fspath(path)
+        path = os.fsdecode(os.fspath(path))     # bytes paths too, as open() takes them
         flags = (_READONLY if readonly else 0) | (0 if durable else _NOSYNC)
         if os.path.isdir(path):
             flags |= _DIR

@@ -952,3 +952,9 @@ def test_iterators_keep_their_place_when_the_map_grows(path):
         assert whole["rec"] == list(plain["recs"][7].items())
     finally:
         s.close()
+
+
+def test_a_bytes_path_opens_the_store(tmp_path):
+    with cowstore.open(os.fsencode(str(tmp_path / "b.cow"))) as s:
+        s["x"] = 1
+        assert s.path == str(tmp_path / "b.cow") and s["x"] == 1
