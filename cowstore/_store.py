@@ -61,6 +61,10 @@ class _Anchor:
         # Each thread's transaction on this file, whichever handle it uses
         # (the C side shares one environment and one writer gate per file).
         self.txns = threading.local()
+        # Threads whose transaction was left from another thread: it could
+        # not end there (LMDB's writer lock is its thread's), so the owner's
+        # next write aborts it and raises.
+        self.orphaned = set()
         self._fd = [None]           # shared with the finalizer, which cannot hold self
         if self.anonymous:
             self._lock()
@@ -287,6 +291,12 @@ class Store(collections.abc.MutableMapping):
         t = self._txns
         if not hasattr(t, "depth"):
             t.depth, t.puts = 0, {}
+        if self._anchor.orphaned and threading.get_ident() in self._anchor.orphaned:
+            self._anchor.orphaned.discard(threading.get_ident())
+            t.depth, t.puts = 0, {}
+            t.handle._abort()
+            raise StoreError("this thread's transaction was left from another thread, where it "
+                             "could not end: it is aborted now, and its writes are discarded")
         return t
 
     # -- the mapping ---------------------------------------------------------
@@ -422,16 +432,25 @@ class Store(collections.abc.MutableMapping):
             return
         c = self._c()
         c._begin()
-        t.depth, t.puts = 1, {}
+        t.depth, t.puts, t.handle = 1, {}, c
+        owner = threading.get_ident()
         try:
             yield self
         except BaseException:
+            self._leave_in(owner)
             t.depth = 0
             c._abort()
             raise
+        self._leave_in(owner)
         t.depth = 0
         puts, t.puts = t.puts, {}
         self._adopt_committed(puts, c._commit())
+
+    def _leave_in(self, owner):
+        if threading.get_ident() != owner:
+            self._anchor.orphaned.add(owner)
+            raise StoreError("a transaction must be left in the thread that entered it: it "
+                             "stays open there, and that thread's next write aborts it")
 
     @contextlib.contextmanager
     def bulk_load(self):

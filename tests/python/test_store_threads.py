@@ -290,3 +290,32 @@ def test_adopting_after_commit_under_racing_writers(path):
                 assert mine["who"] == "mine" and mine["n"] == i
 
         _run_threads([rewrite, assign])
+
+
+def test_a_transaction_left_from_another_thread_is_refused_and_then_aborted(path):
+    """Its writer lock is its thread's: leaving it elsewhere raises there
+    (it used to fail with AttributeError, leaving the transaction open for
+    ever and its thread's later writes silently uncommitted), and the
+    owner's next write aborts it and raises; writes after that commit."""
+    s = cowstore.open(path)
+    cm = s.transaction()
+    cm.__enter__()
+    s["cross"] = 1
+    errors = []
+
+    def leave():
+        try:
+            cm.__exit__(None, None, None)
+        except cowstore.StoreError as exc:
+            errors.append(exc)
+
+    other = threading.Thread(target=leave)
+    other.start()
+    other.join()
+    assert len(errors) == 1 and "left in the thread that entered it" in str(errors[0])
+    with pytest.raises(cowstore.StoreError, match="aborted now"):
+        s["z"] = 1
+    s["z"] = 2
+    with cowstore.open(path) as again:
+        assert dict(again) == {"z": 2}
+    s.close()
