@@ -272,7 +272,9 @@ PyObject *cowpy_copy(PyObject *self, PyObject *unused);
  * since the snapshot. */
 PyObject *cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
                                const cow_val *key, uint64_t hash, size_t idx);
-/* A new detached container of op's type holding v (stolen). */
+/* A new detached container holding v (stolen), of the package's class for
+ * v's tag (a copy or slice of a user's subclass is the package's type, as
+ * dict and list give theirs), or op's type if none is registered. */
 PyObject *cowpy_new_like(PyObject *op, cow_val v);
 /* tp_new of the bases: an empty `tag` container, or `frozen_tag` when type
  * subclasses the registered frozen class. */

@@ -129,7 +129,7 @@ missing_key(PyObject *op, PyObject *key)
     static PyObject *name;          /* "__missing__", interned for the process */
     PyObject *missing, *bound, *res;
     descrgetfunc bind;
-    if ((PyObject *)Py_TYPE(op) == COWPY_ST(op)->cls[SELF->root.tag])
+    if ((PyObject *)Py_TYPE(op) == COWPY_ST(op)->cls[cowpy_logical_tag(&SELF->root)])
         missing = NULL;             /* the package's own class has none */
     else if (name == NULL && (name = PyUnicode_InternFromString("__missing__")) == NULL)
         return NULL;

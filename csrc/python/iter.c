@@ -26,7 +26,8 @@ typedef struct {
     unsigned long moves;    /* cow_ref_moves when fwd or pc last found their place */
 } CowIter;
 
-/* The forward reader over the general map or vector snap, at its start. */
+/* The body the forward reader walks: the general map's entry log, or the
+ * vector's. */
 static const cow_vecbody *
 snap_body(CowIter *it)
 {

@@ -155,6 +155,11 @@ void cow_ref_view(cow_word w, int delta);
 /* Opens a scope: returns the enclosing scope's error (pass it to the
  * matching cow_ref_scope_leave) and clears the slot. */
 int cow_ref_scope_enter(void);
+/* Closes the scope opened by the cow_ref_scope_enter that returned outer:
+ * returns the scope's first error (COW_OK if none) and restores outer.  At a
+ * thread's outermost level (a test's body), cow_ref_scope_leave(COW_OK)
+ * takes the error recorded so far and starts afresh. */
+int cow_ref_scope_leave(int outer);
 
 /* How many times a store's mapping has moved to another address (its map
  * grew: store_map.c).  Words stay valid across a move, pointers into pages
@@ -162,11 +167,7 @@ int cow_ref_scope_enter(void);
  * leaf, a pack cursor) notes this count and finds its place again from its
  * word when it changed. */
 extern _Atomic unsigned long cow_ref_moves;
-/* Closes the scope opened by the cow_ref_scope_enter that returned outer:
- * returns the scope's first error (COW_OK if none) and restores outer.  At a
- * thread's outermost level (a test's body), cow_ref_scope_leave(COW_OK)
- * takes the error recorded so far and starts afresh. */
-int cow_ref_scope_leave(int outer);
+
 /* The current scope's first error, left in place (walks that stop at the
  * first error ask it after each resolution). */
 int cow_ref_error(void);
