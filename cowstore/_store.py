@@ -260,6 +260,7 @@ class Store(collections.abc.MutableMapping):
         self._anonymous = self._anchor.anonymous
         self._readonly = readonly
         self._txns = self._anchor.txns
+        self._orphaned = self._anchor.orphaned
 
     # -- properties ----------------------------------------------------------
     @property
@@ -291,8 +292,8 @@ class Store(collections.abc.MutableMapping):
         t = self._txns
         if not hasattr(t, "depth"):
             t.depth, t.puts = 0, {}
-        if self._anchor.orphaned and threading.get_ident() in self._anchor.orphaned:
-            self._anchor.orphaned.discard(threading.get_ident())
+        if self._orphaned and threading.get_ident() in self._orphaned:
+            self._orphaned.discard(threading.get_ident())
             t.depth, t.puts = 0, {}
             t.handle._abort()
             raise StoreError("this thread's transaction was left from another thread, where it "
@@ -302,8 +303,8 @@ class Store(collections.abc.MutableMapping):
     # -- the mapping ---------------------------------------------------------
     def __getitem__(self, name):
         c = self._c()
-        if not isinstance(name, str):
-            raise KeyError(name)        # names are str: any other key is absent
+        if not _is_name(name):
+            raise KeyError(name)        # names are str, UTF-8: any other key is absent
         value = c._get(name)
         if hasattr(value, "_set_origin"):
             value._set_origin((self._anchor, name))
@@ -317,6 +318,8 @@ class Store(collections.abc.MutableMapping):
 
     def __setitem__(self, name, value):
         self._check_writable()
+        if isinstance(name, str) and not _is_name(name):
+            raise StoreError(f"root name {name!r} is not valid UTF-8 (a lone surrogate)")
         if self._txn().depth:
             self._put(name, value)
             return
@@ -347,7 +350,7 @@ class Store(collections.abc.MutableMapping):
 
     def __delitem__(self, name):
         self._check_writable()
-        if not isinstance(name, str):
+        if not _is_name(name):
             raise KeyError(name)
         with self.transaction():
             self._c()._delete(name)
@@ -355,7 +358,7 @@ class Store(collections.abc.MutableMapping):
 
     def __contains__(self, name):
         c = self._c()
-        if not isinstance(name, str):
+        if not _is_name(name):
             return False
         try:
             c._get(name)
@@ -448,7 +451,7 @@ class Store(collections.abc.MutableMapping):
 
     def _leave_in(self, owner):
         if threading.get_ident() != owner:
-            self._anchor.orphaned.add(owner)
+            self._orphaned.add(owner)
             raise StoreError("a transaction must be left in the thread that entered it: it "
                              "stays open there, and that thread's next write aborts it")
 
@@ -544,6 +547,18 @@ def share(obj):
 
 
 # -- pickling store-backed values by reference ---------------------------------
+
+def _is_name(name):
+    """Whether name can name a root: a str of valid UTF-8 (no lone
+    surrogates); any other key is simply absent, as a dict's unknown key."""
+    if not isinstance(name, str):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def _resolve_reference(store_path, name, path, word):
     # Writable when the file is (a worker may write to it later), unless this

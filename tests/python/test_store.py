@@ -958,3 +958,18 @@ def test_a_bytes_path_opens_the_store(tmp_path):
     with cowstore.open(os.fsencode(str(tmp_path / "b.cow"))) as s:
         s["x"] = 1
         assert s.path == str(tmp_path / "b.cow") and s["x"] == 1
+
+
+def test_a_name_that_is_not_utf8_is_absent_and_refused(store):
+    """A str with a lone surrogate cannot name a root: reads find nothing,
+    as for any other unknown key, and assigning raises StoreError (it
+    raised UnicodeEncodeError from every call)."""
+    bad = "\ud800"
+    assert bad not in store and store.get(bad, 7) == 7
+    with pytest.raises(KeyError):
+        store[bad]
+    with pytest.raises(KeyError):
+        del store[bad]
+    with pytest.raises(cowstore.StoreError, match="not valid UTF-8"):
+        store[bad] = 1
+    assert len(store) == 0
