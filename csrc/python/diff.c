@@ -374,6 +374,21 @@ report(DiffIter *it, const cow_val *key, const cow_val *old, const cow_val *new,
 
 /* ---- comparing one key or index -------------------------------------------- */
 
+/* Whether two extension leaves are of one type (their subtype byte, ext.h):
+ * Decimal(1), Fraction(1) and 1+0j are equal, yet a change of type is a
+ * change (D3), as it is at the top level. */
+static int
+same_ext_type(const cow_val *a, const cow_val *b)
+{
+    const char *pa, *pb;
+    size_t na, nb;
+    if (a->tag != COW_T_SEXT && a->tag != COW_T_EXT)
+        return 1;
+    cow_val_span(a, &pa, &na);
+    cow_val_span(b, &pb, &nb);
+    return na > 0 && nb > 0 && pa[0] == pb[0];
+}
+
 /* Compares the top frame's values at one key (key != NULL) or index: old at
  * entry/index at_a of a, new at at_b of b, either NULL when absent (D2, D3);
  * in_leaves when both lie in the leaves the frame reads.  Equal: STEP_NEXT;
@@ -396,7 +411,7 @@ compare(DiffIter *it, const cow_val *key, const cow_val *old, const cow_val *new
                 return -1;
             return STEP_PUSHED;
         }
-        if (ta == tb && cow_val_equal(old, new))
+        if (ta == tb && cow_val_equal(old, new) && same_ext_type(old, new))
             return STEP_NEXT;
     }
     return report(it, key, old, new, at_a, at_b);

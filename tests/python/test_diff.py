@@ -10,6 +10,8 @@ The rules D1..D4 are csrc/python/diff.c's.
 """
 import copy
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -360,3 +362,15 @@ def test_a_finaliser_cannot_reenter_the_walk():
     assert seen and set(seen) == {"diff iterator already executing"}
     assert sorted(c.path for c in changes + taken) == sorted(
         (f"k{i}", "n") for i in range(0, 200, 3))
+
+
+@pytest.mark.parametrize("old, new", [(Decimal(1), Fraction(1)), (1 + 0j, Decimal(1)),
+                                      (Fraction(1, 2), Decimal("0.5"))])
+def test_a_nested_change_of_type_between_equal_numbers_is_reported(old, new):
+    """D3: Decimal, Fraction and complex are equal numbers but types apart;
+    nested, they share one storage tag, which alone let diff skip them."""
+    for a, b in ((old, new), ({"p": old}, {"p": new}), ([0, old], [0, new])):
+        changes = list(cowstore.diff(a, b))
+        assert len(changes) == 1 and type(changes[0].old) is type(old)
+        assert type(changes[0].new) is type(new)
+    assert list(cowstore.diff({"p": Decimal(1)}, {"p": Decimal("1.0")})) == []
