@@ -47,6 +47,14 @@ def _string_keys(data):
     return data
 
 
+def _fits(value):
+    """Whether container value holds at most about SMALL entries, its nested
+    containers' and arrays' included (counted in C, stopping as soon as it
+    does not): it is then converted and dumped in one piece.  A small dict
+    holding a huge list is written entry by entry, so the list is streamed."""
+    return value._small(SMALL)
+
+
 class _Nowhere:
     def write(self, text):
         pass
@@ -65,11 +73,11 @@ class JsonWriter:
         self._write(value, 0, list(path))
 
     def _write(self, value, level, path):
-        if isinstance(value, DictBase) and len(value) > SMALL:
+        if isinstance(value, DictBase) and not _fits(value):
             self._write_entries(value.items(), level, path, "{}", keyed=True)
-        elif isinstance(value, (ListBase, SetBase)) and len(value) > SMALL:
+        elif isinstance(value, (ListBase, SetBase)) and not _fits(value):
             self._write_entries(enumerate(value), level, path, "[]", keyed=False)
-        elif is_ndarray(value) and self._arrays == "list" and value.ndim and len(value) > SMALL:
+        elif is_ndarray(value) and self._arrays == "list" and value.ndim and value.size > SMALL:
             self._write_entries(enumerate(value), level, path, "[]", keyed=False)
         else:
             self._out.write(self._dumps(value, level, path))

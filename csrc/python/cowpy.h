@@ -288,6 +288,7 @@ PyObject *cowpy_init_from(PyObject *op, PyObject *src);
 PyObject *cowpy_fresh_method(PyObject *op, PyObject *unused);
 PyObject *cowpy_deepcopy(PyObject *self, PyObject *memo);
 PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_small_method(PyObject *self, PyObject *budget);
 PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
 PyObject *cowpy_same_method(PyObject *self, PyObject *other);
@@ -316,6 +317,7 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_init", cowpy_init_from, METH_O, NULL}, \
     {"_fresh", cowpy_fresh_method, METH_NOARGS, NULL}, \
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL}, \
+    {"_small", cowpy_small_method, METH_O, NULL}, \
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
     {"_equal", cowpy_equal_method, METH_O, NULL}, \
     {"_shares", cowpy_same_method, METH_O, NULL}, \

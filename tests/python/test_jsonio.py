@@ -200,3 +200,28 @@ def test_writer_arrays_as_lists_or_summaries(monkeypatch):
     out = io.StringIO()
     JsonWriter(out, arrays="summary").write(value)
     assert json.loads(out.getvalue()) == {"a": "ndarray(int32, shape=(2, 3))"}
+
+
+def test_a_small_container_holding_a_huge_one_is_streamed():
+    """Only a value of at most SMALL entries, nested ones counted, is
+    converted in one piece: {"meta": ..., "rows": [10^5 rows]} used to be
+    thawed whole (10x the memory the docs promise) because the dict itself
+    has two keys."""
+    import tracemalloc
+    rows = cowstore.freeze([[i, f"x{i}"] for i in range(100_000)])
+    wrap = cowstore.CowDict({"meta": {"n": 1}, "rows": rows})
+    small = cowstore.CowDict({"meta": {"n": 1}, "rows": [[1, "a"]] * 100})
+    assert small._small(_jsonout.SMALL) and not wrap._small(_jsonout.SMALL)
+    out = io.StringIO()
+    tracemalloc.start()
+    JsonWriter(_NullText()).write(wrap)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    JsonWriter(out).write(wrap)
+    assert json.loads(out.getvalue()) == cowstore.thaw(wrap)
+    assert peak < 2 * 2**20, peak          # thawed whole: ~15 MiB
+
+
+class _NullText:
+    def write(self, text):
+        pass
