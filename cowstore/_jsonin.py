@@ -32,6 +32,7 @@ class JsonInputError(ValueError):
     """Malformed input, with the position of the error."""
 
     def __init__(self, msg, line, column):
+        msg = msg[:-len(" at")] if msg.endswith(" at") else msg    # json's "... character at"
         super().__init__(f"{msg} at line {line} column {column}")
         self.line, self.column = line, column
 

@@ -55,7 +55,9 @@ def step_into(value, step, where):
             raise PathError(f"index {index} is out of range for the list at {where} "
                             f"(length {len(value)})")
         return value[index], index
-    raise PathError(f"{where} is a {type_name(value)}, which has no {step!r} inside")
+    name = type_name(value)
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    raise PathError(f"{where} is {article} {name}, which has no {step!r} inside")
 
 
 def resolve(store, path):

@@ -250,7 +250,7 @@ def test_bad_invalid_utf8_is_refused(files):
     (["get", "{store}", "doc/train/rows/1500"], ["index 1500 is out of range",
                                                  "doc/train/rows", "length 1500"]),
     (["get", "{store}", "doc/nope"], ["no key 'nope' in the dict at doc"]),
-    (["get", "{store}", "doc/version/x"], ["doc/version is a int"]),
+    (["get", "{store}", "doc/version/x"], ["doc/version is an int"]),
     (["ls", "{store}", "doc/train/rows/x"], ["'x' is not an index"]),
     (["du", "{store}", "ghost"], ["no root named 'ghost'"]),
     (["get", "{tmp}/missing.store", "a"], ["missing.store: no such store"]),

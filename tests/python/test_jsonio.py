@@ -225,3 +225,9 @@ def test_a_small_container_holding_a_huge_one_is_streamed():
 class _NullText:
     def write(self, text):
         pass
+
+
+def test_a_control_character_error_reads_once_at():
+    with pytest.raises(JsonInputError) as info:
+        list(JsonReader(io.BytesIO(b'["a\tb"]')))
+    assert "at at" not in str(info.value) and "line 1 column 4" in str(info.value)
