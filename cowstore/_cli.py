@@ -128,13 +128,19 @@ def _text_output(path=None):
     temp = f"{path}.tmp-{os.getpid()}"
     compressor = COMPRESSORS.get(os.path.splitext(path)[1].lower())
     try:
-        if compressor is None:
-            out = open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER)
-        else:
-            out = compressor(temp, "wt", encoding="utf-8", newline="\n")
+        try:
+            if compressor is None:
+                out = open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER)
+            else:
+                out = compressor(temp, "wt", encoding="utf-8", newline="\n")
+        except OSError as e:            # named as the user named it, not the temporary file
+            raise type(e)(e.errno, e.strerror, path) from None
         with out:
             yield out
-        os.replace(temp, path)
+        try:
+            os.replace(temp, path)
+        except OSError as e:
+            raise type(e)(e.errno, e.strerror, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)

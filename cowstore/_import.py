@@ -83,9 +83,9 @@ def import_json(store, name, reader, replace=False, progress=None, batch_bytes=B
     Returns the number of top-level items.  `progress(bytes_read)` is called
     after each batch.
     """
+    remove_abandoned_imports(store)     # first: even an import refused below cleans up
     if name in store and not replace:
         raise ImportTargetError(f"root {name!r} exists (use --replace to overwrite it)")
-    remove_abandoned_imports(store)
     temp = _temp_name(name)
     if reader.kind == "scalar":
         items = list(reader)

@@ -455,3 +455,33 @@ def test_import_memory_stays_flat_as_the_input_grows(tmp_path):
             assert len(s["r"]) == i
     growth = peaks[32] - peaks[4]
     assert growth < 12 << 20, f"peak RSS grew {growth >> 20} MiB for 28 MiB more input"
+
+
+def test_an_import_refused_because_the_root_exists_still_removes_abandoned_ones(tmp_path):
+    """cli.md: the next import removes what a killed importer left; the
+    existence check used to come first and skip that."""
+    from cowstore import _import
+    store_path, doc = tmp_path / "s.cow", tmp_path / "one.json"
+    doc.write_text("[1]")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with cowstore.open(str(store_path)) as store:
+        store["r"] = [0]
+        store[f"{_import._TEMP_PREFIX}{_import._host()}:{dead}:0123456789abcdef"] = [1]
+        assert len(store.reserved_names()) == 1
+    assert_one_line_error(cli("import", store_path, "r", doc), 1, "root 'r' exists")
+    with cowstore.open(str(store_path), readonly=True) as store:
+        assert store.reserved_names() == [] and list(store["r"]) == [0]
+
+
+@pytest.mark.parametrize("target", ["a directory", "a missing directory"])
+def test_an_export_error_names_the_users_file(tmp_path, target):
+    store_path = tmp_path / "s.cow"
+    with cowstore.open(str(store_path)) as store:
+        store["p"] = {"a": 1}
+    out = tmp_path / "dir" if target == "a directory" else tmp_path / "nodir" / "x.json"
+    if target == "a directory":
+        out.mkdir()
+    proc = cli("export", store_path, "p", out)
+    assert_one_line_error(proc, 1, f"{out}: ")
+    assert ".tmp-" not in proc.stderr
