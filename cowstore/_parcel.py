@@ -15,7 +15,7 @@ their plain contents.
 """
 from pickle import PickleBuffer
 
-from . import _cowstore
+from . import _cowstore, _subclass
 
 #: The first pickle protocol that carries out-of-band buffers.
 PICKLE_BUFFERS_PROTOCOL = 5
@@ -42,16 +42,18 @@ def open_parcel(buffer):
 
 
 def _from_parcel(cls, buffer):
-    """Unpickles a container: the parcel's value, as cls (a subclass kept)."""
+    """Unpickles a container: the parcel's value, as cls (a user's subclass
+    rebuilt without its __init__, its attributes set after as the state)."""
     value = _cowstore._open_parcel(buffer)
-    return value if type(value) is cls else cls(value)
+    return value if type(value) is cls else _subclass.rebuild(cls, value)
 
 
 def reduce_ex(obj, protocol, reduce):
     """``__reduce_ex__`` of a container: its parcel out of band from
     protocol 5 on, else ``reduce()`` (the container's ``__reduce__``)."""
     if protocol >= PICKLE_BUFFERS_PROTOCOL:
-        return (_from_parcel, (type(obj), PickleBuffer(_cowstore._parcel(obj))))
+        return (_from_parcel, (type(obj), PickleBuffer(_cowstore._parcel(obj))),
+                _subclass.state(obj))
     return reduce()
 
 

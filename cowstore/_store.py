@@ -45,6 +45,18 @@ _anchors = weakref.WeakValueDictionary()    # realpath -> _Anchor
 _anon_counter = itertools.count()
 
 
+def _is_name(name):
+    """Whether name can name a root: a str of valid UTF-8 (no lone
+    surrogates); any other key is simply absent, as a dict's unknown key."""
+    if not isinstance(name, str):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Anchor:
     """What a store-backed value remembers of its store: the path, and for
     an anonymous store the shared flock that decides who removes the file.
@@ -303,9 +315,12 @@ class Store(collections.abc.MutableMapping):
     # -- the mapping ---------------------------------------------------------
     def __getitem__(self, name):
         c = self._c()
-        if not _is_name(name):
-            raise KeyError(name)        # names are str, UTF-8: any other key is absent
-        value = c._get(name)
+        if not isinstance(name, str):
+            raise KeyError(name)        # names are str: any other key is absent
+        try:
+            value = c._get(name)
+        except UnicodeEncodeError:      # a lone surrogate: no root has such a name
+            raise KeyError(name) from None
         if hasattr(value, "_set_origin"):
             value._set_origin((self._anchor, name))
         return value
@@ -358,11 +373,11 @@ class Store(collections.abc.MutableMapping):
 
     def __contains__(self, name):
         c = self._c()
-        if not _is_name(name):
+        if not isinstance(name, str):
             return False
         try:
             c._get(name)
-        except KeyError:
+        except (KeyError, UnicodeEncodeError):
             return False
         return True
 
@@ -547,18 +562,6 @@ def share(obj):
 
 
 # -- pickling store-backed values by reference ---------------------------------
-
-def _is_name(name):
-    """Whether name can name a root: a str of valid UTF-8 (no lone
-    surrogates); any other key is simply absent, as a dict's unknown key."""
-    if not isinstance(name, str):
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
 
 def _resolve_reference(store_path, name, path, word):
     # Writable when the file is (a worker may write to it later), unless this

@@ -18,8 +18,6 @@ package's own classes are left to their C methods.
 """
 import copy as _copy
 
-from . import _cowstore
-
 _OWN_MODULES = ("cowstore._dict", "cowstore._list", "cowstore._set")
 #: Where the package's classes and their C bases are defined.
 _PACKAGE_MODULES = _OWN_MODULES + ("cowstore._cowstore",)
@@ -43,42 +41,35 @@ def rebuild(cls, value, state=None):
     return obj
 
 
-def _state(obj):
+def state(obj):
+    """A user's subclass instance's attributes, for pickle and copy (None
+    for the package's classes, which have none)."""
     return getattr(obj, "__dict__", None) or None
 
 
 def _subclass_copy(self):
-    return rebuild(type(self), self, _state(self))
+    return rebuild(type(self), self, state(self))
 
 
 def _subclass_deepcopy(self, memo):
     new = rebuild(type(self), self)
     memo[id(self)] = new
-    state = _state(self)
-    if state:
-        new.__dict__.update(_copy.deepcopy(state, memo))
+    attributes = state(self)
+    if attributes:
+        new.__dict__.update(_copy.deepcopy(attributes, memo))
     return new
 
 
 def _subclass_reduce(self):
     # By value: a store reference would come back as the package's type.
-    return (rebuild, (type(self), self._thaw()), _state(self))
+    return (rebuild, (type(self), self._thaw()), state(self))
 
 
 def _subclass_reduce_ex(self, protocol):
-    from pickle import PickleBuffer
-    from ._parcel import PICKLE_BUFFERS_PROTOCOL
+    from ._parcel import reduce_ex
     if type(self).__reduce__ is not _subclass_reduce:
         return self.__reduce__()            # the subclass's own, as object.__reduce_ex__ does
-    if protocol >= PICKLE_BUFFERS_PROTOCOL:
-        return (rebuild_from_parcel, (type(self), PickleBuffer(_cowstore._parcel(self))),
-                _state(self))
-    return _subclass_reduce(self)
-
-
-def rebuild_from_parcel(cls, buffer):
-    """Unpickles a subclass instance from its parcel (its state set after)."""
-    return rebuild(cls, _cowstore._open_parcel(buffer))
+    return reduce_ex(self, protocol, self.__reduce__)
 
 
 _METHODS = {"__copy__": _subclass_copy, "__deepcopy__": _subclass_deepcopy,

@@ -581,15 +581,18 @@ is_number(const cow_val *v)
 #define COW_MAX_NESTING 4096
 static COW_THREAD_LOCAL unsigned nesting;   /* per thread: walks in two threads do not add up */
 
+/* Enters container v's walk: COW_OK, or the error (recorded in the read
+ * scope too) when the bound is reached. */
 static int
 nest_enter(const cow_val *v)
 {
     if (nesting >= COW_MAX_NESTING) {
-        cow_ref_set_error(cow_word_stored(v->u.w) ? COW_ECORRUPT : COW_EDEPTH);
-        return 0;
+        int err = cow_word_stored(v->u.w) ? COW_ECORRUPT : COW_EDEPTH;
+        cow_ref_set_error(err);
+        return err;
     }
     nesting++;
-    return 1;
+    return COW_OK;
 }
 
 static void nest_leave(void) { nesting--; }
@@ -662,8 +665,8 @@ hash_impl(const cow_val *v, int frozen, uint64_t *out)
         return hash_packed(v, frozen, out);
     if (!cow_tag_is_vec(v->tag) && !cow_tag_is_map(v->tag))
         return hash_walk(v, frozen, out);
-    if (!nest_enter(v))
-        return cow_word_stored(v->u.w) ? COW_ECORRUPT : COW_EDEPTH;
+    if ((rc = nest_enter(v)) < 0)
+        return rc;
     rc = hash_walk(v, frozen, out);
     nest_leave();
     return rc;
@@ -826,7 +829,7 @@ cow_val_equal(const cow_val *a, const cow_val *b)
         return equal_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return equal_walk(a, b);
-    if (!nest_enter(a))
+    if (nest_enter(a) < 0)
         return 0;
     eq = equal_walk(a, b);
     nest_leave();
@@ -892,7 +895,7 @@ cow_val_order(const cow_val *a, const cow_val *b)
         return order_packed(a, b);
     if (!cow_tag_is_vec(a->tag) && !cow_tag_is_map(a->tag))
         return order_walk(a, b);
-    if (!nest_enter(a))
+    if (nest_enter(a) < 0)
         return 0;
     c = order_walk(a, b);
     nest_leave();
