@@ -706,51 +706,76 @@ get_value(pk_in *in, cow_val *out, unsigned depth, uint32_t ident)
 
 /* ---- reading one entry in place ------------------------------------------ */
 
-/* Payload bytes of an item of fixed size after its code, or PK_VARLEN: one
- * load for a code below the small ints (skip_item runs it on every field
- * before the one read; the chain of range tests it replaces cost 12
- * instructions an item). */
-#define PK_VARLEN 0xffu
-#define V_ PK_VARLEN
-#define V16_ V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_, V_
-static const uint8_t fixed_payloads[PK_SMALLINT] = {
+/* Bytes of an item of fixed size, its code included, or 0 for one of
+ * variable size (containers, words, long strs, inline extension leaves):
+ * one load per item, for skip_item on every field before the one read and
+ * for the decode of a fixed-size item (get_fixed_view). */
+#define F16_(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const uint8_t fixed_sizes[256] = {
     /* 0x00: None, False, True; int8..int64; float; words, long strs, sext */
-    0, 0, 0, 1, 2, 3, 4, 8, 8, V_, V_, V_, V_, V_, V_, V_,
-    V16_,                                       /* 0x10: containers, istr */
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, V_,   /* 0x20: sstr */
-    V16_, V16_, V16_, V16_, V16_,               /* 0x30..0x7f: no item */
+    1, 1, 1, 2, 3, 4, 5, 9, 9, 0, 0, 0, 0, 0, 0, 0,
+    F16_(0),                                    /* 0x10: containers, istr */
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0,   /* 0x20: sstr */
+    F16_(0), F16_(0), F16_(0), F16_(0), F16_(0),            /* 0x30..0x7f: no item */
+    F16_(1), F16_(1), F16_(1), F16_(1), F16_(1), F16_(1), F16_(1), F16_(1), /* small ints */
 };
-#undef V16_
-#undef V_
+#undef F16_
 _Static_assert(PK_INT8 == 3 && PK_FLOAT == 8 && PK_SSTR == 0x20 && COW_INLINE_MAX == 14
-               && PK_SMALLINT == 0x80, "fixed_payloads is laid out for these codes");
-static inline unsigned
-fixed_payload(unsigned code)
+               && PK_SMALLINT == 0x80, "fixed_sizes is laid out for these codes");
+
+/* The size of the fixed-size item at the reader if it lies wholly inside
+ * the node, else 0 (a variable-size item, or a truncated one: the slow
+ * paths check and refuse it, P3). */
+static inline size_t
+fixed_item_at(const pk_in *in)
 {
-    return code >= PK_SMALLINT ? 0 : fixed_payloads[code];
+    size_t size = in->p < in->end ? fixed_sizes[*in->p] : 0;
+    return size <= (size_t)(in->end - in->p) ? size : 0;
 }
 
 static int skip_item_slow(pk_in *in, unsigned depth);
 
-/* Steps over one item (P3: checked like a full decode); the scalars of
- * fixed size and the word items (a record's repeated strs, P7), most items
- * of a record, inline. */
+/* Steps over the next n items of one body at depth (P3: checked like a
+ * full decode).  The scalars of fixed size and the word items (a record's
+ * repeated strs, P7) -- most items of a record, and the fields before a
+ * lookup's -- are stepped over in a tight loop; a fixed-size item that
+ * overruns the node leaves p past end, refused by the next step or at the
+ * end. */
+static inline int
+skip_items(pk_in *in, unsigned n, unsigned depth)
+{
+    const uint8_t *p = in->p, *end = in->end;
+    int rc;
+    for (; n; n--) {
+        if (p < end) {
+            size_t size = fixed_sizes[*p];
+            if (size) {
+                p += size;
+                continue;
+            }
+            if (is_word_code(*p) && end - p >= 2 && p[1] < nwords_of(in->node)) {
+                p += 2;
+                continue;
+            }
+        }
+        if (p > end)
+            return COW_ECORRUPT;
+        in->p = p;
+        if ((rc = skip_item_slow(in, depth)))
+            return rc;
+        p = in->p;
+    }
+    if (p > end)
+        return COW_ECORRUPT;
+    in->p = p;
+    return COW_OK;
+}
+
+/* Steps over one item: skip_items'. */
 static inline int
 skip_item(pk_in *in, unsigned depth)
 {
-    if (in->p < in->end) {
-        size_t avail = (size_t)(in->end - in->p);
-        unsigned len = fixed_payload(*in->p);
-        if (len != PK_VARLEN && len < avail) {
-            in->p += 1 + len;
-            return COW_OK;
-        }
-        if (is_word_code(*in->p) && avail >= 2 && in->p[1] < nwords_of(in->node)) {
-            in->p += 2;
-            return COW_OK;
-        }
-    }
-    return skip_item_slow(in, depth);
+    return skip_items(in, 1, depth);
 }
 
 static int
@@ -760,8 +785,8 @@ skip_item_slow(pk_in *in, unsigned depth)
     int rc;
     if ((rc = get_byte(in, &code)))
         return rc;
-    if ((len = fixed_payload(code)) != PK_VARLEN)
-        ;                               /* a truncated fixed-size item: checked below */
+    if (fixed_sizes[code])
+        len = fixed_sizes[code] - 1u;   /* a truncated fixed-size item: checked below */
     else if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS) {
         const cow_word *wp;
         const uint8_t *keys, *kend;
@@ -771,9 +796,7 @@ skip_item_slow(pk_in *in, unsigned depth)
             rc = get_shape(in, &wp, &count, &keys, &kend);
         else if ((rc = get_byte(in, &count)) == COW_OK && count > COW_PACK_MAX_ITEMS)
             rc = COW_ECORRUPT;
-        for (unsigned i = 0; i < count && rc == COW_OK; i++)
-            rc = skip_item(in, depth + 1);
-        return rc;
+        return rc ? rc : skip_items(in, count, depth + 1);
     }
     else if (is_word_code(code))
         return (rc = get_byte(in, &idx)) ? rc : idx < nwords_of(in->node) ? COW_OK : COW_ECORRUPT;
@@ -815,17 +838,13 @@ get_nested_view(pk_in *in, const cow_val *parent, unsigned code, size_t pos, int
     return COW_OK;
 }
 
-/* The item at the reader, entry pos of parent, borrowed (pack.h): views
- * into the node, words exported without a reference, a nested container
- * as a packed value (P8), stepped over when step (get_nested_view). */
+/* get_entry_view's items of variable size. */
 static int
-get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *out)
+get_entry_view_slow(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *out)
 {
     const uint8_t *at = in->p;
     unsigned code, len;
     int rc;
-    if (in->p < in->end && (*in->p >= PK_SMALLINT || *in->p <= PK_FLOAT))
-        return get_value(in, out, 0, 0);    /* numbers, None, bools: nothing to own */
     if ((rc = get_byte(in, &code)))
         return rc;
     if (code >= PK_CONTAINER && code < PK_CONTAINER + PK_CONTAINER_KINDS)
@@ -848,6 +867,48 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *
         return get_word_view(in, out, word_tag(code));
     in->p = at;                         /* SEXT (an unknown code: refused there) */
     return get_value(in, out, 0, 0);
+}
+
+/* The fixed-size item at p, of size bytes (fixed_item_at), borrowed: a
+ * number, None, a bool, or a short str as a view into the node. */
+static inline __attribute__((always_inline)) void
+get_fixed_view(const uint8_t *p, size_t size, cow_val *out)
+{
+    unsigned code = *p;
+    int64_t i = 0;
+    double f;
+    if (code >= PK_SMALLINT)
+        *out = cow_val_int((int64_t)(code - PK_SMALLINT));
+    else if (code >= PK_SSTR)
+        *out = cow_val_str_view((const char *)p + 1, size - 1);
+    else if (code == PK_FLOAT) {
+        memcpy(&f, p + 1, sizeof f);
+        *out = cow_val_float(f);
+    }
+    else if (code >= PK_INT8) {
+        cow_copy_short(&i, p + 1, size - 1);
+        if (size < 9 && (p[size - 1] & 0x80))
+            i |= (int64_t)(~(uint64_t)0 << (8 * (size - 1)));     /* sign-extend */
+        *out = cow_val_int(i);
+    }
+    else
+        *out = code == PK_NONE ? cow_val_none() : cow_val_bool(code == PK_TRUE);
+}
+
+/* The item at the reader, entry pos of parent, borrowed (pack.h): views
+ * into the node, words exported without a reference, a nested container
+ * as a packed value (P8), stepped over when step (get_nested_view).  The
+ * fixed-size items, most of a record's, are decoded here in line. */
+static inline __attribute__((always_inline)) int
+get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *out)
+{
+    size_t size = fixed_item_at(in);
+    if (size) {
+        get_fixed_view(in->p, size, out);
+        in->p += size;
+        return COW_OK;
+    }
+    return get_entry_view_slow(in, parent, pos, step, out);
 }
 
 /* ---- field hints ----------------------------------------------------------
@@ -937,9 +998,8 @@ cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
     if ((rc = get_shape(&in, &wp, &count, &keys, &kend))
         || (rc = find_field(keys, kend, count, key, klen, &pos)) != COW_FOUND)
         return rc;
-    for (unsigned j = 0; j < pos; j++)
-        if ((rc = skip_item(&in, 0)))
-            return rc;
+    if ((rc = skip_items(&in, pos, 0)))
+        return rc;
     return (rc = get_entry_view(&in, v, pos, 0, out)) ? rc : COW_FOUND;
 }
 
@@ -955,9 +1015,8 @@ cow_pack_index(const cow_val *v, size_t i, cow_val *out)
         return rc;
     if (i >= count)
         return COW_NOT_FOUND;
-    for (size_t j = 0; j < i; j++)
-        if ((rc = skip_item(&in, 0)))
-            return rc;
+    if ((rc = skip_items(&in, (unsigned)i, 0)))
+        return rc;
     return (rc = get_entry_view(&in, v, i, 0, out)) ? rc : COW_FOUND;
 }
 

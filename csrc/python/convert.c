@@ -810,7 +810,7 @@ scalar_to_object(cowpy_state *st, const cow_val *v)
     }
     cow_val_span(v, &p, &n);
     if (v->tag == COW_T_STR_VIEW && v->slen == COW_VIEW_REPEATED)
-        return cowpy_key_object(st, p, n);     /* one object per content (key_cache.c) */
+        return cowpy_repeated_str(st, p, n);   /* one object per content (key_cache.c) */
     if (cow_tag_is_str(v->tag)) {
         PyObject *s = ascii_str(p, n);
         if (s != NULL)
@@ -946,6 +946,8 @@ cowpy_scalar_to_object(cowpy_state *st, const cow_val *v)
     PyObject *s;
     if (v->tag == COW_T_INT)
         return PyLong_FromLongLong(v->u.i);
+    if (v->tag == COW_T_STR_VIEW && v->slen == COW_VIEW_REPEATED)
+        return cowpy_repeated_str(st, v->u.ref, v->aux);   /* a record's status, tag */
     if ((s = short_ascii_str(v)) != NULL)
         return s;
     return scalar_to_object(st, v);

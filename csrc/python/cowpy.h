@@ -230,6 +230,9 @@ int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
  * reference).  NULL with an exception (CorruptStoreError for bad bytes). */
 PyObject *cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len);
 PyObject *cowpy_key_object(cowpy_state *st, const char *utf8, size_t len);
+/* A str a pack repeats (pack.h P7) from its blob's bytes: as
+ * cowpy_key_object, its cache slot found by their address. */
+PyObject *cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */

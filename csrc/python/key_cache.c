@@ -2,24 +2,34 @@
  * maps, made once per process and shared, as json.loads shares the keys of
  * its records (its key memo).
  *
- * Two direct-mapped tables, keyed by content (not by address: an entry
- * stays right when the bytes it came from are freed or their store closed,
- * whatever reuses the address), both bounded, both used under the GIL only:
+ * Three direct-mapped tables, all bounded, all used under the GIL only.
+ * Each slot keeps a copy of the bytes its object was made from and is
+ * checked against them, so an entry stays right when the bytes it came
+ * from are freed or their store closed, whatever reuses the address:
  *  - a packed dict shape's keys (pack.h P4) as one tuple, for iterating
  *    packed records: records of one key set share a shape, so a loop over
  *    them makes no key object;
  *  - single keys up to KEY_CACHE_MAX_BYTES, for thaw: 200,000 thawed
  *    records took 917 bytes each with a str per key per record, against
- *    json.loads' 604; and the strs a pack's records repeat (pack.h P7: a
- *    status, a tag), which its writer found worth sharing.
- * A program of many key sets evicts; memory stays bounded. */
+ *    json.loads' 604;
+ *  - the strs a pack's records repeat (pack.h P7: a status, a tag), which
+ *    its writer found worth sharing.
+ * Shapes and repeated strs live in blobs interned per process (P4, P7), so
+ * the same address keeps coming back: their slot is chosen by the address,
+ * without hashing the bytes (an address reused for other bytes costs a
+ * miss).  Single keys come from everywhere and are chosen by content.  A
+ * program of many key sets evicts; memory stays bounded. */
 #include "cowpy.h"
 
-#define SHAPE_KEYS_SLOTS 256
+#define SHAPE_KEYS_BITS 8
+#define SHAPE_KEYS_SLOTS (1u << SHAPE_KEYS_BITS)
 #define KEY_CACHE_SLOTS 1024
+#define REPEATED_BITS 8
+#define REPEATED_SLOTS (1u << REPEATED_BITS)
+/* 2^64 / golden ratio: spreads addresses over slots. */
+#define ADDRESS_MUL 0x9e3779b97f4a7c15ULL
 /* Longer keys are made afresh: rare, and costly to compare. */
 #define KEY_CACHE_MAX_BYTES 64
-static const uint64_t SHAPE_KEYS_SEED = 0x3c6ef372fe94f82bULL;
 static const uint64_t KEY_CACHE_SEED = 0xa54ff53a5f1d36f1ULL;
 
 /* A slot of either table: the bytes it was made from, and the object. */
@@ -31,6 +41,7 @@ typedef struct key_slot {
 
 static key_slot shape_slots[SHAPE_KEYS_SLOTS];
 static key_slot key_slots[KEY_CACHE_SLOTS];
+static key_slot repeated_slots[REPEATED_SLOTS];
 
 /* Fills *slot with obj (stolen) made from bytes [s, s + len). */
 static PyObject *
@@ -49,10 +60,17 @@ slot_fill(key_slot *slot, const uint8_t *s, size_t len, PyObject *obj)
     return obj;
 }
 
+/* The slot of a table of 2^bits slots for bytes at address p. */
+static size_t
+address_slot(const void *p, unsigned bits)
+{
+    return (size_t)(((uint64_t)(uintptr_t)p * ADDRESS_MUL) >> (64 - bits));
+}
+
 static int
 slot_holds(const key_slot *slot, const uint8_t *s, size_t len)
 {
-    return slot->bytes && slot->len == len && memcmp(slot->bytes, s, len) == 0;
+    return slot->bytes && slot->len == len && cow_bytes_equal(slot->bytes, s, len);
 }
 
 /* A str of UTF-8 [s, s + len), interned; CorruptStoreError for bytes that
@@ -102,7 +120,7 @@ fail:
 PyObject *
 cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len)
 {
-    key_slot *slot = &shape_slots[cow_hash_bytes(shape, len, SHAPE_KEYS_SEED) % SHAPE_KEYS_SLOTS];
+    key_slot *slot = &shape_slots[address_slot(shape, SHAPE_KEYS_BITS)];
     PyObject *keys;
     if (slot_holds(slot, shape, len))
         return slot->obj;
@@ -125,4 +143,16 @@ cowpy_key_object(cowpy_state *st, const char *utf8, size_t len)
     if ((k = key_str(st, utf8, len)) == NULL)
         return NULL;
     return slot_fill(slot, s, len, k) ? Py_NewRef(k) : NULL;
+}
+
+PyObject *
+cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len)
+{
+    key_slot *slot = &repeated_slots[address_slot(utf8, REPEATED_BITS)];
+    PyObject *k;
+    if (slot_holds(slot, (const uint8_t *)utf8, len))
+        return Py_NewRef(slot->obj);
+    if ((k = key_str(st, utf8, len)) == NULL)
+        return NULL;
+    return slot_fill(slot, (const uint8_t *)utf8, len, k) ? Py_NewRef(k) : NULL;
 }
