@@ -134,6 +134,22 @@ def _remove_if_last(path, fdbox):
         os.close(fd)
 
 
+def _canonical_path(path):
+    """The one name of the store at path.  LMDB names its lock file after
+    the name it is given (name + "-lock", or DIR/lock.mdb), so two names of
+    one store -- a symbolic link and its target, DIR and DIR/data.mdb --
+    would lock apart, and writers through both would corrupt the file:
+    links are resolved, and a directory store's data.mdb is named by its
+    directory (unless it is a store file of its own, with data.mdb-lock)."""
+    real = os.path.realpath(path)
+    folder, name = os.path.split(real)
+    if (name == "data.mdb" and os.path.isfile(real)
+            and (os.path.exists(os.path.join(folder, "lock.mdb"))
+                 or not os.path.exists(real + "-lock"))):
+        return folder
+    return real
+
+
 def _anchor_for(path):
     key = os.path.realpath(path)
     with _lock:
@@ -258,6 +274,8 @@ class Store(collections.abc.MutableMapping):
         else:
             created = None
         path = os.fsdecode(os.fspath(path))     # bytes paths too, as open() takes them
+        if not created:
+            path = _canonical_path(path)
         flags = (_READONLY if readonly else 0) | (0 if durable else _NOSYNC)
         if os.path.isdir(path):
             flags |= _DIR

@@ -960,6 +960,33 @@ def test_a_bytes_path_opens_the_store(tmp_path):
         assert s.path == str(tmp_path / "b.cow") and s["x"] == 1
 
 
+def test_every_name_of_one_store_shares_its_lock_file(tmp_path):
+    """LMDB names its lock file after the name it is given: opened through a
+    symbolic link, or as DIR/data.mdb, a store locked apart from its other
+    name, and a compact through one name corrupted a writer's file through
+    the other.  Every name now resolves to one, with one lock file."""
+    real = tmp_path / "real.cow"
+    (tmp_path / "alias.cow").symlink_to(real)
+    with cowstore.open(real) as s:
+        s["x"] = 1
+        with cowstore.open(tmp_path / "alias.cow") as t:
+            assert t.path == str(real) and t["x"] == 1
+            t["y"] = 2
+        assert s["y"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.cow", "real.cow", "real.cow-lock"]
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    with cowstore.open(folder) as s:
+        s["x"] = 1
+    with cowstore.open(folder / "data.mdb", readonly=True) as s:
+        assert s.path == str(folder) and s["x"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["data.mdb", "lock.mdb"]
+    with cowstore.open(tmp_path / "data.mdb") as s:     # a store file of that name
+        s["x"] = 1
+    with cowstore.open(tmp_path / "data.mdb") as s:
+        assert s.path == str(tmp_path / "data.mdb") and s["x"] == 1
+
+
 def test_a_name_that_is_not_utf8_is_absent_and_refused(store):
     """A str with a lone surrogate cannot name a root: reads find nothing,
     as for any other unknown key, and assigning raises StoreError (it
