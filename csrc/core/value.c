@@ -1,8 +1,12 @@
 /* cow_val: constructors, reference counting, hashing, equality, ordering.
  * Layout and invariants V1..V6 are in cowstore/value.h. */
+/* getentropy (glibc: unistd.h under the default feature set). */
+#define _DEFAULT_SOURCE
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cowstore/alloc.h"
 #include "cowstore/ext.h"
@@ -110,12 +114,23 @@ cow_val_map(cow_tag tag, cow_map *map)
     return v;
 }
 
+/* Spreads pids over the seed when there is no entropy (Knuth's multiplier). */
+#define IDENT_PID_MUL 2654435761u
 static uint32_t ident_counter;
 
 uint32_t
 cow_next_ident(void)
 {
     return ++ident_counter;
+}
+
+void
+cow_seed_idents(void)
+{
+    uint32_t seed;
+    if (getentropy(&seed, sizeof seed) != 0)    /* no entropy: still apart per process */
+        seed = (uint32_t)time(NULL) ^ (uint32_t)getpid() * IDENT_PID_MUL;
+    ident_counter = seed;
 }
 
 /* The item size a dtype string names if it has the form of a stored kind

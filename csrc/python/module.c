@@ -172,6 +172,7 @@ cowpy_exec(PyObject *mod)
 {
     cowpy_state *st = state_of_module(mod);
     cow_set_allocator(&python_allocator);
+    cow_seed_idents();
     if (add_type(mod, &st->dict_base, &cowpy_dict_spec) < 0
         || add_type(mod, &st->list_base, &cowpy_list_spec) < 0
         || add_type(mod, &st->set_base, &cowpy_set_spec) < 0

@@ -407,6 +407,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_after_fork,
 {
     cowpy_state *st = PyModule_GetState(mod);
     int rc = cow_store_after_fork_all();
+    cow_seed_idents();                  /* apart from the parent's (value.h) */
     if (rc < 0) {
         PyErr_SetString(exception_for_store(st, rc), cow_store_errmsg());
         return NULL;

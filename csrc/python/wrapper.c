@@ -253,7 +253,8 @@ cowpy_object_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
-/* Gives *v a new identity: a header of its own sharing every node (O(1)). */
+/* *v (borrowed) -> a new header of its own (owned) with a new identity,
+ * sharing every node: O(1). */
 static int
 clone_root(cowpy_state *st, cow_val *v)
 {
@@ -359,9 +360,13 @@ COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), 
         return NULL;
     }
     v.tag = self->root.tag;
-    if (refcnt_of(&v) > 1
-        && clone_root(st, &v) < 0)     /* taken from a container: new identity */
-        return NULL;
+    if (refcnt_of(&v) > 1) {           /* taken from a container: new identity */
+        cow_val taken = v;
+        rc = clone_root(st, &v);
+        cow_val_release(&taken);       /* the clone holds its nodes */
+        if (rc < 0)
+            return NULL;
+    }
     cow_val_release(&self->root);
     self->root = v;
     self->mut++;                       /* initialised: no longer fresh */

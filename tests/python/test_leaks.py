@@ -24,6 +24,7 @@ def churn(rounds=200):
         while d:
             d.popitem()
         list(c["rows"][5].items())
+        CowDict(c), CowList(c["rows"]), CowSet(s)     # new headers over shared nodes
         list(cowstore.diff(base, c))
         next(cowstore.diff(c, base))        # abandoned mid-walk
     return base

@@ -8,6 +8,7 @@ without its store file; protocols <= 4 and multiprocessing keep the older
 forms; a parcel lives as long as any value read from it; hostile parcels
 raise CorruptStoreError, never crash (a subprocess runs the fuzz cases).
 """
+import gc
 import mmap
 import os
 import pickle
@@ -229,6 +230,73 @@ def test_too_many_open_parcels_is_a_clean_error():
     assert len(held) > 50 and all(v == {"a": [1, 2, 3]} for v in held)
     held.clear()
     assert cowstore.open_parcel(data) == {"a": [1, 2, 3]}
+
+
+class Rows(CowDict):
+    """A user's subclass: rebuilt from its parcel by CowDict's init."""
+
+
+class FrozenRows(FrozenDict):
+    pass
+
+
+@pytest.mark.parametrize("cls, sub", [(CowDict, Rows), (FrozenDict, FrozenRows)])
+def test_a_container_made_from_a_parcel_value_releases_it(cls, sub):
+    """CowDict(v) gave its result a header of its own but kept the hold it
+    had taken on v: every CowDict(open_parcel(..)) left the parcel open,
+    and a subclass unpickled at protocol 5 (rebuilt that way) ran out of
+    parcels after 127 round trips."""
+    before = _open_count()
+    data = cowstore.parcel(freeze({"a": [1, 2, 3]}))
+    assert cls(cowstore.open_parcel(data)) == {"a": [1, 2, 3]}
+    for _ in range(200):
+        buffers = []
+        pickled = pickle.dumps(sub(a=[1]), 5, buffer_callback=buffers.append)
+        assert pickle.loads(pickled, buffers=buffers) == {"a": [1]}
+    gc.collect()
+    assert _open_count() == before
+
+
+# Run in fresh processes, each from the same start: the maker sends a
+# parcel, the checker replaces its own container with the parcel's.
+_MAKE_SAME = ("import cowstore, sys; "
+              "sys.stdout.buffer.write(cowstore.parcel(cowstore.CowDict({'x': [1, 2]})))")
+_CHECK_SAME = textwrap.dedent("""
+    import subprocess, sys, cowstore
+    made = subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, check=True)
+    d = cowstore.CowDict({"x": [1, 2]})
+    view = d["x"]
+    d["x"] = cowstore.open_parcel(made.stdout)["x"]
+    view.append("through the old view")
+    print(d == {"x": [1, 2]})
+""")
+
+
+def test_a_container_from_another_process_does_not_pass_for_a_local_one():
+    """Identities were counted from 0 in every process, so the same steps in
+    another process gave a container the identity of the local one it
+    replaced, and a view of the old one wrote into it."""
+    run = subprocess.run([sys.executable, "-c", _CHECK_SAME, _MAKE_SAME],
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["True"]
+
+
+def test_a_forked_child_does_not_repeat_its_parents_identities():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, cowstore.parcel(CowDict({"x": [1, 2]})))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    d = CowDict({"x": [1, 2]})
+    view = d["x"]
+    d["x"] = cowstore.open_parcel(data)["x"]
+    view.append(3)
+    assert d == {"x": [1, 2]}
 
 
 def test_a_parcel_value_can_be_committed_to_a_store(tmp_path):

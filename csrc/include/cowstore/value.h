@@ -235,6 +235,13 @@ cow_val cow_val_map(cow_tag tag, struct cow_map *map);
 /* A fresh container identity (cow_vec.ident, cow_map.ident); wraps at 2^32,
  * harmless since identities are only compared along one path. */
 uint32_t cow_next_ident(void);
+/* Starts this process's identities at a random point; called at start and
+ * in a forked child.  A container read from a parcel or store carries the
+ * identities of the process that wrote it, and a view stays attached while
+ * its slot holds its identity: counters that all started at 0 let a
+ * container from another process pass for the local one it replaced.  A
+ * false match now needs a 2^-32 coincidence. */
+void cow_seed_idents(void);
 
 /* Takes one more reference to what a heap-form value holds (V5). */
 void cow_val_retain(const cow_val *v);
