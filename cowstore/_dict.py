@@ -7,7 +7,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from types import GenericAlias, MappingProxyType
 
 from . import _cowstore, _subclass
-from ._parcel import reduce_ex
+from ._parcel import by_value, reduce_ex
 from ._ref import store_reference
 
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
@@ -155,7 +155,7 @@ class _DictReads(_cowstore.DictBase):
 
     def __reduce__(self):
         # Unchanged store-backed values pickle as a reference to their pages.
-        return store_reference(self) or (type(self), (self._thaw(),))
+        return store_reference(self) or by_value(self)
 
     def __reduce_ex__(self, protocol):
         # Protocol 5: the parcel, out of band when pickle has a buffer_callback.

@@ -10,7 +10,7 @@ from collections.abc import MutableSequence, Sequence
 from types import GenericAlias
 
 from . import _cowstore, _subclass
-from ._parcel import reduce_ex
+from ._parcel import by_value, reduce_ex
 from ._ref import store_reference
 
 
@@ -119,7 +119,7 @@ class _ListReads(_cowstore.ListBase):
 
     def __reduce__(self):
         # Unchanged store-backed values pickle as a reference to their pages.
-        return store_reference(self) or (type(self), (self._thaw(),))
+        return store_reference(self) or by_value(self)
 
     def __reduce_ex__(self, protocol):
         # Protocol 5: the parcel, out of band when pickle has a buffer_callback.

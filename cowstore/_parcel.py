@@ -19,6 +19,12 @@ from . import _cowstore, _subclass
 
 #: The first pickle protocol that carries out-of-band buffers.
 PICKLE_BUFFERS_PROTOCOL = 5
+#: Containers of at most this many entries, nested ones included, pickle by
+#: value at protocol 5 too.  Each parcel opened holds one of a process's 127
+#: reference slots while a value read from it lives, so a pickle of many
+#: small containers (a list of 200 records) could not be loaded; and a small
+#: one gains nothing from being read in place.
+SMALL_BY_VALUE = 256
 
 
 def parcel(value):
@@ -48,13 +54,27 @@ def _from_parcel(cls, buffer):
     return value if type(value) is cls else _subclass.rebuild(cls, value)
 
 
+def by_value(obj):
+    """A container's reduce by value: its contents, nested frozen containers
+    kept as themselves (each pickled in its own turn), so every type it held
+    comes back; a user's subclass is rebuilt without its ``__init__`` and
+    gets its state as pickle gives any object's."""
+    cls = type(obj)
+    if _subclass.is_own(cls):
+        return (cls, (obj._contents(),))
+    return (_subclass.rebuild, (cls, obj._contents()), _subclass.state(obj))
+
+
 def reduce_ex(obj, protocol, reduce):
-    """``__reduce_ex__`` of a container: its parcel out of band from
-    protocol 5 on, else ``reduce()`` (the container's ``__reduce__``)."""
-    if protocol >= PICKLE_BUFFERS_PROTOCOL:
-        return (_from_parcel, (type(obj), PickleBuffer(_cowstore._parcel(obj))),
-                _subclass.state(obj))
-    return reduce()
+    """``__reduce_ex__`` of a container: from protocol 5 on, its parcel out
+    of band, or its contents when it is small (SMALL_BY_VALUE); else
+    ``reduce()`` (the container's ``__reduce__``)."""
+    if protocol < PICKLE_BUFFERS_PROTOCOL:
+        return reduce()
+    if obj._small(SMALL_BY_VALUE):
+        return by_value(obj)
+    return (_from_parcel, (type(obj), PickleBuffer(_cowstore._parcel(obj))),
+            _subclass.state(obj))
 
 
 def register_forking_pickler(classes):

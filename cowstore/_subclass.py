@@ -31,38 +31,61 @@ def own_type(obj):
     raise TypeError(f"{type(obj).__name__} is not a cowstore container")
 
 
-def rebuild(cls, value, state=None):
+def is_own(cls):
+    """Whether cls is one of the package's classes (no user's subclass)."""
+    return cls.__module__ in _OWN_MODULES
+
+
+def rebuild(cls, value):
     """An instance of cls holding value (O(1) for a cowstore container), made
-    by cls.__new__ and the base's initialiser, with state as its __dict__."""
+    by cls.__new__ and the base's initialiser."""
     obj = cls.__new__(cls)
     obj._init(value)
-    if state:
-        obj.__dict__.update(state)
     return obj
 
 
 def state(obj):
-    """A user's subclass instance's attributes, for pickle and copy (None
-    for the package's classes, which have none)."""
-    return getattr(obj, "__dict__", None) or None
+    """An instance's state for pickle and copy, as ``object.__getstate__``
+    gives it (its ``__dict__``, its slots' values) or the class's own
+    ``__getstate__``; None for the package's classes, which have none."""
+    return None if is_own(type(obj)) else obj.__getstate__()
+
+
+def set_state(obj, state):
+    """Gives obj state as pickle's BUILD does: through the class's
+    ``__setstate__``, else as a ``__dict__`` and slot values."""
+    if state is None:
+        return
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return
+    slots = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slots = state
+    if state:
+        obj.__dict__.update(state)
+    for name, value in (slots or {}).items():
+        setattr(obj, name, value)
 
 
 def _subclass_copy(self):
-    return rebuild(type(self), self, state(self))
+    new = rebuild(type(self), self)
+    set_state(new, state(self))
+    return new
 
 
 def _subclass_deepcopy(self, memo):
     new = rebuild(type(self), self)
     memo[id(self)] = new
-    attributes = state(self)
-    if attributes:
-        new.__dict__.update(_copy.deepcopy(attributes, memo))
+    set_state(new, _copy.deepcopy(state(self), memo))
     return new
 
 
 def _subclass_reduce(self):
     # By value: a store reference would come back as the package's type.
-    return (rebuild, (type(self), self._thaw()), state(self))
+    from ._parcel import by_value
+    return by_value(self)
 
 
 def _subclass_reduce_ex(self, protocol):

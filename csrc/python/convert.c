@@ -728,6 +728,13 @@ attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, siz
         cow_val_copy(&obj->pkey, key);
 }
 
+
+/* A thaw's walk in this thread: whether nested frozen containers are kept
+ * as themselves (cowpy_contents), and how deep it is. */
+static COW_THREAD_LOCAL int thaw_keeps_frozen;
+static COW_THREAD_LOCAL int thaw_level;
+static PyObject *thaw_value(cowpy_state *st, const cow_val *v);
+
 /* The tuple of a tuple's vector, which the caller holds while it is walked:
  * an extension decoder runs Python code, which may drop the container the
  * tuple was read from. */
@@ -742,7 +749,7 @@ tuple_of(cowpy_state *st, const cow_vec *vec, int thaw)
         return NULL;
     cow_vec_iter_init(&it, &vec->b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL) {
-        item = thaw ? cowpy_thaw(st, e) : cowpy_to_object(st, e, NULL, NULL, 0, 0);
+        item = thaw ? thaw_value(st, e) : cowpy_to_object(st, e, NULL, NULL, 0, 0);
         if (item == NULL) {
             Py_DECREF(t);
             return NULL;
@@ -1003,9 +1010,9 @@ thaw_map(cowpy_state *st, const cow_map *m, int as_set, int frozen)
         /* Keys stay hashable: frozen maps and lists come back as ours;
          * str keys are shared (key_cache.c). */
         pk = (k->tag == COW_T_FDICT || k->tag == COW_T_FLIST) ? cowpy_to_object(st, k, NULL, NULL, 0, 0)
-             : cow_tag_is_str(k->tag) ? key_object_of(st, k) : cowpy_thaw(st, k);
+             : cow_tag_is_str(k->tag) ? key_object_of(st, k) : thaw_value(st, k);
         if (pk && !as_set)
-            pv = cowpy_thaw(st, (vv = cow_map_entry_val(m, e), &vv));
+            pv = thaw_value(st, (vv = cow_map_entry_val(m, e), &vv));
         rc = pk == NULL || (!as_set && pv == NULL) ? -1
              : as_set ? PySet_Add(res, pk) : PyDict_SetItem(res, pk, pv);
         Py_XDECREF(pk);
@@ -1029,7 +1036,7 @@ thaw_list(cowpy_state *st, const cow_vec *vec)
         return NULL;
     cow_vec_iter_init(&it, &vec->b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL) {
-        if ((item = cowpy_thaw(st, e)) == NULL) {
+        if ((item = thaw_value(st, e)) == NULL) {
             Py_DECREF(res);
             return NULL;
         }
@@ -1121,6 +1128,11 @@ thaw_end(void *ctx, int tag)
     thaw_ctx *t = ctx;
     PyObject *c = t->open[--t->depth];
     Py_CLEAR(t->key[t->depth]);
+    if (thaw_keeps_frozen && t->depth > 0 && (tag == COW_T_FDICT || tag == COW_T_FLIST)) {
+        PyObject *plain = c;            /* a nested frozen one, kept (cowpy_contents) */
+        c = PyObject_CallOneArg(t->st->cls[tag], plain);
+        Py_DECREF(plain);
+    }
     return thaw_put(t, c);
 }
 
@@ -1144,13 +1156,18 @@ thaw_packed(cowpy_state *st, const cow_val *v)
     return PyErr_Occurred() ? NULL : cowpy_raise(st, rc);
 }
 
-PyObject *
-cowpy_thaw(cowpy_state *st, const cow_val *v)
+static PyObject *
+thaw_value(cowpy_state *st, const cow_val *v)
 {
     PyObject *res;
     cow_val held;
+    int tag = cowpy_logical_tag(v);
+    if (thaw_keeps_frozen && thaw_level > 0
+        && (tag == COW_T_FDICT || tag == COW_T_FLIST || tag == COW_T_FSET))
+        return cowpy_to_object(st, v, NULL, NULL, 0, 0);    /* itself, sharing its nodes */
     if (Py_EnterRecursiveCall(" while thawing"))
         return NULL;
+    thaw_level++;
     /* What is walked is held: an extension decoder runs Python code, which
      * may drop or write to the container that holds v. */
     cow_val_copy(&held, v);
@@ -1167,6 +1184,34 @@ cowpy_thaw(cowpy_state *st, const cow_val *v)
     default: res = scalar_to_object(st, &held);
     }
     cow_val_release(&held);
+    thaw_level--;
     Py_LeaveRecursiveCall();
     return res;
+}
+
+/* A thaw from the top, keeping nested frozen containers or not; the
+ * thread's outer walk (Python code run by a walk may thaw) is restored. */
+static PyObject *
+thaw_from_top(cowpy_state *st, const cow_val *v, int keep_frozen)
+{
+    int outer_keeps = thaw_keeps_frozen, outer_level = thaw_level;
+    PyObject *res;
+    thaw_keeps_frozen = keep_frozen;
+    thaw_level = 0;
+    res = thaw_value(st, v);
+    thaw_keeps_frozen = outer_keeps;
+    thaw_level = outer_level;
+    return res;
+}
+
+PyObject *
+cowpy_thaw(cowpy_state *st, const cow_val *v)
+{
+    return thaw_from_top(st, v, 0);
+}
+
+PyObject *
+cowpy_contents(cowpy_state *st, const cow_val *v)
+{
+    return thaw_from_top(st, v, 1);
 }

@@ -218,6 +218,10 @@ int cowpy_frozen_tag(int tag);
 PyObject *cowpy_freeze_object(cowpy_state *st, PyObject *obj);
 /* Deep conversion to plain dict/list/set/tuple values (new reference). */
 PyObject *cowpy_thaw(cowpy_state *st, const cow_val *v);
+/* cowpy_thaw, but nested frozen containers stay themselves (FrozenDict,
+ * FrozenList, FrozenSet sharing their nodes): what pickles a container by
+ * value and reads back with every type it held. */
+PyObject *cowpy_contents(cowpy_state *st, const cow_val *v);
 /* A new detached wrapper of the registered class for v's tag; steals v. */
 PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
 /* A SET of a dict's keys, in their order (CowSet(iterable) keeps the
@@ -291,6 +295,7 @@ PyObject *cowpy_init_from(PyObject *op, PyObject *src);
 PyObject *cowpy_fresh_method(PyObject *op, PyObject *unused);
 PyObject *cowpy_deepcopy(PyObject *self, PyObject *memo);
 PyObject *cowpy_thaw_method(PyObject *self, PyObject *unused);
+PyObject *cowpy_contents_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_small_method(PyObject *self, PyObject *budget);
 PyObject *cowpy_hash_method(PyObject *self, PyObject *unused);
 PyObject *cowpy_equal_method(PyObject *self, PyObject *other);
@@ -320,6 +325,7 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_init", cowpy_init_from, METH_O, NULL}, \
     {"_fresh", cowpy_fresh_method, METH_NOARGS, NULL}, \
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL}, \
+    {"_contents", cowpy_contents_method, METH_NOARGS, NULL}, \
     {"_small", cowpy_small_method, METH_O, NULL}, \
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
     {"_equal", cowpy_equal_method, METH_O, NULL}, \

@@ -438,6 +438,15 @@ COWPY_ENTRY(extern, PyObject *, cowpy_thaw_method,
     return cowpy_thaw(COWPY_ST(op), &self->root);
 }
 
+COWPY_ENTRY(extern, PyObject *, cowpy_contents_method,
+            (PyObject *op, PyObject *unused), (op, unused))
+{
+    CowObject *self = (CowObject *)op;
+    if (cowpy_resolve(self) < 0)
+        return NULL;
+    return cowpy_contents(COWPY_ST(op), &self->root);
+}
+
 /* _hash(): content hash of a frozen container (stable across processes). */
 COWPY_ENTRY(extern, PyObject *, cowpy_hash_method,
             (PyObject *op, PyObject *unused), (op, unused))

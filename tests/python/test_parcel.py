@@ -299,6 +299,34 @@ def test_a_forked_child_does_not_repeat_its_parents_identities():
     assert d == {"x": [1, 2]}
 
 
+def test_a_pickle_of_many_small_containers_loads():
+    """Each container pickled at protocol 5 was a parcel, and each opened
+    parcel holds one of 127 slots: a list of 200 records pickled and could
+    never be loaded (Ray pickles results so).  Small ones go by value."""
+    records = [CowDict({"id": i, "tags": FrozenList(["a"])}) for i in range(300)]
+    big = CowList(range(5000))
+    back = pickle.loads(pickle.dumps([records, big], pickle.HIGHEST_PROTOCOL))
+    assert back == [records, big] and type(back[0][7]["tags"]) is FrozenList
+    buffers = []
+    pickle.dumps(big, 5, buffer_callback=buffers.append)
+    assert len(buffers) == 1                # a big one still goes as its parcel
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_nested_frozen_containers_keep_their_types_in_every_pickle(protocol):
+    """Below protocol 5 a container pickled as its thawed contents, so the
+    frozen containers inside it came back mutable."""
+    value = CowDict({"l": FrozenList([1, FrozenDict({"q": (1, FrozenList([2]))})]),
+                     "s": CowSet([1, FrozenList([2])]), "f": FrozenSet([3]),
+                     "m": [FrozenDict({"k": 1})]})
+    back = pickle.loads(pickle.dumps(value, protocol))
+    assert back == value
+    assert [type(x) for x in (back["l"], back["l"][1], back["l"][1]["q"][1], back["f"],
+                              back["m"], back["m"][0])] == [
+        FrozenList, FrozenDict, FrozenList, FrozenSet, CowList, FrozenDict]
+    assert FrozenList([2]) in back["s"]
+
+
 def test_a_parcel_value_can_be_committed_to_a_store(tmp_path):
     back = cowstore.open_parcel(cowstore.parcel(freeze(_data(50))))
     store = cowstore.open(str(tmp_path / "from-parcel.cow"))

@@ -70,6 +70,50 @@ def test_copies_and_pickles_of_a_subclass_keep_its_class_and_attributes(base, ho
     assert (got.extra is obj.extra) == (how == "copy")
 
 
+def _slotted(base):
+    class Slotted(base):
+        __slots__ = ("x",)
+    Slotted.__qualname__ = Slotted.__name__ = f"Slotted{base.__name__}"
+    globals()[Slotted.__name__] = Slotted
+    return Slotted
+
+
+def _stateful(base):
+    class Stateful(base):
+        def __getstate__(self):
+            return {"state": "custom"}
+
+        def __setstate__(self, state):
+            self.restored = state
+    Stateful.__qualname__ = Stateful.__name__ = f"Stateful{base.__name__}"
+    globals()[Stateful.__name__] = Stateful
+    return Stateful
+
+
+SLOTTED = {base: _slotted(base) for base in BASES}
+STATEFUL = {base: _stateful(base) for base in BASES}
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy"] + [f"pickle {p}" for p in range(6)])
+@pytest.mark.parametrize("base", BASES)
+def test_slots_and_a_subclass_own_getstate_are_kept(base, how):
+    """Slot values were dropped, and a class's own __getstate__ and
+    __setstate__ never called: copy and pickle read only the __dict__."""
+    def again(obj):
+        if how == "copy":
+            return copy.copy(obj)
+        if how == "deepcopy":
+            return copy.deepcopy(obj)
+        return pickle.loads(pickle.dumps(obj, protocol=int(how.split()[1])))
+    slotted = SLOTTED[base](CONTENT[base])
+    slotted.x = 42
+    got = again(slotted)
+    assert type(got) is type(slotted) and got.x == 42
+    assert PLAIN[base](got) == PLAIN[base](CONTENT[base])
+    got = again(STATEFUL[base](CONTENT[base]))
+    assert got.restored == {"state": "custom"}
+
+
 def test_a_subclass_own_reduce_and_copy_are_kept():
     class Own(CowDict):
         def __reduce__(self):
