@@ -36,11 +36,20 @@ def array_summary(array):
     return f"ndarray({array.dtype}, shape={tuple(array.shape)})"
 
 
+class _KeyText(str):
+    """A key's JSON string that stays a key of its own: a date key whose
+    string is also a str key of the same dict ({date(2024, 1, 1): ..,
+    "2024-01-01": ..}) must be written twice, as json.dumps writes
+    {1: .., "1": ..} and as the streamed path writes it."""
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
+
 def _string_keys(data):
     """data with dict keys of extension types (datetime, Decimal, UUID...)
     replaced by their JSON strings; other keys are left for json to judge."""
     if isinstance(data, dict):
-        return {(json_key(k) if json_key(k) is not None else k): _string_keys(v)
+        return {(_KeyText(json_key(k)) if json_key(k) is not None else k): _string_keys(v)
                 for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [_string_keys(e) for e in data]
@@ -99,7 +108,8 @@ class JsonWriter:
 
     def _dumps(self, value, level, path):
         """json.dumps of a small value, indented for its nesting level."""
-        data = thaw(value) if is_container(value) else value
+        # A tuple is no container but may hold some: ({"a": 1},).
+        data = thaw(value) if is_container(value) or isinstance(value, tuple) else value
         try:
             try:
                 text = self._dumps_plain(data)
@@ -128,6 +138,8 @@ class JsonWriter:
             return obj.tolist() if self._arrays == "list" else array_summary(obj)
         if isinstance(obj, (set, frozenset)):
             return list(obj)
+        if is_container(obj):           # a FrozenDict in a set: thaw keeps set members frozen
+            return _string_keys(thaw(obj))
         if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
             return obj.item()           # an array's element (np.int32, np.float64, ...)
         form = json_form(obj)

@@ -231,3 +231,37 @@ def test_a_control_character_error_reads_once_at():
     with pytest.raises(JsonInputError) as info:
         list(JsonReader(io.BytesIO(b'["a\tb"]')))
     assert "at at" not in str(info.value) and "line 1 column 4" in str(info.value)
+
+
+@pytest.mark.parametrize("small", [0, 512], ids=["streamed", "whole"])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_containers_in_tuples_and_sets_are_written_as_json_dumps_writes_them(
+        monkeypatch, small, indent):
+    """A tuple holding a dict ({"a": 1},) was dumped unthawed ("CowDict has
+    no JSON form"), and a set of FrozenDicts or FrozenLists failed unless
+    the set was streamed."""
+    monkeypatch.setattr(_jsonout, "SMALL", small)
+    value = cowstore.freeze({"t": ({"a": 1}, [2]), "l": [({"b": 3},)],
+                             "s": cowstore.FrozenSet([cowstore.FrozenDict({"c": 4}),
+                                                      cowstore.FrozenList([5])])})
+    out = io.StringIO()
+    JsonWriter(out, indent).write(value)
+    assert out.getvalue() == json.dumps(cowstore.thaw(value), indent=indent,
+                                        default=JsonWriter(None)._default)
+    assert json.loads(out.getvalue())["t"] == [{"a": 1}, [2]]
+
+
+@pytest.mark.parametrize("small", [0, 512], ids=["streamed", "whole"])
+def test_a_key_whose_string_equals_a_str_key_is_written_twice(monkeypatch, small):
+    """{date(2024, 1, 1): .., "2024-01-01": ..} lost one entry when dumped
+    whole (its keys were merged in a dict) but not when streamed; both now
+    write both, as json.dumps writes {1: .., "1": ..}."""
+    import datetime
+    import decimal
+    monkeypatch.setattr(_jsonout, "SMALL", small)
+    value = cowstore.freeze({datetime.date(2024, 1, 1): "date", "2024-01-01": "str",
+                             "in": {decimal.Decimal("2.50"): "dec", "2.50": "str"}})
+    out = io.StringIO()
+    JsonWriter(out).write(value)
+    assert out.getvalue() == ('{"2024-01-01": "date", "2024-01-01": "str", '
+                              '"in": {"2.50": "dec", "2.50": "str"}}')
