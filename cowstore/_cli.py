@@ -22,6 +22,7 @@ import io
 import json
 import lzma
 import os
+import struct
 import sys
 import traceback
 
@@ -32,7 +33,7 @@ from ._import import BATCH_BYTES, import_json, remove_abandoned_imports
 from ._jsonin import JSONL_SUFFIXES, JsonInputError, open_reader
 from ._jsonout import JsonWriter
 from ._paths import join, resolve
-from ._store import Store
+from ._store import Store, _remove_files
 from ._types import is_ndarray, type_name
 
 EXIT_OK, EXIT_FAILURE = 0, 1           # argparse exits 2 on bad usage
@@ -46,6 +47,14 @@ OUTPUT_BUFFER = 1 << 16
 COMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # What a damaged compressed input raises.
 COMPRESSED_INPUT_ERRORS = (OSError, EOFError, lzma.LZMAError)
+# LMDB's data file opens with a meta page whose MDB_meta starts with this
+# magic (lmdb.h's MDB_MAGIC, in the machine's byte order), after the page
+# header: 16 bytes on 64-bit builds (an 8-byte page number, then 2+2+2+2).
+LMDB_MAGIC, LMDB_MAGIC_AT = 0xBEEFC0DE, 16
+LMDB_MAGIC_FORMAT = "=I"
+# A listing of the roots is read again this many times while commits land
+# during it (see _roots); then each root is read as of its own moment.
+SNAPSHOT_TRIES = 5
 
 
 class CliError(Exception):
@@ -54,14 +63,59 @@ class CliError(Exception):
 
 # -- helpers -----------------------------------------------------------------
 
-def _open_store(path, write=False):
-    """Opens STORE: readonly for the commands that only read (a missing file
-    is an error then, rather than a new empty store)."""
-    if not write and not os.path.exists(path):
-        raise CliError(f"{path}: no such store")
-    if not write and os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
+def _open_store(path, write=False, create=False):
+    """Opens STORE: readonly for the commands that only read.  Only import
+    (`create`) makes a new store; for the others a missing file, or one
+    that is not a store, is an error -- found before LMDB would leave its
+    lock file beside it."""
+    _check_store_file(path, create)
+    try:
+        return Store(path, readonly=not write)
+    except (_cowstore.CowstoreError, OSError) as e:
+        message = _error_message(e)
+        raise CliError(message if message.startswith(path) else f"{path}: {message}") from None
+
+
+def _check_store_file(path, create):
+    """Raises CliError unless path is an LMDB file (or a directory holding
+    one) -- or, with `create`, nothing yet that LMDB would refuse to make
+    a store of (a missing or empty file)."""
+    data = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+    head_size = LMDB_MAGIC_AT + struct.calcsize(LMDB_MAGIC_FORMAT)
+    try:
+        with open(data, "rb") as f:
+            head = f.read(head_size)
+    except FileNotFoundError:
+        head = None
+    if create and not head:
+        return
+    if head is None and data != path:
         raise CliError(f"{path}: a directory without a store (data.mdb) in it")
-    return Store(path, readonly=not write)
+    if head is None:
+        raise CliError(f"{path}: no such store")
+    if not head:
+        raise CliError(f"{path}: not a store (an empty file)")
+    if len(head) < head_size or \
+            struct.unpack_from(LMDB_MAGIC_FORMAT, head, LMDB_MAGIC_AT)[0] != LMDB_MAGIC:
+        raise CliError(f"{path}: not a store (no LMDB header)")
+
+
+def _roots(store):
+    """[(name, value)] of every root as of one commit.  A readonly store
+    has no read transaction spanning several reads (each store[name] reads
+    the latest commit), so the listing is read again while a commit lands
+    during it (LMDB's last transaction id moved).  Past SNAPSHOT_TRIES,
+    under a writer that commits all the time, each root is as of its own
+    read, and one deleted after names() listed it is left out."""
+    for _ in range(SNAPSHOT_TRIES):
+        before = store.stats()["last_txn"]
+        roots = []
+        for name in store.names():
+            with contextlib.suppress(KeyError):     # deleted since names() listed it
+                roots.append((name, store[name]))
+        if store.stats()["last_txn"] == before:
+            break
+    return roots
 
 
 def human_size(n):
@@ -111,31 +165,68 @@ def _uncompressed_name(path):
     return base if ext.lower() in COMPRESSORS else path
 
 
+class _NamedSink(io.RawIOBase):
+    """A binary stream passing writes to `sink`, whose errors name the
+    output as the user knows it ("standard output: No space left on
+    device", not a bare errno).  A closed pipe stays a BrokenPipeError,
+    which main() ends quietly."""
+
+    def __init__(self, sink, name):
+        super().__init__()
+        self._sink, self._name = sink, name
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self._call(self._sink.write, data)
+
+    def flush(self):
+        self._call(self._sink.flush)
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self._name) from None
+
+
+def _encoded(binary, name, compressor=None):
+    """A UTF-8 text stream onto `binary` (compressed by `compressor`), whose
+    write errors name `name`; closing it leaves `binary` open."""
+    sink = _NamedSink(binary, name)
+    if compressor is None:
+        return io.TextIOWrapper(sink, encoding="utf-8", newline="\n", write_through=False)
+    return compressor(sink, "wt", encoding="utf-8", newline="\n")
+
+
 @contextlib.contextmanager
 def _text_output(path=None):
-    """A UTF-8 text stream: stdout, or `path` written to a temporary file
-    renamed into place on success (a failed export leaves no half file),
-    compressed when its name ends in .gz, .bz2 or .xz."""
+    """A UTF-8 text stream, whatever the locale: stdout, or `path` written
+    to a temporary file renamed into place on success (a failed export
+    leaves no half file), compressed when its name ends in .gz, .bz2 or
+    .xz.  Every command writes through it."""
     if path in (None, "-"):
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",
-                               write_through=False)
-        try:
+        if sys.stdout is None:          # started with stdout closed (cowstore ls >&-)
+            raise CliError("standard output is closed")
+        with _encoded(sys.stdout.buffer, "standard output") as out:
             yield out
-            out.flush()
-        finally:
-            out.detach()
+        return
+    compressor = COMPRESSORS.get(os.path.splitext(path)[1].lower())
+    if os.path.exists(path) and not os.path.isfile(path):
+        # A device or a pipe (/dev/null, a FIFO): renaming over it would replace it.
+        with open(path, "wb") as raw, _encoded(raw, path, compressor) as out:
+            yield out
         return
     temp = f"{path}.tmp-{os.getpid()}"
-    compressor = COMPRESSORS.get(os.path.splitext(path)[1].lower())
     try:
         try:
-            if compressor is None:
-                out = open(temp, "w", encoding="utf-8", newline="\n", buffering=OUTPUT_BUFFER)
-            else:
-                out = compressor(temp, "wt", encoding="utf-8", newline="\n")
+            raw = open(temp, "wb", buffering=OUTPUT_BUFFER)
         except OSError as e:            # named as the user named it, not the temporary file
             raise type(e)(e.errno, e.strerror, path) from None
-        with out:
+        with raw, _encoded(raw, path, compressor) as out:
             yield out
         try:
             os.replace(temp, path)
@@ -151,18 +242,26 @@ def _text_output(path=None):
 def cmd_info(args):
     with _open_store(args.store) as store:
         st = store.stats()
-        names = store.names()
-        values = [store[n] for n in names]
-        nodes = _cowstore._measure(values) if args.walk else None
+        roots = _roots(store)
+        nodes = _cowstore._measure([v for _, v in roots]) if args.walk else None
         unfinished = len(store.reserved_names())
-    if args.json:
-        st["names"] = {n: {"type": _kind(v), "length": _length(v)}
-                       for n, v in zip(names, values)}
-        if nodes:
-            st["nodes"], st["node_bytes"] = nodes[1], nodes[0]
-        st["unfinished_imports"] = unfinished
-        print(json.dumps(st, indent=2))
-        return EXIT_OK
+    with _text_output() as out:
+        if args.json:
+            _print_info_json(st, roots, nodes, unfinished, out)
+        else:
+            _print_info(st, roots, nodes, unfinished, out)
+    return EXIT_OK
+
+
+def _print_info_json(st, roots, nodes, unfinished, out):
+    st["names"] = {n: {"type": _kind(v), "length": _length(v)} for n, v in roots}
+    if nodes:
+        st["nodes"], st["node_bytes"] = nodes[1], nodes[0]
+    st["unfinished_imports"] = unfinished
+    print(json.dumps(st, indent=2), file=out)
+
+
+def _print_info(st, roots, nodes, unfinished, out):
     live = st["segment_bytes"]
     file_size = st["file_size"] or st["file_bytes"]
     lines = [
@@ -182,20 +281,20 @@ def cmd_info(args):
         lines.append(("unfinished", f"{unfinished} import(s) in progress or abandoned "
                                     "(compact removes abandoned ones)"))
     for label, text in lines:
-        print(f"{label:<11} {text}")
-    _print_db_table(st["lmdb"])
-    print(f"{'roots':<11} {len(names)}")
-    for name, value in zip(names, values):
-        print(f"  {_kind(value):<16} {_length(value):>10}  {name}")
-    return EXIT_OK
+        print(f"{label:<11} {text}", file=out)
+    _print_db_table(st["lmdb"], out)
+    print(f"{'roots':<11} {len(roots)}", file=out)
+    for name, value in roots:
+        print(f"  {_kind(value):<16} {_length(value):>10}  {name}", file=out)
 
 
-def _print_db_table(dbs):
+def _print_db_table(dbs, out):
     """LMDB's B-tree figures per database, as mdb_stat gives them."""
     fields = ("entries", "depth", "branch_pages", "leaf_pages", "overflow_pages")
-    print("  " + f"{'database':<10}" + "".join(f"{f.split('_')[0]:>10}" for f in fields))
+    print("  " + f"{'database':<10}" + "".join(f"{f.split('_')[0]:>10}" for f in fields),
+          file=out)
     for name, db in dbs.items():
-        print("  " + f"{name:<10}" + "".join(f"{db[f]:>10}" for f in fields))
+        print("  " + f"{name:<10}" + "".join(f"{db[f]:>10}" for f in fields), file=out)
 
 
 def cmd_ls(args):
@@ -206,11 +305,12 @@ def cmd_ls(args):
             if entries is None:
                 entries = [(keys[-1], value)]
         else:
-            entries = ((n, store[n]) for n in store.names())
-        for key, child in entries:
-            size = f" {_size(_measure(child), args.bytes):>10}" if args.long else ""
-            label = key if isinstance(key, str) else repr(key)
-            print(f"{_kind(child):<16} {_length(child):>10}{size}  {label}")
+            entries = _roots(store)
+        with _text_output() as out:
+            for key, child in entries:
+                size = f" {_size(_measure(child), args.bytes):>10}" if args.long else ""
+                label = key if isinstance(key, str) else repr(key)
+                print(f"{_kind(child):<16} {_length(child):>10}{size}  {label}", file=out)
     return EXIT_OK
 
 
@@ -278,7 +378,7 @@ def cmd_import(args):
         bar = _progress_bar(args, raw)
         if bar is not None:
             stack.callback(bar.close)
-        store = stack.enter_context(_open_store(args.store, write=True))
+        store = stack.enter_context(_open_store(args.store, write=True, create=True))
         progress = None
         if bar is not None:     # the position in the file, compressed or not
             def progress(done):
@@ -331,7 +431,7 @@ def _preview(value, full, arrays="summary"):
 
 
 def cmd_diff(args):
-    with _open_store(args.store) as store:
+    with _open_store(args.store) as store, _text_output() as out:
         old, _ = resolve(store, args.name1)
         new, _ = resolve(store, args.name2)
         changes = 0
@@ -339,12 +439,13 @@ def cmd_diff(args):
             changes += 1
             path = join(change.path) or "(the whole value)"
             if change.old is MISSING:
-                print(f"+ {path}: {_preview(change.new, args.full)}")
+                line = f"+ {path}: {_preview(change.new, args.full)}"
             elif change.new is MISSING:
-                print(f"- {path}: {_preview(change.old, args.full)}")
+                line = f"- {path}: {_preview(change.old, args.full)}"
             else:
-                print(f"~ {path}: {_preview(change.old, args.full)} -> "
-                      f"{_preview(change.new, args.full)}")
+                line = (f"~ {path}: {_preview(change.old, args.full)} -> "
+                        f"{_preview(change.new, args.full)}")
+            print(line, file=out)
     return EXIT_DIFF_CHANGES if changes else EXIT_OK
 
 
@@ -358,20 +459,33 @@ def cmd_compact(args):
         after = store.stats()
         if args.output:
             _copy_store(store, args.output)
-    print(f"live data {human_size(before['segment_bytes'])} -> "
-          f"{human_size(after['segment_bytes'])}; file {human_size(after['file_size'])} "
-          "(LMDB reuses the freed pages; --output writes a smaller copy)")
-    if removed:
-        print(f"removed {removed} abandoned import(s)")
-    if args.output:
-        print(f"wrote {args.output}: {human_size(os.path.getsize(args.output))}")
+    with _text_output() as out:
+        print(f"live data {human_size(before['segment_bytes'])} -> "
+              f"{human_size(after['segment_bytes'])}; file {human_size(after['file_size'])} "
+              "(LMDB reuses the freed pages; --output writes a smaller copy)", file=out)
+        if removed:
+            print(f"removed {removed} abandoned import(s)", file=out)
+        if args.output:
+            print(f"wrote {args.output}: {human_size(os.path.getsize(args.output))}", file=out)
     return EXIT_OK
 
 
 def _copy_store(store, path):
-    with Store(path) as copy, copy.transaction():
-        for name in store.names():      # one commit: what roots share is written once
-            copy[name] = store[name]
+    """Writes store's roots to a new store at path, built under a temporary
+    name beside it and renamed into place once complete, so a failure
+    leaves nothing at path (and names path, not the temporary file)."""
+    temp = f"{path}.tmp-{os.getpid()}"
+    try:
+        # The source's write lock keeps writers out: the roots are one commit's.
+        # One commit to the copy: what roots share is written once.
+        with store.transaction(), Store(temp) as copy, copy.transaction():
+            for name in store.names():
+                copy[name] = store[name]
+        os.replace(temp, path)
+    except Exception as e:  # noqa: BLE001 -- reported as the copy's failure
+        raise CliError(f"{path}: {_error_message(e)}") from None
+    finally:
+        _remove_files(temp)             # the lock file, and the copy if it failed
 
 
 def cmd_du(args):
@@ -383,13 +497,14 @@ def cmd_du(args):
             rows = [(_measure(child), prefix + join([key])) for key, child in entries]
             total = (_measure(value), join(keys))
         else:
-            values = {n: store[n] for n in store.names()}
-            rows = [(_measure(v), join([n])) for n, v in values.items()]
-            total = (_measure(*values.values()), "total (shared nodes counted once)")
+            roots = _roots(store)
+            rows = [(_measure(v), join([n])) for n, v in roots]
+            total = (_measure(*[v for _, v in roots]), "total (shared nodes counted once)")
     if args.sort:
         rows.sort(key=lambda row: -row[0])
-    for size, label in rows + [total]:
-        print(f"{_size(size, args.bytes):>10}  {label}")
+    with _text_output() as out:
+        for size, label in rows + [total]:
+            print(f"{_size(size, args.bytes):>10}  {label}", file=out)
     return EXIT_OK
 
 
@@ -482,6 +597,8 @@ def _package_version():
 def _error_message(exc):
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
+    if type(exc) is KeyError and exc.args:      # str(KeyError('r4')) is just "'r4'"
+        return f"key {exc.args[0]!r} not found"
     text = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
     text = " ".join(text.split()) or type(exc).__name__
     return text
@@ -490,6 +607,10 @@ def _error_message(exc):
 def main(argv=None):
     """Runs one command; returns the exit status."""
     args = _parser().parse_args(argv)
+    # Stored ints may have any number of digits: lift Python's guard against
+    # slow int-to-str conversion (4300 digits) for this process, which only
+    # prints what the user asked for.
+    sys.set_int_max_str_digits(0)
     failure = EXIT_DIFF_FAILURE if args.command == "diff" else EXIT_FAILURE
     try:
         return args.run(args)

@@ -31,10 +31,12 @@ DOC = {"train": {"rows": [{"id": i, "name": f"nom-{i}-é", "score": i / 7,
        "test": [], "version": 3}
 
 
-def cli(*args, stdin=None, check=None):
-    """Runs the console script; returns the CompletedProcess (text)."""
+def cli(*args, stdin=None, check=None, env=None):
+    """Runs the console script; returns the CompletedProcess (text, UTF-8).
+    env: variables to add to the environment."""
     proc = subprocess.run([BIN, *map(str, args)], input=stdin, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, encoding="utf-8", timeout=120,
+                          env=None if env is None else {**os.environ, **env})
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout[-2000:], proc.stderr)
     return proc
@@ -258,7 +260,7 @@ def test_bad_invalid_utf8_is_refused(files):
                                                           "No such file or directory"]),
     (["import", "{store}", "doc", "{tmp}/doc.json"], ["root 'doc' exists", "--replace"]),
     (["export", "{store}", "doc", "--format", "jsonl"], ["JSON Lines export needs a list"]),
-    (["get", "{tmp}/doc.json", "a"], ["MDB_INVALID"]),
+    (["get", "{tmp}/doc.json", "a"], ["doc.json: not a store"]),
 ])
 def test_errors_are_one_line_with_status_1(files, args, fragments):
     tmp, store, _, _ = files
@@ -485,3 +487,161 @@ def test_an_export_error_names_the_users_file(tmp_path, target):
     proc = cli("export", store_path, "p", out)
     assert_one_line_error(proc, 1, f"{out}: ")
     assert ".tmp-" not in proc.stderr
+
+
+# -- output, store files, concurrent writers ---------------------------------------
+
+@pytest.fixture
+def no_int_digit_limit():
+    """Lifts Python's int -> str limit here, to build the expected texts."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    yield
+    sys.set_int_max_str_digits(limit)
+
+
+def test_ints_of_any_length_are_written(tmp_path, no_int_digit_limit):
+    """Python refuses int -> str past 4300 digits; the CLI failed with that
+    message and no path."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["a"], s["b"] = [10**5000], {"n": 10**5000 + 1}
+    assert cli("get", store, "a", check=0).stdout == f"[{10**5000}]\n"
+    assert cli("export", store, "b", check=0).stdout == f'{{"n": {10**5000 + 1}}}\n'
+    assert cli("diff", store, "a/0", "b/n", "--full", check=1).stdout == \
+        f"~ (the whole value): {10**5000} -> {10**5000 + 1}\n"
+
+
+def test_every_command_writes_utf8_whatever_the_locale(tmp_path):
+    """ls, info, du and diff printed through sys.stdout, whose encoding is
+    the locale's: with ASCII they failed at the first non-ASCII key."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["é"], s["ü"] = {"ключ": 1}, {"ключ": 2}
+    ascii_out = {"PYTHONIOENCODING": "ascii"}
+    assert cli("ls", store, env=ascii_out, check=0).stdout.split()[-1] == "ü"
+    assert cli("ls", store, "é", env=ascii_out, check=0).stdout.split()[-1] == "ключ"
+    assert cli("info", store, env=ascii_out, check=0).stdout.splitlines()[-1].endswith("ü")
+    assert cli("du", store, "é", env=ascii_out, check=0).stdout.split()[2::3] == \
+        ["é/ключ", "é"]
+    assert cli("diff", store, "é", "ü", env=ascii_out, check=1).stdout == "~ ключ: 1 -> 2\n"
+
+
+@pytest.mark.parametrize("command", [["get", "{store}", "doc/version"], ["ls", "{store}"],
+                                     ["diff", "{store}", "doc", "rows"]])
+def test_a_closed_or_full_stdout_is_a_one_line_error(files, command):
+    """With stdout closed, get failed with "'NoneType' object has no
+    attribute 'buffer'" and ls printed nothing and exited 0; a full device
+    gave "[Errno 28] ..." without saying it was the output."""
+    _, store, _, _ = files
+    argv = [BIN] + [a.format(store=store) for a in command]
+    status = 2 if command[0] == "diff" else 1
+    closed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            timeout=60, preexec_fn=lambda: os.close(1))
+    assert_one_line_error(closed, status, "standard output is closed")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert_one_line_error(proc, status, "standard output: No space left on device")
+
+
+def test_export_to_a_pipe_or_device_writes_into_it(tmp_path):
+    """export renamed a temporary file over FILE: run as root, a FIFO (or
+    /dev/null) was replaced by a regular file."""
+    import stat
+    store, fifo = tmp_path / "s.cow", tmp_path / "fifo"
+    with cowstore.open(store) as s:
+        s["r"] = [1, 2]
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        cli("export", store, "r", fifo, check=0)
+        assert os.read(reader, 100) == b"[1, 2]\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("target", ["missing", "empty file", "empty directory", "text file"])
+def test_no_command_makes_a_store_of_what_is_not_one(tmp_path, target):
+    """compact created a store (exit 0) at a missing path, in an empty
+    directory or over an empty file; a 0-byte file read as "Bad file
+    descriptor"; and a read of a text file left a PATH-lock file beside it."""
+    path = tmp_path / "x.cow"
+    if target == "empty file":
+        path.touch()
+    elif target == "empty directory":
+        path.mkdir()
+    elif target == "text file":
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    expected = {"missing": "x.cow: no such store", "empty file": "x.cow: not a store (an empty file)",
+                "empty directory": "x.cow: a directory without a store",
+                "text file": "x.cow: not a store (no LMDB header)"}[target]
+    before = sorted(os.walk(tmp_path))
+    for command in (["compact", path], ["info", path], ["ls", path], ["get", path, "a"],
+                    ["du", path], ["compact", path, "--output", tmp_path / "new.cow"]):
+        assert_one_line_error(cli(*command), 1, expected)
+    assert sorted(os.walk(tmp_path)) == before
+
+
+def test_a_truncated_store_is_named(files):
+    tmp, store, _, _ = files
+    cut = tmp / "cut.store"
+    cut.write_bytes(store.read_bytes()[:PAGE * 4])
+    assert_one_line_error(cli("ls", cut), 1, f"{cut}: ", "truncated")
+
+
+def test_a_failed_compacted_copy_leaves_nothing_and_names_the_copy(files, monkeypatch, capfd):
+    """compact --output wrote the copy in place: a failure part-way left a
+    half-made store at NEW, and the error named no file."""
+    from cowstore import _cli
+    tmp, store, _, _ = files
+    new = tmp / "new.store"
+
+    class FailingStore(cowstore.Store):
+        def __setitem__(self, name, value):
+            if name == "rows":
+                raise cowstore.StoreError("MDB_MAP_FULL: Environment mapsize limit reached")
+            super().__setitem__(name, value)
+
+    monkeypatch.setattr(_cli, "Store", FailingStore)
+    assert _cli.main(["compact", str(store), "--output", str(new)]) == 1
+    assert capfd.readouterr().err == f"cowstore: error: {new}: MDB_MAP_FULL: Environment " \
+                                     "mapsize limit reached\n"
+    assert sorted(os.listdir(tmp)) == ["doc.json", "rows.jsonl", "s.store", "s.store-lock"]
+
+
+def test_listings_skip_a_root_deleted_after_names_listed_it(files, monkeypatch, capfd):
+    """ls, info and du read names() then each root: one deleted in between
+    failed the command with the bare KeyError text ("cowstore: error: r45")."""
+    from cowstore import _cli
+    _, store, _, _ = files
+    names = cowstore.Store.names
+    monkeypatch.setattr(cowstore.Store, "names", lambda self: names(self) + ["gone"])
+    for command in (["ls"], ["info"], ["du"]):
+        assert _cli.main(command + [str(store)]) == 0, capfd.readouterr().err
+        out = capfd.readouterr().out
+        assert " rows" in out and "gone" not in out
+
+
+def test_listings_and_copies_while_a_writer_deletes_roots(tmp_path):
+    """The same race for real: a writer replaces and deletes roots as fast as
+    it can while ls, info, du and compact --output run."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        for i in range(50):
+            s[f"r{i}"] = [i]
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import cowstore, itertools
+s = cowstore.open({str(store)!r})
+for i in itertools.count():
+    s[f"r{{i % 50}}"] = list(range(i % 100))
+    s.pop(f"r{{(i + 7) % 50}}", None)
+"""])
+    try:
+        for trial in range(3):
+            for command in (["ls", store], ["info", store], ["du", store],
+                            ["compact", store, "--output", tmp_path / f"copy{trial}.cow"]):
+                cli(*command, check=0)
+    finally:
+        writer.kill()
+        writer.wait()
