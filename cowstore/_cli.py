@@ -32,7 +32,7 @@ from ._diff import MISSING, diff
 from ._import import BATCH_BYTES, import_json, remove_abandoned_imports
 from ._jsonin import JSONL_SUFFIXES, JsonInputError, open_reader
 from ._jsonout import JsonWriter
-from ._paths import join, resolve
+from ._paths import join, resolve, step_text
 from ._store import Store, _remove_files
 from ._types import is_ndarray, type_name
 
@@ -55,6 +55,8 @@ LMDB_MAGIC_FORMAT = "=I"
 # A listing of the roots is read again this many times while commits land
 # during it (see _roots); then each root is read as of its own moment.
 SNAPSHOT_TRIES = 5
+# What ls prints in the key column for a set's members, which no path names.
+SET_MEMBER = "-"
 
 
 class CliError(Exception):
@@ -147,11 +149,12 @@ def _kind(value):
 
 
 def _children(value):
-    """(key, child) of a container, in its order; None for a leaf."""
+    """(step, child) of a dict or list, in its order, each step as ls prints
+    it (a path step naming the child); None for anything else."""
     if isinstance(value, DictBase):
-        return value.items()
-    if isinstance(value, (ListBase, SetBase)):
-        return enumerate(value)
+        return ((step_text(key, value), child) for key, child in value.items())
+    if isinstance(value, ListBase):
+        return ((str(i), child) for i, child in enumerate(value))
     return None
 
 
@@ -285,7 +288,7 @@ def _print_info(st, roots, nodes, unfinished, out):
     _print_db_table(st["lmdb"], out)
     print(f"{'roots':<11} {len(roots)}", file=out)
     for name, value in roots:
-        print(f"  {_kind(value):<16} {_length(value):>10}  {name}", file=out)
+        print(f"  {_kind(value):<16} {_length(value):>10}  {step_text(name)}", file=out)
 
 
 def _print_db_table(dbs, out):
@@ -302,15 +305,16 @@ def cmd_ls(args):
         if args.path:
             value, keys = resolve(store, args.path)
             entries = _children(value)
-            if entries is None:
-                entries = [(keys[-1], value)]
+            if isinstance(value, SetBase):      # members have no path: no step to print
+                entries = ((SET_MEMBER, member) for member in value)
+            elif entries is None:
+                entries = [(step_text(keys[-1]), value)]
         else:
-            entries = _roots(store)
+            entries = [(step_text(n), v) for n, v in _roots(store)]
         with _text_output() as out:
-            for key, child in entries:
+            for step, child in entries:
                 size = f" {_size(_measure(child), args.bytes):>10}" if args.long else ""
-                label = key if isinstance(key, str) else repr(key)
-                print(f"{_kind(child):<16} {_length(child):>10}{size}  {label}", file=out)
+                print(f"{_kind(child):<16} {_length(child):>10}{size}  {step}", file=out)
     return EXIT_OK
 
 
@@ -493,8 +497,8 @@ def cmd_du(args):
         if args.path:
             value, keys = resolve(store, args.path)
             prefix = join(keys) + "/"
-            entries = _children(value) or []
-            rows = [(_measure(child), prefix + join([key])) for key, child in entries]
+            entries = _children(value) or []   # a set's members have no path: its total only
+            rows = [(_measure(child), prefix + step) for step, child in entries]
             total = (_measure(value), join(keys))
         else:
             roots = _roots(store)
@@ -518,7 +522,8 @@ def _parser():
         prog="cowstore", parents=[common],
         description="Look into, load and maintain cowstore store files.",
         epilog="Paths name a root then keys and indices: train/rows/3/name "
-               "(~1 is / and ~0 is ~ inside a step).  Exit status: 0 success, "
+               "(inside a step ~1 is /, ~0 is ~, ~{a} a newline, ~{} nothing; a "
+               "step ~(None) names a key by its Python literal).  Exit status: 0 success, "
                "1 failure, 2 bad usage (diff: 0 same, 1 different, 2 failure).")
     parser.add_argument("--version", action="version",
                         version=f"cowstore {_package_version()}")

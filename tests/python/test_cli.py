@@ -573,7 +573,8 @@ def test_no_command_makes_a_store_of_what_is_not_one(tmp_path, target):
         path.mkdir()
     elif target == "text file":
         path.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    expected = {"missing": "x.cow: no such store", "empty file": "x.cow: not a store (an empty file)",
+    expected = {"missing": "x.cow: no such store",
+                "empty file": "x.cow: not a store (an empty file)",
                 "empty directory": "x.cow: a directory without a store",
                 "text file": "x.cow: not a store (no LMDB header)"}[target]
     before = sorted(os.walk(tmp_path))
@@ -645,3 +646,58 @@ for i in itertools.count():
     finally:
         writer.kill()
         writer.wait()
+
+
+# -- paths as ls, du and diff print them ---------------------------------------------
+
+KEYS = {"/": 1, "~1": 2, "": 3, "a\nb": 4, "tab\tx": 5, "\u2028": 6, None: 7, 1.5: 8,
+        (1, 2): 9, b"k": 10, "5": 11, 5: 12, 7: 13, True: 14, "é~{a}": 15}
+
+
+def test_every_key_ls_and_du_print_names_it_back(tmp_path):
+    """ls printed raw keys ("~1" for key "~1", which get reads as key "/"),
+    keys with a newline across two lines, and non-str keys as reprs no path
+    could name; du printed escaped steps.  Every line now holds a step that
+    get reads back as that key's value."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["d"], s["a/b"] = KEYS, 0
+    lines = cli("ls", store, "d", check=0).stdout.splitlines()
+    assert len(lines) == len(KEYS)
+    steps = [line.split("  ")[-1] for line in lines]
+    du_steps = [line.split("  d/", 1)[1] for line in cli("du", store, "d", check=0)
+                .stdout.splitlines()[:-1]]
+    assert du_steps == steps
+    assert [int(cli("get", store, f"d/{step}", check=0).stdout) for step in steps] == \
+        list(KEYS.values())
+    roots = [line.split("  ")[-1] for line in cli("ls", store, check=0).stdout.splitlines()]
+    assert roots == ["a~1b", "d"]
+    assert cli("info", store, check=0).stdout.splitlines()[-2].endswith("  a~1b")
+    assert cli("get", store, roots[0], check=0).stdout == "0\n"
+
+
+def test_the_empty_key_is_named_by_an_escape_and_trailing_slashes_still_do_nothing(tmp_path):
+    """A trailing / was stripped, so no path named the empty key last."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["d"] = {"": {"": 1, "x": 2}, "x": 3}
+    assert cli("get", store, "d/~{}", check=0).stdout == '{"": 1, "x": 2}\n'
+    assert cli("get", store, "d//~{}", check=0).stdout == "1\n"
+    assert json.loads(cli("get", store, "d/", check=0).stdout) == {"": {"": 1, "x": 2}, "x": 3}
+
+
+def test_set_members_and_steps_into_leaves(tmp_path):
+    """ls and du showed a set's positions as keys, and du printed paths such
+    as s/0 that get rejects; a step into a tuple said it "has no '0' inside"."""
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["d"] = {"s": {1, "a"}, "t": (1, 2)}
+    assert sorted(cli("ls", store, "d/s", check=0).stdout.split()) == \
+        ["-", "-", "-", "1", "int", "str"]
+    du = cli("du", store, "d/s", check=0).stdout.splitlines()
+    assert len(du) == 1 and du[0].endswith("  d/s")
+    assert_one_line_error(cli("get", store, "d/t/0"), 1,
+                          "d/t is a tuple: paths step only into dicts and lists")
+    assert_one_line_error(cli("get", store, "d/s/0"), 1, "d/s is a set: paths step only")
+    assert_one_line_error(cli("get", store, "d/~(datetime.date(2024, 1, 1))"), 1,
+                          "is not a Python literal")
