@@ -423,10 +423,13 @@ class _LimitedText(io.StringIO):
         return len(s)
 
 
-def _preview(value, full, arrays="summary"):
+def _preview(value, full):
+    """A changed value as diff shows it: compact JSON, cut unless `full`;
+    arrays whole with `full`, else summarised with a digest of their data
+    (two summaries alike would hide the change)."""
     text = _LimitedText(sys.maxsize if full else DIFF_PREVIEW)
     try:
-        JsonWriter(text, None, arrays).write(value)
+        JsonWriter(text, None, "list" if full else "digest").write(value)
     except _PreviewFull:
         return text.getvalue()[:DIFF_PREVIEW - 3] + "..."
     except ValueError:

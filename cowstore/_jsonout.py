@@ -7,7 +7,9 @@ exactly what ``json.dumps(thaw(value), indent=..., ensure_ascii=False)``
 would give (tests check it), with these conversions for what JSON lacks:
 
 - numpy arrays become nested lists (``arrays="list"``) or a one-string
-  summary such as ``"ndarray(float32, shape=(1000, 3))"``;
+  summary such as ``"ndarray(float32, shape=(1000, 3))"``, with
+  ``arrays="digest"`` followed by a digest of the contents (`` #1a2b3c4d``:
+  diff's previews, where two summaries alike may hide a change);
 - sets become arrays (in their iteration order), tuples arrays as json does;
 - extension leaves take the forms in docs/semantics.md ("Values cowstore
   stores"): datetimes, dates and times ISO 8601 strings, timedeltas ISO 8601
@@ -17,6 +19,7 @@ would give (tests check it), with these conversions for what JSON lacks:
 - bytes, and dict keys other than str/int/float/bool/None, have no JSON
   form: :class:`JsonOutputError` names where they are.
 """
+import hashlib
 import json
 
 from ._cowstore import DictBase, ListBase, SetBase, thaw
@@ -32,8 +35,16 @@ class JsonOutputError(ValueError):
     """A value with no JSON form."""
 
 
-def array_summary(array):
-    return f"ndarray({array.dtype}, shape={tuple(array.shape)})"
+# Bytes of the digest a summary may carry: enough to tell a change at a glance.
+DIGEST_BYTES = 4
+
+
+def array_summary(array, digest=False):
+    text = f"ndarray({array.dtype}, shape={tuple(array.shape)})"
+    if digest:
+        data = array.tobytes()          # C order, whatever the array's layout
+        text += f" #{hashlib.blake2b(data, digest_size=DIGEST_BYTES).hexdigest()}"
+    return text
 
 
 class _KeyText(str):
@@ -135,7 +146,9 @@ class JsonWriter:
 
     def _default(self, obj):
         if is_ndarray(obj):
-            return obj.tolist() if self._arrays == "list" else array_summary(obj)
+            if self._arrays == "list":
+                return obj.tolist()
+            return array_summary(obj, digest=self._arrays == "digest")
         if isinstance(obj, (set, frozenset)):
             return list(obj)
         if is_container(obj):           # a FrozenDict in a set: thaw keeps set members frozen

@@ -701,3 +701,19 @@ def test_set_members_and_steps_into_leaves(tmp_path):
     assert_one_line_error(cli("get", store, "d/s/0"), 1, "d/s is a set: paths step only")
     assert_one_line_error(cli("get", store, "d/~(datetime.date(2024, 1, 1))"), 1,
                           "is not a Python literal")
+
+
+def test_diff_shows_a_changed_array_as_changed(tmp_path):
+    """diff summarised arrays even with --full, so a changed array showed
+    the same text on both sides of its ~ line."""
+    np = pytest.importorskip("numpy")
+    store = tmp_path / "s.cow"
+    changed = np.arange(2000)
+    changed[1500] = -1
+    with cowstore.open(store) as s:
+        s["a"], s["b"] = {"x": np.arange(2000)}, {"x": changed}
+    line = cli("diff", store, "a", "b", check=1).stdout
+    old, new = line.removeprefix("~ x: ").rstrip("\n").split(" -> ")
+    assert old != new and old.startswith('"ndarray(int64, shape=(2000,)) #')
+    full = cli("diff", store, "a", "b", "--full", check=1).stdout
+    assert full == f"~ x: {json.dumps(list(range(2000)))} -> {json.dumps(changed.tolist())}\n"
