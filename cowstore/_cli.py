@@ -120,6 +120,41 @@ def _roots(store):
     return roots
 
 
+@contextlib.contextmanager
+def _naming_unreadable(*located):
+    """Adds to a read error (a pickled leaf while the CLI keeps pickle's
+    fallback off, a class registered elsewhere, damage) the path of the
+    first entry that cannot be read under each (value, keys) of `located`."""
+    try:
+        yield
+    except _cowstore.CorruptStoreError as e:
+        for value, keys in located:
+            where = _first_unreadable(value, list(keys))
+            if where is not None:
+                raise type(e)(f"{e} (in {join(where)})") from None
+        raise
+
+
+def _first_unreadable(value, path):
+    """The path of the first entry under value whose read fails, or None.
+    Only called after a failure: it reads every entry again, one by one."""
+    if isinstance(value, DictBase):
+        steps = value
+    elif isinstance(value, (ListBase, tuple)):
+        steps = range(len(value))
+    else:
+        return None
+    for step in steps:
+        try:
+            child = value[step]
+        except _cowstore.CorruptStoreError:
+            return path + [step]
+        found = _first_unreadable(child, path + [step])
+        if found is not None:
+            return found
+    return None
+
+
 def human_size(n):
     """1536 -> '1.5 KiB' (binary units, as du -h)."""
     if n < 1024:
@@ -139,9 +174,17 @@ def _length(value):
     """What ls shows as a value's length: entries, characters, or a shape."""
     if is_ndarray(value):
         return "x".join(map(str, value.shape)) or "scalar"
+    length = _length_json(value)
+    return "-" if length is None else str(length)
+
+
+def _length_json(value):
+    """info --json's length: an int, an array's shape (a list), or None."""
+    if is_ndarray(value):
+        return list(value.shape)
     if isinstance(value, (DictBase, ListBase, SetBase, str, bytes, tuple)):
-        return str(len(value))
-    return "-"
+        return len(value)
+    return None
 
 
 def _kind(value):
@@ -257,7 +300,7 @@ def cmd_info(args):
 
 
 def _print_info_json(st, roots, nodes, unfinished, out):
-    st["names"] = {n: {"type": _kind(v), "length": _length(v)} for n, v in roots}
+    st["names"] = {n: {"type": _kind(v), "length": _length_json(v)} for n, v in roots}
     if nodes:
         st["nodes"], st["node_bytes"] = nodes[1], nodes[0]
     st["unfinished_imports"] = unfinished
@@ -311,7 +354,7 @@ def cmd_ls(args):
                 entries = [(step_text(keys[-1]), value)]
         else:
             entries = [(step_text(n), v) for n, v in _roots(store)]
-        with _text_output() as out:
+        with _text_output() as out, _naming_unreadable(*([(value, keys)] if args.path else [])):
             for step, child in entries:
                 size = f" {_size(_measure(child), args.bytes):>10}" if args.long else ""
                 print(f"{_kind(child):<16} {_length(child):>10}{size}  {step}", file=out)
@@ -321,7 +364,7 @@ def cmd_ls(args):
 def cmd_get(args):
     with _open_store(args.store) as store:
         value, keys = resolve(store, args.path)
-        with _text_output() as out:
+        with _text_output() as out, _naming_unreadable((value, keys)):
             JsonWriter(out, args.indent, args.arrays).write(value, keys)
             out.write("\n")
     return EXIT_OK
@@ -337,7 +380,7 @@ def cmd_export(args):
         if fmt == "jsonl" and not isinstance(value, (ListBase, SetBase)):
             raise CliError(f"JSON Lines export needs a list; {args.name} is a "
                            f"{type_name(value)} (use --format json)")
-        with _text_output(args.file) as out:
+        with _text_output(args.file) as out, _naming_unreadable((value, keys)):
             writer = JsonWriter(out, args.indent if fmt == "json" else None, args.arrays)
             if fmt == "json":
                 writer.write(value, keys)
@@ -439,21 +482,27 @@ def _preview(value, full):
 
 def cmd_diff(args):
     with _open_store(args.store) as store, _text_output() as out:
-        old, _ = resolve(store, args.name1)
-        new, _ = resolve(store, args.name2)
-        changes = 0
-        for change in diff(old, new):
-            changes += 1
-            path = join(change.path) or "(the whole value)"
-            if change.old is MISSING:
-                line = f"+ {path}: {_preview(change.new, args.full)}"
-            elif change.new is MISSING:
-                line = f"- {path}: {_preview(change.old, args.full)}"
-            else:
-                line = (f"~ {path}: {_preview(change.old, args.full)} -> "
-                        f"{_preview(change.new, args.full)}")
-            print(line, file=out)
+        old, old_keys = resolve(store, args.name1)
+        new, new_keys = resolve(store, args.name2)
+        with _naming_unreadable((old, old_keys), (new, new_keys)):
+            changes = _print_diff(old, new, args.full, out)
     return EXIT_DIFF_CHANGES if changes else EXIT_OK
+
+
+def _print_diff(old, new, full, out):
+    """Prints the changes from old to new; returns how many."""
+    changes = 0
+    for change in diff(old, new):
+        changes += 1
+        path = join(change.path) or "(the whole value)"
+        if change.old is MISSING:
+            line = f"+ {path}: {_preview(change.new, full)}"
+        elif change.new is MISSING:
+            line = f"- {path}: {_preview(change.old, full)}"
+        else:
+            line = f"~ {path}: {_preview(change.old, full)} -> {_preview(change.new, full)}"
+        print(line, file=out)
+    return changes
 
 
 def cmd_compact(args):
@@ -501,7 +550,8 @@ def cmd_du(args):
             value, keys = resolve(store, args.path)
             prefix = join(keys) + "/"
             entries = _children(value) or []   # a set's members have no path: its total only
-            rows = [(_measure(child), prefix + step) for step, child in entries]
+            with _naming_unreadable((value, keys)):
+                rows = [(_measure(child), prefix + step) for step, child in entries]
             total = (_measure(value), join(keys))
         else:
             roots = _roots(store)

@@ -19,7 +19,7 @@ and other controls) escaped so one key stays on one line.
 import ast
 import re
 
-from ._cowstore import CowstoreError, DictBase, ListBase
+from ._cowstore import CorruptStoreError, CowstoreError, DictBase, ListBase
 from ._types import type_name
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
@@ -153,6 +153,9 @@ def resolve(store, path):
         raise PathError(f"no root named {name!r} in {store.path}")
     value, keys = store[name], [name]
     for step in steps[1:]:
-        value, key = step_into(value, step, join(keys))
+        try:
+            value, key = step_into(value, step, join(keys))
+        except CorruptStoreError as e:  # a pickled leaf, a class not registered here, damage
+            raise type(e)(f"{e} (in {join(keys)}/{step_text(step)})") from None
         keys.append(key)
     return value, keys

@@ -163,7 +163,7 @@ def test_info_reports_roots_sizes_and_format(files):
                      "lmdb", "free pages", "database     entries", "segs   "):
         assert fragment in text, text
     data = json.loads(cli("info", store, "--json", check=0).stdout)
-    assert data["names"]["rows"] == {"type": "list", "length": "1500"}
+    assert data["names"]["rows"] == {"type": "list", "length": 1500}
     assert data["roots"] == 2
     assert data["nodes"] >= 1500 // 32 and data["file_size"] >= data["segment_bytes"] > 0
     assert data["format_version"] == 6 and data["unfinished_imports"] == 0
@@ -717,3 +717,48 @@ def test_diff_shows_a_changed_array_as_changed(tmp_path):
     assert old != new and old.startswith('"ndarray(int64, shape=(2000,)) #')
     full = cli("diff", store, "a", "b", "--full", check=1).stdout
     assert full == f"~ x: {json.dumps(list(range(2000)))} -> {json.dumps(changed.tolist())}\n"
+
+
+class _Pickled:
+    """Stored only through pickle's fallback."""
+
+
+class _Registered:
+    def __init__(self, v):
+        self.v = v
+
+
+def test_leaves_the_cli_cannot_read_are_named_where_they_are(tmp_path):
+    """cli.md promised that an error names where a pickled leaf is; the
+    message named nothing (a class registered in the writing process only,
+    likewise)."""
+    import pickle
+    store = tmp_path / "s.cow"
+    previous = cowstore.set_fallback(pickle)
+    cowstore.register(_Registered, lambda r: r.v, _Registered)
+    try:
+        with cowstore.open(store) as s:
+            s["p"] = {"rows": [1, {"obj": _Pickled()}]}
+            s["r"] = {"rows": [1, {"obj": _Registered(2)}]}
+    finally:
+        cowstore.set_fallback(previous)
+        cowstore.unregister(_Registered)
+    for root, what in (("p", "a pickled leaf"), ("r", "is not registered")):
+        for command in (["get", store, root], ["export", store, root],
+                        ["get", store, f"{root}/rows/1/obj"], ["ls", store, f"{root}/rows/1"],
+                        ["du", store, f"{root}/rows/1"]):
+            assert_one_line_error(cli(*command), 1, what, f"(in {root}/rows/1/obj)")
+        assert_one_line_error(cli("diff", store, root, "p" if root == "r" else "r"), 2, what,
+                              f"(in {root}/rows/1/obj)")
+
+
+def test_info_json_gives_lengths_as_numbers(tmp_path):
+    """info --json gave each root's length as ls's text ("3")."""
+    np = pytest.importorskip("numpy")
+    store = tmp_path / "s.cow"
+    with cowstore.open(store) as s:
+        s["d"], s["n"], s["a"], s["s"] = {"x": 1, "y": 2}, 7, np.zeros((3, 2)), "abc"
+    names = json.loads(cli("info", store, "--json", check=0).stdout)["names"]
+    assert names == {"a": {"type": "ndarray[float64]", "length": [3, 2]},
+                     "d": {"type": "dict", "length": 2}, "n": {"type": "int", "length": None},
+                     "s": {"type": "str", "length": 3}}
