@@ -157,15 +157,16 @@ def test_open_reader_puts_the_sniffed_head_back(chunk):
 
 # -- the writer ------------------------------------------------------------------
 
-@given(value=json_values, indent=st.sampled_from([None, 0, 1, 4]),
+@given(value=json_values, indent=st.sampled_from([None, 0, 1, 4, -1]),
        small=st.sampled_from([0, 1, 3]))
 def test_writer_matches_json_dumps_at_every_streaming_threshold(value, indent, small):
-    saved, _jsonout.SMALL = _jsonout.SMALL, small
+    saved = _jsonout.SMALL, _jsonout.SCALAR_RUN
+    _jsonout.SMALL, _jsonout.SCALAR_RUN = small, small + 1
     try:
         out = io.StringIO()
         JsonWriter(out, indent).write(cowstore.freeze(value))
     finally:
-        _jsonout.SMALL = saved
+        _jsonout.SMALL, _jsonout.SCALAR_RUN = saved
     assert out.getvalue() == json.dumps(value, indent=indent, ensure_ascii=False)
 
 
@@ -265,3 +266,19 @@ def test_a_key_whose_string_equals_a_str_key_is_written_twice(monkeypatch, small
     JsonWriter(out).write(value)
     assert out.getvalue() == ('{"2024-01-01": "date", "2024-01-01": "str", '
                               '"in": {"2.50": "dec", "2.50": "str"}}')
+
+
+@pytest.mark.parametrize("indent", [None, 0, 2])
+def test_a_streamed_list_of_scalars_is_dumped_in_runs(monkeypatch, indent):
+    """Each element of a streamed list went through its own json.dumps: get
+    of 3 million ints took 11 s against 0.8 s for json.dumps(thaw(v))."""
+    monkeypatch.setattr(_jsonout, "SMALL", 0)
+    value = [i if i % 1000 else {"at": i} for i in range(5000)] + ["é", 1.5, None, True]
+    calls = []
+    dumps = JsonWriter._dumps_plain
+    monkeypatch.setattr(JsonWriter, "_dumps_plain",
+                        lambda self, data: calls.append(1) or dumps(self, data))
+    out = io.StringIO()
+    JsonWriter(out, indent).write(cowstore.freeze(value))
+    assert out.getvalue() == json.dumps(value, indent=indent, ensure_ascii=False)
+    assert len(calls) < 40              # 5 dicts and the runs between them
