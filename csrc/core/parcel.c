@@ -182,6 +182,16 @@ check_head(const char *buf, size_t len, cow_parcel_head *head)
     return COW_OK;
 }
 
+uint32_t
+cow_parcel_version(const void *buf, size_t len)
+{
+    cow_parcel_head head;
+    if (len < HEAD_SIZE)
+        return 0;
+    memcpy(&head, buf, HEAD_SIZE);
+    return memcmp(head.magic, COW_PARCEL_MAGIC, COW_PARCEL_MAGIC_LEN) == 0 ? head.version : 0;
+}
+
 int
 cow_parcel_open(const void *buf, size_t len, cow_parcel_release release, void *owner,
                 cow_val *root)

@@ -83,6 +83,27 @@ fail:
     return NULL;
 }
 
+/* The error for bytes cow_parcel_open refused as corrupt: a parcel of
+ * another format version says so (a Dask client and its workers may run
+ * different cowstore versions); anything else is damage. */
+static PyObject *
+refuse_parcel(cowpy_state *st, PyObject *obj)
+{
+    Py_buffer view;
+    uint32_t version;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    version = cow_parcel_version(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (version == 0 || (version >= COW_PARCEL_VERSION_OLDEST_READ && version <= COW_PARCEL_VERSION))
+        return cowpy_raise(st, COW_ECORRUPT);
+    PyErr_Format(st->CorruptStoreError,
+                 "a parcel of format %u, made by another version of cowstore; this one reads "
+                 "format %u: run the same cowstore version where values are pickled and "
+                 "where they are loaded", (unsigned)version, COW_PARCEL_VERSION);
+    return NULL;
+}
+
 /* _open_parcel(buffer) -> the value, read lazily in place. */
 COWPY_ENTRY(extern, PyObject *, cowpy_open_parcel, (PyObject *mod, PyObject *obj), (mod, obj))
 {
@@ -101,7 +122,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_open_parcel, (PyObject *mod, PyObject *obj
                             "too many parcels and stores open at once (at most 127)");
             return NULL;
         }
-        return cowpy_raise(st, rc);
+        return rc == COW_ECORRUPT ? refuse_parcel(st, obj) : cowpy_raise(st, rc);
     }
     if (is_container(&v))
         return cowpy_wrap(st, v);

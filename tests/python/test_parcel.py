@@ -221,6 +221,19 @@ def test_hostile_parcels_never_crash():
     assert int(run.stdout) > FUZZ_CASES // 20, f"seed {seed}: too few corruptions detected"
 
 
+@pytest.mark.parametrize("version", [3, 5])
+def test_a_parcel_of_another_version_says_so(version):
+    """A client and its workers running different cowstore versions got
+    'corrupt stored data', as for random bytes."""
+    data = bytearray(cowstore.parcel(freeze({"a": [1, 2, 3]})))
+    data[8:12] = version.to_bytes(4, "little")      # after the 8-byte magic
+    with pytest.raises(cowstore.CorruptStoreError, match=f"format {version}.*another version"):
+        cowstore.open_parcel(bytes(data))
+    with pytest.raises(cowstore.CorruptStoreError) as damaged:
+        cowstore.open_parcel(b"not a parcel at all, but long enough to be read" * 2)
+    assert "version" not in str(damaged.value)
+
+
 def test_too_many_open_parcels_is_a_clean_error():
     data = cowstore.parcel(freeze({"a": [1, 2, 3]}))
     held = []

@@ -92,6 +92,10 @@ typedef void (*cow_parcel_release)(void *owner);
  * release is not called. */
 int cow_parcel_open(const void *buf, size_t len, cow_parcel_release release, void *owner,
                     cow_val *root);
+/* The format version a parcel's header states, or 0 when buf does not start
+ * with a parcel's magic: tells a parcel of another cowstore version (which
+ * cow_parcel_open refuses as COW_ECORRUPT) from other bytes. */
+uint32_t cow_parcel_version(const void *buf, size_t len);
 /* Parcels open now (their envs registered). */
 long cow_parcel_open_count(void);
 
