@@ -738,9 +738,8 @@ static int skip_item_slow(pk_in *in, unsigned depth);
 /* Steps over the next n items of one body at depth (P3: checked like a
  * full decode).  The scalars of fixed size and the word items (a record's
  * repeated strs, P7) -- most items of a record, and the fields before a
- * lookup's -- are stepped over in a tight loop; a fixed-size item that
- * overruns the node leaves p past end, refused by the next step or at the
- * end. */
+ * lookup's -- are stepped over in a tight loop; the rest, and truncated
+ * items, go to skip_item_slow. */
 static inline int
 skip_items(pk_in *in, unsigned n, unsigned depth)
 {
@@ -749,7 +748,7 @@ skip_items(pk_in *in, unsigned n, unsigned depth)
     for (; n; n--) {
         if (p < end) {
             size_t size = fixed_sizes[*p];
-            if (size) {
+            if (size && size <= (size_t)(end - p)) {
                 p += size;
                 continue;
             }
@@ -758,15 +757,11 @@ skip_items(pk_in *in, unsigned n, unsigned depth)
                 continue;
             }
         }
-        if (p > end)
-            return COW_ECORRUPT;
         in->p = p;
         if ((rc = skip_item_slow(in, depth)))
             return rc;
         p = in->p;
     }
-    if (p > end)
-        return COW_ECORRUPT;
     in->p = p;
     return COW_OK;
 }
