@@ -41,6 +41,12 @@ class CowValuesView(_ViewMapping, ValuesView):
     def __reversed__(self):
         return self._mapping._iter(_VALUES, True)
 
+    def __contains__(self, value):
+        # Over the values themselves: ValuesView walks the keys and looks
+        # each up again, so a key deleted meanwhile (by another thread, or
+        # by a value's __eq__) raised KeyError.
+        return any(v is value or v == value for v in self._mapping._iter(_VALUES, False))
+
     def __repr__(self):
         return f"{type(self).__name__}({list(self)!r})"
 

@@ -467,20 +467,30 @@ class Store(collections.abc.MutableMapping):
                 t.depth -= 1
             return
         c = self._c()
-        c._begin()
-        t.depth, t.puts, t.handle = 1, {}, c
         owner = threading.get_ident()
+        ended = False
         try:
-            yield self
-        except BaseException:
-            self._leave_in(owner)
+            if c._in_txn():
+                c._abort()          # one this thread lost to an interrupt: not to keep
+            c._begin()
+            t.depth, t.puts, t.handle = 1, {}, c
+            try:
+                yield self
+            finally:
+                self._leave_in(owner)
+            puts, t.puts = t.puts, {}
             t.depth = 0
-            c._abort()
-            raise
-        self._leave_in(owner)
-        t.depth = 0
-        puts, t.puts = t.puts, {}
-        self._adopt_committed(puts, c._commit())
+            committed = c._commit()
+            ended = True
+            self._adopt_committed(puts, committed)
+        finally:
+            # An exception -- the block's, a failed commit's, or an interrupt
+            # (Ctrl-C) between any two steps above -- ends the transaction
+            # here, so LMDB's writer lock is never left held.  Left from
+            # another thread, it stays open (_leave_in).
+            if not ended and threading.get_ident() == owner:
+                t.depth = 0
+                c._abort()
 
     def _leave_in(self, owner):
         if threading.get_ident() != owner:

@@ -13,6 +13,8 @@ typedef struct StoreObject {
     PyObject_HEAD
     cowpy_state *st;
     cow_store *s;           /* NULL once closed */
+    int txn_open;           /* a transaction begun through this handle is open */
+    unsigned long txn_thread;   /* the thread that began it */
 } StoreObject;
 
 #define STORE(op) ((StoreObject *)(op))
@@ -111,9 +113,36 @@ store_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
-/* close(): a transaction this thread has open on the store is aborted. */
+/* Whether a transaction begun through this handle is open in another
+ * thread: only that thread can end it (its commit or abort comes through
+ * this handle), so closing the handle under it would leave LMDB's writer
+ * lock held for as long as that thread lives. */
+static int
+txn_elsewhere(const StoreObject *self)
+{
+    return self->txn_open && self->txn_thread != PyThread_get_thread_ident();
+}
+
+/* Notes that the calling thread's transaction through this handle ended
+ * (committed, aborted, or failed and aborted by the core). */
+static void
+txn_ended(StoreObject *self)
+{
+    if (self->txn_open && self->txn_thread == PyThread_get_thread_ident())
+        self->txn_open = 0;
+}
+
+/* close(): a transaction this thread has open on the store is aborted; one
+ * another thread has open through this handle refuses it (StoreError). */
 COWPY_ENTRY(static, PyObject *, store_close, (PyObject *op, PyObject *unused), (op, unused))
 {
+    if (txn_elsewhere(STORE(op))) {
+        PyErr_SetString(STORE(op)->st->StoreError,
+                        "another thread is inside a transaction on this store handle: close "
+                        "it after that transaction ends (or from that thread)");
+        return NULL;
+    }
+    txn_ended(STORE(op));
     if (STORE(op)->s)
         cow_store_abort(STORE(op)->s);
     cow_store_close(STORE(op)->s);
@@ -162,6 +191,8 @@ COWPY_ENTRY(static, PyObject *, store_begin, (PyObject *op, PyObject *unused), (
         return NULL;
     if ((rc = cow_store_begin(self->s)) < 0)
         return store_raise(self, rc);
+    self->txn_open = 1;
+    self->txn_thread = PyThread_get_thread_ident();
     Py_RETURN_NONE;
 }
 
@@ -242,7 +273,10 @@ COWPY_ENTRY(static, PyObject *, store_commit, (PyObject *op, PyObject *unused), 
     int rc;
     if (check_open(self) < 0 || (cx.dict = PyDict_New()) == NULL)
         return NULL;
-    if ((rc = cow_store_commit_each(self->s, collect_committed, &cx)) < 0) {
+    rc = cow_store_commit_each(self->s, collect_committed, &cx);
+    if (!cow_store_in_txn(self->s))
+        txn_ended(self);                /* committed, or failed and aborted */
+    if (rc < 0) {
         Py_DECREF(cx.dict);
         return PyErr_Occurred() ? NULL : store_raise(self, rc);
     }
@@ -251,6 +285,7 @@ COWPY_ENTRY(static, PyObject *, store_commit, (PyObject *op, PyObject *unused), 
 
 COWPY_ENTRY(static, PyObject *, store_abort, (PyObject *op, PyObject *unused), (op, unused))
 {
+    txn_ended(STORE(op));
     if (STORE(op)->s)
         cow_store_abort(STORE(op)->s);
     Py_RETURN_NONE;

@@ -560,3 +560,18 @@ def test_update_with_a_bad_keyword_value_changes_nothing():
     with pytest.raises(cowstore.UnsupportedTypeError):
         d.update({3: 4}, x=object())
     assert d == {1: 2}
+
+
+def test_values_membership_survives_keys_deleted_meanwhile():
+    """`x in d.values()` walked the keys and looked each up again, so a key
+    deleted meanwhile (by another thread, or by a value's __eq__ as here)
+    raised KeyError; dict_values compares the values it meets."""
+    d = CowDict({i: i for i in range(50)})
+
+    class DeletesOnCompare:
+        def __eq__(self, other):
+            d.popitem()                     # a key the walk has yet to reach
+            return other == 30
+
+    assert DeletesOnCompare() in d.values()
+    assert 3 in d.values() and 45 not in d.values() and len(d) < 50

@@ -7,6 +7,7 @@ writer that waits for the first, and the GIL let go while a thread waits.
 COWSTORE_SLOW=1 runs the longer versions.
 """
 import os
+import sys
 import threading
 import time
 
@@ -319,3 +320,68 @@ def test_a_transaction_left_from_another_thread_is_refused_and_then_aborted(path
     with cowstore.open(path) as again:
         assert dict(again) == {"z": 2}
     s.close()
+
+
+def _write_in_a_thread(store, name):
+    """Whether another thread's write to store completed in time (a writer
+    lock left held makes it wait for ever)."""
+    done = []
+    t = threading.Thread(target=lambda: (store.__setitem__(name, 1), done.append(1)),
+                         daemon=True)
+    t.start()
+    t.join(PATIENCE)
+    return bool(done)
+
+
+@pytest.mark.parametrize("after", ["_begin", "_commit", "_abort"])
+def test_an_interrupt_anywhere_in_a_transaction_leaves_no_lock_held(path, after):
+    """Ctrl-C (any exception from a signal handler) between transaction()'s
+    steps -- just after the writer lock was taken, or on the way to the
+    commit or the abort -- skipped both: the lock stayed held, every other
+    writer waited for ever and this thread's next write was refused."""
+    s = cowstore.open(path)
+    s["c"] = 0
+
+    def interrupt(frame, event, arg):
+        if event == "c_return" and getattr(arg, "__name__", "") == after:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sys.setprofile(interrupt)
+        try:
+            with s.transaction():
+                s["c"] += 1
+                if after == "_abort":
+                    raise ValueError("the block fails: the transaction aborts")
+        finally:
+            sys.setprofile(None)
+    assert _write_in_a_thread(s, "other")
+    s["c"] += 10
+    assert s["c"] == (11 if after == "_commit" else 10)
+    s.close()
+
+
+def test_closing_a_handle_another_thread_writes_through_is_refused(path):
+    """close() from another thread mid-transaction left the writer's commit
+    and abort nothing to end: LMDB's writer lock stayed held (this process
+    and others waited for ever).  It is refused now; closing after works."""
+    s = cowstore.open(path)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer():
+        with s.transaction():
+            s["k"] = 1
+            inside.set()
+            release.wait(PATIENCE)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert inside.wait(PATIENCE)
+    with pytest.raises(cowstore.StoreError, match="another thread is inside a transaction"):
+        s.close()
+    release.set()
+    t.join(PATIENCE)
+    s.close()
+    with cowstore.open(path) as again:
+        assert again["k"] == 1 and _write_in_a_thread(again, "after")
