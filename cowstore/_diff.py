@@ -8,7 +8,25 @@ from typing import Any, Iterator, NamedTuple, Tuple
 
 from . import _cowstore
 
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+class _Missing:
+    """The one MISSING: copies and pickles are itself, so a Change keeps its
+    kind through copy.deepcopy and a process pool."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "MISSING"
+
+    def __reduce__(self):
+        return "MISSING"            # pickled by name: cowstore._diff.MISSING
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+MISSING: Any = _Missing()
 
 
 class Change(NamedTuple):

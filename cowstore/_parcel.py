@@ -19,8 +19,8 @@ from . import _cowstore, _subclass
 
 #: The first pickle protocol that carries out-of-band buffers.
 PICKLE_BUFFERS_PROTOCOL = 5
-#: Containers of at most this many entries, nested ones included, pickle by
-#: value at protocol 5 too.  Each parcel opened holds one of a process's 127
+#: Containers of at most this many entries, nested ones included (a packed
+#: record's fields too), pickle by value at protocol 5 too.  Each parcel opened holds one of a process's 127
 #: reference slots while a value read from it lives, so a pickle of many
 #: small containers (a list of 200 records) could not be loaded; and a small
 #: one gains nothing from being read in place.
@@ -71,7 +71,7 @@ def reduce_ex(obj, protocol, reduce):
     ``reduce()`` (the container's ``__reduce__``)."""
     if protocol < PICKLE_BUFFERS_PROTOCOL:
         return reduce()
-    if obj._small(SMALL_BY_VALUE):
+    if obj._small(SMALL_BY_VALUE, True):
         return by_value(obj)
     return (_from_parcel, (type(obj), PickleBuffer(_cowstore._parcel(obj))),
             _subclass.state(obj))

@@ -326,7 +326,7 @@ PyObject *cowpy_map_clear(PyObject *op, PyObject *unused);
     {"_fresh", cowpy_fresh_method, METH_NOARGS, NULL}, \
     {"_thaw", cowpy_thaw_method, METH_NOARGS, NULL}, \
     {"_contents", cowpy_contents_method, METH_NOARGS, NULL}, \
-    {"_small", cowpy_small_method, METH_O, NULL}, \
+    {"_small", cowpy_small_method, METH_VARARGS, NULL}, \
     {"_hash", cowpy_hash_method, METH_NOARGS, NULL}, \
     {"_equal", cowpy_equal_method, METH_O, NULL}, \
     {"_shares", cowpy_same_method, METH_O, NULL}, \

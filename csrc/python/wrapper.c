@@ -388,12 +388,14 @@ COWPY_ENTRY(extern, PyObject *, cowpy_deepcopy, (PyObject *self, PyObject *memo)
 }
 
 /* Spends *budget on the entries v holds, nested ones included (a packed
- * container, a few KiB at most, counts as one entry; an array as its
- * 8-byte words): 0 while it lasts, -1 once spent, the walk stopping there
- * (so it reads at most about budget entries, however big v is). */
+ * container, a few KiB at most, counts as one entry, or as its own
+ * entries with packs_open; an array as its 8-byte words): 0 while it
+ * lasts, -1 once spent, the walk stopping there (so it reads at most about
+ * budget entries, however big v is). */
 static int
-spend_entries(const cow_val *v, Py_ssize_t *budget)
+spend_entries(const cow_val *v, Py_ssize_t *budget, int packs_open)
 {
+    size_t n;
     const cow_ndarray_head *head;
     const uint64_t *dims;
     const char *data;
@@ -402,6 +404,8 @@ spend_entries(const cow_val *v, Py_ssize_t *budget)
     const cow_val *e;
     if (v->tag == COW_T_NDARRAY && cow_ndarray_parts(v, &head, &dims, &data) == COW_OK)
         return (*budget -= (Py_ssize_t)(head->nbytes / sizeof(uint64_t)) + 1) < 0 ? -1 : 0;
+    if (v->tag == COW_T_PACKED && packs_open && cow_pack_count(v, &n) == COW_OK)
+        return (*budget -= (Py_ssize_t)n + 1) < 0 ? -1 : 0;
     if (!cow_tag_is_map(v->tag) && !cow_tag_is_vec(v->tag))
         return --*budget < 0 ? -1 : 0;
     b = cow_tag_is_map(v->tag) ? &cow_val_getmap(v)->log : &cow_val_getvec(v)->b;
@@ -409,24 +413,28 @@ spend_entries(const cow_val *v, Py_ssize_t *budget)
         return -1;
     cow_vec_iter_init(&it, b, 0);
     while ((e = cow_vec_iter_next(&it)) != NULL)
-        if ((cow_tag_is_map(e->tag) || cow_tag_is_vec(e->tag) || e->tag == COW_T_NDARRAY)
-            && spend_entries(e, budget) < 0)
+        if ((cow_tag_is_map(e->tag) || cow_tag_is_vec(e->tag) || e->tag == COW_T_NDARRAY
+             || (packs_open && e->tag == COW_T_PACKED))
+            && spend_entries(e, budget, packs_open) < 0)
             return -1;
     return 0;
 }
 
-/* _small(budget): whether the container holds at most budget entries,
- * nested ones included (JSON output dumps such a value in one piece and
- * streams a bigger one entry by entry). */
-COWPY_ENTRY(extern, PyObject *, cowpy_small_method, (PyObject *op, PyObject *arg), (op, arg))
+/* _small(budget, packs_open=False): whether the container holds at most
+ * budget entries, nested ones included (JSON output dumps such a value in
+ * one piece and streams a bigger one entry by entry, a packed record being
+ * small whatever its fields; pickling sends a small one by its contents,
+ * counting a packed record's fields too). */
+COWPY_ENTRY(extern, PyObject *, cowpy_small_method, (PyObject *op, PyObject *args), (op, args))
 {
     CowObject *self = (CowObject *)op;
-    Py_ssize_t budget = PyLong_AsSsize_t(arg);
-    if (budget == -1 && PyErr_Occurred())
+    Py_ssize_t budget;
+    int packs_open = 0;
+    if (!PyArg_ParseTuple(args, "n|p:_small", &budget, &packs_open))
         return NULL;
     if (cowpy_resolve(self) < 0)
         return NULL;
-    return PyBool_FromLong(spend_entries(&self->root, &budget) == 0);
+    return PyBool_FromLong(spend_entries(&self->root, &budget, packs_open) == 0);
 }
 
 COWPY_ENTRY(extern, PyObject *, cowpy_thaw_method,

@@ -10,6 +10,7 @@ The rules D1..D4 are csrc/python/diff.c's.
 """
 import copy
 import math
+import pickle
 from decimal import Decimal
 from fractions import Fraction
 
@@ -374,3 +375,15 @@ def test_a_nested_change_of_type_between_equal_numbers_is_reported(old, new):
         assert len(changes) == 1 and type(changes[0].old) is type(old)
         assert type(changes[0].new) is type(new)
     assert list(cowstore.diff({"p": Decimal(1)}, {"p": Decimal("1.0")})) == []
+
+
+def test_missing_is_itself_through_copies_and_pickles():
+    """MISSING was a bare instance of a class made on the fly: a deepcopy of
+    an addition read as 'changed', and a Change could not be pickled (to a
+    process pool)."""
+    added = list(cowstore.diff({}, {"a": 1}))[0]
+    for again in (copy.copy, copy.deepcopy,
+                  *(lambda c, p=p: pickle.loads(pickle.dumps(c, p))
+                    for p in range(pickle.HIGHEST_PROTOCOL + 1))):
+        c = again(added)
+        assert c.old is cowstore.MISSING and c.kind == "added"

@@ -323,6 +323,9 @@ def test_a_pickle_of_many_small_containers_loads():
     buffers = []
     pickle.dumps(big, 5, buffer_callback=buffers.append)
     assert len(buffers) == 1                # a big one still goes as its parcel
+    records = freeze([{f"f{j}": "x" * 20 for j in range(32)} for _ in range(250)])
+    pickle.dumps(records, 5, buffer_callback=buffers.append)
+    assert len(buffers) == 2                # packed records count by their fields
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
