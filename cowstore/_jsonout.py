@@ -85,6 +85,16 @@ class _Nowhere:
         pass
 
 
+def _array_entries(array):
+    """(index, element) of a big array's first axis: a 1-D one's elements
+    as Python scalars, converted SCALAR_RUN at a time (so they are written
+    as runs, not one json.dumps each: 3 million floats took 10 s), rows of
+    a deeper one as arrays."""
+    for start in range(0, len(array), SCALAR_RUN):
+        part = array[start:start + SCALAR_RUN]
+        yield from enumerate(part.tolist() if array.ndim == 1 else part, start)
+
+
 class JsonWriter:
     """Writes values to a text stream `out` as JSON."""
 
@@ -103,7 +113,7 @@ class JsonWriter:
         elif isinstance(value, (ListBase, SetBase)) and not _fits(value):
             self._write_entries(enumerate(value), level, path, "[]", keyed=False)
         elif is_ndarray(value) and self._arrays == "list" and value.ndim and value.size > SMALL:
-            self._write_entries(enumerate(value), level, path, "[]", keyed=False)
+            self._write_entries(_array_entries(value), level, path, "[]", keyed=False)
         else:
             self._out.write(self._dumps(value, level, path))
 
@@ -194,7 +204,11 @@ class JsonWriter:
         if is_container(obj):           # a FrozenDict in a set: thaw keeps set members frozen
             return _string_keys(thaw(obj))
         if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
-            return obj.item()           # an array's element (np.int32, np.float64, ...)
+            item = obj.item()           # an array's element (np.int32, np.float64, ...)
+            if type(item) is type(obj):     # np.longdouble: no Python type holds it
+                item = complex(obj) if isinstance(item, complex) or obj.dtype.kind == "c" \
+                    else float(obj)
+            return item
         form = json_form(obj)
         if form is not _NO_FORM:
             return form

@@ -45,6 +45,10 @@ out_put(void *ctx, uint32_t seg, const char *bytes, size_t len, const uint32_t *
     cow_parcel_out *o = ctx;
     (void)refs;
     (void)nrefs;                    /* a parcel is never swept: no reference records */
+    if (len > COW_PARCEL_SEG_MAX) {
+        o->oversized = 1;           /* it would be written, then never read back */
+        return COW_EOVERFLOW;
+    }
     if (o->len + len > o->cap) {
         size_t cap = o->cap ? o->cap : 4096;
         char *b;

@@ -70,6 +70,27 @@ raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj)
     return -1;
 }
 
+/* -1, with where it was found added to an UnsupportedTypeError a leaf's
+ * own conversion raised (an array's dtype or shape). */
+static int
+refused_at(cowpy_state *st, const conv_frame *at)
+{
+    PyObject *type, *value, *tb, *path, *msg;
+    if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
+        return -1;
+    PyErr_Fetch(&type, &value, &tb);
+    if ((path = path_repr(at)) != NULL
+        && (msg = PyUnicode_FromFormat("%S (at %U)", value, path)) != NULL) {
+        PyErr_SetObject(type, msg);
+        Py_DECREF(msg);
+    }
+    Py_XDECREF(path);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return -1;
+}
+
 static int
 conv_int(conv_ctx *cx, PyObject *obj, cow_val *out)
 {
@@ -481,7 +502,7 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         || PySet_CheckExact(obj) || PyFrozenSet_CheckExact(obj))
         return conv_container(cx, obj, at, out);
     if (cowpy_is_ndarray(obj))
-        return cowpy_ndarray_from(cx->st, obj, out);
+        return cowpy_ndarray_from(cx->st, obj, out) < 0 ? refused_at(cx->st, at) : 0;
     if ((rc = cowpy_ext_from(cx->st, obj, out)) != 0)
         return rc < 0 ? -1 : 0;
     return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);

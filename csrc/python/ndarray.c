@@ -100,7 +100,8 @@ cowpy_ndarray_from(cowpy_state *st, PyObject *obj, cow_val *out)
         || (shape = PyObject_GetAttrString(obj, "shape")) == NULL)     /* arr's is 1-d for 0-d */
         goto done;
     if (!PyTuple_Check(shape) || (ndim = PyTuple_GET_SIZE(shape)) > COW_NDARRAY_MAX_DIM) {
-        PyErr_SetString(st->UnsupportedTypeError, "numpy array with an unusual shape");
+        PyErr_Format(st->UnsupportedTypeError,
+                     "cannot store a numpy array of more than %d dimensions", COW_NDARRAY_MAX_DIM);
         goto done;
     }
     for (Py_ssize_t i = 0; i < ndim; i++) {

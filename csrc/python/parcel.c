@@ -39,7 +39,13 @@ COWPY_ENTRY(extern, PyObject *, cowpy_parcel, (PyObject *mod, PyObject *obj), (m
     int rc;
     if (cowpy_from_object(st, obj, &v) < 0)
         return NULL;
-    if ((rc = cow_parcel_build(&v, &out)) == COW_EOVERFLOW) {
+    if ((rc = cow_parcel_build(&v, &out)) == COW_EOVERFLOW && out.oversized) {
+        PyErr_SetString(st->CowOverflowError,
+                        "cannot make a parcel of a single value (an array, a string) of 4 GiB "
+                        "or more: split it, or share it through a store file");
+        goto fail;
+    }
+    if (rc == COW_EOVERFLOW) {
         PyErr_SetString(st->CowOverflowError,
                         "cannot make a parcel of containers nested this deep: a parcel, as a "
                         "store, takes 256 levels (small containers packed into their parent "

@@ -203,6 +203,26 @@ def test_writer_arrays_as_lists_or_summaries(monkeypatch):
     assert json.loads(out.getvalue()) == {"a": "ndarray(int32, shape=(2, 3))"}
 
 
+@pytest.mark.parametrize("indent", [None, 0, 2])
+def test_writer_arrays_of_every_size_and_longdouble(monkeypatch, indent):
+    """np.longdouble elements' .item() is np.longdouble again, so json
+    looped into RecursionError ('maximum recursion depth exceeded'); a big
+    1-D array was streamed element by element through its own json.dumps
+    each (3 million floats: 10 s)."""
+    np = pytest.importorskip("numpy")
+    monkeypatch.setattr(_jsonout, "SCALAR_RUN", 7)
+    arrays = [np.arange(1000, dtype=np.float64) / 3, np.arange(1000) - 500,
+              np.arange(600, dtype=np.longdouble), np.array([1.5, 2.5], np.longdouble),
+              np.array([1 + 2j], np.clongdouble), np.arange(1200).reshape(600, 2) % 2 == 0]
+    for array in arrays:
+        out = io.StringIO()
+        JsonWriter(out, indent=indent).write(cowstore.CowDict(x=array))
+        plain = array.astype(complex if array.dtype.kind == "c" else
+                             float if array.dtype.kind == "f" else array.dtype).tolist()
+        plain = [[z.real, z.imag] for z in plain] if array.dtype.kind == "c" else plain
+        assert out.getvalue() == json.dumps({"x": plain}, indent=indent)
+
+
 def test_a_small_container_holding_a_huge_one_is_streamed():
     """Only a value of at most SMALL entries, nested ones counted, is
     converted in one piece: {"meta": ..., "rows": [10^5 rows]} used to be

@@ -83,9 +83,17 @@ def test_heap_containers_hold_arrays_by_value(store):
                                  np.zeros(2, dtype=[("x", "<i4"), ("y", "<f8")])])
 def test_unsupported_dtypes_raise_before_anything_is_written(store, bad):
     store["keep"] = [1]
-    with pytest.raises(cowstore.UnsupportedTypeError, match="dtype"):
+    with pytest.raises(cowstore.UnsupportedTypeError, match=r"dtype.*\(at root\['arr'\]\)"):
         store["x"] = {"arr": bad}
     assert store.names() == ["keep"]
+
+
+def test_an_array_of_too_many_dimensions_is_refused_saying_so():
+    """numpy 2 allows 64 dimensions; the message said 'an unusual shape'
+    and named no path."""
+    with pytest.raises(cowstore.UnsupportedTypeError,
+                       match=r"more than 32 dimensions \(at root\[1\]\['x'\]\)"):
+        cowstore.CowList([1, {"x": np.zeros((1,) * 33)}])
 
 
 def test_arrays_are_unhashable_like_numpy(store):

@@ -67,11 +67,17 @@ typedef struct cow_parcel_out {
     uint64_t (*spans)[2];       /* per segment id - 1: (offset in body, length) */
     uint32_t nsegs, capsegs;
     cow_val root;               /* page form */
+    int oversized;              /* a segment past COW_PARCEL_SEG_MAX was refused */
 } cow_parcel_out;
+
+/* The most bytes of one segment (a reader refuses more: ref.c), so of one
+ * node: an array or a string. */
+#define COW_PARCEL_SEG_MAX ((size_t)UINT32_MAX)
 
 /* Serialises every node v reaches (heap or any store's) into *out.  COW_OK,
  * or an error (COW_ECORRUPT for a source failing validation, COW_ENOMEM,
- * COW_EOVERFLOW); *out is to be freed either way. */
+ * COW_EOVERFLOW: nested too deep, or out->oversized); *out is to be freed
+ * either way. */
 int cow_parcel_build(const cow_val *v, cow_parcel_out *out);
 /* Bytes of the assembled parcel. */
 size_t cow_parcel_size(const cow_parcel_out *out);

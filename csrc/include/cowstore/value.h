@@ -268,7 +268,8 @@ typedef struct cow_ndarray_head {
     uint32_t data_off;      /* from the start of the blob's data */
     uint64_t nbytes;        /* the array's bytes: blob length - data_off */
 } cow_ndarray_head;
-/* numpy's own limit on dimensions (NPY_MAXDIMS). */
+/* Most dimensions of a stored array: numpy 1's limit (NPY_MAXDIMS); numpy 2
+ * allows 64, and such arrays are refused. */
 #define COW_NDARRAY_MAX_DIM 32
 /* The dtype kinds stored: plain bytes numpy views in place (bool, signed,
  * unsigned, float, complex).  Their dtype.str is byte order, kind, item size:
