@@ -15,7 +15,7 @@ _WRAPPER_BYTES = 64
 
 
 def sizeof_container(value):
-    """Bytes of value's nodes (``cowstore.Store.du`` counts the same)."""
+    """Bytes of value's nodes (the CLI's ``cowstore du`` counts the same)."""
     nbytes, _nodes = _cowstore._measure([value])
     return int(nbytes) + _WRAPPER_BYTES
 

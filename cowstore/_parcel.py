@@ -30,7 +30,7 @@ SMALL_BY_VALUE = 256
 def parcel(value):
     """``value``'s nodes as one read-only ``bytes`` (a *parcel*).
 
-    Size: about what the value takes in a store (``Store.du``), all its
+    Size: about what the value takes in a store (``cowstore du``), all its
     nodes, shared ones once.  Made in one pass; raises
     ``CorruptStoreError`` if a store-backed value fails validation."""
     return _cowstore._parcel(value)

@@ -480,6 +480,9 @@ class Store(collections.abc.MutableMapping):
                 self._leave_in(owner)
             puts, t.puts = t.puts, {}
             t.depth = 0
+            if not c._in_txn():
+                raise StoreError("a handle of this store was closed inside the transaction, "
+                                 "which aborted it: its writes were not committed")
             committed = c._commit()
             ended = True
             self._adopt_committed(puts, committed)

@@ -219,10 +219,15 @@ def test_transactions_in_one_thread_join_across_handles(path):
 def test_closing_inside_a_transaction_aborts_it(path):
     with cowstore.open(path, durable=False) as keep:
         s = cowstore.open(path, durable=False)
-        with pytest.raises(cowstore.StoreError):
+        with pytest.raises(cowstore.StoreError, match="were not committed"):
             with s.transaction():
                 s["x"] = 1
                 s.close()
+        assert "x" not in keep
+        with pytest.raises(cowstore.StoreError, match="were not committed"):
+            with keep.transaction():        # another handle of the file, closed
+                keep["x"] = 1
+                cowstore.open(path).close()
         assert "x" not in keep
         keep["y"] = 1                       # the writer gate was let go
         assert keep["y"] == 1
