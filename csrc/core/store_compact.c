@@ -57,16 +57,19 @@ same_value(const cow_val *a, const cow_val *b)
     return memcmp(&a->u, &b->u, sizeof a->u) == 0;
 }
 
-/* The commit's puts (s->done) follow their roots from old pages to new. */
+/* The commit's puts (s->done) follow their roots from old pages to new,
+ * in op->moved: op->page stays as it was until the compaction commits (a
+ * failed try must leave it, and a retry starts from it). */
 static void
 follow_moves(cow_store *s, const root_list *l, const cow_val *old, const cow_val *moved)
 {
     for (size_t j = 0; j < s->ndone; j++) {
         pending_op *op = &s->done[j];
+        op->moved = op->page;
         for (size_t i = 0; !op->del && i < l->n; i++)
             if (l->lens[i] == op->nlen && memcmp(l->names[i], op->name, op->nlen) == 0
                 && same_value(&op->page, &old[i]))
-                op->page = moved[i];
+                op->moved = moved[i];
     }
 }
 
@@ -139,7 +142,11 @@ store_compact_locked(cow_store *s)
     if ((rc = store_grow_ahead(s)) < 0 || (rc = store_begin_write(s)) < 0)
         return rc;
     cow_twin_forget_slot(s->slot);      /* T3: every segment moves */
-    return store_commit_write(s, apply_compaction);
+    if ((rc = store_commit_write(s, apply_compaction)) < 0)
+        return rc;
+    for (size_t i = 0; i < s->ndone; i++)
+        s->done[i].page = s->done[i].moved;
+    return COW_OK;
 }
 
 int

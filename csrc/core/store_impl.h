@@ -75,6 +75,8 @@ typedef struct pending_op {
     int del;            /* 1: delete, 0: put v */
     cow_val v;          /* owned */
     cow_val page;       /* v in page form, once the commit wrote it (not owned) */
+    cow_val moved;      /* page as a compaction after the commit rewrote it:
+                         * page becomes it once that compaction commits */
 } pending_op;
 
 /* The state record (store.c describes its bytes). */

@@ -335,11 +335,15 @@ drop_mapped_pages(cow_store *s)
 /* Hands each put of the commit just made (s->done) to done(), as a stored
  * value (in heap form, borrowed) read from a snapshot that holds it --
  * unless another process already replaced it and its nodes are gone: then
- * it is skipped. */
+ * it is skipped.  The commit stands whatever happens here, so without a
+ * snapshot (no reader slot left, say) nothing is reported: each put value
+ * then stays in heap form.  Only done()'s own error is returned. */
 static int
 report_puts(cow_store *s, cow_store_put_fn done, void *ctx)
 {
-    int rc = store_refresh_snapshot(s);
+    int rc = COW_OK;
+    if (store_refresh_snapshot(s) < 0)
+        return store_msg(COW_OK, "");
     for (size_t i = 0; i < s->ndone && rc == COW_OK; i++) {
         cow_val v = s->done[i].page;
         uint32_t seg = store_val_segment(&v);
@@ -377,6 +381,19 @@ free_done(cow_store *s)
     s->ndone = 0;
 }
 
+/* What follows a commit LMDB made durable: none of it may make the commit
+ * look failed (a caller told so would run it again).  A compaction that
+ * fails is skipped, and is due again at the next commit that sweeps. */
+static int
+after_commit(cow_store *s, cow_store_put_fn done, void *ctx)
+{
+    if (s->bulk)
+        drop_mapped_pages(s);
+    if (store_needs_compaction(s) && store_compact_locked(s) < 0)
+        store_msg(COW_OK, "");
+    return done ? report_puts(s, done, ctx) : COW_OK;
+}
+
 int
 cow_store_commit_each(cow_store *s, cow_store_put_fn done, void *ctx)
 {
@@ -392,12 +409,8 @@ cow_store_commit_each(cow_store *s, cow_store_put_fn done, void *ctx)
     cow_u64map_free(&s->written);
     drop_wtxn(s);
     move_ops_to_done(s);
-    if (rc == COW_OK && s->bulk)
-        drop_mapped_pages(s);
-    if (rc == COW_OK && store_needs_compaction(s))
-        rc = store_compact_locked(s);
-    if (rc == COW_OK && done)
-        rc = report_puts(s, done, ctx);
+    if (rc == COW_OK)
+        rc = after_commit(s, done, ctx);
     free_done(s);
     store_gate_release(s);          /* last: s may be gone after it */
     return rc;
