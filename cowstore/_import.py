@@ -7,7 +7,9 @@ root, so its heap holds one batch at a time whatever the input's size.  For a
 list the store runs in bulk mode meanwhile: appends replace only the old
 tail's path, so there is no garbage worth compacting (a dict's inserts land
 all over its index, so an object is imported with compaction on).  At the end one transaction moves
-the temporary root to its name: the import is all or nothing.  A malformed
+the temporary root to its name: the import is all or nothing.  That ordinary
+commit sweeps away the root it replaced (bulk commits leave what they
+replaced uncounted as live, so it shows as outgrown).  A malformed
 input, an interrupt or a crash leaves the named root as it was; the
 temporary root of an importer that died is removed by the next import or by
 ``cowstore compact``.

@@ -9,7 +9,9 @@
  * live bytes may still hold dead nodes; once they pass the ratio of what a
  * compaction would keep, commit compacts: every root's reachable nodes are
  * rewritten into fresh segments (shared subtrees once) and the old ones
- * swept.  Bulk mode turns both off for long appends. */
+ * swept.  Bulk mode turns both off for long appends: what its commits add
+ * counts toward what a compaction keeps, but not as live, so the first
+ * ordinary commit after them sweeps once segments outgrew the live bytes. */
 #include <string.h>
 
 #include "cowstore/alloc.h"
@@ -180,7 +182,11 @@ int
 store_account_commit(cow_store *s, uint64_t written, int fresh)
 {
     int rc, outgrow;
-    if (!s->dropped || s->bulk)     /* nothing became garbage: all added is live */
+    /* Only when nothing became garbage is all added live.  A bulk commit
+     * let go of an old tail, and before it perhaps of a whole dataset (an
+     * import replacing a root): counted live, that garbage would never
+     * look outgrown, and no sweep would free it. */
+    if (!s->dropped)
         s->state.live_bytes += written;
     if (!s->dropped || fresh || s->bulk)
         s->state.compact_bytes += written;

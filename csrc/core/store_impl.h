@@ -134,7 +134,7 @@ struct cow_store {
     int busy;               /* threads blocked inside a call on this store */
     size_t mapsize;         /* current map size (kept for reopening after fork) */
     int closing;
-    int bulk;               /* cow_store_set_bulk: count new segments live, never compact */
+    int bulk;               /* cow_store_set_bulk: commits never sweep or compact */
 };
 
 /* A change of one root at commit: applied by store_apply_roots. */
