@@ -58,7 +58,9 @@
 /* Grow the map ahead of a write once it is this full (1/2), so that a full
  * map rarely interrupts a transaction. */
 #define COW_STORE_GROW_AT_DIV 2
-/* Tries of a whole commit after growing the map (each doubles it). */
+/* Tries of adopting the map size another process set, and of a whole
+ * commit after doubling the map when the disk's free space is unknown
+ * (else that bounds the growth: store_txn.c map_may_grow). */
 #define COW_STORE_MAX_GROWTHS 8
 /* A commit that let go of a segment sweeps right away if marking what
  * stays reachable reads at most this many segments (~1 MiB): cheaper than

@@ -17,6 +17,8 @@
 #define _DEFAULT_SOURCE
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cowstore/alloc.h"
@@ -290,6 +292,37 @@ is_map_full(int rc)
     return rc == COW_ESTORE && store_last_mdb() == MDB_MAP_FULL;
 }
 
+/* What the store's file could grow to: its size plus the filesystem's
+ * free space (0: unknown). */
+static uint64_t
+disk_room(cow_store *s)
+{
+    struct statvfs fs;
+    struct stat st;
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 || fstatvfs(fd, &fs) != 0)
+        return 0;
+    return (uint64_t)st.st_size + (uint64_t)fs.f_bfree * fs.f_frsize;
+}
+
+/* Whether a commit that filled the map may double it and try again: while
+ * the map is smaller than the room on disk, the map ran out, not the disk.
+ * Doubling stops below twice that room, so any commit that fits on disk
+ * commits, however small the map began; each try redoes the work up to
+ * where the map filled, so all of them cost at most twice the last. */
+static int
+map_may_grow(cow_store *s, int tries)
+{
+    uint64_t room = disk_room(s);
+    if (room == 0)
+        return tries < COW_STORE_MAX_GROWTHS;
+    if (s->mapsize < room)
+        return 1;
+    store_msg(COW_ESTORE, "the store's map is full (MDB_MAP_FULL) and the disk has no room to grow it: "
+                          "free space on the disk, or compact the store");
+    return 0;
+}
+
 /* Commits the open write transaction, growing the map and retrying when it
  * fills -- unless another writer slipped in while the lock was released for
  * the growth, which would make the transaction's reads stale.  The gate
@@ -306,7 +339,7 @@ store_commit_write(cow_store *s, int (*apply)(cow_store *))
         if (rc == COW_OK)
             rc = store_mdb_fail(s, mrc, "committing");
         drop_wtxn(s);
-        if (!is_map_full(rc) || tries == COW_STORE_MAX_GROWTHS)
+        if (!is_map_full(rc) || !map_may_grow(s, tries))
             return rc;
         uint64_t base = s->wbase;
         if ((rc = store_grow_map(s, s->mapsize * 2)) < 0 || (rc = store_begin_write(s)) < 0)

@@ -70,3 +70,16 @@ def test_commit_stands_when_no_reader_slot_is_left_to_read_it_back(path):
     s.close()
     with cowstore.open(path, readonly=True) as r:
         assert list(r["x"]) == [1, 2, 3, 4]
+
+
+def test_a_commit_far_bigger_than_the_map_grows_it_as_far_as_it_needs(path):
+    """The map doubled at most 8 times per commit: a ~35 MiB commit on a
+    32 KiB map (32 MiB after the doublings) failed with MDB_MAP_FULL, and
+    the identical retry then succeeded."""
+    s = cowstore.open(path, map_size=32 << 10, durable=False)
+    s["a"] = [1, 2, 3]
+    rows = [os.urandom(100) for _ in range(300_000)]
+    s["big"] = rows
+    assert list(s["big"]) == rows and list(s["a"]) == [1, 2, 3]
+    assert s.stats()["map_bytes"] > 32 << 20
+    s.close()
