@@ -62,6 +62,10 @@
  * commit after doubling the map when the disk's free space is unknown
  * (else that bounds the growth: store_txn.c map_may_grow). */
 #define COW_STORE_MAX_GROWTHS 8
+/* A commit that fails with EIO while the filesystem has less than this
+ * free (a few of the largest writes a commit makes at once) reports
+ * ENOSPC: LMDB turns the short write of a full disk into EIO. */
+#define COW_STORE_DISK_FULL_BYTES ((uint64_t)1 << 20)
 /* A commit that let go of a segment sweeps right away if marking what
  * stays reachable reads at most this many segments (~1 MiB): cheaper than
  * a few B-tree page writes, and small stores give space back at once. */

@@ -15,6 +15,7 @@
  * one operation at a time. */
 /* madvise() is not in C11 or strict POSIX. */
 #define _DEFAULT_SOURCE
+#include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -323,6 +324,20 @@ map_may_grow(cow_store *s, int tries)
     return 0;
 }
 
+/* LMDB reports a full disk met while writing the commit as EIO (a short
+ * write): it is named for what it is when the filesystem has next to
+ * nothing left. */
+static int
+commit_failed(cow_store *s, int mrc)
+{
+    struct statvfs fs;
+    int fd;
+    if (mrc == EIO && mdb_env_get_fd(s->env, &fd) == 0 && fstatvfs(fd, &fs) == 0
+        && (uint64_t)fs.f_bavail * fs.f_frsize < COW_STORE_DISK_FULL_BYTES)
+        mrc = ENOSPC;
+    return store_mdb_fail(s, mrc, "committing");
+}
+
 /* Commits the open write transaction, growing the map and retrying when it
  * fills -- unless another writer slipped in while the lock was released for
  * the growth, which would make the transaction's reads stale.  The gate
@@ -337,7 +352,7 @@ store_commit_write(cow_store *s, int (*apply)(cow_store *))
         if (rc == COW_OK && (mrc = txn_commit(s)) == 0)
             return COW_OK;
         if (rc == COW_OK)
-            rc = store_mdb_fail(s, mrc, "committing");
+            rc = commit_failed(s, mrc);
         drop_wtxn(s);
         if (!is_map_full(rc) || !map_may_grow(s, tries))
             return rc;

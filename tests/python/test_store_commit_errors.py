@@ -83,3 +83,27 @@ def test_a_commit_far_bigger_than_the_map_grows_it_as_far_as_it_needs(path):
     assert list(s["big"]) == rows and list(s["a"]) == [1, 2, 3]
     assert s.stats()["map_bytes"] > 32 << 20
     s.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (root only: skipped elsewhere)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
+                                            str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_full_disk_is_named_as_such(small_disk):
+    """LMDB turns the short write of a full disk into EIO: the commit said
+    'Input/output error'."""
+    s = cowstore.open(str(small_disk / "s.cow"))
+    with pytest.raises(cowstore.StoreError, match="No space left on device"):
+        for n in range(100):
+            s[f"b{n}"] = [os.urandom(50) for _ in range(5000)]
+    s.close()
