@@ -87,6 +87,13 @@ sink_new_id(void *ctx, uint32_t *seg)
     return COW_OK;
 }
 
+/* The most bytes of one segment.  LMDB writes a segment, one overflow
+ * value, in one write(), which Linux cuts at 0x7ffff000 bytes
+ * (MAX_RW_COUNT); LMDB takes the short write for EIO, so a bigger one
+ * failed as 'Input/output error', leaving the file 2 GiB longer.  A margin
+ * is left for the overflow page's header at any page size. */
+#define SEG_MAX_BYTES ((size_t)0x7ffff000 - 65536)
+
 static int
 sink_put(void *ctx, uint32_t seg, const char *bytes, size_t len, const uint32_t *refs, size_t nrefs)
 {
@@ -97,8 +104,9 @@ sink_put(void *ctx, uint32_t seg, const char *bytes, size_t len, const uint32_t 
     uint32_t tail[2] = {(uint32_t)nrefs, (uint32_t)len};
     char *p;
     int mrc;
-    if (size > UINT32_MAX)
-        return store_msg(COW_EOVERFLOW, "a single value over 4 GiB cannot be stored");
+    if (size > SEG_MAX_BYTES)
+        return store_msg(COW_EOVERFLOW, "a single value (an array, a string) of 2 GiB or more "
+                                        "cannot be stored: split it");
     if ((mrc = mdb_put(s->wtxn, s->segs, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE)) != 0)
         return store_mdb_fail(s, mrc, "writing a segment");
     p = v.mv_data;

@@ -85,8 +85,9 @@ void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn un
  * old ones (also run by commit once garbage outgrows live data). */
 int cow_store_compact(cow_store *s);
 
-/* Bulk loading (on != 0): commits count every segment they write as live,
- * never compact, and unmap the file pages this process touched (the page
+/* Bulk loading (on != 0): commits never sweep or compact (what they replace
+ * is not counted as live, so the first ordinary commit after sweeps when it
+ * is worth it), and unmap the file pages this process touched (the page
  * cache keeps them), so the resident set does not grow with the file.
  * Meant for appending large data in many commits, each replacing only a
  * path's worth of old nodes; without it the growth would look like garbage
