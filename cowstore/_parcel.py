@@ -20,10 +20,11 @@ from . import _cowstore, _subclass
 #: The first pickle protocol that carries out-of-band buffers.
 PICKLE_BUFFERS_PROTOCOL = 5
 #: Containers of at most this many entries, nested ones included (a packed
-#: record's fields too), pickle by value at protocol 5 too.  Each parcel opened holds one of a process's 127
-#: reference slots while a value read from it lives, so a pickle of many
-#: small containers (a list of 200 records) could not be loaded; and a small
-#: one gains nothing from being read in place.
+#: record's fields too), pickle by value at protocol 5 too.  Each parcel
+#: opened holds one of a process's 127 reference slots while a value read
+#: from it lives, so a pickle of many small containers (a list of 200
+#: records) could not be loaded; and a small one gains nothing from being
+#: read in place.
 SMALL_BY_VALUE = 256
 
 

@@ -749,7 +749,6 @@ attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, siz
         cow_val_copy(&obj->pkey, key);
 }
 
-
 /* A thaw's walk in this thread: whether nested frozen containers are kept
  * as themselves (cowpy_contents), and how deep it is. */
 static COW_THREAD_LOCAL int thaw_keeps_frozen;
