@@ -543,18 +543,19 @@ is_plain_scalar(PyObject *obj)
            || tp == &PyBool_Type || obj == Py_None;
 }
 
-/* cowpy_entry_from_object of anything but an int64. */
+/* cowpy_entry_from_object of anything but an int64, found at `at` (NULL:
+ * the value itself) for error messages. */
 static int
-entry_general(cowpy_state *st, PyObject *obj, cow_val *out)
+entry_general(cowpy_state *st, PyObject *obj, const conv_frame *at, cow_val *out)
 {
     conv_ctx cx;
     int rc;
     if (is_plain_scalar(obj)) {
         cx = (conv_ctx){st};
-        return conv(&cx, obj, NULL, out);
+        return conv(&cx, obj, at, out);
     }
     ctx_open(&cx, st, obj);
-    if ((rc = conv(&cx, obj, NULL, out)) == 0)
+    if ((rc = conv(&cx, obj, at, out)) == 0)
         rc = pack_child(&cx, out);
     return ctx_close(&cx, rc);
 }
@@ -594,7 +595,16 @@ cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out)
         }
         PyErr_Clear();                  /* conv_int raises it again, or makes a bigint */
     }
-    return entry_general(st, obj, out);
+    return entry_general(st, obj, NULL, out);
+}
+
+int
+cowpy_entry_from_item(cowpy_state *st, PyObject *obj, Py_ssize_t index, cow_val *out)
+{
+    conv_frame at = {NULL, NULL, NULL, index};
+    if (Py_TYPE(obj) == &PyLong_Type)
+        return cowpy_entry_from_object(st, obj, out);  /* an int: stored, or no path needed */
+    return entry_general(st, obj, &at, out);
 }
 
 int

@@ -177,6 +177,9 @@ int cowpy_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
  * extend...): converted as cowpy_from_object, then packed if it is a small
  * container (pack.h), as conversion packs nested ones. */
 int cowpy_entry_from_object(cowpy_state *st, PyObject *obj, cow_val *out);
+/* The same for item `index` of an iterable given whole (extend, the
+ * constructor): an error names it as root[index]. */
+int cowpy_entry_from_item(cowpy_state *st, PyObject *obj, Py_ssize_t index, cow_val *out);
 /* Batches the packed entries among vals[0..n) (pack.h P6); raises on error. */
 int cowpy_batch(cowpy_state *st, cow_val *vals, size_t n);
 /* After an append filled a vector's tail: batches its packed entries, every

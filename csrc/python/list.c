@@ -112,7 +112,7 @@ vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const ch
     out->n = 0;
     if (PyList_CheckExact(iterable) || PyTuple_CheckExact(iterable)) {
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(iterable); i++)
-            if (cowpy_entry_from_object(st, PySequence_Fast_GET_ITEM(iterable, i), &v) < 0
+            if (cowpy_entry_from_item(st, PySequence_Fast_GET_ITEM(iterable, i), i, &v) < 0
                 || vals_push(out, &room, v) < 0)
                 goto fail;
         if (cowpy_batch(st, out->vals, out->n) < 0)
@@ -124,8 +124,8 @@ vals_from_iterable(cowpy_state *st, PyObject *iterable, val_array *out, const ch
             PyErr_SetString(PyExc_TypeError, not_iterable);
         goto fail;
     }
-    while ((item = PyIter_Next(it)) != NULL) {
-        int rc = cowpy_entry_from_object(st, item, &v);
+    for (Py_ssize_t i = 0; (item = PyIter_Next(it)) != NULL; i++) {
+        int rc = cowpy_entry_from_item(st, item, i, &v);
         Py_DECREF(item);
         if (rc < 0 || vals_push(out, &room, v) < 0)
             goto fail;

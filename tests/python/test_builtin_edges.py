@@ -575,3 +575,15 @@ def test_values_membership_survives_keys_deleted_meanwhile():
 
     assert DeletesOnCompare() in d.values()
     assert 3 in d.values() and 45 not in d.values() and len(d) < 50
+
+
+def test_an_unstorable_item_of_an_iterable_is_named_by_its_position():
+    """Items of an iterator or of extend's argument were converted with no
+    path: the error said '(at root)' for the third item of a generator."""
+    cases = [(lambda: CowList(iter([1, 2, object()])), r"root\[2\]\)"),
+             (lambda: CowList([1]).extend(x for x in [1, {"a": object()}]), r"root\[1\]\['a'\]\)"),
+             (lambda: CowList([1]).extend((1, 2 ** 80, object())), r"root\[2\]\)"),
+             (lambda: CowList([1]).append(object()), r"\(at root\)")]
+    for make, where in cases:
+        with pytest.raises(cowstore.UnsupportedTypeError, match=where):
+            make()
