@@ -512,6 +512,51 @@ Test(pack, hostile_items_fail_cleanly)
     cow_val_release(&d);
 }
 
+/* P3 for the skip of a lookup's earlier fields and the in-line decode of
+ * fixed-size items: with the node's item bytes cut at every length, a read
+ * of a field finds its value exactly when the cut leaves the whole item
+ * (and every item before it), and fails with COW_ECORRUPT otherwise: no
+ * byte past the cut is taken. */
+Test(pack, fixed_size_items_cut_at_every_length)
+{
+    static const char *const keys[] = {"n", "f", "t", "i8", "i16", "i24", "i32", "i64", "s", "w"};
+    /* Each item's bytes, its code included: after the body's shape byte. */
+    static const uint32_t sizes[] = {1, 1, 1, 2, 3, 4, 5, 9, 15, 9};
+    enum { N = sizeof keys / sizeof keys[0] };
+    uint32_t ends[N], end = 1;
+    for (size_t i = 0; i < N; i++)
+        ends[i] = end += sizes[i];
+    cow_val vals[N] = {cow_val_none(), cow_val_bool(0), cow_val_bool(1), cow_val_int(-100),
+                       cow_val_int(30000), cow_val_int(-8000000), cow_val_int(2000000000),
+                       cow_val_int(INT64_MIN), str_of("fourteen bytes"), cow_val_float(2.5)};
+    cow_val want[N];
+    for (size_t i = 0; i < N; i++)
+        cow_val_copy(&want[i], &vals[i]);
+    cow_val d = dict_of(keys, vals, N), p = packed(&d);
+    cow_pack *node = (cow_pack *)p.u.w;
+    uint32_t full = node->size & COW_PACK_NBYTES_MASK, words = node->size & ~COW_PACK_NBYTES_MASK;
+    cr_assert_eq(full, ends[N - 1], "the body is the shape byte and the items");
+    for (uint32_t cut = 0; cut <= full; cut++) {
+        node->size = words | cut;
+        for (size_t i = 0; i < N; i++) {
+            cow_val got;
+            int outer = cow_ref_scope_enter(), rc = cow_pack_lookup(&p, keys[i], strlen(keys[i]), &got);
+            cow_ref_scope_leave(outer);
+            if (cut >= ends[i]) {
+                cr_assert_eq(rc, COW_FOUND, "field %s cut at %u", keys[i], cut);
+                cr_assert(cow_val_equal(&got, &want[i]), "field %s cut at %u", keys[i], cut);
+            }
+            else
+                cr_assert_eq(rc, COW_ECORRUPT, "field %s cut at %u", keys[i], cut);
+        }
+    }
+    node->size = words | full;
+    for (size_t i = 0; i < N; i++)
+        cow_val_release(&want[i]);
+    cow_val_release(&p);
+    cow_val_release(&d);
+}
+
 Test(pack, allocation_failures_leak_nothing)
 {
     static const char *const keys[] = {"a", "b"};
