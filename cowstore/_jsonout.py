@@ -206,8 +206,7 @@ class JsonWriter:
         if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
             item = obj.item()           # an array's element (np.int32, np.float64, ...)
             if type(item) is type(obj):     # np.longdouble: no Python type holds it
-                item = complex(obj) if isinstance(item, complex) or obj.dtype.kind == "c" \
-                    else float(obj)
+                item = complex(obj) if obj.dtype.kind == "c" else float(obj)
             return item
         form = json_form(obj)
         if form is not _NO_FORM:

@@ -723,14 +723,14 @@ static const uint8_t fixed_sizes[256] = {
 _Static_assert(PK_INT8 == 3 && PK_FLOAT == 8 && PK_SSTR == 0x20 && COW_INLINE_MAX == 14
                && PK_SMALLINT == 0x80, "fixed_sizes is laid out for these codes");
 
-/* The size of the fixed-size item at the reader if it lies wholly inside
- * the node, else 0 (a variable-size item, or a truncated one: the slow
- * paths check and refuse it, P3). */
+/* The size of the fixed-size item at p if it lies wholly before end, else
+ * 0 (a variable-size item, or a truncated one: the slow paths check and
+ * refuse it, P3). */
 static inline size_t
-fixed_item_at(const pk_in *in)
+fixed_size_at(const uint8_t *p, const uint8_t *end)
 {
-    size_t size = in->p < in->end ? fixed_sizes[*in->p] : 0;
-    return size <= (size_t)(in->end - in->p) ? size : 0;
+    size_t size = p < end ? fixed_sizes[*p] : 0;
+    return size <= (size_t)(end - p) ? size : 0;
 }
 
 static int skip_item_slow(pk_in *in, unsigned depth);
@@ -746,16 +746,14 @@ skip_items(pk_in *in, unsigned n, unsigned depth)
     const uint8_t *p = in->p, *end = in->end;
     int rc;
     for (; n; n--) {
-        if (p < end) {
-            size_t size = fixed_sizes[*p];
-            if (size && size <= (size_t)(end - p)) {
-                p += size;
-                continue;
-            }
-            if (is_word_code(*p) && end - p >= 2 && p[1] < nwords_of(in->node)) {
-                p += 2;
-                continue;
-            }
+        size_t size = fixed_size_at(p, end);
+        if (size) {
+            p += size;
+            continue;
+        }
+        if (end - p >= 2 && is_word_code(*p) && p[1] < nwords_of(in->node)) {
+            p += 2;
+            continue;
         }
         in->p = p;
         if ((rc = skip_item_slow(in, depth)))
@@ -864,7 +862,7 @@ get_entry_view_slow(pk_in *in, const cow_val *parent, size_t pos, int step, cow_
     return get_value(in, out, 0, 0);
 }
 
-/* The fixed-size item at p, of size bytes (fixed_item_at), borrowed: a
+/* The fixed-size item at p, of size bytes (fixed_size_at), borrowed: a
  * number, None, a bool, or a short str as a view into the node. */
 static inline __attribute__((always_inline)) void
 get_fixed_view(const uint8_t *p, size_t size, cow_val *out)
@@ -897,7 +895,7 @@ get_fixed_view(const uint8_t *p, size_t size, cow_val *out)
 static inline __attribute__((always_inline)) int
 get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *out)
 {
-    size_t size = fixed_item_at(in);
+    size_t size = fixed_size_at(in->p, in->end);
     if (size) {
         get_fixed_view(in->p, size, out);
         in->p += size;

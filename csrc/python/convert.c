@@ -1158,7 +1158,7 @@ thaw_end(void *ctx, int tag)
     thaw_ctx *t = ctx;
     PyObject *c = t->open[--t->depth];
     Py_CLEAR(t->key[t->depth]);
-    if (thaw_keeps_frozen && t->depth > 0 && (tag == COW_T_FDICT || tag == COW_T_FLIST)) {
+    if (thaw_keeps_frozen && t->depth > 0 && cowpy_tag_is_frozen(tag)) {
         PyObject *plain = c;            /* a nested frozen one, kept (cowpy_contents) */
         c = PyObject_CallOneArg(t->st->cls[tag], plain);
         Py_DECREF(plain);
@@ -1191,9 +1191,7 @@ thaw_value(cowpy_state *st, const cow_val *v)
 {
     PyObject *res;
     cow_val held;
-    int tag = cowpy_logical_tag(v);
-    if (thaw_keeps_frozen && thaw_level > 0
-        && (tag == COW_T_FDICT || tag == COW_T_FLIST || tag == COW_T_FSET))
+    if (thaw_keeps_frozen && thaw_level > 0 && cowpy_tag_is_frozen(cowpy_logical_tag(v)))
         return cowpy_to_object(st, v, NULL, NULL, 0, 0);    /* itself, sharing its nodes */
     if (Py_EnterRecursiveCall(" while thawing"))
         return NULL;

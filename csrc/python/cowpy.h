@@ -57,6 +57,12 @@ cowpy_set_pfrom(CowObject *self, const cow_val *v)
 
 /* The tag v reads back with: a packed value's is its container's (pack.h). */
 static inline int cowpy_logical_tag(const cow_val *v) { return v->tag == COW_T_PACKED ? v->slen : v->tag; }
+/* Whether a (logical) tag is one of the frozen containers. */
+static inline int
+cowpy_tag_is_frozen(int tag)
+{
+    return tag == COW_T_FDICT || tag == COW_T_FLIST || tag == COW_T_FSET;
+}
 /* 1 when v reads back as a mutable container: a view that writes back. */
 static inline int
 cowpy_is_mutable_container(const cow_val *v)

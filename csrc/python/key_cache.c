@@ -129,30 +129,32 @@ cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len)
     return slot_fill(slot, shape, len, keys);
 }
 
-PyObject *
-cowpy_key_object(cowpy_state *st, const char *utf8, size_t len)
+/* The str of UTF-8 [s, s + len) held by *slot, made and cached there when
+ * the slot holds other bytes (a new reference). */
+static PyObject *
+cached_str(cowpy_state *st, key_slot *slot, const uint8_t *s, size_t len)
 {
-    const uint8_t *s = (const uint8_t *)utf8;
-    key_slot *slot;
     PyObject *k;
-    if (len > KEY_CACHE_MAX_BYTES)
-        return key_str(st, utf8, len);
-    slot = &key_slots[cow_hash_bytes(s, len, KEY_CACHE_SEED) % KEY_CACHE_SLOTS];
     if (slot_holds(slot, s, len))
         return Py_NewRef(slot->obj);
-    if ((k = key_str(st, utf8, len)) == NULL)
+    if ((k = key_str(st, (const char *)s, len)) == NULL)
         return NULL;
     return slot_fill(slot, s, len, k) ? Py_NewRef(k) : NULL;
 }
 
 PyObject *
+cowpy_key_object(cowpy_state *st, const char *utf8, size_t len)
+{
+    const uint8_t *s = (const uint8_t *)utf8;
+    if (len > KEY_CACHE_MAX_BYTES)
+        return key_str(st, utf8, len);
+    return cached_str(st, &key_slots[cow_hash_bytes(s, len, KEY_CACHE_SEED) % KEY_CACHE_SLOTS],
+                      s, len);
+}
+
+PyObject *
 cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len)
 {
-    key_slot *slot = &repeated_slots[address_slot(utf8, REPEATED_BITS)];
-    PyObject *k;
-    if (slot_holds(slot, (const uint8_t *)utf8, len))
-        return Py_NewRef(slot->obj);
-    if ((k = key_str(st, utf8, len)) == NULL)
-        return NULL;
-    return slot_fill(slot, (const uint8_t *)utf8, len, k) ? Py_NewRef(k) : NULL;
+    return cached_str(st, &repeated_slots[address_slot(utf8, REPEATED_BITS)],
+                      (const uint8_t *)utf8, len);
 }

@@ -5,8 +5,7 @@
 int
 cowpy_is_frozen(const CowObject *self)
 {
-    int t = cowpy_logical_tag(&self->root);
-    return t == COW_T_FDICT || t == COW_T_FLIST || t == COW_T_FSET;
+    return cowpy_tag_is_frozen(cowpy_logical_tag(&self->root));
 }
 
 int
