@@ -52,11 +52,14 @@ class _Text:
         self._column = 1
         self._first = True
 
-    def more(self):
-        """Reads one more chunk into buf (False at end of input)."""
+    def more(self, pending=0):
+        """Reads one more chunk into buf (False at end of input).  `pending`:
+        characters of one item already read and still incomplete; at least
+        as many bytes again are read, so an item of n bytes is parsed about
+        log2(n / READ_CHUNK) times, not n / READ_CHUNK times (quadratic)."""
         if self.eof:
             return False
-        chunk = self._stream.read(READ_CHUNK)
+        chunk = self._stream.read(max(READ_CHUNK, pending))
         self.bytes_read += len(chunk)
         if self.pos > len(self.buf) // 2:
             self._drop_consumed()
@@ -175,12 +178,12 @@ class JsonReader:
             except json.JSONDecodeError as e:
                 if t.eof or not self._maybe_cut_off(e):
                     raise t.error(e.msg, e.pos) from None
-                t.more()
+                t.more(len(t.buf) - t.pos)
                 continue
             # A number ending near the end of the text read may go on ("0" of
             # "0.5" parses as 0 while ".5" is still unread).
             if end > len(t.buf) - _CUT_OFF_MARGIN and not t.eof:
-                t.more()
+                t.more(len(t.buf) - t.pos)
                 continue
             t.pos = end
             return value
@@ -191,10 +194,12 @@ class JsonReader:
 
     def _lines(self):
         t = self._text
+        scanned = 0                 # characters of the line at t.pos known to hold no newline
         while True:
-            nl = t.buf.find("\n", t.pos)
+            nl = t.buf.find("\n", t.pos + scanned)
             if nl < 0:
-                if t.more():
+                scanned = len(t.buf) - t.pos
+                if t.more(scanned):
                     continue
                 nl = len(t.buf)
                 if t.pos >= nl:
@@ -205,7 +210,7 @@ class JsonReader:
                     yield json.loads(line)
                 except json.JSONDecodeError as e:
                     raise t.error(e.msg, t.pos + e.pos) from None
-            t.pos = nl + 1
+            t.pos, scanned = nl + 1, 0
 
 
 class _Prefixed:

@@ -133,6 +133,31 @@ def test_json_lines_skip_blank_lines_and_report_the_bad_line(chunk):
     assert (err.value.line, err.value.column) == (3, 7)
 
 
+class _CountingStream(io.BytesIO):
+    def __init__(self, data):
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, n=-1):
+        self.reads += 1
+        return super().read(n)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_one_huge_item_is_read_in_geometrically_growing_chunks(monkeypatch, fmt):
+    # An item cut by the end of a read is parsed again from its start: with
+    # fixed-size reads an item of n chunks took n parses (quadratic).  The
+    # reads now grow with the pending item: about log2(n) of them.
+    monkeypatch.setattr(_jsonin, "READ_CHUNK", 1024)
+    item = {"rows": [{"i": i, "s": "x" * (i % 7)} for i in range(40000)]}
+    text = json.dumps([item, 1] if fmt == "json" else item) + ("\n" if fmt == "jsonl" else "")
+    stream = _CountingStream(text.encode())
+    got = list(JsonReader(stream, fmt))
+    assert got == ([item, 1] if fmt == "json" else [item])
+    chunks = len(text) // 1024                       # about 800
+    assert stream.reads <= 2 * chunks.bit_length() + 4, (stream.reads, chunks)
+
+
 def test_a_byte_order_mark_is_skipped():
     assert read_all("\ufeff[1]") == ("array", [1])
 
