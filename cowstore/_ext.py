@@ -425,7 +425,7 @@ def _record(obj, depth=0, active=None):
     if t in _CONTAINER_CODES or isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase,
                                                  _cowstore.SetBase)):
         return _container_record(obj, depth, active if active is not None else set())
-    data = encode(obj)
+    data = _encode(obj)
     if data is None:
         raise _Unstorable(obj)
     return b"x" + _counted(data)
@@ -462,19 +462,53 @@ def _container_record(obj, depth, active):
     active.add(id(obj))
     try:
         if code == b"d" or code == b"D":
-            parts = [_record(k, depth + 1, active) + _record(v, depth + 1, active)
+            parts = [_record(k, depth + 1, active) + _record_at(k, v, depth + 1, active)
                      for k, v in obj.items()]
-        else:
+        elif code in (b"S", b"Z"):
             parts = [_record(e, depth + 1, active) for e in obj]
-            if code in (b"S", b"Z"):
-                parts.sort()            # canonical: equal sets give equal bytes
+            parts.sort()                # canonical: equal sets give equal bytes
+        else:
+            parts = [_record_at(i, e, depth + 1, active) for i, e in enumerate(obj)]
     finally:
         active.discard(id(obj))
     return code + _varint(len(parts)) + b"".join(parts)
 
 
+def _record_at(step, value, depth, active):
+    """_record(value), a refusal naming where value sits (key or index step)."""
+    try:
+        return _record(value, depth, active)
+    except _Unstorable as e:
+        e.steps.insert(0, step)
+        raise
+
+
 class _Unstorable(Exception):
-    """A record holds a value of a type cowstore cannot store."""
+    """A record holds a value of a type cowstore cannot store: obj, found
+    at steps (keys and indexes, Attribute names) below the record."""
+
+    def __init__(self, obj):
+        super().__init__(obj)
+        self.obj, self.steps = obj, []
+
+
+class _Attribute(str):
+    """A step that names a field of a dataclass or namedtuple: '.name'."""
+
+
+def _steps_repr(steps):
+    return "".join(f".{s}" if isinstance(s, _Attribute) else f"[{s!r}]" for s in steps)
+
+
+def refusal(obj):
+    """(the value that makes obj unstorable, where it sits below obj as
+    '.field[2]...') for a record encode refused because of what it holds;
+    None when obj itself is what cowstore cannot store."""
+    try:
+        _encode(obj)
+    except _Unstorable as e:
+        return (e.obj, _steps_repr(e.steps)) if e.steps or e.obj is not obj else None
+    return None
 
 
 def _read_record(r, depth=0):
@@ -525,7 +559,15 @@ def _hashable(obj):
 
 def _object(kind, cls, fields, obj):
     head = kind | (0 if _hashable(obj) else UNHASHABLE)
-    return bytes([head]) + _counted(class_path(cls).encode()) + _record(fields)
+    try:
+        data = _record(fields)
+    except _Unstorable as e:            # name the field: .name, not ['name'] or [1]
+        if kind == ENUM:
+            e.steps.insert(0, _Attribute("value"))
+        elif kind in (DATACLASS, NAMEDTUPLE) and e.steps:
+            e.steps[0] = _Attribute(e.steps[0] if kind == DATACLASS else cls._fields[e.steps[0]])
+        raise
+    return bytes([head]) + _counted(class_path(cls).encode()) + data
 
 
 _UNSET = object()
@@ -648,7 +690,16 @@ def _decode_object(r, kind):
 # ---- the entry points ------------------------------------------------------
 
 def encode(obj):
-    """The extension bytes of obj, or None when cowstore cannot store it."""
+    """The extension bytes of obj, or None when cowstore cannot store it
+    (refusal(obj) then says what inside it is to blame)."""
+    try:
+        return _encode(obj)
+    except _Unstorable:
+        return None
+
+
+def _encode(obj):
+    """encode, a record refused by raising _Unstorable (its steps say where)."""
     t = type(obj)
     if t is _dt.datetime:
         return _encode_datetime(obj)
@@ -667,10 +718,7 @@ def encode(obj):
         return struct.pack("<Bdd", COMPLEX, obj.real, obj.imag)
     if t is uuid.UUID:
         return bytes([UUID]) + obj.bytes
-    try:
-        return _encode_object(obj)
-    except _Unstorable:
-        return None
+    return _encode_object(obj)
 
 
 def _decode_simple(r, subtype):

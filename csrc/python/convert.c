@@ -58,15 +58,37 @@ done:
     return res;
 }
 
+/* -1 with exc "cowstore cannot store <what> of type T (at root...)", obj of
+ * type T found at `at`, and `below` (a str, or NULL) ending the path. */
 static int
-raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj)
+raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj, PyObject *below)
 {
-    PyObject *path = path_repr(at);
+    PyObject *path = path_repr(at), *full;
     if (path == NULL)
         return -1;
-    PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U)", what,
-                 Py_TYPE(obj)->tp_name, path);
+    full = below ? PyUnicode_Concat(path, below) : Py_NewRef(path);
     Py_DECREF(path);
+    if (full == NULL)
+        return -1;
+    PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U)", what,
+                 Py_TYPE(obj)->tp_name, full);
+    Py_DECREF(full);
+    return -1;
+}
+
+/* -1 with UnsupportedTypeError for obj, which no conversion took: a record
+ * (a dataclass, a namedtuple...) refused for a field is reported as that
+ * field's value, at its path (root[0].when), not as the record. */
+static int
+refuse(conv_ctx *cx, const conv_frame *at, PyObject *obj)
+{
+    PyObject *inner, *below;
+    int rc = cowpy_ext_refusal(cx->st, obj, &inner, &below);
+    if (rc <= 0)
+        return rc < 0 ? -1 : raise_at(cx->st->UnsupportedTypeError, at, "a value", obj, NULL);
+    raise_at(cx->st->UnsupportedTypeError, at, "a value", inner, below);
+    Py_DECREF(inner);
+    Py_DECREF(below);
     return -1;
 }
 
@@ -184,7 +206,7 @@ check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
 {
     for (const conv_frame *f = at; f; f = f->up)
         if (f->container == obj)
-            return raise_at(cx->st->CycleError, at, "a self-referencing structure", obj);
+            return raise_at(cx->st->CycleError, at, "a self-referencing structure", obj, NULL);
     return 0;
 }
 
@@ -505,7 +527,7 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
         return cowpy_ndarray_from(cx->st, obj, out) < 0 ? refused_at(cx->st, at) : 0;
     if ((rc = cowpy_ext_from(cx->st, obj, out)) != 0)
         return rc < 0 ? -1 : 0;
-    return raise_at(cx->st->UnsupportedTypeError, at, "a value", obj);
+    return refuse(cx, at, obj);
 }
 
 /* A conversion of obj whole: equal long strs within it share one blob

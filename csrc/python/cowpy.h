@@ -368,6 +368,10 @@ PyObject *cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy);
  * 1 stored into *out, 0 a type cowstore cannot store (nothing raised), -1
  * raised. */
 int cowpy_ext_from(cowpy_state *st, PyObject *obj, cow_val *out);
+/* Why cowpy_ext_from refused obj: 1 when a value inside a record is to
+ * blame (*inner, new reference, and *below, a new str naming where it sits
+ * below obj: ".when[2]"), 0 when obj itself is, -1 on error. */
+int cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below);
 /* A fresh object from an SEXT/EXT value (new reference), or NULL raised. */
 PyObject *cowpy_ext_to(cowpy_state *st, const cow_val *v);
 

@@ -47,6 +47,31 @@ done:
     return res;
 }
 
+int
+cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below)
+{
+    PyObject *mod = ext_module(st), *fn, *res;
+    int rc = -1;
+    if (mod == NULL || (fn = PyObject_GetAttrString(mod, "refusal")) == NULL)
+        return -1;
+    res = PyObject_CallOneArg(fn, obj);     /* a namedtuple is one argument */
+    Py_DECREF(fn);
+    if (res == NULL)
+        return -1;
+    if (res == Py_None)
+        rc = 0;
+    else if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2
+             || !PyUnicode_Check(PyTuple_GET_ITEM(res, 1)))
+        PyErr_SetString(PyExc_TypeError, "cowstore._ext.refusal must return None or (value, str)");
+    else {
+        *inner = Py_NewRef(PyTuple_GET_ITEM(res, 0));
+        *below = Py_NewRef(PyTuple_GET_ITEM(res, 1));
+        rc = 1;
+    }
+    Py_DECREF(res);
+    return rc;
+}
+
 PyObject *
 cowpy_ext_to(cowpy_state *st, const cow_val *v)
 {

@@ -231,6 +231,25 @@ def test_unsupported_types_still_name_type_and_path():
         cowstore.freeze([local()])
 
 
+def test_a_record_refused_for_a_field_names_the_field_and_its_type():
+    # The record is storable; what one of its fields holds is not: the
+    # error names that value's type and path, not the record's type.
+    cases = [
+        ([Row("a", [1, object()])], r"'object' \(at root\[0\]\.tags\[1\]\)"),
+        ({"p": Point(1, {"k": object})}, r"'type' \(at root\['p'\]\.y\['k'\]\)"),
+        ([FrozenRow(1, Point(2, Opaque(3)))], r"'Opaque' \(at root\[0\]\.note\.y\)"),
+    ]
+    for value, message in cases:
+        for convert in (cowstore.freeze, lambda v: cowstore.CowList([v])):
+            with pytest.raises(cowstore.UnsupportedTypeError, match=message.replace(
+                    "at root", "at root" if convert is cowstore.freeze else r"at root\[0\]")):
+                convert(value)
+    d = cowstore.CowDict()
+    with pytest.raises(cowstore.UnsupportedTypeError, match=r"'object' \(at root\.y\)"):
+        d["p"] = Point(1, object())
+    assert Point(1, object()) not in d and d.get(Point(1, object())) is None
+
+
 # ---- diff, JSON, stores --------------------------------------------------------
 
 def test_diff_sees_changed_leaves():
