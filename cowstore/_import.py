@@ -7,9 +7,10 @@ root, so its heap holds one batch at a time whatever the input's size.  For a
 list the store runs in bulk mode meanwhile: appends replace only the old
 tail's path, so there is no garbage worth compacting (a dict's inserts land
 all over its index, so an object is imported with compaction on).  At the end one transaction moves
-the temporary root to its name: the import is all or nothing.  That ordinary
-commit sweeps away the root it replaced (bulk commits leave what they
-replaced uncounted as live, so it shows as outgrown).  A malformed
+the temporary root to its name: the import is all or nothing.  When it
+replaces a root, that commit sweeps the old dataset away (nothing else
+would show it as garbage); an import to a new name sweeps nothing, so it
+does not read a page of every segment at the end.  A malformed
 input, an interrupt or a crash leaves the named root as it was; the
 temporary root of an importer that died is removed by the next import or by
 ``cowstore compact``.
@@ -72,6 +73,7 @@ def remove_abandoned_imports(store):
         with store.transaction():
             for name in gone:
                 del store[name]
+            store._c()._sweep_at_commit()
     return len(gone)
 
 
@@ -123,6 +125,8 @@ def _move_root(store, temp, name, replace):
         if name in store and not replace:
             raise ImportTargetError(f"root {name!r} was created during the import "
                                     "(use --replace to overwrite it)")
+        if name in store:
+            store._c()._sweep_at_commit()   # the old dataset: garbage no estimate shows
         store[name] = store[temp]
         del store[temp]
 

@@ -503,9 +503,8 @@ class Store(collections.abc.MutableMapping):
 
     @contextlib.contextmanager
     def bulk_load(self):
-        """Commits inside never sweep or compact, and what they replace is not
-        counted as live, so the first ordinary commit after sweeps when it is
-        worth it: for appending large data in many commits, where each commit
+        """Commits inside never sweep or compact, and count all they write as
+        live: for appending large data in many commits, where each commit
         replaces only a path's worth of old nodes.  Without it, the growth
         looks like garbage and triggers compaction after compaction."""
         self._check_writable()

@@ -127,6 +127,8 @@ struct cow_store {
     size_t nops, capops;
     store_state state;      /* valid inside a write transaction */
     int dropped;            /* this transaction moved a root off a segment */
+    int sweep_all;          /* ...and its caller knows that freed much
+                             * (cow_store_sweep_at_commit) */
     sweep_result swept;     /* the sweep of this transaction, if any */
     /* The puts of the commit just made, kept while the compaction that may
      * follow it runs (their pages follow the roots it moves), until they
@@ -140,7 +142,8 @@ struct cow_store {
     int busy;               /* threads blocked inside a call on this store */
     size_t mapsize;         /* current map size (kept for reopening after fork) */
     int closing;
-    int bulk;               /* cow_store_set_bulk: commits never sweep or compact */
+    int bulk;               /* cow_store_set_bulk: count new segments live, never sweep
+                             * or compact */
 };
 
 /* A change of one root at commit: applied by store_apply_roots. */

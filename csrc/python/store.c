@@ -401,6 +401,18 @@ COWPY_ENTRY(static, PyObject *, store_bulk, (PyObject *op, PyObject *on), (op, o
     Py_RETURN_NONE;
 }
 
+/* _sweep_at_commit(): cow_store_sweep_at_commit, inside a transaction. */
+COWPY_ENTRY(static, PyObject *, store_sweep_at_commit, (PyObject *op, PyObject *unused), (op, unused))
+{
+    StoreObject *self = STORE(op);
+    int rc;
+    if (check_open(self) < 0)
+        return NULL;
+    if ((rc = cow_store_sweep_at_commit(self->s)) < 0)
+        return store_raise(self, rc);
+    Py_RETURN_NONE;
+}
+
 /* _measure(values) -> (bytes, nodes): what the values (a sequence) would
  * take written together into an empty store, shared nodes once; a module
  * function. */
@@ -463,6 +475,7 @@ static PyMethodDef store_methods[] = {
     {"_stats", store_stats, METH_NOARGS, NULL},
     {"_compact", store_compact, METH_NOARGS, NULL},
     {"_bulk", store_bulk, METH_O, NULL},
+    {"_sweep_at_commit", store_sweep_at_commit, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -85,15 +85,21 @@ void cow_store_set_block_hooks(cow_store_block_fn block, cow_store_unblock_fn un
  * old ones (also run by commit once garbage outgrows live data). */
 int cow_store_compact(cow_store *s);
 
-/* Bulk loading (on != 0): commits never sweep or compact (what they replace
- * is not counted as live, so the first ordinary commit after sweeps when it
- * is worth it), and unmap the file pages this process touched (the page
- * cache keeps them), so the resident set does not grow with the file.
+/* Bulk loading (on != 0): commits never sweep or compact and count all
+ * they write as live, and unmap the file pages this process touched (the
+ * page cache keeps them), so the resident set does not grow with the file.
  * Meant for appending large data in many commits, each replacing only a
  * path's worth of old nodes; without it the growth would look like garbage
  * and trigger compaction after compaction, each rewriting the whole store
  * in one transaction. */
 void cow_store_set_bulk(cow_store *s, int on);
+
+/* The commit of the caller's open write transaction sweeps, however many
+ * segments that reads: for a caller that knows it lets go of much, e.g.
+ * an import replacing a root, whose old dataset no estimate shows as
+ * garbage (live bytes only grow between sweeps).  COW_EINVAL outside a
+ * transaction of the caller's. */
+int cow_store_sweep_at_commit(cow_store *s);
 
 /* The store's LMDB databases, in stats order (store.c describes each). */
 enum { COW_STORE_DB_META, COW_STORE_DB_ROOTS, COW_STORE_DB_SEGS, COW_STORE_NDBS };
