@@ -73,7 +73,6 @@ def remove_abandoned_imports(store):
         with store.transaction():
             for name in gone:
                 del store[name]
-            store._c()._sweep_at_commit()
     return len(gone)
 
 

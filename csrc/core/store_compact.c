@@ -9,11 +9,11 @@
  * live bytes may still hold dead nodes; once they pass the ratio of what a
  * compaction would keep, commit compacts: every root's reachable nodes are
  * rewritten into fresh segments (shared subtrees once) and the old ones
- * swept.  Bulk mode turns both off for long appends, whose commits add
- * live data only.  A root let go of wholesale (an import replacing a
- * dataset) is found by a sweep only when the committer asks for one
- * (cow_store_sweep_at_commit): past the eager sweep's budget, nothing
- * else tells that its bytes are garbage. */
+ * swept.  Live bytes only grow between sweeps, except by what a deleted
+ * root reached (store_apply_roots).  A root replaced by an unrelated value
+ * (an import over a dataset) shows as garbage only when the committer says
+ * so (cow_store_sweep_at_commit).  Bulk mode turns sweeps and compaction
+ * off for long appends, whose commits add live data only. */
 #include <string.h>
 
 #include "cowstore/alloc.h"
@@ -191,6 +191,8 @@ store_account_commit(cow_store *s, uint64_t written, int fresh)
      * set, 35 MiB for 64 MiB of JSON Lines, went to 63). */
     if (!s->dropped || s->bulk)
         s->state.live_bytes += written;
+    s->state.live_bytes -= s->deleted_bytes < s->state.live_bytes ? s->deleted_bytes
+                                                                  : s->state.live_bytes;
     if (!s->dropped || fresh || s->bulk)
         s->state.compact_bytes += written;
     outgrow = outgrew(s->state.seg_bytes, s->state.live_bytes);

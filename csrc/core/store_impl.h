@@ -129,6 +129,7 @@ struct cow_store {
     int dropped;            /* this transaction moved a root off a segment */
     int sweep_all;          /* ...and its caller knows that freed much
                              * (cow_store_sweep_at_commit) */
+    uint64_t deleted_bytes; /* what the roots it deleted reached (store_apply_roots) */
     sweep_result swept;     /* the sweep of this transaction, if any */
     /* The puts of the commit just made, kept while the compaction that may
      * follow it runs (their pages follow the roots it moves), until they

@@ -136,17 +136,18 @@ sink_seg_live(void *ctx, uint32_t seg)
 
 const cow_segw_sink store_sink = {sink_new_id, sink_seg_live, sink_put};
 
-/* Points root c->name at c->v (NULL deletes it); *dropped becomes 1 when
- * the previous value named a segment (which may now be garbage). */
+/* Points root c->name at c->v (NULL deletes it); *prev_seg: the segment
+ * the previous value named (which may now be garbage), else 0. */
 static int
-move_root(cow_store *s, const root_change *c, int *dropped)
+move_root(cow_store *s, const root_change *c, uint32_t *prev_seg)
 {
     MDB_val k = {c->nlen, (void *)c->name}, cur;
     int mrc = mdb_get(s->wtxn, s->roots, &k, &cur);
+    *prev_seg = 0;
     if (mrc == 0 && cur.mv_size == sizeof(cow_val)) {
         cow_val prev;
         memcpy(&prev, cur.mv_data, sizeof prev);
-        *dropped |= store_val_segment(&prev) != 0;
+        *prev_seg = store_val_segment(&prev);
     }
     else if (mrc != 0 && mrc != MDB_NOTFOUND)
         return store_mdb_fail(s, mrc, "reading a root");
@@ -160,16 +161,41 @@ move_root(cow_store *s, const root_change *c, int *dropped)
     return COW_OK;
 }
 
+static int reach_bytes(cow_store *s, uint32_t seg, uint64_t *bytes);
+
+/* Whether one of changes[0..n) gives a root a value in segment seg. */
+static int
+seg_kept_by(const root_change *changes, size_t n, uint32_t seg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (changes[i].v && store_val_segment(changes[i].v) == seg)
+            return 1;
+    return 0;
+}
+
 /* Applies every change; s->dropped records whether a root let go of a
- * segment.  Nothing is freed here (a sweep does that from what the roots
- * reach after the whole transaction), so any order of puts and deletes --
- * a value moved from one root to another included -- is safe. */
+ * segment, s->deleted_bytes what a deleted root reached (at most what its
+ * deletion frees: a sweep finds how much).  Live bytes only grow between
+ * sweeps, so without it a dataset deleted from a store past the eager
+ * sweep's budget would never look like garbage.  A value moved to another
+ * root of the same commit (an import's move) is not counted; a replaced
+ * value is not measured (a new version shares most of the old one).
+ * Nothing is freed here (a sweep does that from what the roots reach after
+ * the whole transaction), so any order of puts and deletes is safe. */
 int
 store_apply_roots(cow_store *s, const root_change *changes, size_t n)
 {
     int rc = COW_OK;
-    for (size_t i = 0; i < n && rc == COW_OK; i++)
-        rc = move_root(s, &changes[i], &s->dropped);
+    for (size_t i = 0; i < n && rc == COW_OK; i++) {
+        uint32_t seg;
+        uint64_t reached;
+        if ((rc = move_root(s, &changes[i], &seg)) < 0 || seg == 0)
+            continue;
+        s->dropped = 1;
+        /* An estimate: a store too damaged to measure is left to sweeps. */
+        if (!changes[i].v && !seg_kept_by(changes, n, seg) && reach_bytes(s, seg, &reached) == COW_OK)
+            s->deleted_bytes += reached;
+    }
     return rc;
 }
 
@@ -279,6 +305,22 @@ mark_closure(cow_store *s, mark_state *m)
     int rc = COW_OK;
     while (rc == COW_OK && m->n > 0)
         rc = mark_refs(s, m, m->stack[--m->n]);
+    return rc;
+}
+
+/* Bytes of the segments reachable from seg, its own included (read from
+ * their trailers: a page each). */
+static int
+reach_bytes(cow_store *s, uint32_t seg, uint64_t *bytes)
+{
+    mark_state m = {0};
+    int rc;
+    cow_u64map_init(&m.marked);
+    if ((rc = push(&m, seg)) == COW_OK)
+        rc = mark_closure(s, &m);
+    *bytes = m.bytes;
+    cow_u64map_free(&m.marked);
+    cow_free(m.stack);
     return rc;
 }
 

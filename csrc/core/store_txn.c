@@ -179,6 +179,7 @@ store_begin_write(cow_store *s)
     s->wbase = info.me_last_txnid;
     s->dropped = 0;
     s->sweep_all = 0;
+    s->deleted_bytes = 0;
     s->swept = (sweep_result){0};
     if ((rc = read_state(s)) < 0 || (rc = store_refresh_snapshot(s)) < 0) {
         mdb_txn_abort(s->wtxn);

@@ -1305,15 +1305,12 @@ Test(store, name_limits_and_last_write_wins)
 }
 
 /* Bulk mode (an import appending in batches): every commit's new segments
- * count as live, so live_bytes stays equal to segment_bytes (ST1's sum) and
- * no compaction runs however the store grows; after it, an ordinary commit
- * does not mistake the loaded data for garbage either.  A value read
- * before the batches (pinned, its pages unmapped by each bulk commit) still
- * reads right. */
-/* Bulk commits neither sweep nor compact (one transaction each, segments
- * only grow), and count what they add as live: the first ordinary commit
- * after finds nothing outgrown, so it neither sweeps (which would read a
- * page of every segment) nor compacts. */
+ * count as live, so live_bytes stays equal to segment_bytes (ST1's sum), and
+ * no sweep or compaction runs however the store grows (one transaction per
+ * commit, segments only grow); after it, an ordinary commit does not
+ * mistake the loaded data for garbage either (its sweep would read a page
+ * of every segment).  A value read before the batches (pinned, its pages
+ * unmapped by each bulk commit) still reads right. */
 Test(store, bulk_appends_count_as_live_and_never_sweep_or_compact)
 {
     enum { BATCHES = 40, PER_BATCH = 500 };
@@ -1360,6 +1357,56 @@ Test(store, bulk_appends_count_as_live_and_never_sweep_or_compact)
     cow_store_close(s);
     cow_val_release(&model);
     cow_val_release(&v);
+}
+
+/* A list of n values in many segments. */
+static cow_val
+mk_long_list(int64_t from, int64_t n)
+{
+    cow_vec *vec = new_vec();
+    for (int64_t i = from; i < from + n; i++)
+        cr_assert_eq(cow_vb_push(&vec->b, mk_leafval(i)), COW_OK);
+    return cow_val_vec(COW_T_LIST, vec);
+}
+
+/* Deleting a root frees what only it reached, in a store past the eager
+ * sweep's budget too: live bytes only grow between sweeps, so the deleted
+ * root's reach is taken off them and the store looks outgrown.  A root
+ * moved to another name in the same commit is not garbage: nothing is
+ * taken off, nothing swept. */
+Test(store, deleting_a_root_frees_it_past_the_eager_sweep)
+{
+    enum { VALUES = 150000, EAGER_SWEEP = 256 };     /* store_impl.h COW_STORE_EAGER_SWEEP */
+    cow_store *s = open_ok(tpath("db"), COW_STORE_NOSYNC);
+    cow_val a = mk_long_list(0, VALUES), b = mk_long_list(VALUES, VALUES), got;
+    cow_store_stats one, two, after;
+    put_commit(s, "a", &a);
+    one = stats_of(s);
+    put_commit(s, "b", &b);
+    two = stats_of(s);
+    cr_assert_gt(two.segments - one.segments, 2 * EAGER_SWEEP, "%llu segments",
+                 (unsigned long long)two.segments);
+    del_commit(s, "b");
+    after = stats_of(s);
+    cr_assert_leq(after.segment_bytes, one.segment_bytes + (one.segment_bytes >> 4),
+                  "%llu bytes kept of %llu", (unsigned long long)after.segment_bytes,
+                  (unsigned long long)two.segment_bytes);
+    cr_assert_eq(after.live_bytes, after.segment_bytes);
+    cr_assert_eq(cow_store_begin(s), COW_OK);
+    got = get_ok(s, "a");
+    cr_assert_eq(cow_store_put(s, "c", 1, &got), COW_OK);
+    cr_assert_eq(cow_store_del(s, "a", 1), COW_FOUND);
+    cr_assert_eq(cow_store_commit(s), COW_OK, "commit: %s", cow_store_errmsg());
+    cow_val_release(&got);
+    two = stats_of(s);
+    cr_assert_eq(two.segment_bytes, after.segment_bytes);
+    cr_assert_eq(two.live_bytes, after.live_bytes, "a moved root counted as deleted");
+    got = get_ok(s, "c");
+    expect_same(&a, &got, 0);
+    cow_val_release(&got);
+    cow_store_close(s);
+    cow_val_release(&a);
+    cow_val_release(&b);
 }
 
 /* stats reports LMDB's figures per database: one overflow-page value per

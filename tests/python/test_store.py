@@ -412,6 +412,26 @@ def test_an_import_replacing_a_root_gives_the_old_datasets_space_back(path):
     s.close()
 
 
+def test_deleting_a_big_root_gives_its_space_back(path):
+    """Live bytes only grew between sweeps, so in a store past the eager
+    sweep's budget a deleted dataset never looked like garbage: its
+    segments stayed until compact().  A root moved to another name in the
+    same commit is not garbage."""
+    s = cowstore.open(path, durable=False)
+    s["a"] = [{"id": i, "name": f"a{i}"} for i in range(50_000)]
+    one = s.stats()["segment_bytes"]
+    s["b"] = [{"id": i, "name": f"b{i}"} for i in range(50_000)]
+    assert s.stats()["segments"] > 2 * 256
+    del s["b"]
+    assert s.stats()["segment_bytes"] <= 1.05 * one
+    with s.transaction():
+        s["c"] = s["a"]
+        del s["a"]
+    assert s.stats()["segment_bytes"] <= 1.05 * one and s.names() == ["c"]
+    assert s["c"][49_999] == {"id": 49_999, "name": "a49999"}
+    s.close()
+
+
 def test_readonly_open_of_a_missing_file_fails(tmp_path):
     with pytest.raises(cowstore.StoreError):
         cowstore.open(str(tmp_path / "missing.cow"), readonly=True)
