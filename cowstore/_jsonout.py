@@ -209,8 +209,8 @@ class JsonWriter:
                 item = complex(obj) if obj.dtype.kind == "c" else float(obj)
             return item
         form = json_form(obj)
-        if form is not _NO_FORM:
-            return form
+        if form is not _NO_FORM:        # a record's fields may hold {date: ...}
+            return _string_keys(form)
         raise JsonOutputError(f"{type(obj).__name__} has no JSON form")
 
     def _key_json(self, key, path):

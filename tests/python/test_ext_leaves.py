@@ -598,3 +598,15 @@ def test_the_pickle_fallback_leaves_subclasses_of_builtins_refused():
 def test_a_natively_stored_class_cannot_be_registered():
     with pytest.raises(TypeError, match="stores date itself"):
         cowstore.register(dt.date, str, str)
+
+
+def test_dict_keys_inside_a_record_are_written_as_json_strings_as_elsewhere():
+    keyed = {dt.date(2020, 1, 1): 1, Decimal("2.5"): 2}
+    value = cowstore.freeze({"row": Row(1, [keyed]), "p": Point(keyed, 2),
+                             "many": [Row(i, [keyed]) for i in range(600)]})
+    out = io.StringIO()
+    JsonWriter(out).write(value)
+    written = {"2020-01-01": 1, "2.5": 2}
+    assert json.loads(out.getvalue()) == {
+        "row": {"id": 1, "tags": [written]}, "p": [written, 2],
+        "many": [{"id": i, "tags": [written]} for i in range(600)]}
