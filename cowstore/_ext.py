@@ -338,8 +338,10 @@ def _temporal(subtype, local_us, value):
         return bytes([subtype]) + struct.pack("<Q", word)
     zone = _zone(tz, subtype == TIME)
     off = value.utcoffset()
-    if zone is None or off is None:
-        return None
+    if zone is None or off is None:     # the zone is to blame, not the datetime
+        e = _Unstorable(tz)
+        e.steps.append(_Attribute("tzinfo"))
+        raise e
     word |= 1 << AWARE_BIT | zone[0] << ZONE_SHIFT
     return (bytes([subtype]) + struct.pack("<Q", word)
             + (off // _US).to_bytes(OFFSET_BYTES, "little", signed=True) + zone[1])

@@ -610,3 +610,27 @@ def test_dict_keys_inside_a_record_are_written_as_json_strings_as_elsewhere():
     assert json.loads(out.getvalue()) == {
         "row": {"id": 1, "tags": [written]}, "p": [written, 2],
         "many": [{"id": i, "tags": [written]} for i in range(600)]}
+
+
+class _OwnZone(dt.tzinfo):
+    def utcoffset(self, when):
+        return dt.timedelta(hours=1)
+
+    def dst(self, when):
+        return dt.timedelta(0)
+
+
+def test_a_datetime_refused_for_its_tzinfo_names_the_tzinfo():
+    # The datetime type is stored; its zone is what is not: the error says
+    # so, rather than "cannot store a value of type 'datetime.datetime'".
+    cases = [
+        ([dt.datetime(2024, 1, 1, tzinfo=_OwnZone())], r"'_OwnZone' \(at root\[0\]\.tzinfo\)"),
+        ([dt.time(1, tzinfo=zoneinfo.ZoneInfo("UTC"))], r"'zoneinfo.ZoneInfo' \(at root\[0\]\.tzinfo\)"),
+        ([Row(1, [dt.time(1, tzinfo=_OwnZone())])], r"'_OwnZone' \(at root\[0\]\.tags\[0\]\.tzinfo\)"),
+    ]
+    for value, message in cases:
+        with pytest.raises(cowstore.UnsupportedTypeError, match=message):
+            cowstore.freeze(value)
+    probe = dt.datetime(2024, 1, 1, 1, tzinfo=_OwnZone())
+    assert probe in cowstore.CowDict({dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc): 1})
+    assert probe not in cowstore.CowSet([1]) and encode(probe) is None
