@@ -3,6 +3,8 @@
 import collections
 import dataclasses
 import enum
+import uuid
+from fractions import Fraction
 
 
 class Color(enum.Enum):
@@ -98,3 +100,11 @@ class Derived:
 @dataclasses.dataclass(frozen=True, eq=False)
 class ByIdentity:
     x: int
+
+
+class SubFraction(Fraction):
+    """Equal to the Fraction and int it holds: pickled, it would be a key apart."""
+
+
+class SubUUID(uuid.UUID):
+    """Equal to the UUID it holds."""

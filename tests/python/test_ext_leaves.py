@@ -634,3 +634,22 @@ def test_a_datetime_refused_for_its_tzinfo_names_the_tzinfo():
     probe = dt.datetime(2024, 1, 1, 1, tzinfo=_OwnZone())
     assert probe in cowstore.CowDict({dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc): 1})
     assert probe not in cowstore.CowSet([1]) and encode(probe) is None
+
+
+def test_the_pickle_fallback_leaves_fraction_and_uuid_subclasses_refused():
+    # They equal the Fraction, int or UUID they hold, as an IntEnum member
+    # equals its int: pickled, each would be a key apart from that value.
+    one, u = _ext_types.SubFraction(1), _ext_types.SubUUID(int=1)
+    cowstore.set_fallback(pickle)
+    try:
+        d = cowstore.CowDict({1: "a", uuid.UUID(int=1): "b"})
+        d[one] = "c"
+        d[u] = "d"
+        assert list(d.items()) == [(1, "c"), (uuid.UUID(int=1), "d")] == list(
+            {1: "a", uuid.UUID(int=1): "b", one: "c", u: "d"}.items())
+        assert one in d and u in d and one in cowstore.CowSet([Fraction(1)])
+        for value in (one, u):
+            with pytest.raises(cowstore.UnsupportedTypeError):
+                cowstore.freeze([value])
+    finally:
+        cowstore.set_fallback(None)
