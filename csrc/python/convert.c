@@ -710,9 +710,10 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
             PyErr_Clear();                    /* NaN: equal to nothing */
             return 0;
         }
-        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError))
+        if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
+            && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
             return -1;
-        PyErr_Clear();                        /* a type we never store */
+        PyErr_Clear();                        /* a type (or a str inside) we never store */
         return COWPY_PROBE_FOREIGN;
     }
     *owned = 1;

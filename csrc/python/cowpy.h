@@ -194,7 +194,8 @@ void cowpy_batch_full_tail(cow_vecbody *b, size_t stride);
 /* A key for lookups: *owned says whether *out must be released.  Returns 1 on
  * success, 0 if the key is certainly absent (a NaN, a str with lone
  * surrogates), COWPY_PROBE_FOREIGN if it is hashable but of a type we never
- * store (only Python can say whether it equals a stored key), -1 with an
+ * store, or holds a str with lone surrogates (a datetime's zone name: only
+ * Python can say whether it equals a stored key), -1 with an
  * exception set (unhashable). */
 enum { COWPY_PROBE_FOREIGN = 2 };
 int cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned);

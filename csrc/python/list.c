@@ -381,7 +381,8 @@ probe_init(PyObject *op, PyObject *x, list_probe *p)
         return 0;
     }
     if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
-        && !PyErr_ExceptionMatches(st->CycleError))
+        && !PyErr_ExceptionMatches(st->CycleError)
+        && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))    /* a lone surrogate */
         return -1;
     PyErr_Clear();
     return 0;

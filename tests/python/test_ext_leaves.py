@@ -653,3 +653,23 @@ def test_the_pickle_fallback_leaves_fraction_and_uuid_subclasses_refused():
                 cowstore.freeze([value])
     finally:
         cowstore.set_fallback(None)
+
+
+def test_a_probe_holding_a_lone_surrogate_is_looked_for_as_the_builtins_do():
+    # Such a probe cannot be stored (its str is not UTF-8), but it may still
+    # equal a stored value: a datetime whose zone name has one equals the
+    # same instant in any zone.  Lookups answered UnicodeEncodeError.
+    odd = dt.timezone(dt.timedelta(hours=1), "\udc80")
+    probe = dt.datetime(2024, 1, 1, 1, tzinfo=odd)
+    stored = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    for plain in ({stored: 1}, {stored}, [stored]):
+        cow = {dict: cowstore.CowDict, set: cowstore.CowSet, list: cowstore.CowList}[
+            type(plain)](plain)
+        assert (probe in cow) is (probe in plain) is True
+        assert (("\udc80", 1) in cow) is (("\udc80", 1) in plain) is False
+    d = cowstore.CowDict({stored: 1})
+    assert d.get(probe) == 1 and d.pop(("\udc80",), 2) == 2
+    assert cowstore.CowList([stored, 1]).index(probe) == 0
+    assert cowstore.CowList([stored, stored, 1]).count(probe) == 2
+    with pytest.raises(UnicodeEncodeError):         # stored, it is refused
+        cowstore.CowList([probe])
