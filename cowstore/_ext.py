@@ -19,12 +19,14 @@ csrc/include/cowstore/ext.h; in short (all little-endian)::
 
 A datetime word holds the local time in microseconds (bits 0..58), then the
 aware bit, the fold bit and the zone kind (naive, UTC, fixed offset,
-zoneinfo).  A record is a small tagged encoding of the object's data (None,
-bools, ints, floats, str, bytes, tuples, lists, dicts, sets and nested
-extension leaves).  Reading a class record imports the module its path
-names and accepts only a class of the record's kind (an Enum, a namedtuple,
-a dataclass; registered classes by their registration); pickled leaves are
-read only while the pickle fallback is on (unpickling runs code).
+zoneinfo).  A fixed offset's name is absent when it is the default one
+("UTC+01:00"); the default's text stands for the empty name.  A record is
+a small tagged encoding of the object's data (None, bools, ints, floats,
+str, bytes, tuples, lists, dicts, sets and nested extension leaves).
+Reading a class record imports the module its path names and accepts only a
+class of the record's kind (an Enum, a namedtuple, a dataclass; registered
+classes by their registration); pickled leaves are read only while the
+pickle fallback is on (unpickling runs code).
 
 Every malformed byte string raises CorruptStoreError.
 """
@@ -324,6 +326,8 @@ def _zone(tz, for_time):
         off = tz.utcoffset(None)
         name = tz.tzname(None)
         default = _dt.timezone(off).tzname(None)
+        if name == "":                  # default's text, never stored as a name, marks ""
+            return ZONE_FIXED, default.encode()
         return ZONE_FIXED, (b"" if name == default else name.encode())
     key = getattr(tz, "key", None)
     if not for_time and type(tz).__module__ == "zoneinfo" and isinstance(key, str) and key:
@@ -365,7 +369,9 @@ def _read_zone(r, kind):
     if kind == ZONE_UTC:
         return _dt.timezone.utc
     if kind == ZONE_FIXED:
-        return _dt.timezone(off, extra) if extra else _dt.timezone(off)
+        default = _dt.timezone(off)
+        return default if not extra else _dt.timezone(
+            off, "" if extra == default.tzname(None) else extra)
     import zoneinfo
     return zoneinfo.ZoneInfo(extra)
 

@@ -673,3 +673,17 @@ def test_a_probe_holding_a_lone_surrogate_is_looked_for_as_the_builtins_do():
     assert cowstore.CowList([stored, stored, 1]).count(probe) == 2
     with pytest.raises(UnicodeEncodeError):         # stored, it is refused
         cowstore.CowList([probe])
+
+
+@pytest.mark.parametrize("make", [lambda tz: dt.datetime(2024, 1, 1, tzinfo=tz),
+                                  lambda tz: dt.time(1, tzinfo=tz)])
+@pytest.mark.parametrize("hours", [0, 1, -5])
+def test_a_timezone_named_by_the_empty_string_keeps_its_name(make, hours):
+    # timezone(offset, "") has tzname "", not the default "UTC+01:00": it
+    # read back as timezone(offset), its name lost.
+    off = dt.timedelta(hours=hours)
+    for name in ("", "X", None):
+        tz = dt.timezone(off) if name is None else dt.timezone(off, name)
+        back = cowstore.CowList([make(tz)])[0]
+        assert back.tzname() == make(tz).tzname() and back == make(tz)
+        assert back.tzinfo.tzname(None) == tz.tzname(None)
