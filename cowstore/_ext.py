@@ -621,6 +621,22 @@ def _plain_namedtuple(obj):
     return base is not None and cls.__new__ is base.__new__ and not getattr(obj, "__dict__", None)
 
 
+_dataclasses_checked = {}
+
+
+def _dataclass_rebuilds(cls):
+    """Whether cls.__new__(cls) makes an instance, as reading one back does:
+    a __new__ of the class's own may want arguments.  Found once per class."""
+    ok = _dataclasses_checked.get(cls)
+    if ok is None:
+        try:
+            ok = isinstance(cls.__new__(cls), cls)
+        except Exception:
+            ok = False
+        _dataclasses_checked[cls] = ok
+    return ok
+
+
 def _new_dataclass(cls, fields):
     """A fresh instance with the stored fields set; __init__ and
     __post_init__ are not called (as copy and pickle do)."""
@@ -641,7 +657,8 @@ def _encode_object(obj):
         return _object(ENUM, cls, obj.value, obj)
     if isinstance(obj, tuple) and _plain_namedtuple(obj) and _importable(cls):
         return _object(NAMEDTUPLE, cls, tuple(obj), obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls):
+    if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
+            and _dataclass_rebuilds(cls)):
         return _object(DATACLASS, cls, _dataclass_fields(obj), obj)
     if _fallback[0] is not None:
         try:

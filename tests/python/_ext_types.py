@@ -108,3 +108,13 @@ class SubFraction(Fraction):
 
 class SubUUID(uuid.UUID):
     """Equal to the UUID it holds."""
+
+
+@dataclasses.dataclass
+class NewWants:
+    """A dataclass whose own __new__ wants an argument: it cannot be rebuilt
+    without calling __init__ (copy.copy fails on it too)."""
+    x: int
+
+    def __new__(cls, x):
+        return super().__new__(cls)

@@ -528,12 +528,14 @@ def test_values_that_were_stored_and_then_unreadable_read_back_exactly(value):
     (_ext_types.NanEnum.N, cowstore.UnsupportedTypeError),
     (_ext_types.TupleEnum.A, cowstore.UnsupportedTypeError),
     (_ext_types.Parsed("1"), cowstore.UnsupportedTypeError),
+    (_ext_types.NewWants(1), cowstore.UnsupportedTypeError),
     (_ext_types.Row(_nested_lists(201)), cowstore.CowOverflowError),
 ], ids=repr)
 def test_values_that_would_not_read_back_are_refused_when_stored(value, error):
     """Stored before, then unreadable (an enum value not equal to itself once
-    rebuilt, an enum mixing in tuple, a namedtuple whose __new__ takes other
-    arguments, nesting past the reader's bound): now refused at once."""
+    rebuilt, an enum mixing in tuple, a namedtuple or dataclass whose __new__
+    takes other arguments, nesting past the reader's bound): now refused at
+    once."""
     with pytest.raises(error):
         cowstore.freeze([value])
 
