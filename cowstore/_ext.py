@@ -433,7 +433,7 @@ def _record(obj, depth=0, active=None):
     if t in _CONTAINER_CODES or isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase,
                                                  _cowstore.SetBase)):
         return _container_record(obj, depth, active if active is not None else set())
-    data = _encode(obj)
+    data = _encode(obj, active)
     if data is None:
         raise _Unstorable(obj)
     return b"x" + _counted(data)
@@ -565,16 +565,25 @@ def _hashable(obj):
         return False
 
 
-def _object(kind, cls, fields, obj):
+def _object(kind, cls, fields, obj, active=None):
+    """A record of obj's fields; active holds the ids of the records and
+    containers being written around it (obj met again inside is a cycle)."""
     head = kind | (0 if _hashable(obj) else UNHASHABLE)
+    active = set() if active is None else active
+    if id(obj) in active:
+        raise CycleError("cowstore cannot store a self-referencing structure inside a "
+                         "dataclass, namedtuple or registered class")
+    active.add(id(obj))
     try:
-        data = _record(fields)
+        data = _record(fields, 0, active)
     except _Unstorable as e:            # name the field: .name, not ['name'] or [1]
         if kind == ENUM:
             e.steps.insert(0, _Attribute("value"))
         elif kind in (DATACLASS, NAMEDTUPLE) and e.steps:
             e.steps[0] = _Attribute(e.steps[0] if kind == DATACLASS else cls._fields[e.steps[0]])
         raise
+    finally:
+        active.discard(id(obj))
     return bytes([head]) + _counted(class_path(cls).encode()) + data
 
 
@@ -646,20 +655,20 @@ def _new_dataclass(cls, fields):
     return obj
 
 
-def _encode_object(obj):
+def _encode_object(obj, active):
     cls = type(obj)
     entry = _registry.get(cls)
     if entry is not None:
-        return _object(USER, cls, entry[1](obj), obj)
+        return _object(USER, cls, entry[1](obj), obj, active)
     if isinstance(obj, _MIXINS) and not (isinstance(obj, tuple) and hasattr(cls, "_fields")):
         return None                     # an IntEnum, a str subclass...: see _MIXINS
     if isinstance(obj, enum.Enum) and _enum_member_reads_back(obj) and _importable(cls):
-        return _object(ENUM, cls, obj.value, obj)
+        return _object(ENUM, cls, obj.value, obj, active)
     if isinstance(obj, tuple) and _plain_namedtuple(obj) and _importable(cls):
-        return _object(NAMEDTUPLE, cls, tuple(obj), obj)
+        return _object(NAMEDTUPLE, cls, tuple(obj), obj, active)
     if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
             and _dataclass_rebuilds(cls)):
-        return _object(DATACLASS, cls, _dataclass_fields(obj), obj)
+        return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active)
     if _fallback[0] is not None:
         try:
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -723,8 +732,9 @@ def encode(obj):
         return None
 
 
-def _encode(obj):
-    """encode, a record refused by raising _Unstorable (its steps say where)."""
+def _encode(obj, active=None):
+    """encode, a record refused by raising _Unstorable (its steps say where);
+    active: see _object."""
     t = type(obj)
     if t is _dt.datetime:
         return _encode_datetime(obj)
@@ -743,7 +753,7 @@ def _encode(obj):
         return struct.pack("<Bdd", COMPLEX, obj.real, obj.imag)
     if t is uuid.UUID:
         return bytes([UUID]) + obj.bytes
-    return _encode_object(obj)
+    return _encode_object(obj, active)
 
 
 def _decode_simple(r, subtype):

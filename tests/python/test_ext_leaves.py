@@ -547,6 +547,26 @@ def test_a_cycle_inside_a_record_is_a_cycle_error():
         cowstore.freeze([Row(loop)])
 
 
+def test_a_record_that_contains_itself_is_a_cycle_error():
+    # Through a field, through the container holding it, or a registered
+    # class whose data is the object itself: each raised RecursionError.
+    row = Row(1)
+    row.tags.append(row)
+    outer = []
+    outer.append(Row(2, outer))
+    for value in ([row], {"h": _ext_types.Holder([row])}, outer):
+        with pytest.raises(cowstore.CycleError):
+            cowstore.freeze(value)
+    cowstore.register(Money, lambda m: m, money_from_data)
+    try:
+        with pytest.raises(cowstore.CycleError):
+            cowstore.CowList([Money(1, "EUR")])
+    finally:
+        cowstore.unregister(Money)
+    shared = Row(3)                     # met twice, no cycle: stored
+    assert cowstore.freeze([Row(4, [shared, shared])])[0] == Row(4, [shared, shared])
+
+
 def test_a_namedtuple_subclass_with_attributes_is_refused_not_stripped():
     loose = _ext_types.Loose(1)
     loose.note = "kept by pickle"
