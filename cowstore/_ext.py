@@ -555,8 +555,11 @@ def _read_record(r, depth=0):
 
 def _hashable(obj):
     """Whether obj may be a key: hashable, and by value -- an object equal
-    only to itself (eq=False) could not stay itself through storing."""
-    if type(obj).__eq__ is object.__eq__ and not isinstance(obj, enum.Enum):
+    only to itself (eq=False), or hashed by its identity, could not stay
+    itself through storing."""
+    cls = type(obj)
+    if ((cls.__eq__ is object.__eq__ or cls.__hash__ is object.__hash__)
+            and not isinstance(obj, enum.Enum)):
         return False
     try:
         hash(obj)

@@ -599,6 +599,19 @@ def test_objects_equal_only_to_themselves_are_not_keys():
     assert type(back) is _ext_types.ByIdentity and back.x == 1
 
 
+def test_objects_hashed_by_identity_are_not_keys():
+    """__hash__ = object.__hash__: each value read back hashes anew, so the
+    hash of a FrozenSet holding one changed at every call (a set holding
+    the FrozenSet did not find it)."""
+    value = _ext_types.HashedByIdentity(1)
+    with pytest.raises(TypeError, match="unhashable"):
+        cowstore.FrozenSet([value])
+    with pytest.raises(TypeError, match="unhashable"):
+        cowstore.CowDict({value: 1})
+    back = cowstore.freeze([value])[0]                  # as values they store
+    assert type(back) is _ext_types.HashedByIdentity and back == value
+
+
 def test_the_pickle_fallback_leaves_subclasses_of_builtins_refused():
     """With the fallback on, an IntEnum member or a str subclass is still not
     stored (pickled, it would be a key apart from the int or str it equals):
