@@ -78,8 +78,8 @@ _US = _dt.timedelta(microseconds=1)
 # plain values, which a record by class path, or a pickle, cannot: they are
 # not stored (UnsupportedTypeError; store the plain value), not even by the
 # pickle fallback.  Enums mixing in any other data type are refused too.
-_MIXINS = (int, float, str, bytes, complex, tuple, decimal.Decimal, fractions.Fraction,
-           uuid.UUID, _dt.date, _dt.time, _dt.timedelta)
+_MIXINS = (int, float, str, bytes, complex, tuple, frozenset, set, decimal.Decimal,
+           fractions.Fraction, uuid.UUID, _dt.date, _dt.time, _dt.timedelta)
 # The classes stored natively, before any registered class is looked up.
 _NATIVE = (type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset,
            _dt.datetime, _dt.date, _dt.time, _dt.timedelta, decimal.Decimal,

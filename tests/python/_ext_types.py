@@ -125,3 +125,11 @@ class HashedByIdentity:
     """Equal by value, hashed by identity: a rebuilt one hashes anew."""
     x: int
     __hash__ = object.__hash__
+
+
+class SubFrozenSet(frozenset):
+    """Equal to the frozenset it holds."""
+
+
+class SubSet(set):
+    """Equal to the set it holds."""

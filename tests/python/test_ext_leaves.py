@@ -722,3 +722,21 @@ def test_a_timezone_named_by_the_empty_string_keeps_its_name(make, hours):
         back = cowstore.CowList([make(tz)])[0]
         assert back.tzname() == make(tz).tzname() and back == make(tz)
         assert back.tzinfo.tzname(None) == tz.tzname(None)
+
+
+def test_the_pickle_fallback_leaves_set_and_frozenset_subclasses_refused():
+    # Pickled, a frozenset subclass was a key apart from the frozenset it
+    # equals, and a set subclass a value unequal to the set it equals.
+    fs, s = _ext_types.SubFrozenSet({1}), _ext_types.SubSet({1})
+    cowstore.set_fallback(pickle)
+    try:
+        d = cowstore.CowDict({frozenset({1}): "a"})
+        d[fs] = "b"
+        assert list(d.items()) == [(frozenset({1}), "b")] == list(
+            {frozenset({1}): "a", fs: "b"}.items())
+        assert fs in d and fs in cowstore.CowSet([frozenset({1})])
+        for value in (fs, s):
+            with pytest.raises(cowstore.UnsupportedTypeError):
+                cowstore.CowList([value])
+    finally:
+        cowstore.set_fallback(None)
