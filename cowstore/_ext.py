@@ -37,6 +37,7 @@ import enum
 import fractions
 import importlib
 import math
+import numbers
 import pickle
 import struct
 import uuid
@@ -672,8 +673,8 @@ def _encode_object(obj, active):
     if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
             and _dataclass_rebuilds(cls)):
         return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active)
-    if _fallback[0] is not None:
-        try:
+    if _fallback[0] is not None and not isinstance(obj, numbers.Number):
+        try:                            # (a number, numpy's np.int64(1), may equal an int)
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             return None

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import enum
+import numbers
 import uuid
 from fractions import Fraction
 
@@ -133,3 +134,25 @@ class SubFrozenSet(frozenset):
 
 class SubSet(set):
     """Equal to the set it holds."""
+
+
+class Meters(numbers.Real):
+    """A number of the user's own, equal to the float it holds (as numpy's
+    scalars are: np.int64(1) == 1)."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return float(self) == other
+
+    def __hash__(self):
+        return hash(self.x)
+
+    def __float__(self):
+        return float(self.x)
+
+    __abs__ = __add__ = __ceil__ = __floor__ = __floordiv__ = __le__ = __lt__ = None
+    __mod__ = __mul__ = __neg__ = __pos__ = __pow__ = __radd__ = __rfloordiv__ = None
+    __rmod__ = __rmul__ = __round__ = __rpow__ = __rtruediv__ = __truediv__ = None
+    __trunc__ = None

@@ -740,3 +740,22 @@ def test_the_pickle_fallback_leaves_set_and_frozenset_subclasses_refused():
                 cowstore.CowList([value])
     finally:
         cowstore.set_fallback(None)
+
+
+def test_the_pickle_fallback_leaves_numbers_refused():
+    # Any number (numbers.Number: numpy's scalars, a user's) may equal an
+    # int or float, which its pickle cannot: it made a key apart.
+    one = _ext_types.Meters(1)
+    cowstore.set_fallback(pickle)
+    try:
+        d = cowstore.CowDict({1: "a"})
+        d[one] = "b"
+        assert list(d.items()) == [(1, "b")] == list({1: "a", one: "b"}.items())
+        assert one in d and one in cowstore.CowList([1.0])
+        with pytest.raises(cowstore.UnsupportedTypeError):
+            cowstore.CowList([one])
+        np = pytest.importorskip("numpy")
+        with pytest.raises(cowstore.UnsupportedTypeError):
+            cowstore.CowList([np.int64(1)])
+    finally:
+        cowstore.set_fallback(None)
