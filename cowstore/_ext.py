@@ -87,6 +87,10 @@ _NATIVE = (type(None), bool, int, float, str, bytes, tuple, list, dict, set, fro
            fractions.Fraction, complex, uuid.UUID)
 # How deep the plain data of a record may nest (its writer and reader agree).
 RECORD_MAX_DEPTH = 200
+# What one record adds to the depth of what it holds: writing a level of
+# records takes twice the Python frames of a level of containers, and hash()
+# of the outermost walks them all again.
+RECORD_LEVELS = 2
 
 # cowstore.register: class -> (path, to_data, from_data); path -> class.
 _registry = {}
@@ -434,7 +438,7 @@ def _record(obj, depth=0, active=None):
     if t in _CONTAINER_CODES or isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase,
                                                  _cowstore.SetBase)):
         return _container_record(obj, depth, active if active is not None else set())
-    data = _encode(obj, active)
+    data = _encode(obj, active, depth)
     if data is None:
         raise _Unstorable(obj)
     return b"x" + _counted(data)
@@ -456,11 +460,16 @@ def _frozen_code(obj):
     return None
 
 
+def _too_deep():
+    return CowOverflowError(f"cowstore cannot store data nested more than {RECORD_MAX_DEPTH} "
+                            "levels deep inside a dataclass, namedtuple or registered class "
+                            "(records and containers both count)")
+
+
 def _container_record(obj, depth, active):
     from . import _cowstore
     if depth >= RECORD_MAX_DEPTH:
-        raise CowOverflowError(f"cowstore cannot store data nested more than {RECORD_MAX_DEPTH} "
-                               "levels deep inside a dataclass, namedtuple or registered class")
+        raise _too_deep()
     if id(obj) in active:
         raise CycleError("cowstore cannot store a self-referencing structure inside a "
                          "dataclass, namedtuple or registered class")
@@ -567,11 +576,19 @@ def _hashable(obj):
         return True
     except TypeError:
         return False
+    except RecursionError:              # records nested past what hash() can walk
+        raise _too_deep() from None
 
 
-def _object(kind, cls, fields, obj, active=None):
+def _object(kind, cls, fields, obj, active=None, depth=0):
     """A record of obj's fields; active holds the ids of the records and
-    containers being written around it (obj met again inside is a cycle)."""
+    containers being written around it (obj met again inside is a cycle),
+    depth their number (a record inside counts as RECORD_LEVELS
+    containers: a chain of records nested deeper than Python's stack allows
+    is refused, not a RecursionError; the outermost one's data starts at 0,
+    as it always did)."""
+    if depth >= RECORD_MAX_DEPTH:
+        raise _too_deep()
     head = kind | (0 if _hashable(obj) else UNHASHABLE)
     active = set() if active is None else active
     if id(obj) in active:
@@ -579,7 +596,7 @@ def _object(kind, cls, fields, obj, active=None):
                          "dataclass, namedtuple or registered class")
     active.add(id(obj))
     try:
-        data = _record(fields, 0, active)
+        data = _record(fields, depth + RECORD_LEVELS if depth else 0, active)
     except _Unstorable as e:            # name the field: .name, not ['name'] or [1]
         if kind == ENUM:
             e.steps.insert(0, _Attribute("value"))
@@ -659,20 +676,20 @@ def _new_dataclass(cls, fields):
     return obj
 
 
-def _encode_object(obj, active):
+def _encode_object(obj, active, depth):
     cls = type(obj)
     entry = _registry.get(cls)
     if entry is not None:
-        return _object(USER, cls, entry[1](obj), obj, active)
+        return _object(USER, cls, entry[1](obj), obj, active, depth)
     if isinstance(obj, _MIXINS) and not (isinstance(obj, tuple) and hasattr(cls, "_fields")):
         return None                     # an IntEnum, a str subclass...: see _MIXINS
     if isinstance(obj, enum.Enum) and _enum_member_reads_back(obj) and _importable(cls):
-        return _object(ENUM, cls, obj.value, obj, active)
+        return _object(ENUM, cls, obj.value, obj, active, depth)
     if isinstance(obj, tuple) and _plain_namedtuple(obj) and _importable(cls):
-        return _object(NAMEDTUPLE, cls, tuple(obj), obj, active)
+        return _object(NAMEDTUPLE, cls, tuple(obj), obj, active, depth)
     if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
             and _dataclass_rebuilds(cls)):
-        return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active)
+        return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active, depth)
     if _fallback[0] is not None and not isinstance(obj, numbers.Number):
         try:                            # (a number, numpy's np.int64(1), may equal an int)
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -736,7 +753,7 @@ def encode(obj):
         return None
 
 
-def _encode(obj, active=None):
+def _encode(obj, active=None, depth=0):
     """encode, a record refused by raising _Unstorable (its steps say where);
     active: see _object."""
     t = type(obj)
@@ -757,7 +774,7 @@ def _encode(obj, active=None):
         return struct.pack("<Bdd", COMPLEX, obj.real, obj.imag)
     if t is uuid.UUID:
         return bytes([UUID]) + obj.bytes
-    return _encode_object(obj, active)
+    return _encode_object(obj, active, depth)
 
 
 def _decode_simple(r, subtype):

@@ -759,3 +759,20 @@ def test_the_pickle_fallback_leaves_numbers_refused():
             cowstore.CowList([np.int64(1)])
     finally:
         cowstore.set_fallback(None)
+
+
+def test_records_nested_past_the_limit_are_refused_not_a_recursion_error():
+    # Each record restarted the depth count, so a chain of records ran out
+    # of Python's stack (RecursionError) instead of meeting the limit.
+    Holder = _ext_types.Holder
+    for depth, wrap in [(67, Holder), (40, lambda x: Holder([x])), (60, lambda x: Point(1, x))]:
+        x = 1
+        for _ in range(depth):
+            x = wrap(x)
+        assert cowstore.thaw(cowstore.freeze([x])) == [x]
+    for depth in (68, 150, 1000):
+        x = 1
+        for _ in range(depth):
+            x = Holder(x)
+        with pytest.raises(cowstore.CowOverflowError, match="nested more than 200"):
+            cowstore.freeze([x])
