@@ -519,14 +519,28 @@ def _steps_repr(steps):
 
 
 def refusal(obj):
-    """(the value that makes obj unstorable, where it sits below obj as
-    '.field[2]...') for a record encode refused because of what it holds;
-    None when obj itself is what cowstore cannot store."""
+    """Why encode refused obj: (the value to blame, where it sits below obj
+    as '.field[2]...', a hint saying why, or ''), or None when obj's type
+    is simply not one cowstore stores."""
     try:
         _encode(obj)
     except _Unstorable as e:
-        return (e.obj, _steps_repr(e.steps)) if e.steps or e.obj is not obj else None
-    return None
+        if e.steps or e.obj is not obj:
+            return e.obj, _steps_repr(e.steps), _why(e.obj)
+    return (obj, "", _why(obj)) if _why(obj) else None
+
+
+def _why(obj):
+    """A hint for a record refused for its class: one that cannot be
+    imported back by its module:qualname path (a class defined inside a
+    function), which reading the record would need."""
+    cls = type(obj)
+    is_record = (isinstance(obj, enum.Enum) or (isinstance(obj, tuple) and hasattr(cls, "_fields"))
+                 or (dataclasses.is_dataclass(obj) and not isinstance(obj, type)))
+    if not is_record or _importable(cls):
+        return ""
+    return (f"its class is not importable as {class_path(cls)!r}, which reading it back "
+            "needs: define the class at the top level of a module")
 
 
 def _read_record(r, depth=0):

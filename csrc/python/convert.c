@@ -59,9 +59,11 @@ done:
 }
 
 /* -1 with exc "cowstore cannot store <what> of type T (at root...)", obj of
- * type T found at `at`, and `below` (a str, or NULL) ending the path. */
+ * type T found at `at`, `below` (a str, or NULL) ending the path, and
+ * ": <hint>" after it unless hint is NULL or "". */
 static int
-raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj, PyObject *below)
+raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj, PyObject *below,
+         PyObject *hint)
 {
     PyObject *path = path_repr(at), *full;
     if (path == NULL)
@@ -70,8 +72,12 @@ raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj, P
     Py_DECREF(path);
     if (full == NULL)
         return -1;
-    PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U)", what,
-                 Py_TYPE(obj)->tp_name, full);
+    if (hint && PyUnicode_GET_LENGTH(hint) > 0)
+        PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U): %U", what,
+                     Py_TYPE(obj)->tp_name, full, hint);
+    else
+        PyErr_Format(exc, "cowstore cannot store %s of type '%.200s' (at %U)", what,
+                     Py_TYPE(obj)->tp_name, full);
     Py_DECREF(full);
     return -1;
 }
@@ -82,13 +88,14 @@ raise_at(PyObject *exc, const conv_frame *at, const char *what, PyObject *obj, P
 static int
 refuse(conv_ctx *cx, const conv_frame *at, PyObject *obj)
 {
-    PyObject *inner, *below;
-    int rc = cowpy_ext_refusal(cx->st, obj, &inner, &below);
+    PyObject *inner, *below, *hint;
+    int rc = cowpy_ext_refusal(cx->st, obj, &inner, &below, &hint);
     if (rc <= 0)
-        return rc < 0 ? -1 : raise_at(cx->st->UnsupportedTypeError, at, "a value", obj, NULL);
-    raise_at(cx->st->UnsupportedTypeError, at, "a value", inner, below);
+        return rc < 0 ? -1 : raise_at(cx->st->UnsupportedTypeError, at, "a value", obj, NULL, NULL);
+    raise_at(cx->st->UnsupportedTypeError, at, "a value", inner, below, hint);
     Py_DECREF(inner);
     Py_DECREF(below);
+    Py_DECREF(hint);
     return -1;
 }
 
@@ -206,7 +213,7 @@ check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
 {
     for (const conv_frame *f = at; f; f = f->up)
         if (f->container == obj)
-            return raise_at(cx->st->CycleError, at, "a self-referencing structure", obj, NULL);
+            return raise_at(cx->st->CycleError, at, "a self-referencing structure", obj, NULL, NULL);
     return 0;
 }
 

@@ -369,10 +369,13 @@ PyObject *cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy);
  * 1 stored into *out, 0 a type cowstore cannot store (nothing raised), -1
  * raised. */
 int cowpy_ext_from(cowpy_state *st, PyObject *obj, cow_val *out);
-/* Why cowpy_ext_from refused obj: 1 when a value inside a record is to
- * blame (*inner, new reference, and *below, a new str naming where it sits
- * below obj: ".when[2]"), 0 when obj itself is, -1 on error. */
-int cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below);
+/* Why cowpy_ext_from refused obj: 1 with new references to the value to
+ * blame (*inner: obj, or a value inside a record), where it sits below obj
+ * (*below, a str: ".when[2]", or "") and a hint ("" or why: a class that
+ * cannot be imported back); 0 when obj's type is simply not stored; -1 on
+ * error. */
+int cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below,
+                      PyObject **hint);
 /* A fresh object from an SEXT/EXT value (new reference), or NULL raised. */
 PyObject *cowpy_ext_to(cowpy_state *st, const cow_val *v);
 

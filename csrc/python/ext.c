@@ -48,7 +48,8 @@ done:
 }
 
 int
-cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below)
+cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below,
+                  PyObject **hint)
 {
     PyObject *mod = ext_module(st), *fn, *res;
     int rc = -1;
@@ -60,12 +61,14 @@ cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **b
         return -1;
     if (res == Py_None)
         rc = 0;
-    else if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2
-             || !PyUnicode_Check(PyTuple_GET_ITEM(res, 1)))
-        PyErr_SetString(PyExc_TypeError, "cowstore._ext.refusal must return None or (value, str)");
+    else if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3
+             || !PyUnicode_Check(PyTuple_GET_ITEM(res, 1)) || !PyUnicode_Check(PyTuple_GET_ITEM(res, 2)))
+        PyErr_SetString(PyExc_TypeError,
+                        "cowstore._ext.refusal must return None or (value, str, str)");
     else {
         *inner = Py_NewRef(PyTuple_GET_ITEM(res, 0));
         *below = Py_NewRef(PyTuple_GET_ITEM(res, 1));
+        *hint = Py_NewRef(PyTuple_GET_ITEM(res, 2));
         rc = 1;
     }
     Py_DECREF(res);

@@ -2,8 +2,10 @@
 date, time, timedelta, Decimal, Fraction, complex, UUID, enum members,
 namedtuples, dataclasses, registered classes and the pickle fallback, through
 freeze/thaw, copy, pickling, stores (read in a fresh process), diff and JSON."""
+import collections
 import contextlib
 import copy
+import dataclasses
 import datetime as dt
 import enum
 import gc
@@ -227,8 +229,21 @@ def test_unsupported_types_still_name_type_and_path():
     with pytest.raises(cowstore.UnsupportedTypeError, match=r"'object' \(at root\['a'\]\[1\]\)"):
         cowstore.freeze({"a": [1, object()]})
     local = type("Local", (), {})
-    with pytest.raises(cowstore.UnsupportedTypeError):
+    with pytest.raises(cowstore.UnsupportedTypeError) as info:
         cowstore.freeze([local()])
+    assert "importable" not in str(info.value)      # not a record: no hint
+
+
+def test_a_record_of_a_class_defined_in_a_function_says_why_it_is_refused():
+    @dataclasses.dataclass
+    class Local:
+        x: int
+    Pair = collections.namedtuple("Pair", "a b")        # qualname Pair: not in this module
+    for value, path in [([Local(1)], r"root\[0\]"), ({"k": [Pair(1, 2)]}, r"root\['k'\]\[0\]"),
+                        ([Row(1, [Local(2)])], r"root\[0\]\.tags\[0\]")]:
+        with pytest.raises(cowstore.UnsupportedTypeError,
+                           match=path + r"\): its class is not importable as '.*', which reading"):
+            cowstore.freeze(value)
 
 
 def test_a_record_refused_for_a_field_names_the_field_and_its_type():
