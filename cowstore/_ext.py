@@ -848,6 +848,10 @@ def register(cls, to_data, from_data):
         raise TypeError("cowstore.register needs two callables")
     if cls in _NATIVE:
         raise TypeError(f"cowstore stores {cls.__name__} itself: it cannot be registered")
+    if issubclass(cls, (dict, list)):   # converted before any registration is looked up
+        base = "dict" if issubclass(cls, dict) else "list"
+        raise TypeError(f"cowstore stores a {base} subclass ({cls.__name__}) as a plain {base}: "
+                        "it cannot be registered (register a class that holds one instead)")
     _registry[cls] = (class_path(cls), to_data, from_data)
     _registered_paths[class_path(cls)] = cls
 

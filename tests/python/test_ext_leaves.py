@@ -204,6 +204,11 @@ def test_dataclass_reads_back_a_fresh_instance():
 def test_register_and_unregister(registered):
     with pytest.raises(TypeError):
         cowstore.register(Money(1, "x"), money_to_data, money_from_data)
+    # A dict or list subclass is stored as the plain container before any
+    # registration is looked up: registering one would work only inside records.
+    for cls in (collections.OrderedDict, type("Route", (list,), {})):
+        with pytest.raises(TypeError, match="as a plain (dict|list): it cannot be registered"):
+            cowstore.register(cls, list, cls)
     assert cowstore.thaw(cowstore.freeze([Money(1, "EUR")])) == [Money(1, "EUR")]
 
 
