@@ -737,7 +737,11 @@ def _decode_object(r, kind):
         if _fallback[0] is None:
             raise CorruptStoreError("a pickled leaf: call cowstore.set_fallback(pickle) to "
                                     "read it (unpickling runs code: only for trusted files)")
-        return pickle.loads(r.take(len(r.data) - r.pos))
+        try:
+            return pickle.loads(r.take(len(r.data) - r.pos))
+        except (ImportError, AttributeError) as e:    # as _checked_class says it
+            raise CorruptStoreError(f"cannot import class {path!r} of a pickled leaf "
+                                    f"(a missing module, or a damaged file): {e}") from None
     fields = _read_record(r)
     r.end()
     if kind == USER:

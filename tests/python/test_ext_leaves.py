@@ -212,6 +212,18 @@ def test_register_and_unregister(registered):
     assert cowstore.thaw(cowstore.freeze([Money(1, "EUR")])) == [Money(1, "EUR")]
 
 
+def test_a_pickled_leaf_whose_class_is_gone_reads_as_a_clear_error(monkeypatch):
+    previous = cowstore.set_fallback(pickle)
+    try:
+        frozen = cowstore.freeze([Opaque(1)])
+        monkeypatch.delattr(_ext_types, "Opaque")        # the reader lacks the class
+        with pytest.raises(cowstore.CorruptStoreError, match="cannot import class "
+                           "'_ext_types:Opaque' of a pickled leaf"):
+            frozen[0]
+    finally:
+        cowstore.set_fallback(previous)
+
+
 def test_pickle_fallback_is_opt_in():
     with pytest.raises(cowstore.UnsupportedTypeError, match=r"Opaque.*root\[0\]"):
         cowstore.freeze([Opaque(1)])
