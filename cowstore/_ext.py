@@ -40,6 +40,7 @@ import math
 import numbers
 import pickle
 import struct
+import sys
 import uuid
 
 from ._cowstore import CorruptStoreError, CowOverflowError, CycleError
@@ -530,11 +531,19 @@ def refusal(obj):
     return (obj, "", _why(obj)) if _why(obj) else None
 
 
+def _numpy_scalar(obj):
+    """Whether obj is a numpy scalar (np.float64, np.bool_, np.str_...)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.generic)
+
+
 def _why(obj):
-    """A hint for a record refused for its class: one that cannot be
-    imported back by its module:qualname path (a class defined inside a
-    function), which reading the record would need."""
+    """A hint for a value refused for its class: a numpy scalar, or a
+    record whose class cannot be imported back by its module:qualname path
+    (a class defined inside a function), which reading it would need."""
     cls = type(obj)
+    if _numpy_scalar(obj):
+        return "a numpy scalar: store x.item(), the Python value, or a 0-d array"
     is_record = (isinstance(obj, enum.Enum) or (isinstance(obj, tuple) and hasattr(cls, "_fields"))
                  or (dataclasses.is_dataclass(obj) and not isinstance(obj, type)))
     if not is_record or _importable(cls):
@@ -704,8 +713,8 @@ def _encode_object(obj, active, depth):
     if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
             and _dataclass_rebuilds(cls)):
         return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active, depth)
-    if _fallback[0] is not None and not isinstance(obj, numbers.Number):
-        try:                            # (a number, numpy's np.int64(1), may equal an int)
+    if _fallback[0] is not None and not isinstance(obj, numbers.Number) and not _numpy_scalar(obj):
+        try:                            # (a number, np.int64(1) or np.True_, may equal an int)
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             return None

@@ -808,3 +808,18 @@ def test_records_nested_past_the_limit_are_refused_not_a_recursion_error():
             x = Holder(x)
         with pytest.raises(cowstore.CowOverflowError, match="nested more than 200"):
             cowstore.freeze([x])
+
+
+def test_numpy_scalars_are_refused_with_a_hint_even_by_the_fallback():
+    # np.True_ == True: pickled, it would be a key apart from True.
+    np = pytest.importorskip("numpy")
+    previous = cowstore.set_fallback(pickle)
+    try:
+        for fallback in (None, pickle):
+            cowstore.set_fallback(fallback)
+            for x in (np.bool_(True), np.float64(1.5), np.int32(2), np.datetime64("2020-01-01")):
+                with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\): a numpy "
+                                   r"scalar: store x\.item\(\)"):
+                    cowstore.freeze([x])
+    finally:
+        cowstore.set_fallback(previous)
