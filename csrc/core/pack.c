@@ -909,9 +909,10 @@ get_entry_view(pk_in *in, const cow_val *parent, size_t pos, int step, cow_val *
  * scan of the shape's keys is remembered: the offset and position a key was
  * last found at, per (shape key bytes, probe key bytes) address pair, in a
  * direct-mapped table.  A hint only says which key to compare first -- that
- * key is bounds-checked and compared as the scan compares -- so a stale or
- * colliding one (a freed shape, an address reused by other bytes) costs the
- * scan, never a wrong answer.  Each slot is one relaxed atomic word (a tag
+ * key is bounds-checked and compared as the scan compares, and its offset
+ * checked to be where the hint's position starts -- so a stale or colliding
+ * one (a freed shape, an address reused by other bytes) costs the scan,
+ * never a wrong answer.  Each slot is one relaxed atomic word (a tag
  * of the address pair, the key's offset, its position), so threads reading
  * at once may only lose hints; a thread-local table would not fit the
  * static TLS a loaded extension may use. */
@@ -947,6 +948,23 @@ key_at(const uint8_t *keys, const uint8_t *kend, size_t off, const char *key, si
            && key_is(k, len, key, klen);
 }
 
+/* Whether key number pos of the shape's keys [keys, kend) starts at off.  A
+ * stale hint's key can match at its offset as another position: another
+ * shape at the hint's address ("", "xxxxxxxxxxxxxx", "tags" where
+ * "yyyyyyyyyyyyyyy", "tags" was) holds it at the same offset as its third
+ * key, not its second, and the hint's position would read another field. */
+static int
+key_starts_at(const uint8_t *keys, const uint8_t *kend, unsigned pos, size_t off)
+{
+    size_t o = 0, n = (size_t)(kend - keys);
+    for (unsigned i = 0; i < pos; i++) {
+        if (o >= off || o >= n)
+            return 0;
+        o += 1 + (size_t)keys[o];
+    }
+    return o == off;
+}
+
 /* The position of key in the shape's keys [keys, kend) of count keys, by
  * its hint or a scan (which leaves a hint): COW_FOUND, COW_NOT_FOUND or
  * COW_ECORRUPT. */
@@ -961,7 +979,8 @@ find_field(const uint8_t *keys, const uint8_t *kend, unsigned count, const char 
     int rc;
     hint = atomic_load_explicit(slot, memory_order_relaxed);
     if (hint >> FIELD_HINT_TAG_SHIFT == tag && (uint8_t)hint < count
-        && key_at(keys, kend, (uint16_t)(hint >> FIELD_HINT_OFF_SHIFT), key, klen)) {
+        && key_at(keys, kend, (uint16_t)(hint >> FIELD_HINT_OFF_SHIFT), key, klen)
+        && key_starts_at(keys, kend, (uint8_t)hint, (uint16_t)(hint >> FIELD_HINT_OFF_SHIFT))) {
         *pos = (uint8_t)hint;
         return COW_FOUND;
     }

@@ -326,6 +326,32 @@ Test(pack, field_hints_never_change_an_answer)
     cow_val_release(&db);
 }
 
+/* A hint names a key by its offset and its position: a shape of other keys
+ * at the hint's address (a freed blob's, a store page written again) can
+ * hold the probe key at that offset as another position.  Here a's first
+ * two keys "a", "bb" become one key "a\2bb": "ccc" keeps its offset but is
+ * now the second key, and the hint its lookup left must not say third. */
+Test(pack, a_hint_at_the_same_offset_in_another_position_is_not_taken)
+{
+    static const char *const ka[] = {"a", "bb", "ccc", "d"};
+    cow_val va[4] = {cow_val_int(1), cow_val_int(2), cow_val_int(3), cow_val_int(4)};
+    cow_val da = dict_of(ka, va, 4), pa = packed(&da), got;
+    uint8_t *bytes = (uint8_t *)cow_blob_data((cow_blob *)words_of(&pa)[0]);
+    cr_assert_eq(cow_pack_lookup(&pa, "ccc", 3, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, 3);
+    cr_assert(bytes[0] == 4 && bytes[1] == 1);
+    bytes[0] = 3;                                   /* keys "a\2bb", "ccc", "d" */
+    bytes[1] = 4;
+    cr_assert_eq(cow_pack_lookup(&pa, "ccc", 3, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, 2, "the second key's value, not the third's (%lld)", (long long)got.u.i);
+    cr_assert_eq(cow_pack_lookup(&pa, "d", 1, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, 3);
+    bytes[0] = 4;                                   /* as packed, for the release */
+    bytes[1] = 1;
+    cow_val_release(&pa);
+    cow_val_release(&da);
+}
+
 /* P8: a nested container read in place names the parent's node at its
  * body, with the identity its parent's materialisation gives it. */
 Test(pack, a_nested_container_is_read_in_place)
