@@ -41,17 +41,35 @@ typedef struct CowObject {
     uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
     PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
-    cow_word pfrom;             /* the pack (exported word, no reference) root
+    cow_word pfrom;             /* the pack (exported word; a heap one held) root
                                  * was materialised from while our slot in the
                                  * parent holds it packed; else 0 (pack.h P1) */
     size_t poff;                /* the body offset in that pack (pack.h P6) */
 } CowObject;
 
-/* Records that self's root came from packed value v (pack.h P1, P6). */
+/* Forgets the pack self's root came from, dropping the reference held on a
+ * heap one (cowpy_set_pfrom). */
+static inline void
+cowpy_clear_pfrom(CowObject *self)
+{
+    if (self->pfrom && !cow_word_stored(self->pfrom))
+        cow_pack_release((cow_pack *)self->pfrom);
+    self->pfrom = 0;
+}
+
+/* Records that self's root came from packed value v (pack.h P1, P6).  A heap
+ * pack is held while remembered: resync_packed tells packs apart by their
+ * word, and a freed pack's address, reused for a later version of the same
+ * container, would pass for the one self was made from (self kept its old
+ * content, and its next write put the old fields back). */
 static inline void
 cowpy_set_pfrom(CowObject *self, const cow_val *v)
 {
-    self->pfrom = cow_ref_export(&v->u.w);
+    cow_word w = cow_ref_export(&v->u.w);
+    if (!cow_word_stored(w))
+        cow_pack_retain((cow_pack *)w);     /* first: w may be the pack held now */
+    cowpy_clear_pfrom(self);
+    self->pfrom = w;
     self->poff = cow_pack_offset(v);
 }
 

@@ -216,7 +216,7 @@ cowpy_end_write(CowObject *self)
     cow_val child, key;
     int rc;
     self->mut++;
-    self->pfrom = 0;                 /* root and the pack it came from now differ */
+    cowpy_clear_pfrom(self);         /* root and the pack it came from now differ */
     if (check_root(self) < 0)
         return -1;
     if (parent == NULL)
@@ -246,6 +246,7 @@ cowpy_object_dealloc(PyObject *op)
     CowObject *self = (CowObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
     cow_val_release(&self->root);
+    cowpy_clear_pfrom(self);
     cowpy_detach(self);
     Py_CLEAR(self->origin);
     tp->tp_free(op);

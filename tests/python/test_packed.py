@@ -72,6 +72,27 @@ def test_a_view_follows_its_slot_to_another_version_of_itself():
     assert f[2]["id"] == -1 and old[2]["id"] == 2
 
 
+def test_a_view_follows_its_slot_when_the_new_version_reuses_a_freed_pack():
+    # A view materialised from its slot's pack remembered the pack by its
+    # address alone.  Once that pack was freed, a new version of the same
+    # record packed at the same address passed for the old one: the view
+    # kept its stale content, and its next write put the old fields back.
+    # Each version here is remembered by a view of its own, so that the last
+    # one, wherever malloc puts it, is likely at a remembered address.
+    rows = CowList([{"a": 0, "b": 1}])
+    views = []
+    for n in range(1, 40):
+        views.append(rows[0])
+        list(reversed(views[-1]))       # materialised (reversed needs the general form)
+        c = rows.copy()
+        c[0]["a"] = n                   # the same record (identity), changed
+        rows[0:1] = [c[0]]              # packed again, into a new node
+    for v in views:
+        assert v == {"a": 39, "b": 1} == rows[0]
+    views[0]["z"] = 1
+    assert rows[0] == {"a": 39, "b": 1, "z": 1}
+
+
 def test_a_view_detaches_when_its_slot_holds_another_record():
     f = freeze(records(3))
     v = f[0]
