@@ -380,9 +380,13 @@ probe_init(PyObject *op, PyObject *x, list_probe *p)
         p->native = 1;
         return 0;
     }
+    /* Nor can a probe holding lone surrogates or a NaN key be converted, yet
+     * list answers `in` for it (False: no stored item equals it): Python's
+     * == says so too. */
     if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)
         && !PyErr_ExceptionMatches(st->CycleError)
-        && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))    /* a lone surrogate */
+        && !PyErr_ExceptionMatches(st->CowValueError)
+        && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
         return -1;
     PyErr_Clear();
     return 0;

@@ -218,6 +218,42 @@ def test_dict_lookups_by_foreign_keys(probe):
     assert a == b
 
 
+class SurrogateStr(str):
+    pass
+
+
+# Probes cowstore cannot store -- lone surrogates (no UTF-8 form), a NaN key
+# -- equal no stored value: searching for one finds nothing, as list, dict
+# and set do, rather than raising the error storing it would.
+UNSTORABLE_PROBES = ["\ud800", ("\ud800",), ("a", ("\udc00",)), frozenset({"\ud800"}),
+                     SurrogateStr("\ud800"), {float("nan"): 1}, {"\ud800": 1}, ["\ud800"],
+                     {"\ud800"}, {1: "\udc00"}]
+
+
+@pytest.mark.parametrize("probe", UNSTORABLE_PROBES, ids=ascii)
+def test_list_searches_for_unstorable_probes_find_nothing(probe):
+    items = [0, "x", ("\ud7ff",), [1], {"a": 1}]
+    for op in (lambda a: probe in a, lambda a: a.count(probe), lambda a: a.index(probe)):
+        same_outcome(lambda: op(list(items)), lambda: op(CowList(items)))
+    a, b = list(items), CowList(items)
+    same_outcome(lambda: a.remove(probe), lambda: b.remove(probe))
+    assert a == b
+
+
+@pytest.mark.parametrize("probe", [p for p in UNSTORABLE_PROBES if p.__hash__], ids=ascii)
+def test_dict_and_set_lookups_by_unstorable_keys_find_nothing(probe):
+    items = {0: "zero", "x": "str", ("\ud7ff",): "tuple"}
+
+    def reads(d):
+        return (probe in d, d.get(probe, "default"), outcome(lambda: d[probe]),
+                d.pop(probe, "default"), outcome(lambda: d.__delitem__(probe)))
+    same_outcome(lambda: reads(dict(items)), lambda: reads(CowDict(items)))
+    for cls in SETS:
+        s = cls(items)
+        assert (probe in s, s.discard(probe), outcome(lambda: s.remove(probe))[1]) == \
+            (False, None, KeyError)
+
+
 @pytest.mark.parametrize("probe", [LikeOne(), Color.RED, decimal.Decimal(1), 1 + 0j],
                          ids=repr)
 def test_assigning_by_a_foreign_key_equal_to_a_stored_one_keeps_the_stored_key(probe):
