@@ -528,7 +528,8 @@ def refusal(obj):
     except _Unstorable as e:
         if e.steps or e.obj is not obj:
             return e.obj, _steps_repr(e.steps), _why(e.obj)
-    return (obj, "", _why(obj)) if _why(obj) else None
+    hint = _why(obj)
+    return (obj, "", hint) if hint else None
 
 
 def _numpy_scalar(obj):

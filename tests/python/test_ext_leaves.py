@@ -166,6 +166,14 @@ def test_unhashable_values_are_refused_as_keys():
 # ---- classes by reference ----------------------------------------------------
 
 @pytest.fixture
+def pickle_fallback():
+    """The pickle fallback on for the test, the setting before restored after."""
+    previous = cowstore.set_fallback(pickle)
+    yield
+    cowstore.set_fallback(previous)
+
+
+@pytest.fixture
 def registered():
     cowstore.register(Money, money_to_data, money_from_data)
     yield
@@ -212,16 +220,12 @@ def test_register_and_unregister(registered):
     assert cowstore.thaw(cowstore.freeze([Money(1, "EUR")])) == [Money(1, "EUR")]
 
 
-def test_a_pickled_leaf_whose_class_is_gone_reads_as_a_clear_error(monkeypatch):
-    previous = cowstore.set_fallback(pickle)
-    try:
-        frozen = cowstore.freeze([Opaque(1)])
-        monkeypatch.delattr(_ext_types, "Opaque")        # the reader lacks the class
-        with pytest.raises(cowstore.CorruptStoreError, match="cannot import class "
-                           "'_ext_types:Opaque' of a pickled leaf"):
-            frozen[0]
-    finally:
-        cowstore.set_fallback(previous)
+def test_a_pickled_leaf_whose_class_is_gone_reads_as_a_clear_error(monkeypatch, pickle_fallback):
+    frozen = cowstore.freeze([Opaque(1)])
+    monkeypatch.delattr(_ext_types, "Opaque")        # the reader lacks the class
+    with pytest.raises(cowstore.CorruptStoreError, match="cannot import class "
+                       "'_ext_types:Opaque' of a pickled leaf"):
+        frozen[0]
 
 
 def test_pickle_fallback_is_opt_in():
@@ -703,23 +707,19 @@ def test_a_datetime_refused_for_its_tzinfo_names_the_tzinfo():
     assert probe not in cowstore.CowSet([1]) and encode(probe) is None
 
 
-def test_the_pickle_fallback_leaves_fraction_and_uuid_subclasses_refused():
+def test_the_pickle_fallback_leaves_fraction_and_uuid_subclasses_refused(pickle_fallback):
     # They equal the Fraction, int or UUID they hold, as an IntEnum member
     # equals its int: pickled, each would be a key apart from that value.
     one, u = _ext_types.SubFraction(1), _ext_types.SubUUID(int=1)
-    cowstore.set_fallback(pickle)
-    try:
-        d = cowstore.CowDict({1: "a", uuid.UUID(int=1): "b"})
-        d[one] = "c"
-        d[u] = "d"
-        assert list(d.items()) == [(1, "c"), (uuid.UUID(int=1), "d")] == list(
-            {1: "a", uuid.UUID(int=1): "b", one: "c", u: "d"}.items())
-        assert one in d and u in d and one in cowstore.CowSet([Fraction(1)])
-        for value in (one, u):
-            with pytest.raises(cowstore.UnsupportedTypeError):
-                cowstore.freeze([value])
-    finally:
-        cowstore.set_fallback(None)
+    d = cowstore.CowDict({1: "a", uuid.UUID(int=1): "b"})
+    d[one] = "c"
+    d[u] = "d"
+    assert list(d.items()) == [(1, "c"), (uuid.UUID(int=1), "d")] == list(
+        {1: "a", uuid.UUID(int=1): "b", one: "c", u: "d"}.items())
+    assert one in d and u in d and one in cowstore.CowSet([Fraction(1)])
+    for value in (one, u):
+        with pytest.raises(cowstore.UnsupportedTypeError):
+            cowstore.freeze([value])
 
 
 def test_a_probe_holding_a_lone_surrogate_is_looked_for_as_the_builtins_do():
@@ -756,41 +756,33 @@ def test_a_timezone_named_by_the_empty_string_keeps_its_name(make, hours):
         assert back.tzinfo.tzname(None) == tz.tzname(None)
 
 
-def test_the_pickle_fallback_leaves_set_and_frozenset_subclasses_refused():
+def test_the_pickle_fallback_leaves_set_and_frozenset_subclasses_refused(pickle_fallback):
     # Pickled, a frozenset subclass was a key apart from the frozenset it
     # equals, and a set subclass a value unequal to the set it equals.
     fs, s = _ext_types.SubFrozenSet({1}), _ext_types.SubSet({1})
-    cowstore.set_fallback(pickle)
-    try:
-        d = cowstore.CowDict({frozenset({1}): "a"})
-        d[fs] = "b"
-        assert list(d.items()) == [(frozenset({1}), "b")] == list(
-            {frozenset({1}): "a", fs: "b"}.items())
-        assert fs in d and fs in cowstore.CowSet([frozenset({1})])
-        for value in (fs, s):
-            with pytest.raises(cowstore.UnsupportedTypeError):
-                cowstore.CowList([value])
-    finally:
-        cowstore.set_fallback(None)
+    d = cowstore.CowDict({frozenset({1}): "a"})
+    d[fs] = "b"
+    assert list(d.items()) == [(frozenset({1}), "b")] == list(
+        {frozenset({1}): "a", fs: "b"}.items())
+    assert fs in d and fs in cowstore.CowSet([frozenset({1})])
+    for value in (fs, s):
+        with pytest.raises(cowstore.UnsupportedTypeError):
+            cowstore.CowList([value])
 
 
-def test_the_pickle_fallback_leaves_numbers_refused():
+def test_the_pickle_fallback_leaves_numbers_refused(pickle_fallback):
     # Any number (numbers.Number: numpy's scalars, a user's) may equal an
     # int or float, which its pickle cannot: it made a key apart.
     one = _ext_types.Meters(1)
-    cowstore.set_fallback(pickle)
-    try:
-        d = cowstore.CowDict({1: "a"})
-        d[one] = "b"
-        assert list(d.items()) == [(1, "b")] == list({1: "a", one: "b"}.items())
-        assert one in d and one in cowstore.CowList([1.0])
-        with pytest.raises(cowstore.UnsupportedTypeError):
-            cowstore.CowList([one])
-        np = pytest.importorskip("numpy")
-        with pytest.raises(cowstore.UnsupportedTypeError):
-            cowstore.CowList([np.int64(1)])
-    finally:
-        cowstore.set_fallback(None)
+    d = cowstore.CowDict({1: "a"})
+    d[one] = "b"
+    assert list(d.items()) == [(1, "b")] == list({1: "a", one: "b"}.items())
+    assert one in d and one in cowstore.CowList([1.0])
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore.CowList([one])
+    np = pytest.importorskip("numpy")
+    with pytest.raises(cowstore.UnsupportedTypeError):
+        cowstore.CowList([np.int64(1)])
 
 
 def test_records_nested_past_the_limit_are_refused_not_a_recursion_error():
@@ -810,16 +802,12 @@ def test_records_nested_past_the_limit_are_refused_not_a_recursion_error():
             cowstore.freeze([x])
 
 
-def test_numpy_scalars_are_refused_with_a_hint_even_by_the_fallback():
+def test_numpy_scalars_are_refused_with_a_hint_even_by_the_fallback(pickle_fallback):
     # np.True_ == True: pickled, it would be a key apart from True.
     np = pytest.importorskip("numpy")
-    previous = cowstore.set_fallback(pickle)
-    try:
-        for fallback in (None, pickle):
-            cowstore.set_fallback(fallback)
-            for x in (np.bool_(True), np.float64(1.5), np.int32(2), np.datetime64("2020-01-01")):
-                with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\): a numpy "
-                                   r"scalar: store x\.item\(\)"):
-                    cowstore.freeze([x])
-    finally:
-        cowstore.set_fallback(previous)
+    for fallback in (None, pickle):
+        cowstore.set_fallback(fallback)
+        for x in (np.bool_(True), np.float64(1.5), np.int32(2), np.datetime64("2020-01-01")):
+            with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\): a numpy "
+                               r"scalar: store x\.item\(\)"):
+                cowstore.freeze([x])
