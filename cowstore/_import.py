@@ -121,10 +121,10 @@ def import_json(store, name, reader, replace=False, progress=None, batch_bytes=B
 
 def _move_root(store, temp, name, replace):
     with store.transaction():
-        if name in store and not replace:
-            raise ImportTargetError(f"root {name!r} was created during the import "
-                                    "(use --replace to overwrite it)")
         if name in store:
+            if not replace:
+                raise ImportTargetError(f"root {name!r} was created during the import "
+                                        "(use --replace to overwrite it)")
             store._c()._sweep_at_commit()   # the old dataset: garbage no estimate shows
         store[name] = store[temp]
         del store[temp]

@@ -295,6 +295,14 @@ is_map_full(int rc)
     return rc == COW_ESTORE && store_last_mdb() == MDB_MAP_FULL;
 }
 
+/* The store file's descriptor and its filesystem's figures: 0, or -1 when
+ * they cannot be had. */
+static int
+file_fs(cow_store *s, int *fd, struct statvfs *fs)
+{
+    return mdb_env_get_fd(s->env, fd) == 0 && fstatvfs(*fd, fs) == 0 ? 0 : -1;
+}
+
 /* What the store's file could grow to: its size plus the filesystem's
  * free space (0: unknown). */
 static uint64_t
@@ -303,7 +311,7 @@ disk_room(cow_store *s)
     struct statvfs fs;
     struct stat st;
     int fd;
-    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 || fstatvfs(fd, &fs) != 0)
+    if (file_fs(s, &fd, &fs) < 0 || fstat(fd, &st) != 0)
         return 0;
     return (uint64_t)st.st_size + (uint64_t)fs.f_bfree * fs.f_frsize;
 }
@@ -334,7 +342,7 @@ commit_failed(cow_store *s, int mrc)
 {
     struct statvfs fs;
     int fd;
-    if (mrc == EIO && mdb_env_get_fd(s->env, &fd) == 0 && fstatvfs(fd, &fs) == 0
+    if (mrc == EIO && file_fs(s, &fd, &fs) == 0
         && (uint64_t)fs.f_bavail * fs.f_frsize < COW_STORE_DISK_FULL_BYTES)
         mrc = ENOSPC;
     return store_mdb_fail(s, mrc, "committing");
