@@ -1392,6 +1392,7 @@ Test(store, deleting_a_root_frees_it_past_the_eager_sweep)
                   "%llu bytes kept of %llu", (unsigned long long)after.segment_bytes,
                   (unsigned long long)two.segment_bytes);
     cr_assert_eq(after.live_bytes, after.segment_bytes);
+    cr_assert_eq(cow_store_sweep_at_commit(s), COW_EINVAL, "asked outside a transaction");
     cr_assert_eq(cow_store_begin(s), COW_OK);
     got = get_ok(s, "a");
     cr_assert_eq(cow_store_put(s, "c", 1, &got), COW_OK);
