@@ -978,7 +978,7 @@ trailing_start(const cow_map *m, size_t end)
 }
 
 /* Owns the log nodes that removing entry e writes: e's leaf or, when e is the
- * last entry, every leaf from the one that becomes the log's tail. */
+ * last entry, those the pops down to the trailing holes' start write. */
 static int
 own_for_removal(cow_map *m, size_t e)
 {
@@ -986,7 +986,7 @@ own_for_removal(cow_map *m, size_t e)
     if (e + 1 < nentries(m))
         return cow_vb_own(&m->log, 2 * e, 2 * e + 2);
     keep = trailing_start(m, e);
-    return cow_vb_own(&m->log, keep ? 2 * keep - 1 : 0, m->log.len);
+    return cow_vb_own(&m->log, 2 * keep, m->log.len);
 }
 
 /* After a removal whose log nodes own_for_removal owned: pop trailing holes

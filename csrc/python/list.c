@@ -1,7 +1,8 @@
 /* ListBase: the C half of CowList and FrozenList (cowstore/_list.py adds the
  * rest of the list API).  Index, append and pop at the end are O(log32 n);
  * insert, delete and slice assignment away from the end rebuild the vector,
- * O(n) like list's memmove (documented in docs/semantics.md). */
+ * O(n) like list's memmove, a leaf at a time: the leaves before the change
+ * are shared, the rest joined (cow_vb_append_range; docs/semantics.md). */
 #include "cowpy.h"
 
 #define SELF ((CowObject *)op)
@@ -151,7 +152,8 @@ push_copy(cow_vecbody *dst, const cow_val *v)
 }
 
 /* Replaces [start, stop) with ins (whose values are taken over), in one
- * write.  Appends at the end push in place; anything else rebuilds.  The
+ * write.  Appends at the end push in place; anything else rebuilds, a leaf
+ * at a time (cow_vb_append_range: the leaves before start are shared).  The
  * bounds are clamped to the length first, as list_ass_slice clamps them:
  * converting ins may have run Python code (a generator, a registered
  * class's to_data) that shortened the list since they were computed. */
@@ -160,8 +162,6 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
 {
     cowpy_state *st = COWPY_ST(op);
     cow_vecbody fresh, *b;
-    cow_vec_iter it;
-    const cow_val *e;
     int rc = COW_OK;
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
@@ -174,14 +174,11 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
     }
     else {
         cow_vb_init(&fresh);
-        cow_vec_iter_init(&it, b, 0);
-        for (size_t i = 0; i < start && rc == COW_OK; i++)
-            rc = push_copy(&fresh, cow_vec_iter_next(&it));
+        rc = cow_vb_append_range(&fresh, b, 0, start);
         for (size_t i = 0; i < ins->n && rc == COW_OK; i++)
             rc = push_copy(&fresh, &ins->vals[i]);
-        cow_vec_iter_init(&it, b, stop);
-        while (rc == COW_OK && (e = cow_vec_iter_next(&it)) != NULL)
-            rc = push_copy(&fresh, e);
+        if (rc == COW_OK)
+            rc = cow_vb_append_range(&fresh, b, stop, b->len);
         if (rc == COW_OK) {
             cow_vb_clear(b);
             *b = fresh;
@@ -321,7 +318,9 @@ list_slice(PyObject *op, Py_ssize_t start, Py_ssize_t step, Py_ssize_t count)
         return NULL;
     if ((vec = cow_vec_new()) == NULL)
         return cowpy_raise(st, COW_ENOMEM);
-    for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++) {
+    if (step == 1 && count > 0)
+        rc = cow_vb_append_range(&vec->b, body_of(op), (size_t)start, (size_t)(start + count));
+    else for (Py_ssize_t k = 0; k < count && rc == COW_OK; k++) {
         cow_val v = cow_vb_get(body_of(op), (size_t)(start + k * step));
         rc = push_copy(&vec->b, &v);
     }
@@ -536,10 +535,52 @@ COWPY_ENTRY(static, PyObject *, list_append, (PyObject *op, PyObject *x), (op, x
     Py_RETURN_NONE;
 }
 
+/* Whether obj is one of the package's own lists (not a user's subclass,
+ * whose __iter__ extend must call, as list.extend does). */
+static int
+is_own_list(cowpy_state *st, PyObject *obj)
+{
+    return (PyObject *)Py_TYPE(obj) == st->cls[COW_T_LIST]
+           || (PyObject *)Py_TYPE(obj) == st->cls[COW_T_FLIST];
+}
+
+/* extend by one of our own lists: its values appended a leaf at a time
+ * (cow_vb_append_range), with no Python object made, from a snapshot of
+ * its root (so l.extend(l) reads l as it was), into a copy of our body that
+ * replaces it only once complete (a failed extend changes nothing). */
+static int
+extend_from_own_list(PyObject *op, PyObject *other)
+{
+    cowpy_state *st = COWPY_ST(op);
+    cow_vecbody *b, grown;
+    cow_val snap;
+    int rc;
+    if (cowpy_resolve((CowObject *)other) < 0)
+        return -1;
+    cow_val_copy(&snap, &((CowObject *)other)->root);
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&snap);
+        return -1;
+    }
+    b = body_of(op);
+    cow_vb_dup(&grown, b);
+    rc = cow_vb_append_range(&grown, &cow_val_getvec(&snap)->b, 0, SIZE_MAX);
+    cow_val_release(&snap);
+    if (rc < 0) {
+        cow_vb_clear(&grown);
+        return cowpy_raise_int(st, rc);
+    }
+    cow_vb_clear(b);
+    *b = grown;
+    return cowpy_end_write(SELF);
+}
+
 COWPY_ENTRY(static, PyObject *, list_extend, (PyObject *op, PyObject *iterable), (op, iterable))
 {
     val_array ins;
     Py_ssize_t len;
+    if (is_own_list(COWPY_ST(op), iterable))
+        return extend_from_own_list(op, iterable) < 0 ? NULL : Py_NewRef(Py_None);
     if (vals_from_iterable(COWPY_ST(op), iterable, &ins, NULL) < 0)
         return NULL;
     if ((len = list_len_body(op)) < 0) {

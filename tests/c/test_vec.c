@@ -685,7 +685,8 @@ Test(vec, allocation_failure_changes_nothing, .timeout = 20)
 Test(vec, own_makes_later_writes_infallible, .timeout = 20)
 {
     /* cow_vb_own's contract: once the range is owned, sets in it and pops
-     * down to just above its start allocate nothing, even on a shared body. */
+     * down to its start (index from removed too: at a leaf's start, the
+     * leaf before becomes the tail) allocate nothing, even on a shared body. */
     static const size_t froms[] = {0, 1, 31, 32, 500, 1023, 1024, 1099};
     tu_alloc_install();
     for (size_t f = 0; f < sizeof froms / sizeof *froms; f++) {
@@ -715,7 +716,7 @@ Test(vec, own_makes_later_writes_infallible, .timeout = 20)
             cr_assert_eq(cow_vb_set(&b, i, cow_val_int(id)), COW_OK, "set %zu", i);
             m.ids[i] = id;
         }
-        while (b.len > from + 1 || (from == 0 && b.len > 0)) {
+        while (b.len > from) {
             cow_val out;
             cr_assert_eq(cow_vb_pop(&b, &out), COW_OK, "from %zu: pop at len %zu", from, b.len);
             m.len--;
@@ -873,4 +874,120 @@ Test(vec, packed_leaf_words_flag_covers_its_blobs)
         cow_vb_clear(&copy);
         cr_assert_eq(cow_vec_live_nodes(), 0);
     }
+}
+
+/* ---- appending a range ----------------------------------------------------- */
+
+/* A body of n values: ids from `first`, a blob every `blob_every`-th (0: none,
+ * so every trie leaf is packed), with the model. */
+static void
+range_source(cow_vecbody *b, model *m, size_t n, int blob_every)
+{
+    cow_vb_init(b);
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = blob_every && i % (size_t)blob_every == 0 ? 7 * (int64_t)i : 7 * (int64_t)i + 1;
+        vb_push_id(b, m, id);
+    }
+}
+
+/* cow_vb_append_range gives the source's values in order after what the
+ * destination held, at every alignment of the two: lined-up leaves shared,
+ * offset ones joined (packed items as bytes, or values), the rest pushed;
+ * the source reads as before and the result passes cow_vec_check. */
+Test(vec, append_range_matches_the_source_at_every_offset, .timeout = 60)
+{
+    static const size_t froms[] = {0, 1, 5, 31, 32, 33, 100, 1023, 1024, 1050};
+    static const size_t prefixes[] = {0, 1, 31, 32, 40};
+    static const int blobs[] = {0, 7, 40};   /* none; many (plain or raw items); one a leaf or so */
+    for (size_t s = 0; s < sizeof blobs / sizeof *blobs; s++) {
+        cow_vecbody src;
+        model ms = {0};
+        range_source(&src, &ms, 1100, blobs[s]);
+        for (size_t f = 0; f < sizeof froms / sizeof *froms; f++) {
+            size_t from = froms[f];
+            size_t tos[] = {from, from + 1, from + 31, from + 32, from + 33, from + 97, ms.len};
+            for (size_t t = 0; t < sizeof tos / sizeof *tos; t++)
+                for (size_t p = 0; p < sizeof prefixes / sizeof *prefixes; p++) {
+                    size_t to = tos[t] < ms.len ? tos[t] : ms.len;
+                    cow_vecbody dst;
+                    model md = {0};
+                    cow_vb_init(&dst);
+                    for (size_t i = 0; i < prefixes[p]; i++)
+                        vb_push_id(&dst, &md, -(int64_t)i - 1);
+                    cr_assert_eq(cow_vb_append_range(&dst, &src, from, to), COW_OK,
+                                 "blobs %d: [%zu, %zu) after %zu", blobs[s], from, to, prefixes[p]);
+                    for (size_t i = from; i < to; i++)
+                        model_push(&md, ms.ids[i]);
+                    assert_matches(&dst, &md, "the appended body");
+                    cow_vb_clear(&dst);
+                    free(md.ids);
+                }
+        }
+        assert_matches(&src, &ms, "the source");
+        cow_vb_clear(&src);
+        free(ms.ids);
+    }
+    cr_assert_eq(cow_vec_live_nodes(), 0);
+}
+
+/* Lined-up leaves are shared, not copied: appending 33 whole leaves of a
+ * packed source makes only the destination's inner nodes, and the leaves
+ * stay packed. */
+Test(vec, append_range_shares_lined_up_leaves)
+{
+    cow_vecbody src, dst;
+    model m = {0};
+    range_source(&src, &m, 33 * 32 + 5, 0);
+    long before = cow_vec_live_nodes();
+    cow_vb_init(&dst);
+    cr_assert_eq(cow_vb_append_range(&dst, &src, 0, 33 * 32), COW_OK);
+    cr_assert_leq(cow_vec_live_nodes() - before, 3, "%ld nodes made for 33 shared leaves",
+                  cow_vec_live_nodes() - before);
+    cr_assert_null(cow_vb_slot(&dst, 0), "a shared leaf is the packed one");
+    cr_assert_eq(cow_vb_set(&dst, 0, cow_val_int(-5)), COW_OK);    /* a shared leaf: path copy */
+    cr_assert_eq(cow_vb_get(&src, 0).u.i, 1, "the source keeps its value");
+    m.len = 33 * 32;
+    m.ids[0] = -5;
+    assert_matches(&dst, &m, "the appended body");
+    cow_vb_clear(&dst);
+    cow_vb_clear(&src);
+    free(m.ids);
+    cr_assert_eq(cow_vec_live_nodes(), 0);
+}
+
+/* Out of memory at any allocation, the destination is left valid, holding
+ * what it had and a prefix of the range, and nothing leaks. */
+Test(vec, append_range_allocation_failure_leaves_a_valid_prefix, .timeout = 30)
+{
+    static const size_t froms[] = {0, 3};
+    long failures = 0;
+    tu_alloc_install();
+    for (size_t f = 0; f < sizeof froms / sizeof *froms; f++)
+        for (long budget = 0;; budget++) {
+            cow_vecbody src, dst;
+            model ms = {0}, md = {0};
+            int rc;
+            range_source(&src, &ms, 1100, 7);
+            cow_vb_init(&dst);
+            vb_push_id(&dst, &md, -1);
+            tu_fail_after(budget);
+            rc = cow_vb_append_range(&dst, &src, froms[f], ms.len);
+            tu_fail_after(-1);
+            cr_assert(rc == COW_OK || rc == COW_ENOMEM, "rc %d", rc);
+            failures += rc == COW_ENOMEM;
+            cr_assert_eq(cow_vec_check(&dst), COW_OK, "budget %ld: a failed append broke it", budget);
+            cr_assert_leq(dst.len, 1 + ms.len - froms[f]);
+            for (size_t i = froms[f]; md.len < dst.len; i++)
+                model_push(&md, ms.ids[i]);
+            assert_matches(&dst, &md, "the prefix appended");
+            assert_matches(&src, &ms, "the source");
+            cow_vb_clear(&dst);
+            cow_vb_clear(&src);
+            free(ms.ids);
+            free(md.ids);
+            cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: leak", budget);
+            if (rc == COW_OK)
+                break;
+        }
+    cr_assert_gt(failures, 20, "too few appends failed to test anything");
 }

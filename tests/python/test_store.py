@@ -271,6 +271,33 @@ def test_reassigning_an_unchanged_value_writes_nothing(store):
     assert store["b"] == store["a"]
 
 
+def test_stored_lists_sliced_spliced_and_extended_at_every_alignment(store):
+    """Slices, inserts, deletes and extends rebuild a list a leaf at a time
+    from its pages: 32-value leaves lined up are shared, offset ones joined
+    (packed items as bytes, or values with their words exported).  Every
+    offset against the leaves, with leaves of small ints (packed), of
+    containers and long strs among ints (raw items), and plain ones."""
+    kinds = {"ints": list(range(200)),
+             "mixed": [[i] if i % 9 == 0 else "s" * 20 + str(i) if i % 11 == 0 else i
+                       for i in range(200)],
+             "lists": [[i] for i in range(200)]}
+    for name, plain in kinds.items():
+        store[name] = plain
+        stored = store[name]
+        for a in (0, 1, 31, 32, 33, 63, 64, 150):
+            for b in (a, a + 1, a + 32, a + 40, 200):
+                assert_stored(stored[a:b], plain[a:b])
+            c, p = stored.copy(), list(plain)
+            c.insert(a, "new")
+            p.insert(a, "new")
+            del c[a // 2]
+            del p[a // 2]
+            c.extend(stored)
+            p.extend(plain)
+            assert_stored(c, p)
+        assert_stored(stored, plain)
+
+
 # ---- transactions ------------------------------------------------------------
 
 def test_transaction_commits_at_exit_and_reads_see_pending_writes(store):

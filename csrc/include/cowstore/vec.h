@@ -75,10 +75,15 @@ cow_val *cow_vb_full_tail(cow_vecbody *b);
 /* Gives an unshared tail's unused slots back (a vector built to its final
  * size keeps no spare capacity); a shared tail is left alone. */
 void cow_vb_trim(cow_vecbody *b);
+/* Appends src's values [from, to) to b (another body), a reference each:
+ * whole leaves shared where the two line up, joined a leaf at a time where
+ * they do not.  COW_ENOMEM or COW_ECORRUPT leave b valid, holding a prefix
+ * of the range. */
+int cow_vb_append_range(cow_vecbody *b, const cow_vecbody *src, size_t from, size_t to);
 /* Owns the leaves holding indices [from, to) and the nodes above them,
  * copying shared ones, without changing a value: on error the body reads as
  * before.  Afterwards cow_vb_set in that range cannot fail, nor cow_vb_pop
- * while to == len and it removes an index above from (or the only value).
+ * while to == len and it removes index from or one above it.
  * Lets a caller do its fallible work before an update it cannot undo. */
 int cow_vb_own(cow_vecbody *b, size_t from, size_t to);
 
