@@ -419,9 +419,9 @@ def _importable(cls):
         return False
 
 
-def _record(obj, depth=0, active=None):
+def _record(obj, depth=0, walk=None):
     """Bytes of plain data (a record's fields), nested leaves included;
-    active holds the ids of the containers being written (a cycle)."""
+    walk: see _Walk."""
     from . import _cowstore
     t = type(obj)
     if obj is None:
@@ -436,18 +436,35 @@ def _record(obj, depth=0, active=None):
         return b"s" + _counted(obj.encode("utf-8"))
     if t is bytes:
         return b"b" + _counted(obj)
-    if t in _CONTAINER_CODES or isinstance(obj, (_cowstore.DictBase, _cowstore.ListBase,
-                                                 _cowstore.SetBase)):
-        return _container_record(obj, depth, active if active is not None else set())
-    data = _encode(obj, active, depth)
+    if t in _CONTAINER_CODES or isinstance(obj, (dict, list, _cowstore.DictBase,
+                                                 _cowstore.ListBase, _cowstore.SetBase)):
+        return _container_record(obj, depth, walk if walk is not None else _Walk())
+    data = _encode(obj, walk, depth)
     if data is None:
         raise _Unstorable(obj)
+    if walk is not None and data[0] & UNHASHABLE:
+        walk.lossy = True               # in a hashable record: equal by identity, or lossy
     return b"x" + _counted(data)
+
+
+class _Walk:
+    """What writing the records of one leaf keeps track of: `ids`, those of
+    the records and containers being written around the current value (one
+    met again inside is a cycle); `lossy`, whether a value written since the
+    innermost record began may read back unlike itself to hash and compare
+    (a hashable dict subclass, read back a dict; a record marked unhashable,
+    though Python hashes it: one equal only to itself): that record is a key
+    only if what reads back is equal to it and hashes alike (_keeps_hash)."""
+    __slots__ = ("ids", "lossy")
+
+    def __init__(self):
+        self.ids, self.lossy = set(), False
 
 
 # Plain containers in a record, and the frozen cowstore ones, which come
 # back frozen (hashable, as they went in); mutable cowstore ones come back
-# as the builtins.
+# as the builtins, and so do subclasses of dict and list (OrderedDict,
+# defaultdict), read as dict(x) and list(x) read them, as outside records.
 _CONTAINER_CODES = {tuple: b"t", list: b"l", set: b"S", frozenset: b"Z", dict: b"d"}
 
 
@@ -467,36 +484,40 @@ def _too_deep():
                             "(records and containers both count)")
 
 
-def _container_record(obj, depth, active):
+def _container_record(obj, depth, walk):
     from . import _cowstore
     if depth >= RECORD_MAX_DEPTH:
         raise _too_deep()
-    if id(obj) in active:
+    if id(obj) in walk.ids:
         raise CycleError("cowstore cannot store a self-referencing structure inside a "
                          "dataclass, namedtuple or registered class")
-    code = _CONTAINER_CODES.get(type(obj))
-    if code is None:                    # a cowstore container
-        frozen, obj = _frozen_code(obj), _cowstore.thaw(obj)
-        code = frozen or _CONTAINER_CODES[type(obj)]
-    active.add(id(obj))
+    walk.ids.add(id(obj))               # the subclass's own id: its items may hold it
     try:
+        code, items = _CONTAINER_CODES.get(type(obj)), obj
+        if code is None and isinstance(obj, (dict, list)):
+            items = dict(obj) if isinstance(obj, dict) else list(obj)
+            code = _CONTAINER_CODES[type(items)]
+            walk.lossy |= type(obj).__hash__ is not None
+        elif code is None:              # a cowstore container
+            code, items = _frozen_code(obj), _cowstore.thaw(obj)
+            code = code or _CONTAINER_CODES[type(items)]
         if code == b"d" or code == b"D":
-            parts = [_record(k, depth + 1, active) + _record_at(k, v, depth + 1, active)
-                     for k, v in obj.items()]
+            parts = [_record(k, depth + 1, walk) + _record_at(k, v, depth + 1, walk)
+                     for k, v in items.items()]
         elif code in (b"S", b"Z"):
-            parts = [_record(e, depth + 1, active) for e in obj]
+            parts = [_record(e, depth + 1, walk) for e in items]
             parts.sort()                # canonical: equal sets give equal bytes
         else:
-            parts = [_record_at(i, e, depth + 1, active) for i, e in enumerate(obj)]
+            parts = [_record_at(i, e, depth + 1, walk) for i, e in enumerate(items)]
     finally:
-        active.discard(id(obj))
+        walk.ids.discard(id(obj))
     return code + _varint(len(parts)) + b"".join(parts)
 
 
-def _record_at(step, value, depth, active):
+def _record_at(step, value, depth, walk):
     """_record(value), a refusal naming where value sits (key or index step)."""
     try:
-        return _record(value, depth, active)
+        return _record(value, depth, walk)
     except _Unstorable as e:
         e.steps.insert(0, step)
         raise
@@ -604,23 +625,24 @@ def _hashable(obj):
         raise _too_deep() from None
 
 
-def _object(kind, cls, fields, obj, active=None, depth=0):
-    """A record of obj's fields; active holds the ids of the records and
-    containers being written around it (obj met again inside is a cycle),
-    depth their number (a record inside counts as RECORD_LEVELS
-    containers: a chain of records nested deeper than Python's stack allows
-    is refused, not a RecursionError; the outermost one's data starts at 0,
-    as it always did)."""
+def _object(kind, cls, fields, obj, walk=None, depth=0):
+    """A record of obj's fields; walk: see _Walk (obj met again inside is
+    a cycle); depth, the number of records and containers around it (a
+    record inside counts as RECORD_LEVELS containers: a chain of records
+    nested deeper than Python's stack allows is refused, not a
+    RecursionError; the outermost one's data starts at 0, as it always
+    did)."""
     if depth >= RECORD_MAX_DEPTH:
         raise _too_deep()
-    head = kind | (0 if _hashable(obj) else UNHASHABLE)
-    active = set() if active is None else active
-    if id(obj) in active:
+    walk = _Walk() if walk is None else walk
+    if id(obj) in walk.ids:
         raise CycleError("cowstore cannot store a self-referencing structure inside a "
                          "dataclass, namedtuple or registered class")
-    active.add(id(obj))
+    walk.ids.add(id(obj))
+    outer_lossy, walk.lossy = walk.lossy, False
     try:
-        data = _record(fields, depth + RECORD_LEVELS if depth else 0, active)
+        data = _counted(class_path(cls).encode()) + _record(
+            fields, depth + RECORD_LEVELS if depth else 0, walk)
     except _Unstorable as e:            # name the field: .name, not ['name'] or [1]
         if kind == ENUM:
             e.steps.insert(0, _Attribute("value"))
@@ -628,8 +650,20 @@ def _object(kind, cls, fields, obj, active=None, depth=0):
             e.steps[0] = _Attribute(e.steps[0] if kind == DATACLASS else cls._fields[e.steps[0]])
         raise
     finally:
-        active.discard(id(obj))
-    return bytes([head]) + _counted(class_path(cls).encode()) + data
+        walk.ids.discard(id(obj))
+    hashable = _hashable(obj) and (not walk.lossy or _keeps_hash(obj, bytes([kind]) + data))
+    walk.lossy = outer_lossy
+    return bytes([kind | (0 if hashable else UNHASHABLE)]) + data
+
+
+def _keeps_hash(obj, data):
+    """Whether obj, written as data, reads back equal to it and hashing
+    alike, as a key must (read back from a file, it is the key)."""
+    try:
+        back = decode(data)
+        return back == obj and hash(back) == hash(obj)
+    except TypeError:                   # what reads back is unhashable
+        return False
 
 
 _UNSET = object()
@@ -700,20 +734,20 @@ def _new_dataclass(cls, fields):
     return obj
 
 
-def _encode_object(obj, active, depth):
+def _encode_object(obj, walk, depth):
     cls = type(obj)
     entry = _registry.get(cls)
     if entry is not None:
-        return _object(USER, cls, entry[1](obj), obj, active, depth)
+        return _object(USER, cls, entry[1](obj), obj, walk, depth)
     if isinstance(obj, _MIXINS) and not (isinstance(obj, tuple) and hasattr(cls, "_fields")):
         return None                     # an IntEnum, a str subclass...: see _MIXINS
     if isinstance(obj, enum.Enum) and _enum_member_reads_back(obj) and _importable(cls):
-        return _object(ENUM, cls, obj.value, obj, active, depth)
+        return _object(ENUM, cls, obj.value, obj, walk, depth)
     if isinstance(obj, tuple) and _plain_namedtuple(obj) and _importable(cls):
-        return _object(NAMEDTUPLE, cls, tuple(obj), obj, active, depth)
+        return _object(NAMEDTUPLE, cls, tuple(obj), obj, walk, depth)
     if (dataclasses.is_dataclass(obj) and not isinstance(obj, type) and _importable(cls)
             and _dataclass_rebuilds(cls)):
-        return _object(DATACLASS, cls, _dataclass_fields(obj), obj, active, depth)
+        return _object(DATACLASS, cls, _dataclass_fields(obj), obj, walk, depth)
     if _fallback[0] is not None and not isinstance(obj, numbers.Number) and not _numpy_scalar(obj):
         try:                            # (a number, np.int64(1) or np.True_, may equal an int)
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -781,9 +815,9 @@ def encode(obj):
         return None
 
 
-def _encode(obj, active=None, depth=0):
+def _encode(obj, walk=None, depth=0):
     """encode, a record refused by raising _Unstorable (its steps say where);
-    active: see _object."""
+    walk: see _Walk."""
     t = type(obj)
     if t is _dt.datetime:
         return _encode_datetime(obj)
@@ -802,7 +836,7 @@ def _encode(obj, active=None, depth=0):
         return struct.pack("<Bdd", COMPLEX, obj.real, obj.imag)
     if t is uuid.UUID:
         return bytes([UUID]) + obj.bytes
-    return _encode_object(obj, active, depth)
+    return _encode_object(obj, walk, depth)
 
 
 def _decode_simple(r, subtype):

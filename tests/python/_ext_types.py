@@ -156,3 +156,10 @@ class Meters(numbers.Real):
     __mod__ = __mul__ = __neg__ = __pos__ = __pow__ = __radd__ = __rfloordiv__ = None
     __rmod__ = __rmul__ = __round__ = __rpow__ = __rtruediv__ = __truediv__ = None
     __trunc__ = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tagged:
+    """A key whose second field takes no part in its equality and hash."""
+    id: int
+    note: object = dataclasses.field(default=None, compare=False)

@@ -212,8 +212,8 @@ def test_dataclass_reads_back_a_fresh_instance():
 def test_register_and_unregister(registered):
     with pytest.raises(TypeError):
         cowstore.register(Money(1, "x"), money_to_data, money_from_data)
-    # A dict or list subclass is stored as the plain container before any
-    # registration is looked up: registering one would work only inside records.
+    # A dict or list subclass is stored as the plain container, in records
+    # too, before any registration is looked up: registering one would not work.
     for cls in (collections.OrderedDict, type("Route", (list,), {})):
         with pytest.raises(TypeError, match="as a plain (dict|list): it cannot be registered"):
             cowstore.register(cls, list, cls)
@@ -811,3 +811,83 @@ def test_numpy_scalars_are_refused_with_a_hint_even_by_the_fallback(pickle_fallb
             with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\): a numpy "
                                r"scalar: store x\.item\(\)"):
                 cowstore.freeze([x])
+
+
+class _Route(list):
+    pass
+
+
+class _HashedDict(dict):
+    """A dict subclass that is hashable (as some frozen-dict libraries' are)."""
+
+    def __hash__(self):
+        return hash(frozenset(self.items()))
+
+
+def _subclassed():
+    ordered = collections.OrderedDict(a=1, b=2)
+    ordered.move_to_end("a")                # its own order, unlike the dict beneath
+    return [ordered, collections.defaultdict(list, a=[1]), collections.Counter("aab"),
+            _Route([1, 2]), _HashedDict(a=1)]
+
+
+def test_dict_and_list_subclasses_in_records_are_stored_as_the_plain_containers(registered):
+    # As in a plain list or dict: an OrderedDict, a defaultdict or a list
+    # subclass in a dataclass, a namedtuple or a registered class's data
+    # was refused (UnsupportedTypeError).
+    for value in _subclassed():
+        plain = dict(value) if isinstance(value, dict) else list(value)
+        outside = cowstore.thaw(cowstore.freeze([value, {"k": [value]}]))
+        assert outside == [plain, {"k": [plain]}]
+        records = [Row(1, value), FrozenRow(1, (value,)), Point(value, [value]),
+                   Row(2, {"k": value}), Money(value, "EUR")]
+        back = cowstore.thaw(cowstore.freeze(records))
+        assert back == [Row(1, plain), FrozenRow(1, (plain,)), Point(plain, [plain]),
+                        Row(2, {"k": plain}), Money(plain, "EUR")]
+        for inside in (back[0].tags, back[1].note[0], back[2].x, back[3].tags["k"],
+                       back[4].amount, outside[0], outside[1]["k"][0]):
+            assert type(inside) is type(plain) and list(inside) == list(plain)
+
+
+def test_set_and_tuple_subclasses_in_records_are_refused_as_elsewhere():
+    for value in (_ext_types.SubSet({1}), _ext_types.SubFrozenSet({1}),
+                  type("Pair", (tuple,), {})((1, 2))):
+        with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\)"):
+            cowstore.CowList([value])
+        with pytest.raises(cowstore.UnsupportedTypeError, match=r"root\[0\]\.tags\[0\]\)"):
+            cowstore.CowList([Row(1, [value])])
+
+
+def test_a_record_holding_a_dict_subclass_hashes_as_what_reads_back():
+    # Read back, the subclass is a plain dict: a frozen record holding a
+    # hashable one would be a key that reads back unhashable, so it is no
+    # key, as the subclass itself is none (a dict once stored).
+    hashed = _HashedDict(a=1)
+    for key in (hashed, FrozenRow(1, hashed), Point(1, (hashed,)),
+                _ext_types.Holder(FrozenRow(1, hashed))):
+        hash(key)
+        with pytest.raises(TypeError, match="unhashable"):
+            cowstore.CowDict({key: 1})
+    # ...unless the field takes no part in its equality and hash.
+    key = _ext_types.Tagged(1, hashed)
+    d = cowstore.CowDict({key: 1})
+    back = next(iter(d))
+    assert back == key and hash(back) == hash(key) and d[key] == 1
+    assert type(back.note) is dict
+    # A record holding one equal only to itself reads back unequal to it: no key.
+    for inner in (_ext_types.ByIdentity(1), _ext_types.HashedByIdentity(1)):
+        with pytest.raises(TypeError, match="unhashable"):
+            cowstore.CowSet([FrozenRow(1, inner)])
+    # Equal records hold equal bytes: an OrderedDict's order counts, as in its ==.
+    ab = collections.OrderedDict(a=1, b=2)
+    ba = collections.OrderedDict(b=2, a=1)
+    for x, y in [(ab, ba), (ab, {"a": 1, "b": 2}), (ba, _HashedDict(b=2, a=1))]:
+        assert (cowstore.freeze([FrozenRow(1, x)]) == cowstore.freeze([FrozenRow(1, y)])) is (
+            FrozenRow(1, x) == FrozenRow(1, y))
+
+
+def test_a_list_subclass_holding_itself_in_a_record_is_a_cycle():
+    looped = _Route()
+    looped.append(looped)
+    with pytest.raises(cowstore.CycleError):
+        cowstore.freeze([Row(1, looped)])
