@@ -36,6 +36,7 @@ import decimal
 import enum
 import fractions
 import importlib
+import json
 import math
 import numbers
 import pickle
@@ -955,6 +956,13 @@ def json_form(obj):
 
 
 def json_key(obj):
-    """The JSON text of a dict key of an extension type, or None."""
+    """The JSON text of a dict key of an extension type, or None.  A form
+    that is a JSON scalar but no string (an enum member's value 1, 2.5,
+    True, None) is written as json.dumps writes such a key: "1", "2.5",
+    "true", "null"; containers (a dataclass's fields) are no key."""
     form = json_form(obj)
-    return form if isinstance(form, str) else None
+    if isinstance(form, str):
+        return form
+    if form is None or type(form) in (bool, int, float):
+        return json.dumps(form)
+    return None

@@ -15,9 +15,12 @@ would give (tests check it), with these conversions for what JSON lacks:
   stores"): datetimes, dates and times ISO 8601 strings, timedeltas ISO 8601
   durations, Decimals, Fractions and UUIDs strings, complex numbers
   [real, imag], enum members their value, dataclasses objects of their
-  fields, namedtuples arrays, registered classes their data;
-- bytes, and dict keys other than str/int/float/bool/None, have no JSON
-  form: :class:`JsonOutputError` names where they are.
+  fields, namedtuples arrays, registered classes their data; as dict keys,
+  those whose form is a string that string, those whose form is a number,
+  bool or None (an enum member of value 3) the key json.dumps makes of it
+  ("3");
+- bytes, and other dict keys (tuples, namedtuples, dataclasses, complex
+  numbers), have no JSON form: :class:`JsonOutputError` names where they are.
 """
 import hashlib
 import json

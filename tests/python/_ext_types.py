@@ -163,3 +163,16 @@ class Tagged:
     """A key whose second field takes no part in its equality and hash."""
     id: int
     note: object = dataclasses.field(default=None, compare=False)
+
+
+class Level(enum.Enum):
+    """Members whose values are JSON scalars other than strings."""
+    LOW = 3
+    HALF = 2.5
+    ON = True
+    UNSET = None
+
+
+class Pair(enum.Enum):
+    """A member whose value, a tuple, is no JSON key."""
+    AB = ("a", "b")

@@ -25,7 +25,7 @@ from hypothesis import given, strategies as st
 
 import cowstore
 from cowstore._ext import encode
-from cowstore._jsonout import JsonWriter
+from cowstore._jsonout import JsonOutputError, JsonWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _ext_types  # noqa: E402
@@ -891,3 +891,22 @@ def test_a_list_subclass_holding_itself_in_a_record_is_a_cycle():
     looped.append(looped)
     with pytest.raises(cowstore.CycleError):
         cowstore.freeze([Row(1, looped)])
+
+
+def test_enum_keys_of_number_bool_or_none_values_are_written_as_json_writes_those_keys():
+    # A str-valued member's key was written as its value, an int-valued
+    # one's raised JsonOutputError: json.dumps writes {3: ..} as {"3": ..}.
+    Level = _ext_types.Level
+    keyed = {m: m.name for m in Level}
+    expected = json.dumps({m.value: m.name for m in Level})
+    many = {**keyed, **{f"k{i}": i for i in range(600)}}          # written entry by entry
+    for value, text in [(keyed, expected),
+                        (many, json.dumps({**{m.value: m.name for m in Level},
+                                           **{f"k{i}": i for i in range(600)}})),
+                        ([Row(1, [keyed])], json.dumps([{"id": 1, "tags": [json.loads(expected)]}]))]:
+        out = io.StringIO()
+        JsonWriter(out).write(cowstore.freeze(value))
+        assert out.getvalue() == text
+    for key in (Point(1, 2), FrozenRow(1), _ext_types.Pair.AB):
+        with pytest.raises(JsonOutputError, match="key has no JSON form"):
+            JsonWriter(io.StringIO()).write(cowstore.freeze({key: 1}))
