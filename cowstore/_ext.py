@@ -617,6 +617,11 @@ def _hashable(obj):
     if ((cls.__eq__ is object.__eq__ or cls.__hash__ is object.__hash__)
             and not isinstance(obj, enum.Enum)):
         return False
+    return _hashed(obj)
+
+
+def _hashed(obj):
+    """Whether hash(obj) works."""
     try:
         hash(obj)
         return True
@@ -624,6 +629,21 @@ def _hashable(obj):
         return False
     except RecursionError:              # records nested past what hash() can walk
         raise _too_deep() from None
+
+
+# How a pickle of one global ends (STACK_GLOBAL, MEMOIZE, STOP): a class, a
+# function, or an object whose __reduce__ gives its name (Ellipsis).
+_GLOBAL_TAIL = b"\x93\x94."
+
+
+def _by_reference(obj, data):
+    """Whether obj, equal only to itself (compared and hashed by identity),
+    is pickled (data) as a reference that unpickling resolves to obj itself:
+    then it stays itself through storing, and is a key.  The pickle is read
+    back only when it is a class's (by name; type(None) as type(None)) or
+    names one global: cheap, and no code of the object's runs."""
+    return ((isinstance(obj, type) or data.endswith(_GLOBAL_TAIL)) and _hashed(obj)
+            and pickle.loads(data) is obj)
 
 
 def _object(kind, cls, fields, obj, walk=None, depth=0):
@@ -754,7 +774,7 @@ def _encode_object(obj, walk, depth):
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             return None
-        head = PICKLE | (0 if _hashable(obj) else UNHASHABLE)
+        head = PICKLE | (0 if _hashable(obj) or _by_reference(obj, data) else UNHASHABLE)
         return bytes([head]) + _counted(class_path(cls).encode()) + data
     return None
 

@@ -176,3 +176,7 @@ class Level(enum.Enum):
 class Pair(enum.Enum):
     """A member whose value, a tuple, is no JSON key."""
     AB = ("a", "b")
+
+
+class Unkeyed:
+    """Compared and hashed by identity; pickled by value (a copy reads back)."""

@@ -910,3 +910,29 @@ def test_enum_keys_of_number_bool_or_none_values_are_written_as_json_writes_thos
     for key in (Point(1, 2), FrozenRow(1), _ext_types.Pair.AB):
         with pytest.raises(JsonOutputError, match="key has no JSON form"):
             JsonWriter(io.StringIO()).write(cowstore.freeze({key: 1}))
+
+
+def test_classes_functions_and_ellipsis_are_keys_with_the_pickle_fallback(pickle_fallback):
+    # They pickle by reference and read back as themselves, so they stay
+    # equal to themselves though compared by identity: stored as values,
+    # they were refused as keys ("unhashable type: 'type'").
+    keys = [int, Row, type(None), Ellipsis, NotImplemented, money_to_data, len]
+    d = cowstore.CowDict({k: i for i, k in enumerate(keys)})
+    s = cowstore.FrozenSet(keys)
+    for copy_ in (d, pickle.loads(pickle.dumps(d)), cowstore.thaw(d)):
+        assert all(a is b for a, b in zip(copy_, keys)) and len(copy_) == len(keys)
+        assert all(copy_[k] == i for i, k in enumerate(keys))
+    assert all(k in s for k in keys) and float not in s and s == cowstore.FrozenSet(keys[::-1])
+    assert hash(s) == hash(cowstore.FrozenSet(keys[::-1]))
+    assert list(cowstore.CowList(keys)) == keys                # as values, as before
+    # An object compared by identity that pickles by value reads back a
+    # copy, unequal to it: still no key.
+    with pytest.raises(TypeError):
+        cowstore.CowSet([_ext_types.Unkeyed()])
+
+
+def test_without_the_pickle_fallback_classes_are_refused_as_values_and_keys():
+    for value in (int, Ellipsis):
+        for make in (lambda v: cowstore.CowList([v]), lambda v: cowstore.CowDict({v: 1})):
+            with pytest.raises(cowstore.UnsupportedTypeError):
+                make(value)
