@@ -554,6 +554,48 @@ def refusal(obj):
     return (obj, "", hint) if hint else None
 
 
+def key_refusal(obj):
+    """Why obj, which Python hashes, is no cowstore key (a leaf within it is
+    written unhashable): (the value to blame, where it sits below obj as
+    '.field[2]...', why)."""
+    inner, steps = _unkeyed(obj) or (obj, [])
+    if isinstance(inner, (dict, list)):
+        base = "dict" if isinstance(inner, dict) else "list"
+        return inner, _steps_repr(steps), (f"unhashable once stored: a {base} subclass is "
+                                           f"stored as a plain {base}")
+    cls = type(inner)
+    if cls.__eq__ is object.__eq__ or cls.__hash__ is object.__hash__:
+        how = "compared" if cls.__eq__ is object.__eq__ else "hashed"
+        return inner, _steps_repr(steps), (f"unhashable by value: it is {how} by identity, and "
+                                           "what a store reads back is a copy (store it as a "
+                                           "value)")
+    return inner, _steps_repr(steps), ("unhashable once stored: what a store reads back would "
+                                       "not equal it or hash alike")
+
+
+def _unkeyed(x):
+    """(the value within key x that makes it no key, its steps below x), or
+    None: a hashable dict or list subclass, or the innermost leaf written
+    unhashable (_Walk) along tuples, frozensets and records' fields."""
+    if isinstance(x, (dict, list)):
+        return x, []
+    if type(x) in (tuple, frozenset):
+        inside = enumerate(x) if type(x) is tuple else ((None, e) for e in x)
+    else:
+        data = encode(x)
+        if data is None or not data[0] & UNHASHABLE:
+            return None
+        kind = data[0] & ~UNHASHABLE
+        inside = (((_Attribute(k), v) for k, v in _dataclass_fields(x).items())
+                  if kind == DATACLASS else zip(map(_Attribute, type(x)._fields), x)
+                  if kind == NAMEDTUPLE else ())
+    for step, value in inside:
+        found = _unkeyed(value)
+        if found:
+            return found[0], ([] if step is None else [step]) + found[1]
+    return None if type(x) in (tuple, frozenset) else (x, [])
+
+
 def _numpy_scalar(obj):
     """Whether obj is a numpy scalar (np.float64, np.bool_, np.str_...)."""
     np = sys.modules.get("numpy")

@@ -89,7 +89,7 @@ static int
 refuse(conv_ctx *cx, const conv_frame *at, PyObject *obj)
 {
     PyObject *inner, *below, *hint;
-    int rc = cowpy_ext_refusal(cx->st, obj, &inner, &below, &hint);
+    int rc = cowpy_ext_refusal(cx->st, "refusal", obj, &inner, &below, &hint);
     if (rc <= 0)
         return rc < 0 ? -1 : raise_at(cx->st->UnsupportedTypeError, at, "a value", obj, NULL, NULL);
     raise_at(cx->st->UnsupportedTypeError, at, "a value", inner, below, hint);
@@ -97,6 +97,28 @@ refuse(conv_ctx *cx, const conv_frame *at, PyObject *obj)
     Py_DECREF(below);
     Py_DECREF(hint);
     return -1;
+}
+
+/* A key at `at` that cowstore cannot hash: -1 with Python's own TypeError
+ * if Python cannot hash it either, as dict raises it; else COWPY_NOT_A_KEY
+ * with a TypeError naming the value to blame, where it is and why. */
+static int
+not_a_key(conv_ctx *cx, PyObject *key, const conv_frame *at)
+{
+    PyObject *inner, *below, *hint;
+    int rc;
+    if (PyObject_Hash(key) == -1)
+        return -1;
+    if ((rc = cowpy_ext_refusal(cx->st, "key_refusal", key, &inner, &below, &hint)) <= 0) {
+        if (rc == 0)
+            PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    raise_at(PyExc_TypeError, at, "a key", inner, below, hint);
+    Py_DECREF(inner);
+    Py_DECREF(below);
+    Py_DECREF(hint);
+    return PyErr_ExceptionMatches(PyExc_TypeError) ? COWPY_NOT_A_KEY : -1;
 }
 
 /* -1, with where it was found added to an UnsupportedTypeError a leaf's
@@ -282,8 +304,7 @@ key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t
         return -1;
     if ((rc = cow_val_hash(out, hash)) < 0) {
         cow_val_release(out);
-        PyErr_Format(PyExc_TypeError, "unhashable type: '%.200s'", Py_TYPE(key)->tp_name);
-        return -1;
+        return not_a_key(cx, key, at);
     }
     if ((out->tag == COW_T_FLOAT && out->u.f != out->u.f)
         || ((out->tag == COW_T_SEXT || out->tag == COW_T_EXT) && !cow_val_equal(out, out))) {
@@ -696,6 +717,7 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
 {
     Py_ssize_t n;
     const char *s;
+    int rc;
     if (Py_TYPE(obj) == &PyUnicode_Type) {
         if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
@@ -712,9 +734,9 @@ cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, in
     }
     if (!cowpy_is_ours(st, obj) && PyObject_Hash(obj) == -1)
         return -1;                            /* unhashable: TypeError as dict */
-    if (cowpy_store_key(st, obj, out, hash) < 0) {
-        if (PyErr_ExceptionMatches(st->CowValueError)) {
-            PyErr_Clear();                    /* NaN: equal to nothing */
+    if ((rc = cowpy_store_key(st, obj, out, hash)) < 0) {
+        if (rc == COWPY_NOT_A_KEY || PyErr_ExceptionMatches(st->CowValueError)) {
+            PyErr_Clear();                    /* no stored key equals it; NaN: nothing does */
             return 0;
         }
         if (!PyErr_ExceptionMatches(st->UnsupportedTypeError)

@@ -211,13 +211,17 @@ int cowpy_batch(cowpy_state *st, cow_val *vals, size_t n);
 void cowpy_batch_full_tail(cow_vecbody *b, size_t stride);
 /* A key for lookups: *owned says whether *out must be released.  Returns 1 on
  * success, 0 if the key is certainly absent (a NaN, a str with lone
- * surrogates), COWPY_PROBE_FOREIGN if it is hashable but of a type we never
- * store, or holds a str with lone surrogates (a datetime's zone name: only
- * Python can say whether it equals a stored key), -1 with an
- * exception set (unhashable). */
+ * surrogates, a value no key can be: COWPY_NOT_A_KEY), COWPY_PROBE_FOREIGN if
+ * it is hashable but of a type we never store, or holds a str with lone
+ * surrogates (a datetime's zone name: only Python can say whether it equals a
+ * stored key), -1 with an exception set (unhashable). */
 enum { COWPY_PROBE_FOREIGN = 2 };
 int cowpy_probe_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash, int *owned);
-/* An owned key to store (hashable, not NaN); returns -1 with exception. */
+/* An owned key to store (hashable, not NaN); returns -1 with exception, or
+ * COWPY_NOT_A_KEY with a TypeError for a value Python hashes but cowstore
+ * cannot (one compared by identity: what a store reads back is a copy), which
+ * no stored key equals. */
+enum { COWPY_NOT_A_KEY = -2 };
 int cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash);
 /* foreign.c: keys of types we never store, found by Python's hash and ==.
  * cowpy_foreign_key: the key of the map `root` equal to obj, copied to *key
@@ -387,13 +391,14 @@ PyObject *cowpy_ndarray_to(cowpy_state *st, const cow_val *v, int copy);
  * 1 stored into *out, 0 a type cowstore cannot store (nothing raised), -1
  * raised. */
 int cowpy_ext_from(cowpy_state *st, PyObject *obj, cow_val *out);
-/* Why cowpy_ext_from refused obj: 1 with new references to the value to
- * blame (*inner: obj, or a value inside a record), where it sits below obj
- * (*below, a str: ".when[2]", or "") and a hint ("" or why: a class that
- * cannot be imported back); 0 when obj's type is simply not stored; -1 on
- * error. */
-int cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below,
-                      PyObject **hint);
+/* Why cowpy_ext_from refused obj (`helper` "refusal"), or why a key Python
+ * hashes has no cowstore hash ("key_refusal"): 1 with new references to the
+ * value to blame (*inner: obj, or a value inside a record or tuple), where it
+ * sits below obj (*below, a str: ".when[2]", or "") and a hint ("" or why: a
+ * class that cannot be imported back); 0 when obj's type is simply not
+ * stored; -1 on error. */
+int cowpy_ext_refusal(cowpy_state *st, const char *helper, PyObject *obj, PyObject **inner,
+                      PyObject **below, PyObject **hint);
 /* A fresh object from an SEXT/EXT value (new reference), or NULL raised. */
 PyObject *cowpy_ext_to(cowpy_state *st, const cow_val *v);
 

@@ -48,12 +48,12 @@ done:
 }
 
 int
-cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **below,
-                  PyObject **hint)
+cowpy_ext_refusal(cowpy_state *st, const char *helper, PyObject *obj, PyObject **inner,
+                  PyObject **below, PyObject **hint)
 {
     PyObject *mod = ext_module(st), *fn, *res;
     int rc = -1;
-    if (mod == NULL || (fn = PyObject_GetAttrString(mod, "refusal")) == NULL)
+    if (mod == NULL || (fn = PyObject_GetAttrString(mod, helper)) == NULL)
         return -1;
     res = PyObject_CallOneArg(fn, obj);     /* a namedtuple is one argument */
     Py_DECREF(fn);
@@ -64,7 +64,7 @@ cowpy_ext_refusal(cowpy_state *st, PyObject *obj, PyObject **inner, PyObject **b
     else if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3
              || !PyUnicode_Check(PyTuple_GET_ITEM(res, 1)) || !PyUnicode_Check(PyTuple_GET_ITEM(res, 2)))
         PyErr_SetString(PyExc_TypeError,
-                        "cowstore._ext.refusal must return None or (value, str, str)");
+                        "cowstore._ext's refusals must return None or (value, str, str)");
     else {
         *inner = Py_NewRef(PyTuple_GET_ITEM(res, 0));
         *below = Py_NewRef(PyTuple_GET_ITEM(res, 1));

@@ -936,3 +936,40 @@ def test_without_the_pickle_fallback_classes_are_refused_as_values_and_keys():
         for make in (lambda v: cowstore.CowList([v]), lambda v: cowstore.CowDict({v: 1})):
             with pytest.raises(cowstore.UnsupportedTypeError):
                 make(value)
+
+
+def test_a_key_python_hashes_but_cowstore_cannot_is_refused_saying_what_where_and_why(
+        pickle_fallback):
+    # It said "unhashable type: 'tuple'" for (1, Unkeyed()), which Python
+    # hashes, with neither where nor why.
+    Unkeyed, ByIdentity = _ext_types.Unkeyed, _ext_types.ByIdentity
+    cases = [
+        ({"a": {(1, Unkeyed()): 1}}, r"'Unkeyed' \(at root\['a'\]\[\(1, <.*>\)\]\[1\]\): "
+                                     r"unhashable by value: it is compared by identity"),
+        ({"a": [{FrozenRow(1, ByIdentity(1))}]}, r"'ByIdentity' \(at root\['a'\]\[0\]\.note\)"),
+        ({"a": {Point(1, (_HashedDict(),)): 1}},
+         r"'_HashedDict' \(at root\['a'\]\[Point.*\]\.y\[0\]\): unhashable once stored: a dict "
+         r"subclass is stored as a plain dict"),
+    ]
+    for value, message in cases:
+        with pytest.raises(TypeError, match="cowstore cannot store a key of type " + message):
+            cowstore.freeze(value)
+    # One Python cannot hash either raises as dict does.
+    with pytest.raises(TypeError, match=r"^unhashable type: 'list'$"):
+        cowstore.CowDict({(1, [2]): 1})
+
+
+def test_looking_up_a_value_that_no_key_can_be_finds_nothing_as_dict_does(pickle_fallback):
+    # Such a probe raised TypeError, where dict and set answer False.
+    probes = [_ext_types.Unkeyed(), _ext_types.ByIdentity(1), FrozenRow(1, _ext_types.ByIdentity(1)),
+              (1, _ext_types.HashedByIdentity(1)), Point(_HashedDict(a=1), 2)]
+    plain = {1: "a", FrozenRow(1, ("a", 1)): "b"}
+    for probe in probes:
+        for cow, builtin in [(cowstore.CowDict(plain), plain), (cowstore.FrozenDict(plain), plain),
+                             (cowstore.CowSet(plain), set(plain))]:
+            assert (probe in cow) is (probe in builtin) is False
+        d = cowstore.CowDict(plain)
+        assert d.get(probe, "no") == "no" and d.pop(probe, "no") == "no"
+        with pytest.raises(KeyError):
+            d[probe]
+        assert cowstore.CowSet(plain).discard(probe) is None
