@@ -144,6 +144,8 @@ lst.reverse()
 lst.sort()
 lst.sort(key=lambda i: -i, reverse=True)
 print(lst < [1], lst <= fl, [1] > lst, hash(fl))
+# == with the builtins, either side (mypy --strict rejects a comparison it thinks never true).
+print(lst == [1], [1] != lst, fl == [1], fl == lst, [1] in [lst])
 lst.clear()
 
 cs = CowSet({1, 2})
@@ -165,6 +167,7 @@ reveal_type(fs | {2})  # R: FrozenSet[int]
 reveal_type(fs & cs)  # R: FrozenSet[int]
 reveal_type(fs.union(["a"]))  # R: FrozenSet[int | str]
 reveal_type(fs.copy())  # R: FrozenSet[int]
+print(cs == {1}, {1} == cs, fs == frozenset([1]), fs != cs, {1} in [cs])
 ssub |= {3}
 reveal_type(ssub)  # R: stub_program.SSub
 cs &= {1}
