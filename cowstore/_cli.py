@@ -17,6 +17,7 @@ docs/cli.md is the manual.
 import argparse
 import bz2
 import contextlib
+import errno
 import gzip
 import io
 import json
@@ -43,6 +44,9 @@ EXIT_INTERRUPTED = 130              # 128 + SIGINT, as shells report it
 DIFF_PREVIEW = 72
 # Output is written in pieces of this size.
 OUTPUT_BUFFER = 1 << 16
+# Links an output path may go through before it is refused as a loop
+# (ELOOP): Linux's MAXSYMLINKS, the kernel's own bound on a path's links.
+MAX_SYMLINKS = 40
 # Files named with these suffixes are read and written compressed.
 COMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # What a damaged compressed input raises.
@@ -261,12 +265,12 @@ def _text_output(path=None):
             yield out
         return
     compressor = COMPRESSORS.get(os.path.splitext(path)[1].lower())
-    if os.path.exists(path) and not os.path.isfile(path):
-        # A device or a pipe (/dev/null, a FIFO): renaming over it would replace it.
+    target = _replaced_file(path)
+    if target is None:
         with open(path, "wb") as raw, _encoded(raw, path, compressor) as out:
             yield out
         return
-    temp = f"{path}.tmp-{os.getpid()}"
+    temp = f"{target}.tmp-{os.getpid()}"
     try:
         try:
             raw = open(temp, "wb", buffering=OUTPUT_BUFFER)
@@ -275,12 +279,35 @@ def _text_output(path=None):
         with raw, _encoded(raw, path, compressor) as out:
             yield out
         try:
-            os.replace(temp, path)
+            os.replace(temp, target)
         except OSError as e:
             raise type(e)(e.errno, e.strerror, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def _replaced_file(path):
+    """The file an output to `path` is renamed over: `path` with its
+    symbolic links followed, so that a link keeps naming the new file.
+    None when it must be written in place instead: a device or a pipe
+    (/dev/null, a FIFO), or a file descriptor's link into /proc
+    (/dev/stdout, /dev/fd/1), which names whatever the descriptor is open
+    on -- renaming over any of them would replace it."""
+    name = os.path.abspath(path)
+    for _ in range(MAX_SYMLINKS):
+        folder = os.path.realpath(os.path.dirname(name))
+        if folder == "/proc" or folder.startswith("/proc/"):
+            return None
+        name = os.path.join(folder, os.path.basename(name))
+        if not os.path.islink(name):
+            break
+        name = os.path.join(folder, os.readlink(name))
+    else:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    if os.path.exists(name) and not os.path.isfile(name):
+        return None
+    return name
 
 
 # -- commands ----------------------------------------------------------------

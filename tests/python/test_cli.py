@@ -561,6 +561,39 @@ def test_export_to_a_pipe_or_device_writes_into_it(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+def test_export_to_a_descriptor_link_writes_into_the_descriptor(tmp_path):
+    """FILE /dev/stdout (a link to /proc/self/fd/1) with stdout redirected to
+    a file: export renamed a temporary file over the link, so, run as root,
+    it replaced /dev/stdout itself and wrote nothing to stdout; /dev/fd/1
+    failed ("No such file or directory").  A link of the test's own stands
+    for /dev/stdout, which a failing run would replace."""
+    store, out, link = tmp_path / "s.cow", tmp_path / "out.json", tmp_path / "stdout"
+    with cowstore.open(store) as s:
+        s["r"] = [1, 2]
+    os.symlink("/proc/self/fd/1", link)
+    for target in (link, "/dev/fd/1"):
+        with open(out, "w") as f:
+            proc = subprocess.run([BIN, "export", store, "r", target], stdout=f,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_text() == "[1, 2]\n"
+    assert os.readlink(link) == "/proc/self/fd/1"
+
+
+def test_export_to_a_symbolic_link_replaces_the_file_it_names(tmp_path):
+    """export renamed its temporary file over the link itself: latest.json,
+    a link to a dated file, became a file of its own and the dated file was
+    left as it was."""
+    store, real, link = tmp_path / "s.cow", tmp_path / "2024.json", tmp_path / "latest.json"
+    with cowstore.open(store) as s:
+        s["r"] = [1, 2]
+    real.write_text("old\n")
+    os.symlink(real.name, link)
+    cli("export", store, "r", link, check=0)
+    assert os.readlink(link) == real.name and real.read_text() == "[1, 2]\n"
+    assert sorted(os.listdir(tmp_path)) == sorted(["s.cow", "s.cow-lock", "2024.json", "latest.json"])
+
+
 @pytest.mark.parametrize("target", ["missing", "empty file", "empty directory", "text file"])
 def test_no_command_makes_a_store_of_what_is_not_one(tmp_path, target):
     """compact created a store (exit 0) at a missing path, in an empty
