@@ -131,6 +131,10 @@ struct cow_store {
                              * (cow_store_sweep_at_commit) */
     uint64_t deleted_bytes; /* what the roots it deleted reached (store_apply_roots) */
     sweep_result swept;     /* the sweep of this transaction, if any */
+    int deleted_segs;       /* ...and whether it deleted segments */
+    uint64_t clean_commit;  /* this process's last commit if it deleted no
+                             * segment (0: none): the snapshot it made holds
+                             * every segment the one before it held */
     /* The puts of the commit just made, kept while the compaction that may
      * follow it runs (their pages follow the roots it moves), until they
      * are reported (cow_store_commit_each). */

@@ -191,6 +191,19 @@ prune_snapshots(cow_store *s)
     }   /* pins span segments no single snapshot holds: keep them all */
 }
 
+/* 1 when fresh is cur plus one commit of this process that deleted no
+ * segment (clean_commit), and cur serves every pinned segment alone (no
+ * older snapshot is open, ST2): fresh then holds every segment cur holds,
+ * pinned ones included, and cur can go without holds_pinned looking up
+ * each pinned segment -- a cost that grew with the values held, paid at
+ * every commit of a process appending to a root it keeps reading. */
+static int
+follows_clean_commit(const cow_store *s, MDB_txn *fresh)
+{
+    return s->nold == 0 && !s->ref.pins_untracked && s->clean_commit != 0
+           && mdb_txn_id(fresh) == s->clean_commit && mdb_txn_id(s->cur) + 1 == s->clean_commit;
+}
+
 /* Makes cur see the latest commit (ST2).  Keeps the previous snapshot open
  * if values read from it may be alive. */
 int
@@ -205,7 +218,7 @@ store_refresh_snapshot(cow_store *s)
     if ((rc = begin_read(s, &fresh)) < 0)
         return rc;
     if (s->cur) {
-        if (s->ref.pins > 0) {
+        if (s->ref.pins > 0 && !follows_clean_commit(s, fresh)) {
             if (s->nold == s->capold) {
                 size_t cap = s->capold ? s->capold * 2 : 4;
                 MDB_txn **o = cow_realloc(s->old, cap * sizeof *o);

@@ -430,6 +430,7 @@ sweep_unmarked(cow_store *s, const mark_state *m)
         }
         s->state.seg_bytes -= v.mv_size < s->state.seg_bytes ? v.mv_size : s->state.seg_bytes;
         s->state.nsegs -= s->state.nsegs > 0;
+        s->deleted_segs = 1;
     }
     cow_free(ids);
     return rc;

@@ -181,6 +181,7 @@ store_begin_write(cow_store *s)
     s->sweep_all = 0;
     s->deleted_bytes = 0;
     s->swept = (sweep_result){0};
+    s->deleted_segs = 0;
     if ((rc = read_state(s)) < 0 || (rc = store_refresh_snapshot(s)) < 0) {
         mdb_txn_abort(s->wtxn);
         s->wtxn = NULL;
@@ -356,11 +357,15 @@ int
 store_commit_write(cow_store *s, int (*apply)(cow_store *))
 {
     int rc, mrc;
+    s->clean_commit = 0;
     for (int tries = 0;; tries++) {
         store_msg(COW_OK, "");
         rc = apply(s);
-        if (rc == COW_OK && (mrc = txn_commit(s)) == 0)
+        uint64_t id = s->wtxn ? mdb_txn_id(s->wtxn) : 0;
+        if (rc == COW_OK && (mrc = txn_commit(s)) == 0) {
+            s->clean_commit = s->deleted_segs ? 0 : id;
             return COW_OK;
+        }
         if (rc == COW_OK)
             rc = commit_failed(s, mrc);
         drop_wtxn(s);

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import time
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
@@ -770,6 +771,29 @@ def test_readers_do_not_pile_up_while_a_value_is_alive(path):
         assert s["x"] == [i]
     assert s.stats()["readers_used"] < 100
     assert thaw(held) == {"a": 1}
+    s.close()
+
+
+def test_appending_and_committing_costs_the_same_at_any_length(path):
+    """Each commit looked up, for every segment the values alive here had
+    read (seg_pins), whether the new snapshot still held it, so a log
+    appended to and committed row by row slowed down as it grew: 0.15 ms a
+    commit for the first 1,000 rows, 0.49 ms for rows 9,000 to 10,000 (1.9
+    ms at 60,000).  After a commit of this process that deleted no segment the
+    new snapshot holds them all, and is taken without looking."""
+    window, windows = 1000, 10
+    s = cowstore.open(path, durable=False)
+    s["log"] = []
+    log = s["log"]
+    seconds = []
+    for w in range(windows):
+        start = time.perf_counter()
+        for i in range(w * window, (w + 1) * window):
+            log.append({"i": i, "msg": f"event {i}"})
+            s["log"] = log
+        seconds.append(time.perf_counter() - start)
+    assert seconds[-1] < 2 * min(seconds[:2]), [f"{1e3 * t / window:.2f} ms" for t in seconds]
+    assert s["log"][-1] == {"i": window * windows - 1, "msg": f"event {window * windows - 1}"}
     s.close()
 
 
