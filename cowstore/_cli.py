@@ -556,15 +556,19 @@ def cmd_compact(args):
 def _copy_store(store, path):
     """Writes store's roots to a new store at path, built under a temporary
     name beside it and renamed into place once complete, so a failure
-    leaves nothing at path (and names path, not the temporary file)."""
-    temp = f"{path}.tmp-{os.getpid()}"
+    leaves nothing at path (and names path, not the temporary file).  A
+    symbolic link at path is followed, as for an export."""
+    target = _replaced_file(path)
+    if target is None:
+        raise CliError(f"{path}: a device, pipe or file descriptor cannot hold a store")
+    temp = f"{target}.tmp-{os.getpid()}"
     try:
         # The source's write lock keeps writers out: the roots are one commit's.
         # One commit to the copy: what roots share is written once.
         with store.transaction(), Store(temp) as copy, copy.transaction():
             for name in store.names():
                 copy[name] = store[name]
-        os.replace(temp, path)
+        os.replace(temp, target)
     except Exception as e:  # noqa: BLE001 -- reported as the copy's failure
         raise CliError(f"{path}: {_error_message(e)}") from None
     finally:

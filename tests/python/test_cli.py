@@ -212,6 +212,17 @@ def test_compact_and_compacted_copy(files):
     assert_one_line_error(cli("compact", store, "--output", copy), 1, "exists")
 
 
+def test_a_compacted_copy_through_a_symbolic_link_is_written_where_it_points(files):
+    """compact --output renamed the copy over a link to a path not made yet
+    (the link became the store, its target stayed absent)."""
+    tmp, store, _, _ = files
+    (tmp / "copies").mkdir()
+    os.symlink("copies/today.store", tmp / "latest.store")
+    cli("compact", store, "--output", tmp / "latest.store", check=0)
+    assert os.readlink(tmp / "latest.store") == "copies/today.store"
+    assert snapshot(tmp / "copies" / "today.store") == snapshot(store)
+
+
 # -- failures: one line, the right status, nothing changed -------------------------
 
 @pytest.mark.parametrize("text, where", [
