@@ -129,6 +129,30 @@ def test_reference_to_recommitted_root_raises_in_worker(dataset_store, method):
     assert fresh == ("ok", W.checksum(new_value), "CowList")
 
 
+def test_a_reference_gone_stale_in_a_pool_queue_is_lost_as_guide_workers_says(dataset_store):
+    """guide-workers.md: a reference whose root is re-committed while the
+    task waits makes multiprocessing.Pool lose the task (its worker exits on
+    the StoreError, an OSError, while receiving it: the result never comes)
+    and ProcessPoolExecutor raise BrokenProcessPool.  The guide said only
+    that unpickling raises StoreError, which a Pool user never sees."""
+    row = dataset_store["ds"][7]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        busy = pool.apply_async(time.sleep, (1,))
+        lost = pool.apply_async(W.item_checksum, (row,))       # pickled now, read after 1 s
+        dataset_store["ds"] = W.make_records(10)
+        busy.get(JOIN_TIMEOUT)
+        with pytest.raises(multiprocessing.TimeoutError):
+            lost.get(3)
+    row = dataset_store["ds"][7]
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        busy = ex.submit(time.sleep, 1)
+        broken = ex.submit(W.item_checksum, row)
+        dataset_store["ds"] = W.make_records(10)
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            broken.result(JOIN_TIMEOUT)
+
+
 # -- a DataLoader without torch ------------------------------------------------------
 
 @pytest.mark.parametrize("method", START_METHODS)
