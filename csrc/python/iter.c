@@ -279,6 +279,8 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
     }
     if (it->is_map)
         return map_step(it, st, (size_t)p, a, b);
+    if (a->tag == COW_T_INT)            /* the commonest element: no view to make */
+        return PyLong_FromLongLong(a->u.i);
     return cowpy_snapshot_value(it->owner, &it->snap, a, NULL, 0, (size_t)p);
 }
 
