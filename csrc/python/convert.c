@@ -974,6 +974,36 @@ packed_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
     return (PyObject *)obj;
 }
 
+int
+cowpy_packed_view_renew(CowObject *obj, const cow_val *v, CowObject *parent, size_t idx)
+{
+    uint8_t tag = v->slen;
+    CowObject *p;
+    if (v->tag != COW_T_PACKED || v->slen == COW_T_TUPLE)
+        return 0;
+    p = view_parent(parent, &tag);
+    if ((PyObject *)Py_TYPE(obj) != obj->st->cls[tag])
+        return 0;
+    Py_XINCREF(p);                      /* alive while the old parent is let go */
+    cow_val_release(&obj->root);
+    cowpy_clear_pfrom(obj);
+    cowpy_detach(obj);
+    Py_CLEAR(obj->origin);
+    cow_val_copy(&obj->root, v);
+    obj->root.slen = tag;
+    obj->pkey = cow_val_none();
+    obj->phash = 0;
+    obj->pidx = 0;
+    obj->seen = 0;
+    obj->mut = COWPY_MUT_MADE;
+    if (p) {
+        attach(obj, p, NULL, 0, idx);
+        cowpy_set_pfrom(obj, v);
+        Py_DECREF(p);
+    }
+    return 1;
+}
+
 /* An inline str of 2..14 ASCII bytes, or a view of 2..16 (a record's
  * field read in place), as a str (NULL, no error set, for any other
  * value): the commonest keys and short values, checked and copied a word

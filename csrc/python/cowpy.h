@@ -311,6 +311,15 @@ PyObject *cowpy_copy(PyObject *self, PyObject *unused);
  * since the snapshot. */
 PyObject *cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
                                const cow_val *key, uint64_t hash, size_t idx);
+/* Makes obj -- of one of the package's classes, its only reference the
+ * caller's, so no one sees it change -- the container object cowpy_to_object
+ * makes of packed dict or list v at parent's index idx, without allocating:
+ * 1 done, 0 when v needs an object of another class (obj unchanged).  A
+ * loop over records needs one view per record (iter.c). */
+int cowpy_packed_view_renew(CowObject *obj, const cow_val *v, CowObject *parent, size_t idx);
+/* The check that ends cowpy_snapshot_value, for a value res made for owner
+ * from snap: a view resyncs before first use if owner has moved on. */
+int cowpy_snapshot_mark(CowObject *owner, const cow_val *snap, const cow_val *v, PyObject *res);
 /* A new detached container holding v (stolen), of the package's class for
  * v's tag (a copy or slice of a user's subclass is the package's type, as
  * dict and list give theirs), or op's type if none is registered. */

@@ -18,6 +18,8 @@ typedef struct {
     cow_val rev[2];         /* reverse reads: the entry or element last read
                              * (borrowed copies, vec.h) */
     PyObject *last_item;    /* items() result tuple, reused when unshared */
+    PyObject *views[2];     /* the last two records' views, renewed when unshared */
+    int turn;               /* which of views the next record's may renew */
     int packed;             /* snap is packed: read in place by pc (pack.h P8) */
     cow_pack_cursor pc;
     PyObject *keys;         /* a packed dict's key objects (its shape's), or NULL */
@@ -92,6 +94,8 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->kind = kind;
     it->reverse = reverse;
     it->last_item = NULL;
+    it->views[0] = it->views[1] = NULL;
+    it->turn = 0;
     it->packed = 0;
     it->keys = NULL;
     it->is_map = 0;
@@ -120,6 +124,8 @@ iter_dealloc(PyObject *op)
     cow_val_release(&it->snap);
     Py_XDECREF(it->owner);
     Py_XDECREF(it->last_item);
+    Py_XDECREF(it->views[0]);
+    Py_XDECREF(it->views[1]);
     Py_XDECREF(it->keys);
     PyObject_Free(op);
     Py_DECREF(tp);
@@ -213,6 +219,8 @@ exhaust(CowIter *it)
     cow_val_release(&it->snap);     /* leaves it NONE */
     Py_CLEAR(it->owner);
     Py_CLEAR(it->last_item);
+    Py_CLEAR(it->views[0]);
+    Py_CLEAR(it->views[1]);
     Py_CLEAR(it->keys);
 }
 
@@ -261,6 +269,26 @@ packed_step(CowIter *it)
     return it->kind == COWPY_IT_ITEMS && k ? pair_of(it, Py_NewRef(k), pv) : pv;
 }
 
+/* Element p, packed record v, as a view: the view made two records ago is
+ * made over for it when nothing else holds it -- `for r in rows` keeps the
+ * last record's view bound to r while the next is made, so the one before
+ * is free -- saving an object's allocation, set-up and free per record. */
+static PyObject *
+record_view(CowIter *it, const cow_val *v, size_t p)
+{
+    PyObject *res = it->views[it->turn];
+    if (res && Py_REFCNT(res) == 1 && cowpy_packed_view_renew((CowObject *)res, v, it->owner, p))
+        Py_INCREF(res);
+    else if ((res = cowpy_to_object(it->st, v, it->owner, NULL, 0, p)) == NULL)
+        return NULL;
+    else
+        Py_XSETREF(it->views[it->turn], Py_NewRef(res));
+    it->turn ^= 1;
+    if (cowpy_snapshot_mark(it->owner, &it->snap, v, res) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
 COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
 {
     CowIter *it = (CowIter *)op;
@@ -281,6 +309,8 @@ COWPY_ENTRY(static, PyObject *, iter_next, (PyObject *op), (op))
         return map_step(it, st, (size_t)p, a, b);
     if (a->tag == COW_T_INT)            /* the commonest element: no view to make */
         return PyLong_FromLongLong(a->u.i);
+    if (a->tag == COW_T_PACKED && a->slen != COW_T_TUPLE)
+        return record_view(it, a, (size_t)p);
     return cowpy_snapshot_value(it->owner, &it->snap, a, NULL, 0, (size_t)p);
 }
 

@@ -470,19 +470,25 @@ COWPY_ENTRY(extern, PyObject *, cowpy_hash_method,
     return PyLong_FromSsize_t((Py_ssize_t)(h >> 2));   /* never -1 */
 }
 
+int
+cowpy_snapshot_mark(CowObject *owner, const cow_val *snap, const cow_val *v, PyObject *res)
+{
+    if (!cowpy_is_mutable_container(v))
+        return 0;
+    if (cowpy_resolve(owner) < 0)
+        return -1;
+    if (owner->root.u.w != snap->u.w && ((CowObject *)res)->parent)
+        ((CowObject *)res)->seen = UINT64_MAX;   /* resync from owner first */
+    return 0;
+}
+
 PyObject *
 cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
                      const cow_val *key, uint64_t hash, size_t idx)
 {
     PyObject *res = cowpy_to_object(owner->st, v, owner, key, hash, idx);
-    if (res == NULL || !cowpy_is_mutable_container(v))
-        return res;
-    if (cowpy_resolve(owner) < 0) {
-        Py_DECREF(res);
-        return NULL;
-    }
-    if (owner->root.u.w != snap->u.w && ((CowObject *)res)->parent)
-        ((CowObject *)res)->seen = UINT64_MAX;   /* resync from owner first */
+    if (res != NULL && cowpy_snapshot_mark(owner, snap, v, res) < 0)
+        Py_CLEAR(res);
     return res;
 }
 

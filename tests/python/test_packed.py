@@ -268,6 +268,54 @@ def test_iterating_a_packed_record_reads_it_in_place():
     assert list(iter(rows[3])) == list(records(8)[3]) and iter(rows[3]).__length_hint__() == 6
 
 
+def test_a_loop_over_records_makes_each_view_over_once_nothing_holds_it():
+    """A list iterator makes the view it made two records ago over for the
+    next record when only the iterator holds it (iter.c record_view): a loop
+    makes three view objects, not one per record.  A view anyone holds is
+    never made over, and each reads and writes its own record."""
+    rows = freeze(records(100))
+    it = iter(rows)
+    first, second = next(it), next(it)
+    made = id(first)
+    del first                                   # only the iterator holds it now
+    others = [CowDict() for _ in range(4)]      # would take its memory, were it freed
+    third = next(it)
+    assert id(third) == made and third == rows[2] and second == rows[1], "not made over"
+    del others
+    for i, r in enumerate(rows):                # writes go to the record r came from
+        r["id"] = -i
+    assert [r["id"] for r in rows] == [-i for i in range(100)]
+    kept = list(rows)                           # held: all distinct, each its own
+    assert len({id(r) for r in kept}) == 100
+    kept[3]["name"] = "three"
+    assert rows[3]["name"] == "three" and kept[3] == rows[3] and kept[4] == rows[4]
+    it = iter(rows)
+    a, b, c, d = next(it), next(it), next(it), next(it)
+    assert (a["score"], b["score"], c["score"], d["score"]) == (0, 0.25, 0.5, 0.75)
+    a["tags"].append("x")
+    assert rows[0]["tags"] == ["x"]
+
+
+def test_a_made_over_view_resyncs_when_the_list_moved_on():
+    """A record replaced after the loop started: the view made for its index,
+    made over from an earlier one, behaves as a new view does -- it reads the
+    iterator's snapshot, and finding another record in its slot it detaches
+    (a write through it stays in it) -- while the records not replaced stay
+    attached."""
+    rows = freeze(records(10))
+    plain = thaw(records(10))
+    for i, r in enumerate(rows):
+        if i == 2:
+            rows[6] = {"id": 60, "name": "new"}
+        assert dict(r) == plain[i]
+        r["score"] = -1
+    assert rows[6] == {"id": 60, "name": "new"}
+    assert [rows[i]["score"] for i in (0, 5, 7, 9)] == [-1] * 4
+    frozen = FrozenList(records(5))             # frozen records: detached, made over too
+    assert [type(r) for r in frozen] == [FrozenDict] * 5
+    assert [r["id"] for r in frozen] == list(range(5))
+
+
 def test_thawed_records_share_their_key_objects():
     # As json.loads' key memo: one str per key, not one per key per record.
     plain = thaw(freeze(records(50)))
