@@ -416,6 +416,8 @@ def resolve(path):
 def _importable(cls):
     try:
         return resolve(class_path(cls)) is cls
+    except MemoryError:                 # says nothing about the class
+        raise
     except Exception:
         return False
 
@@ -758,6 +760,8 @@ def _enum_member_reads_back(obj):
         try:
             back = _read_record(_Reader(_record(obj.value)))
             ok = getattr(cls, "_member_type_", object) is object and cls(back) is obj
+        except MemoryError:             # not an answer to cache
+            raise
         except Exception:
             ok = False
         _enum_members_checked[obj] = ok
@@ -782,6 +786,8 @@ def _dataclass_rebuilds(cls):
     if ok is None:
         try:
             ok = isinstance(cls.__new__(cls), cls)
+        except MemoryError:             # not an answer to cache
+            raise
         except Exception:
             ok = False
         _dataclasses_checked[cls] = ok
@@ -814,6 +820,8 @@ def _encode_object(obj, walk, depth):
     if _fallback[0] is not None and not isinstance(obj, numbers.Number) and not _numpy_scalar(obj):
         try:                            # (a number, np.int64(1) or np.True_, may equal an int)
             data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except MemoryError:
+            raise
         except Exception:
             return None
         head = PICKLE | (0 if _hashable(obj) or _by_reference(obj, data) else UNHASHABLE)

@@ -1,0 +1,74 @@
+"""Allocation failures: each operation run with its k-th allocation failing.
+
+``_testcapi.set_nomemory(k, k + 1)`` makes CPython's k-th allocation from now
+on fail (PyMem and PyObject; the core allocates through PyMem, see
+cowstore/alloc.h).  The operation must then raise MemoryError, leave its
+operands as they were (or as if it had fully happened, as dict and list do),
+and leave nothing behind that changes a later call.
+"""
+import dataclasses
+import enum
+
+import pytest
+
+import cowstore
+
+_testcapi = pytest.importorskip("_testcapi")
+if not hasattr(_testcapi, "set_nomemory"):
+    pytest.skip("_testcapi.set_nomemory is not available", allow_module_level=True)
+
+#: Successes in a row that end a sweep: an allocation whose failure is
+#: handled (a cache that is skipped) lets the operation succeed at that k.
+_QUIET = 20
+
+
+def _run_failing(op, k):
+    """op() with allocation k failing: (result, None) or (None, exception)."""
+    _testcapi.set_nomemory(k, k + 1)
+    try:
+        return op(), None
+    except BaseException as e:          # noqa: B902 -- whatever it raised is the answer
+        return None, e
+    finally:
+        _testcapi.remove_mem_hooks()
+
+
+def failures(op, limit=5000):
+    """The exceptions op raised, each allocation of it failing in turn."""
+    raised, quiet = [], 0
+    for k in range(limit):
+        _, exc = _run_failing(op, k)
+        if exc is None:
+            quiet += 1
+            if quiet == _QUIET:
+                return raised
+        else:
+            quiet = 0
+            raised.append(exc)
+    raise AssertionError(f"op still failing after {limit} allocations")
+
+
+def assert_memory_errors(raised):
+    odd = [e for e in raised if not isinstance(e, MemoryError)]
+    assert not odd, f"{len(odd)} failures were not MemoryError: {odd[:3]!r}"
+
+
+# Classes met by these tests only: the codec checks each enum member and
+# dataclass once per process, so one another test stored already is no probe.
+class Shade(enum.Enum):
+    DARK = 1
+    LIGHT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Spot:
+    x: int
+
+
+@pytest.mark.parametrize("value", [Shade.DARK, Spot(1)], ids=["enum", "dataclass"])
+def test_extension_leaf_check_is_not_poisoned_by_memory_error(value):
+    # The check that an enum member or dataclass reads back took any
+    # exception for "no", MemoryError included, and cached that answer: the
+    # value then raised UnsupportedTypeError for the rest of the process.
+    assert_memory_errors(failures(lambda: cowstore.freeze([value])))
+    assert cowstore.thaw(cowstore.freeze([value])) == [value]
