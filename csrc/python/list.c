@@ -151,12 +151,35 @@ push_copy(cow_vecbody *dst, const cow_val *v)
     return cow_vb_push(dst, c);
 }
 
+/* Pushes the n values of vals (copied) onto b, all or none: a push that
+ * fails leaves b as it was before the first (a single push fails whole; for
+ * more, b's nodes are shared with a copy taken first, which comes back). */
+static int
+push_all(cow_vecbody *b, const cow_val *vals, size_t n)
+{
+    cow_vecbody before;
+    int rc = COW_OK;
+    if (n == 1)
+        return push_copy(b, &vals[0]);
+    cow_vb_dup(&before, b);
+    for (size_t i = 0; i < n && rc == COW_OK; i++)
+        rc = push_copy(b, &vals[i]);
+    if (rc < 0) {
+        cow_vb_clear(b);
+        *b = before;
+    }
+    else
+        cow_vb_clear(&before);
+    return rc;
+}
+
 /* Replaces [start, stop) with ins (whose values are taken over), in one
- * write.  Appends at the end push in place; anything else rebuilds, a leaf
- * at a time (cow_vb_append_range: the leaves before start are shared).  The
- * bounds are clamped to the length first, as list_ass_slice clamps them:
- * converting ins may have run Python code (a generator, a registered
- * class's to_data) that shortened the list since they were computed. */
+ * write that fails whole (as list's does).  Appends at the end push in
+ * place; anything else rebuilds, a leaf at a time (cow_vb_append_range: the
+ * leaves before start are shared).  The bounds are clamped to the length
+ * first, as list_ass_slice clamps them: converting ins may have run Python
+ * code (a generator, a registered class's to_data) that shortened the list
+ * since they were computed. */
 static int
 list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
 {
@@ -169,8 +192,8 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
     stop = stop < b->len ? stop : b->len;
     start = start < stop ? start : stop;
     if (start == b->len && stop == b->len) {
-        for (size_t i = 0; i < ins->n && rc == COW_OK; i++)
-            rc = push_copy(b, &ins->vals[i]);
+        if (ins->n > 0)
+            rc = push_all(b, ins->vals, ins->n);
     }
     else {
         cow_vb_init(&fresh);

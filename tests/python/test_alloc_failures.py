@@ -72,3 +72,54 @@ def test_extension_leaf_check_is_not_poisoned_by_memory_error(value):
     # value then raised UnsupportedTypeError for the rest of the process.
     assert_memory_errors(failures(lambda: cowstore.freeze([value])))
     assert cowstore.thaw(cowstore.freeze([value])) == [value]
+
+
+def each_failure(make, op, limit=5000):
+    """For k = 0, 1, ...: a fresh operand from make(), then op(operand) with
+    allocation k failing; yields (operand, exception or None) until op has
+    succeeded _QUIET times in a row."""
+    quiet = 0
+    for k in range(limit):
+        operand = make()
+        _, exc = _run_failing(lambda: op(operand), k)
+        yield operand, exc
+        quiet = quiet + 1 if exc is None else 0
+        if quiet == _QUIET:
+            return
+    raise AssertionError(f"op still failing after {limit} allocations")
+
+
+def assert_all_or_nothing(make, op, plain):
+    """op(operand) either raises MemoryError with the operand as it was, or
+    leaves it as op does without failures; plain(operand) compares them."""
+    before = plain(make())
+    operand = make()
+    op(operand)
+    after = plain(operand)
+    seen = set()
+    for operand, exc in each_failure(make, op):
+        now = plain(operand)
+        if exc is None:
+            assert now == after
+            continue
+        assert isinstance(exc, MemoryError), repr(exc)
+        assert now in (before, after), f"left half done: {now!r}"
+        seen.add(now == before)
+    assert True in seen                 # some failure left it as it was
+
+
+def _ints(n):
+    return lambda: cowstore.CowList(range(n))
+
+
+@pytest.mark.parametrize("items", [list(range(100)), [{"id": i, "tag": "t"} for i in range(40)]],
+                         ids=["ints", "records"])
+def test_extend_is_all_or_nothing(items):
+    # extend pushed the items in place one by one: an allocation failing on
+    # the way left the list holding part of them (list.extend(list) never does).
+    assert_all_or_nothing(_ints(10), lambda a: a.extend(items), cowstore.thaw)
+
+
+def test_extend_of_a_nested_list_is_all_or_nothing():
+    make = lambda: cowstore.CowDict({"l": list(range(10)), "n": 1})     # noqa: E731
+    assert_all_or_nothing(make, lambda d: d["l"].extend(range(100)), cowstore.thaw)
