@@ -146,15 +146,23 @@ class CowList(_ListReads):
     def sort(self, *, key=None, reverse=False):
         # As list.sort: the list looks empty while the key function and the
         # comparisons run, gets the sorted items back however the sort ends,
-        # and a change made meanwhile is lost and raises ValueError.
+        # and a change made meanwhile is lost and raises ValueError.  If
+        # putting the items back fails (MemoryError), the list as it was
+        # comes back instead, from an O(1) copy: a sort never loses items.
         items = list(self)
+        saved = self.copy()
         _cowstore.ListBase.clear(self)
-        before = self._writes()
+        before = None
         try:
+            before = self._writes()
             items.sort(key=key, reverse=reverse)
         finally:
-            changed = self._writes() != before or len(self)
-            self[:] = items
+            try:
+                changed = before is None or self._writes() != before or len(self)
+                self[:] = items
+            except BaseException:
+                self[:] = saved
+                raise
         if changed:
             raise ValueError("list modified during sort")
 

@@ -123,3 +123,17 @@ def test_extend_is_all_or_nothing(items):
 def test_extend_of_a_nested_list_is_all_or_nothing():
     make = lambda: cowstore.CowDict({"l": list(range(10)), "n": 1})     # noqa: E731
     assert_all_or_nothing(make, lambda d: d["l"].extend(range(100)), cowstore.thaw)
+
+
+@pytest.mark.parametrize("key", [None, lambda x: -x], ids=["plain", "key"])
+def test_sort_never_loses_items(key):
+    # sort empties the list while it sorts (as list.sort does) and put the
+    # items back afterwards: an allocation failing there left the list empty
+    # or with part of its items.
+    # A failed sort may leave them in any order, as list.sort may.
+    items = [(i * 7919) % 1000 for i in range(300)]
+    for a, exc in each_failure(lambda: cowstore.CowList(items), lambda a: a.sort(key=key)):
+        assert exc is None or isinstance(exc, MemoryError), repr(exc)
+        assert sorted(a) == sorted(items)
+        if exc is None:
+            assert list(a) == sorted(items, key=key)
