@@ -182,8 +182,22 @@ class CowSet(_SetReads):
 
     def intersection_update(self, *others):
         kept = self.intersection(*others)
+        self._all_or_nothing(self._replace, kept)
+
+    def _replace(self, elements):
         self.clear()
-        self.update(kept)
+        self.update(elements)
+
+    def _all_or_nothing(self, change, *args):
+        """change(*args), which changes self, or self as it was if that
+        raises (a MemoryError half way): as set's operators, which resize
+        before they change anything.  The copy kept meanwhile is O(1)."""
+        saved = self.copy()
+        try:
+            change(*args)
+        except BaseException:
+            self._replace(saved)
+            raise
 
     def difference_update(self, *others):
         for other in others:
@@ -198,7 +212,7 @@ class CowSet(_SetReads):
     def __ior__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self.update(other)
+        self._all_or_nothing(self.update, other)
         return self
 
     def __iand__(self, other):
@@ -210,13 +224,13 @@ class CowSet(_SetReads):
     def __isub__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self.difference_update(other)
+        self._all_or_nothing(self.difference_update, other)
         return self
 
     def __ixor__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self.symmetric_difference_update(other)
+        self._all_or_nothing(self.symmetric_difference_update, other)
         return self
 
 

@@ -137,3 +137,19 @@ def test_sort_never_loses_items(key):
         assert sorted(a) == sorted(items)
         if exc is None:
             assert list(a) == sorted(items, key=key)
+
+
+@pytest.mark.parametrize("op", ["__iand__", "__ior__", "__isub__", "__ixor__"])
+def test_set_operators_are_all_or_nothing(op):
+    # &= cleared the set and added the kept elements back one by one, so an
+    # allocation failing there left it empty or with part of them; |=, -=
+    # and ^= left part of their change made (set's operators never do).
+    make = lambda: cowstore.CowSet(range(300))      # noqa: E731
+    other = set(range(0, 600, 2))
+    assert_all_or_nothing(make, lambda s: getattr(s, op)(other), cowstore.thaw)
+
+
+def test_intersection_update_never_loses_items():
+    make = lambda: cowstore.CowSet(range(300))      # noqa: E731
+    assert_all_or_nothing(make, lambda s: s.intersection_update(range(0, 600, 2), range(100)),
+                          cowstore.thaw)
