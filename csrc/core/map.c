@@ -784,6 +784,18 @@ cow_map_clone(const cow_map *m)
     return c;
 }
 
+void
+cow_map_swap(cow_map *a, cow_map *b)
+{
+    cow_map t = *a;
+    a->live = b->live;
+    a->log = b->log;
+    a->index = b->index;
+    b->live = t.live;
+    b->log = t.log;
+    b->index = t.index;
+}
+
 int
 cow_map_own(cow_word *w)
 {

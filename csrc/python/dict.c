@@ -471,12 +471,14 @@ cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
 }
 
 /* _merge(src): insert every pair of a dict or cowstore dict, one write. */
+/* d.update(mapping), all or nothing (as dict's): the map is cloned first,
+ * O(1), and the clone's entries come back if a set fails part way. */
 COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, src))
 {
     cowpy_state *st = COWPY_ST(op);
     cow_val other, k, v;
     uint64_t h;
-    cow_map *om;
+    cow_map *om, *saved = NULL;
     int rc = 0;
     if (cowpy_from_object(st, src, &other) < 0)
         return NULL;
@@ -488,6 +490,8 @@ COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, 
     om = cow_val_getmap(&other);
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
+    if ((saved = cow_map_clone(map_of(op))) == NULL)
+        rc = COW_ENOMEM;
     for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
         k = cow_map_entry_key(om, e);
         if (k.tag == COW_T_HOLE)
@@ -499,6 +503,10 @@ COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, 
         rc = cow_map_set(map_of(op), k, h, v);
     }
     cow_val_release(&other);
+    if (rc < 0 && saved != NULL)
+        cow_map_swap(map_of(op), saved);
+    if (saved != NULL)
+        cow_map_release(saved);
     if (rc < 0)
         return cowpy_raise(st, rc);
     if (cowpy_end_write(SELF) < 0)

@@ -498,6 +498,31 @@ Test(map, replaced_and_deleted_values_are_released)
     cow_map_release(m);
 }
 
+Test(map, swap_exchanges_entries_and_keeps_identities)
+{
+    cow_map *a = cow_map_new(), *b;
+    uint32_t ida = a->ident;
+    for (int64_t i = 0; i < 40; i++) {
+        cow_val k = cow_val_int(i);
+        cr_assert_eq(cow_map_set(a, k, tu_hash(&k), cow_val_int(i)), COW_OK);
+    }
+    cr_assert_not_null(b = cow_map_clone(a));
+    for (int64_t i = 40; i < 100; i++) {
+        cow_val k = cow_val_int(i);
+        cr_assert_eq(cow_map_set(a, k, tu_hash(&k), cow_val_int(i)), COW_OK);
+    }
+    cow_map_swap(a, b);             /* a as it was when cloned */
+    cr_assert_eq(a->ident, ida);
+    cr_assert_eq(a->refcnt, 1);
+    cr_assert_eq(cow_map_len(a), 40);
+    cr_assert_eq(cow_map_len(b), 100);
+    cr_assert_eq(cow_map_check(a), COW_OK);
+    cr_assert_eq(cow_map_check(b), COW_OK);
+    cow_map_release(b);
+    cr_assert_eq(cow_map_check(a), COW_OK);
+    cow_map_release(a);
+}
+
 /* ---- random operations against the model ------------------------------------- */
 
 static void

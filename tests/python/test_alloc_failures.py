@@ -153,3 +153,13 @@ def test_intersection_update_never_loses_items():
     make = lambda: cowstore.CowSet(range(300))      # noqa: E731
     assert_all_or_nothing(make, lambda s: s.intersection_update(range(0, 600, 2), range(100)),
                           cowstore.thaw)
+
+
+@pytest.mark.parametrize("other", [{"k3": "new", "a": 1, "b": [1, 2]}, {f"n{i}": i for i in range(60)}],
+                         ids=["few", "many"])
+def test_dict_update_is_all_or_nothing(other):
+    # update set the keys one by one: an allocation failing on the way left
+    # part of them set (dict.update(dict) makes room first: all or none).
+    make = lambda: cowstore.CowDict({f"k{i}": i for i in range(50)})   # noqa: E731
+    assert_all_or_nothing(make, lambda d: d.update(other), cowstore.thaw)
+    assert_all_or_nothing(make, lambda d: d.update(**other), cowstore.thaw)

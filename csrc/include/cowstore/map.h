@@ -37,6 +37,10 @@ void cow_map_release(cow_map *m);
  * header if shared or stored, keeping its identity). */
 int cow_map_own(cow_word *w);
 cow_map *cow_map_clone(const cow_map *m); /* new identity, shares all nodes, O(1) */
+/* Exchanges the entries of a and b, each keeping its refcount and identity:
+ * with a clone taken first, puts a map back after a series of writes that
+ * failed part way.  Allocates nothing. */
+void cow_map_swap(cow_map *a, cow_map *b);
 size_t cow_map_len(const cow_map *m);
 
 /* hash is cow_val_hash(key).  Lookups return cow_found or a negative error. */
