@@ -145,24 +145,23 @@ class CowList(_ListReads):
 
     def sort(self, *, key=None, reverse=False):
         # As list.sort: the list looks empty while the key function and the
-        # comparisons run, gets the sorted items back however the sort ends,
-        # and a change made meanwhile is lost and raises ValueError.  If
-        # putting the items back fails (MemoryError), the list as it was
-        # comes back instead, from an O(1) copy: a sort never loses items.
-        items = list(self)
-        saved = self.copy()
-        _cowstore.ListBase.clear(self)
-        before = None
+        # comparisons run, then holds the sorted items, or its items as they
+        # were if the sort raised; a change made meanwhile is lost (and
+        # raises ValueError).  The items wait in `held`, moved there and
+        # back by _swap, which allocates nothing: a MemoryError, however
+        # often it strikes, never loses them.
+        held = CowList()
+        self._swap(held)
         try:
             before = self._writes()
+            items = list(held)
             items.sort(key=key, reverse=reverse)
-        finally:
-            try:
-                changed = before is None or self._writes() != before or len(self)
-                self[:] = items
-            except BaseException:
-                self[:] = saved
-                raise
+            result = CowList(items)
+            changed = self._writes() != before or len(self)
+            self._swap(result)
+        except BaseException:
+            self._swap(held)
+            raise
         if changed:
             raise ValueError("list modified during sort")
 

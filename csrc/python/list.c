@@ -703,6 +703,33 @@ COWPY_ENTRY(static, PyObject *, list_writes, (PyObject *op, PyObject *unused), (
     return PyLong_FromUnsignedLongLong(SELF->mut);
 }
 
+/* _swap(other): exchanges the items of this list and other (a list too),
+ * each keeping its identity, in a write that allocates nothing once both
+ * are writable (detached ones are, after their first write): sort parks
+ * the items in another list this way and gets them back whatever happens,
+ * MemoryError included.  A view whose write-back fails gets its items back. */
+COWPY_ENTRY(static, PyObject *, list_swap, (PyObject *op, PyObject *other), (op, other))
+{
+    cowpy_state *st = COWPY_ST(op);
+    cow_vecbody t;
+    if (!PyObject_TypeCheck(other, st->list_base)) {
+        PyErr_SetString(PyExc_TypeError, "_swap needs a list");
+        return NULL;
+    }
+    if (cowpy_begin_write(SELF) < 0 || cowpy_begin_write((CowObject *)other) < 0)
+        return NULL;
+    t = *body_of(op);
+    *body_of(op) = *body_of(other);
+    *body_of(other) = t;
+    if (cowpy_end_write(SELF) < 0 || cowpy_end_write((CowObject *)other) < 0) {
+        t = *body_of(op);
+        *body_of(op) = *body_of(other);
+        *body_of(other) = t;
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 COWPY_ENTRY(static, PyObject *, list_iter, (PyObject *op), (op))
 {
     return cowpy_iter_new(SELF, COWPY_IT_ELEMS, 0);
@@ -731,6 +758,7 @@ static PyMethodDef list_methods[] = {
     {"reverse", list_reverse, METH_NOARGS, "Reverse *IN PLACE*."},
     {"__reversed__", list_reversed, METH_NOARGS, NULL},
     {"_writes", list_writes, METH_NOARGS, NULL},
+    {"_swap", list_swap, METH_O, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };

@@ -22,9 +22,10 @@ if not hasattr(_testcapi, "set_nomemory"):
 _QUIET = 20
 
 
-def _run_failing(op, k):
-    """op() with allocation k failing: (result, None) or (None, exception)."""
-    _testcapi.set_nomemory(k, k + 1)
+def _run_failing(op, k, persistent=False):
+    """op() with allocation k failing (and every later one if persistent):
+    (result, None) or (None, exception)."""
+    _testcapi.set_nomemory(k, 0 if persistent else k + 1)
     try:
         return op(), None
     except BaseException as e:          # noqa: B902 -- whatever it raised is the answer
@@ -129,14 +130,29 @@ def test_extend_of_a_nested_list_is_all_or_nothing():
 def test_sort_never_loses_items(key):
     # sort empties the list while it sorts (as list.sort does) and put the
     # items back afterwards: an allocation failing there left the list empty
-    # or with part of its items.
-    # A failed sort may leave them in any order, as list.sort may.
+    # or with part of its items.  A failed sort may leave them in any order,
+    # as list.sort may.
     items = [(i * 7919) % 1000 for i in range(300)]
     for a, exc in each_failure(lambda: cowstore.CowList(items), lambda a: a.sort(key=key)):
         assert exc is None or isinstance(exc, MemoryError), repr(exc)
         assert sorted(a) == sorted(items)
         if exc is None:
             assert list(a) == sorted(items, key=key)
+
+
+def test_sort_never_loses_items_when_memory_stays_short():
+    # Every allocation from the k-th on failing: putting the items back
+    # must need none.
+    items = [(i * 7919) % 1000 for i in range(300)]
+    for k in range(2000):
+        a = cowstore.CowList(items)
+        _, exc = _run_failing(a.sort, k, persistent=True)
+        assert sorted(a) == sorted(items)
+        if exc is None:
+            assert list(a) == sorted(items)
+            return
+        assert isinstance(exc, MemoryError), repr(exc)
+    raise AssertionError("sort still failing after 2000 allocations")
 
 
 @pytest.mark.parametrize("op", ["__iand__", "__ior__", "__isub__", "__ixor__"])
