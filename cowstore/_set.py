@@ -182,22 +182,16 @@ class CowSet(_SetReads):
 
     def intersection_update(self, *others):
         kept = self.intersection(*others)
-        self._all_or_nothing(self._replace, kept)
+        self._swap(kept if isinstance(kept, _cowstore.SetBase) else CowSet(kept))
 
-    def _replace(self, elements):
-        self.clear()
-        self.update(elements)
-
-    def _all_or_nothing(self, change, *args):
-        """change(*args), which changes self, or self as it was if that
-        raises (a MemoryError half way): as set's operators, which resize
-        before they change anything.  The copy kept meanwhile is O(1)."""
-        saved = self.copy()
-        try:
-            change(*args)
-        except BaseException:
-            self._replace(saved)
-            raise
+    def _all_or_nothing(self, method, other):
+        """work.method(other) on a copy of self, then swapped in (_swap
+        allocates nothing): a MemoryError half way leaves self as it was, as
+        set's operators, which resize before they change anything.  The
+        copy is O(1); its first write copies a path."""
+        work = self.copy()
+        getattr(work, method)(other)
+        self._swap(work)
 
     def difference_update(self, *others):
         for other in others:
@@ -212,7 +206,7 @@ class CowSet(_SetReads):
     def __ior__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self._all_or_nothing(self.update, other)
+        self._all_or_nothing("update", other)
         return self
 
     def __iand__(self, other):
@@ -224,13 +218,13 @@ class CowSet(_SetReads):
     def __isub__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self._all_or_nothing(self.difference_update, other)
+        self._all_or_nothing("difference_update", other)
         return self
 
     def __ixor__(self, other):
         if not _is_set(other):
             return NotImplemented
-        self._all_or_nothing(self.symmetric_difference_update, other)
+        self._all_or_nothing("symmetric_difference_update", other)
         return self
 
 

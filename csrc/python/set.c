@@ -111,6 +111,27 @@ COWPY_ENTRY(static, PyObject *, set_iter, (PyObject *op), (op))
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }
 
+/* _swap(other): exchanges the elements of this set and other (a set too),
+ * each keeping its identity, in a write that allocates nothing once both
+ * are writable: the in-place operators change a copy and swap it in, so a
+ * MemoryError leaves the set as it was.  A view whose write-back fails gets
+ * its elements back. */
+COWPY_ENTRY(static, PyObject *, set_swap, (PyObject *op, PyObject *other), (op, other))
+{
+    if (!PyObject_TypeCheck(other, COWPY_ST(op)->set_base)) {
+        PyErr_SetString(PyExc_TypeError, "_swap needs a set");
+        return NULL;
+    }
+    if (cowpy_begin_write(SELF) < 0 || cowpy_begin_write((CowObject *)other) < 0)
+        return NULL;
+    cow_map_swap(map_of(op), map_of(other));
+    if (cowpy_end_write(SELF) < 0 || cowpy_end_write((CowObject *)other) < 0) {
+        cow_map_swap(map_of(op), map_of(other));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 set_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -122,6 +143,7 @@ static PyMethodDef set_methods[] = {
     {"pop", set_pop, METH_NOARGS, "Remove and return the most recently added element."},
     {"clear", cowpy_map_clear, METH_NOARGS, "Remove all elements from this set."},
     {"_discard", set_discard_flag, METH_O, NULL},
+    {"_swap", set_swap, METH_O, NULL},
     COWPY_COMMON_METHODS
     {NULL, NULL, 0, NULL},
 };

@@ -165,6 +165,22 @@ def test_set_operators_are_all_or_nothing(op):
     assert_all_or_nothing(make, lambda s: getattr(s, op)(other), cowstore.thaw)
 
 
+@pytest.mark.parametrize("op", ["__iand__", "__ior__", "__isub__", "__ixor__"])
+def test_set_operators_leave_the_set_whole_when_memory_stays_short(op):
+    # Every allocation from the k-th on failing: putting the set back must
+    # need none.
+    other = set(range(0, 600, 2))
+    for k in range(3000):
+        s = cowstore.CowSet(range(300))
+        _, exc = _run_failing(lambda: getattr(s, op)(other), k, persistent=True)
+        if exc is None:
+            assert s == getattr(set(range(300)), op)(other)
+            return
+        assert isinstance(exc, MemoryError), repr(exc)
+        assert s == set(range(300))
+    raise AssertionError("still failing after 3000 allocations")
+
+
 def test_intersection_update_never_loses_items():
     make = lambda: cowstore.CowSet(range(300))      # noqa: E731
     assert_all_or_nothing(make, lambda s: s.intersection_update(range(0, 600, 2), range(100)),
@@ -179,3 +195,16 @@ def test_dict_update_is_all_or_nothing(other):
     make = lambda: cowstore.CowDict({f"k{i}": i for i in range(50)})   # noqa: E731
     assert_all_or_nothing(make, lambda d: d.update(other), cowstore.thaw)
     assert_all_or_nothing(make, lambda d: d.update(**other), cowstore.thaw)
+
+
+def test_dict_update_leaves_the_dict_whole_when_memory_stays_short():
+    other = {f"n{i}": i for i in range(60)}
+    for k in range(3000):
+        d = cowstore.CowDict({f"k{i}": i for i in range(50)})
+        _, exc = _run_failing(lambda: d.update(other), k, persistent=True)
+        if exc is None:
+            assert d == {**{f"k{i}": i for i in range(50)}, **other}
+            return
+        assert isinstance(exc, MemoryError), repr(exc)
+        assert d == {f"k{i}": i for i in range(50)}
+    raise AssertionError("still failing after 3000 allocations")
