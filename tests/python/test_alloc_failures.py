@@ -208,3 +208,15 @@ def test_dict_update_leaves_the_dict_whole_when_memory_stays_short():
         assert isinstance(exc, MemoryError), repr(exc)
         assert d == {f"k{i}": i for i in range(50)}
     raise AssertionError("still failing after 3000 allocations")
+
+
+def test_extend_leaves_the_list_whole_when_memory_stays_short():
+    for k in range(3000):
+        a = cowstore.CowList(range(10))
+        _, exc = _run_failing(lambda: a.extend(range(100)), k, persistent=True)
+        if exc is None:
+            assert a == list(range(10)) + list(range(100))
+            return
+        assert isinstance(exc, MemoryError), repr(exc)
+        assert a == list(range(10))
+    raise AssertionError("still failing after 3000 allocations")
