@@ -188,7 +188,11 @@ class CowSet(_SetReads):
         """work.method(other) on a copy of self, then swapped in (_swap
         allocates nothing): a MemoryError half way leaves self as it was, as
         set's operators, which resize before they change anything.  The
-        copy is O(1); its first write copies a path."""
+        copy is O(1); its first write copies a path, so one element, whose
+        add or discard changes all or nothing alone, goes straight in."""
+        if len(other) <= 1:
+            getattr(self, method)(other)
+            return
         work = self.copy()
         getattr(work, method)(other)
         self._swap(work)

@@ -470,9 +470,11 @@ cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
     return 0;
 }
 
-/* _merge(src): insert every pair of a dict or cowstore dict, one write. */
-/* d.update(mapping), all or nothing (as dict's): the map is cloned first,
- * O(1), and the clone's entries come back if a set fails part way. */
+/* _merge(src): insert every pair of a dict or cowstore dict, one write, all
+ * or nothing (as dict's): for two or more, the map is cloned first, O(1),
+ * and the clone's entries come back if a set fails part way (a clone makes
+ * the sets copy their paths: d.update({k: v}) 351 -> 581 ns with one; a
+ * single set fails whole by itself). */
 COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, src))
 {
     cowpy_state *st = COWPY_ST(op);
@@ -490,7 +492,7 @@ COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, 
     om = cow_val_getmap(&other);
     if (cowpy_begin_write(SELF) < 0)
         goto fail;
-    if ((saved = cow_map_clone(map_of(op))) == NULL)
+    if (om->live > 1 && (saved = cow_map_clone(map_of(op))) == NULL)
         rc = COW_ENOMEM;
     for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
         k = cow_map_entry_key(om, e);

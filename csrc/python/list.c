@@ -173,6 +173,18 @@ push_all(cow_vecbody *b, const cow_val *vals, size_t n)
     return rc;
 }
 
+/* Cuts b to its first `start` values by popping the rest (del l[a:], no
+ * rebuild), all or none: the nodes the pops write are owned first. */
+static int
+pop_from(cow_vecbody *b, size_t start)
+{
+    cow_val dead;
+    int rc = cow_vb_own(b, start, b->len);
+    while (rc == COW_OK && b->len > start && (rc = cow_vb_pop(b, &dead)) == COW_OK)
+        cow_val_release(&dead);
+    return rc;
+}
+
 /* Replaces [start, stop) with ins (whose values are taken over), in one
  * write that fails whole (as list's does).  Appends at the end push in
  * place; anything else rebuilds, a leaf at a time (cow_vb_append_range: the
@@ -195,6 +207,8 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
         if (ins->n > 0)
             rc = push_all(b, ins->vals, ins->n);
     }
+    else if (stop == b->len && ins->n == 0)
+        rc = pop_from(b, start);
     else {
         cow_vb_init(&fresh);
         rc = cow_vb_append_range(&fresh, b, 0, start);

@@ -220,3 +220,14 @@ def test_extend_leaves_the_list_whole_when_memory_stays_short():
         assert isinstance(exc, MemoryError), repr(exc)
         assert a == list(range(10))
     raise AssertionError("still failing after 3000 allocations")
+
+
+def test_deleting_a_list_tail_is_all_or_nothing():
+    # del l[a:] pops the tail (no rebuild) after owning what the pops write:
+    # a failure on a list shared with a copy leaves both whole.
+    def make():
+        a = cowstore.CowList(range(100))
+        make.copy = a.copy()
+        return a
+    assert_all_or_nothing(make, lambda a: a.__delitem__(slice(5, None)), cowstore.thaw)
+    assert make.copy == list(range(100))
