@@ -1268,11 +1268,14 @@ append_leaf_of(cow_vecbody *b, const cow_vecbody *src, size_t i, int compact)
         }
         return push_full_leaf(b, vw_share(wp), compact);
     }
-    first = leaf_for(src, i);
+    first = leaf_for(src, i);           /* leaf_for records a bad stored node */
     next = leaf_for(src, i + COW_VEC_WIDTH - 1);
-    if (first == cow_vec_poison(COW_NK_VLEAF) || next == cow_vec_poison(COW_NK_VLEAF)
-        || first->count != COW_VEC_WIDTH)
+    if (first == cow_vec_poison(COW_NK_VLEAF) || next == cow_vec_poison(COW_NK_VLEAF))
         return COW_ECORRUPT;
+    if (first->count != COW_VEC_WIDTH) {  /* a stored trie leaf short of VEC3 */
+        cow_ref_set_error(COW_ECORRUPT);
+        return COW_ECORRUPT;
+    }
     rc = first->leaf == VN_PACKED && next->leaf == VN_PACKED ? join_packed(first, next, r, &leaf)
                                                              : COW_ASK_GENERAL;
     if (rc == COW_ASK_GENERAL)
