@@ -320,6 +320,12 @@ int cowpy_packed_view_renew(CowObject *obj, const cow_val *v, CowObject *parent,
 /* The check that ends cowpy_snapshot_value, for a value res made for owner
  * from snap: a view resyncs before first use if owner has moved on. */
 int cowpy_snapshot_mark(CowObject *owner, const cow_val *snap, const cow_val *v, PyObject *res);
+/* _swap(other) of lists and sets: exchanges op's and other's contents
+ * (exchange, which allocates nothing), each keeping its identity, in one
+ * write of both; a write-back that fails swaps them back.  TypeError
+ * ("_swap needs a <what>") unless other is a `base`.  New reference (None). */
+PyObject *cowpy_swap_contents(PyObject *op, PyObject *other, PyTypeObject *base, const char *what,
+                              void (*exchange)(CowObject *a, CowObject *b));
 /* A new detached container holding v (stolen), of the package's class for
  * v's tag (a copy or slice of a user's subclass is the package's type, as
  * dict and list give theirs), or op's type if none is registered. */

@@ -151,26 +151,35 @@ push_copy(cow_vecbody *dst, const cow_val *v)
     return cow_vb_push(dst, c);
 }
 
-/* Pushes the n values of vals (copied) onto b, all or none: a push that
- * fails leaves b as it was before the first (a single push fails whole; for
- * more, b's nodes are shared with a copy taken first, which comes back). */
+/* A write built on a body of its own lands whole or not at all: with rc
+ * COW_OK, fresh takes b's place (the old body released); otherwise fresh
+ * is released and b stays as it was.  Returns rc. */
+static int
+adopt_body(cow_vecbody *b, cow_vecbody *fresh, int rc)
+{
+    if (rc < 0) {
+        cow_vb_clear(fresh);
+        return rc;
+    }
+    cow_vb_clear(b);
+    *b = *fresh;
+    return rc;
+}
+
+/* Pushes the n values of vals (copied) onto b, all or none (a single push
+ * fails whole; more go onto a copy sharing b's nodes, adopted once all are
+ * in). */
 static int
 push_all(cow_vecbody *b, const cow_val *vals, size_t n)
 {
-    cow_vecbody before;
+    cow_vecbody grown;
     int rc = COW_OK;
     if (n == 1)
         return push_copy(b, &vals[0]);
-    cow_vb_dup(&before, b);
+    cow_vb_dup(&grown, b);
     for (size_t i = 0; i < n && rc == COW_OK; i++)
-        rc = push_copy(b, &vals[i]);
-    if (rc < 0) {
-        cow_vb_clear(b);
-        *b = before;
-    }
-    else
-        cow_vb_clear(&before);
-    return rc;
+        rc = push_copy(&grown, &vals[i]);
+    return adopt_body(b, &grown, rc);
 }
 
 /* Cuts b to its first `start` values by popping the rest (del l[a:], no
@@ -216,12 +225,7 @@ list_splice(PyObject *op, size_t start, size_t stop, val_array *ins)
             rc = push_copy(&fresh, &ins->vals[i]);
         if (rc == COW_OK)
             rc = cow_vb_append_range(&fresh, b, stop, b->len);
-        if (rc == COW_OK) {
-            cow_vb_clear(b);
-            *b = fresh;
-        }
-        else
-            cow_vb_clear(&fresh);
+        rc = adopt_body(b, &fresh, rc);
     }
     vals_release(ins);
     if (rc < 0)
@@ -603,12 +607,8 @@ extend_from_own_list(PyObject *op, PyObject *other)
     cow_vb_dup(&grown, b);
     rc = cow_vb_append_range(&grown, &cow_val_getvec(&snap)->b, 0, SIZE_MAX);
     cow_val_release(&snap);
-    if (rc < 0) {
-        cow_vb_clear(&grown);
+    if (adopt_body(b, &grown, rc) < 0)
         return cowpy_raise_int(st, rc);
-    }
-    cow_vb_clear(b);
-    *b = grown;
     return cowpy_end_write(SELF);
 }
 
@@ -717,31 +717,22 @@ COWPY_ENTRY(static, PyObject *, list_writes, (PyObject *op, PyObject *unused), (
     return PyLong_FromUnsignedLongLong(SELF->mut);
 }
 
+/* Exchanges two lists' bodies (cowpy_swap_contents). */
+static void
+swap_bodies(CowObject *a, CowObject *b)
+{
+    cow_vecbody t = *body_of((PyObject *)a);
+    *body_of((PyObject *)a) = *body_of((PyObject *)b);
+    *body_of((PyObject *)b) = t;
+}
+
 /* _swap(other): exchanges the items of this list and other (a list too),
- * each keeping its identity, in a write that allocates nothing once both
- * are writable (detached ones are, after their first write): sort parks
- * the items in another list this way and gets them back whatever happens,
- * MemoryError included.  A view whose write-back fails gets its items back. */
+ * each keeping its identity (cowpy_swap_contents): sort parks the items in
+ * another list this way and gets them back whatever happens, MemoryError
+ * included. */
 COWPY_ENTRY(static, PyObject *, list_swap, (PyObject *op, PyObject *other), (op, other))
 {
-    cowpy_state *st = COWPY_ST(op);
-    cow_vecbody t;
-    if (!PyObject_TypeCheck(other, st->list_base)) {
-        PyErr_SetString(PyExc_TypeError, "_swap needs a list");
-        return NULL;
-    }
-    if (cowpy_begin_write(SELF) < 0 || cowpy_begin_write((CowObject *)other) < 0)
-        return NULL;
-    t = *body_of(op);
-    *body_of(op) = *body_of(other);
-    *body_of(other) = t;
-    if (cowpy_end_write(SELF) < 0 || cowpy_end_write((CowObject *)other) < 0) {
-        t = *body_of(op);
-        *body_of(op) = *body_of(other);
-        *body_of(other) = t;
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return cowpy_swap_contents(op, other, COWPY_ST(op)->list_base, "list", swap_bodies);
 }
 
 COWPY_ENTRY(static, PyObject *, list_iter, (PyObject *op), (op))

@@ -111,25 +111,19 @@ COWPY_ENTRY(static, PyObject *, set_iter, (PyObject *op), (op))
     return cowpy_iter_new(SELF, COWPY_IT_KEYS, 0);
 }
 
+/* Exchanges two sets' entries (cowpy_swap_contents). */
+static void
+swap_maps(CowObject *a, CowObject *b)
+{
+    cow_map_swap(map_of((PyObject *)a), map_of((PyObject *)b));
+}
+
 /* _swap(other): exchanges the elements of this set and other (a set too),
- * each keeping its identity, in a write that allocates nothing once both
- * are writable: the in-place operators change a copy and swap it in, so a
- * MemoryError leaves the set as it was.  A view whose write-back fails gets
- * its elements back. */
+ * each keeping its identity (cowpy_swap_contents): the in-place operators
+ * change a copy and swap it in, so a MemoryError leaves the set as it was. */
 COWPY_ENTRY(static, PyObject *, set_swap, (PyObject *op, PyObject *other), (op, other))
 {
-    if (!PyObject_TypeCheck(other, COWPY_ST(op)->set_base)) {
-        PyErr_SetString(PyExc_TypeError, "_swap needs a set");
-        return NULL;
-    }
-    if (cowpy_begin_write(SELF) < 0 || cowpy_begin_write((CowObject *)other) < 0)
-        return NULL;
-    cow_map_swap(map_of(op), map_of(other));
-    if (cowpy_end_write(SELF) < 0 || cowpy_end_write((CowObject *)other) < 0) {
-        cow_map_swap(map_of(op), map_of(other));
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return cowpy_swap_contents(op, other, COWPY_ST(op)->set_base, "set", swap_maps);
 }
 
 static PyObject *

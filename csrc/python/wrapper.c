@@ -492,6 +492,25 @@ cowpy_snapshot_value(CowObject *owner, const cow_val *snap, const cow_val *v,
     return res;
 }
 
+PyObject *
+cowpy_swap_contents(PyObject *op, PyObject *other, PyTypeObject *base, const char *what,
+                    void (*exchange)(CowObject *a, CowObject *b))
+{
+    CowObject *a = (CowObject *)op, *b = (CowObject *)other;
+    if (!PyObject_TypeCheck(other, base)) {
+        PyErr_Format(PyExc_TypeError, "_swap needs a %s", what);
+        return NULL;
+    }
+    if (cowpy_begin_write(a) < 0 || cowpy_begin_write(b) < 0)
+        return NULL;
+    exchange(a, b);
+    if (cowpy_end_write(a) < 0 || cowpy_end_write(b) < 0) {
+        exchange(a, b);                 /* a view whose write-back failed: back as it was */
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 int
 cowpy_is_ours(cowpy_state *st, PyObject *op)
 {
