@@ -1,8 +1,11 @@
 """CowSet and FrozenSet: the set API on the same persistent map core.
 
-The C base (``_cowstore.SetBase``) implements membership, ``add``, ``pop``,
-``clear``, ``copy`` and iteration (in insertion order); this module adds the
-set algebra, comparisons, ``repr`` and pickling.
+The C base (``_cowstore.SetBase``) implements membership, ``add``,
+``discard``, ``remove``, ``pop``, ``clear``, ``copy``, iteration (in insertion
+order) and the loops of the set algebra (``_add_all``, ``_keep_in``...: on two
+sets of ours they work on the maps' keys, csrc/core/set_algebra.c); this
+module composes the algebra from them and adds comparisons, ``repr`` and
+pickling.
 """
 from collections.abc import MutableSet, Set
 from types import GenericAlias
@@ -49,10 +52,13 @@ class _SetReads(_cowstore.SetBase):
             return FrozenSet(items)
         return CowSet(items) if isinstance(other, set) else self._build(items)
 
+    # The loops run in C (SetBase's _add_all, _keep_in, _holds_all...):
+    # between two sets of ours on their keys, without an object per element.
+
     def union(self, *others):
         result = CowSet(self)
         for other in others:
-            result.update(other)
+            result._add_all(other)
         return self._build(result)
 
     def intersection(self, *others):
@@ -61,16 +67,17 @@ class _SetReads(_cowstore.SetBase):
         result = CowSet(self)
         for other in others:
             if _is_set(other) and len(other) > len(result):
-                result = CowSet(x for x in result if x in other)
+                result._keep_in(other)
             else:
-                result = CowSet(x for x in other if x in result)
+                kept = CowSet()
+                kept._add_found(other, result)
+                result = kept
         return self._build(result)
 
     def difference(self, *others):
         result = CowSet(self)
         for other in others:
-            for x in other:
-                result.discard(x)
+            _remove_all(result, other)
         return self._build(result)
 
     def symmetric_difference(self, other):
@@ -80,13 +87,17 @@ class _SetReads(_cowstore.SetBase):
 
     def issubset(self, other):
         other = _as_set(other)
-        return len(self) <= len(other) and all(x in other for x in self)
+        if len(self) > len(other):
+            return False
+        if isinstance(other, _cowstore.SetBase):
+            return other._holds_all(self)
+        return all(x in other for x in self)
 
     def issuperset(self, other):
-        return all(x in self for x in other)
+        return self._holds_all(other)
 
     def isdisjoint(self, other):
-        return not any(x in self for x in other)
+        return not self._holds_any(other)
 
     def __or__(self, other):
         return self.union(other) if _is_set(other) else NotImplemented
@@ -123,7 +134,7 @@ class _SetReads(_cowstore.SetBase):
         if isinstance(other, _cowstore.SetBase):
             return self._equal(other)
         if _is_set(other):
-            return len(self) == len(other) and all(x in self for x in other)
+            return len(self) == len(other) and self._holds_all(other)
         return NotImplemented
 
     def __le__(self, other):
@@ -168,17 +179,9 @@ class CowSet(_SetReads):
         for x in iterable:
             _cowstore.SetBase.add(self, x)
 
-    def discard(self, element):
-        self._discard(element)
-
-    def remove(self, element):
-        if not self._discard(element):
-            raise KeyError(element)
-
     def update(self, *others):
         for other in others:
-            for x in other:
-                self.add(x)
+            self._add_all(other)
 
     def intersection_update(self, *others):
         kept = self.intersection(*others)
@@ -199,13 +202,11 @@ class CowSet(_SetReads):
 
     def difference_update(self, *others):
         for other in others:
-            for x in other:
-                self._discard(x)
+            _remove_all(self, other)
 
     def symmetric_difference_update(self, other):
-        for x in CowSet(_as_set(other)):
-            if not self._discard(x):
-                self.add(x)
+        # other's elements made distinct first (a set of ours as it is)
+        self._toggle_all(other if type(other) in (CowSet, FrozenSet) else CowSet(_as_set(other)))
 
     def __ior__(self, other):
         if not _is_set(other):
@@ -230,6 +231,15 @@ class CowSet(_SetReads):
             return NotImplemented
         self._all_or_nothing("symmetric_difference_update", other)
         return self
+
+
+def _remove_all(result, other):
+    """result -= other, walking the smaller side: result's elements, looked
+    up in other, when other is the larger set."""
+    if _is_set(other) and len(other) > len(result):
+        result._drop_in(other)
+    else:
+        result._discard_all(other)
 
 
 def _immutable(self, *args):

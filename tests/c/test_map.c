@@ -1712,3 +1712,66 @@ Test(map, deleting_the_last_entry_at_a_leaf_boundary_keeps_the_leaf)
     cow_map_release(m);
     cow_map_release(copy);
 }
+
+/* cow_map_fill builds the index in bulk (index_build: bucketed top-down);
+ * it must give a valid index (H3, H5: the shape inserts give) that finds
+ * every key -- at sizes around each level's fill, with real colliding keys
+ * (a collision node, its leaves sorted by key: H4) among the rest. */
+Test(map, index_built_in_bulk_finds_every_key)
+{
+    static const size_t sizes[] = {9, 10, 31, 32, 33, 100, 1023, 1024, 1025, 5000};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t n = sizes[s], k = 0;
+        cow_val *kv = calloc(2 * (n + NCOLL), sizeof *kv);
+        cow_map *bulk = cow_map_new(), *inserted = cow_map_new();
+        cr_assert_not_null(kv);
+        for (int c = 0; c < NCOLL && k < n; c++, k++)
+            kv[2 * k] = coll_key(NCOLL - 1 - c);    /* out of key order */
+        for (int64_t i = 0; k < n; i++, k++)
+            kv[2 * k] = i % 3 ? cow_val_int(-1000 - i) : tu_str("bulk key %lld", (long long)i);
+        for (k = 0; k < n; k++) {
+            cow_val key;
+            kv[2 * k + 1] = cow_val_int((int64_t)k);
+            cow_val_copy(&key, &kv[2 * k]);
+            cr_assert_eq(cow_map_set(inserted, key, tu_hash(&key), cow_val_int((int64_t)k)), COW_OK);
+        }
+        cr_assert_eq(cow_map_fill(bulk, kv, n), COW_OK, "n = %zu", n);
+        cr_assert_eq(cow_map_check(bulk), COW_OK, "n = %zu", n);
+        cr_assert_eq(cow_map_len(bulk), n);
+        cr_assert_eq(cow_map_equal(bulk, inserted), 1, "n = %zu", n);
+        for (size_t e = 0; e < n; e++) {
+            const cow_val *key = tu_entry_key(inserted, e), *got;
+            cr_assert_eq(tu_map_get(bulk, key, tu_hash(key), &got), COW_FOUND, "n = %zu, entry %zu", n, e);
+            cr_assert_eq(got->u.i, (int64_t)e);
+        }
+        cow_map_release(bulk);
+        cow_map_release(inserted);
+        free(kv);
+    }
+}
+
+/* The bulk build fails whole on allocation failure, at every step. */
+Test(map, index_built_in_bulk_survives_allocation_failure)
+{
+    tu_alloc_install();
+    for (long budget = 0;; budget++) {
+        cow_val kv[2 * 200];
+        cow_map *m = cow_map_new();
+        int rc;
+        for (int i = 0; i < 200; i++) {
+            kv[2 * i] = cow_val_int(i * 7919);
+            kv[2 * i + 1] = cow_val_none();
+        }
+        tu_fail_after(budget);
+        rc = cow_map_fill(m, kv, 200);
+        tu_fail_after(-1);
+        cr_assert(rc == COW_OK || rc == COW_ENOMEM);
+        cr_assert_eq(cow_map_check(m), COW_OK);
+        cr_assert_eq(cow_map_len(m), rc == COW_OK ? 200 : 0);
+        cow_map_release(m);
+        if (rc == COW_OK)
+            break;
+    }
+    cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
+    cr_assert_eq(cow_map_live_nodes(), 0);
+}

@@ -58,6 +58,10 @@ int cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, co
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */
 int cow_map_set(cow_map *m, cow_val key, uint64_t hash, cow_val val);
+/* Inserts key with val unless m holds key already (then m is unchanged:
+ * set's add, which keeps the element it has).  Steals key and val.
+ * COW_NOT_FOUND (added), COW_FOUND (present) or an error, as cow_map_set's. */
+int cow_map_add(cow_map *m, cow_val key, uint64_t hash, cow_val val);
 /* Fills an empty map with n entries, kv = key, value, key, value... (all
  * stolen on every path).  The keys must be distinct (the caller checks):
  * no lookups are made, so building a small map costs one or two
