@@ -26,7 +26,7 @@ SCRIPTS = ["bench_copy", "bench_lookup", "bench_iteration", "bench_setitem",
            "bench_memory", "bench_freeze_thaw", "bench_gc", "bench_store_size",
            "bench_store_read", "bench_store_workers", "bench_store_commit",
            "bench_import", "bench_diff", "bench_records", "bench_state",
-           "bench_store_threads", "bench_list_ops"]
+           "bench_store_threads", "bench_list_ops", "bench_set_ops"]
 # Written by bench/bench_cluster.py (run alone): section 15 of benchmarks.md,
 # placed before the scripts numbered after it.
 CLUSTER_RESULTS = "bench_cluster.md"

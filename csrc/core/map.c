@@ -458,22 +458,31 @@ find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t
     return rc == COW_FOUND ? cow_vb_heap_value_of_str(&m->log, 2 * (size_t)*entry, s, n, val) : rc;
 }
 
+/* find_str_fast for an int key x. */
+static int
+find_int_fast(const cow_map *m, int64_t x, uint64_t hash, uint32_t *entry, cow_val *val)
+{
+    int rc = heap_entry_for(m, hash, entry);
+    return rc == COW_FOUND ? cow_vb_heap_value_of_int(&m->log, 2 * (size_t)*entry, x, val) : rc;
+}
+
 int
 cow_map_find(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry)
 {
     const char *s;
     size_t n;
     uint32_t e;
-    int rc;
-    /* A str key (a write's, a del's) of a heap map: the fast walk first. */
-    if (cow_val_str_bytes(key, &s, &n)) {
-        if ((rc = find_str_fast(m, s, n, hash, &e, NULL)) != COW_ASK_GENERAL) {
-            if (rc == COW_FOUND)
-                *entry = e;
-            return rc;
-        }
-    }
-    return find_entry(m, key, hash, entry, NULL);
+    int rc = COW_ASK_GENERAL;
+    /* A str or int key (a write's, a del's) of a heap map: the fast walk first. */
+    if (cow_val_str_bytes(key, &s, &n))
+        rc = find_str_fast(m, s, n, hash, &e, NULL);
+    else if (key->tag == COW_T_INT)
+        rc = find_int_fast(m, key->u.i, hash, &e, NULL);
+    if (rc == COW_ASK_GENERAL)
+        return find_entry(m, key, hash, entry, NULL);
+    if (rc == COW_FOUND)
+        *entry = e;
+    return rc;
 }
 
 int
@@ -488,6 +497,13 @@ cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, cow_va
 {
     uint32_t e;
     return find_str_fast(m, s, n, hash, &e, val);
+}
+
+int
+cow_map_get_int(const cow_map *m, int64_t x, uint64_t hash, cow_val *val)
+{
+    uint32_t e;
+    return find_int_fast(m, x, hash, &e, val);
 }
 
 /* ---- index insertion ---------------------------------------------------- */

@@ -525,7 +525,7 @@ num_hash(const cow_val *v)
     uint64_t bits;
     num_canon(v, &n);
     if (n.kind == NUM_INT)
-        return cow_hash_mix64((uint64_t)n.i);
+        return cow_val_int_hash(n.i);
     if (n.kind == NUM_BIG)
         return cow_hash_bytes(n.big, n.nbig, COW_SEED_BIGINT);
     memcpy(&bits, &n.f, sizeof bits);

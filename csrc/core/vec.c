@@ -805,6 +805,35 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
 }
 
 int
+cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val *val)
+{
+    cow_vnode *at = i + 1 < b->len ? heap_leaf_for(b, i, 0) : NULL;
+    unsigned slot = i & COW_VEC_MASK;
+    size_t pos, len, bytes;
+    cow_val key;
+    if (at == NULL || slot + 1 >= at->count)
+        return COW_ASK_GENERAL;
+    if (at->leaf != VN_PACKED) {
+        key = vn_vals(at)[slot];
+        if (key.tag == COW_T_INT && val != NULL)
+            *val = vn_vals(at)[slot + 1];
+    }
+    else {                              /* the key's item, then the value's, decoded in place */
+        bytes = vn_pk(at)->bytes;
+        if ((pos = packed_find(at, slot)) >= bytes
+            || (len = cow_ci_decode(vn_items(at) + pos, bytes - pos, &key)) == 0)
+            return COW_ASK_GENERAL;
+        pos += len;
+        if (key.tag == COW_T_INT && key.u.i == x && val != NULL
+            && (pos >= bytes || cow_ci_decode(vn_items(at) + pos, bytes - pos, val) == 0))
+            return COW_ASK_GENERAL;
+    }
+    if (key.tag != COW_T_INT)
+        return COW_ASK_GENERAL;
+    return key.u.i == x ? COW_FOUND : COW_NOT_FOUND;
+}
+
+int
 cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, cow_val val)
 {
     cow_vnode *leaf = i + 1 < b->len ? heap_leaf_for(b, i, 1) : NULL;

@@ -74,15 +74,15 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
     return cowpy_to_object(COWPY_ST(op), &kv[1], SELF, &kv[0], hash, 0);
 }
 
-/* d[key] for the commonest case -- a str key of UTF-8 [s, s + n), a
- * general map on the heap, a scalar value -- read by the core's fast path
- * (map.h cow_map_get_str): 1 found (*res set unless res is NULL), 0
- * absent, -1 error, LOOKUP_GENERAL when the general path must answer. */
+/* d[key] for the commonest case -- a str or int key (cowpy_fast_get), a
+ * general map on the heap, a scalar value: 1 found (*res set unless res is
+ * NULL), 0 absent, -1 error, LOOKUP_GENERAL when the general path must
+ * answer. */
 static int
-fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
+fast_lookup(PyObject *op, PyObject *key, PyObject **res)
 {
     cow_val v;
-    int rc = cow_map_get_str(map_of(op), s, n, cow_hash_bytes(s, n, COW_SEED_STR), &v);
+    int rc = cowpy_fast_get(map_of(op), key, res ? &v : NULL);
     if (rc == COW_NOT_FOUND || (rc == COW_FOUND && res == NULL))
         return rc;
     if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
@@ -91,32 +91,26 @@ fast_str_lookup(PyObject *op, const char *s, size_t n, PyObject **res)
     return *res ? 1 : -1;
 }
 
-/* d[key] for a str key, the view resynced first: read in place from a
- * packed root, or by the fast path from a heap map (the key's UTF-8 taken
- * straight from an ASCII str).  As fast_str_lookup; LOOKUP_GENERAL leaves
- * it to dict_get_entry (another key type, lone surrogates, stored maps). */
+/* d[key] for a str or int key, the view resynced first: read in place from
+ * a packed root (str keys), or by the fast walks from a heap map.  As
+ * fast_lookup; LOOKUP_GENERAL leaves it to dict_get_entry (another key
+ * type, lone surrogates, stored maps). */
 static int
 quick_lookup(PyObject *op, PyObject *key, PyObject **res)
 {
     const cow_val *root = &SELF->root;
-    Py_ssize_t len;
     const char *s;
-    if (Py_TYPE(key) != &PyUnicode_Type)
+    size_t n;
+    int is_str = Py_IS_TYPE(key, &PyUnicode_Type);
+    if (!is_str && !Py_IS_TYPE(key, &PyLong_Type))
         return LOOKUP_GENERAL;
     if (cowpy_resolve_lazy(SELF) < 0)
         return -1;
-    if (PyUnicode_IS_COMPACT_ASCII(key)) {
-        s = (const char *)PyUnicode_DATA(key);
-        len = PyUnicode_GET_LENGTH(key);
-    }
-    else if ((s = PyUnicode_AsUTF8AndSize(key, &len)) == NULL) {
-        PyErr_Clear();                  /* lone surrogates: the general path's */
-        return LOOKUP_GENERAL;
-    }
     if (root->tag == COW_T_PACKED)
-        return packed_lookup(op, key, s, (size_t)len, res);
+        return is_str && cowpy_str_utf8(key, &s, &n) == 0 ? packed_lookup(op, key, s, n, res)
+                                                          : LOOKUP_GENERAL;
     if (cow_tag_is_map(root->tag) && !cow_word_stored(root->u.w))
-        return fast_str_lookup(op, s, (size_t)len, res);
+        return fast_lookup(op, key, res);
     return LOOKUP_GENERAL;
 }
 

@@ -38,6 +38,9 @@ contains_one(PyObject *op, PyObject *key)
     int owned = 0, rc;
     if (cowpy_resolve(SELF) < 0)
         return -1;
+    if (!cow_word_stored(SELF->root.u.w)
+        && (rc = cowpy_fast_get(map_of(op), key, NULL)) != COW_ASK_GENERAL)
+        return rc;                      /* a str or int key, by the fast walk */
     if ((rc = probe_element(op, key, &probe, &h, &owned)) <= 0)
         return rc;
     rc = cow_map_find(map_of(op), &probe, h, &e);

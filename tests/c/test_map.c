@@ -1775,3 +1775,49 @@ Test(map, index_built_in_bulk_survives_allocation_failure)
     cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
     cr_assert_eq(cow_map_live_nodes(), 0);
 }
+
+/* cow_map_get_int and cow_map_find's int walk compare int keys as ints: a
+ * key equal to the probe but of another type (True, 2.0) sends the lookup
+ * to the general path, which finds it; an int whose hash32 collides with
+ * another's is absent.  Maps built by inserts (heap leaves) and by fill
+ * (packed leaves). */
+Test(map, int_fast_walk_defers_to_equal_keys_of_other_types)
+{
+    for (int filled = 0; filled < 2; filled++) {
+        enum { N = 40 };
+        cow_val kv[2 * N];
+        cow_map *m = cow_map_new();
+        cow_val got, probe;
+        size_t e;
+        kv[0] = cow_val_bool(1);                 /* equal to 1 */
+        kv[2] = cow_val_float(2.0);              /* equal to 2 */
+        kv[4] = cow_val_int(INT_TRIPLE_A[1]);    /* hash32 of A[0] and A[2] too */
+        for (int i = 3; i < N; i++)
+            kv[2 * i] = cow_val_int(i);
+        for (int i = 0; i < N; i++)
+            kv[2 * i + 1] = cow_val_int(100 + i);
+        if (filled)
+            cr_assert_eq(cow_map_fill(m, kv, N), COW_OK);
+        else
+            for (int i = 0; i < N; i++)
+                cr_assert_eq(cow_map_set(m, kv[2 * i], tu_hash(&kv[2 * i]), kv[2 * i + 1]), COW_OK);
+        cr_assert_eq(cow_map_get_int(m, 7, cow_val_int_hash(7), &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 107);
+        cr_assert_eq(cow_map_get_int(m, 1, cow_val_int_hash(1), &got), COW_ASK_GENERAL);
+        cr_assert_eq(cow_map_get_int(m, 2, cow_val_int_hash(2), NULL), COW_ASK_GENERAL);
+        for (int64_t x = 1; x <= 2; x++) {
+            probe = cow_val_int(x);
+            cr_assert_eq(cow_map_find(m, &probe, tu_hash(&probe), &e), COW_FOUND, "%lld", (long long)x);
+            cr_assert_eq(e, (size_t)(x - 1));
+        }
+        cr_assert_eq(cow_map_get_int(m, INT_TRIPLE_A[1], cow_val_int_hash(INT_TRIPLE_A[1]), &got),
+                     COW_FOUND);
+        for (int c = 0; c < 3; c += 2) {
+            probe = cow_val_int(INT_TRIPLE_A[c]);
+            cr_assert_neq(cow_map_get_int(m, INT_TRIPLE_A[c], tu_hash(&probe), NULL), COW_FOUND);
+            cr_assert_eq(cow_map_find(m, &probe, tu_hash(&probe), &e), COW_NOT_FOUND);
+        }
+        cr_assert_eq(cow_map_check(m), COW_OK);
+        cow_map_release(m);
+    }
+}

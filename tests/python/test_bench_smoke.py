@@ -17,7 +17,8 @@ SECTIONS = ["## Machine", "## Goals at a glance", "## 1. Copy cost", "## 2. Look
             "## 8. Stored dataset: size and open", "## 9. Stored read: a random record",
             "## 10. Workers reading a shared dataset", "## 11. Committing a one-leaf change",
             "## 13. diff per change", "## 14. Bytes per record", "## 16. Real program state",
-            "## 17. Stored reads from threads", "## 18. List edits: insert, pop(0), slices, concatenation"]
+            "## 17. Stored reads from threads", "## 18. List edits: insert, pop(0), slices, concatenation",
+            "## 19. Set algebra: |, &, -, ^, subset tests, discard"]
 
 
 def test_run_all_quick_writes_every_section(tmp_path):

@@ -623,3 +623,18 @@ def test_an_unstorable_item_of_an_iterable_is_named_by_its_position():
     for make, where in cases:
         with pytest.raises(cowstore.UnsupportedTypeError, match=where):
             make()
+
+
+@pytest.mark.parametrize("twin", [True, 1.0, 1])
+@pytest.mark.parametrize("size", [3, 40])
+def test_int_probes_find_equal_keys_of_other_types(twin, size):
+    """d[1] and 1 in s take a fast walk that compares int keys as ints; a key
+    equal to 1 stored as True or 1.0 must still be found (by the general
+    path), in maps with and without a hash index."""
+    plain = {twin: "one", **{i: i for i in range(2, size)}, 2**70: "big", -5: "neg"}
+    d, s = cowstore.CowDict(plain), cowstore.CowSet(plain)
+    for probe in (1, True, 1.0, 2, size - 1, -5, 2**70, 0, size, 2**64, -2**63):
+        assert (probe in d) is (probe in plain), probe
+        assert (probe in s) is (probe in plain), probe
+        assert d.get(probe, "absent") == plain.get(probe, "absent"), probe
+    assert d[1] == "one" and type(next(iter(d))) is type(twin)

@@ -54,6 +54,9 @@ int cow_map_get_entry(const cow_map *m, const cow_val *key, uint64_t hash, cow_v
  * the way, no index, a collision node, a raw key item).  It reads heap
  * nodes only, so it records no error. */
 int cow_map_get_str(const cow_map *m, const char *s, size_t n, uint64_t hash, cow_val *val);
+/* The same for an int key x of hash cow_val_int_hash(x).  val may be NULL
+ * (membership). */
+int cow_map_get_int(const cow_map *m, int64_t x, uint64_t hash, cow_val *val);
 /* Inserts or replaces: steals key and val.  A replaced key keeps its place.
  * COW_EOVERFLOW when a new key would exceed COW_MAP_MAX_ENTRIES entries or
  * COW_MAP_MAX_COLLISIONS keys of one 32-bit hash. */

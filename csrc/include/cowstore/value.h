@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "cowstore/errors.h"
+#include "cowstore/hash.h"
 #include "cowstore/ref.h"
 
 typedef enum cow_tag {
@@ -354,6 +355,8 @@ cow_val_release(cow_val *v)
 /* Stable hash (same in every process and version).  COW_ETYPE for mutable
  * containers (LIST, DICT, SET), which are unhashable as in Python. */
 int cow_val_hash(const cow_val *v, uint64_t *out);
+/* cow_val_hash of the int i (any number equal to i hashes alike). */
+static inline uint64_t cow_val_int_hash(int64_t i) { return cow_hash_mix64((uint64_t)i); }
 /* The hash a frozen container gives its contents: like cow_val_hash, but
  * nested mutable containers hash by content (they read back frozen). */
 int cow_val_hash_content(const cow_val *v, uint64_t *out);

@@ -51,6 +51,10 @@ void cow_vb_get_pair(const cow_vecbody *b, size_t i, cow_val out[2]);
  * whole (raw).  val may be NULL: then only the key is compared.  It reads
  * heap nodes only, so it records no error. */
 int cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n, cow_val *val);
+/* As cow_vb_heap_value_of_str for an int probe x: COW_FOUND when value i is
+ * the int x, COW_NOT_FOUND when it is another int, COW_ASK_GENERAL for a
+ * key of any other kind (a bool or float may equal x) or a stored node. */
+int cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val *val);
 /* The fast overwrite of a map entry's value: when value i (i even) is the
  * str [s, s + n) and every node down to its packed leaf is an unshared
  * heap node, value i + 1 is replaced by val in place when val's item fits

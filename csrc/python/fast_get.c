@@ -1,0 +1,50 @@
+/* The fast lookup of a str or int key in a heap map, shared by d[k],
+ * d.get(k), k in d and k in s.
+ *
+ * The general lookup (cowpy_lookup_key, cow_map_find) converts the probe to
+ * a cow_val, walks the index through the checks stored nodes need and
+ * compares keys by cow_val_equal: ~700 instructions for an int key.  The
+ * commonest keys, an exact str or an int that fits 64 bits, go straight to
+ * the core's heap-only walks (map.h cow_map_get_str, cow_map_get_int): the
+ * str's UTF-8 read in place, the int compared as an int.  Anything else --
+ * another type, a subclass (its __eq__ / __hash__), a lone surrogate, a
+ * stored node on the way, a map small enough to have no index -- answers
+ * COW_ASK_GENERAL and takes the general path. */
+#include "cowpy.h"
+
+int
+cowpy_str_utf8(PyObject *str, const char **s, size_t *n)
+{
+    Py_ssize_t len;
+    if (PyUnicode_IS_COMPACT_ASCII(str)) {      /* the bytes are the str's own */
+        *s = (const char *)PyUnicode_DATA(str);
+        len = PyUnicode_GET_LENGTH(str);
+    }
+    else if ((*s = PyUnicode_AsUTF8AndSize(str, &len)) == NULL) {
+        PyErr_Clear();                  /* lone surrogates: the general path's */
+        return -1;
+    }
+    *n = (size_t)len;
+    return 0;
+}
+
+int
+cowpy_fast_get(const cow_map *m, PyObject *key, cow_val *val)
+{
+    const char *s;
+    size_t n;
+    long long x;
+    int overflow;
+    if (Py_IS_TYPE(key, &PyUnicode_Type)) {
+        if (cowpy_str_utf8(key, &s, &n) < 0)
+            return COW_ASK_GENERAL;
+        return cow_map_get_str(m, s, n, cow_hash_bytes(s, n, COW_SEED_STR), val);
+    }
+    if (Py_IS_TYPE(key, &PyLong_Type)) {
+        x = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (overflow)
+            return COW_ASK_GENERAL;     /* a big int: stored as such */
+        return cow_map_get_int(m, (int64_t)x, cow_val_int_hash((int64_t)x), val);
+    }
+    return COW_ASK_GENERAL;
+}
