@@ -193,16 +193,6 @@ int cowpy_raise_int(cowpy_state *st, int code);   /* same, returns -1 */
 PyObject *cowpy_read_failed(PyObject *res, PyObject *self, int err);  /* drops res */
 Py_ssize_t cowpy_read_failed_num(Py_ssize_t res, PyObject *self, int err);
 
-/* fast_get.c */
-/* The UTF-8 of exact str `str` in [*s, *s + *n) (the str's own bytes, or
- * its cached UTF-8): 0, or -1 for a lone surrogate (no error left set). */
-int cowpy_str_utf8(PyObject *str, const char **s, size_t *n);
-/* Looks key up in heap map m by the core's fast walks when key is an exact
- * str or an int of 64 bits: COW_FOUND (its value, borrowed, in *val unless
- * val is NULL), COW_NOT_FOUND, or COW_ASK_GENERAL (another key, a stored
- * node, no index...: the general lookup must answer).  Raises nothing. */
-int cowpy_fast_get(const cow_map *m, PyObject *key, cow_val *val);
-
 /* convert.c */
 /* Python -> owned cow_val; on error raises (naming type and path) and
  * returns -1.  Containers of ours are taken by value in O(1). */

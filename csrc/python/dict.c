@@ -2,6 +2,7 @@
  * rest of the dict API).  Hot paths live here: d[k], d[k] = v, del d[k],
  * k in d, len, iteration, get, pop, setdefault, copy. */
 #include "cowpy.h"
+#include "fast_get.h"
 #include <structmember.h>              /* T_OBJECT_EX, READONLY: a view's slot */
 
 #define SELF ((CowObject *)op)

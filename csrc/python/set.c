@@ -1,6 +1,7 @@
 /* SetBase: the C half of CowSet and FrozenSet, a map whose values are all
  * None (cowstore/_set.py adds the set algebra). */
 #include "cowpy.h"
+#include "fast_get.h"
 #include "cowstore/set_algebra.h"
 
 #define SELF ((CowObject *)op)
