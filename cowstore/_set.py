@@ -86,12 +86,12 @@ class _SetReads(_cowstore.SetBase):
         return self._build(result)
 
     def issubset(self, other):
-        other = _as_set(other)
-        if len(self) > len(other):
-            return False
         if isinstance(other, _cowstore.SetBase):
-            return other._holds_all(self)
-        return all(x in other for x in self)
+            return other._holds_all(self)       # which compares the sizes first
+        if type(other) in (set, frozenset):
+            return other.issuperset(self)       # set's loop, over our iteration
+        other = _as_set(other)
+        return len(self) <= len(other) and all(x in other for x in self)
 
     def issuperset(self, other):
         return self._holds_all(other)
