@@ -450,11 +450,28 @@ heap_entry_for(const cow_map *m, uint64_t hash, uint32_t *entry)
 
 /* The entry of str [s, s + n) whose hash is hash, and its value unless val
  * is NULL, by the fast walk: as cow_map_find, or COW_ASK_GENERAL. */
+/* The fast walks' answer for a map with no index (H1: a few entries): a
+ * scan of its one heap leaf (cow_vb_heap_scan_keys). */
+static int
+scan_fast(const cow_map *m, const cow_val *probe, uint32_t *entry, cow_val *val)
+{
+    size_t i;
+    int rc = cow_vb_heap_scan_keys(&m->log, probe, &i, val);
+    if (rc == COW_FOUND)
+        *entry = (uint32_t)(i / 2);
+    return rc;
+}
+
 static int
 find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t *entry,
               cow_val *val)
 {
-    int rc = heap_entry_for(m, hash, entry);
+    int rc;
+    if (m->index == 0) {
+        cow_val probe = cow_val_str_view(s, n);
+        return scan_fast(m, &probe, entry, val);
+    }
+    rc = heap_entry_for(m, hash, entry);
     return rc == COW_FOUND ? cow_vb_heap_value_of_str(&m->log, 2 * (size_t)*entry, s, n, val) : rc;
 }
 
@@ -462,7 +479,12 @@ find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t
 static int
 find_int_fast(const cow_map *m, int64_t x, uint64_t hash, uint32_t *entry, cow_val *val)
 {
-    int rc = heap_entry_for(m, hash, entry);
+    int rc;
+    if (m->index == 0) {
+        cow_val probe = cow_val_int(x);
+        return scan_fast(m, &probe, entry, val);
+    }
+    rc = heap_entry_for(m, hash, entry);
     return rc == COW_FOUND ? cow_vb_heap_value_of_int(&m->log, 2 * (size_t)*entry, x, val) : rc;
 }
 

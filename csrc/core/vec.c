@@ -833,6 +833,50 @@ cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val *val
     return key.u.i == x ? COW_FOUND : COW_NOT_FOUND;
 }
 
+/* Whether key is probe, for cow_vb_heap_scan_keys: 1, 0, or -1 when only
+ * the general comparison can tell (another kind of number, an int probe). */
+static int
+scan_match(const cow_val *key, const cow_val *probe)
+{
+    if (probe->tag == COW_T_INT) {
+        if (key->tag == COW_T_INT)
+            return key->u.i == probe->u.i;
+        return cow_tag_is_number(key->tag) ? -1 : 0;
+    }
+    return cow_tag_is_str(key->tag) && cow_val_equal(key, probe);  /* nothing else equals a str */
+}
+
+int
+cow_vb_heap_scan_keys(const cow_vecbody *b, const cow_val *probe, size_t *i, cow_val *val)
+{
+    cow_vnode *leaf = (cow_vnode *)b->tail;
+    cow_val item[2];
+    size_t pos = 0, len;
+    int unsure = 0, match;
+    if (b->len > COW_VEC_WIDTH || b->tail == 0 || cow_word_stored(b->tail) || leaf->count < b->len)
+        return COW_ASK_GENERAL;
+    for (size_t k = 0; k + 1 < b->len; k += 2) {
+        if (leaf->leaf != VN_PACKED) {
+            item[0] = vn_vals(leaf)[k];
+            item[1] = vn_vals(leaf)[k + 1];
+        }
+        else if ((len = cow_ci_decode(vn_items(leaf) + pos, vn_pk(leaf)->bytes - pos, &item[0])) == 0
+                 || (pos += len) >= vn_pk(leaf)->bytes
+                 || (len = cow_ci_decode(vn_items(leaf) + pos, vn_pk(leaf)->bytes - pos, &item[1])) == 0)
+            return COW_ASK_GENERAL;
+        else
+            pos += len;
+        if ((match = scan_match(&item[0], probe)) > 0) {
+            *i = k;
+            if (val != NULL)
+                *val = item[1];
+            return COW_FOUND;
+        }
+        unsure |= match < 0;
+    }
+    return unsure ? COW_ASK_GENERAL : COW_NOT_FOUND;
+}
+
 int
 cow_vb_heap_set_after_str(cow_vecbody *b, size_t i, const char *s, size_t n, cow_val val)
 {

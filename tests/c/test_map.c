@@ -1821,3 +1821,50 @@ Test(map, int_fast_walk_defers_to_equal_keys_of_other_types)
         cow_map_release(m);
     }
 }
+
+/* A map with no index (H1) is scanned by the fast walks: int and str
+ * probes find their keys in heap and packed leaves, a key of another type
+ * that may equal an int probe defers to the general path, and holes are
+ * passed over. */
+Test(map, small_maps_are_scanned_by_the_fast_walks)
+{
+    for (int filled = 0; filled < 2; filled++) {
+        cow_val kv[12];
+        cow_map *m = cow_map_new();
+        cow_val got, probe;
+        size_t e;
+        kv[0] = cow_val_int(-7);
+        kv[2] = tu_str("short");
+        kv[4] = tu_str("a str long enough to be kept in a blob, not inline");
+        kv[6] = cow_val_float(2.0);
+        kv[8] = cow_val_int(1 << 20);
+        kv[10] = tu_str("gone");
+        for (int i = 0; i < 6; i++)
+            kv[2 * i + 1] = cow_val_int(100 + i);
+        if (filled)
+            cr_assert_eq(cow_map_fill(m, kv, 6), COW_OK);
+        else
+            for (int i = 0; i < 6; i++)
+                cr_assert_eq(cow_map_set(m, kv[2 * i], tu_hash(&kv[2 * i]), kv[2 * i + 1]), COW_OK);
+        probe = tu_str("gone");
+        cr_assert_eq(cow_map_del(m, &probe, tu_hash(&probe), NULL), COW_FOUND);
+        cow_val_release(&probe);
+        cr_assert_eq(cow_map_get_int(m, -7, cow_val_int_hash(-7), &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 100);
+        cr_assert_eq(cow_map_get_int(m, 1 << 20, cow_val_int_hash(1 << 20), &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 104);
+        cr_assert_eq(cow_map_get_int(m, 5, cow_val_int_hash(5), NULL), COW_ASK_GENERAL);  /* 2.0 */
+        cr_assert_eq(cow_map_get_str(m, "short", 5, cow_val_int_hash(0), &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 101);
+        const char *lng = "a str long enough to be kept in a blob, not inline";
+        cr_assert_eq(cow_map_get_str(m, lng, strlen(lng), 0, &got), COW_FOUND);
+        cr_assert_eq(got.u.i, 102);
+        cr_assert_eq(cow_map_get_str(m, "gone", 4, 0, NULL), COW_NOT_FOUND);
+        cr_assert_eq(cow_map_get_str(m, "shor", 4, 0, NULL), COW_NOT_FOUND);
+        probe = cow_val_int(2);
+        cr_assert_eq(cow_map_find(m, &probe, tu_hash(&probe), &e), COW_FOUND);   /* 2 == 2.0 */
+        cr_assert_eq(e, 3);
+        cr_assert_eq(cow_map_check(m), COW_OK);
+        cow_map_release(m);
+    }
+}

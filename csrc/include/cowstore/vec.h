@@ -55,6 +55,13 @@ int cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size
  * the int x, COW_NOT_FOUND when it is another int, COW_ASK_GENERAL for a
  * key of any other kind (a bool or float may equal x) or a stored node. */
 int cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val *val);
+/* The fast scan of a small map's log, all in one heap leaf (at most
+ * COW_VEC_WIDTH values), for probe: an int, or a str (inline or a view).
+ * COW_FOUND with the key's index in *i and the value after it in *val
+ * (unless val is NULL); COW_NOT_FOUND; COW_ASK_GENERAL for a longer or
+ * stored log, or when a key of another type might equal the probe (a bool
+ * or float beside an int probe). */
+int cow_vb_heap_scan_keys(const cow_vecbody *b, const cow_val *probe, size_t *i, cow_val *val);
 /* The fast overwrite of a map entry's value: when value i (i even) is the
  * str [s, s + n) and every node down to its packed leaf is an unshared
  * heap node, value i + 1 is replaced by val in place when val's item fits
