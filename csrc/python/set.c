@@ -171,6 +171,19 @@ typedef enum bulk_op {
     BULK_DROP,          /* difference_update walking self: drop those in other */
 } bulk_op;
 
+/* Ends a bulk write whose core call returned rc: 0, or -1 with an error
+ * raised.  A change made in place may have stopped half way (an allocation
+ * failing, corrupt pages): what it made stays made, as set's methods leave
+ * it, and is written back like any change -- else a view's parent would not
+ * see it -- before the core's error is raised. */
+static int
+bulk_end_write(PyObject *op, int rc)
+{
+    if (cowpy_end_write(SELF) < 0)
+        return -1;
+    return rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : 0;
+}
+
 /* One bulk operation on our map with the map of a set of ours, snap
  * (released): 0, or -1 with an error raised. */
 static int
@@ -184,7 +197,7 @@ bulk_core(PyObject *op, bulk_op how, cow_val *snap)
              : how == BULK_REMOVE ? cow_set_remove_keys(dst, src)
              : how == BULK_TOGGLE ? cow_set_toggle_keys(dst, src)
              : cow_set_keep_keys(dst, src, how == BULK_KEEP);
-        rc = rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : cowpy_end_write(SELF);
+        rc = bulk_end_write(op, rc);
     }
     cow_val_release(snap);
     return rc;
@@ -297,7 +310,7 @@ add_found_core(PyObject *op, cow_val *from, cow_val *in)
     int rc = cowpy_begin_write(SELF);
     if (rc == 0) {
         rc = cow_set_add_keys(map_of(op), cow_val_getmap(from), cow_val_getmap(in));
-        rc = rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : cowpy_end_write(SELF);
+        rc = bulk_end_write(op, rc);
     }
     cow_val_release(from);
     cow_val_release(in);

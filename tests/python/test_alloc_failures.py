@@ -231,3 +231,35 @@ def test_deleting_a_list_tail_is_all_or_nothing():
         return a
     assert_all_or_nothing(make, lambda a: a.__delitem__(slice(5, None)), cowstore.thaw)
     assert make.copy == list(range(100))
+
+
+@pytest.mark.parametrize("method, operand", [
+    ("update", range(150, 600)),                          # added in place, one by one
+    ("difference_update", range(0, 40)),                  # removed in place (a small operand)
+    ("symmetric_difference_update", range(290, 300)),
+], ids=["update", "difference_update", "symmetric_difference_update"])
+def test_set_method_through_a_view_reaches_the_parent_when_it_fails(method, operand):
+    # The set algebra between two sets of ours changes the set in place, key
+    # by key, when the operand is small (or for update): an allocation
+    # failing half way raised with the part already made not written back
+    # into the parent, so the view and its parent disagreed.  What was made
+    # may stay made (as set's methods leave it), but the parent must see it.
+    seen_failure, quiet = False, 0
+    for k in range(5000):
+        d = cowstore.CowDict({"s": set(range(300)), "x": 1})
+        view, other = d["s"], cowstore.CowSet(operand)
+        keep = d.copy()                     # the view's set no longer the parent's alone
+        _, exc = _run_failing(lambda: getattr(view, method)(other), k)
+        assert cowstore.thaw(view) == cowstore.thaw(d)["s"], (k, exc)
+        assert keep == {"s": set(range(300)), "x": 1}
+        if exc is None:
+            want = set(range(300))
+            getattr(want, method)(operand)
+            assert view == want
+            quiet += 1
+            if quiet == _QUIET:
+                break
+            continue
+        assert isinstance(exc, MemoryError), repr(exc)
+        seen_failure, quiet = True, 0
+    assert seen_failure and quiet == _QUIET
