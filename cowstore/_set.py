@@ -35,8 +35,10 @@ class _SetReads(_cowstore.SetBase):
 
     def __init__(self, iterable=(), /):
         if self._fresh():
-            # dict.fromkeys keeps the iterable's order, as update() does
-            self._init(iterable if _is_set(iterable) else dict.fromkeys(iterable))
+            # dict.fromkeys keeps the iterable's order, as update() does; a
+            # set-like that is no set (dict.keys()) is no value to store
+            self._init(iterable if isinstance(iterable, (set, frozenset, _cowstore.SetBase))
+                       else dict.fromkeys(iterable))
         else:
             self._refill(iterable)
 

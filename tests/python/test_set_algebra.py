@@ -143,3 +143,36 @@ def test_operands_of_other_kinds_take_the_general_path():
     assert s - {1: "a", 2: "b"}.keys() == set(range(10)) - {1, 2}
     assert s.issuperset(iter([1, 2])) and not s.isdisjoint(x for x in [9])
     assert (s | frozenset({"x"})) == set(range(10)) | {"x"}
+
+
+def test_set_likes_that_are_not_sets_build_and_toggle():
+    # A collections.abc.Set that is no set (dict.keys(), a user's Set) is
+    # taken by the operators as set's are; making a CowSet of it, which ^
+    # and symmetric_difference_update do to have distinct elements, tried
+    # to store the view object itself (UnsupportedTypeError).
+    import collections.abc
+
+    class Evens(collections.abc.Set):
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+        def __iter__(self):
+            return iter(range(0, 2 * self.n, 2))
+
+        def __contains__(self, x):
+            return isinstance(x, int) and 0 <= x < 2 * self.n and x % 2 == 0
+
+    keys = {2: "a", 3: "b", 9: "c"}.keys()
+    assert CowSet(keys) == {2, 3, 9} and FrozenSet(keys) == frozenset(keys)
+    for other, plain in ((keys, set(keys)), (Evens(5), {0, 2, 4, 6, 8})):
+        s = CowSet([1, 2, 3])
+        assert s ^ other == {1, 2, 3} ^ plain
+        assert s.symmetric_difference(other) == {1, 2, 3} ^ plain
+        s ^= other
+        assert s == {1, 2, 3} ^ plain
+        s = CowSet([1, 2, 3])
+        s.symmetric_difference_update(other)
+        assert s == {1, 2, 3} ^ plain
