@@ -150,11 +150,16 @@ COWPY_ENTRY(static, PyObject *, set_iter, (PyObject *op), (op))
 /* A snapshot of obj's map (a new reference, in *out) when obj is a set of
  * ours: 1; 0 when it is anything else; -1 with an error raised. */
 static int
+is_own_set(cowpy_state *st, PyObject *obj)
+{
+    return (PyObject *)Py_TYPE(obj) == st->cls[COW_T_SET]
+           || (PyObject *)Py_TYPE(obj) == st->cls[COW_T_FSET];
+}
+
+static int
 own_set_snapshot(PyObject *op, PyObject *obj, cow_val *out)
 {
-    cowpy_state *st = COWPY_ST(op);
-    if ((PyObject *)Py_TYPE(obj) != st->cls[COW_T_SET]
-        && (PyObject *)Py_TYPE(obj) != st->cls[COW_T_FSET])
+    if (!is_own_set(COWPY_ST(op), obj))
         return 0;
     if (cowpy_resolve((CowObject *)obj) < 0)
         return -1;
@@ -352,14 +357,16 @@ COWPY_ENTRY(static, PyObject *, set_add_found, (PyObject *op, PyObject *args), (
 }
 
 /* Whether we hold every element of iterable (want_all) or some element:
- * 1 or 0, -1 with an error raised. */
+ * 1 or 0, -1 with an error raised.  A subclass of ours is asked by its own
+ * `in`, as the Python loops this replaced asked it. */
 static int
 holds_elements(PyObject *op, PyObject *iterable, int want_all)
 {
     PyObject *it, *item;
     cow_val snap;
+    int own = is_own_set(COWPY_ST(op), op);
     int rc = cowpy_resolve(SELF), answer = want_all;
-    if (rc == 0 && (rc = own_set_snapshot(op, iterable, &snap)) > 0) {
+    if (rc == 0 && own && (rc = own_set_snapshot(op, iterable, &snap)) > 0) {
         const cow_map *a = cow_val_getmap(&snap);
         rc = want_all ? cow_set_all_in(a, map_of(op)) : cow_set_any_in(a, map_of(op));
         cow_val_release(&snap);
@@ -368,7 +375,8 @@ holds_elements(PyObject *op, PyObject *iterable, int want_all)
     if (rc < 0 || (it = PyObject_GetIter(iterable)) == NULL)
         return -1;
     while (rc == 0 && answer == want_all && (item = PyIter_Next(it)) != NULL) {
-        if ((rc = contains_one(op, item)) >= 0 && rc != want_all)
+        if ((rc = own ? contains_one(op, item) : PySequence_Contains(op, item)) >= 0
+            && rc != want_all)
             answer = !want_all;         /* one missing (all) or one found (any) */
         rc = rc < 0 ? -1 : 0;
         Py_DECREF(item);

@@ -142,6 +142,10 @@ def test_operands_of_other_kinds_take_the_general_path():
     assert kept == {1, 3, 5, 7, 9}
     assert s - {1: "a", 2: "b"}.keys() == set(range(10)) - {1, 2}
     assert s.issuperset(iter([1, 2])) and not s.isdisjoint(x for x in [9])
+    odd = CowSet([1, 3])
+    assert not odd <= Evens(range(100)) and not odd.issubset(Evens(range(100)))
+    assert not Evens(range(100)).issuperset(odd) and Evens([]).isdisjoint(odd)
+    assert Evens([]) >= CowSet([2, 4]) and not Evens([]) >= CowSet([1])
     assert (s | frozenset({"x"})) == set(range(10)) | {"x"}
 
 
