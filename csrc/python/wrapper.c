@@ -133,22 +133,32 @@ refcnt_of(const cow_val *v)
 /* Makes every node from the root down to our slot in the parent exclusively
  * owned (copying shared ones; no value changes).  Afterwards, if only that
  * slot and this view hold our container, nothing else can see it, and it may
- * be written in place: nested writes then cost no copies. */
+ * be written in place: nested writes then cost no copies.  1 when the slot
+ * holds our very node, 0 when it holds another (our root was copied by a
+ * begin_write that no end_write followed -- a discard of an absent element,
+ * a write that failed -- and the two references may then be ours and
+ * anyone's), -1 with an error raised. */
 static int
 own_path_to_slot(CowObject *self)
 {
     CowObject *parent = self->parent;
-    cow_val *proot;
+    cow_val *proot, cur = cow_val_hole();
     size_t e;
     int rc;
     if (cowpy_begin_write(parent) < 0)
         return -1;
     proot = &parent->root;
-    if (cow_tag_is_vec(proot->tag))
-        rc = cow_vb_own(&cow_val_getvec(proot)->b, self->pidx, self->pidx + 1);
-    else if ((rc = cow_map_find(cow_val_getmap(proot), &self->pkey, self->phash, &e)) == COW_FOUND)
-        rc = cow_vb_own(&cow_val_getmap(proot)->log, 2 * e + 1, 2 * e + 2);
-    return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 0;
+    if (cow_tag_is_vec(proot->tag)) {
+        cow_vecbody *b = &cow_val_getvec(proot)->b;
+        if ((rc = cow_vb_own(b, self->pidx, self->pidx + 1)) == COW_OK)
+            cur = cow_vb_get(b, self->pidx);
+    }
+    else if ((rc = cow_map_find(cow_val_getmap(proot), &self->pkey, self->phash, &e)) == COW_FOUND
+             && (rc = cow_vb_own(&cow_val_getmap(proot)->log, 2 * e + 1, 2 * e + 2)) == COW_OK)
+        cur = cow_vb_get(&cow_val_getmap(proot)->log, 2 * e + 1);
+    if (rc < 0)
+        return cowpy_raise_int(COWPY_ST(self), rc);
+    return cur.tag == self->root.tag && node_of(&cur) == node_of(&self->root);
 }
 
 /* A view's container is held by its slot in the parent and by the view:
@@ -174,9 +184,9 @@ cowpy_begin_write(CowObject *self)
         return -1;
     }
     if (self->parent && refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS) {
-        if (own_path_to_slot(self) < 0)
+        if ((rc = own_path_to_slot(self)) < 0)
             return -1;
-        if (refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS)
+        if (rc == 1 && refcnt_of(&self->root) == VIEW_EXCLUSIVE_REFS)
             return 0;                /* only the parent's slot and we see it */
     }
     rc = cow_tag_is_map(self->root.tag) ? cow_map_own(&self->root.u.w)

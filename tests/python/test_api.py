@@ -361,6 +361,31 @@ def test_in_place_view_writes_never_reach_copies_or_snapshots():
     assert d["a"]["n"] == 2 and e["a"]["n"] == 4 and c["a"]["n"] == 0
 
 
+def test_a_write_that_changed_nothing_leaves_no_private_root_to_write_in_place():
+    """A write that owns a view's root and then changes nothing (discard of an
+    absent element, an unhashable argument) copies the root without putting
+    it back in the slot; that copy, held by the view and by one more holder,
+    has two references like a view-exclusive container, but the second is
+    not the slot: the next write must copy it, not write it in place."""
+    d = CowDict({"s": {76}, "x": 1})
+    v = d["s"]
+    held = freeze(v)                  # a third reference to the slot's set
+    v.discard(373)                    # owns v's root (a copy), changes nothing
+    del held
+    f = freeze(v)                     # v's copy: v and f, two references
+    v.add(5)
+    assert f == {76} and v == {76, 5} and d["s"] == {76, 5}
+    d2 = CowDict({"s": {1}})
+    w, w2 = d2["s"], d2["s"]
+    len(w2)                           # w2 resolved: it holds the slot's set too
+    with pytest.raises(TypeError):
+        w.discard([1])
+    del w2
+    g = freeze(w)
+    w.add(2)
+    assert g == {1} and d2["s"] == {1, 2}
+
+
 def test_wrong_argument_types_raise_like_the_builtins():
     with pytest.raises(TypeError):
         CowDict(1)
