@@ -147,8 +147,7 @@ COWPY_ENTRY(static, PyObject *, set_iter, (PyObject *op), (op))
  * operations above, each its own write, so that a user's __eq__ or iterator
  * that touches this set meets it consistent. */
 
-/* A snapshot of obj's map (a new reference, in *out) when obj is a set of
- * ours: 1; 0 when it is anything else; -1 with an error raised. */
+/* Whether obj is a set of our own classes (not a subclass). */
 static int
 is_own_set(cowpy_state *st, PyObject *obj)
 {
@@ -156,6 +155,8 @@ is_own_set(cowpy_state *st, PyObject *obj)
            || (PyObject *)Py_TYPE(obj) == st->cls[COW_T_FSET];
 }
 
+/* A snapshot of obj's map (a new reference, in *out) when obj is a set of
+ * ours: 1; 0 when it is anything else; -1 with an error raised. */
 static int
 own_set_snapshot(PyObject *op, PyObject *obj, cow_val *out)
 {
