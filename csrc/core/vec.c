@@ -833,17 +833,25 @@ cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val *val
     return key.u.i == x ? COW_FOUND : COW_NOT_FOUND;
 }
 
-/* Whether key is probe, for cow_vb_heap_scan_keys: 1, 0, or -1 when only
- * the general comparison can tell (another kind of number, an int probe). */
+/* Whether key is probe (an int or a str), for cow_vb_heap_scan_keys: 1,
+ * 0, or -1 when only the general comparison can tell.  It decides an int
+ * key against an int probe and a str key against a str probe; of the other
+ * kinds it rules out only those that never equal the probe's -- a str,
+ * bytes or None against an int, a number, bytes or None against a str --
+ * and leaves the rest (another number, an extension leaf such as a Decimal
+ * or an enum, a container) to the general path. */
 static int
 scan_match(const cow_val *key, const cow_val *probe)
 {
+    int t = key->tag;
     if (probe->tag == COW_T_INT) {
-        if (key->tag == COW_T_INT)
+        if (t == COW_T_INT)
             return key->u.i == probe->u.i;
-        return cow_tag_is_number(key->tag) ? -1 : 0;
+        return cow_tag_is_str(t) || cow_tag_is_bytes(t) || t == COW_T_NONE ? 0 : -1;
     }
-    return cow_tag_is_str(key->tag) && cow_val_equal(key, probe);  /* nothing else equals a str */
+    if (cow_tag_is_str(t))
+        return cow_val_equal(key, probe);
+    return cow_tag_is_number(t) || cow_tag_is_bytes(t) || t == COW_T_NONE ? 0 : -1;
 }
 
 int

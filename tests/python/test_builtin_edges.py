@@ -638,3 +638,22 @@ def test_int_probes_find_equal_keys_of_other_types(twin, size):
         assert (probe in s) is (probe in plain), probe
         assert d.get(probe, "absent") == plain.get(probe, "absent"), probe
     assert d[1] == "one" and type(next(iter(d))) is type(twin)
+
+
+@pytest.mark.parametrize("size", [2, 40])
+def test_int_and_str_probes_find_keys_stored_as_extension_leaves(size):
+    """The fast scan of a small map decides only an int key against an int
+    probe and a str key against a str one: a Decimal key equal to an int
+    is found by the general path (hypothesis found Decimal('-0') and 0
+    stored as two keys)."""
+    import decimal
+    keys = [decimal.Decimal("-0"), decimal.Decimal("2.0"), "s", b"b", None]
+    keys += list(range(10, 10 + size))
+    plain = {k: i for i, k in enumerate(keys)}
+    d, s = cowstore.CowDict(plain), cowstore.CowSet(plain)
+    for probe in (0, 2, "s", 10, 11, 9, "t"):
+        assert (probe in d) is (probe in plain), probe
+        assert (probe in s) is (probe in plain), probe
+        assert d.get(probe, "absent") == plain.get(probe, "absent"), probe
+    d[0] = "zero"
+    assert len(d) == len(plain) and type(next(iter(d))) is decimal.Decimal

@@ -59,8 +59,8 @@ int cow_vb_heap_value_of_int(const cow_vecbody *b, size_t i, int64_t x, cow_val 
  * COW_VEC_WIDTH values), for probe: an int, or a str (inline or a view).
  * COW_FOUND with the key's index in *i and the value after it in *val
  * (unless val is NULL); COW_NOT_FOUND; COW_ASK_GENERAL for a longer or
- * stored log, or when a key of another type might equal the probe (a bool
- * or float beside an int probe). */
+ * stored log, or when a key of another kind might equal the probe (a bool,
+ * float or Decimal beside an int probe, an enum beside a str one). */
 int cow_vb_heap_scan_keys(const cow_vecbody *b, const cow_val *probe, size_t *i, cow_val *val);
 /* The fast overwrite of a map entry's value: when value i (i even) is the
  * str [s, s + n) and every node down to its packed leaf is an unshared
