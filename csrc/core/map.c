@@ -880,6 +880,10 @@ key_hash32(const cow_val *key, uint32_t *h)
  * sorted by key (H4).  Each node is allocated once, at its final size.  The
  * shape is the one inserts give: H5 fixes it whatever the order. */
 
+/* index_build's answer when asked to check that no two keys are equal and
+ * two are (a map being built from entries whose keys may repeat). */
+#define INDEX_EQUAL_KEYS 3
+
 /* An entry in a bulk build: its key's hash32 and its number. */
 typedef struct hn_item {
     uint32_t h;
@@ -902,12 +906,35 @@ coll_sort(const cow_map *m, hn_item *items, hn_item *scratch, size_t n)
     memcpy(items, scratch, n * sizeof *items);
 }
 
+/* Whether items[0..n), sorted by key order, hold two equal keys: equal keys
+ * order 0, but so do keys that are not equal (maps of one kind, NaNs: see
+ * cow_val_order), so each run of keys ordered 0 is compared pairwise. */
 static int
-coll_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, cow_hnode **out)
+coll_has_equal(const cow_map *m, const hn_item *items, size_t n)
 {
+    for (size_t run = 0, i = 1; i <= n; i++) {
+        if (i < n && keys_order(m, items[run].entry, items[i].entry) == 0)
+            continue;
+        for (size_t a = run; a + 1 < i; a++)
+            for (size_t b = a + 1; b < i; b++) {
+                cow_val ka = entry_key(m, items[a].entry), kb = entry_key(m, items[b].entry);
+                if (cow_val_equal(&ka, &kb))
+                    return 1;
+            }
+        run = i;
+    }
+    return 0;
+}
+
+static int
+coll_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, int check_equal,
+           cow_hnode **out)
+{
+    coll_sort(m, items, scratch, n);
+    if (check_equal && coll_has_equal(m, items, n))
+        return INDEX_EQUAL_KEYS;
     if (n > COW_MAP_MAX_COLLISIONS)
         return COW_EOVERFLOW;
-    coll_sort(m, items, scratch, n);
     if ((*out = hn_new(HN_COLLISION, (unsigned)n, 0)) == NULL)
         return COW_ENOMEM;
     for (size_t i = 0; i < n; i++)
@@ -916,10 +943,11 @@ coll_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, cow_hno
 }
 
 /* Builds the subtree at `shift` over items[0..n), n >= 2, into *out;
- * scratch holds n items.  On error nothing is left allocated. */
+ * scratch holds n items.  With check_equal, INDEX_EQUAL_KEYS when two keys
+ * are equal.  On error nothing is left allocated. */
 static int
 hn_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, unsigned shift,
-         cow_hnode **out)
+         int check_equal, cow_hnode **out)
 {
     size_t count[1u << HN_BITS] = {0}, start[1u << HN_BITS], at = 0;
     unsigned leaves = 0, kids = 0;
@@ -927,7 +955,7 @@ hn_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, unsigned 
     cow_hnode *node, *kid;
     int rc = COW_OK;
     if (shift >= HN_HASH_BITS)
-        return coll_build(m, items, scratch, n, out);
+        return coll_build(m, items, scratch, n, check_equal, out);
     for (size_t i = 0; i < n; i++)
         count[(items[i].h >> shift) & 31u]++;
     for (unsigned b = 0; b < (1u << HN_BITS); b++) {
@@ -947,7 +975,7 @@ hn_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, unsigned 
         if (count[b] == 1)
             hn_leaves(node)[leaves++] = scratch[first].entry;
         else if (count[b] > 1 && (rc = hn_build(m, scratch + first, items + first, count[b],
-                                                 shift + HN_BITS, &kid)) == COW_OK)
+                                                 shift + HN_BITS, check_equal, &kid)) == COW_OK)
             hn_kids(node)[kids++] = cow_word_of(kid);
     }
     if (rc != COW_OK) {
@@ -958,36 +986,55 @@ hn_build(const cow_map *m, hn_item *items, hn_item *scratch, size_t n, unsigned 
     return COW_OK;
 }
 
-/* Builds a fresh index over every live entry (H1, H3). */
+/* The items of every live entry of m into items (room for nentries(m)):
+ * their count, or an error. */
 static int
-index_build(cow_map *m, cow_word *out)
+index_items(const cow_map *m, hn_item *items, size_t *count)
 {
     size_t n = 0, e = 0, entries = nentries(m);
-    hn_item *items = cow_malloc(2 * (entries ? entries : 1) * sizeof *items);
-    cow_hnode *root = NULL;
     cow_vec_iter it;
     const cow_val *key;
     int rc = COW_OK;
-    if (items == NULL)
-        return COW_ENOMEM;
     cow_vec_iter_init(&it, &m->log, 0);
+    /* a stored log shorter than it claims hands out poison up to its length
+     * and records the error, which cow_ref_error() reports */
     for (; e < entries && (key = cow_vec_iter_next(&it)) != NULL && cow_vec_iter_next(&it) != NULL;
          e++) {
         if (key->tag == COW_T_HOLE)
             continue;
         items[n].entry = (cow_hleaf)e;
         if ((rc = key_hash32(key, &items[n++].h)) < 0)
-            break;
+            return rc;
     }
-    if (rc == COW_OK && (rc = cow_ref_error()) == COW_OK && e != entries)
-        rc = COW_ECORRUPT;                  /* a stored log shorter than it says */
+    *count = n;
+    return cow_ref_error();
+}
+
+/* Builds a fresh index over every live entry (H1, H3) into *out.  h32, when
+ * not NULL, holds each entry's hash32 (a log without holes: the keys are
+ * not read to hash them).  With check_equal, INDEX_EQUAL_KEYS (nothing
+ * built) when two keys are equal. */
+static int
+index_build(cow_map *m, const uint32_t *h32, int check_equal, cow_word *out)
+{
+    size_t n = nentries(m);
+    hn_item *items = cow_malloc(2 * (n ? n : 1) * sizeof *items);
+    cow_hnode *root = NULL;
+    int rc = COW_OK;
+    if (items == NULL)
+        return COW_ENOMEM;
+    if (h32 == NULL)
+        rc = index_items(m, items, &n);
+    else
+        for (size_t e = 0; e < n; e++)
+            items[e] = (hn_item){h32[e], (cow_hleaf)e};
     if (rc == COW_OK && n < 2 && (root = hn_new(HN_BITMAP, (unsigned)n, 0)) != NULL) {
         root->datamap = n ? bit_at(items[0].h, 0) : 0;      /* H1 allows it: tests do */
         if (n)
             hn_leaves(root)[0] = items[0].entry;
     }
     else if (rc == COW_OK && n >= 2)
-        rc = hn_build(m, items, items + n, n, 0, &root);
+        rc = hn_build(m, items, items + n, n, 0, check_equal, &root);
     if (rc == COW_OK && root == NULL)
         rc = COW_ENOMEM;
     cow_free(items);
@@ -1042,7 +1089,7 @@ append_entry(cow_map *m, size_t n, cow_val key, uint64_t hash, cow_val val)
     if (m->index)
         rc = hn_insert(m, &m->index, 0, (cow_hleaf)n, hash32(hash));
     else if (n + 1 > COW_MAP_LINEAR_MAX)
-        rc = index_build(m, &m->index);
+        rc = index_build(m, NULL, 0, &m->index);
     if (rc < 0) {
         cow_vb_pop(&m->log, &undo);
         cow_val_release(&undo);
@@ -1105,8 +1152,134 @@ cow_map_fill(cow_map *m, cow_val *kv, size_t n)
     if ((rc = cow_vb_from(&m->log, kv, 2 * n)) < 0)
         return rc;
     m->live = n;
-    if (n > COW_MAP_LINEAR_MAX && (rc = index_build(m, &m->index)) < 0)
+    if (n > COW_MAP_LINEAR_MAX && (rc = index_build(m, NULL, 0, &m->index)) < 0)
         cow_map_clear(m);
+    return rc;
+}
+
+/* ---- building a map from many entries (cow_map_builder) ------------------ */
+
+void
+cow_map_build_begin(cow_map_builder *b, cow_map *m)
+{
+    b->map = m;
+    b->h32 = b->small;
+    b->cap = sizeof b->small / sizeof b->small[0];
+}
+
+/* Frees the builder's hashes (the map is the caller's). */
+static void
+build_free(cow_map_builder *b)
+{
+    if (b->h32 != b->small)
+        cow_free(b->h32);
+    b->h32 = NULL;
+    b->cap = 0;
+}
+
+int
+cow_map_build_add(cow_map_builder *b, cow_val key, uint64_t hash, cow_val val)
+{
+    size_t n = nentries(b->map);
+    cow_val undo;
+    int rc = COW_ENOMEM;
+    if (n >= COW_MAP_MAX_ENTRIES) {
+        rc = COW_EOVERFLOW;
+        goto fail;
+    }
+    if (n == b->cap) {
+        size_t cap = 2 * b->cap;
+        uint32_t *h32 = cow_realloc(b->h32 == b->small ? NULL : b->h32, cap * sizeof *h32);
+        if (h32 == NULL)
+            goto fail;
+        if (b->h32 == b->small)
+            memcpy(h32, b->small, sizeof b->small);
+        b->h32 = h32;
+        b->cap = cap;
+    }
+    if ((rc = cow_vb_push(&b->map->log, key)) < 0) {
+        cow_val_release(&val);
+        return rc;
+    }
+    if ((rc = cow_vb_push(&b->map->log, val)) < 0) {
+        cow_vb_pop(&b->map->log, &undo);
+        cow_val_release(&undo);
+        return rc;
+    }
+    b->h32[n] = hash32(hash);
+    b->map->live++;
+    return COW_OK;
+fail:
+    cow_val_release(&key);
+    cow_val_release(&val);
+    return rc;
+}
+
+void
+cow_map_build_abort(cow_map_builder *b)
+{
+    cow_map_clear(b->map);
+    build_free(b);
+}
+
+/* Whether two of the first n <= COW_MAP_LINEAR_MAX entries, of hash32s h32,
+ * have equal keys (a small map's check: no index to find them). */
+static int
+small_has_equal(const cow_map *m, const uint32_t *h32, size_t n)
+{
+    for (size_t a = 0; a + 1 < n; a++)
+        for (size_t b = a + 1; b < n; b++) {
+            cow_val ka, kb;
+            if (h32[a] != h32[b])
+                continue;
+            ka = entry_key(m, (uint32_t)a);
+            kb = entry_key(m, (uint32_t)b);
+            if (cow_val_equal(&ka, &kb))
+                return 1;
+        }
+    return 0;
+}
+
+/* Replaces m's entries, some of whose keys are equal, by what inserting them
+ * one by one gives: each key at its first place with its last value. */
+static int
+merge_equal_keys(cow_map *m)
+{
+    cow_map *merged = cow_map_new();
+    int rc = merged ? COW_OK : COW_ENOMEM;
+    for (size_t e = 0; e < nentries(m) && rc == COW_OK; e++) {
+        cow_val kv[2];
+        uint64_t hash;
+        entry_pair(m, (uint32_t)e, kv);
+        if ((rc = cow_val_hash(&kv[0], &hash)) < 0)
+            break;
+        cow_val_retain(&kv[0]);
+        cow_val_retain(&kv[1]);
+        rc = cow_map_set(merged, kv[0], hash, kv[1]);
+    }
+    if (rc == COW_OK)
+        cow_map_swap(m, merged);
+    if (merged)
+        cow_map_release(merged);
+    return rc;
+}
+
+int
+cow_map_build_end(cow_map_builder *b)
+{
+    cow_map *m = b->map;
+    size_t n = nentries(m);
+    int rc = COW_OK;
+    if (n > COW_MAP_LINEAR_MAX)
+        rc = index_build(m, b->h32, 1, &m->index);
+    else if (small_has_equal(m, b->h32, n))
+        rc = INDEX_EQUAL_KEYS;
+    if (rc == INDEX_EQUAL_KEYS)
+        rc = merge_equal_keys(m);
+    cow_vb_trim(&m->log);
+    if (rc < 0)
+        cow_map_clear(m);
+    build_free(b);
     return rc;
 }
 
@@ -1130,7 +1303,7 @@ compact(cow_map *m)
             cow_val_release(&v);
     }
     if (rc == COW_OK && nentries(&fresh) > COW_MAP_LINEAR_MAX)
-        rc = index_build(&fresh, &fresh.index);
+        rc = index_build(&fresh, NULL, 0, &fresh.index);
     if (rc < 0) {
         cow_map_clear(&fresh);
         return rc;
@@ -1187,17 +1360,16 @@ settle(cow_map *m)
         compact(m);
 }
 
-/* Removals do everything that can fail first -- owning the log nodes they
- * write, then the atomic index deletion -- so an error leaves the map as it
- * was, and the updates after them cannot fail. */
-int
-cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
+/* Removes entry e, of key hash `hash`: its value moved to *out (or
+ * released).  COW_FOUND or an error.  Removals do everything that can fail
+ * first -- owning the log nodes they write, then the atomic index deletion
+ * -- so an error leaves the map as it was, and the updates after them
+ * cannot fail. */
+static int
+remove_entry(cow_map *m, size_t e, uint64_t hash, cow_val *out)
 {
-    size_t e;
     cow_val val;
-    int rc = cow_map_find(m, key, hash, &e);
-    if (rc != COW_FOUND)
-        return rc;
+    int rc;
     if ((rc = own_for_removal(m, e)) < 0
         || (m->index && (rc = hn_delete(&m->index, 0, hash32(hash), (uint32_t)e)) < 0))
         return rc;
@@ -1212,6 +1384,28 @@ cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
     else
         cow_val_release(&val);
     return COW_FOUND;
+}
+
+int
+cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out)
+{
+    size_t e;
+    int rc = cow_map_find(m, key, hash, &e);
+    return rc == COW_FOUND ? remove_entry(m, e, hash, out) : rc;
+}
+
+int
+cow_map_toggle(cow_map *m, cow_val key, uint64_t hash, cow_val val)
+{
+    size_t e;
+    int rc = cow_map_find(m, &key, hash, &e);
+    if (rc == COW_NOT_FOUND) {
+        rc = append_entry(m, nentries(m), key, hash, val);
+        return rc < 0 ? rc : COW_NOT_FOUND;
+    }
+    cow_val_release(&key);
+    cow_val_release(&val);
+    return rc == COW_FOUND ? remove_entry(m, e, hash, NULL) : rc;
 }
 
 int

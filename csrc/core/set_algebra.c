@@ -19,9 +19,9 @@
  * compaction now and then: ~2,900 instructions where a lookup is ~500), so
  * an operation that removes a good part of dst -- an intersection, a
  * difference or symmetric difference with a set not much smaller than dst --
- * collects the entries dst keeps and builds its map afresh from them
- * (cow_map_fill: no lookups, one index build), then swaps the new entries in
- * (cow_map_swap: dst keeps its identity).  A small change is made in place,
+ * collects the entries dst keeps into a new map as it walks (a
+ * cow_map_builder: no lookups, one index build from the walk's hashes),
+ * then swaps the new entries in (cow_map_swap: dst keeps its identity).  A small change is made in place,
  * where the rest stays shared with dst's copies.  REBUILD_RATIO decides.
  *
  * Walking a map while writing another is safe: a map writes only nodes it
@@ -29,7 +29,8 @@
  * nodes never change under the walk.  Walking a map while writing that very
  * map is not (a delete may compact its log), so each function either takes
  * the case dst == src as the identity it is (s - s is empty) or walks a
- * clone of dst (O(1), sharing every node).
+ * clone of dst (O(1), sharing every node).  A rebuild writes dst only once
+ * its walks are done.
  *
  * Errors: a write's error stops the walk and is returned; a stored map's
  * corrupt bytes are recorded in the read scope (ref.h) and stop the walk at
@@ -75,53 +76,57 @@ walk_entries(const cow_map *m, entry_visit visit, void *ctx)
     return cow_ref_error();
 }
 
-/* Entries collected for a rebuild: key, value, key, value... each a new
- * reference. */
-typedef struct entry_buf {
-    cow_val *kv;
-    size_t len, cap;            /* values (twice the entries) */
-} entry_buf;
+/* Calls walk_entries on an O(1) clone of m, for a walk during which m may
+ * change (the clone's nodes, shared, are copied before m writes them). */
+static int
+walk_clone(const cow_map *m, entry_visit visit, void *ctx)
+{
+    cow_map *walked = cow_map_clone(m);
+    int rc;
+    if (walked == NULL)
+        return COW_ENOMEM;
+    rc = walk_entries(walked, visit, ctx);
+    cow_map_release(walked);
+    return rc;
+}
+
+/* A rebuild's new map, filled with the entries a walk keeps (map.h
+ * cow_map_builder: no lookups; the walk's hashes serve the index). */
+typedef struct rebuilt {
+    cow_map *map;
+    cow_map_builder mb;
+} rebuilt;
 
 static int
-buf_push(entry_buf *b, const cow_val *key, const cow_val *val)
+rebuilt_begin(rebuilt *r)
 {
-    if (b->len + 2 > b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 64;
-        cow_val *kv = cow_realloc(b->kv, cap * sizeof *kv);
-        if (kv == NULL)
-            return COW_ENOMEM;
-        b->kv = kv;
-        b->cap = cap;
-    }
-    cow_val_copy(&b->kv[b->len], key);         /* key and val may lie in pages */
-    cow_val_copy(&b->kv[b->len + 1], val);
-    b->len += 2;
+    if ((r->map = cow_map_new()) == NULL)
+        return COW_ENOMEM;
+    cow_map_build_begin(&r->mb, r->map);
     return COW_OK;
 }
 
-static void
-buf_free(entry_buf *b)
+/* Keeps (key, val), which may lie in pages: new references taken. */
+static int
+rebuilt_keep(rebuilt *r, const cow_val *key, const cow_val *val, uint64_t hash)
 {
-    for (size_t i = 0; i < b->len; i++)
-        cow_val_release(&b->kv[i]);
-    cow_free(b->kv);
+    cow_val k, v;
+    cow_val_copy(&k, key);
+    cow_val_copy(&v, val);
+    return cow_map_build_add(&r->mb, k, hash, v);      /* steals both */
 }
 
-/* Replaces dst's entries by the buffer's (taken; the buffer freed): COW_OK,
- * or an error with dst unchanged. */
+/* Ends the rebuild: after a walk that answered rc == COW_OK, dst takes the
+ * kept entries and keeps its identity (COW_OK, or an error with dst
+ * unchanged); else the kept entries are dropped and rc returned. */
 static int
-rebuild(cow_map *dst, entry_buf *b)
+rebuilt_end(rebuilt *r, cow_map *dst, int rc)
 {
-    cow_map *fresh = cow_map_new();
-    int rc = COW_ENOMEM;
-    if (fresh != NULL) {
-        rc = cow_map_fill(fresh, b->kv, b->len / 2);   /* steals every entry */
-        b->len = 0;
-        if (rc == COW_OK)
-            cow_map_swap(dst, fresh);
-        cow_map_release(fresh);                         /* dst's old entries */
-    }
-    buf_free(b);
+    if (rc != COW_OK)
+        cow_map_build_abort(&r->mb);
+    else if ((rc = cow_map_build_end(&r->mb)) == COW_OK)
+        cow_map_swap(dst, r->map);
+    cow_map_release(r->map);                /* dst's old entries, or the kept */
     return rc;
 }
 
@@ -130,7 +135,6 @@ typedef struct set_pair {
     cow_map *dst;               /* written (NULL for the predicates) */
     const cow_map *other;       /* looked up */
     int keep_found;             /* which entries a filter keeps */
-    entry_buf kept;             /* a filter's entries, for a rebuild */
 } set_pair;
 
 /* Whether map m holds key: COW_FOUND, COW_NOT_FOUND or an error. */
@@ -155,11 +159,11 @@ add_key(cow_map *m, const cow_val *key, uint64_t hash)
 
 /* ---- filters: a walk that collects the entries kept, then a rebuild ---- */
 
-/* A filter's walk of its clone of the map. */
+/* A walk collecting the entries keep chooses into a rebuild. */
 typedef struct filter_walk {
     cow_set_keep keep;
     void *ctx;
-    entry_buf kept;
+    rebuilt *kept;
 } filter_walk;
 
 static int
@@ -167,22 +171,23 @@ collect_kept(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash)
 {
     filter_walk *f = ctx;
     int rc = f->keep(f->ctx, key, val, hash);
-    return rc <= 0 ? rc : buf_push(&f->kept, key, val);
+    return rc <= 0 ? rc : rebuilt_keep(f->kept, key, val, hash);
+}
+
+/* Adds to the rebuild the entries of m that keep chooses, in m's order. */
+static int
+collect(const cow_map *m, cow_set_keep keep, void *ctx, rebuilt *kept)
+{
+    filter_walk f = {.keep = keep, .ctx = ctx, .kept = kept};
+    return walk_entries(m, collect_kept, &f);
 }
 
 int
 cow_set_filter(cow_map *m, cow_set_keep keep, void *ctx)
 {
-    filter_walk f = {.keep = keep, .ctx = ctx};
-    cow_map *walked = cow_map_clone(m);     /* keep may change m */
-    int rc = walked ? walk_entries(walked, collect_kept, &f) : COW_ENOMEM;
-    if (walked)
-        cow_map_release(walked);
-    if (rc != COW_OK) {
-        buf_free(&f.kept);
-        return rc;
-    }
-    return rebuild(m, &f.kept);
+    rebuilt r;
+    int rc = rebuilt_begin(&r);
+    return rc != COW_OK ? rc : rebuilt_end(&r, m, collect(m, keep, ctx, &r));
 }
 
 /* cow_set_keep for a filter by membership in p->other. */
@@ -212,13 +217,8 @@ cow_set_add_keys(cow_map *dst, const cow_map *src, const cow_map *only_in)
     set_pair p = {.dst = dst, .other = only_in, .keep_found = 0};
     if (src == dst && only_in == NULL)
         return COW_OK;              /* s | s is s */
-    if (src == dst) {               /* walk a clone: dst may change under us */
-        cow_map *walked = cow_map_clone(src);
-        int rc = walked ? walk_entries(walked, add_if_absent, &p) : COW_ENOMEM;
-        if (walked)
-            cow_map_release(walked);
-        return rc;
-    }
+    if (src == dst)                 /* dst changes as it is walked */
+        return walk_clone(src, add_if_absent, &p);
     return walk_entries(src, add_if_absent, &p);
 }
 
@@ -254,27 +254,18 @@ static int
 toggle_key(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash)
 {
     set_pair *p = ctx;
-    int rc = cow_map_del(p->dst, key, hash, NULL);
-    if (rc == COW_NOT_FOUND)
-        return add_key(p->dst, key, hash);
+    cow_val k;
+    int rc;
+    cow_val_copy(&k, key);
+    rc = cow_map_toggle(p->dst, k, hash, cow_val_none());   /* steals k */
     return rc < 0 ? rc : COW_OK;
-}
-
-/* Collects into p->kept the entries whose key p->other lacks. */
-static int
-collect_absent(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash)
-{
-    set_pair *p = ctx;
-    int rc = holds(p->other, key, hash);
-    if (rc != COW_NOT_FOUND)
-        return rc < 0 ? rc : COW_OK;
-    return buf_push(&p->kept, key, val);
 }
 
 int
 cow_set_toggle_keys(cow_map *dst, const cow_map *src)
 {
     set_pair p = {.dst = dst, .other = src, .keep_found = 0};
+    rebuilt r;
     int rc;
     if (src == dst) {               /* s ^ s is empty */
         cow_map_clear(dst);
@@ -282,16 +273,14 @@ cow_set_toggle_keys(cow_map *dst, const cow_map *src)
     }
     if (in_place(dst, src))
         return walk_entries(src, toggle_key, &p);
-    /* dst's keys src lacks, then src's dst lacks: the order in place gives */
-    if ((rc = walk_entries(dst, collect_absent, &p)) == COW_OK) {
-        p.other = dst;
-        rc = walk_entries(src, collect_absent, &p);
-    }
-    if (rc != COW_OK) {
-        buf_free(&p.kept);
+    if ((rc = rebuilt_begin(&r)) != COW_OK)
         return rc;
+    /* dst's keys src lacks, then src's dst lacks: the order in place gives */
+    if ((rc = collect(dst, found_as_wanted, &p, &r)) == COW_OK) {
+        p.other = dst;
+        rc = collect(src, found_as_wanted, &p, &r);
     }
-    return rebuild(dst, &p.kept);
+    return rebuilt_end(&r, dst, rc);
 }
 
 int

@@ -564,6 +564,17 @@ vn_own(cow_word *slot, unsigned cap, int kind)
     cow_vnode *n = vn_at(slot, kind), *c;
     if (n->refcnt == 1 && (!n->leaf || (n->leaf == VN_LEAF && n->cap >= cap)))
         return COW_OK;
+    if (n->refcnt == 1 && n->leaf == VN_LEAF && !cow_word_stored(*slot)) {
+        /* a heap leaf of ours alone, too small (a tail growing 4, 8, 16,
+         * 32): grown where it lies, its values moved as they are, where a
+         * copy retained each and released the old (~50 of ~460
+         * instructions an entry of a map built from a dict) */
+        if ((c = cow_realloc(n, sizeof(cow_vnode) + cap * sizeof(cow_val))) == NULL)
+            return COW_ENOMEM;
+        c->cap = (uint8_t)cap;
+        *slot = cow_word_of(c);
+        return COW_OK;
+    }
     if (n->leaf) {
         c = vn_leaf_new(cap > n->cap ? cap : n->cap);
         if (c == NULL)

@@ -318,11 +318,22 @@ key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t
     return 0;
 }
 
-/* Inserts (key, value) into map; steals both on every path. */
+/* Appends (key, value) to the map being built; steals both on every path.
+ * Maps are built in bulk (map.h cow_map_builder): no lookup per entry, one
+ * index build at the end, and keys cowstore holds equal (Python told them
+ * apart) merged there as inserts would merge them. */
 static int
-map_put(conv_ctx *cx, cow_map *map, cow_val k, uint64_t h, cow_val v)
+map_put(conv_ctx *cx, cow_map_builder *mb, cow_val k, uint64_t h, cow_val v)
 {
-    int rc = cow_map_set(map, k, h, v);
+    int rc = cow_map_build_add(mb, k, h, v);
+    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+}
+
+/* Completes the map being built: 0, or -1 raised. */
+static int
+map_done(conv_ctx *cx, cow_map_builder *mb)
+{
+    int rc = cow_map_build_end(mb);
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
@@ -336,12 +347,12 @@ typedef struct conv_entries {
 /* Batches the block's values and inserts the entries; steals them all on
  * every path and leaves the block empty. */
 static int
-put_entries(conv_ctx *cx, cow_map *map, conv_entries *e)
+put_entries(conv_ctx *cx, cow_map_builder *mb, conv_entries *e)
 {
     int rc = batch_block(cx, e->vals, e->n);
     for (size_t i = 0; i < e->n; i++) {
         if (rc == 0)
-            rc = map_put(cx, map, e->keys[i], e->hashes[i], e->vals[i]);
+            rc = map_put(cx, mb, e->keys[i], e->hashes[i], e->vals[i]);
         else {
             cow_val_release(&e->keys[i]);
             cow_val_release(&e->vals[i]);
@@ -395,6 +406,7 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     Py_ssize_t pos = 0, size = PyDict_GET_SIZE(obj);
     PyObject *key, *value, *keys = NULL;
     cow_map *map = NULL;
+    cow_map_builder mb;
     conv_frame self = {at, obj, NULL, 0};
     conv_entries e;
     int more;
@@ -402,9 +414,10 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     if (Py_TYPE(obj)->tp_iter != PyDict_Type.tp_iter && (keys = PyMapping_Keys(obj)) == NULL)
         return -1;
     if ((map = cow_map_new()) == NULL) {
-        cowpy_raise_int(cx->st, COW_ENOMEM);
-        goto fail;
+        Py_XDECREF(keys);
+        return cowpy_raise_int(cx->st, COW_ENOMEM);
     }
+    cow_map_build_begin(&mb, map);
     while ((more = next_entry(obj, keys, &pos, &key, &value)) != 0) {
         int rc;
         if (more < 0)
@@ -419,19 +432,23 @@ conv_dict(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
             size_kept(PyDict_GET_SIZE(obj), size, "dict", &e.vals[e.n]);
             goto fail;
         }
-        if (++e.n == CONV_MAP_BLOCK && put_entries(cx, map, &e) < 0)
+        if (++e.n == CONV_MAP_BLOCK && put_entries(cx, &mb, &e) < 0)
             goto fail;
     }
-    if (e.n && put_entries(cx, map, &e) < 0)
+    if (e.n && put_entries(cx, &mb, &e) < 0)
         goto fail;
     Py_XDECREF(keys);
-    cow_vb_trim(&map->log);
+    if (map_done(cx, &mb) < 0) {
+        cow_map_release(map);
+        return -1;
+    }
     *out = cow_val_map(COW_T_DICT, map);
     return 0;
 fail:
     Py_XDECREF(keys);
     cow_vals_release(e.keys, e.n);
     cow_vals_release(e.vals, e.n);
+    cow_map_build_abort(&mb);
     cow_map_release(map);
     return -1;
 }
@@ -459,23 +476,28 @@ conv_set(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     Py_ssize_t pos = 0, size = elements_in(obj);
     PyObject *key;
     cow_map *map = cow_map_new();
+    cow_map_builder mb;
     cow_val k;
     uint64_t h;
     if (map == NULL)
         return cowpy_raise_int(cx->st, COW_ENOMEM);
+    cow_map_build_begin(&mb, map);
     while (next_element(obj, &pos, &key)) {
         int rc;
         Py_INCREF(key);
         rc = key_of(cx, key, at, &k, &h);
         Py_DECREF(key);
         if (rc < 0 || !size_kept(elements_in(obj), size, PyDict_Check(obj) ? "dict" : "set", &k)
-            || map_put(cx, map, k, h, cow_val_none()) < 0)
+            || map_put(cx, &mb, k, h, cow_val_none()) < 0)
             goto fail;
     }
-    cow_vb_trim(&map->log);
+    if (map_done(cx, &mb) < 0)
+        goto release;
     *out = cow_val_map(PyFrozenSet_CheckExact(obj) ? COW_T_FSET : COW_T_SET, map);
     return 0;
 fail:
+    cow_map_build_abort(&mb);
+release:
     cow_map_release(map);
     return -1;
 }

@@ -1868,3 +1868,128 @@ Test(map, small_maps_are_scanned_by_the_fast_walks)
         cow_map_release(m);
     }
 }
+
+/* ---- cow_map_builder and cow_map_toggle --------------------------------- */
+
+/* Key i of a build whose keys repeat: 1, True, 1.0 are one key; the triples
+ * of colliding int hashes sit in one collision node; every 5th key repeats
+ * an earlier one. */
+static cow_val
+build_key(int i)
+{
+    switch (i % 7) {
+    case 0: return cow_val_int(1);
+    case 1: return cow_val_bool(1);
+    case 2: return cow_val_float(1.0);
+    case 3: return cow_val_int(INT_TRIPLE_A[i % 3]);
+    default: return i % 5 == 0 ? cow_val_int((i / 5) * 1000) : cow_val_int(i * 1000);
+    }
+}
+
+/* Whether a and b hold equal keys of one type, in one order, with equal
+ * values. */
+static void
+assert_same_entries(const cow_map *a, const cow_map *b)
+{
+    size_t ea = 0, eb = 0;
+    cr_assert_eq(cow_map_len(a), cow_map_len(b));
+    for (size_t k = 0; k < cow_map_len(a); k++, ea++, eb++) {
+        while (cow_map_entry_key(a, ea).tag == COW_T_HOLE)
+            ea++;
+        while (cow_map_entry_key(b, eb).tag == COW_T_HOLE)
+            eb++;
+        cow_val ka = cow_map_entry_key(a, ea), kb = cow_map_entry_key(b, eb);
+        cow_val va = cow_map_entry_val(a, ea), vb = cow_map_entry_val(b, eb);
+        cr_assert(ka.tag == kb.tag && cow_val_equal(&ka, &kb), "key %zu", k);
+        cr_assert(cow_val_equal(&va, &vb), "value %zu", k);
+    }
+}
+
+/* A build gives what a cow_map_set per entry gives, equal keys included
+ * (the first key's place and form, the last value), with and without an
+ * index, and a map that passes cow_map_check. */
+Test(map, builder_matches_inserts_and_merges_equal_keys)
+{
+    static const int sizes[] = {0, 1, 3, COW_MAP_LINEAR_MAX, COW_MAP_LINEAR_MAX + 1, 40, 700};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        cow_map *built = cow_map_new(), *inserted = cow_map_new();
+        cow_map_builder b;
+        cow_map_build_begin(&b, built);
+        for (int i = 0; i < sizes[s]; i++) {
+            cow_val k = build_key(i);
+            cr_assert_eq(cow_map_build_add(&b, k, tu_hash(&k), cow_val_int(i)), COW_OK);
+            k = build_key(i);
+            cr_assert_eq(cow_map_set(inserted, k, tu_hash(&k), cow_val_int(i)), COW_OK);
+        }
+        cr_assert_eq(cow_map_build_end(&b), COW_OK, "size %d", sizes[s]);
+        cr_assert_eq(cow_map_check(built), COW_OK, "size %d", sizes[s]);
+        assert_same_entries(built, inserted);
+        for (int i = 0; i < sizes[s]; i++) {
+            cow_val k = build_key(i), got;
+            cr_assert_eq(cow_map_get(built, &k, tu_hash(&k), &got), COW_FOUND);
+        }
+        cow_map_release(built);
+        cow_map_release(inserted);
+    }
+}
+
+/* Out of memory at any allocation of a build (the adds, the index, the
+ * merge of equal keys): each failing step says so, abort or end leaves the
+ * map empty and valid, and nothing leaks. */
+Test(map, builder_survives_allocation_failure)
+{
+    tu_alloc_install();
+    for (long budget = 0;; budget++) {
+        cow_map *m = cow_map_new();
+        cow_map_builder b;
+        int rc = COW_OK;
+        cow_map_build_begin(&b, m);
+        tu_fail_after(budget);
+        for (int i = 0; i < 200 && rc == COW_OK; i++) {
+            cow_val k = build_key(i);
+            rc = cow_map_build_add(&b, k, tu_hash(&k), cow_val_int(i));
+        }
+        if (rc == COW_OK)
+            rc = cow_map_build_end(&b);
+        else
+            cow_map_build_abort(&b);
+        tu_fail_after(-1);
+        cr_assert(rc == COW_OK || rc == COW_ENOMEM, "budget %ld: %d", budget, rc);
+        cr_assert_eq(cow_map_check(m), COW_OK);
+        if (rc != COW_OK)
+            cr_assert_eq(cow_map_len(m), 0);
+        cow_map_release(m);
+        if (rc == COW_OK)
+            break;
+    }
+    cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
+    cr_assert_eq(cow_map_live_nodes(), 0);
+}
+
+/* cow_map_toggle removes a present key and adds an absent one, keeping
+ * order as del and set would, in maps with and without an index. */
+Test(map, toggle_removes_present_and_adds_absent)
+{
+    for (int n = 4; n <= 40; n += 36) {
+        cow_map *m = cow_map_new(), *model = cow_map_new();
+        for (int i = 0; i < n; i++) {
+            cow_val k = cow_val_int(i);
+            cr_assert_eq(cow_map_set(m, k, tu_hash(&k), cow_val_none()), COW_OK);
+            cr_assert_eq(cow_map_set(model, k, tu_hash(&k), cow_val_none()), COW_OK);
+        }
+        for (int i = 0; i < n + 10; i += 3) {
+            cow_val k = cow_val_int(i);
+            int present = i < n;
+            cr_assert_eq(cow_map_toggle(m, k, tu_hash(&k), cow_val_none()),
+                         present ? COW_FOUND : COW_NOT_FOUND, "key %d", i);
+            if (present)
+                cr_assert_eq(cow_map_del(model, &k, tu_hash(&k), NULL), COW_FOUND);
+            else
+                cr_assert_eq(cow_map_set(model, k, tu_hash(&k), cow_val_none()), COW_OK);
+            cr_assert_eq(cow_map_check(m), COW_OK);
+        }
+        assert_same_entries(m, model);
+        cow_map_release(m);
+        cow_map_release(model);
+    }
+}

@@ -973,3 +973,28 @@ def test_looking_up_a_value_that_no_key_can_be_finds_nothing_as_dict_does(pickle
         with pytest.raises(KeyError):
             d[probe]
         assert cowstore.CowSet(plain).discard(probe) is None
+
+
+@pytest.mark.parametrize("n", [3, 8, 9, 40, 1000])
+def test_keys_python_tells_apart_and_cowstore_holds_equal_merge_as_inserts(n):
+    """A dict or set is converted in bulk (one index build, no lookup per
+    key): keys that are distinct in Python but one key to cowstore -- here
+    a registered class whose data leaves out a field its __eq__ compares --
+    must come out as inserting them one by one gives (the first key's place,
+    the last value), with and without an index (n past 8)."""
+    cowstore.register(Money, lambda m: m.currency, lambda c: Money(0, c))
+    try:
+        plain = {Money(i, f"c{i % (n // 2 + 1)}"): i for i in range(n)}
+        one_by_one = cowstore.CowDict()
+        for k, v in plain.items():
+            one_by_one[k] = v
+        bulk = cowstore.CowDict(plain)
+        assert len(bulk) == len(one_by_one) == n // 2 + 1 < len(plain)
+        assert [(k.currency, v) for k, v in bulk.items()] == \
+            [(k.currency, v) for k, v in one_by_one.items()]
+        assert all(bulk[Money(0, k.currency)] == v for k, v in one_by_one.items())
+        as_set = cowstore.CowSet(set(plain))
+        assert sorted(k.currency for k in as_set) == sorted(k.currency for k in one_by_one)
+        assert all(Money(0, k.currency) in as_set for k in one_by_one)
+    finally:
+        cowstore.unregister(Money)

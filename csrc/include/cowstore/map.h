@@ -70,9 +70,38 @@ int cow_map_add(cow_map *m, cow_val key, uint64_t hash, cow_val val);
  * no lookups are made, so building a small map costs one or two
  * allocations.  COW_OK or an error (the map left empty). */
 int cow_map_fill(cow_map *m, cow_val *kv, size_t n);
+/* Builds a map from many entries in one go (a dict or set converted, a set
+ * operation's result): each entry is appended to the log with no lookup and
+ * its key's hash kept, and the end builds the index once from the hashes
+ * (bulk, map.c) instead of an insert per entry.  Keys may repeat (dict keys
+ * Python tells apart that cowstore holds equal): the end then merges them
+ * as cow_map_set one by one would, a key at its first place with its last
+ * value.  Between begin and end the map is incomplete (no index yet): only
+ * the builder may touch it. */
+typedef struct cow_map_builder {
+    cow_map *map;           /* empty at begin; its log grows */
+    uint32_t *h32;          /* the index hash of entry i's key: first in
+                             * small, then in an allocation */
+    size_t cap;             /* room in h32 */
+    uint32_t small[COW_MAP_LINEAR_MAX + 1];     /* enough for maps with no index */
+} cow_map_builder;
+/* Starts building into m, an empty map. */
+void cow_map_build_begin(cow_map_builder *b, cow_map *m);
+/* Appends (key, val), key's cow_val_hash being hash: steals both on every
+ * path.  COW_OK, or an error with the entry not added (call abort). */
+int cow_map_build_add(cow_map_builder *b, cow_val key, uint64_t hash, cow_val val);
+/* Completes the map: COW_OK, or an error with the map left empty.  The
+ * builder is done with either way. */
+int cow_map_build_end(cow_map_builder *b);
+/* Gives up: the map left empty, the builder done with. */
+void cow_map_build_abort(cow_map_builder *b);
 /* Removes key; its value is moved to *out (new reference) when out != NULL,
  * else released.  Returns COW_FOUND / COW_NOT_FOUND / error. */
 int cow_map_del(cow_map *m, const cow_val *key, uint64_t hash, cow_val *out);
+/* Removes key if m holds it (COW_FOUND), else inserts it with val
+ * (COW_NOT_FOUND): one lookup, for a symmetric difference.  Steals key and
+ * val on every path.  Or an error, m unchanged. */
+int cow_map_toggle(cow_map *m, cow_val key, uint64_t hash, cow_val val);
 /* Removes the last entry in order: new references in *key and *val. */
 int cow_map_popitem(cow_map *m, cow_val *key, cow_val *val);
 void cow_map_clear(cow_map *m);

@@ -24,9 +24,10 @@ int cow_set_keep_keys(cow_map *dst, const cow_map *other, int keep_found);
  * error (negative) that stops the filter. */
 typedef int (*cow_set_keep)(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash);
 /* Keeps the entries of m that keep chooses, in m's order: m is rebuilt from
- * them (one fill, no lookups, no holes) and keeps its identity.  keep may
- * run code that changes m: the walk reads a clone (O(1)).  COW_OK, or keep's
- * error or COW_ENOMEM with m unchanged. */
+ * them (no lookups, one index build, no holes) and keeps its identity.
+ * keep must not change m (a caller whose keep runs user code filters a map
+ * of its own: set.c filters a clone).  COW_OK, or keep's error or
+ * COW_ENOMEM with m unchanged. */
 int cow_set_filter(cow_map *m, cow_set_keep keep, void *ctx);
 /* Whether every key of a is in b (1) or not (0), or an error. */
 int cow_set_all_in(const cow_map *a, const cow_map *b);
