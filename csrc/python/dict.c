@@ -465,18 +465,58 @@ cowpy_register_view(cowpy_state *st, int kind, PyObject *cls)
     return 0;
 }
 
-/* _merge(src): insert every pair of a dict or cowstore dict, one write, all
- * or nothing (as dict's): for two or more, the map is cloned first, O(1),
- * and the clone's entries come back if a set fails part way (a clone makes
- * the sets copy their paths: d.update({k: v}) 351 -> 581 ns with one; a
- * single set fails whole by itself). */
+/* An empty map's update by heap map src: dst takes a clone of src's
+ * entries, O(1) whatever their number, sharing src's nodes (the commonest
+ * update, CowDict().update(d) or CowDict.fromkeys(keys), was a set per
+ * entry). */
+static int
+take_entries(cow_map *dst, const cow_map *src)
+{
+    cow_map *taken = cow_map_clone(src);
+    if (taken == NULL)
+        return COW_ENOMEM;
+    cow_map_swap(dst, taken);
+    cow_map_release(taken);                 /* dst's holes, if any */
+    return COW_OK;
+}
+
+/* Sets every entry of src in dst, all or nothing (as dict's update): for
+ * two or more, dst is cloned first, O(1), and the clone's entries come back
+ * if a set fails part way (a clone makes the sets copy their paths:
+ * d.update({k: v}) 351 -> 581 ns with one; a single set fails whole by
+ * itself).  COW_OK or an error. */
+static int
+set_entries(cow_map *dst, const cow_map *src)
+{
+    cow_map *saved = NULL;
+    cow_val k, v;
+    uint64_t h;
+    int rc = COW_OK;
+    if (src->live > 1 && (saved = cow_map_clone(dst)) == NULL)
+        return COW_ENOMEM;
+    for (size_t e = 0; e < cow_map_entries(src) && rc == COW_OK; e++) {
+        k = cow_map_entry_key(src, e);
+        if (k.tag == COW_T_HOLE)
+            continue;
+        v = cow_map_entry_val(src, e);
+        cow_val_retain(&k);
+        cow_val_retain(&v);
+        cow_val_hash(&k, &h);
+        rc = cow_map_set(dst, k, h, v);
+    }
+    if (rc < 0 && saved != NULL)
+        cow_map_swap(dst, saved);
+    if (saved != NULL)
+        cow_map_release(saved);
+    return rc;
+}
+
+/* _merge(src): insert every pair of a dict or cowstore dict, one write. */
 COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, src))
 {
     cowpy_state *st = COWPY_ST(op);
-    cow_val other, k, v;
-    uint64_t h;
-    cow_map *om, *saved = NULL;
-    int rc = 0;
+    cow_val other;
+    int rc;
     if (cowpy_from_object(st, src, &other) < 0)
         return NULL;
     if (other.tag != COW_T_DICT && other.tag != COW_T_FDICT) {
@@ -484,34 +524,20 @@ COWPY_ENTRY(static, PyObject *, dict_merge, (PyObject *op, PyObject *src), (op, 
         PyErr_SetString(PyExc_TypeError, "_merge needs a mapping");
         return NULL;
     }
-    om = cow_val_getmap(&other);
-    if (cowpy_begin_write(SELF) < 0)
-        goto fail;
-    if (om->live > 1 && (saved = cow_map_clone(map_of(op))) == NULL)
-        rc = COW_ENOMEM;
-    for (size_t e = 0; e < cow_map_entries(om) && rc == 0; e++) {
-        k = cow_map_entry_key(om, e);
-        if (k.tag == COW_T_HOLE)
-            continue;
-        v = cow_map_entry_val(om, e);
-        cow_val_retain(&k);
-        cow_val_retain(&v);
-        cow_val_hash(&k, &h);
-        rc = cow_map_set(map_of(op), k, h, v);
+    if (cowpy_begin_write(SELF) < 0) {
+        cow_val_release(&other);
+        return NULL;
     }
+    if (map_of(op)->live == 0 && !cow_word_stored(other.u.w))
+        rc = take_entries(map_of(op), cow_val_getmap(&other));
+    else
+        rc = set_entries(map_of(op), cow_val_getmap(&other));
     cow_val_release(&other);
-    if (rc < 0 && saved != NULL)
-        cow_map_swap(map_of(op), saved);
-    if (saved != NULL)
-        cow_map_release(saved);
     if (rc < 0)
         return cowpy_raise(st, rc);
     if (cowpy_end_write(SELF) < 0)
         return NULL;
     Py_RETURN_NONE;
-fail:
-    cow_val_release(&other);
-    return NULL;
 }
 
 static PyObject *

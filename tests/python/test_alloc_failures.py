@@ -197,6 +197,14 @@ def test_dict_update_is_all_or_nothing(other):
     assert_all_or_nothing(make, lambda d: d.update(**other), cowstore.thaw)
 
 
+def test_update_of_an_empty_dict_is_all_or_nothing():
+    # An empty dict takes the converted source's entries whole (O(1)).
+    make = lambda: cowstore.CowDict()               # noqa: E731
+    other = {f"n{i}": [i] for i in range(60)}
+    assert_all_or_nothing(make, lambda d: d.update(other), cowstore.thaw)
+    assert_all_or_nothing(make, lambda d: d.update(cowstore.CowDict(other)), cowstore.thaw)
+
+
 def test_dict_update_leaves_the_dict_whole_when_memory_stays_short():
     other = {f"n{i}": i for i in range(60)}
     for k in range(3000):

@@ -598,6 +598,34 @@ def test_update_with_a_bad_keyword_value_changes_nothing():
     assert d == {1: 2}
 
 
+@pytest.mark.parametrize("size", [0, 1, 5, 300])
+def test_update_of_an_empty_dict_takes_the_entries_and_shares_nothing_visible(size):
+    """An empty CowDict (fresh, emptied by clear or by deletes, or a view)
+    updated from a dict or CowDict takes all its entries at once: the result
+    is the source in its order, and neither side's later writes show in the
+    other, nested containers included."""
+    plain = {f"k{i}": {"n": [i]} for i in range(size)}
+    src = CowDict(plain)
+    emptied = CowDict({"gone": 1, **{f"x{i}": i for i in range(20)}})
+    for k in list(emptied):
+        del emptied[k]
+    cleared = CowDict({"a": 1})
+    cleared.clear()
+    parent = CowDict({"inner": {}})
+    for dst, source in ((CowDict(), plain), (CowDict(), src), (emptied, src), (cleared, plain),
+                        (parent["inner"], src)):
+        dst.update(source)
+        assert dst == plain and list(dst) == list(plain)
+        if size:
+            dst["k0"]["n"].append("dst")
+            assert src["k0"] == {"n": [0]} and plain["k0"] == {"n": [0]}
+            src["k1" if size > 1 else "k0"]["n"].append("src")
+            assert dst.get("k1", dst["k0"])["n"][-1] != "src"
+            src.update(CowDict(plain))              # undo for the next round
+    assert list(parent["inner"]) == list(plain)     # the view wrote back
+    assert CowDict.fromkeys(range(size)) == dict.fromkeys(range(size))
+
+
 def test_values_membership_survives_keys_deleted_meanwhile():
     """`x in d.values()` walked the keys and looked each up again, so a key
     deleted meanwhile (by another thread, or by a value's __eq__ as here)
