@@ -209,6 +209,15 @@ bulk_core(PyObject *op, bulk_op how, cow_val *snap)
     return rc;
 }
 
+/* An element of an iterable a bulk method walks must be hashable, as set's
+ * methods hash each (TypeError otherwise): only `in`, remove and discard
+ * let a set stand for its frozenset (probe_element).  0, or -1 raised. */
+static int
+hashable_element(PyObject *item)
+{
+    return PyObject_Hash(item) == -1 ? -1 : 0;
+}
+
 /* BULK_ADD, BULK_REMOVE or BULK_TOGGLE with one element: 0 or -1. */
 static int
 bulk_one(PyObject *op, bulk_op how, PyObject *item)
@@ -276,7 +285,8 @@ bulk_apply(PyObject *op, bulk_op how, PyObject *other)
     if ((it = PyObject_GetIter(other)) == NULL)
         return -1;
     while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
-        rc = bulk_one(op, how, item);
+        if ((rc = hashable_element(item)) == 0)
+            rc = bulk_one(op, how, item);
         Py_DECREF(item);
     }
     Py_DECREF(it);
@@ -338,7 +348,7 @@ add_found(PyObject *op, PyObject *iterable, PyObject *among)
     if (rc < 0 || (it = PyObject_GetIter(iterable)) == NULL)
         return -1;
     while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
-        if ((rc = PySequence_Contains(among, item)) > 0)
+        if ((rc = hashable_element(item)) == 0 && (rc = PySequence_Contains(among, item)) > 0)
             rc = add_one(op, item);
         Py_DECREF(item);
     }
@@ -376,7 +386,8 @@ holds_elements(PyObject *op, PyObject *iterable, int want_all)
     if (rc < 0 || (it = PyObject_GetIter(iterable)) == NULL)
         return -1;
     while (rc == 0 && answer == want_all && (item = PyIter_Next(it)) != NULL) {
-        if ((rc = own ? contains_one(op, item) : PySequence_Contains(op, item)) >= 0
+        if ((rc = hashable_element(item)) == 0
+            && (rc = own ? contains_one(op, item) : PySequence_Contains(op, item)) >= 0
             && rc != want_all)
             answer = !want_all;         /* one missing (all) or one found (any) */
         rc = rc < 0 ? -1 : 0;
