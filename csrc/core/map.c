@@ -679,6 +679,10 @@ hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf, uint
     if (n->datamap & bit) {       /* two leaves share this slot: push both down */
         int pos = (int)popc(n->datamap & (bit - 1));
         cow_val held = entry_key(m, hn_leaves(n)[pos]);
+        if (held.tag == COW_T_HOLE) {   /* H3: a leaf names a hole only in bad pages */
+            cow_ref_set_error(COW_ECORRUPT);    /* (hashing it said COW_ETYPE) */
+            return COW_ECORRUPT;
+        }
         if ((rc = key_hash32(&held, &hold)) < 0)
             return rc;
         if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], hold, leaf, h)) == NULL)

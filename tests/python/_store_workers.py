@@ -5,8 +5,10 @@ processes can import them by name without importing pytest's test module.
 Run as a script (``python _store_workers.py walk PATH``) it is the corruption
 fuzzer's reader: it opens a store readonly and touches every value in it
 (``walk-write``: opens it writable, and commits a root after the walk).
+Before the walk it runs the set algebra on the stored sets (_set_algebra).
 """
 import hashlib
+import operator
 import os
 import pickle
 import signal
@@ -303,11 +305,135 @@ def _touch(value, depth=0):
         hash(value) if isinstance(value, (str, bytes, int, float)) else None
 
 
+# -- the set algebra on damaged sets ---------------------------------------------
+
+class SetAlgebraEscape(Exception):
+    """A set operation on a stored set raised something else than
+    CorruptStoreError: a bug (not in WALK_ALLOWED, so the walk is BAD)."""
+
+
+class _SetOps:
+    """Runs operations one by one, each allowed to fail with CorruptStoreError
+    alone (counted): the damage then meets every operation, not only the first."""
+
+    def __init__(self):
+        self.ops = self.corrupt = 0
+
+    def run(self, name, fn):
+        self.ops += 1
+        try:
+            result = fn()
+            if isinstance(result, _SETS):
+                list(result)            # a result's nodes may still lie in the pages
+            return result
+        except cowstore.CorruptStoreError:
+            self.corrupt += 1
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise SetAlgebraEscape(f"{name}: {type(exc).__qualname__}: {exc} [raised at "
+                                   f"{os.path.basename(where.filename)}:{where.lineno}]") from exc
+        return None
+
+
+# `|` `&` `-` `^`, the subset tests and `==`: for sets of ours with stored
+# operands the core walks their keys (set_algebra.c), with builtin sets the
+# element loops of set.c and _set.py
+_BINARY = [("|", operator.or_), ("&", operator.and_), ("-", operator.sub), ("^", operator.xor),
+           ("issubset", lambda x, y: x.issubset(y)), ("issuperset", lambda x, y: x.issuperset(y)),
+           ("isdisjoint", lambda x, y: x.isdisjoint(y)), ("==", operator.eq), ("<", operator.lt)]
+_IN_PLACE = [("|=", operator.ior), ("&=", operator.iand), ("-=", operator.isub),
+             ("^=", operator.ixor), ("update", CowSet.update),
+             ("intersection_update", CowSet.intersection_update),
+             ("difference_update", CowSet.difference_update),
+             ("symmetric_difference_update", CowSet.symmetric_difference_update)]
+# in every base store (see test_store_fuzz._set_data) and absent from them
+_PROBES = (0, 3, "s0", "s4", 1.5, (1, 2), b"1", "no-such-member")
+
+
+def _children(run, path, mapping):
+    """(path + (key,), value) for each key of mapping that reads without an error."""
+    keys = run.run(f"keys of {path}", lambda: list(mapping)) or []
+    return [(path + (key,), value) for key in keys
+            if (value := run.run(f"{path}[{key!r}]", lambda: mapping[key])) is not None]
+
+
+def _writable(s, i):
+    """A CowSet holding s's elements: for a set of ours one sharing its
+    stored nodes, by copy() or CowSet(s) by turns (FrozenSet has no in-place
+    operators); else a heap one."""
+    if isinstance(s, CowSet) and i % 2:
+        return s.copy()
+    return CowSet(s)
+
+
+def _set_algebra(store, write):
+    """The set algebra with stored sets on either side (against each other,
+    heap CowSets and builtin sets), in place on copies whose nodes lie in the
+    pages and on the stored views themselves; written back when writable.
+    Returns (operations run, CorruptStoreError raised)."""
+    run = _SetOps()
+    if "sets" not in store.names():
+        return run.ops, run.corrupt
+
+    def stored_at(path):    # a new view: its nodes all in the pages
+        value = store[path[0]]
+        for key in path[1:]:
+            value = value[key]
+        return value
+
+    sets = run.run("read sets", lambda: stored_at(("sets",)))
+    stored = {}             # path: set, for the sets in sets and in a dict in it
+    for path, value in _children(run, ("sets",), sets) if sets is not None else []:
+        for path, value in _children(run, path, value) if isinstance(value, _MAPS) else [(path, value)]:
+            if isinstance(value, _SETS):
+                stored[path] = value
+    heap = CowSet(list(range(0, 450, 5)) + [f"s{i}" for i in range(0, 300, 4)])
+    builtin = set(heap)
+    small_builtin = {3, "s4", 99}
+    others = [("heap", heap), ("builtin", builtin), ("small builtin", small_builtin),
+              ("small heap", CowSet(small_builtin))]
+    paths = sorted(stored, key=repr)
+    pairs = [((a, stored[a]), (b, stored[b])) for a in paths for b in paths]     # x op x too
+    pairs += [((a, stored[a]), other) for a in paths for other in others]
+    pairs += [(other, (a, stored[a])) for a in paths for other in others[:2]]   # reflected
+    for (xn, x), (yn, y) in pairs:
+        for op, fn in _BINARY:
+            run.run(f"{xn} {op} {yn}", lambda: fn(x, y))
+        if xn in stored or yn in stored:
+            for i, (op, fn) in enumerate(_IN_PLACE):
+                run.run(f"{xn} {op} {yn}", lambda: fn(_writable(x, i), y))
+    for path in paths:
+        for i, probe in enumerate(_PROBES):
+            w = _writable(stored[path], i)
+            run.run(f"{path}.discard({probe!r})", lambda: w.discard(probe))
+            run.run(f"{path}.remove({probe!r})", lambda: probe in w and w.remove(probe))
+    # in place on stored views, each a new one: a write copies a path out of the
+    # pages; against sets of ours (the core's walks) and builtin ones by turns
+    operands = [heap, small_builtin] + [stored[p] for p in paths]
+    for path in paths:
+        if isinstance(stored[path], CowSet):
+            for i, (op, fn) in enumerate(_IN_PLACE):
+                y = operands[i % len(operands)]
+                run.run(f"stored {path} {op}", lambda: fn(stored_at(path), y))
+                run.run(f"stored {path}.discard", lambda: stored_at(path).discard(_PROBES[i]))
+    if write and sets is not None:
+        # the commit of sets changed in place, nodes from the pages among them
+        for path in paths:
+            if isinstance(stored[path], CowSet):
+                run.run(f"{path} ^= small builtin", lambda: operator.ixor(stored[path], small_builtin))
+        run.run("write back", lambda: store.__setitem__("sets", sets))
+    return run.ops, run.corrupt
+
+
 def walk(path, write=False):
     store = cowstore.open(path, readonly=not write)
     store.stats()
     names = store.names()
     len(store)
+    # first: a damaged read in there is tolerated, and the commits below
+    # replace or delete the root of the sets
+    ops, corrupt = _set_algebra(store, write)
+    print(f"SETS {ops} ops, {corrupt} CorruptStoreError")
     if write and names:
         # the commit path on a damaged file, before any read could fail:
         # a new root, a replaced one (frees its segments), a deleted one

@@ -9,8 +9,11 @@ subprocess opens each copy readonly and walks every root (thaw, iterate,
 len, lookups); a quarter as many copies are opened writable and committed to.  It must exit 0 or with a clean exception -- a
 cowstore.CowstoreError, or OSError/ValueError/KeyError/UnicodeDecodeError
 (reported separately) -- and never die from a signal, hang, or raise
-anything else.  Each case has a fixed seed; a failure prints the seed and
-the mutation so it reproduces:
+anything else.  Before the walk it runs the set algebra on the stored sets
+(against each other, heap and builtin sets, in place on copies and on the
+stored views), where only CorruptStoreError is allowed; a second base store
+holds those sets alone, so that most of its damage lands in them.  Each case
+has a fixed seed; a failure prints the seed and the mutation so it reproduces:
 
     COWSTORE_FUZZ_CASES=500 COWSTORE_FUZZ_SEED=7 pytest tests/python/test_store_fuzz.py
 
@@ -41,6 +44,7 @@ BASE_SEED = int(os.environ.get("COWSTORE_FUZZ_SEED", "20240501"))
 WALKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_store_workers.py")
 WALK_TIMEOUT = 90           # seconds per case (the walker alarms itself at 60)
 MAX_FLIPS = 16
+MIN_SET_OPS = 1000          # the walker's set algebra on an undamaged base store
 PAGE = 4096
 
 
@@ -63,8 +67,7 @@ def _varied_data(rng):
                      "tags": [f"t{j}" for j in range(i % 4)], "note": "x" * (300 if i % 50 == 0 else 3),
                      "pair": (i, -i), "sub": {"a": 2 ** 70 if i % 9 == 0 else i}}
                     for i in range(600)],
-        "sets": {"ints": set(range(300)), "strs": {f"s{i}" for i in range(200)},
-                 "mixed": {1, "1", b"1", 1.5, (1, 2)}},
+        "sets": _set_data(),
         # extension leaves (ext.h), inline and blob, as values and keys
         "leaves": [{"at": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
                     + datetime.timedelta(minutes=i),
@@ -78,6 +81,19 @@ def _varied_data(rng):
                     decimal.Decimal(i) / 8: datetime.timedelta(seconds=i)}
                    for i in range(200)],
     }
+
+
+def _set_data():
+    """The sets of a base store: the walker runs the set algebra on them
+    (_store_workers._set_algebra), each against each, heap and builtin sets."""
+    return {"ints": set(range(300)), "strs": {f"s{i}" for i in range(200)},
+            "mixed": {1, "1", b"1", 1.5, (1, 2)},
+            # ints and strs, a part of them in ints and strs: the core's lookups
+            # find some keys and miss others
+            "blend": set(range(0, 600, 3)) | {f"s{i}" for i in range(0, 400, 2)},
+            "small": {3, 7, "s4", "s9"},          # a small map: scanned, no index
+            "frozen": frozenset(range(0, 40, 4)),
+            "nested": {"inner": {5, 10, "s5"}, "n": 1}}
 
 
 def _deep(depth):
@@ -113,9 +129,22 @@ def _build_base(path):
     assert stats["segments"] >= 3 and stats["roots"] == 8, stats
 
 
-@pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
-    """The bytes of a closed store file holding varied data in several segments.
+def _build_sets_base(path):
+    """Writes a store of the sets alone (see sets_store), in two versions:
+    the second's sets share nodes with the first's segment."""
+    store = cowstore.open(path)
+    store["sets"] = _set_data()
+    sets = store["sets"]
+    sets["blend"] |= set(range(600, 700))
+    sets["ints"] -= set(range(0, 300, 7))
+    sets["nested"]["inner"].add("s6")
+    store["sets"] = sets
+    del sets
+    store.close()
+
+
+def _written_base(tmp_path_factory, builder, roots):
+    """The bytes of the store builder writes, checked to walk cleanly.
 
     Written by a fresh process, so that its bytes (container identities, the
     shapes of packed records) do not depend on which tests ran before: a
@@ -123,18 +152,37 @@ def base_store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("fuzzbase") / "base.cow")
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                    "import test_store_fuzz as T; T._build_base(sys.argv[2])", here, path],
+                    f"import test_store_fuzz as T; T.{builder}(sys.argv[2])", here, path],
                    check=True)
     with open(path, "rb") as f:
         blob = f.read()
-    # the unmutated file walks cleanly: otherwise every case below means nothing
-    res = _run_walker(path, "walk")
-    assert res == ("ok", "OK 8 roots"), res
+    # the unmutated file walks cleanly, through the whole set algebra:
+    # otherwise every case below means nothing
+    set_ops = []
+    res = _run_walker(path, "walk", set_ops)
+    assert res == ("ok", f"OK {roots} roots"), res
+    assert len(set_ops) == 1 and set_ops[0][0] >= MIN_SET_OPS and set_ops[0][1] == 0, set_ops
     return blob
 
 
-def _run_walker(path, mode):
-    """Runs the walker on path: ("ok"|"clean"|"bad"|"signal"|"timeout"|"exit", detail)."""
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    """The bytes of a closed store file holding varied data in several segments."""
+    return _written_base(tmp_path_factory, "_build_base", 8)
+
+
+@pytest.fixture(scope="module")
+def sets_store(tmp_path_factory):
+    """The bytes of a store holding the sets of the base store alone: a flip
+    in it mostly lands in a set's nodes, which the set algebra then reads
+    (in the base store 1 case in 10 or so gets there)."""
+    return _written_base(tmp_path_factory, "_build_sets_base", 1)
+
+
+def _run_walker(path, mode, set_ops=None):
+    """Runs the walker on path: ("ok"|"clean"|"bad"|"signal"|"timeout"|"exit", detail).
+    set_ops, a list, gets the walker's (set operations run, CorruptStoreErrors
+    among them) if it got that far."""
     try:
         proc = subprocess.run([sys.executable, WALKER, mode, path], capture_output=True,
                               text=True, errors="replace", timeout=WALK_TIMEOUT)
@@ -142,6 +190,9 @@ def _run_walker(path, mode):
         return ("timeout", f"no exit after {WALK_TIMEOUT}s")
     out = proc.stdout.strip().splitlines()
     last = out[-1] if out else ""
+    for line in out:
+        if set_ops is not None and line.startswith("SETS "):
+            set_ops.append(tuple(int(word) for word in line.split()[1::2]))
     if proc.returncode < 0:
         return ("signal", f"died from signal {-proc.returncode}; stderr: {proc.stderr[-800:]}")
     if proc.returncode == W.WALK_OK:
@@ -191,14 +242,15 @@ def _run_case(blob, workdir, case, mode="walk"):
     path = os.path.join(workdir, f"case-{case}.cow")
     with open(path, "wb") as f:
         f.write(damaged)
-    outcome, detail = _run_walker(path, mode)
+    set_ops = []
+    outcome, detail = _run_walker(path, mode, set_ops)
     if outcome in ("ok", "clean"):
         for p in (path, path + "-lock"):
             if os.path.exists(p):
                 os.unlink(p)
     else:
         how += f"\n    damaged file kept: {path}"   # the base file's padding varies run to run
-    return case, seed, how, outcome, detail
+    return case, seed, how, outcome, detail, set_ops
 
 
 @pytest.mark.parametrize("mode, cases", [("walk", CASES), ("walk-write", WRITE_CASES)])
@@ -206,13 +258,29 @@ def test_random_corruptions_fail_cleanly(base_store, tmp_path, mode, cases):
     """Damaged copies (1..16 flipped bytes, or a random truncation): the walk
     exits 0 or with an allowed exception, never a signal or hang.  Readonly
     (CASES of them), and a few opened writable, committing after the walk."""
+    _fuzz(base_store, tmp_path, mode, cases)
+
+
+@pytest.mark.parametrize("mode, cases", [("walk", CASES), ("walk-write", WRITE_CASES)])
+def test_random_corruptions_of_sets_fail_cleanly(sets_store, tmp_path, mode, cases):
+    """The same on the store of sets alone, where the damage meets the set
+    algebra (|, &, -, ^, their in-place forms and methods, the subset tests,
+    ==, discard, remove: stored sets against each other, heap CowSets and
+    builtin sets), in which only CorruptStoreError is allowed."""
+    _fuzz(sets_store, tmp_path, mode, cases)
+
+
+def _fuzz(blob, tmp_path, mode, cases):
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
-        results = list(ex.map(lambda c: _run_case(base_store, str(tmp_path), c, mode),
+        results = list(ex.map(lambda c: _run_case(blob, str(tmp_path), c, mode),
                               range(cases)))
     summary = collections.Counter()
     builtin_sites = collections.Counter()   # where non-cowstore exceptions come from
     failures = []
-    for case, seed, how, outcome, detail in results:
+    set_stores = set_damaged = 0     # stores through the set algebra; damage met there
+    for case, seed, how, outcome, detail, set_ops in results:
+        set_stores += bool(set_ops)
+        set_damaged += any(corrupt for ops, corrupt in set_ops)
         if outcome in ("ok", "clean"):
             family = _family(detail)
             summary[outcome if outcome == "ok" else " ".join(family)] += 1
@@ -220,7 +288,8 @@ def test_random_corruptions_fail_cleanly(base_store, tmp_path, mode, cases):
                 builtin_sites[family[1] + " " + detail[detail.rfind("[at "):]] += 1
         else:
             failures.append(f"case {case} seed {seed}: {outcome}: {detail}\n    mutation: {how}")
-    print(f"\nfuzz ({mode}) {cases} cases, base seed {BASE_SEED}: {dict(summary)}")
+    print(f"\nfuzz ({mode}) {cases} cases, base seed {BASE_SEED}: {dict(summary)}; "
+          f"set algebra run on {set_stores}, a CorruptStoreError in it on {set_damaged}")
     for site, n in builtin_sites.most_common():
         print(f"  {n:4d}x {site}")
     assert not failures, ("reproduce with `python tests/python/_store_workers.py walk FILE` "

@@ -4,7 +4,8 @@ never from a later, unrelated call, nor from a call in another thread.
 
 Each test damages one known spot of a real store file: the code byte of one
 key's item in a map's packed entry log (a code no item has, so decoding
-fails when that entry is read), or one field of a numpy leaf's header.
+fails when that entry is read), one field of a numpy leaf's header, or
+one leaf of a map's hash index.
 The spot is found by searching the file for the key's (or the header's)
 bytes, which a one-commit store holds exactly once.
 """
@@ -196,3 +197,71 @@ def test_a_root_name_that_is_not_utf8_is_corruption(tmp_path):
     with cowstore.open(path, readonly=True) as s:
         with pytest.raises(cowstore.CorruptStoreError, match="not UTF-8"):
             s.names()
+
+
+# ---- index leaves -------------------------------------------------------------
+
+INDEXED = 12                # entries: past COW_MAP_LINEAR_MAX, so the map has an index
+HOLE = 5                    # the entry deleted before the store: a HOLE in the log
+ADDED = range(1000, 1300)   # new keys: some land on the damaged leaf's slot
+# map.c: a stored index node is u32 refcnt (COW_REFCNT_STORED), u16 kind
+# (0: bitmap), u16 count, u32 datamap, u32 nodemap, a u64 word per child,
+# then a u32 entry number per leaf.
+HNODE = struct.Struct("<IHHII")
+STORED = 0xFFFFFFFF
+
+
+def _index_leaf_to_hole(path):
+    """Points a leaf of the stored index (of the one map in path, whose entry
+    HOLE is deleted) at that hole, which no sound index names (map.c H3)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    live, nodes = set(range(INDEXED)) - {HOLE}, []
+    for at in range(0, len(data) - HNODE.size, 4):
+        refcnt, kind, count, datamap, nodemap = HNODE.unpack_from(data, at)
+        if refcnt != STORED or kind or count or not datamap:
+            continue
+        leaves_at = at + HNODE.size + 8 * bin(nodemap).count("1")
+        leaves = struct.unpack_from(f"<{bin(datamap).count('1')}I", data, leaves_at)
+        if set(leaves) <= live and len(set(leaves)) == len(leaves):
+            nodes.append((len(leaves), leaves_at))
+    most, leaves_at = max(nodes)         # the root: the others hold 1 or 2 leaves
+    assert most >= 3, nodes
+    with open(path, "r+b") as f:
+        f.seek(leaves_at)
+        f.write(struct.pack("<I", HOLE))
+
+
+INSERTS = {
+    "set add": (lambda: cowstore.CowSet(range(INDEXED)), lambda s, x: s.copy().add(x)),
+    "set union": (lambda: cowstore.CowSet(range(INDEXED)), lambda s, x: s | cowstore.CowSet([x])),
+    "set update": (lambda: cowstore.CowSet(range(INDEXED)), lambda s, x: s.copy().update({x})),
+    "dict setitem": (lambda: cowstore.CowDict((i, i) for i in range(INDEXED)),
+                     lambda d, x: d.copy().__setitem__(x, x)),
+}
+
+
+@pytest.mark.parametrize("insert", sorted(INSERTS))
+def test_an_index_leaf_naming_a_hole_is_corruption(tmp_path, insert):
+    """A damaged index leaf naming a deleted entry: a key added where it lies
+    pushes it down a level, which hashed the hole's key and raised
+    UnsupportedTypeError ("wrong value type"; found by the fuzzer's set
+    algebra, `stored | other`).  It raises CorruptStoreError, and the next
+    calls are clean."""
+    make, add = INSERTS[insert]
+    path = str(tmp_path / "index.cow")
+    value = make()
+    value.discard(HOLE) if isinstance(value, cowstore.CowSet) else value.pop(HOLE)
+    with cowstore.open(path) as s:
+        s["m"] = value
+    _index_leaf_to_hole(path)
+    with cowstore.open(path, readonly=True) as s:
+        m, met = s["m"], 0
+        for x in ADDED:
+            try:
+                add(m, x)
+            except cowstore.CorruptStoreError:
+                met += 1
+        assert met, "no added key reached the damaged leaf"
+        assert len(cowstore.CowList([1, 2, 3])) == 3
+        assert len(m) == INDEXED - 1
