@@ -334,18 +334,34 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     return lo;
 }
 
-/* Whether entry e's key is key; the entry's key and value into kv, unless
- * kv is NULL (a caller that wants only where it is: no value decoded). */
+/* Whether key k (read from the log) is key.  For an entry an index leaf
+ * names (named), a HOLE is damage: H3 says no leaf names one, so only bad
+ * pages do (or a map path-copied from them), and the read records
+ * corruption rather than answer "absent" for a key the log may hold.  A
+ * small map's scan meets holes in its log as a matter of course. */
 static int
-entry_is(const cow_map *m, uint32_t e, const cow_val *key, cow_val kv[2])
+key_is(const cow_val *k, const cow_val *key, int named)
+{
+    if (named && k->tag == COW_T_HOLE) {
+        cow_ref_set_error(COW_ECORRUPT);
+        return 0;
+    }
+    return cow_val_equal(k, key);
+}
+
+/* Whether entry e's key is key (named: e comes from an index leaf); the
+ * entry's key and value into kv, unless kv is NULL (a caller that wants
+ * only where it is: no value decoded). */
+static int
+entry_is(const cow_map *m, uint32_t e, const cow_val *key, cow_val kv[2], int named)
 {
     cow_val k;
     if (kv == NULL) {
         k = entry_key(m, e);
-        return cow_val_equal(&k, key);
+        return key_is(&k, key, named);
     }
     entry_pair(m, e, kv);
-    return cow_val_equal(&kv[0], key);
+    return key_is(&kv[0], key, named);
 }
 
 /* Lookups set *entry and, unless kv is NULL, *kv (the entry's key, its
@@ -357,9 +373,9 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
     cow_val kv_local[2], *kv = kv_out ? kv_out : kv_local;
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
         entry_pair(m, hn_leaves(n)[i], kv);
-        if (cow_val_order(&kv[0], key) != 0)
+        if (kv[0].tag != COW_T_HOLE && cow_val_order(&kv[0], key) != 0)
             break;
-        if (cow_val_equal(&kv[0], key)) {
+        if (key_is(&kv[0], key, 1)) {
             *entry = hn_leaves(n)[i];
             return COW_FOUND;
         }
@@ -378,7 +394,7 @@ index_find(const cow_map *m, const cow_val *key, uint32_t h, size_t *entry, cow_
         bit = bit_at(h, shift);
         if (n->datamap & bit) {
             cow_hleaf lf = hn_leaves(n)[popc(n->datamap & (bit - 1))];
-            if (!entry_is(m, lf, key, kv))
+            if (!entry_is(m, lf, key, kv, 1))
                 return COW_NOT_FOUND;
             *entry = lf;
             return COW_FOUND;
@@ -404,7 +420,7 @@ find_entry(const cow_map *m, const cow_val *key, uint64_t hash, size_t *entry, c
     if (m->index)
         return index_find(m, key, hash32(hash), entry, kv);
     for (size_t e = 0; e < nentries(m); e++) {
-        if (entry_is(m, (uint32_t)e, key, kv)) {
+        if (entry_is(m, (uint32_t)e, key, kv, 0)) {
             *entry = e;
             return COW_FOUND;
         }

@@ -776,14 +776,15 @@ heap_leaf_for(const cow_vecbody *b, size_t i, int owned)
 }
 
 /* Whether packed item `item` (the leaf's bytes end at `end`) is the str
- * [s, s + n): COW_FOUND or COW_NOT_FOUND, COW_ASK_GENERAL for a raw item.
+ * [s, s + n): COW_FOUND or COW_NOT_FOUND, COW_ASK_GENERAL for a raw item
+ * or a hole.
  * A str of at most COW_INLINE_MAX bytes is an inline item and a longer one
  * a raw one (V1, C1), and no other kind of value equals a str. */
 static int
 item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
 {
-    if (item[0] == COW_CI_RAW)
-        return COW_ASK_GENERAL;
+    if (item[0] == COW_CI_RAW || item[0] == COW_CI_HOLE)
+        return COW_ASK_GENERAL;         /* a hole: the general path reports it */
     if (n > COW_INLINE_MAX || item[0] != COW_CI_SSTR + n || (size_t)(end - item) <= n)
         return COW_NOT_FOUND;
     return cow_equal_short(item + 1, s, n) ? COW_FOUND : COW_NOT_FOUND;
@@ -800,6 +801,8 @@ cow_vb_heap_value_of_str(const cow_vecbody *b, size_t i, const char *s, size_t n
     if (at == NULL || slot + 1 >= at->count)
         return COW_ASK_GENERAL;
     if (at->leaf != VN_PACKED) {
+        if (vn_vals(at)[slot].tag == COW_T_HOLE)
+            return COW_ASK_GENERAL;
         probe = cow_val_str_view(s, n);
         if (val != NULL)
             *val = vn_vals(at)[slot + 1];
