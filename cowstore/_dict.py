@@ -147,11 +147,13 @@ class _DictReads(_cowstore.DictBase):
         return _subclass.own_type(self)(merged)
 
     def __ror__(self, other):
+        # dict | ours: a mutable CowDict, as dict | dict is a dict (a
+        # FrozenDict on the right does not make the union immutable)
         if not isinstance(other, (dict, _cowstore.DictBase)):
             return NotImplemented
         merged = CowDict(other)
         merged._merge(self)
-        return _subclass.own_type(self)(merged)
+        return merged
 
     def __repr__(self):
         if not len(self):
@@ -168,6 +170,21 @@ class _DictReads(_cowstore.DictBase):
         return reduce_ex(self, protocol, self.__reduce__)
 
     __class_getitem__ = classmethod(GenericAlias)
+
+
+def _update_pair(pair, i):
+    """Element i of update's iterable as (key, value), refused with dict's
+    own errors (a TypeError for a non-sequence, a ValueError for a length
+    other than 2)."""
+    try:
+        pair = tuple(pair)
+    except TypeError:
+        raise TypeError(f"cannot convert dictionary update sequence element #{i} "
+                        "to a sequence") from None
+    if len(pair) != 2:
+        raise ValueError(f"dictionary update sequence element #{i} has length {len(pair)}; "
+                         "2 is required")
+    return pair
 
 
 class CowDict(_DictReads):
@@ -192,8 +209,8 @@ class CowDict(_DictReads):
             for key in other.keys():
                 self[key] = other[key]
         else:
-            for pair in other:
-                key, value = pair
+            for i, pair in enumerate(other):
+                key, value = _update_pair(pair, i)
                 self[key] = value
         if kwargs:
             self._merge(kwargs)

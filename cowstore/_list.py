@@ -101,11 +101,13 @@ class _ListReads(_cowstore.ListBase):
         return _subclass.own_type(self)(joined)
 
     def __radd__(self, other):
+        # list + ours: a mutable CowList, as list + list is a list (a
+        # FrozenList on the right does not make the sum immutable)
         if not self._comparable(other):
             return NotImplemented
         joined = CowList(other)
         joined.extend(self)
-        return _subclass.own_type(self)(joined)
+        return joined
 
     def __mul__(self, count):
         if not hasattr(type(count), "__index__"):

@@ -685,3 +685,34 @@ def test_int_and_str_probes_find_keys_stored_as_extension_leaves(size):
         assert d.get(probe, "absent") == plain.get(probe, "absent"), probe
     d[0] = "zero"
     assert len(d) == len(plain) and type(next(iter(d))) is decimal.Decimal
+
+
+def test_a_builtin_left_operand_gives_a_mutable_result():
+    """dict | FrozenDict and list + FrozenList gave a frozen result, so a
+    later write raised FrozenError; as dict | dict and list + list, the
+    result is mutable (a CowDict, a CowList), as set | FrozenSet gives a
+    CowSet."""
+    merged = {"a": 1} | cowstore.FrozenDict({"b": 2})
+    joined = [1] + cowstore.FrozenList([2])
+    assert type(merged) is CowDict and merged == {"a": 1, "b": 2}
+    assert type(joined) is cowstore.CowList and joined == [1, 2]
+    merged["c"] = 3
+    joined.append(3)
+    assert type(set() | cowstore.FrozenSet([1])) is cowstore.CowSet
+    assert type(cowstore.FrozenDict({1: 2}) | {3: 4}) is cowstore.FrozenDict   # the left's type
+    assert type(cowstore.FrozenList([1]) + [2]) is cowstore.FrozenList
+
+
+@pytest.mark.parametrize("pairs", [[(1, 2, 3)], [5], [(1, 2), "abc"], [(1, 2), "ab"], [[1]],
+                                   [(1, 2), None]])
+def test_update_from_pairs_refuses_a_bad_pair_as_dict_does(pairs):
+    """update and |= with an iterable of pairs: a bad element raises dict's
+    own error (type and message, naming its position), after the pairs
+    before it are set."""
+    def outcome(target):
+        try:
+            target.update(pairs)
+        except (TypeError, ValueError) as e:
+            return type(e), str(e), dict(target)
+        return None, None, dict(target)
+    assert outcome(CowDict()) == outcome({})
