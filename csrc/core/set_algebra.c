@@ -21,8 +21,9 @@
  * difference or symmetric difference with a set not much smaller than dst --
  * collects the entries dst keeps into a new map as it walks (a
  * cow_map_builder: no lookups, one index build from the walk's hashes),
- * then swaps the new entries in (cow_map_swap: dst keeps its identity).  A small change is made in place,
- * where the rest stays shared with dst's copies.  REBUILD_RATIO decides.
+ * then swaps the new entries in (cow_map_swap: dst keeps its identity).  A
+ * small change is made in place, where the rest stays shared with dst's
+ * copies.  REBUILD_RATIO decides.
  *
  * Walking a map while writing another is safe: a map writes only nodes it
  * owns alone (a node two maps share is copied first), so the walked map's

@@ -30,8 +30,10 @@ dict_get_entry(PyObject *op, PyObject *key, cow_val kv[2], uint64_t *hash)
     return rc < 0 ? cowpy_raise_int(COWPY_ST(op), rc) : rc == COW_FOUND;
 }
 
-/* A nested container read in place (pack.h P8) as the view d[key] returns:
- * attached to us under key, stored as a key is. */
+/* A nested container v, read in place (pack.h P8) or found by the fast walk
+ * of a heap map, as the view d[key] returns: attached to us under key,
+ * stored as a key is (no Python code runs before v is used: key is an
+ * exact str or int, or a packed root's key). */
 static PyObject *
 nested_view(PyObject *op, PyObject *key, const cow_val *v)
 {
@@ -76,9 +78,11 @@ value_of(PyObject *op, const cow_val *kv, uint64_t hash)
 }
 
 /* d[key] for the commonest case -- a str or int key (cowpy_fast_get), a
- * general map on the heap, a scalar value: 1 found (*res set unless res is
- * NULL), 0 absent, -1 error, LOOKUP_GENERAL when the general path must
- * answer. */
+ * general map on the heap: 1 found (*res set unless res is NULL), 0 absent,
+ * -1 error, LOOKUP_GENERAL when the general path must answer.  A nested
+ * container is made a view of us here too, keyed by key as the map stores
+ * it (an exact str or int is stored as itself): d["a"]["b"] looked "a" up
+ * a second time by the general walk (~600 instructions). */
 static int
 fast_lookup(PyObject *op, PyObject *key, PyObject **res)
 {
@@ -86,9 +90,12 @@ fast_lookup(PyObject *op, PyObject *key, PyObject **res)
     int rc = cowpy_fast_get(map_of(op), key, res ? &v : NULL);
     if (rc == COW_NOT_FOUND || (rc == COW_FOUND && res == NULL))
         return rc;
-    if (rc != COW_FOUND || cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
-        return LOOKUP_GENERAL;          /* a container: made there, a view of us */
-    *res = cowpy_scalar_to_object(COWPY_ST(op), &v);
+    if (rc != COW_FOUND)
+        return LOOKUP_GENERAL;
+    if (cow_tag_is_map(v.tag) || cow_tag_is_vec(v.tag) || v.tag == COW_T_PACKED)
+        *res = nested_view(op, key, &v);
+    else
+        *res = cowpy_scalar_to_object(COWPY_ST(op), &v);
     return *res ? 1 : -1;
 }
 

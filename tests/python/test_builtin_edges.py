@@ -716,3 +716,26 @@ def test_update_from_pairs_refuses_a_bad_pair_as_dict_does(pairs):
             return type(e), str(e), dict(target)
         return None, None, dict(target)
     assert outcome(CowDict()) == outcome({})
+
+
+@pytest.mark.parametrize("size", [3, 40])
+@pytest.mark.parametrize("key", ["k1", 1, -2**62])
+def test_a_view_read_by_the_fast_walk_writes_back_under_its_key(size, key):
+    """d[k] of a str or int key made the view of a nested container on the
+    general path, after the fast walk had found it; the fast walk makes it
+    now, keyed by the key as stored.  Writes through the view land in d
+    under that key, for packed records and heap containers, with and
+    without an index."""
+    plain = {k: {"n": [k]} for k in range(-3, size)}
+    plain.update({"k1": {"n": ["s"]}, -2**62: {"n": ["big"]}})
+    d = CowDict(plain)
+    d["heap"] = CowDict({i: i for i in range(20)})      # a value too big to pack
+    view = d[key]
+    view["n"].append("x")
+    view["m"] = 1
+    plain[key]["n"].append("x")
+    plain[key]["m"] = 1
+    assert d == {**plain, "heap": {i: i for i in range(20)}}
+    inner = d["heap"]
+    inner[0] = "changed"
+    assert d["heap"][0] == "changed" and d.get(key) == plain[key]
