@@ -297,6 +297,9 @@ cowpy_resolve_lazy(CowObject *self)
 }
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */
+/* Whether a debug build (COW_DEBUG) validates a container after each write:
+ * 1 unless a test that feeds damaged pages turned it off. */
+extern int cowpy_debug_checks;
 void cowpy_detach(CowObject *self);
 void cowpy_object_dealloc(PyObject *self);
 int cowpy_is_frozen(const CowObject *self);

@@ -80,6 +80,19 @@ COWPY_ENTRY(static, PyObject *, cowpy_live_nodes,
     return Py_BuildValue("(ll)", cow_vec_live_nodes(), cow_map_live_nodes());
 }
 
+/* _debug_checks(on) -> whether they were on: a debug build's validation
+ * after each write (wrapper.c), which holds for sound nodes only; tests of
+ * damaged pages turn it off.  A release build validates nothing either way. */
+static PyObject *
+cowpy_set_debug_checks(PyObject *mod, PyObject *on)
+{
+    int was = cowpy_debug_checks, want = PyObject_IsTrue(on);
+    if (want < 0)
+        return NULL;
+    cowpy_debug_checks = want;
+    return PyBool_FromLong(was);
+}
+
 static PyMethodDef module_methods[] = {
     {"freeze", cowpy_freeze, METH_O,
      "freeze(obj) -> obj with every dict/list/set converted to cowstore containers."},
@@ -87,6 +100,7 @@ static PyMethodDef module_methods[] = {
      "thaw(obj) -> plain nested dict/list/set/tuple copy of obj."},
     {"_register", cowpy_register, METH_VARARGS, NULL},
     {"_live_nodes", cowpy_live_nodes, METH_NOARGS, NULL},
+    {"_debug_checks", cowpy_set_debug_checks, METH_O, NULL},
     {"_after_fork", cowpy_after_fork, METH_NOARGS, NULL},
     {"_measure", cowpy_measure, METH_O,
      "_measure(values) -> (bytes, nodes) the values would take in an empty store."},
