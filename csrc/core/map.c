@@ -304,6 +304,28 @@ entry_key(const cow_map *m, uint32_t entry)
     return cow_vb_get(&m->log, 2 * (size_t)entry);
 }
 
+/* entry_pair and entry_key for the entry an index leaf names.  H3: no leaf
+ * names a hole, so only damaged pages (or a map path-copied from them) do,
+ * and the read records corruption, as one past the log does; the hole then
+ * equals no probe.  (A small map's scan reads holes as a matter of course,
+ * through entry_pair and entry_key.) */
+static void
+leaf_pair(const cow_map *m, cow_hleaf leaf, cow_val kv[2])
+{
+    entry_pair(m, leaf, kv);
+    if (kv[0].tag == COW_T_HOLE)
+        cow_ref_set_error(COW_ECORRUPT);
+}
+
+static cow_val
+leaf_key(const cow_map *m, cow_hleaf leaf)
+{
+    cow_val k = entry_key(m, leaf);
+    if (k.tag == COW_T_HOLE)
+        cow_ref_set_error(COW_ECORRUPT);
+    return k;
+}
+
 /* cow_val_order of two entries' keys, or of one's and a probe. */
 static int
 key_order(const cow_map *m, uint32_t entry, const cow_val *probe)
@@ -334,34 +356,23 @@ coll_lower_bound(const cow_map *m, const cow_hnode *n, const cow_val *probe)
     return lo;
 }
 
-/* Whether key k (read from the log) is key.  For an entry an index leaf
- * names (named), a HOLE is damage: H3 says no leaf names one, so only bad
- * pages do (or a map path-copied from them), and the read records
- * corruption rather than answer "absent" for a key the log may hold.  A
- * small map's scan meets holes in its log as a matter of course. */
-static int
-key_is(const cow_val *k, const cow_val *key, int named)
-{
-    if (named && k->tag == COW_T_HOLE) {
-        cow_ref_set_error(COW_ECORRUPT);
-        return 0;
-    }
-    return cow_val_equal(k, key);
-}
-
-/* Whether entry e's key is key (named: e comes from an index leaf); the
- * entry's key and value into kv, unless kv is NULL (a caller that wants
- * only where it is: no value decoded). */
+/* Whether entry e's key is key, e being one an index leaf names (named:
+ * read by leaf_pair and leaf_key) or one a scan meets; the entry's key and
+ * value into kv, unless kv is NULL (a caller that wants only where it is:
+ * no value decoded). */
 static int
 entry_is(const cow_map *m, uint32_t e, const cow_val *key, cow_val kv[2], int named)
 {
     cow_val k;
     if (kv == NULL) {
-        k = entry_key(m, e);
-        return key_is(&k, key, named);
+        k = named ? leaf_key(m, e) : entry_key(m, e);
+        return cow_val_equal(&k, key);
     }
-    entry_pair(m, e, kv);
-    return key_is(&kv[0], key, named);
+    if (named)
+        leaf_pair(m, e, kv);
+    else
+        entry_pair(m, e, kv);
+    return cow_val_equal(&kv[0], key);
 }
 
 /* Lookups set *entry and, unless kv is NULL, *kv (the entry's key, its
@@ -372,10 +383,10 @@ coll_find(const cow_map *m, const cow_hnode *n, const cow_val *key, size_t *entr
 {
     cow_val kv_local[2], *kv = kv_out ? kv_out : kv_local;
     for (unsigned i = coll_lower_bound(m, n, key); i < n->count; i++) {
-        entry_pair(m, hn_leaves(n)[i], kv);
-        if (kv[0].tag != COW_T_HOLE && cow_val_order(&kv[0], key) != 0)
+        leaf_pair(m, hn_leaves(n)[i], kv);
+        if (cow_val_order(&kv[0], key) != 0)
             break;
-        if (key_is(&kv[0], key, 1)) {
+        if (cow_val_equal(&kv[0], key)) {
             *entry = hn_leaves(n)[i];
             return COW_FOUND;
         }
@@ -694,11 +705,9 @@ hn_insert(const cow_map *m, cow_word *slot, unsigned shift, cow_hleaf leaf, uint
     }
     if (n->datamap & bit) {       /* two leaves share this slot: push both down */
         int pos = (int)popc(n->datamap & (bit - 1));
-        cow_val held = entry_key(m, hn_leaves(n)[pos]);
-        if (held.tag == COW_T_HOLE) {   /* H3: a leaf names a hole only in bad pages */
-            cow_ref_set_error(COW_ECORRUPT);    /* (hashing it said COW_ETYPE) */
+        cow_val held = leaf_key(m, hn_leaves(n)[pos]);
+        if (held.tag == COW_T_HOLE)     /* damage, recorded (hashing it says COW_ETYPE) */
             return COW_ECORRUPT;
-        }
         if ((rc = key_hash32(&held, &hold)) < 0)
             return rc;
         if ((sub = hn_pair(m, shift + HN_BITS, hn_leaves(n)[pos], hold, leaf, h)) == NULL)
