@@ -879,15 +879,42 @@ is_ascii(const char *p, size_t n)
     return (acc & high) == 0;
 }
 
-/* A str of n ASCII bytes at p (NULL, no error set, when out of memory:
- * the general path raises it again). */
+/* A new compact ASCII str of length n >= 1, its bytes to write (NULL, no
+ * error set, when out of memory).  On CPython 3.11 it is laid out here as
+ * PyUnicode_New lays it out -- the header, the bytes, a NUL -- with its
+ * state written as one word: PyUnicode_New sets five bit-fields one by one
+ * and takes half the cost of a short str read (~45 of ~95 instructions).
+ * Other versions call PyUnicode_New. */
 static PyObject *
-new_ascii_str(const char *p, size_t n)
+alloc_ascii_str(size_t n)
 {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && !defined(Py_DEBUG)
+    PyASCIIObject *s = PyObject_Malloc(sizeof *s + n + 1);
+    PyASCIIObject model = {.state = {.kind = PyUnicode_1BYTE_KIND, .compact = 1, .ascii = 1,
+                                     .ready = 1}};
+    if (s == NULL)
+        return NULL;
+    memcpy(&s->state, &model.state, sizeof model.state);
+    s->length = (Py_ssize_t)n;
+    s->hash = -1;
+    s->wstr = NULL;
+    ((char *)(s + 1))[n] = '\0';
+    return PyObject_Init((PyObject *)s, &PyUnicode_Type);
+#else
     PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
     if (s == NULL)
         PyErr_Clear();
-    else
+    return s;
+#endif
+}
+
+/* A str of n >= 1 ASCII bytes at p (NULL, no error set, when out of
+ * memory: the general path raises it again). */
+static PyObject *
+new_ascii_str(const char *p, size_t n)
+{
+    PyObject *s = alloc_ascii_str(n);
+    if (s != NULL)
         cow_copy_bytes(PyUnicode_1BYTE_DATA(s), p, n);
     return s;
 }

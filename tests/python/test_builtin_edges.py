@@ -739,3 +739,40 @@ def test_a_view_read_by_the_fast_walk_writes_back_under_its_key(size, key):
     inner = d["heap"]
     inner[0] = "changed"
     assert d["heap"][0] == "changed" and d.get(key) == plain[key]
+
+
+# ---- strs read back -------------------------------------------------------------
+
+ASCII_LENGTHS = [1, 2, 7, 8, 9, 14, 15, 16, 17, 63, 64, 65, 300]
+
+
+def _ascii_strs():
+    return ["".join(chr(33 + (i * 7 + j) % 94) for j in range(n))
+            for i, n in enumerate(ASCII_LENGTHS)]
+
+
+@pytest.mark.parametrize("source", ["heap dict", "frozen record", "list", "items", "thaw"])
+def test_ascii_strs_read_back_are_plain_strs(source):
+    """Short ASCII strs are laid out by the extension itself (convert.c
+    alloc_ascii_str), not by PyUnicode_New: what comes back must be a str in
+    every way Python can tell -- value, hash, size, methods, interning."""
+    strs = _ascii_strs()
+    if source == "heap dict":
+        d = CowDict({s: s for s in strs})
+        got = [d[s] for s in strs]
+    elif source == "frozen record":
+        recs = cowstore.freeze([{"k": s} for s in strs])
+        got = [r["k"] for r in recs]
+    elif source == "list":
+        got = list(CowList(strs))
+    elif source == "items":
+        got = [k for k, v in CowDict({s: 0 for s in strs}).items()]
+    else:
+        got = cowstore.thaw(cowstore.freeze(strs))
+    assert got == strs
+    for s, g in zip(strs, got):
+        assert type(g) is str and g.isascii() and len(g) == len(s)
+        assert hash(g) == hash(s) and {g: 1}[s] == 1
+        assert sys.getsizeof(g) == sys.getsizeof(s)
+        assert g.encode() == s.encode() and (g + "é")[:-1] == s
+        assert sys.intern(g) == s and g.upper() == s.upper()
