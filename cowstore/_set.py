@@ -36,9 +36,12 @@ class _SetReads(_cowstore.SetBase):
     def __init__(self, iterable=(), /):
         if self._fresh():
             # dict.fromkeys keeps the iterable's order, as update() does; a
-            # set-like that is no set (dict.keys()) is no value to store
+            # set-like that is no set (dict.keys()) is no value to store.  An
+            # exact dict is read in place, its keys in order (_init), where
+            # fromkeys copied it first: at 10^6 keys the copy took as long
+            # again as the build
             self._init(iterable if isinstance(iterable, (set, frozenset, _cowstore.SetBase))
-                       else dict.fromkeys(iterable))
+                       or type(iterable) is dict else dict.fromkeys(iterable))
         else:
             self._refill(iterable)
 

@@ -776,3 +776,25 @@ def test_ascii_strs_read_back_are_plain_strs(source):
         assert sys.getsizeof(g) == sys.getsizeof(s)
         assert g.encode() == s.encode() and (g + "é")[:-1] == s
         assert sys.intern(g) == s and g.upper() == s.upper()
+
+
+def test_set_from_a_dict_takes_its_keys_as_set_does():
+    """An exact dict is read in place (its keys, in order); a subclass is
+    iterated as set() iterates it, its own __iter__ included."""
+    d = {f"k{i}": i for i in (5, 3, 9, 1)}
+    assert list(CowSet(d)) == list(d) and CowSet(d) == set(d)
+    assert FrozenSet(d) == frozenset(d)
+
+    class OwnIter(dict):
+        def __iter__(self):
+            return iter(["x", "y"])
+
+    odd = OwnIter(a=1, b=2)
+    assert set(odd) == {"x", "y"}
+    assert CowSet(odd) == set(odd) and FrozenSet(odd) == frozenset(odd)
+    o = object()
+    with pytest.raises(TypeError) as from_dict:
+        CowSet({o: 1})
+    with pytest.raises(TypeError) as from_set:
+        CowSet({o})
+    assert "object" in str(from_dict.value) and str(from_dict.value) == str(from_set.value)
