@@ -475,8 +475,6 @@ heap_entry_for(const cow_map *m, uint64_t hash, uint32_t *entry)
     return rc == COW_FOUND && *entry >= nentries(m) ? COW_ASK_GENERAL : rc;
 }
 
-/* The entry of str [s, s + n) whose hash is hash, and its value unless val
- * is NULL, by the fast walk: as cow_map_find, or COW_ASK_GENERAL. */
 /* The fast walks' answer for a map with no index (H1: a few entries): a
  * scan of its one heap leaf (cow_vb_heap_scan_keys). */
 static int
@@ -489,6 +487,8 @@ scan_fast(const cow_map *m, const cow_val *probe, uint32_t *entry, cow_val *val)
     return rc;
 }
 
+/* The entry of str [s, s + n) whose hash is hash, and its value unless val
+ * is NULL, by the fast walk: as cow_map_find, or COW_ASK_GENERAL. */
 static int
 find_str_fast(const cow_map *m, const char *s, size_t n, uint64_t hash, uint32_t *entry,
               cow_val *val)
