@@ -136,6 +136,7 @@ typedef struct set_pair {
     cow_map *dst;               /* written (NULL for the predicates) */
     const cow_map *other;       /* looked up */
     int keep_found;             /* which entries a filter keeps */
+    rebuilt *into;              /* add_if_absent: dst's new entries, if not NULL */
 } set_pair;
 
 /* Whether map m holds key: COW_FOUND, COW_NOT_FOUND or an error. */
@@ -206,21 +207,36 @@ static int
 add_if_absent(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash)
 {
     set_pair *p = ctx;
+    cow_val k;
     int rc;
     if (p->other != NULL && (rc = holds(p->other, key, hash)) != COW_FOUND)
         return rc;                  /* not in only_in: skipped (or an error) */
-    return add_key(p->dst, key, hash);
+    if (p->into == NULL)
+        return add_key(p->dst, key, hash);
+    cow_val_copy(&k, key);
+    return cow_map_build_add(&p->into->mb, k, hash, cow_val_none());   /* steals k */
 }
 
 int
 cow_set_add_keys(cow_map *dst, const cow_map *src, const cow_map *only_in)
 {
     set_pair p = {.dst = dst, .other = only_in, .keep_found = 0};
+    rebuilt r;
+    int rc;
     if (src == dst && only_in == NULL)
         return COW_OK;              /* s | s is s */
     if (src == dst)                 /* dst changes as it is walked */
         return walk_clone(src, add_if_absent, &p);
-    return walk_entries(src, add_if_absent, &p);
+    if (cow_map_len(dst) != 0)
+        return walk_entries(src, add_if_absent, &p);
+    /* Into an empty dst (an intersection's result): src's keys are
+     * distinct, so each one kept is appended with no lookup in dst and the
+     * index is built once at the end (A & B at 10^4: 834 instructions an
+     * element of B, where an insert each took 1,093). */
+    if ((rc = rebuilt_begin(&r)) != COW_OK)
+        return rc;
+    p.into = &r;
+    return rebuilt_end(&r, dst, walk_entries(src, add_if_absent, &p));
 }
 
 /* Whether a change of dst by each key of src is best made in place. */

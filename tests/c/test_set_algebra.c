@@ -280,3 +280,37 @@ Test(set_algebra, allocation_failures_leave_valid_maps)
         }
     cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
 }
+
+/* Adding into an empty set (an intersection's result) fills it by a
+ * rebuild: every allocation failing in turn leaves it empty, never a
+ * prefix, and success gives src's keys (those third holds) in src's order. */
+Test(set_algebra, adding_into_an_empty_set_is_all_or_nothing)
+{
+    tu_alloc_install();
+    for (int op = OP_ADD; op <= OP_ADD_FOUND; op++) {
+        int done = 0;
+        for (long budget = 0; !done; budget++) {
+            uint64_t rng = 9;
+            model d = {{0}, {0}, 0}, s, t;
+            cow_map *dst = cow_map_new();
+            cow_map *src = random_set(&rng, 150, &s);
+            cow_map *third = random_set(&rng, 100, &t);
+            int rc;
+            cr_assert_not_null(dst);
+            tu_fail_after(budget);
+            rc = run_op(op, dst, src, third);
+            tu_fail_after(-1);
+            cr_assert(rc == COW_OK || rc == COW_ENOMEM, "%s: rc %d", OP_NAMES[op], rc);
+            if (rc == COW_OK) {
+                run_model(op, &d, &s, &t);
+                done = 1;
+            }
+            assert_matches(dst, &d, rc == COW_OK ? OP_NAMES[op] : "a failed add changes nothing");
+            cow_map_release(dst);
+            cow_map_release(src);
+            cow_map_release(third);
+            (void)tu_read_error();
+        }
+    }
+    cr_assert_eq(tu_alloc.blocks, 0, "%ld blocks leaked", tu_alloc.blocks);
+}

@@ -9,7 +9,8 @@
 /* dst gains each key of src that it lacks (with value None), in src's order;
  * with only_in != NULL, only the keys only_in holds too.  A key dst has
  * already keeps dst's form (1 stays 1 when src holds True), as set's
- * update.  COW_OK or an error, dst holding the keys added before it. */
+ * update.  COW_OK or an error, dst holding the keys added before it (none
+ * when dst was empty: it is filled by a rebuild, all at once). */
 int cow_set_add_keys(cow_map *dst, const cow_map *src, const cow_map *only_in);
 /* dst loses each key of src.  COW_OK or an error. */
 int cow_set_remove_keys(cow_map *dst, const cow_map *src);
