@@ -169,17 +169,34 @@ conv_int(conv_ctx *cx, PyObject *obj, cow_val *out)
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
+/* Exact str obj as a cow_val and, unless hash is NULL, its hash: both from
+ * its UTF-8 at once (the hash as cow_val_hash gives it: the str seed over
+ * the bytes), ~100 instructions fewer a key than cow_val_hash's dispatch. */
 static int
-conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
+conv_str_hashed(conv_ctx *cx, PyObject *obj, cow_val *out, uint64_t *hash)
 {
     Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+    const char *s;
     int rc;
-    if (s == NULL)
+    if (PyUnicode_IS_COMPACT_ASCII(obj)) {      /* the bytes are the str's own */
+        s = (const char *)PyUnicode_DATA(obj);
+        n = PyUnicode_GET_LENGTH(obj);
+    }
+    else if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
         return -1;
     rc = cx->share_strs ? cow_strset_str(&cx->strs, s, (size_t)n, out)
                         : cow_val_str(out, s, (size_t)n);
-    return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
+    if (rc < 0)
+        return cowpy_raise_int(cx->st, rc);
+    if (hash != NULL)
+        *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
+    return 0;
+}
+
+static int
+conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
+{
+    return conv_str_hashed(cx, obj, out, NULL);
 }
 
 /* A nested container, just converted, in packed form where it fits
@@ -300,6 +317,8 @@ static int
 key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t *hash)
 {
     int rc;
+    if (Py_TYPE(key) == &PyUnicode_Type)        /* the commonest key */
+        return conv_str_hashed(cx, key, out, hash);
     if (conv(cx, key, at, out) < 0)
         return -1;
     if ((rc = cow_val_hash(out, hash)) < 0) {

@@ -798,3 +798,34 @@ def test_set_from_a_dict_takes_its_keys_as_set_does():
     with pytest.raises(TypeError) as from_set:
         CowSet({o})
     assert "object" in str(from_dict.value) and str(from_dict.value) == str(from_set.value)
+
+
+# Each kind of str, 20 of each: past the size a map is scanned without its
+# hashes (COW_MAP_LINEAR_MAX), so a wrong hash would lose the key.
+STR_KINDS = [f"{kind}{i}" for kind in ("ascii", "latin-1 é", "bmp ✓", "astral 🐍", "k" * 300)
+             for i in range(20)] + [""]
+
+
+@pytest.mark.parametrize("build", ["CowDict", "CowSet", "freeze", "setitem"])
+def test_str_keys_of_every_kind_built_at_once_are_found(build):
+    """Keys converted in bulk are hashed from their UTF-8 as they are
+    converted (convert.c conv_str_hashed); the hash must be the one a lookup
+    computes, for every kind of str, or the key is never found again."""
+    src = {k: i for i, k in enumerate(STR_KINDS)}
+    if build == "CowDict":
+        m = CowDict(src)
+    elif build == "CowSet":
+        m = CowSet(src)
+    elif build == "freeze":
+        m = cowstore.freeze({"outer": src})["outer"]
+    else:
+        m = CowDict()
+        for k, v in src.items():
+            m[k] = v
+    for k in STR_KINDS:
+        probe = "".join(list(k))                # an equal str, another object
+        assert probe in m
+        if build != "CowSet":
+            assert m[probe] == src[k]
+    with pytest.raises(UnicodeEncodeError):
+        (CowSet if build == "CowSet" else CowDict)({"lone \udc80": 1})
