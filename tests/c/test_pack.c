@@ -608,6 +608,111 @@ Test(pack, allocation_failures_leak_nothing)
     }
 }
 
+/* The bytes of pack value p's node: its words, then its items. */
+static void
+node_bytes(const cow_val *p, const uint8_t **bytes, size_t *len)
+{
+    const cow_pack *pk = (const cow_pack *)p->u.w;
+    *bytes = (const uint8_t *)(pk + 1);
+    *len = (pk->size >> COW_PACK_NWORDS_SHIFT) * sizeof(cow_word) + (pk->size & COW_PACK_NBYTES_MASK);
+}
+
+/* A record's entries: one value of each kind a pack holds inline or by word,
+ * and a packed child. */
+#define ENTRIES 6
+static void
+record_entries(cow_val keys[ENTRIES], cow_val vals[ENTRIES])
+{
+    static const char *const names[ENTRIES] = {"id", "name", "tags", "bio", "score", "none"};
+    char bio[300];
+    cow_val tags[2] = {cow_val_int(1), str_of("t")}, list = list_of(COW_T_LIST, tags, 2);
+    memset(bio, 'b', sizeof bio);
+    for (int i = 0; i < ENTRIES; i++)
+        keys[i] = str_of(names[i]);
+    vals[0] = cow_val_int(70000);
+    vals[1] = str_of("x");
+    vals[2] = packed(&list);
+    cr_assert_eq(cow_val_str(&vals[3], bio, sizeof bio), COW_OK);   /* a word: past 255 */
+    vals[4] = cow_val_float(1.5);
+    vals[5] = cow_val_none();
+    cow_val_release(&list);
+}
+
+/* cow_pack_make_dict (a record packed as it is converted) writes the bytes
+ * cow_pack_make writes for the general map of the same entries. */
+Test(pack, a_dict_packed_from_its_entries_is_its_map_packed)
+{
+    cow_val keys[ENTRIES], vals[ENTRIES], direct, via_map, g;
+    cow_map *m = new_map();
+    const uint8_t *a, *b;
+    size_t alen, blen;
+    record_entries(keys, vals);
+    cr_assert_eq(cow_pack_make_dict(keys, vals, ENTRIES, &direct), COW_FOUND);
+    for (int i = 0; i < ENTRIES; i++) {
+        cow_val k, v;
+        cow_val_copy(&k, &keys[i]);
+        cow_val_copy(&v, &vals[i]);
+        map_put(m, k, v);
+    }
+    cow_val d = cow_val_map(COW_T_DICT, m);
+    cr_assert_eq(cow_pack_make(&d, &via_map), COW_FOUND);
+    node_bytes(&direct, &a, &alen);
+    node_bytes(&via_map, &b, &blen);
+    cr_assert(alen == blen && memcmp(a, b, alen) == 0, "the same node bytes");
+    cr_assert_eq(direct.slen, COW_T_DICT);
+    cr_assert_neq(direct.aux, via_map.aux, "a new identity");
+    cr_assert_eq(cow_pack_unpack(&direct, &g), COW_OK);
+    cr_assert(cow_val_equal(&g, &d));
+    cow_val_release(&g);
+    cow_val_release(&direct);
+    cow_val_release(&via_map);
+    cow_val_release(&d);
+    cow_vals_release(keys, ENTRIES);
+    cow_vals_release(vals, ENTRIES);
+}
+
+/* What cow_pack_make_dict refuses (P2), the entries left as they were. */
+Test(pack, a_dict_of_entries_that_do_not_pack)
+{
+    cow_val keys[COW_PACK_MAX_ITEMS + 1], vals[COW_PACK_MAX_ITEMS + 1], out;
+    char name[8];
+    for (int i = 0; i <= COW_PACK_MAX_ITEMS; i++) {
+        snprintf(name, sizeof name, "k%d", i);
+        keys[i] = str_of(name);
+        vals[i] = cow_val_int(i);
+    }
+    cr_assert_eq(cow_pack_make_dict(keys, vals, COW_PACK_MAX_ITEMS + 1, &out), COW_NOT_FOUND,
+                 "more entries than a pack holds");
+    cow_val_release(&keys[3]);
+    keys[3] = cow_val_int(3);
+    cr_assert_eq(cow_pack_make_dict(keys, vals, 4, &out), COW_NOT_FOUND, "a key that is no str");
+    cr_assert_eq(cow_pack_make_dict(keys, vals, 3, &out), COW_FOUND, "the entries before it");
+    cow_val_release(&out);
+    cow_vals_release(keys, COW_PACK_MAX_ITEMS + 1);
+    cow_vals_release(vals, COW_PACK_MAX_ITEMS + 1);
+}
+
+Test(pack, a_dict_of_entries_under_allocation_failures_leaks_nothing)
+{
+    tu_alloc_install();
+    for (long budget = 0; budget < 40; budget++) {
+        cow_val keys[ENTRIES], vals[ENTRIES], p;
+        int rc;
+        record_entries(keys, vals);
+        tu_fail_after(budget);
+        rc = cow_pack_make_dict(keys, vals, ENTRIES, &p);
+        tu_fail_after(-1);
+        if (rc == COW_FOUND)
+            cow_val_release(&p);
+        else
+            cr_assert_eq(rc, COW_ENOMEM);
+        cow_vals_release(keys, ENTRIES);
+        cow_vals_release(vals, ENTRIES);
+        cow_pack_forget_shapes();
+        cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
+    }
+}
+
 /* ---- batches (P6) ----------------------------------------------------------- */
 
 /* Record i: {"id": i, "name": "n<i>...", "tags": [i, "t"]}, with a name of

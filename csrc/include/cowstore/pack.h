@@ -115,6 +115,10 @@ typedef struct cow_pack {
  * are inlined) into *out.  COW_FOUND (packed: *out owned); COW_NOT_FOUND
  * when v cannot be packed (P2: *out untouched); or an error. */
 int cow_pack_make(const cow_val *v, cow_val *out);
+/* cow_pack_make of the DICT of n entries keys[i]: vals[i] (borrowed;
+ * distinct keys, as a Python dict's str keys are), a new identity, with no
+ * general map made first: the conversion of a record. */
+int cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *out);
 /* *out = the general container a packed value holds (owned, same identity
  * and tag, nested containers general too).  COW_OK, COW_ENOMEM or
  * COW_ECORRUPT. */
