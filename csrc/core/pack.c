@@ -326,6 +326,22 @@ put_map_body(pk_out *o, const cow_map *m, unsigned depth)
     return put_dict_body(o, keys, vals, n, depth);
 }
 
+/* A list or tuple body from its n items (borrowed): the count, the items. */
+static int
+put_seq_body(pk_out *o, const cow_val *items, size_t n, unsigned depth)
+{
+    int rc;
+    if (n > COW_PACK_MAX_ITEMS)
+        return PK_NO;
+    rc = put_byte(o, (unsigned)n);
+    for (size_t i = 0; i < n && rc == COW_OK; i++)
+        rc = put_value(o, &items[i], depth);
+    return rc;
+}
+
+/* A general vector's body, as put_seq_body writes it.  Its items are read
+ * where they lie: a stored word is relative to its slot (ref.h), so a copy
+ * of a stored item elsewhere would name other bytes. */
 static int
 put_vec_body(pk_out *o, const cow_vec *vec, unsigned depth)
 {
@@ -1337,7 +1353,8 @@ cow_pack_make(const cow_val *v, cow_val *out)
                      is_dict_tag(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident, out);
 }
 
-/* The entries cow_pack_make_dict packs. */
+/* The entries cow_pack_make_dict packs (or, keys NULL, the items
+ * cow_pack_make_seq packs). */
 typedef struct dict_entries {
     const cow_val *keys, *vals;
     size_t n;
@@ -1355,6 +1372,22 @@ cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *
 {
     dict_entries d = {keys, vals, n};
     return make_pack(put_entries_body, &d, COW_T_DICT, cow_next_ident(), out);
+}
+
+static int
+put_items_body(pk_out *o, const void *arg)
+{
+    const dict_entries *d = arg;
+    return put_seq_body(o, d->vals, d->n, 0);
+}
+
+int
+cow_pack_make_seq(int tag, const cow_val *items, size_t n, cow_val *out)
+{
+    dict_entries d = {NULL, items, n};
+    if (is_dict_tag(tag) || kind_code(tag) < 0)
+        return COW_NOT_FOUND;
+    return make_pack(put_items_body, &d, tag, cow_next_ident(), out);
 }
 
 /* ---- batches (P6) ---------------------------------------------------------- */

@@ -247,6 +247,20 @@ push_block(conv_ctx *cx, cow_vecbody *b, cow_val *block, size_t n)
     return rc;
 }
 
+/* push_block of the nblock items of block into *vec, made first if NULL;
+ * leaves the block empty.  0, or -1 raised. */
+static int
+push_items(conv_ctx *cx, cow_vec **vec, cow_val *block, size_t *nblock)
+{
+    size_t n = *nblock;
+    *nblock = 0;
+    if (*vec == NULL && (*vec = cow_vec_new()) == NULL) {
+        cow_vals_release(block, n);
+        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    }
+    return push_block(cx, &(*vec)->b, block, n);
+}
+
 /* Refuses a container already being converted further up (a cycle). */
 static int
 check_cycle(conv_ctx *cx, PyObject *obj, const conv_frame *at)
@@ -274,40 +288,50 @@ size_kept(Py_ssize_t now, Py_ssize_t before, const char *what, cow_val *converte
 
 /* The elements of tuple or list `items` -> a vector; obj is the container
  * they came from (the same object, or a subclass's whose own __iter__ made
- * `items`), named in paths and cycle checks. */
+ * `items`), named in paths and cycle checks.  With want_packed (a value
+ * nested in another container), a sequence of one block at most is packed
+ * straight from its converted items where it fits, no vector made first
+ * (as conv_dict packs a record). */
 static int
 conv_seq(conv_ctx *cx, PyObject *obj, PyObject *items, const conv_frame *at, cow_tag tag,
-         cow_val *out)
+         cow_val *out, int want_packed)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
-    cow_vec *vec = cow_vec_new();
+    cow_vec *vec = NULL;
     cow_val block[CONV_BLOCK];
     size_t nblock = 0;
-    if (vec == NULL)
-        return cowpy_raise_int(cx->st, COW_ENOMEM);
+    int rc;
+    want_packed = want_packed && n <= CONV_BLOCK;
     for (Py_ssize_t i = 0; i < n; i++) {
         conv_frame here = {at, obj, NULL, i};
         PyObject *item = PySequence_Fast_GET_ITEM(items, i);
-        int rc;
         Py_INCREF(item);
         rc = conv_child(cx, item, &here, &block[nblock]);
         Py_DECREF(item);
         if (rc < 0 || !size_kept(PySequence_Fast_GET_SIZE(items), n, "list", &block[nblock]))
             goto fail;
-        nblock++;
-        if (nblock == CONV_BLOCK || i == n - 1) {
-            size_t full = nblock;
-            nblock = 0;
-            if (push_block(cx, &vec->b, block, full) < 0)
-                goto fail;
+        if (++nblock == CONV_BLOCK && !want_packed && push_items(cx, &vec, block, &nblock) < 0)
+            goto fail;
+    }
+    if (want_packed) {
+        if ((rc = cow_pack_make_seq(tag, block, nblock, out)) < 0) {
+            cowpy_raise_int(cx->st, rc);
+            goto fail;
+        }
+        if (rc == COW_FOUND) {
+            cow_vals_release(block, nblock);
+            return 0;
         }
     }
+    if ((nblock || vec == NULL) && push_items(cx, &vec, block, &nblock) < 0)
+        goto fail;
     cow_vb_trim(&vec->b);
     *out = cow_val_vec(tag, vec);
-    return 0;
+    return 0;                           /* general: not wanted packed, or refused */
 fail:
     cow_vals_release(block, nblock);
-    cow_vec_release(vec);
+    if (vec != NULL)
+        cow_vec_release(vec);
     return -1;
 }
 
@@ -558,15 +582,15 @@ release:
 /* A list, or a subclass's items as list(obj) gives them: through its own
  * __iter__ if it has one. */
 static int
-conv_list(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
+conv_list(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out, int want_packed)
 {
     PyObject *items;
     int rc;
     if (Py_TYPE(obj)->tp_iter == PyList_Type.tp_iter)
-        return conv_seq(cx, obj, obj, at, COW_T_LIST, out);
+        return conv_seq(cx, obj, obj, at, COW_T_LIST, out, want_packed);
     if ((items = PySequence_List(obj)) == NULL)
         return -1;
-    rc = conv_seq(cx, obj, items, at, COW_T_LIST, out);
+    rc = conv_seq(cx, obj, items, at, COW_T_LIST, out, want_packed);
     Py_DECREF(items);
     return rc;
 }
@@ -580,9 +604,9 @@ conv_container(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out, 
     if (Py_EnterRecursiveCall(" while converting to cowstore"))
         return -1;
     if (PyTuple_CheckExact(obj))
-        rc = conv_seq(cx, obj, obj, at, COW_T_TUPLE, out);
+        rc = conv_seq(cx, obj, obj, at, COW_T_TUPLE, out, want_packed);
     else if (PyList_Check(obj))
-        rc = conv_list(cx, obj, at, out);
+        rc = conv_list(cx, obj, at, out, want_packed);
     else if (PyDict_Check(obj))
         rc = conv_dict(cx, obj, at, out, want_packed);
     else
@@ -634,12 +658,12 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 }
 
 /* A value nested in a container: conv, then packed where it fits
- * (pack_child); an exact dict is packed as it is converted (conv_dict).
- * Steals nothing; *out is set only on success. */
+ * (pack_child); an exact dict, list or tuple is packed as it is converted
+ * (conv_dict, conv_seq).  Steals nothing; *out is set only on success. */
 static int
 conv_child(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
 {
-    if (PyDict_CheckExact(obj))
+    if (PyDict_CheckExact(obj) || PyList_CheckExact(obj) || PyTuple_CheckExact(obj))
         return conv_container(cx, obj, at, out, 1);
     if (conv(cx, obj, at, out) < 0)
         return -1;

@@ -692,7 +692,7 @@ Test(pack, a_dict_of_entries_that_do_not_pack)
     cow_vals_release(vals, COW_PACK_MAX_ITEMS + 1);
 }
 
-Test(pack, a_dict_of_entries_under_allocation_failures_leaks_nothing)
+Test(pack, entries_packed_under_allocation_failures_leak_nothing)
 {
     tu_alloc_install();
     for (long budget = 0; budget < 40; budget++) {
@@ -701,6 +701,11 @@ Test(pack, a_dict_of_entries_under_allocation_failures_leaks_nothing)
         record_entries(keys, vals);
         tu_fail_after(budget);
         rc = cow_pack_make_dict(keys, vals, ENTRIES, &p);
+        if (rc == COW_FOUND)
+            cow_val_release(&p);
+        else
+            cr_assert_eq(rc, COW_ENOMEM);
+        rc = cow_pack_make_seq(COW_T_TUPLE, vals, ENTRIES, &p);
         tu_fail_after(-1);
         if (rc == COW_FOUND)
             cow_val_release(&p);
@@ -711,6 +716,41 @@ Test(pack, a_dict_of_entries_under_allocation_failures_leaks_nothing)
         cow_pack_forget_shapes();
         cr_assert_eq(tu_alloc.blocks, 0, "budget %ld: %ld blocks leaked", budget, tu_alloc.blocks);
     }
+}
+
+/* cow_pack_make_seq (a short list or tuple packed as it is converted)
+ * writes the bytes cow_pack_make writes for the vector of the same items,
+ * and refuses what cow_pack_make refuses. */
+Test(pack, a_sequence_packed_from_its_items_is_its_vector_packed)
+{
+    static const cow_tag tags[] = {COW_T_LIST, COW_T_FLIST, COW_T_TUPLE};
+    cow_val keys[ENTRIES], items[ENTRIES], direct, via_vec, many[COW_PACK_MAX_ITEMS + 1];
+    const uint8_t *a, *b;
+    size_t alen, blen;
+    record_entries(keys, items);
+    for (size_t t = 0; t < sizeof tags / sizeof *tags; t++) {
+        cow_val copies[ENTRIES];
+        for (int i = 0; i < ENTRIES; i++)
+            cow_val_copy(&copies[i], &items[i]);
+        cow_val v = list_of(tags[t], copies, ENTRIES);
+        cr_assert_eq(cow_pack_make_seq(tags[t], items, ENTRIES, &direct), COW_FOUND);
+        cr_assert_eq(cow_pack_make(&v, &via_vec), COW_FOUND);
+        node_bytes(&direct, &a, &alen);
+        node_bytes(&via_vec, &b, &blen);
+        cr_assert(alen == blen && memcmp(a, b, alen) == 0, "tag %d: the same node bytes", tags[t]);
+        cr_assert(direct.slen == tags[t] && cow_val_equal(&direct, &v));
+        cow_val_release(&direct);
+        cow_val_release(&via_vec);
+        cow_val_release(&v);
+    }
+    cr_assert_eq(cow_pack_make_seq(COW_T_DICT, items, ENTRIES, &direct), COW_NOT_FOUND);
+    for (int i = 0; i <= COW_PACK_MAX_ITEMS; i++)
+        many[i] = cow_val_int(i);
+    cr_assert_eq(cow_pack_make_seq(COW_T_LIST, many, COW_PACK_MAX_ITEMS + 1, &direct), COW_NOT_FOUND);
+    cr_assert_eq(cow_pack_make_seq(COW_T_LIST, many, 0, &direct), COW_FOUND, "an empty list packs");
+    cow_val_release(&direct);
+    cow_vals_release(keys, ENTRIES);
+    cow_vals_release(items, ENTRIES);
 }
 
 /* ---- batches (P6) ----------------------------------------------------------- */

@@ -1102,3 +1102,14 @@ def test_a_name_that_is_not_utf8_is_absent_and_refused(store):
     with pytest.raises(cowstore.StoreError, match="not valid UTF-8"):
         store[bad] = 1
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("value", [([{0: None}],), ([{0: 1}], 5), [([{0: None}], [1])],
+                                   {"t": ([{1: 2}, "x"],)}])
+def test_stored_containers_that_do_not_pack_thaw(store, value):
+    """A tuple of lists holding dicts with int keys: nothing packs, and a
+    thaw reads the stored items where they lie.  Packing such a vector once
+    copied its stored items elsewhere, and their words, relative to their
+    slots, named other bytes (CorruptStoreError)."""
+    store["v"] = value
+    assert thaw(store["v"]) == value

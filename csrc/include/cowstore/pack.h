@@ -119,6 +119,8 @@ int cow_pack_make(const cow_val *v, cow_val *out);
  * distinct keys, as a Python dict's str keys are), a new identity, with no
  * general map made first: the conversion of a record. */
 int cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *out);
+/* The same for the LIST, FLIST or TUPLE (tag) of n items (borrowed). */
+int cow_pack_make_seq(int tag, const cow_val *items, size_t n, cow_val *out);
 /* *out = the general container a packed value holds (owned, same identity
  * and tag, nested containers general too).  COW_OK, COW_ENOMEM or
  * COW_ECORRUPT. */
