@@ -224,6 +224,9 @@ pack_child(conv_ctx *cx, cow_val *v)
  * share one node (pack.h P6): the entries of a list, or a map's values. */
 #define CONV_BLOCK COW_VEC_WIDTH
 #define CONV_MAP_BLOCK (COW_VEC_WIDTH / 2)
+/* conv_seq packs a sequence straight from one block, and leaves longer ones
+ * general: no pack holds more. */
+_Static_assert(CONV_BLOCK >= COW_PACK_MAX_ITEMS, "a packable sequence fits one block");
 
 static int
 batch_block(conv_ctx *cx, cow_val *vals, size_t n)
