@@ -283,7 +283,7 @@ put_dict_body(pk_out *o, const cow_val *keys, const cow_val *vals, size_t n, uns
     size_t at = 1;
     unsigned idx;
     cow_blob *b;
-    int rc = COW_OK;
+    int rc;
     if (n > COW_PACK_MAX_ITEMS)
         return PK_NO;
     shape[0] = (uint8_t)n;
@@ -310,7 +310,9 @@ put_dict_body(pk_out *o, const cow_val *keys, const cow_val *vals, size_t n, uns
     return rc;
 }
 
-/* A general map's body: its live entries, in order, by put_dict_body. */
+/* A general map's body: its live entries, in order, by put_dict_body.  A
+ * stored map whose log holds more live entries than its length claims
+ * (hostile pages) stays general rather than overrun the arrays. */
 static int
 put_map_body(pk_out *o, const cow_map *m, unsigned depth)
 {
@@ -318,10 +320,14 @@ put_map_body(pk_out *o, const cow_map *m, unsigned depth)
     size_t n = 0;
     if (cow_map_len(m) > COW_PACK_MAX_ITEMS)
         return PK_NO;
-    for (size_t e = 0; e < cow_map_entries(m) && n < COW_PACK_MAX_ITEMS; e++) {
-        keys[n] = cow_map_entry_key(m, e);
-        if (keys[n].tag != COW_T_HOLE)
-            vals[n++] = cow_map_entry_val(m, e);
+    for (size_t e = 0; e < cow_map_entries(m); e++) {
+        cow_val k = cow_map_entry_key(m, e);
+        if (k.tag == COW_T_HOLE)
+            continue;
+        if (n == COW_PACK_MAX_ITEMS)
+            return PK_NO;
+        keys[n] = k;
+        vals[n++] = cow_map_entry_val(m, e);
     }
     return put_dict_body(o, keys, vals, n, depth);
 }

@@ -671,6 +671,29 @@ Test(pack, a_dict_packed_from_its_entries_is_its_map_packed)
     cow_vals_release(vals, ENTRIES);
 }
 
+/* A map whose length claims fewer entries than its log holds live (as
+ * hostile pages could say) is left general: its keys, 40 of 255 bytes,
+ * would overrun the shape's buffer of 32. */
+Test(pack, a_map_longer_than_its_length_claims_is_not_packed)
+{
+    char key[COW_PACK_INLINE_MAX + 1];
+    cow_map *m = new_map();
+    cow_val d, out;
+    for (int i = 0; i < 40; i++) {
+        cow_val k;
+        memset(key, 'a' + i % 26, COW_PACK_INLINE_MAX);
+        snprintf(key, sizeof key, "%02d", i);
+        key[2] = 'x';
+        cr_assert_eq(cow_val_str(&k, key, COW_PACK_INLINE_MAX), COW_OK);
+        map_put(m, k, cow_val_int(i));
+    }
+    m->live = 5;                        /* the lie */
+    d = cow_val_map(COW_T_DICT, m);
+    cr_assert_eq(cow_pack_make(&d, &out), COW_NOT_FOUND);
+    m->live = 40;
+    cow_val_release(&d);
+}
+
 /* What cow_pack_make_dict refuses (P2), the entries left as they were. */
 Test(pack, a_dict_of_entries_that_do_not_pack)
 {
