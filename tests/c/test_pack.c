@@ -698,7 +698,7 @@ Test(pack, a_map_longer_than_its_length_claims_is_not_packed)
 Test(pack, a_dict_of_entries_that_do_not_pack)
 {
     cow_val keys[COW_PACK_MAX_ITEMS + 1], vals[COW_PACK_MAX_ITEMS + 1], out;
-    char name[8];
+    char name[16];
     for (int i = 0; i <= COW_PACK_MAX_ITEMS; i++) {
         snprintf(name, sizeof name, "k%d", i);
         keys[i] = str_of(name);
