@@ -1291,16 +1291,6 @@ out_release(pk_out *o)
     o->nwords = 0;
 }
 
-/* The body of v (a general packable container, a cow_val) into o. */
-static int
-put_body(pk_out *o, const void *arg)
-{
-    const cow_val *v = arg;
-    if (is_dict_tag(v->tag))
-        return put_map_body(o, cow_val_getmap(v), 0);
-    return put_vec_body(o, cow_val_getvec(v), 0);
-}
-
 /* The node o describes; its words' references pass to it.  NULL when out of
  * memory (o left as it was). */
 static cow_pack *
@@ -1318,26 +1308,30 @@ node_from(pk_out *o)
     return p;
 }
 
-/* A new pack of the body put writes, tagged tag, with identity ident:
- * COW_FOUND (*out owned), COW_NOT_FOUND (P2) or an error.  The writer is on
- * the stack (~4.4 KiB, in a call that does not recurse): from the heap,
- * past pymalloc's small blocks, its malloc and free took ~1,000
- * instructions of the ~14,000 a record's freeze costs. */
-static int
-make_pack(int (*put)(pk_out *o, const void *arg), const void *arg, int tag, uint32_t ident,
-          cow_val *out)
+/* A writer with nothing written.  Packs are written on the stack (~4.4 KiB,
+ * in calls that do not recurse): from the heap, past pymalloc's small
+ * blocks, its malloc and free took ~1,000 instructions of the ~14,000 a
+ * record's freeze costs. */
+static void
+out_init(pk_out *o)
 {
-    pk_out o;
-    cow_pack *p;
-    int rc;
-    o.n = 0;
-    o.nwords = 0;
-    o.subst = NULL;
-    if ((rc = put(&o, arg)) != COW_OK)
-        goto fail;
-    if ((p = node_from(&o)) == NULL) {
+    o->n = 0;
+    o->nwords = 0;
+    o->subst = NULL;
+}
+
+/* Ends a pack whose body o holds, its writing having answered rc: the node,
+ * tagged tag, with identity ident, into *out: COW_FOUND (*out owned),
+ * COW_NOT_FOUND (P2) or an error, o's words released. */
+static int
+pack_end(pk_out *o, int rc, int tag, uint32_t ident, cow_val *out)
+{
+    cow_pack *p = NULL;
+    if (rc == COW_OK && (p = node_from(o)) == NULL)
         rc = COW_ENOMEM;
-        goto fail;
+    if (rc != COW_OK) {
+        out_release(o);
+        return rc == PK_NO ? COW_NOT_FOUND : rc;
     }
     memset(out, 0, sizeof *out);
     out->tag = COW_T_PACKED;
@@ -1345,55 +1339,37 @@ make_pack(int (*put)(pk_out *o, const void *arg), const void *arg, int tag, uint
     out->aux = ident;
     out->u.w = cow_word_of(p);
     return COW_FOUND;
-fail:
-    out_release(&o);
-    return rc == PK_NO ? COW_NOT_FOUND : rc;
 }
 
 int
 cow_pack_make(const cow_val *v, cow_val *out)
 {
+    pk_out o;
+    int dict = is_dict_tag(v->tag);
     if (kind_code(v->tag) < 0)
         return COW_NOT_FOUND;
-    return make_pack(put_body, v, v->tag,
-                     is_dict_tag(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident, out);
-}
-
-/* The entries cow_pack_make_dict packs (or, keys NULL, the items
- * cow_pack_make_seq packs). */
-typedef struct dict_entries {
-    const cow_val *keys, *vals;
-    size_t n;
-} dict_entries;
-
-static int
-put_entries_body(pk_out *o, const void *arg)
-{
-    const dict_entries *d = arg;
-    return put_dict_body(o, d->keys, d->vals, d->n, 0);
+    out_init(&o);
+    return pack_end(&o, dict ? put_map_body(&o, cow_val_getmap(v), 0)
+                             : put_vec_body(&o, cow_val_getvec(v), 0),
+                    v->tag, dict ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident, out);
 }
 
 int
 cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *out)
 {
-    dict_entries d = {keys, vals, n};
-    return make_pack(put_entries_body, &d, COW_T_DICT, cow_next_ident(), out);
-}
-
-static int
-put_items_body(pk_out *o, const void *arg)
-{
-    const dict_entries *d = arg;
-    return put_seq_body(o, d->vals, d->n, 0);
+    pk_out o;
+    out_init(&o);
+    return pack_end(&o, put_dict_body(&o, keys, vals, n, 0), COW_T_DICT, cow_next_ident(), out);
 }
 
 int
 cow_pack_make_seq(int tag, const cow_val *items, size_t n, cow_val *out)
 {
-    dict_entries d = {NULL, items, n};
+    pk_out o;
     if (is_dict_tag(tag) || kind_code(tag) < 0)
         return COW_NOT_FOUND;
-    return make_pack(put_items_body, &d, tag, cow_next_ident(), out);
+    out_init(&o);
+    return pack_end(&o, put_seq_body(&o, items, n, 0), tag, cow_next_ident(), out);
 }
 
 /* ---- batches (P6) ---------------------------------------------------------- */
