@@ -170,11 +170,13 @@ conv_int(conv_ctx *cx, PyObject *obj, cow_val *out)
     return rc < 0 ? cowpy_raise_int(cx->st, rc) : 0;
 }
 
-/* Exact str obj as a cow_val and, unless hash is NULL, its hash: both from
- * its UTF-8 at once (the hash as cow_val_hash gives it: the str seed over
- * the bytes), ~100 instructions fewer a key than cow_val_hash's dispatch. */
-static int
-conv_str_hashed(conv_ctx *cx, PyObject *obj, cow_val *out, uint64_t *hash)
+/* Exact str obj as a cow_val -- through strs unless NULL (equal long strs
+ * share one blob) -- and, unless hash is NULL, its hash: both from its
+ * UTF-8 at once, the hash as cow_val_hash gives it (the str seed over the
+ * bytes), ~100 instructions fewer a key than cow_val_hash's dispatch.  0,
+ * or -1 raised (a lone surrogate has no UTF-8). */
+static inline int
+str_val(cowpy_state *st, cow_strset *strs, PyObject *obj, cow_val *out, uint64_t *hash)
 {
     Py_ssize_t n;
     const char *s;
@@ -185,19 +187,19 @@ conv_str_hashed(conv_ctx *cx, PyObject *obj, cow_val *out, uint64_t *hash)
     }
     else if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
         return -1;
-    rc = cx->share_strs ? cow_strset_str(&cx->strs, s, (size_t)n, out)
-                        : cow_val_str(out, s, (size_t)n);
+    rc = strs ? cow_strset_str(strs, s, (size_t)n, out) : cow_val_str(out, s, (size_t)n);
     if (rc < 0)
-        return cowpy_raise_int(cx->st, rc);
+        return cowpy_raise_int(st, rc);
     if (hash != NULL)
         *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
     return 0;
 }
 
+/* A conversion's str, hashed unless hash is NULL. */
 static int
-conv_str(conv_ctx *cx, PyObject *obj, cow_val *out)
+conv_str(conv_ctx *cx, PyObject *obj, cow_val *out, uint64_t *hash)
 {
-    return conv_str_hashed(cx, obj, out, NULL);
+    return str_val(cx->st, cx->share_strs ? &cx->strs : NULL, obj, out, hash);
 }
 
 /* A nested container, just converted, in packed form where it fits
@@ -343,7 +345,7 @@ key_of(conv_ctx *cx, PyObject *key, const conv_frame *at, cow_val *out, uint64_t
 {
     int rc;
     if (Py_TYPE(key) == &PyUnicode_Type)        /* the commonest key */
-        return conv_str_hashed(cx, key, out, hash);
+        return conv_str(cx, key, out, hash);
     if (conv(cx, key, at, out) < 0)
         return -1;
     if ((rc = cow_val_hash(out, hash)) < 0) {
@@ -624,7 +626,7 @@ conv(conv_ctx *cx, PyObject *obj, const conv_frame *at, cow_val *out)
     PyTypeObject *tp = Py_TYPE(obj);
     int rc;
     if (tp == &PyUnicode_Type)
-        return conv_str(cx, obj, out);
+        return conv_str(cx, obj, out, NULL);
     if (tp == &PyLong_Type)
         return conv_int(cx, obj, out);
     if (obj == Py_None) {
@@ -806,23 +808,8 @@ store_key_general(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
 int
 cowpy_store_key(cowpy_state *st, PyObject *obj, cow_val *out, uint64_t *hash)
 {
-    Py_ssize_t n;
-    const char *s;
-    int rc;
-    /* The commonest key, a str, made and hashed from its UTF-8 at once, as
-     * conv and cow_val_hash would (a lone surrogate raises as conv_str). */
-    if (Py_TYPE(obj) == &PyUnicode_Type) {
-        if (PyUnicode_IS_COMPACT_ASCII(obj)) {
-            s = (const char *)PyUnicode_DATA(obj);
-            n = PyUnicode_GET_LENGTH(obj);
-        }
-        else if ((s = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL)
-            return -1;
-        if ((rc = cow_val_str(out, s, (size_t)n)) < 0)
-            return cowpy_raise_int(st, rc);
-        *hash = cow_hash_bytes(s, (size_t)n, COW_SEED_STR);
-        return 0;
-    }
+    if (Py_TYPE(obj) == &PyUnicode_Type)         /* the commonest key: no conv_ctx */
+        return str_val(st, NULL, obj, out, hash);
     return store_key_general(st, obj, out, hash);
 }
 
