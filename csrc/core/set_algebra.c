@@ -207,14 +207,11 @@ static int
 add_if_absent(void *ctx, const cow_val *key, const cow_val *val, uint64_t hash)
 {
     set_pair *p = ctx;
-    cow_val k;
+    const cow_val none = cow_val_none();
     int rc;
     if (p->other != NULL && (rc = holds(p->other, key, hash)) != COW_FOUND)
         return rc;                  /* not in only_in: skipped (or an error) */
-    if (p->into == NULL)
-        return add_key(p->dst, key, hash);
-    cow_val_copy(&k, key);
-    return cow_map_build_add(&p->into->mb, k, hash, cow_val_none());   /* steals k */
+    return p->into ? rebuilt_keep(p->into, key, &none, hash) : add_key(p->dst, key, hash);
 }
 
 int
