@@ -906,6 +906,8 @@ attach(CowObject *obj, CowObject *parent, const cow_val *key, uint64_t hash, siz
     Py_INCREF(parent);
     obj->parent = parent;
     obj->seen = parent->mut;
+    /* As current as the parent it is read from, whose root it matches */
+    obj->synced = cowpy_view_is_current(parent) ? parent->st->changes : 0;
     obj->pidx = idx;
     obj->phash = hash;
     if (key)
@@ -1122,8 +1124,8 @@ cowpy_packed_view_renew(CowObject *obj, const cow_val *v, CowObject *parent, siz
     obj->pkey = cow_val_none();
     obj->phash = 0;
     obj->pidx = 0;
-    obj->seen = 0;
-    obj->mut = COWPY_MUT_MADE;
+    obj->seen = obj->synced = 0;
+    obj->mut = COWPY_MUT_MADE;          /* no view has obj for parent: none resyncs */
     if (p) {
         attach(obj, p, NULL, 0, idx);
         cowpy_set_pfrom(obj, v);

@@ -11,7 +11,12 @@
  * Reads first resync the view from its parent (cowpy_resolve); writes go to
  * the view, then are written back into the parent (cowpy_end_write), so
  * d["a"]["b"] = 1 changes d.  A view whose slot in the parent now holds a
- * different container (different ident) detaches and lives on alone.
+ * different container (different ident) detaches and lives on alone.  A
+ * resync walks the chain above a view top down, without recursion, and
+ * only when some container changed since the view's last one (the state's
+ * `changes` count): reads at any depth cost no walk while nothing changes.
+ * A write goes back up the chain one C call a level, checked against the
+ * recursion limit before anything is written.
  */
 #ifndef COWPY_H
 #define COWPY_H
@@ -40,6 +45,9 @@ typedef struct CowObject {
     size_t pidx;                /* index in a parent list */
     uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
+    uint64_t synced;            /* st->changes when the chain above was last
+                                 * resolved (0: never): unchanged since, no
+                                 * container has changed (cowpy_resolve_view) */
     PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
     cow_word pfrom;             /* the pack (exported word; a heap one held) root
                                  * was materialised from while our slot in the
@@ -110,7 +118,18 @@ typedef struct cowpy_state {
     PyObject *numpy;            /* imported when the first array is met */
     PyObject *ext;              /* cowstore._ext, imported when first needed */
     PyObject *str_encode, *str_decode;  /* its functions' names, interned */
+    uint64_t changes;           /* bumped with every container's mut (from 1:
+                                 * a view's synced 0 is never current) */
 } cowpy_state;
+
+/* Records that self's root changed: its views resync from it, and every
+ * view resolves its chain again on its next read. */
+static inline void
+cowpy_root_changed(CowObject *self)
+{
+    self->mut++;
+    self->st->changes++;
+}
 
 /* Takes a new container object of one of the package's own classes (tag's)
  * off the GC's lists.  CPython tracks the instances of every class a class
@@ -272,16 +291,26 @@ PyObject *cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */
+/* Whether self is up to date without a look at the chain above it: it is
+ * detached, no container changed since its chain was last resolved, or it
+ * is a view of a detached parent that has not moved on. */
+static inline int
+cowpy_view_is_current(const CowObject *self)
+{
+    const CowObject *parent = self->parent;
+    return parent == NULL || self->synced == self->st->changes
+           || (parent->parent == NULL && parent->mut == self->seen);
+}
 int cowpy_resolve_view(CowObject *self);
 /* Replaces a packed root by the general container it holds (same content and
  * identity; mut unchanged, as nothing a reader sees changes). */
 int cowpy_materialise(CowObject *self);
-/* Brings a view up to date with its parent (a no-op for a detached container,
- * the common case, so it is inlined). */
+/* Brings a view up to date with its parent, and the parent with its own
+ * (a no-op for a detached container, the common case, so it is inlined). */
 static inline int
 cowpy_resolve(CowObject *self)
 {
-    if (self->parent && cowpy_resolve_view(self) < 0)
+    if (!cowpy_view_is_current(self) && cowpy_resolve_view(self) < 0)
         return -1;
     return self->root.tag == COW_T_PACKED ? cowpy_materialise(self) : 0;
 }
@@ -290,10 +319,7 @@ cowpy_resolve(CowObject *self)
 static inline int
 cowpy_resolve_lazy(CowObject *self)
 {
-    const CowObject *parent = self->parent;
-    if (parent == NULL || (parent->parent == NULL && parent->mut == self->seen))
-        return 0;           /* a view of a detached parent that has not moved on */
-    return cowpy_resolve_view(self);
+    return cowpy_view_is_current(self) ? 0 : cowpy_resolve_view(self);
 }
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */
@@ -302,6 +328,9 @@ int cowpy_end_write(CowObject *self);           /* bump mut, write back into par
 extern int cowpy_debug_checks;
 void cowpy_detach(CowObject *self);
 void cowpy_object_dealloc(PyObject *self);
+/* Gives cls, one of the package's own classes being registered, a
+ * deallocator of ours when it adds nothing to its C base (wrapper.c). */
+void cowpy_adopt_dealloc(cowpy_state *st, PyTypeObject *cls);
 int cowpy_is_frozen(const CowObject *self);
 /* A mutator's first check: -1 with FrozenError when self is frozen, so that
  * it raises whatever its arguments (an existing key, an empty list), as

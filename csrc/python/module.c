@@ -65,6 +65,7 @@ COWPY_ENTRY(static, PyObject *, cowpy_register, (PyObject *mod, PyObject *args),
             return cowpy_register_view(st, k, cls) < 0 ? NULL : Py_NewRef(Py_None);
     for (int t = 0; t < COW_T__COUNT; t++)
         if (tag_names[t] && strcmp(tag_names[t], kind) == 0) {
+            cowpy_adopt_dealloc(st, (PyTypeObject *)cls);
             Py_INCREF(cls);
             Py_XSETREF(st->cls[t], cls);
             Py_RETURN_NONE;
@@ -185,6 +186,7 @@ static int
 cowpy_exec(PyObject *mod)
 {
     cowpy_state *st = state_of_module(mod);
+    st->changes = 1;                    /* never a new view's synced */
     cow_set_allocator(&python_allocator);
     cow_seed_idents();
     if (add_type(mod, &st->dict_base, &cowpy_dict_spec) < 0

@@ -584,7 +584,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_adopt_method, (PyObject *op, PyObject *arg
         Py_RETURN_FALSE;
     cow_val_release(&self->root);
     cow_val_copy(&self->root, &other->root);
-    self->mut++;
+    cowpy_root_changed(self);
     Py_RETURN_TRUE;
 }
 

@@ -88,24 +88,26 @@ resync_packed(CowObject *self, const cow_val *cur)
     cow_val_release(&self->root);
     self->root = fresh;
     cowpy_set_pfrom(self, cur);
-    self->mut++;
+    cowpy_root_changed(self);
     return 0;
 }
 
-int
-cowpy_resolve_view(CowObject *self)
+/* Brings view self up to date with its parent, which is up to date: the
+ * same container read afresh from its slot, or detached when the slot now
+ * holds another one. */
+static int
+resync_with_parent(CowObject *self)
 {
+    CowObject *parent = self->parent;
     const cow_val *cur;
     cow_val slot;
     /* A parent that has not moved on may stay packed: our root, read in
      * place from its pack (pack.h P8), is still what its slot holds. */
-    if (cowpy_resolve_lazy(self->parent) < 0)
-        return -1;
-    if (self->parent == NULL || self->parent->mut == self->seen)
+    if (parent == NULL || parent->mut == self->seen)
         return 0;
-    if (cowpy_resolve(self->parent) < 0)
+    if (parent->root.tag == COW_T_PACKED && cowpy_materialise(parent) < 0)
         return -1;
-    self->seen = self->parent->mut;
+    self->seen = parent->mut;
     cur = slot_in_parent(self, &slot);
     if (cur != NULL && cur->tag == COW_T_PACKED)
         return resync_packed(self, cur);
@@ -119,9 +121,63 @@ cowpy_resolve_view(CowObject *self)
         cow_val_copy(&fresh, cur);
         cow_val_release(&self->root);
         self->root = fresh;
-        self->mut++;
+        cowpy_root_changed(self);
     }
     return 0;
+}
+
+/* Views of one chain resolved without memory of their own; a longer chain
+ * (a walk down deep data, each view holding the one it was read from)
+ * takes an array. */
+#define CHAIN_ON_STACK 32
+
+/* The views from self up whose chain may have moved on (each one not
+ * synced since the last change, up to a detached container or a synced
+ * view) into *chain, bottom first; *chain is on_stack or a PyMem array
+ * the caller frees.  Their count, or -1 with MemoryError. */
+static Py_ssize_t
+stale_chain(CowObject *self, CowObject ***chain, CowObject **on_stack)
+{
+    Py_ssize_t n = 0, cap = CHAIN_ON_STACK;
+    *chain = on_stack;
+    for (CowObject *v = self; !cowpy_view_is_current(v); v = v->parent) {
+        if (n == cap) {
+            CowObject **grown = PyMem_New(CowObject *, 2 * (size_t)cap);
+            if (grown == NULL) {
+                if (*chain != on_stack)
+                    PyMem_Free(*chain);
+                *chain = on_stack;
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(grown, *chain, sizeof grown[0] * (size_t)n);
+            if (*chain != on_stack)
+                PyMem_Free(*chain);
+            *chain = grown;
+            cap *= 2;
+        }
+        (*chain)[n++] = v;
+    }
+    return n;
+}
+
+int
+cowpy_resolve_view(CowObject *self)
+{
+    CowObject *on_stack[CHAIN_ON_STACK], **chain;
+    Py_ssize_t n = stale_chain(self, &chain, on_stack);
+    int rc = n < 0 ? -1 : 0;
+    /* Top down, so each view's parent is up to date when it resyncs: an
+     * iteration, where a recursion up the chain overflowed the C stack on a
+     * walk 100,000 views deep, and was repeated for every read. */
+    while (n > 0 && rc == 0) {
+        CowObject *v = chain[--n];
+        if ((rc = resync_with_parent(v)) == 0)
+            v->synced = v->st->changes;
+    }
+    if (chain != on_stack)
+        PyMem_Free(chain);
+    return rc;
 }
 
 static uint32_t
@@ -138,6 +194,8 @@ refcnt_of(const cow_val *v)
  * begin_write that no end_write followed -- a discard of an absent element,
  * a write that failed -- and the two references may then be ours and
  * anyone's), -1 with an error raised. */
+static int begin_write(CowObject *self);
+
 static int
 own_path_to_slot(CowObject *self)
 {
@@ -145,7 +203,12 @@ own_path_to_slot(CowObject *self)
     cow_val *proot, cur = cow_val_hole();
     size_t e;
     int rc;
-    if (cowpy_begin_write(parent) < 0)
+    /* One C call per level of the chain above (chain_fits checked it). */
+    if (Py_EnterRecursiveCall(" while writing into a nested container"))
+        return -1;
+    rc = begin_write(parent);
+    Py_LeaveRecursiveCall();
+    if (rc < 0)
         return -1;
     proot = &parent->root;
     if (cow_tag_is_vec(proot->tag)) {
@@ -165,17 +228,47 @@ own_path_to_slot(CowObject *self)
  * two references, both "ours" once the parent's path is owned. */
 enum { VIEW_EXCLUSIVE_REFS = 2 };
 
+/* The C calls a write into a view makes beyond one per level of the chain
+ * above it (own_path_to_slot, write_back), with a margin. */
+#define WRITE_CALLS_EXTRA 2
+
+/* Whether a write into view self, and its write back up the chain, fit the
+ * recursion limit: RecursionError if not, raised before anything is
+ * written (a write stopped halfway up would leave the view changed and its
+ * parents not). */
+static int
+chain_fits(const CowObject *self)
+{
+    Py_ssize_t need = WRITE_CALLS_EXTRA, entered = 0;
+    for (const CowObject *v = self->parent; v != NULL; v = v->parent)
+        need++;
+    while (entered < need && Py_EnterRecursiveCall(" while writing into a nested container") == 0)
+        entered++;
+    for (Py_ssize_t i = 0; i < entered; i++)
+        Py_LeaveRecursiveCall();
+    return entered == need ? 0 : -1;
+}
+
 int
 cowpy_begin_write(CowObject *self)
 {
     const cow_val *r = &self->root;
-    int rc;
     /* The common write: a detached, unfrozen heap container owned already
      * (its node read straight from the word: it is not stored). */
     if (self->parent == NULL && !cow_word_stored(r->u.w)
         && ((r->tag == COW_T_DICT || r->tag == COW_T_SET) ? ((const cow_map *)r->u.w)->refcnt == 1
             : r->tag == COW_T_LIST && ((const cow_vec *)r->u.w)->refcnt == 1))
         return 0;
+    if (self->parent != NULL && chain_fits(self) < 0)
+        return -1;
+    return begin_write(self);
+}
+
+/* cowpy_begin_write for any container, a parent up the chain included. */
+static int
+begin_write(CowObject *self)
+{
+    int rc;
     if (cowpy_resolve(self) < 0)
         return -1;
     if (cowpy_is_frozen(self)) {
@@ -224,20 +317,16 @@ check_root(CowObject *self)
 static int check_root(CowObject *self) { return 0; }
 #endif
 
-int
-cowpy_end_write(CowObject *self)
+/* cowpy_end_write's write of self's root into its slot of the parent, then
+ * the parent's own end_write. */
+static int
+write_back(CowObject *self)
 {
     CowObject *parent = self->parent;
     cow_val child, key;
     int rc;
-    self->mut++;
-    cowpy_clear_pfrom(self);         /* root and the pack it came from now differ */
-    if (check_root(self) < 0)
-        return -1;
-    if (parent == NULL)
-        return 0;
     cow_val_copy(&child, &self->root);
-    if (cowpy_begin_write(parent) < 0) {
+    if (begin_write(parent) < 0) {
         cow_val_release(&child);
         return -1;
     }
@@ -252,7 +341,27 @@ cowpy_end_write(CowObject *self)
     if (cowpy_end_write(parent) < 0)
         return -1;
     self->seen = parent->mut;
+    self->synced = self->st->changes;    /* the chain above holds our root */
     return 0;
+}
+
+int
+cowpy_end_write(CowObject *self)
+{
+    int rc;
+    cowpy_root_changed(self);
+    cowpy_clear_pfrom(self);         /* root and the pack it came from now differ */
+    if (check_root(self) < 0)
+        return -1;
+    if (self->parent == NULL)
+        return 0;
+    /* One C call per level of the chain (chain_fits checked it): past the
+     * recursion limit, a RecursionError rather than an overflowed C stack. */
+    if (Py_EnterRecursiveCall(" while writing into a nested container"))
+        return -1;
+    rc = write_back(self);
+    Py_LeaveRecursiveCall();
+    return rc;
 }
 
 void
@@ -266,6 +375,50 @@ cowpy_object_dealloc(PyObject *op)
     Py_CLEAR(self->origin);
     tp->tp_free(op);
     Py_DECREF(tp);
+}
+
+/* tp_dealloc of the package's own classes (cowpy_adopt_dealloc): what
+ * subtype_dealloc does for a class that adds nothing to the C base, without
+ * its walks up the bases for slots, a dict and weak references (~60 of
+ * the ~800 instructions a view read out of a container costs).  The trashcan
+ * stays: a chain of views frees one into the next.  A __del__ set on the
+ * class later runs as subtype_dealloc runs it.  A user's subclass keeps
+ * subtype_dealloc, which calls this as its base's dealloc. */
+static void
+own_class_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    const CowObject *parent = ((CowObject *)op)->parent;
+    PyObject_GC_UnTrack(op);
+    if (tp->tp_dealloc == own_class_dealloc && tp->tp_finalize != NULL) {
+        PyObject_GC_Track(op);
+        if (PyObject_CallFinalizerFromDealloc(op) < 0)
+            return;                     /* resurrected */
+        PyObject_GC_UnTrack(op);
+    }
+    if (parent == NULL || Py_REFCNT(parent) > 1) {
+        cowpy_object_dealloc(op);       /* frees nothing of ours in turn */
+        return;
+    }
+    Py_TRASHCAN_BEGIN(op, own_class_dealloc)
+    cowpy_object_dealloc(op);
+    Py_TRASHCAN_END
+}
+
+void
+cowpy_adopt_dealloc(cowpy_state *st, PyTypeObject *cls)
+{
+    const PyTypeObject *base = cls->tp_base;
+    while (base != NULL && base != st->dict_base && base != st->list_base && base != st->set_base)
+        base = base->tp_base;
+    /* Only a class a class statement made over one of our C bases, adding
+     * no dict, weak references, slots or finalizer: subtype_dealloc would
+     * have nothing to do but call the base's. */
+    if (base != NULL && PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) && PyType_IS_GC(cls)
+        && cls->tp_dictoffset == 0 && cls->tp_weaklistoffset == 0 && cls->tp_finalize == NULL
+        && cls->tp_del == NULL && cls->tp_basicsize == base->tp_basicsize
+        && cls->tp_free == PyObject_GC_Del)
+        cls->tp_dealloc = own_class_dealloc;
 }
 
 /* *v (borrowed) -> a new header of its own (owned) with a new identity,
@@ -384,7 +537,7 @@ COWPY_ENTRY(extern, PyObject *, cowpy_init_from, (PyObject *op, PyObject *src), 
     }
     cow_val_release(&self->root);
     self->root = v;
-    self->mut++;                       /* initialised: no longer fresh */
+    cowpy_root_changed(self);          /* initialised: no longer fresh */
     Py_RETURN_NONE;
 }
 
@@ -492,8 +645,10 @@ cowpy_snapshot_mark(CowObject *owner, const cow_val *snap, const cow_val *v, PyO
         return 0;
     if (cowpy_resolve(owner) < 0)
         return -1;
-    if (owner->root.u.w != snap->u.w && ((CowObject *)res)->parent)
+    if (owner->root.u.w != snap->u.w && ((CowObject *)res)->parent) {
         ((CowObject *)res)->seen = UINT64_MAX;   /* resync from owner first */
+        ((CowObject *)res)->synced = 0;
+    }
     return 0;
 }
 

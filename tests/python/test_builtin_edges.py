@@ -445,6 +445,97 @@ def test_containers_nested_past_the_c_stack_free_without_crashing(cls):
     assert _cowstore._live_nodes() == before
 
 
+CHAIN_SCRIPT = """
+import sys
+from cowstore import CowDict, CowList, _cowstore
+cls = CowDict if sys.argv[1] == "dict" else CowList
+before = _cowstore._live_nodes()
+x = cls()
+for _ in range(200_000):
+    x = cls({"a": x}) if cls is CowDict else cls([x, 1])
+v = x
+for _ in range(200_000):
+    v = v["a"] if cls is CowDict else v[0]
+assert len(v) == 0
+del x
+del v
+assert _cowstore._live_nodes() == before
+print("freed")
+"""
+
+
+def _small_stack():
+    import resource
+    resource.setrlimit(resource.RLIMIT_STACK, (1 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+
+@pytest.mark.parametrize("cls", ["dict", "list"])
+def test_a_chain_of_nested_views_past_the_c_stack_frees_without_crashing(cls):
+    """Each view holds the view it was read from, so reading 200,000 levels
+    down makes a chain.  Reading resolved the chain above by a recursion
+    (a segfault here), and freeing it frees one view into the next: the
+    package's classes free their objects themselves (not through
+    subtype_dealloc) and must keep its trashcan.  A 1 MiB C stack makes a
+    missing trashcan fail here as it would at a million levels on 8 MiB."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", CHAIN_SCRIPT, cls], env=env, capture_output=True,
+                         text=True, timeout=120, preexec_fn=_small_stack)
+    assert out.returncode == 0 and out.stdout.strip() == "freed", (out.returncode, out.stderr[-2000:])
+
+
+def test_writes_into_views_past_the_recursion_limit_raise_before_writing():
+    """A write into a view is written back up its chain, one C call a level:
+    past the recursion limit it raises RecursionError before anything
+    changes (the view and its parents agree), never a crash; reads and
+    writes within the limit still reach the top."""
+    x = CowDict(leaf=0)
+    for _ in range(5000):
+        x = CowDict(a=x)
+    v = x
+    for _ in range(5000):
+        v = v["a"]
+    with pytest.raises(RecursionError):
+        v["new"] = 1
+    assert "new" not in v and v == {"leaf": 0}
+    mid = x
+    for _ in range(100):
+        mid = mid["a"]
+    mid["m"] = 1
+    assert x["a"]["a"] is not None and "m" in mid
+    walk = x
+    for _ in range(100):
+        walk = walk["a"]
+    assert walk["m"] == 1
+
+
+@pytest.mark.parametrize("cls", [CowDict, FrozenDict, CowList, FrozenList, CowSet, FrozenSet])
+def test_finalizers_and_weak_references_of_containers_run_as_for_any_object(cls):
+    """The package's own classes free their objects themselves; a subclass
+    with __del__ and weak references, and a __del__ set on the class itself
+    later, still run as Python runs them for any object."""
+    import gc
+    import weakref
+    ran = []
+
+    class Sub(cls):
+        def __del__(self):
+            ran.append(len(self))
+
+    s = Sub([1, 2]) if cls in (CowList, FrozenList, CowSet, FrozenSet) else Sub(a=1, b=2)
+    ref = weakref.ref(s)
+    del s
+    assert ran == [2] and ref() is None
+    cls.__del__ = lambda self: ran.append(-len(self))
+    try:
+        made = cls([1]) if cls in (CowList, FrozenList, CowSet, FrozenSet) else cls(a=1)
+        del made
+    finally:
+        del cls.__del__
+    gc.collect()
+    assert ran == [2, -1]
+    cls()       # freed with no finalizer again
+
+
 def test_walks_of_containers_nested_too_deep_raise_recursion_error():
     """==, hash and ordering walk nested containers recursively, up to 4,096
     levels: past that, heap containers raise RecursionError as dict's own
