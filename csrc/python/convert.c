@@ -1074,6 +1074,15 @@ view_parent(CowObject *parent, uint8_t *tag)
     return parent && *tag == cowpy_frozen_tag(*tag) ? NULL : parent;
 }
 
+PyObject *
+cowpy_to_object_under(cowpy_state *st, const cow_val *v, CowObject *parent, PyObject *key)
+{
+    PyObject *res = cowpy_to_object(st, v, parent, NULL, 0, 0);
+    if (res != NULL && cowpy_is_ours(st, res) && ((CowObject *)res)->parent == parent)
+        ((CowObject *)res)->pkey_obj = Py_NewRef(key);
+    return res;
+}
+
 /* A packed value read out (pack.h P1): a tuple is built at once; a dict or
  * list becomes a container holding the pack, materialised on the first use
  * that needs the general form (cowpy_resolve) -- reads of scalar entries

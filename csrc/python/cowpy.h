@@ -42,6 +42,9 @@ typedef struct CowObject {
     struct CowObject *parent;   /* strong reference; NULL when detached */
     cow_val pkey;               /* key in a parent map (owned), else NONE */
     uint64_t phash;             /* hash of pkey */
+    PyObject *pkey_obj;         /* the exact str or int a lookup read us by,
+                                 * until first needed as pkey (cowpy_parent_key);
+                                 * else NULL */
     size_t pidx;                /* index in a parent list */
     uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
@@ -258,6 +261,11 @@ int cowpy_store_key_in(CowObject *self, PyObject *obj, cow_val *out, uint64_t *h
  * parent at (key, idx) when parent is not NULL. */
 PyObject *cowpy_to_object(cowpy_state *st, const cow_val *v, CowObject *parent,
                           const cow_val *key, uint64_t hash, size_t idx);
+/* cowpy_to_object of the value v that parent (a dict) holds under key, an
+ * exact str or int whose conversion succeeds (a lookup's): a view keeps
+ * the key object, converted only when a resync or write needs it. */
+PyObject *cowpy_to_object_under(cowpy_state *st, const cow_val *v, CowObject *parent,
+                                PyObject *key);
 /* cowpy_to_object of a value that is no container (no map, no list, no
  * tuple) and no pack -- a number, a str, bytes, an extension leaf -- in a
  * frame of two arguments, not six.  Callers rule the others out first. */
@@ -302,6 +310,9 @@ cowpy_view_is_current(const CowObject *self)
            || (parent->parent == NULL && parent->mut == self->seen);
 }
 int cowpy_resolve_view(CowObject *self);
+/* Makes self->pkey and phash the key a view's parent map holds it under,
+ * converting pkey_obj if it still has one: 0, or -1 with an error. */
+int cowpy_parent_key(CowObject *self);
 /* Replaces a packed root by the general container it holds (same content and
  * identity; mut unchanged, as nothing a reader sees changes). */
 int cowpy_materialise(CowObject *self);

@@ -37,14 +37,7 @@ dict_get_entry(PyObject *op, PyObject *key, cow_val kv[2], uint64_t *hash)
 static PyObject *
 nested_view(PyObject *op, PyObject *key, const cow_val *v)
 {
-    cow_val k;
-    uint64_t h;
-    PyObject *res;
-    if (cowpy_store_key(COWPY_ST(op), key, &k, &h) < 0)
-        return NULL;
-    res = cowpy_to_object(COWPY_ST(op), v, SELF, &k, h, 0);
-    cow_val_release(&k);
-    return res;
+    return cowpy_to_object_under(COWPY_ST(op), v, SELF, key);
 }
 
 /* The answer of the quick lookups below when dict_get_entry must give it. */

@@ -237,13 +237,13 @@ packed_value(CowIter *it, const cow_val *v, PyObject *key, size_t p)
         return cowpy_scalar_to_object(it->st, v);
     if (!cowpy_is_mutable_container(v))
         return cowpy_to_object(it->st, v, NULL, NULL, 0, 0);
-    if (key && cowpy_store_key(it->st, key, &k, &h) < 0)
-        return NULL;
     if (it->owner->root.tag == COW_T_PACKED && it->owner->root.u.w == it->snap.u.w
         && cow_pack_offset(&it->owner->root) == cow_pack_offset(&it->snap))
-        res = cowpy_to_object(it->st, v, it->owner, key ? &k : NULL, h, p);
-    else
-        res = cowpy_snapshot_value(it->owner, &it->snap, v, key ? &k : NULL, h, p);
+        return key ? cowpy_to_object_under(it->st, v, it->owner, key)
+                   : cowpy_to_object(it->st, v, it->owner, NULL, 0, p);
+    if (key && cowpy_store_key(it->st, key, &k, &h) < 0)
+        return NULL;
+    res = cowpy_snapshot_value(it->owner, &it->snap, v, key ? &k : NULL, h, p);
     cow_val_release(&k);
     return res;
 }

@@ -535,6 +535,8 @@ COWPY_ENTRY(extern, PyObject *, cowpy_origin_method,
         top = c;
         if (c->parent == NULL)
             break;
+        if (cowpy_parent_key(c) < 0)
+            goto fail;
         step = cow_tag_is_map(c->parent->root.tag)
                    ? cowpy_to_object(COWPY_ST(op), &c->pkey, NULL, NULL, 0, 0)
                    : PyLong_FromSize_t(c->pidx);

@@ -52,6 +52,23 @@ cowpy_detach(CowObject *self)
 {
     Py_CLEAR(self->parent);
     cow_val_release(&self->pkey);
+    Py_CLEAR(self->pkey_obj);
+}
+
+int
+cowpy_parent_key(CowObject *self)
+{
+    cow_val k;
+    uint64_t h;
+    if (self->pkey_obj == NULL)
+        return 0;
+    if (cowpy_store_key(self->st, self->pkey_obj, &k, &h) < 0)
+        return -1;
+    cow_val_release(&self->pkey);
+    self->pkey = k;
+    self->phash = h;
+    Py_CLEAR(self->pkey_obj);
+    return 0;
 }
 
 /* The value now in our slot of the parent into *out (borrowed copy, vec.h),
@@ -105,7 +122,8 @@ resync_with_parent(CowObject *self)
      * place from its pack (pack.h P8), is still what its slot holds. */
     if (parent == NULL || parent->mut == self->seen)
         return 0;
-    if (parent->root.tag == COW_T_PACKED && cowpy_materialise(parent) < 0)
+    if ((parent->root.tag == COW_T_PACKED && cowpy_materialise(parent) < 0)
+        || cowpy_parent_key(self) < 0)
         return -1;
     self->seen = parent->mut;
     cur = slot_in_parent(self, &slot);
@@ -203,6 +221,8 @@ own_path_to_slot(CowObject *self)
     cow_val *proot, cur = cow_val_hole();
     size_t e;
     int rc;
+    if (cowpy_parent_key(self) < 0)
+        return -1;
     /* One C call per level of the chain above (chain_fits checked it). */
     if (Py_EnterRecursiveCall(" while writing into a nested container"))
         return -1;
@@ -325,6 +345,8 @@ write_back(CowObject *self)
     CowObject *parent = self->parent;
     cow_val child, key;
     int rc;
+    if (cowpy_parent_key(self) < 0)
+        return -1;
     cow_val_copy(&child, &self->root);
     if (begin_write(parent) < 0) {
         cow_val_release(&child);

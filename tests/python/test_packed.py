@@ -61,6 +61,27 @@ def test_two_views_of_one_packed_record_see_each_others_writes():
     assert a["tags"][-1] == "new" and f[1]["tags"][-1] == "new"
 
 
+@pytest.mark.parametrize("key", ["k", "ключ", 7, -(2 ** 70)])
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_view_keeps_the_key_it_was_read_by(key, packed):
+    """A view read by d[key] or out of d.items() keeps the key object and
+    converts it to the stored key only when a write or a resync needs it:
+    writes go back under that key, and a view of a parent that moved on
+    finds its slot by it.  (int keys keep their records general.)"""
+    plain = {"a": 1, key: {"n": 0, "l": [1]}} if packed else {key: {"n": 0, "l": [1]}, 1.5: 0}
+    for read in (lambda d: d[key], lambda d: dict(d.items())[key]):
+        d = freeze([plain])[0]
+        v = read(d)
+        v["n"] = 1                                  # written back under key
+        assert d[key]["n"] == 1 and thaw(d)[key]["n"] == 1
+        w = read(d)
+        d[key]["l"].append(2)                       # the parent moves on
+        assert list(w["l"]) == [1, 2]               # w resyncs by key
+        d[key] = {"n": 9}                           # another container at key
+        assert w["n"] == 1 and d[key]["n"] == 9     # w detached
+        assert set(d) == set(plain)
+
+
 def test_a_view_follows_its_slot_to_another_version_of_itself():
     f = freeze(records(3))
     old = f.copy()                      # shares the packed records
