@@ -1078,7 +1078,9 @@ PyObject *
 cowpy_to_object_under(cowpy_state *st, const cow_val *v, CowObject *parent, PyObject *key)
 {
     PyObject *res = cowpy_to_object(st, v, parent, NULL, 0, 0);
-    if (res != NULL && cowpy_is_ours(st, res) && ((CowObject *)res)->parent == parent)
+    /* a view is of the class for v's tag (a frozen one has no parent) */
+    if (res != NULL && (PyObject *)Py_TYPE(res) == st->cls[cowpy_logical_tag(v)]
+        && ((CowObject *)res)->parent == parent)
         ((CowObject *)res)->pkey_obj = Py_NewRef(key);
     return res;
 }

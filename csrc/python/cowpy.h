@@ -42,16 +42,19 @@ typedef struct CowObject {
     struct CowObject *parent;   /* strong reference; NULL when detached */
     cow_val pkey;               /* key in a parent map (owned), else NONE */
     uint64_t phash;             /* hash of pkey */
-    PyObject *pkey_obj;         /* the exact str or int a lookup read us by,
-                                 * until first needed as pkey (cowpy_parent_key);
-                                 * else NULL */
     size_t pidx;                /* index in a parent list */
     uint64_t mut;               /* bumped whenever root changes; 0: fresh from tp_new */
     uint64_t seen;              /* parent->mut when root was last synced */
     uint64_t synced;            /* st->changes when the chain above was last
                                  * resolved (0: never): unchanged since, no
                                  * container has changed (cowpy_resolve_view) */
-    PyObject *origin;           /* (Store, root name) when read from a store, else NULL */
+    union {                     /* one or the other: never both at once */
+        PyObject *origin;       /* detached: (Store, root name) when read from
+                                 * a store, else NULL */
+        PyObject *pkey_obj;     /* a view: the exact str or int a lookup read
+                                 * us by, until first needed as pkey
+                                 * (cowpy_parent_key); else NULL */
+    };
     cow_word pfrom;             /* the pack (exported word; a heap one held) root
                                  * was materialised from while our slot in the
                                  * parent holds it packed; else 0 (pack.h P1) */

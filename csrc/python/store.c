@@ -595,6 +595,8 @@ COWPY_ENTRY(extern, PyObject *, cowpy_set_origin_method,
             (PyObject *op, PyObject *origin), (op, origin))
 {
     CowObject *self = (CowObject *)op;
+    if (self->parent != NULL)           /* a view's slot holds its key object */
+        Py_RETURN_NONE;
     Py_INCREF(origin);
     Py_XSETREF(self->origin, origin);
     Py_RETURN_NONE;
