@@ -50,9 +50,10 @@ cowpy_materialise(CowObject *self)
 void
 cowpy_detach(CowObject *self)
 {
+    if (self->parent != NULL)
+        Py_CLEAR(self->pkey_obj);       /* a view's half of the union (cowpy.h) */
     Py_CLEAR(self->parent);
     cow_val_release(&self->pkey);
-    Py_CLEAR(self->pkey_obj);
 }
 
 int
