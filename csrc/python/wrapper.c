@@ -404,14 +404,15 @@ cowpy_object_dealloc(PyObject *op)
  * subtype_dealloc does for a class that adds nothing to the C base, without
  * its walks up the bases for slots, a dict and weak references (~60 of
  * the ~800 instructions a view read out of a container costs).  The trashcan
- * stays: a chain of views frees one into the next.  A __del__ set on the
- * class later runs as subtype_dealloc runs it.  A user's subclass keeps
- * subtype_dealloc, which calls this as its base's dealloc. */
+ * stays where freeing a view frees its parent: a chain of views frees one
+ * into the next.  A __del__ set on the class later runs as subtype_dealloc
+ * runs it.  A user's subclass keeps subtype_dealloc, which calls this as
+ * its base's dealloc. */
 static void
 own_class_dealloc(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    const CowObject *parent = ((CowObject *)op)->parent;
+    const CowObject *parent;
     PyObject_GC_UnTrack(op);
     if (tp->tp_dealloc == own_class_dealloc && tp->tp_finalize != NULL) {
         PyObject_GC_Track(op);
@@ -419,6 +420,7 @@ own_class_dealloc(PyObject *op)
             return;                     /* resurrected */
         PyObject_GC_UnTrack(op);
     }
+    parent = ((CowObject *)op)->parent; /* after __del__, which may detach us */
     if (parent == NULL || Py_REFCNT(parent) > 1) {
         cowpy_object_dealloc(op);       /* frees nothing of ours in turn */
         return;
