@@ -536,6 +536,23 @@ def test_finalizers_and_weak_references_of_containers_run_as_for_any_object(cls)
     cls()       # freed with no finalizer again
 
 
+def test_a_del_set_on_the_class_may_detach_the_view_it_frees():
+    """A __del__ that reads a view whose slot was replaced detaches it, which
+    frees a parent only the view held, before the view itself is freed
+    (ASan saw the parent read after that free)."""
+    ran = []
+    CowDict.__del__ = lambda self: ran.append(sorted(self))   # keys only: no view of self
+    try:
+        p = CowDict(a={"x": 1})
+        v = p["a"]
+        p["a"] = {"y": 2}                # v's container is no longer at its slot
+        del p                            # v holds the parent alone
+        del v
+    finally:
+        del CowDict.__del__
+    assert ran == [["a"], ["x"]]         # the parent, freed inside the view's __del__
+
+
 def test_walks_of_containers_nested_too_deep_raise_recursion_error():
     """==, hash and ordering walk nested containers recursively, up to 4,096
     levels: past that, heap containers raise RecursionError as dict's own
