@@ -4,9 +4,11 @@ after) must be the same."""
 import decimal
 import enum
 import fractions
+import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -513,8 +515,6 @@ def test_finalizers_and_weak_references_of_containers_run_as_for_any_object(cls)
     """The package's own classes free their objects themselves; a subclass
     with __del__ and weak references, and a __del__ set on the class itself
     later, still run as Python runs them for any object."""
-    import gc
-    import weakref
     ran = []
 
     class Sub(cls):
@@ -533,13 +533,14 @@ def test_finalizers_and_weak_references_of_containers_run_as_for_any_object(cls)
         del cls.__del__
     gc.collect()
     assert ran == [2, -1]
-    cls()       # freed with no finalizer again
+    cls()                               # freed with no finalizer again
+    assert ran == [2, -1]
 
 
 def test_a_del_set_on_the_class_may_detach_the_view_it_frees():
     """A __del__ that reads a view whose slot was replaced detaches it, which
     frees a parent only the view held, before the view itself is freed
-    (ASan saw the parent read after that free)."""
+    (ASan with PYTHONMALLOC=malloc saw the parent read after that free)."""
     ran = []
     CowDict.__del__ = lambda self: ran.append(sorted(self))   # keys only: no view of self
     try:
