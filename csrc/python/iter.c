@@ -6,15 +6,22 @@
  * stays exhausted. */
 #include "cowpy.h"
 
+/* The forward reader of a general map or vector (fwd) holds a packed
+ * leaf's 32 values decoded: ~540 bytes, which put the whole object past
+ * pymalloc's small-object limit (512), so every iterator, a packed
+ * record's included, was malloc'd and freed (~250 instructions of a
+ * record's items() loop).  It lives in the object's variable tail
+ * instead, sized 0 for an iterator over a packed root, which reads by pc. */
 typedef struct {
-    PyObject_HEAD
+    PyObject_VAR_HEAD
     cowpy_state *st;
     CowObject *owner;       /* strong reference; NULL once exhausted */
     cow_val snap;           /* retained root at creation */
     size_t pos;             /* next entry / element; counts down when reverse */
     int kind;
     int reverse;
-    cow_vec_iter fwd;       /* forward reads: amortised O(1) per step */
+    cow_vec_iter *fwd;      /* forward reads: amortised O(1) per step; in the
+                             * object's tail, NULL when packed */
     cow_val rev[2];         /* reverse reads: the entry or element last read
                              * (borrowed copies, vec.h) */
     PyObject *last_item;    /* items() result tuple, reused when unshared */
@@ -44,7 +51,7 @@ reseat(CowIter *it)
 {
     it->moves = cow_ref_moves;
     if (!it->packed) {
-        cow_vec_iter_init(&it->fwd, snap_body(it), it->fwd.i);
+        cow_vec_iter_init(it->fwd, snap_body(it), it->fwd->i);
         return 0;
     }
     unsigned done = it->pc.pos;
@@ -82,13 +89,17 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
 {
     cowpy_state *st = COWPY_ST(owner);
     CowIter *it;
+    int packed;
     if (cowpy_resolve_lazy(owner) < 0)
         return NULL;
     if ((owner->root.tag != COW_T_PACKED || reverse) && cowpy_resolve(owner) < 0)
         return NULL;
-    if ((it = PyObject_New(CowIter, st->iter_type)) == NULL)
+    packed = owner->root.tag == COW_T_PACKED;
+    it = PyObject_NewVar(CowIter, st->iter_type, packed ? 0 : (Py_ssize_t)sizeof(cow_vec_iter));
+    if (it == NULL)
         return NULL;
     it->st = st;
+    it->fwd = packed ? NULL : (cow_vec_iter *)(it + 1);
     it->owner = (CowObject *)Py_NewRef(owner);
     cow_val_copy(&it->snap, &owner->root);
     it->kind = kind;
@@ -102,7 +113,7 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->end = 0;
     it->pos = 0;
     it->moves = cow_ref_moves;
-    if (it->snap.tag == COW_T_PACKED) {
+    if (packed) {
         if (start_packed(it) < 0) {
             Py_DECREF(it);
             return NULL;
@@ -112,7 +123,7 @@ cowpy_iter_new(CowObject *owner, int kind, int reverse)
     it->is_map = cow_tag_is_map(it->snap.tag);
     it->end = it->is_map ? cow_map_entries(cow_val_getmap(&it->snap)) : cow_val_getvec(&it->snap)->b.len;
     it->pos = reverse ? it->end : 0;
-    cow_vec_iter_init(&it->fwd, snap_body(it), 0);
+    cow_vec_iter_init(it->fwd, snap_body(it), 0);
     return (PyObject *)it;
 }
 
@@ -139,8 +150,8 @@ next_pos(CowIter *it, const cow_val **a, const cow_val **b)
     int is_map = it->is_map;
     if (is_map && !it->reverse) {       /* the common loop: forward over entries */
         while (it->pos < it->end) {
-            *a = cow_vec_iter_next(&it->fwd);
-            *b = cow_vec_iter_next(&it->fwd);
+            *a = cow_vec_iter_next(it->fwd);
+            *b = cow_vec_iter_next(it->fwd);
             if ((*a)->tag != COW_T_HOLE)
                 return (Py_ssize_t)it->pos++;
             it->pos++;
@@ -155,7 +166,7 @@ next_pos(CowIter *it, const cow_val **a, const cow_val **b)
                 *a = &it->rev[0];
             }
             else
-                *a = cow_vec_iter_next(&it->fwd);
+                *a = cow_vec_iter_next(it->fwd);
             return (Py_ssize_t)p;
         }
         it->rev[0] = cow_map_entry_key(cow_val_getmap(&it->snap), p);     /* reverse */
@@ -344,6 +355,7 @@ static PyType_Slot iter_slots[] = {
 PyType_Spec cowpy_iter_spec = {
     .name = "cowstore._cowstore.Iterator",
     .basicsize = sizeof(CowIter),
+    .itemsize = 1,                      /* the tail: bytes of fwd, or none */
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = iter_slots,
 };
