@@ -540,7 +540,8 @@ def test_finalizers_and_weak_references_of_containers_run_as_for_any_object(cls)
 def test_a_del_set_on_the_class_may_detach_the_view_it_frees():
     """A __del__ that reads a view whose slot was replaced detaches it, which
     frees a parent only the view held, before the view itself is freed
-    (ASan with PYTHONMALLOC=malloc saw the parent read after that free)."""
+    (make test-sanitize, whose ASan run sets PYTHONMALLOC=malloc, saw the
+    parent read after that free)."""
     ran = []
     CowDict.__del__ = lambda self: ran.append(sorted(self))   # keys only: no view of self
     try:
