@@ -1,9 +1,11 @@
 """Q10 workers: total PSS of 4 worker processes that each read every record of a
 shared dataset -- a stored dataset (fork and spawn) against a plain list
 inherited through fork, the data pickled to each worker, and a
-multiprocessing.Manager().dict()."""
+multiprocessing.Manager().dict(); and the stored scenarios again on a ~200 MB
+store, the size the goal is stated at."""
 import gc
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -18,9 +20,18 @@ import cowstore  # after _harness, which finds a checkout's cowstore
 from bench_store_size import ROOT_NAME, dataset, write_store
 
 WORKERS = 4
-# About 200 MB stored at the default COWSTORE_BENCH_MAX (296 B per record);
-# quick mode: 7,000 records, about 2 MB.
+# Every scenario's dataset but the goal's (quick mode: 7,000 records).  What it
+# stores to follows the node format: no longer the goal's ~200 MB (GOAL_STORE_BYTES).
 RECORDS = max(1000, 7 * H.MAX_SIZE // 10)
+# RECORDS at the default COWSTORE_BENCH_MAX (10^6).
+DEFAULT_RECORDS = 7 * 10**6 // 10
+# The goal's "~200 MB stored", in decimal bytes.  RECORDS filled it when a record
+# took 296 B stored; the compact node format shrank that to about a fifth, so the
+# goal is judged on a second store of this size, not on RECORDS' own.
+GOAL_STORE_BYTES = 200e6
+# Scaled down with RECORDS below the default (quick mode: 2 MB) so small runs stay
+# fast; those runs judge nothing.
+GOAL_TARGET_BYTES = GOAL_STORE_BYTES * min(1.0, RECORDS / DEFAULT_RECORDS)
 RUNS = 1 if H.QUICK else 3
 # Manager workers read this many random records each (one round trip per read:
 # all of them would take minutes); its memory does not depend on it.
@@ -28,14 +39,17 @@ MANAGER_READS = 300 if H.QUICK else 5_000
 LATENCY_PROBES = 200 if H.QUICK else 2_000
 
 SCENARIOS = [
-    # name, start method, what the workers get
-    ("idle (fork)", "fork", "nothing"),
-    ("idle (spawn)", "spawn", "nothing"),
-    ("store (fork)", "fork", "store"),
-    ("store (spawn)", "spawn", "store"),
-    ("plain list (fork)", "fork", "plain"),
-    ("pickled to each (spawn)", "spawn", "pickled"),
-    ("Manager().dict()", "spawn", "manager"),
+    # name, start method, what the workers get, which dataset ("main": RECORDS
+    # records; "goal": the store of GOAL_TARGET_BYTES)
+    ("idle (fork)", "fork", "nothing", "main"),
+    ("idle (spawn)", "spawn", "nothing", "main"),
+    ("store (fork)", "fork", "store", "main"),
+    ("store (spawn)", "spawn", "store", "main"),
+    ("plain list (fork)", "fork", "plain", "main"),
+    ("pickled to each (spawn)", "spawn", "pickled", "main"),
+    ("Manager().dict()", "spawn", "manager", "main"),
+    ("store ~200 MB (fork)", "fork", "store", "goal"),
+    ("store ~200 MB (spawn)", "spawn", "store", "goal"),
 ]
 PSS_FIELDS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
 
@@ -75,8 +89,9 @@ def worker(what, data, sample, results, barrier):
 
 def coordinate(scenario, store_path, pickle_path, n):
     """Runs in a fresh process: starts the workers of one scenario, samples
-    their PSS once all have read, returns the figures."""
-    name, method, what = next(s for s in SCENARIOS if s[0] == scenario)
+    their PSS once all have read, returns the figures.  store_path and n are
+    the store file and record count of the scenario's dataset."""
+    name, method, what, _ = next(s for s in SCENARIOS if s[0] == scenario)
     ctx = multiprocessing.get_context(method)
     out = {"scenario": name}
     store = manager = data = None
@@ -158,8 +173,64 @@ def spawn_coordinator(scenario, store_path, pickle_path, n):
 
 # ------------------------------------------------------------------------- run
 
+def write_datasets(tmp):
+    """Writes RECORDS' store and pickle, then the goal's store; returns
+    ({dataset: (store path, records, file size)}, pickle path)."""
+    store_path = os.path.join(tmp, "workers.cow")
+    pickle_path = os.path.join(tmp, "workers.pickle")
+    data = dataset(RECORDS)
+    file_size = write_store(store_path, data)["file_size"]
+    with open(pickle_path, "wb") as fh:
+        pickle.dump(data, fh, protocol=5)
+    del data
+    gc.collect()
+    # Sized from the first store's bytes per record, so it follows the stored format.
+    goal_n = math.ceil(GOAL_TARGET_BYTES / (file_size / RECORDS))
+    goal_path = os.path.join(tmp, "workers-goal.cow")
+    # Its plain records take a few GB here: freed before any scenario starts.
+    data = dataset(goal_n)
+    goal_size = write_store(goal_path, data)["file_size"]
+    del data
+    gc.collect()
+    return ({"main": (store_path, RECORDS, file_size),
+             "goal": (goal_path, goal_n, goal_size)}, pickle_path)
+
+
+def pss_table(caption, scenarios, file_size, med, coord, server, timing):
+    """One table of PSS rows, each "above idle" taken against the idle row of its
+    start method."""
+    rows = []
+    for name, method, what, _ in scenarios:
+        idle = med[f"idle ({method})"]["Pss"]
+        m = med[name]
+        everything = m["Pss"] + coord[name] + server.get(name, 0)
+        rows.append([name, H.fmt_bytes(m["Pss"]), H.fmt_bytes(m["Pss"] - idle),
+                     f"{(m['Pss'] - idle) / file_size:.2f}x" if what != "nothing" else "—",
+                     H.fmt_bytes(m["Pss_Anon"]), H.fmt_bytes(m["Pss_File"] + m["Pss_Shmem"]),
+                     H.fmt_bytes(coord[name]),
+                     H.fmt_bytes(server[name]) if name in server else "—",
+                     H.fmt_bytes(everything),
+                     H.fmt_ns(timing[name][0]), H.fmt_ns(timing[name][1])])
+    return {"caption": caption,
+            "columns": [f"scenario ({WORKERS} workers)", "workers' total PSS",
+                        "… above idle", "… above idle / file", "of which anon", "file/shmem",
+                        "coordinator PSS", "Manager server PSS", "all processes",
+                        "coordinator setup", "workers start + read"],
+            "rows": rows}
+
+
+def worse_store(med, label):
+    """(workers' total PSS, PSS above idle workers) of the `label (fork)` and
+    `label (spawn)` scenarios, each the worse of the two."""
+    fork, spawn = med[f"{label} (fork)"]["Pss"], med[f"{label} (spawn)"]["Pss"]
+    return (max(fork, spawn), max(fork - med["idle (fork)"]["Pss"],
+                                  spawn - med["idle (spawn)"]["Pss"]))
+
+
 def run():
     """Workers: total PSS of 4 workers reading a shared dataset, store vs alternatives."""
+    scaled = ("" if GOAL_TARGET_BYTES == GOAL_STORE_BYTES
+              else " (scaled down with the record count in this run)")
     res = H.result(
         "store_workers", "10. Workers reading a shared dataset",
         f"How much memory do {WORKERS} worker processes use when each reads every record "
@@ -177,23 +248,20 @@ def run():
         f"to spawned workers (pickled to each); Manager: the data put in a `Manager().dict()` "
         f"keyed by i (server started by spawn), each worker reading {MANAGER_READS:,} random "
         "`proxy[i]['name']`. idle: workers that read nothing (the interpreter's own share). "
+        "store ~200 MB: the store scenarios on a second store of the same records, as many "
+        f"as fill {GOAL_TARGET_BYTES / 1e6:g} MB (decimal) at the first store's bytes per "
+        f"record, so that the goals are judged at the size they state{scaled}. "
         f"Medians of {RUNS} runs, scenarios in rotated order.")
     with tempfile.TemporaryDirectory(prefix="cowstore-bench-") as tmp:
-        store_path = os.path.join(tmp, "workers.cow")
-        pickle_path = os.path.join(tmp, "workers.pickle")
-        data = dataset(RECORDS)
-        stats = write_store(store_path, data)
-        with open(pickle_path, "wb") as fh:
-            pickle.dump(data, fh, protocol=5)
-        del data
-        gc.collect()
-        file_size = stats["file_size"]
-        got = {name: [] for name, _, _ in SCENARIOS}
-        names = [name for name, _, _ in SCENARIOS]
+        stores, pickle_path = write_datasets(tmp)
+        got = {name: [] for name, *_ in SCENARIOS}
         for r in range(RUNS):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                got[name].append(spawn_coordinator(name, store_path, pickle_path, RECORDS))
+            k = r % len(SCENARIOS)
+            for name, _, _, which in SCENARIOS[k:] + SCENARIOS[:k]:
+                path, n, _ = stores[which]
+                got[name].append(spawn_coordinator(name, path, pickle_path, n))
+    _, _, file_size = stores["main"]
+    _, goal_n, goal_size = stores["goal"]
 
     def total(run_, field="Pss"):
         return sum(w[field] for w in run_["workers"])
@@ -206,26 +274,15 @@ def run():
               for name, runs in got.items() if runs[0]["server"]}
     timing = {name: (H.median([g["setup_ns"] for g in runs]),
                      H.median([g["read_ns"] for g in runs])) for name, runs in got.items()}
-    rows = []
-    for name, method, what in SCENARIOS:
-        idle = med[f"idle ({method})"]["Pss"]
-        m = med[name]
-        everything = m["Pss"] + coord[name] + server.get(name, 0)
-        rows.append([name, H.fmt_bytes(m["Pss"]), H.fmt_bytes(m["Pss"] - idle),
-                     f"{(m['Pss'] - idle) / file_size:.2f}x" if what != "nothing" else "—",
-                     H.fmt_bytes(m["Pss_Anon"]), H.fmt_bytes(m["Pss_File"] + m["Pss_Shmem"]),
-                     H.fmt_bytes(coord[name]),
-                     H.fmt_bytes(server[name]) if name in server else "—",
-                     H.fmt_bytes(everything),
-                     H.fmt_ns(timing[name][0]), H.fmt_ns(timing[name][1])])
-    res["tables"].append({
-        "caption": f"PSS once every worker has read (medians of {RUNS}); store file "
-                   f"{H.fmt_bytes(file_size)}",
-        "columns": [f"scenario ({WORKERS} workers)", "workers' total PSS",
-                    "… above idle", "… above idle / file", "of which anon", "file/shmem",
-                    "coordinator PSS", "Manager server PSS", "all processes",
-                    "coordinator setup", "workers start + read"],
-        "rows": rows})
+    figures = (med, coord, server, timing)
+    res["tables"].append(pss_table(
+        f"PSS once every worker has read (medians of {RUNS}); store file "
+        f"{H.fmt_bytes(file_size)}", [s for s in SCENARIOS if s[3] == "main"], file_size,
+        *figures))
+    res["tables"].append(pss_table(
+        f"The goal's store: PSS once every worker has read (medians of {RUNS}); store file "
+        f"{H.fmt_bytes(goal_size)}, {goal_n:,} records (above idle: against the idle rows "
+        "above)", [s for s in SCENARIOS if s[3] == "goal"], goal_size, *figures))
 
     lat = [g["latency"] for g in got["Manager().dict()"]]
     lat_m = [x for s in lat for x in s["manager"]]
@@ -237,27 +294,29 @@ def run():
                     "Manager / stored (paired)"],
         "rows": [[H.fmt_ns(H.median(lat_m)), H.fmt_ns(H.median(lat_s)), H.fmt_ratio(ratio)]]})
 
-    store_pss = max(med["store (fork)"]["Pss"], med["store (spawn)"]["Pss"])
-    above = max(med["store (fork)"]["Pss"] - med["idle (fork)"]["Pss"],
-                med["store (spawn)"]["Pss"] - med["idle (spawn)"]["Pss"])
+    store_pss, above = worse_store(med, "store ~200 MB")
+    main_pss, main_above = worse_store(med, "store")
+    at_main = f"at {RECORDS:,} records ({H.fmt_bytes(file_size)})"
     judged = H.MAX_SIZE >= 10**6
     H.goal(res, f"store workers' total PSS ≤ 1.3x the store file ({WORKERS} workers, "
                 "~200 MB stored)",
-           f"{H.fmt_bytes(store_pss)} = {store_pss / file_size:.2f}x of "
-           f"{H.fmt_bytes(file_size)} (worse of fork and spawn: fork "
-           f"{H.fmt_bytes(med['store (fork)']['Pss'])}, spawn "
-           f"{H.fmt_bytes(med['store (spawn)']['Pss'])})",
-           (store_pss <= 1.3 * file_size) if judged else None)
+           f"{H.fmt_bytes(store_pss)} = {store_pss / goal_size:.2f}x of "
+           f"{H.fmt_bytes(goal_size)}, {goal_n:,} records (worse of fork and spawn: fork "
+           f"{H.fmt_bytes(med['store ~200 MB (fork)']['Pss'])}, spawn "
+           f"{H.fmt_bytes(med['store ~200 MB (spawn)']['Pss'])}); {at_main}: "
+           f"{main_pss / file_size:.2f}x",
+           (store_pss <= 1.3 * goal_size) if judged else None)
     H.goal(res, "(reading that discounts the interpreters) store workers' PSS above idle "
                 "workers ≤ 1.3x the store file",
-           f"{H.fmt_bytes(above)} = {above / file_size:.2f}x (worse of fork and spawn)",
-           (above <= 1.3 * file_size) if judged else None)
+           f"{H.fmt_bytes(above)} = {above / goal_size:.2f}x of {H.fmt_bytes(goal_size)} "
+           f"(worse of fork and spawn); {at_main}: {main_above / file_size:.2f}x",
+           (above <= 1.3 * goal_size) if judged else None)
     plain = med["plain list (fork)"]["Pss"] - med["idle (fork)"]["Pss"]
     pickled = med["pickled to each (spawn)"]["Pss"] - med["idle (spawn)"]["Pss"]
     res["notes"].append(
-        f"Against the alternatives (workers' PSS above idle): plain list through fork "
-        f"{plain / max(above, 1):.1f}x the store's, pickled to each "
-        f"{pickled / max(above, 1):.1f}x; the Manager keeps one copy in its server "
+        f"Against the alternatives (workers' PSS above idle, {RECORDS:,} records): plain "
+        f"list through fork {plain / max(main_above, 1):.1f}x the store's, pickled to each "
+        f"{pickled / max(main_above, 1):.1f}x; the Manager keeps one copy in its server "
         f"({H.fmt_bytes(server.get('Manager().dict()', 0))} PSS) but each read costs "
         f"{H.fmt_ratio(ratio)} a stored read.")
     res["notes"].append("PSS charges each shared page to its sharers in equal parts: a "
@@ -266,11 +325,21 @@ def run():
                         "pages are shared with the coordinator until a worker's reference "
                         "count updates copy them (copy-on-read); the coordinator's column "
                         "holds its part of the shared ones.")
+    res["notes"].append(
+        f"Why two stores: the dataset was sized at {DEFAULT_RECORDS:,} records when a "
+        "record took 296 B stored (~200 MB); the compact node format stores one in "
+        f"{file_size / RECORDS:.0f} B, so {RECORDS:,} records fill {H.fmt_bytes(file_size)}, "
+        "where the interpreters' fixed share weighs "
+        f"{goal_size / file_size:.1f}x as much against the file as on the goal's store. "
+        f"The goals are judged on that store, {goal_n:,} records; the other scenarios "
+        f"stay at {RECORDS:,} (at ~200 MB stored the plain-list and pickled workers "
+        "would take several GB).")
     res["notes"].append("The literal goal includes the idle interpreters (the 'idle' rows; "
                         "spawned workers each import cowstore and this script); it is judged "
-                        "only with the ~200 MB dataset (COWSTORE_BENCH_MAX ≥ 10^6), and so "
-                        "is the second reading: with a small file the workers' fixed "
-                        "growth (allocator arenas, caches) weighs more than the pages.")
+                        "only with the ~200 MB store at COWSTORE_BENCH_MAX ≥ 10^6 (below, "
+                        "that store shrinks with the dataset), and so is the second "
+                        "reading: with a small file the workers' fixed growth (allocator "
+                        "arenas, caches) weighs more than the pages.")
     return res
 
 
