@@ -187,6 +187,8 @@ typedef struct pk_out {
     cow_word words[COW_PACK_MAX_WORDS];     /* exported; each holds a reference */
     unsigned nwords;
     const pk_subst *subst;              /* NULL, or strings to write by word */
+    int keep_idents;                    /* refuse a nested container whose identity
+                                         * its position does not derive (P5) */
 } pk_out;
 
 static int
@@ -274,10 +276,29 @@ put_span(pk_out *o, const cow_val *v, int is_str)
 static int put_value(pk_out *o, const cow_val *v, unsigned depth);
 static int copy_body(pk_out *o, pk_in *in, int tag, unsigned depth);
 
+/* put_value of entry pos of a general container of identity parent: with
+ * o->keep_idents, PK_NO for a container whose identity is not the one the
+ * pack will derive for that position (P5) -- it would read back as another
+ * container.  A general one's own entries are checked as it is written; a
+ * packed one's derive from its identity already. */
+static int
+put_entry(pk_out *o, const cow_val *v, uint32_t parent, size_t pos, unsigned depth)
+{
+    if (o->keep_idents && (v->tag == COW_T_PACKED || cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))) {
+        uint32_t ident = v->tag == COW_T_PACKED ? v->aux
+                         : cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident
+                         : cow_val_getvec(v)->ident;
+        if (ident != nested_ident(parent, pos))
+            return PK_NO;
+    }
+    return put_value(o, v, depth);
+}
+
 /* A dict body from its n entries (keys[i], vals[i], borrowed): the shape's
  * word, then the values in the shape's order. */
 static int
-put_dict_body(pk_out *o, const cow_val *keys, const cow_val *vals, size_t n, unsigned depth)
+put_dict_body(pk_out *o, const cow_val *keys, const cow_val *vals, size_t n, uint32_t ident,
+              unsigned depth)
 {
     uint8_t shape[SHAPE_MAX_BYTES];
     size_t at = 1;
@@ -306,7 +327,7 @@ put_dict_body(pk_out *o, const cow_val *keys, const cow_val *vals, size_t n, uns
     if (rc || (rc = put_byte(o, idx)))
         return rc;
     for (size_t i = 0; i < n && rc == COW_OK; i++)
-        rc = put_value(o, &vals[i], depth);
+        rc = put_entry(o, &vals[i], ident, i, depth);
     return rc;
 }
 
@@ -329,7 +350,7 @@ put_map_body(pk_out *o, const cow_map *m, unsigned depth)
         keys[n] = k;
         vals[n++] = cow_map_entry_val(m, e);
     }
-    return put_dict_body(o, keys, vals, n, depth);
+    return put_dict_body(o, keys, vals, n, m->ident, depth);
 }
 
 /* A list or tuple body from its n items (borrowed): the count, the items. */
@@ -359,8 +380,8 @@ put_vec_body(pk_out *o, const cow_vec *vec, unsigned depth)
     if ((rc = put_byte(o, (unsigned)vec->b.len)))
         return rc;
     cow_vec_iter_init(&it, &vec->b, 0);
-    while (rc == COW_OK && (e = cow_vec_iter_next(&it)) != NULL)
-        rc = put_value(o, e, depth);
+    for (size_t i = 0; rc == COW_OK && (e = cow_vec_iter_next(&it)) != NULL; i++)
+        rc = put_entry(o, e, vec->ident, i, depth);
     return rc;
 }
 
@@ -1318,6 +1339,7 @@ out_init(pk_out *o)
     o->n = 0;
     o->nwords = 0;
     o->subst = NULL;
+    o->keep_idents = 0;
 }
 
 /* Ends a pack whose body o holds, its writing having answered rc: the node,
@@ -1341,17 +1363,31 @@ pack_end(pk_out *o, int rc, int tag, uint32_t ident, cow_val *out)
     return COW_FOUND;
 }
 
-int
-cow_pack_make(const cow_val *v, cow_val *out)
+/* cow_pack_make, and with keep_idents cow_pack_repack. */
+static int
+pack_general(const cow_val *v, int keep_idents, cow_val *out)
 {
     pk_out o;
     int dict = is_dict_tag(v->tag);
     if (kind_code(v->tag) < 0)
         return COW_NOT_FOUND;
     out_init(&o);
+    o.keep_idents = keep_idents;
     return pack_end(&o, dict ? put_map_body(&o, cow_val_getmap(v), 0)
                              : put_vec_body(&o, cow_val_getvec(v), 0),
                     v->tag, dict ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident, out);
+}
+
+int
+cow_pack_make(const cow_val *v, cow_val *out)
+{
+    return pack_general(v, 0, out);
+}
+
+int
+cow_pack_repack(const cow_val *v, cow_val *out)
+{
+    return pack_general(v, 1, out);
 }
 
 int
@@ -1359,7 +1395,7 @@ cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *
 {
     pk_out o;
     out_init(&o);
-    return pack_end(&o, put_dict_body(&o, keys, vals, n, 0), COW_T_DICT, cow_next_ident(), out);
+    return pack_end(&o, put_dict_body(&o, keys, vals, n, 0, 0), COW_T_DICT, cow_next_ident(), out);
 }
 
 int

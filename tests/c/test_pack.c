@@ -1003,3 +1003,46 @@ Test(pack, repeated_strs_of_a_batch_are_words)
     cow_vals_release(vals, N);
     cow_vals_release(gen, N);
 }
+
+/* P1, P5: a container materialised from a pack and written packs again
+ * (cow_pack_repack) only while every container nested in it, at any depth,
+ * has the identity its position derives -- the one unpacking gives back. */
+Test(pack, a_repack_keeps_every_nested_identity_or_refuses)
+{
+    static const char *const keys[] = {"n", "l", "d"};
+    static const char *const inner_keys[] = {"x"};
+    cow_val vals[3], d, p, g, again, inner, dkey;
+    uint64_t h;
+    vals[0] = cow_val_int(5);
+    vals[1] = list_of(COW_T_LIST, (cow_val[]){cow_val_int(1)}, 1);
+    vals[2] = dict_of(inner_keys, (cow_val[]){cow_val_int(2)}, 1);
+    d = dict_of(keys, vals, 3);
+    p = packed(&d);
+    cr_assert_eq(cow_pack_unpack(&p, &g), COW_OK);      /* nested identities derived */
+    cr_assert_eq(cow_pack_repack(&g, &again), COW_FOUND);
+    cr_assert_eq(again.aux, p.aux, "the container's own identity is kept");
+    cr_assert(cow_val_equal(&again, &g));
+    cow_val_release(&again);
+    /* A scalar written: the nested identities still derive. */
+    map_put(cow_val_getmap(&g), str_of("n"), cow_val_int(6));
+    cr_assert_eq(cow_pack_repack(&g, &again), COW_FOUND);
+    cow_val_release(&again);
+    /* A container assigned in a nested one's place has another identity:
+     * refused (cow_pack_make, which keeps none, packs it). */
+    map_put(cow_val_getmap(&g), str_of("l"), list_of(COW_T_LIST, (cow_val[]){cow_val_int(9)}, 1));
+    cr_assert_eq(cow_pack_repack(&g, &again), COW_NOT_FOUND);
+    cr_assert_eq(cow_pack_make(&g, &again), COW_FOUND);
+    cow_val_release(&again);
+    cow_val_release(&g);
+    /* The same one level down: a list added into the nested dict. */
+    cr_assert_eq(cow_pack_unpack(&p, &g), COW_OK);
+    dkey = str_of("d");
+    cr_assert_eq(cow_val_hash(&dkey, &h), COW_OK);
+    cr_assert_eq(cow_map_get(cow_val_getmap(&g), &dkey, h, &inner), COW_FOUND);
+    map_put(cow_val_getmap(&inner), str_of("y"), list_of(COW_T_LIST, (cow_val[]){cow_val_int(1)}, 1));
+    cr_assert_eq(cow_pack_repack(&g, &again), COW_NOT_FOUND, "a foreign grandchild");
+    cow_val_release(&dkey);
+    cow_val_release(&g);
+    cow_val_release(&p);
+    cow_val_release(&d);
+}

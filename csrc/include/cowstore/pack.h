@@ -44,7 +44,9 @@
  *  P1  a pack is never written: copies share it; a write goes to a general
  *      container materialised from it (cow_pack_unpack), which keeps the
  *      identity, so views (csrc/python) follow the value from packed to
- *      general.
+ *      general.  A container written back into a slot that held it packed
+ *      is packed anew (cow_pack_repack) when every container nested in it
+ *      still has the identity P5 derives for its position.
  *  P2  only values that decode exactly are packed: None, bools, ints, floats,
  *      str, bytes, extension leaves, and dicts with str keys, lists and
  *      tuples of those, within
@@ -115,6 +117,11 @@ typedef struct cow_pack {
  * are inlined) into *out.  COW_FOUND (packed: *out owned); COW_NOT_FOUND
  * when v cannot be packed (P2: *out untouched); or an error. */
 int cow_pack_make(const cow_val *v, cow_val *out);
+/* cow_pack_make for a container materialised from a pack and written
+ * since (P1): COW_NOT_FOUND also when a container nested in it has not the
+ * identity its position derives (P5) -- one assigned there since, which
+ * the pack would read back as the one it replaced. */
+int cow_pack_repack(const cow_val *v, cow_val *out);
 /* cow_pack_make of the DICT of n entries keys[i]: vals[i] (borrowed;
  * distinct keys, as a Python dict's str keys are), a new identity, with no
  * general map made first: the conversion of a record. */
