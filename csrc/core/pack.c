@@ -1390,6 +1390,43 @@ cow_pack_repack(const cow_val *v, cow_val *out)
     return pack_general(v, 1, out);
 }
 
+/* The writes of a dict body's items but the one at pos, taken from its
+ * reader, into o (whose shape word the caller wrote), val written there. */
+static int
+copy_body_with(pk_out *o, pk_in *in, unsigned count, unsigned pos, const cow_val *val)
+{
+    int rc = COW_OK;
+    for (unsigned i = 0; i < count && rc == COW_OK; i++)
+        if (i != pos)
+            rc = copy_item(o, in, 0);
+        else if ((rc = skip_item(in, 0)) == COW_OK)
+            rc = put_value(o, val, 0);
+    return rc;
+}
+
+int
+cow_pack_with_field(const cow_val *v, const char *key, size_t klen, const cow_val *val,
+                    cow_val *out)
+{
+    pk_in in = reader_of(v), shape_in = in;
+    const cow_word *wp;
+    const uint8_t *keys, *kend;
+    unsigned count, pos;
+    pk_out o;
+    int rc;
+    if (!is_dict_tag(v->slen))
+        return COW_ECORRUPT;
+    if (val->tag == COW_T_PACKED || cow_tag_is_map(val->tag) || cow_tag_is_vec(val->tag))
+        return COW_NOT_FOUND;           /* its identity would be derived (P5) */
+    if ((rc = get_shape(&shape_in, &wp, &count, &keys, &kend))
+        || (rc = find_field(keys, kend, count, key, klen, &pos)) != COW_FOUND)
+        return rc;
+    out_init(&o);
+    if ((rc = copy_word_index(&o, &in)) == COW_OK)     /* the same shape */
+        rc = copy_body_with(&o, &in, count, pos, val);
+    return pack_end(&o, rc, v->slen, v->aux, out);
+}
+
 int
 cow_pack_make_dict(const cow_val *keys, const cow_val *vals, size_t n, cow_val *out)
 {

@@ -337,6 +337,11 @@ cowpy_resolve_lazy(CowObject *self)
 }
 int cowpy_begin_write(CowObject *self);         /* resolve, refuse frozen, own root */
 int cowpy_end_write(CowObject *self);           /* bump mut, write back into parent */
+/* A view's write made without materialising: its packed root replaced by
+ * `packed` (stolen: a new pack of the same container, cow_pack_with_field),
+ * written back up the chain as cowpy_end_write does.  0, or -1 with an
+ * error raised (RecursionError before anything is written, as writes). */
+int cowpy_write_packed(CowObject *self, cow_val packed);
 /* Whether a debug build (COW_DEBUG) validates a container after each write:
  * 1 unless a test that feeds damaged pages turned it off. */
 extern int cowpy_debug_checks;

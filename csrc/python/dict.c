@@ -155,6 +155,31 @@ COWPY_ENTRY(static, PyObject *, dict_subscript, (PyObject *op, PyObject *key), (
     return rc == 0 ? missing_key(op, key) : NULL;
 }
 
+/* d[key] = v for a view of a packed record whose shape has key (an exact
+ * str) and a scalar v (borrowed): the record written as a new pack of its
+ * own, with no general map made and packed again (cow_pack_with_field;
+ * pack.h P1).  1 done, 0 when the general path must write it, -1 error. */
+static int
+packed_set(PyObject *op, PyObject *key, const cow_val *v)
+{
+    const char *s;
+    size_t n;
+    cow_val packed;
+    int rc;
+    if (SELF->parent == NULL || !Py_IS_TYPE(key, &PyUnicode_Type))
+        return 0;               /* detached: materialised once, its writes then O(1) */
+    if (cowpy_resolve_lazy(SELF) < 0)
+        return -1;
+    if (SELF->parent == NULL || SELF->root.tag != COW_T_PACKED || SELF->root.slen != COW_T_DICT
+        || cowpy_str_utf8(key, &s, &n) < 0)
+        return 0;
+    if ((rc = cow_pack_with_field(&SELF->root, s, n, v, &packed)) == COW_NOT_FOUND)
+        return 0;
+    if (rc < 0)
+        return cowpy_raise_int(COWPY_ST(op), rc);
+    return cowpy_write_packed(SELF, packed) < 0 ? -1 : 1;
+}
+
 static int
 dict_set(PyObject *op, PyObject *key, PyObject *value)
 {
@@ -168,6 +193,11 @@ dict_set(PyObject *op, PyObject *key, PyObject *value)
     if (cowpy_entry_from_object(st, value, &v) < 0) {
         cow_val_release(&k);
         return -1;
+    }
+    if ((rc = packed_set(op, key, &v)) != 0) {
+        cow_val_release(&k);
+        cow_val_release(&v);
+        return rc < 0 ? -1 : 0;
     }
     if (cowpy_begin_write(SELF) < 0) {
         cow_val_release(&k);

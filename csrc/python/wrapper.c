@@ -370,9 +370,10 @@ write_back(CowObject *self, const cow_val *value)
 
 /* A view whose slot held it packed (pfrom) writes it back packed, if it
  * still packs (pack.h P1, P2, P5): a record written in place stays at
- * about its packed size (the benchmark's six fields: ~73 bytes a record
+ * about its packed size (the benchmark's six fields: ~80 bytes a record
  * once each was written, against ~340 as general maps), so updating every
- * record of a dataset does not multiply its memory.  The view keeps the
+ * record of a dataset does not multiply its memory.  (A scalar written
+ * into a field makes its pack without this: dict.c packed_set.)  The view keeps the
  * general container it wrote, with pfrom naming the pack its slot now
  * holds (the state of a view materialised from its slot), so its next
  * write is in place again and only packs anew.  What no longer packs (a
@@ -415,6 +416,29 @@ cowpy_end_write(CowObject *self)
             cowpy_set_pfrom(self, &packed);
         cow_val_release(&packed);
     }
+    return rc;
+}
+
+int
+cowpy_write_packed(CowObject *self, cow_val packed)
+{
+    int rc;
+    if (chain_fits(self) < 0) {
+        cow_val_release(&packed);
+        return -1;
+    }
+    cow_val_release(&self->root);
+    self->root = packed;
+    cowpy_root_changed(self);
+    cowpy_clear_pfrom(self);
+    if (self->parent == NULL)
+        return 0;                       /* (a detached container has no slot) */
+    if (Py_EnterRecursiveCall(" while writing into a nested container"))
+        return -1;
+    rc = write_back(self, &self->root);
+    Py_LeaveRecursiveCall();
+    if (rc == 0)
+        cowpy_set_pfrom(self, &self->root);     /* our slot holds our very pack */
     return rc;
 }
 

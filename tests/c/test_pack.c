@@ -1046,3 +1046,76 @@ Test(pack, a_repack_keeps_every_nested_identity_or_refuses)
     cow_val_release(&p);
     cow_val_release(&d);
 }
+
+/* A packed dict with one field's value changed: the new pack of its own that
+ * cow_pack_with_field makes equals the general dict so written, keeps the
+ * identity (and so the nested ones, P5), takes every width an int or str
+ * item has, and leaves the old pack, alone or a batch member (P6), as it
+ * was.  What it cannot write is left to the general path. */
+Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
+{
+    cow_val keys[ENTRIES], vals[ENTRIES], p, gen, g, w, expect, unpacked_old, nested_old, nested_new;
+    char long_name[300];
+    const int64_t ints[] = {0, 127, 128, -1, 1 << 20, (int64_t)1 << 40, INT64_MIN};
+    uint64_t h;
+    memset(long_name, 'n', sizeof long_name);
+    record_entries(keys, vals);
+    cr_assert_eq(cow_pack_make_dict(keys, vals, ENTRIES, &p), COW_FOUND);
+    cr_assert_eq(cow_pack_unpack(&p, &gen), COW_OK);
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] + 2; i++) {
+        cow_val nv = i < sizeof ints / sizeof ints[0] ? cow_val_int(ints[i]) : cow_val_float(-0.5);
+        const char *field = i < sizeof ints / sizeof ints[0] ? "id" : "score";
+        if (i == sizeof ints / sizeof ints[0] + 1)
+            cr_assert_eq(cow_val_str(&nv, long_name, sizeof long_name), COW_OK);
+        cr_assert_eq(cow_pack_with_field(&p, field, strlen(field), &nv, &w), COW_FOUND);
+        cr_assert_eq(w.aux, p.aux, "the identity is kept");
+        cr_assert_neq(w.u.w, p.u.w, "a new node: the old one is never written (P1)");
+        cow_val_copy(&expect, &gen);
+        cr_assert_eq(cow_map_own(&expect.u.w), COW_OK);
+        map_put(cow_val_getmap(&expect), str_of(field), nv);
+        cr_assert(cow_val_equal(&w, &expect), "field %s, case %zu", field, i);
+        cr_assert_eq(cow_pack_unpack(&w, &g), COW_OK);
+        cr_assert(cow_val_equal(&g, &expect));
+        cow_val tk = str_of("tags");
+        cr_assert_eq(cow_val_hash(&tk, &h), COW_OK);
+        cr_assert_eq(cow_map_get(cow_val_getmap(&g), &tk, h, &nested_new), COW_FOUND);
+        cr_assert_eq(cow_pack_unpack(&p, &unpacked_old), COW_OK);
+        cr_assert_eq(cow_map_get(cow_val_getmap(&unpacked_old), &tk, h, &nested_old), COW_FOUND);
+        cr_assert_eq(cow_val_getvec(&nested_new)->ident, cow_val_getvec(&nested_old)->ident,
+                     "a nested container keeps its identity");
+        cow_val_release(&tk);
+        cow_val_release(&unpacked_old);
+        cow_val_release(&g);
+        cow_val_release(&expect);
+        cow_val_release(&w);
+    }
+    cr_assert(cow_val_equal(&p, &gen), "the old pack is as it was");
+    {   /* Left to the general path: an absent key, a container value. */
+        cow_val list = list_of(COW_T_LIST, (cow_val[]){cow_val_int(1)}, 1), lp = packed(&list);
+        cow_val one = cow_val_int(1);
+        cr_assert_eq(cow_pack_with_field(&p, "absent", 6, &one, &w), COW_NOT_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, &list, &w), COW_NOT_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, &lp, &w), COW_NOT_FOUND);
+        cow_val_release(&lp);
+        cow_val_release(&list);
+    }
+    {   /* A member of a batch: its own pack, the batch unchanged. */
+        enum { N = 3 };
+        cow_val recs[N], gens[N], nv = cow_val_int(-7);
+        packed_records(recs, gens, N, 6);
+        cr_assert_eq(cow_pack_batch(recs, N, 1), COW_OK);
+        cr_assert_eq(cow_pack_with_field(&recs[1], "id", 2, &nv, &w), COW_FOUND);
+        cr_assert_eq(cow_pack_offset(&w), 0, "a pack of its own");
+        cr_assert_eq(w.aux, recs[1].aux);
+        map_put(cow_val_getmap(&gens[1]), str_of("id"), cow_val_int(-7));
+        cr_assert(cow_val_equal(&w, &gens[1]));
+        cr_assert(cow_val_equal(&recs[0], &gens[0]) && cow_val_equal(&recs[2], &gens[2]));
+        cow_val_release(&w);
+        cow_vals_release(recs, N);
+        cow_vals_release(gens, N);
+    }
+    cow_val_release(&gen);
+    cow_val_release(&p);
+    cow_vals_release(keys, ENTRIES);
+    cow_vals_release(vals, ENTRIES);
+}

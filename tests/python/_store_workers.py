@@ -425,6 +425,25 @@ def _set_algebra(store, write):
     return run.ops, run.corrupt
 
 
+def _write_into_records(store):
+    """Writes into stored records through views, as a program updating its
+    dataset does -- a scalar into a field (a new pack made from the damaged
+    one), an append into a nested list (materialised, then packed again) --
+    and commits them."""
+    for root, nested in (("records", "tags"), ("rows", "vals")):
+        if root not in store:
+            continue
+        rows = store[root]
+        for i in range(0, min(len(rows), 800), 37):
+            record = rows[i]
+            if not isinstance(record, cowstore.CowDict):
+                continue
+            record["name"] = f"walked-{i}"
+            if isinstance(record.get(nested), cowstore.CowList):
+                record[nested].append(i)
+        store[root] = rows
+
+
 def walk(path, write=False):
     store = cowstore.open(path, readonly=not write)
     store.stats()
@@ -450,6 +469,8 @@ def walk(path, write=False):
         len(value) if hasattr(value, "__len__") else None
     for old, new in zip(names, names[1:]):
         list(cowstore.diff(store[old], store[new]))
+    if write:
+        _write_into_records(store)
     if write:
         store["fuzz-new-root"] = {"after": list(names), "n": [1, 2, 3]}
         assert list(store["fuzz-new-root"]["n"]) == [1, 2, 3]

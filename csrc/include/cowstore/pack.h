@@ -140,6 +140,14 @@ int cow_pack_unpack(const cow_val *v, cow_val *out);
 /* d[key] for a packed dict and a str key: COW_FOUND, COW_NOT_FOUND or an
  * error. */
 int cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out);
+/* d[key] = val for a packed dict v whose shape has key and a scalar val
+ * (borrowed): the dict so written as a new pack of its own (P1: v is not
+ * touched), v's identity kept, into *out (owned): COW_FOUND; COW_NOT_FOUND
+ * when key is not in the shape, val is a container (its identity would be
+ * derived, P5) or does not pack (P2): the caller writes a general map;
+ * COW_ECORRUPT or COW_ENOMEM. */
+int cow_pack_with_field(const cow_val *v, const char *key, size_t klen, const cow_val *val,
+                        cow_val *out);
 /* l[i] for a packed list or tuple (0 <= i): as cow_pack_lookup. */
 int cow_pack_index(const cow_val *v, size_t i, cow_val *out);
 /* len(): COW_OK or COW_ECORRUPT. */
