@@ -401,7 +401,9 @@ cowpy_end_write(CowObject *self)
         return -1;
     if (self->parent == NULL)
         return 0;
-    if (was_packed && (repacked = repack_for_slot(self, &packed)) < 0)
+    /* A parent whose own slot holds it packed is packed again after our
+     * write back, with us inside: packing us first would be lost work. */
+    if (was_packed && self->parent->pfrom == 0 && (repacked = repack_for_slot(self, &packed)) < 0)
         return -1;
     /* One C call per level of the chain (chain_fits checked it): past the
      * recursion limit, a RecursionError rather than an overflowed C stack. */
