@@ -9,10 +9,12 @@ test_differential.py checks random operation sequences; these are the
 scenarios worth naming.)
 """
 import copy
+import gc
 import pickle
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import pytest
 
@@ -183,8 +185,6 @@ def test_stored_record_written_and_committed_again(tmp_path):
 
 def _bytes_per_record(build, write):
     """tracemalloc bytes per record of build()'s records, after write(records)."""
-    import gc
-    import tracemalloc
     gc.collect()
     tracemalloc.start()
     try:
