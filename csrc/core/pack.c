@@ -61,6 +61,14 @@ nested_ident(uint32_t parent, size_t pos)
     return (uint32_t)cow_hash_mix64(((uint64_t)parent << 32) ^ (uint64_t)(pos + 1));
 }
 
+uint32_t
+cow_container_ident(const cow_val *v)
+{
+    if (v->tag == COW_T_PACKED)
+        return v->aux;
+    return cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
+}
+
 static long live_packs;
 long cow_pack_live_nodes(void) { return live_packs; }
 
@@ -284,13 +292,9 @@ static int copy_body(pk_out *o, pk_in *in, int tag, unsigned depth);
 static int
 put_entry(pk_out *o, const cow_val *v, uint32_t parent, size_t pos, unsigned depth)
 {
-    if (o->keep_idents && (v->tag == COW_T_PACKED || cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))) {
-        uint32_t ident = v->tag == COW_T_PACKED ? v->aux
-                         : cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident
-                         : cow_val_getvec(v)->ident;
-        if (ident != nested_ident(parent, pos))
-            return PK_NO;
-    }
+    if (o->keep_idents && (v->tag == COW_T_PACKED || cow_tag_is_map(v->tag) || cow_tag_is_vec(v->tag))
+        && cow_container_ident(v) != nested_ident(parent, pos))
+        return PK_NO;
     return put_value(o, v, depth);
 }
 

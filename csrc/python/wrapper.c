@@ -16,14 +16,6 @@ cowpy_refuse_frozen(CowObject *self)
     return cowpy_is_frozen(self) ? cowpy_begin_write(self) : 0;     /* raises FrozenError */
 }
 
-static uint32_t
-ident_of(const cow_val *v)
-{
-    if (v->tag == COW_T_PACKED)
-        return v->aux;
-    return cow_tag_is_map(v->tag) ? cow_val_getmap(v)->ident : cow_val_getvec(v)->ident;
-}
-
 /* What tells two versions of one container apart (a packed one: its word). */
 static const void *
 node_of(const cow_val *v)
@@ -96,7 +88,7 @@ resync_packed(CowObject *self, const cow_val *cur)
 {
     cow_word w = cow_ref_export(&cur->u.w);
     cow_val fresh;
-    if (cur->slen != cowpy_logical_tag(&self->root) || cur->aux != ident_of(&self->root)) {
+    if (cur->slen != cowpy_logical_tag(&self->root) || cur->aux != cow_container_ident(&self->root)) {
         cowpy_detach(self);
         return 0;
     }
@@ -131,7 +123,7 @@ resync_with_parent(CowObject *self)
     if (cur != NULL && cur->tag == COW_T_PACKED)
         return resync_packed(self, cur);
     if (cur == NULL || cur->tag != cowpy_logical_tag(&self->root)
-        || ident_of(cur) != ident_of(&self->root)) {
+        || cow_container_ident(cur) != cow_container_ident(&self->root)) {
         cowpy_detach(self);          /* the container at our slot was replaced */
         return 0;
     }
@@ -324,6 +316,8 @@ static int
 check_root(CowObject *self)
 {
     const cow_val *r = &self->root;
+    if (r->tag == COW_T_PACKED)
+        return 0;                       /* a pack is checked as it is read (pack.h P3) */
     size_t n = cow_tag_is_map(r->tag) ? cow_map_entries(cow_val_getmap(r))
                                       : cow_val_getvec(r)->b.len;
     if (n > COWPY_DEBUG_CHECK_MAX || !cowpy_debug_checks)
@@ -339,7 +333,8 @@ static int check_root(CowObject *self) { return 0; }
 #endif
 
 /* cowpy_end_write's write of `value` (self's root, or its pack) into self's
- * slot of the parent, then the parent's own end_write. */
+ * slot of the parent, then the parent's own end_write.  A pack written so
+ * is then what pfrom names, as for a view read from a packed slot. */
 static int
 write_back(CowObject *self, const cow_val *value)
 {
@@ -365,6 +360,8 @@ write_back(CowObject *self, const cow_val *value)
         return -1;
     self->seen = parent->mut;
     self->synced = self->st->changes;    /* the chain above holds our root */
+    if (value->tag == COW_T_PACKED)
+        cowpy_set_pfrom(self, value);    /* our slot holds that pack (P1) */
     return 0;
 }
 
@@ -384,8 +381,10 @@ write_back(CowObject *self, const cow_val *value)
 static int
 repack_for_slot(CowObject *self, cow_val *packed)
 {
-    int rc = cow_pack_repack(&self->root, packed);
-    if (rc == COW_NOT_FOUND)
+    int rc;
+    if (self->root.tag == COW_T_PACKED)
+        return 0;                       /* written as a pack already (cowpy_write_packed) */
+    if ((rc = cow_pack_repack(&self->root, packed)) == COW_NOT_FOUND)
         return 0;
     return rc < 0 ? cowpy_raise_int(COWPY_ST(self), rc) : 1;
 }
@@ -413,35 +412,21 @@ cowpy_end_write(CowObject *self)
         rc = write_back(self, repacked ? &packed : &self->root);
         Py_LeaveRecursiveCall();
     }
-    if (repacked) {
-        if (rc == 0)
-            cowpy_set_pfrom(self, &packed);
+    if (repacked)
         cow_val_release(&packed);
-    }
     return rc;
 }
 
 int
 cowpy_write_packed(CowObject *self, cow_val packed)
 {
-    int rc;
     if (chain_fits(self) < 0) {
         cow_val_release(&packed);
         return -1;
     }
     cow_val_release(&self->root);
     self->root = packed;
-    cowpy_root_changed(self);
-    cowpy_clear_pfrom(self);
-    if (self->parent == NULL)
-        return 0;                       /* (a detached container has no slot) */
-    if (Py_EnterRecursiveCall(" while writing into a nested container"))
-        return -1;
-    rc = write_back(self, &self->root);
-    Py_LeaveRecursiveCall();
-    if (rc == 0)
-        cowpy_set_pfrom(self, &self->root);     /* our slot holds our very pack */
-    return rc;
+    return cowpy_end_write(self);
 }
 
 void

@@ -113,6 +113,9 @@ typedef struct cow_pack {
 #define COW_PACK_NBYTES_MASK 0xffffffu
 #define COW_PACK_NWORDS_SHIFT 24
 
+/* The identity of container v, packed (its aux) or general (its node's):
+ * what views and P5 tell containers apart by. */
+uint32_t cow_container_ident(const cow_val *v);
 /* Packs v (a general DICT, FDICT, LIST, FLIST or TUPLE; its packed children
  * are inlined) into *out.  COW_FOUND (packed: *out owned); COW_NOT_FOUND
  * when v cannot be packed (P2: *out untouched); or an error. */
