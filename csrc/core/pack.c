@@ -1055,18 +1055,69 @@ find_field(const uint8_t *keys, const uint8_t *kend, unsigned count, const char 
     return COW_NOT_FOUND;
 }
 
+/* ---- caller memos ---------------------------------------------------------
+ * A memo holds the heap shape blob it names (P4: interned per process), so
+ * while memoised that address is those bytes: a dict body naming the same
+ * word has the same keys, and the memo's position needs no check against
+ * them.  Shapes in pages are not memoised (a store closed and another
+ * mapped may put other bytes at an address). */
+
+void
+cow_pack_memo_clear(cow_pack_memo *memo)
+{
+    blob_drop((cow_blob *)memo->shape);
+    memo->shape = 0;
+}
+
+static void
+memo_set(cow_pack_memo *memo, cow_word shape, unsigned pos)
+{
+    ((cow_blob *)shape)->refcnt++;      /* before the drop: it may be the same blob */
+    cow_pack_memo_clear(memo);
+    memo->shape = shape;
+    memo->pos = (uint8_t)pos;
+}
+
+/* The position of key in the shape of the dict body at the reader, which
+ * it reads past: from *memo when the body names the memo's shape, else by
+ * find_field, memoised when the shape is on the heap (memo may be NULL). */
+static int
+field_pos(pk_in *in, const char *key, size_t klen, cow_pack_memo *memo, unsigned *pos)
+{
+    const cow_word *wp;
+    const uint8_t *keys, *kend;
+    unsigned count;
+    int rc;
+    if (memo != NULL && memo->shape != 0 && in->p < in->end && *in->p < nwords_of(in->node)
+        && words_of(in->node)[*in->p] == memo->shape) {
+        in->p++;
+        *pos = memo->pos;
+        return COW_FOUND;
+    }
+    if ((rc = get_shape(in, &wp, &count, &keys, &kend))
+        || (rc = find_field(keys, kend, count, key, klen, pos)) != COW_FOUND)
+        return rc;
+    if (memo != NULL && !cow_word_stored(*wp))
+        memo_set(memo, *wp, *pos);
+    return COW_FOUND;
+}
+
 int
 cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out)
 {
+    return cow_pack_lookup_memo(v, key, klen, NULL, out);
+}
+
+int
+cow_pack_lookup_memo(const cow_val *v, const char *key, size_t klen, cow_pack_memo *memo,
+                     cow_val *out)
+{
     pk_in in = reader_of(v);
-    const cow_word *wp;
-    const uint8_t *keys, *kend;
-    unsigned count, pos;
+    unsigned pos;
     int rc;
     if (!is_dict_tag(v->slen))
         return COW_ECORRUPT;
-    if ((rc = get_shape(&in, &wp, &count, &keys, &kend))
-        || (rc = find_field(keys, kend, count, key, klen, &pos)) != COW_FOUND)
+    if ((rc = field_pos(&in, key, klen, memo, &pos)) != COW_FOUND)
         return rc;
     if ((rc = skip_items(&in, pos, 0)))
         return rc;

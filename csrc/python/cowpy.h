@@ -290,6 +290,14 @@ PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
  * iterable's order, building it through dict.fromkeys). */
 int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 
+/* The slot of a table of 2^bits slots for the object or bytes at address
+ * p (2^64 / golden ratio spreads addresses over slots). */
+static inline size_t
+cowpy_address_slot(const void *p, unsigned bits)
+{
+    return (size_t)(((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ULL) >> (64 - bits));
+}
+
 /* key_cache.c: the key objects of a packed dict's shape (its blob's bytes,
  * pack.h), interned and cached: a borrowed tuple, valid until the next
  * call; and one key's str from its UTF-8, interned and cached (a new
@@ -299,6 +307,10 @@ PyObject *cowpy_key_object(cowpy_state *st, const char *utf8, size_t len);
 /* A str a pack repeats (pack.h P7) from its blob's bytes: as
  * cowpy_key_object, its cache slot found by their address. */
 PyObject *cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len);
+
+/* field_memo.c: the memo (pack.h cow_pack_memo) that reads of exact str
+ * key share, from a bounded table; borrowed, valid until the next call. */
+cow_pack_memo *cowpy_field_memo(PyObject *key);
 
 /* wrapper.c */
 int cowpy_is_ours(cowpy_state *st, PyObject *obj);   /* one of our containers? */

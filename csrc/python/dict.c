@@ -50,7 +50,7 @@ static int
 packed_lookup(PyObject *op, PyObject *key, const char *s, size_t n, PyObject **res)
 {
     cow_val v;
-    int rc = cow_pack_lookup(&SELF->root, s, n, &v);
+    int rc = cow_pack_lookup_memo(&SELF->root, s, n, cowpy_field_memo(key), &v);
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(op), rc);
     if (rc == COW_FOUND && res) {

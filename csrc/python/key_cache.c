@@ -26,8 +26,6 @@
 #define KEY_CACHE_SLOTS 1024
 #define REPEATED_BITS 8
 #define REPEATED_SLOTS (1u << REPEATED_BITS)
-/* 2^64 / golden ratio: spreads addresses over slots. */
-#define ADDRESS_MUL 0x9e3779b97f4a7c15ULL
 /* Longer keys are made afresh: rare, and costly to compare. */
 #define KEY_CACHE_MAX_BYTES 64
 static const uint64_t KEY_CACHE_SEED = 0xa54ff53a5f1d36f1ULL;
@@ -58,13 +56,6 @@ slot_fill(key_slot *slot, const uint8_t *s, size_t len, PyObject *obj)
     slot->bytes = copy;
     slot->len = len;
     return obj;
-}
-
-/* The slot of a table of 2^bits slots for bytes at address p. */
-static size_t
-address_slot(const void *p, unsigned bits)
-{
-    return (size_t)(((uint64_t)(uintptr_t)p * ADDRESS_MUL) >> (64 - bits));
 }
 
 static int
@@ -120,7 +111,7 @@ fail:
 PyObject *
 cowpy_shape_keys(cowpy_state *st, const uint8_t *shape, size_t len)
 {
-    key_slot *slot = &shape_slots[address_slot(shape, SHAPE_KEYS_BITS)];
+    key_slot *slot = &shape_slots[cowpy_address_slot(shape, SHAPE_KEYS_BITS)];
     PyObject *keys;
     if (slot_holds(slot, shape, len))
         return slot->obj;
@@ -155,6 +146,6 @@ cowpy_key_object(cowpy_state *st, const char *utf8, size_t len)
 PyObject *
 cowpy_repeated_str(cowpy_state *st, const char *utf8, size_t len)
 {
-    return cached_str(st, &repeated_slots[address_slot(utf8, REPEATED_BITS)],
+    return cached_str(st, &repeated_slots[cowpy_address_slot(utf8, REPEATED_BITS)],
                       (const uint8_t *)utf8, len);
 }

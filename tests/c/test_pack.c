@@ -352,6 +352,54 @@ Test(pack, a_hint_at_the_same_offset_in_another_position_is_not_taken)
     cow_val_release(&da);
 }
 
+/* A caller's memo (cow_pack_lookup_memo) answers as cow_pack_lookup does
+ * over records of shapes that hold its key at other positions, read in
+ * turn; it names the last heap shape its key was found in. */
+Test(pack, a_memo_answers_as_the_lookup_does)
+{
+    static const char *const ka[] = {"a", "bb", "ccc"}, *const kb[] = {"ccc", "a", "bb"};
+    cow_val va[3] = {cow_val_int(1), cow_val_int(2), cow_val_int(3)};
+    cow_val vb[3] = {cow_val_int(30), cow_val_int(10), cow_val_int(20)};
+    cow_val da = dict_of(ka, va, 3), db = dict_of(kb, vb, 3), pa = packed(&da), pb = packed(&db);
+    cow_pack_memo memo = {0}, other = {0};
+    cow_val got, want;
+    for (int round = 0; round < 6; round++) {
+        const cow_val *p = round % 3 == 2 ? &pb : &pa;
+        cr_assert_eq(cow_pack_lookup_memo(p, "ccc", 3, &memo, &got), COW_FOUND);
+        cr_assert_eq(cow_pack_lookup(p, "ccc", 3, &want), COW_FOUND);
+        cr_assert_eq(got.u.i, want.u.i, "round %d: %lld, not %lld", round,
+                     (long long)got.u.i, (long long)want.u.i);
+        cr_assert_eq(memo.shape, words_of(p)[0], "the memo names the shape read last");
+        cr_assert_eq(cow_pack_lookup_memo(p, "zz", 2, &other, &got), COW_NOT_FOUND);
+        cr_assert_eq(other.shape, 0, "an absent key is not memoised");
+    }
+    cow_pack_memo_clear(&memo);
+    cr_assert_eq(memo.shape, 0);
+    cow_val_release(&pa);
+    cow_val_release(&pb);
+    cow_val_release(&da);
+    cow_val_release(&db);
+}
+
+/* A memo holds its shape: with every record and the intern cache gone, the
+ * blob lives on (its address can name no other bytes) until the memo is
+ * cleared; the suite's leak check sees it freed then. */
+Test(pack, a_memo_holds_its_shape)
+{
+    static const char *const ka[] = {"x", "y"};
+    cow_val va[2] = {cow_val_int(7), cow_val_int(8)};
+    cow_val da = dict_of(ka, va, 2), pa = packed(&da), got;
+    cow_pack_memo memo = {0};
+    cr_assert_eq(cow_pack_lookup_memo(&pa, "y", 1, &memo, &got), COW_FOUND);
+    cr_assert_eq(got.u.i, 8);
+    cr_assert_eq(memo.pos, 1);
+    cow_val_release(&pa);
+    cow_val_release(&da);
+    cow_pack_forget_shapes();
+    cr_assert_eq(((cow_blob *)memo.shape)->refcnt, 1, "the memo's reference alone");
+    cow_pack_memo_clear(&memo);
+}
+
 /* P8: a nested container read in place names the parent's node at its
  * body, with the identity its parent's materialisation gives it. */
 Test(pack, a_nested_container_is_read_in_place)

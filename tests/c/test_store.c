@@ -864,6 +864,12 @@ Test(store, packed_values_round_trip)
     cr_assert(cow_word_stored(view.u.w), "a long str stays in pages");
     cr_assert_eq(cow_pack_lookup(&inner, "id", 2, &view), COW_FOUND);
     cr_assert_eq(view.u.i, 70000);
+    {
+        cow_pack_memo memo = {0};       /* a shape in pages is not memoised */
+        cr_assert_eq(cow_pack_lookup_memo(&inner, "id", 2, &memo, &view), COW_FOUND);
+        cr_assert_eq(view.u.i, 70000);
+        cr_assert_eq(memo.shape, 0);
+    }
     cow_val_release(&g);
     cow_val_release(&inner);
     cow_val_release(&got);

@@ -494,3 +494,42 @@ def test_records_of_other_shapes_written_over_one_another_read_their_own_fields(
                 s["y"] = [rec]
                 assert s["y"][0]["tags"] == rec["tags"]
                 assert dict(s["y"][0]) == rec
+
+
+def test_one_key_object_reads_records_of_many_shapes():
+    # A field read remembers, per key object, where the key lay in the last
+    # shape it was found in (csrc/python/field_memo.c): records whose shapes
+    # hold the key at other positions, or not at all, read in turn, and
+    # shapes that change under writes, must each read their own field.
+    keys = ("a", "b", "c", "d")
+    orders = [keys, keys[::-1], ("c", "a", "d", "b"), ("b", "d"), ("d", "c", "a")]
+    plain = [{k: f"{k}{i}" for k in orders[i % len(orders)]} for i in range(40)]
+    frozen = freeze(plain)
+    views = list(frozen)
+    for _ in range(3):
+        for k in keys:
+            for r, p in zip(views, plain):
+                assert r.get(k) == p.get(k) and (k in r) == (k in p)
+    for i, (r, p) in enumerate(zip(views, plain)):
+        if i % 3 == 0:
+            r["a"] = p["a"] = -i                # a field of the shape, or a new key
+        elif i % 3 == 1 and "b" in p:
+            del r["b"], p["b"]
+    for k in keys:
+        assert [r.get(k) for r in frozen] == [p.get(k) for p in plain]
+        assert [r.get(k) for r in views] == [p.get(k) for p in plain]
+
+
+def test_field_memos_hold_a_bounded_number_of_keys():
+    # Each memo holds its key object: a program reading through many key
+    # objects keeps at most the table's 256 of them alive.
+    r = freeze([{"ab": 1, "b": 2}])[0]
+    probes = [("ab" + str(i))[:2] for i in range(2000)]      # 2,000 objects "ab"
+    assert len({id(p) for p in probes}) == len(probes)
+    before = [sys.getrefcount(p) for p in probes]
+    for p in probes:
+        assert r[p] == 1
+    del p
+    after = [sys.getrefcount(p) for p in probes]
+    held = sum(a > b for a, b in zip(after, before))
+    assert 0 < held <= 256

@@ -143,6 +143,19 @@ int cow_pack_unpack(const cow_val *v, cow_val *out);
 /* d[key] for a packed dict and a str key: COW_FOUND, COW_NOT_FOUND or an
  * error. */
 int cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out);
+/* A caller's memo of where one key lies in one shape, for reading the same
+ * field of many records: zeroed is empty; it holds a reference to the
+ * shape it names until cleared (pack.c). */
+typedef struct cow_pack_memo {
+    cow_word shape;     /* a heap shape blob, or 0 */
+    uint8_t pos;        /* the key's position in it */
+} cow_pack_memo;
+/* cow_pack_lookup, the key's position read from *memo when v's shape is the
+ * one it names, else found and memoised there.  A memo serves one key:
+ * the caller gives each key its own. */
+int cow_pack_lookup_memo(const cow_val *v, const char *key, size_t klen, cow_pack_memo *memo,
+                         cow_val *out);
+void cow_pack_memo_clear(cow_pack_memo *memo);
 /* d[key] = val for a packed dict v whose shape has key and a scalar val
  * (borrowed): the dict so written as a new pack of its own (P1: v is not
  * touched), v's identity kept, into *out (owned): COW_FOUND; COW_NOT_FOUND
