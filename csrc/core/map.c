@@ -466,7 +466,7 @@ heap_index_entry(const cow_map *m, uint32_t h, uint32_t *entry)
 /* The entry the index names for hash by the fast walk: COW_FOUND (a log
  * entry, its key still to compare), COW_NOT_FOUND, or COW_ASK_GENERAL (no
  * index, a stored or collision node). */
-static int
+static inline __attribute__((always_inline)) int
 heap_entry_for(const cow_map *m, uint64_t hash, uint32_t *entry)
 {
     int rc;

@@ -780,7 +780,7 @@ heap_leaf_for(const cow_vecbody *b, size_t i, int owned)
  * or a hole.
  * A str of at most COW_INLINE_MAX bytes is an inline item and a longer one
  * a raw one (V1, C1), and no other kind of value equals a str. */
-static int
+static inline __attribute__((always_inline)) int
 item_is_str(const uint8_t *item, const uint8_t *end, const char *s, size_t n)
 {
     if (item[0] == COW_CI_RAW || item[0] == COW_CI_HOLE)

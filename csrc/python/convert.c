@@ -980,7 +980,9 @@ alloc_ascii_str(size_t n)
     s->hash = -1;
     s->wstr = NULL;
     ((char *)(s + 1))[n] = '\0';
-    return PyObject_Init((PyObject *)s, &PyUnicode_Type);
+    Py_SET_TYPE(s, &PyUnicode_Type);    /* PyObject_Init's work: str is no heap type */
+    _Py_NewReference((PyObject *)s);
+    return (PyObject *)s;
 #else
     PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
     if (s == NULL)
