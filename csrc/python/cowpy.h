@@ -290,12 +290,15 @@ PyObject *cowpy_wrap(cowpy_state *st, cow_val v);
  * iterable's order, building it through dict.fromkeys). */
 int cowpy_set_from_keys(cowpy_state *st, PyObject *dict, cow_val *out);
 
+/* 2^64 / golden ratio: spreads addresses over slots. */
+#define COWPY_ADDRESS_MUL 0x9e3779b97f4a7c15ULL
+
 /* The slot of a table of 2^bits slots for the object or bytes at address
- * p (2^64 / golden ratio spreads addresses over slots). */
+ * p (key_cache.c, field_memo.c). */
 static inline size_t
 cowpy_address_slot(const void *p, unsigned bits)
 {
-    return (size_t)(((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ULL) >> (64 - bits));
+    return (size_t)(((uint64_t)(uintptr_t)p * COWPY_ADDRESS_MUL) >> (64 - bits));
 }
 
 /* key_cache.c: the key objects of a packed dict's shape (its blob's bytes,
