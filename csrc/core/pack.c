@@ -1070,35 +1070,38 @@ cow_pack_memo_clear(cow_pack_memo *memo)
 }
 
 static void
-memo_set(cow_pack_memo *memo, cow_word shape, unsigned pos)
+memo_set(cow_pack_memo *memo, cow_word shape, unsigned pos, unsigned count)
 {
     ((cow_blob *)shape)->refcnt++;      /* before the drop: it may be the same blob */
     cow_pack_memo_clear(memo);
     memo->shape = shape;
     memo->pos = (uint8_t)pos;
+    memo->count = (uint8_t)count;
 }
 
 /* The position of key in the shape of the dict body at the reader, which
- * it reads past: from *memo when the body names the memo's shape, else by
- * find_field, memoised when the shape is on the heap (memo may be NULL). */
-static int
-field_pos(pk_in *in, const char *key, size_t klen, cow_pack_memo *memo, unsigned *pos)
+ * it reads past, and the shape's key count: from *memo when the body names
+ * the memo's shape, else by find_field, memoised when the shape is on the
+ * heap (memo may be NULL). */
+static inline __attribute__((always_inline)) int
+field_pos(pk_in *in, const char *key, size_t klen, cow_pack_memo *memo, unsigned *pos,
+          unsigned *count)
 {
     const cow_word *wp;
     const uint8_t *keys, *kend;
-    unsigned count;
     int rc;
     if (memo != NULL && memo->shape != 0 && in->p < in->end && *in->p < nwords_of(in->node)
         && words_of(in->node)[*in->p] == memo->shape) {
         in->p++;
         *pos = memo->pos;
+        *count = memo->count;
         return COW_FOUND;
     }
-    if ((rc = get_shape(in, &wp, &count, &keys, &kend))
-        || (rc = find_field(keys, kend, count, key, klen, pos)) != COW_FOUND)
+    if ((rc = get_shape(in, &wp, count, &keys, &kend))
+        || (rc = find_field(keys, kend, *count, key, klen, pos)) != COW_FOUND)
         return rc;
     if (memo != NULL && !cow_word_stored(*wp))
-        memo_set(memo, *wp, *pos);
+        memo_set(memo, *wp, *pos, *count);
     return COW_FOUND;
 }
 
@@ -1113,11 +1116,11 @@ cow_pack_lookup_memo(const cow_val *v, const char *key, size_t klen, cow_pack_me
                      cow_val *out)
 {
     pk_in in = reader_of(v);
-    unsigned pos;
+    unsigned pos, count;
     int rc;
     if (!is_dict_tag(v->slen))
         return COW_ECORRUPT;
-    if ((rc = field_pos(&in, key, klen, memo, &pos)) != COW_FOUND)
+    if ((rc = field_pos(&in, key, klen, memo, &pos, &count)) != COW_FOUND)
         return rc;
     if ((rc = skip_items(&in, pos, 0)))
         return rc;
@@ -1460,12 +1463,10 @@ copy_body_with(pk_out *o, pk_in *in, unsigned count, unsigned pos, const cow_val
 }
 
 int
-cow_pack_with_field(const cow_val *v, const char *key, size_t klen, const cow_val *val,
-                    cow_val *out)
+cow_pack_with_field(const cow_val *v, const char *key, size_t klen, cow_pack_memo *memo,
+                    const cow_val *val, cow_val *out)
 {
     pk_in in = reader_of(v), shape_in = in;
-    const cow_word *wp;
-    const uint8_t *keys, *kend;
     unsigned count, pos;
     pk_out o;
     int rc;
@@ -1473,8 +1474,7 @@ cow_pack_with_field(const cow_val *v, const char *key, size_t klen, const cow_va
         return COW_ECORRUPT;
     if (val->tag == COW_T_PACKED || cow_tag_is_map(val->tag) || cow_tag_is_vec(val->tag))
         return COW_NOT_FOUND;           /* its identity would be derived (P5) */
-    if ((rc = get_shape(&shape_in, &wp, &count, &keys, &kend))
-        || (rc = find_field(keys, kend, count, key, klen, &pos)) != COW_FOUND)
+    if ((rc = field_pos(&shape_in, key, klen, memo, &pos, &count)) != COW_FOUND)
         return rc;
     out_init(&o);
     if ((rc = copy_word_index(&o, &in)) == COW_OK)     /* the same shape */

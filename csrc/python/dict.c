@@ -173,7 +173,8 @@ packed_set(PyObject *op, PyObject *key, const cow_val *v)
     if (SELF->parent == NULL || SELF->root.tag != COW_T_PACKED || SELF->root.slen != COW_T_DICT
         || cowpy_str_utf8(key, &s, &n) < 0)
         return 0;
-    if ((rc = cow_pack_with_field(&SELF->root, s, n, v, &packed)) == COW_NOT_FOUND)
+    if ((rc = cow_pack_with_field(&SELF->root, s, n, cowpy_field_memo(key), v, &packed))
+        == COW_NOT_FOUND)
         return 0;
     if (rc < 0)
         return cowpy_raise_int(COWPY_ST(op), rc);

@@ -370,10 +370,10 @@ write_back(CowObject *self, const cow_val *value)
  * about its packed size (the benchmark's six fields: ~80 bytes a record
  * once each was written, against ~340 as general maps), so updating every
  * record of a dataset does not multiply its memory.  (A scalar written
- * into a field makes its pack without this: dict.c packed_set.)  The view keeps the
- * general container it wrote, with pfrom naming the pack its slot now
- * holds (the state of a view materialised from its slot), so its next
- * write is in place again and only packs anew.  What no longer packs (a
+ * into a field makes its pack without this: dict.c packed_set.)  The view
+ * keeps the general container it wrote, with pfrom naming the pack its
+ * slot now holds (the state of a view materialised from its slot), so its
+ * next write is in place again and only packs anew.  What no longer packs (a
  * list grown past 32 items, a set value, a container assigned into it)
  * goes back general; a detached container is never packed again: its
  * writes stay O(1).  1 with the pack in *packed, 0 when it stays general,

@@ -1103,6 +1103,7 @@ Test(pack, a_repack_keeps_every_nested_identity_or_refuses)
 Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
 {
     cow_val keys[ENTRIES], vals[ENTRIES], p, gen, g, w, expect, unpacked_old, nested_old, nested_new;
+    cow_pack_memo memos[2] = {{0}};     /* "score"'s, "id"'s */
     char long_name[300];
     const int64_t ints[] = {0, 127, 128, -1, 1 << 20, (int64_t)1 << 40, INT64_MIN};
     uint64_t h;
@@ -1115,7 +1116,15 @@ Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
         const char *field = i < sizeof ints / sizeof ints[0] ? "id" : "score";
         if (i == sizeof ints / sizeof ints[0] + 1)
             cr_assert_eq(cow_val_str(&nv, long_name, sizeof long_name), COW_OK);
-        cr_assert_eq(cow_pack_with_field(&p, field, strlen(field), &nv, &w), COW_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, field, strlen(field), NULL, &nv, &w), COW_FOUND);
+        for (int round = 0; round < 2; round++) {       /* a memo's miss, then its hit */
+            cow_val wm;
+            cow_pack_memo *memo = &memos[field[0] == 'i'];
+            cr_assert_eq(cow_pack_with_field(&p, field, strlen(field), memo, &nv, &wm), COW_FOUND);
+            cr_assert(cow_val_equal(&wm, &w), "field %s through a memo, case %zu", field, i);
+            cr_assert_eq(memo->shape, words_of(&p)[0]);
+            cow_val_release(&wm);
+        }
         cr_assert_eq(w.aux, p.aux, "the identity is kept");
         cr_assert_neq(w.u.w, p.u.w, "a new node: the old one is never written (P1)");
         cow_val_copy(&expect, &gen);
@@ -1141,9 +1150,9 @@ Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
     {   /* Left to the general path: an absent key, a container value. */
         cow_val list = list_of(COW_T_LIST, (cow_val[]){cow_val_int(1)}, 1), lp = packed(&list);
         cow_val one = cow_val_int(1);
-        cr_assert_eq(cow_pack_with_field(&p, "absent", 6, &one, &w), COW_NOT_FOUND);
-        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, &list, &w), COW_NOT_FOUND);
-        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, &lp, &w), COW_NOT_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, "absent", 6, NULL, &one, &w), COW_NOT_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, NULL, &list, &w), COW_NOT_FOUND);
+        cr_assert_eq(cow_pack_with_field(&p, "tags", 4, NULL, &lp, &w), COW_NOT_FOUND);
         cow_val_release(&lp);
         cow_val_release(&list);
     }
@@ -1152,7 +1161,7 @@ Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
         cow_val recs[N], gens[N], nv = cow_val_int(-7);
         packed_records(recs, gens, N, 6);
         cr_assert_eq(cow_pack_batch(recs, N, 1), COW_OK);
-        cr_assert_eq(cow_pack_with_field(&recs[1], "id", 2, &nv, &w), COW_FOUND);
+        cr_assert_eq(cow_pack_with_field(&recs[1], "id", 2, NULL, &nv, &w), COW_FOUND);
         cr_assert_eq(cow_pack_offset(&w), 0, "a pack of its own");
         cr_assert_eq(w.aux, recs[1].aux);
         map_put(cow_val_getmap(&gens[1]), str_of("id"), cow_val_int(-7));
@@ -1162,6 +1171,8 @@ Test(pack, a_field_written_into_a_pack_makes_an_equal_pack)
         cow_vals_release(recs, N);
         cow_vals_release(gens, N);
     }
+    cow_pack_memo_clear(&memos[0]);
+    cow_pack_memo_clear(&memos[1]);
     cow_val_release(&gen);
     cow_val_release(&p);
     cow_vals_release(keys, ENTRIES);

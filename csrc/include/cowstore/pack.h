@@ -149,6 +149,7 @@ int cow_pack_lookup(const cow_val *v, const char *key, size_t klen, cow_val *out
 typedef struct cow_pack_memo {
     cow_word shape;     /* a heap shape blob, or 0 */
     uint8_t pos;        /* the key's position in it */
+    uint8_t count;      /* its keys */
 } cow_pack_memo;
 /* cow_pack_lookup, the key's position read from *memo when v's shape is the
  * one it names, else found and memoised there.  A memo serves one key:
@@ -161,9 +162,10 @@ void cow_pack_memo_clear(cow_pack_memo *memo);
  * touched), v's identity kept, into *out (owned): COW_FOUND; COW_NOT_FOUND
  * when key is not in the shape, val is a container (its identity would be
  * derived, P5) or does not pack (P2): the caller writes a general map;
- * COW_ECORRUPT or COW_ENOMEM. */
-int cow_pack_with_field(const cow_val *v, const char *key, size_t klen, const cow_val *val,
-                        cow_val *out);
+ * COW_ECORRUPT or COW_ENOMEM.  The key is found as cow_pack_lookup_memo
+ * finds it (memo may be NULL). */
+int cow_pack_with_field(const cow_val *v, const char *key, size_t klen, cow_pack_memo *memo,
+                        const cow_val *val, cow_val *out);
 /* l[i] for a packed list or tuple (0 <= i): as cow_pack_lookup. */
 int cow_pack_index(const cow_val *v, size_t i, cow_val *out);
 /* len(): COW_OK or COW_ECORRUPT. */
