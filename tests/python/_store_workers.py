@@ -471,7 +471,6 @@ def walk(path, write=False):
         list(cowstore.diff(store[old], store[new]))
     if write:
         _write_into_records(store)
-    if write:
         store["fuzz-new-root"] = {"after": list(names), "n": [1, 2, 3]}
         assert list(store["fuzz-new-root"]["n"]) == [1, 2, 3]
     store.close()
